@@ -1,0 +1,183 @@
+import { z } from 'zod';
+import { GPUS_PER_NODE, GpuModel, GpuTypeWanted, JobState, NodeState, PriorityClass, Role, Slug } from './common';
+
+const EnvName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name');
+/** Variables the agent sets itself; a job may not override them. */
+export const RESERVED_ENV = ['CUDA_VISIBLE_DEVICES', 'NURI_JOB_ID', 'NURI_NODE', 'NVIDIA_VISIBLE_DEVICES'];
+
+export const SubmitJob = z
+  .object({
+    name: z.string().min(1).max(128),
+    gpus: z
+      .number()
+      .int()
+      .min(1)
+      .max(4096)
+      .refine((n) => n <= GPUS_PER_NODE || n % GPUS_PER_NODE === 0, {
+        message: `1 to ${GPUS_PER_NODE} GPUs on one node, or a multiple of ${GPUS_PER_NODE} for whole nodes`,
+      }),
+    gpuType: GpuTypeWanted.default('any'),
+    timeLimitSeconds: z.number().int().min(1).max(14 * 24 * 3600),
+    command: z.array(z.string().max(4096)).min(1).max(256),
+    env: z
+      .record(EnvName, z.string().max(8192))
+      .refine((env) => !Object.keys(env).some((k) => RESERVED_ENV.includes(k)), {
+        message: `must not set ${RESERVED_ENV.join(', ')}`,
+      })
+      .default({}),
+    workingDir: z.string().startsWith('/', 'an absolute path').max(1024).optional(),
+    priority: PriorityClass.default('normal'),
+    requeue: z.boolean().default(true),
+  })
+  .strict();
+export type SubmitJob = z.infer<typeof SubmitJob>;
+
+export const Transition = z.object({
+  at: z.string(),
+  from: JobState.nullable(),
+  to: JobState,
+  reason: z.string(),
+});
+export type Transition = z.infer<typeof Transition>;
+
+export const JobView = z.object({
+  id: z.string(),
+  tenant: z.string(),
+  user: z.string(),
+  name: z.string(),
+  state: JobState,
+  reason: z.string().nullable(),
+  gpus: z.number(),
+  gpuType: GpuTypeWanted,
+  priority: PriorityClass,
+  timeLimitSeconds: z.number(),
+  command: z.array(z.string()),
+  env: z.record(z.string(), z.string()),
+  workingDir: z.string().nullable(),
+  requeue: z.boolean(),
+  submittedAt: z.string(),
+  startedAt: z.string().nullable(),
+  endedAt: z.string().nullable(),
+  exitCode: z.number().nullable(),
+  estimatedStartAt: z.string().nullable(),
+  queuePosition: z.number().nullable(),
+  placement: z.array(z.object({ node: z.string(), gpus: z.array(z.number()) })),
+  transitions: z.array(Transition),
+});
+export type JobView = z.infer<typeof JobView>;
+
+export const ListJobsQuery = z
+  .object({
+    state: JobState.optional(),
+    tenant: Slug.optional(),
+    user: z.string().optional(),
+    limit: z.coerce.number().int().min(1).max(500).default(50),
+    /** Opaque cursor from the previous page's `nextCursor`. */
+    cursor: z.string().max(200).optional(),
+  })
+  .strict();
+export type ListJobsQuery = z.infer<typeof ListJobsQuery>;
+
+export const Quota = z
+  .object({
+    gpuType: GpuModel,
+    guaranteed: z.number().int().min(0),
+    limit: z.number().int().min(0),
+  })
+  .strict()
+  .refine((q) => q.limit >= q.guaranteed, { message: 'limit must be at least guaranteed', path: ['limit'] });
+export type Quota = z.infer<typeof Quota>;
+
+export const CreateTenant = z
+  .object({
+    name: Slug,
+    displayName: z.string().min(1).max(128),
+    weight: z.number().positive().max(1000).default(1),
+    quotas: z.array(Quota).default([]),
+  })
+  .strict();
+export type CreateTenant = z.infer<typeof CreateTenant>;
+
+export const UpdateTenant = z
+  .object({ displayName: z.string().min(1).max(128).optional(), weight: z.number().positive().max(1000).optional() })
+  .strict();
+export type UpdateTenant = z.infer<typeof UpdateTenant>;
+
+export const SetQuotas = z.object({ quotas: z.array(Quota).min(1) }).strict();
+export type SetQuotas = z.infer<typeof SetQuotas>;
+
+export const TenantView = z.object({
+  name: z.string(),
+  displayName: z.string(),
+  weight: z.number(),
+  quotas: z.array(z.object({ gpuType: GpuModel, guaranteed: z.number(), limit: z.number() })),
+});
+export type TenantView = z.infer<typeof TenantView>;
+
+export const CreateUser = z
+  .object({ name: Slug, tenant: Slug.nullable().default(null), role: Role })
+  .strict()
+  .refine((u) => (u.role === 'operator') === (u.tenant === null), {
+    message: 'operators belong to no tenant; researchers and tenant admins belong to one',
+    path: ['tenant'],
+  });
+export type CreateUser = z.infer<typeof CreateUser>;
+
+export const UserView = z.object({ name: z.string(), tenant: z.string().nullable(), role: Role, createdAt: z.string() });
+export type UserView = z.infer<typeof UserView>;
+
+export const CreateToken = z
+  .object({ user: Slug, description: z.string().max(200).default(''), expiresInDays: z.number().int().min(1).max(3650).optional() })
+  .strict();
+export type CreateToken = z.infer<typeof CreateToken>;
+
+export const TokenView = z.object({
+  id: z.string(),
+  user: z.string(),
+  description: z.string(),
+  createdAt: z.string(),
+  expiresAt: z.string().nullable(),
+  /** Present only in the response that creates it: the secret is stored hashed. */
+  token: z.string().optional(),
+});
+export type TokenView = z.infer<typeof TokenView>;
+
+export const CreateNode = z
+  .object({
+    name: Slug,
+    gpuType: GpuModel,
+    gpus: z.number().int().min(1).max(16).default(GPUS_PER_NODE),
+    rack: z.string().min(1).max(64),
+    leafSwitch: z.string().min(1).max(64),
+  })
+  .strict();
+export type CreateNode = z.infer<typeof CreateNode>;
+
+export const NodeView = z.object({
+  name: z.string(),
+  gpuType: GpuModel,
+  state: NodeState,
+  rack: z.string(),
+  leafSwitch: z.string(),
+  lastHeartbeatAt: z.string().nullable(),
+  connected: z.boolean(),
+  gpus: z.array(
+    z.object({ index: z.number(), uuid: z.string().nullable(), healthy: z.boolean(), job: z.string().nullable() }),
+  ),
+  /** Present only in the response that registers the node: its agent's token. */
+  agentToken: z.string().optional(),
+});
+export type NodeView = z.infer<typeof NodeView>;
+
+export const DrainNode = z.object({ reason: z.string().min(1).max(200).default('drained by operator') }).strict();
+export type DrainNode = z.infer<typeof DrainNode>;
+
+export const Page = <T extends z.ZodTypeAny>(item: T) => z.object({ items: z.array(item), nextCursor: z.string().nullable() });
+
+/** Every error the API returns has this shape. */
+export const ApiError = z.object({
+  error: z.string(),
+  message: z.string(),
+  issues: z.array(z.object({ field: z.string(), rule: z.string() })).optional(),
+});
+export type ApiError = z.infer<typeof ApiError>;

@@ -1,0 +1,111 @@
+import { z } from 'zod';
+import { GpuModel } from './common';
+
+/**
+ * Agent <-> gateway protocol. Every message is JSON with `v` (protocol version) and `type`.
+ * Agent -> gateway messages that matter carry `seq`, monotonically increasing per agent
+ * process lifetime stream (`stream` identifies it, so a restarted agent starts a new one);
+ * the gateway acknowledges the highest contiguous seq applied and ignores duplicates.
+ */
+export const WIRE_VERSION = 1;
+const v = z.literal(WIRE_VERSION);
+
+export const GpuInventory = z.object({
+  index: z.number().int().min(0).max(63),
+  uuid: z.string().min(1).max(128),
+  model: z.string().max(128),
+  memoryTotalBytes: z.number().nonnegative(),
+});
+export type GpuInventory = z.infer<typeof GpuInventory>;
+
+export const GpuSample = z.object({
+  index: z.number().int().min(0).max(63),
+  uuid: z.string().max(128),
+  utilization: z.number().min(0).max(1).optional(),
+  memoryUsedBytes: z.number().nonnegative().optional(),
+  memoryTotalBytes: z.number().nonnegative().optional(),
+  temperatureCelsius: z.number().optional(),
+  temperatureMarginCelsius: z.number().optional(),
+  powerWatts: z.number().nonnegative().optional(),
+  energyJoules: z.number().nonnegative().optional(),
+  smClockHertz: z.number().nonnegative().optional(),
+  eccCorrected: z.number().nonnegative().optional(),
+  eccUncorrected: z.number().nonnegative().optional(),
+  remappedRowsFailure: z.boolean().optional(),
+  throttleReasons: z.array(z.string().max(64)).max(32).optional(),
+});
+export type GpuSample = z.infer<typeof GpuSample>;
+
+export const JobEvent = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('started'), jobId: z.string(), pid: z.number().int() }),
+  z.object({
+    kind: z.literal('exited'),
+    jobId: z.string(),
+    exitCode: z.number().int().nullable(),
+    signal: z.string().nullable(),
+    /** Why the agent ended it, if it did. */
+    cause: z.enum(['exit', 'timeout', 'cancelled', 'spawn_failed', 'lost']),
+    message: z.string().max(2000).optional(),
+  }),
+]);
+export type JobEvent = z.infer<typeof JobEvent>;
+
+export const AgentHello = z.object({
+  v,
+  type: z.literal('hello'),
+  node: z.string(),
+  stream: z.string().max(64),
+  agentVersion: z.string().max(64),
+  gpuModel: GpuModel.optional(),
+  gpus: z.array(GpuInventory).max(64),
+  /** Jobs the agent is running right now, so the server can reconcile after a reconnect. */
+  running: z.array(z.string()).max(1024),
+});
+export const AgentHeartbeat = z.object({ v, type: z.literal('heartbeat'), at: z.number() });
+export const AgentSamples = z.object({
+  v,
+  type: z.literal('samples'),
+  seq: z.number().int().nonnegative(),
+  at: z.number(),
+  gpus: z.array(GpuSample).max(64),
+});
+export const AgentJobEvent = z.object({ v, type: z.literal('job_event'), seq: z.number().int().nonnegative(), at: z.number(), event: JobEvent });
+export const AgentGpuFault = z.object({
+  v,
+  type: z.literal('gpu_fault'),
+  seq: z.number().int().nonnegative(),
+  at: z.number(),
+  index: z.number().int().min(0).max(63),
+  kind: z.enum(['xid', 'remap_failure', 'vanished', 'hot', 'throttle']),
+  code: z.number().int().optional(),
+  message: z.string().max(2000),
+});
+export const AgentMessage = z.discriminatedUnion('type', [AgentHello, AgentHeartbeat, AgentSamples, AgentJobEvent, AgentGpuFault]);
+export type AgentMessage = z.infer<typeof AgentMessage>;
+
+export const StartJob = z.object({
+  v,
+  type: z.literal('start'),
+  jobId: z.string(),
+  command: z.array(z.string()).min(1),
+  env: z.record(z.string(), z.string()),
+  workingDir: z.string().nullable(),
+  gpuIndices: z.array(z.number().int().min(0)),
+  timeLimitSeconds: z.number().int().positive(),
+  /** Seconds between SIGTERM and SIGKILL. */
+  graceSeconds: z.number().int().min(0),
+});
+export type StartJob = z.infer<typeof StartJob>;
+export const StopJob = z.object({
+  v,
+  type: z.literal('stop'),
+  jobId: z.string(),
+  reason: z.enum(['cancelled', 'preempted', 'reconcile']),
+  graceSeconds: z.number().int().min(0),
+});
+export type StopJob = z.infer<typeof StopJob>;
+export const Ack = z.object({ v, type: z.literal('ack'), stream: z.string(), seq: z.number().int() });
+export const WireError = z.object({ v, type: z.literal('error'), code: z.string(), message: z.string() });
+export const Welcome = z.object({ v, type: z.literal('welcome'), node: z.string(), heartbeatSeconds: z.number(), ackedSeq: z.number().int() });
+export const ServerMessage = z.discriminatedUnion('type', [StartJob, StopJob, Ack, WireError, Welcome]);
+export type ServerMessage = z.infer<typeof ServerMessage>;

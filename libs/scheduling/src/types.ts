@@ -1,0 +1,127 @@
+/**
+ * The scheduling core's whole world: an immutable snapshot in, a plan out.
+ * Nothing here reads a clock, a database or a random source: `now` is an input,
+ * and ties are broken by ids so the same snapshot always yields the same plan.
+ * Times are milliseconds since the epoch (or since the start of a simulation).
+ */
+export type GpuModel = 'h100' | 'h800';
+export type GpuTypeWanted = GpuModel | 'any';
+
+export interface SnapshotGpu {
+  index: number;
+  healthy: boolean;
+}
+
+export interface SnapshotNode {
+  id: string;
+  name: string;
+  gpuType: GpuModel;
+  rack: string;
+  leafSwitch: string;
+  /** False when draining, drained or down: nothing new is placed there. */
+  schedulable: boolean;
+  gpus: readonly SnapshotGpu[];
+}
+
+export interface TenantQuota {
+  guaranteed: number;
+  limit: number;
+}
+
+export interface SnapshotTenant {
+  id: string;
+  name: string;
+  weight: number;
+  quotas: Readonly<Partial<Record<GpuModel, TenantQuota>>>;
+  /** GPU-seconds of past usage, decayed with the configured half-life (the caller decays it). */
+  decayedUsage: number;
+}
+
+export interface PendingJob {
+  id: string;
+  tenantId: string;
+  gpus: number;
+  gpuType: GpuTypeWanted;
+  /** Higher runs first within a tenant. */
+  priority: number;
+  submittedAt: number;
+  timeLimitSeconds: number;
+}
+
+export interface Placement {
+  nodeId: string;
+  gpuIndices: readonly number[];
+}
+
+export interface RunningJob {
+  id: string;
+  tenantId: string;
+  gpus: number;
+  gpuModel: GpuModel;
+  priority: number;
+  submittedAt: number;
+  startedAt: number;
+  timeLimitSeconds: number;
+  placement: readonly Placement[];
+  /** Already told to stop (cancel or preemption in progress): its GPUs free soon, do not preempt again. */
+  stopping: boolean;
+}
+
+export interface PolicyConfig {
+  /** How many blocked jobs get a backfill reservation. */
+  reservationDepth: number;
+  /** Seconds a job runs before it may be preempted (again). */
+  minRuntimeBeforePreemptSeconds: number;
+  /** Seconds between SIGTERM and SIGKILL when preempting. */
+  preemptGraceSeconds: number;
+  /** Whether reclaiming guaranteed capacity by preemption is allowed at all. */
+  preemption: boolean;
+}
+
+export interface Snapshot {
+  now: number;
+  nodes: readonly SnapshotNode[];
+  tenants: readonly SnapshotTenant[];
+  pending: readonly PendingJob[];
+  running: readonly RunningJob[];
+  config: PolicyConfig;
+}
+
+export interface PlannedStart {
+  jobId: string;
+  gpuModel: GpuModel;
+  placement: readonly Placement[];
+}
+
+export interface PlannedPreemption {
+  jobId: string;
+  /** The pending job whose guarantee this reclaims. */
+  forJobId: string;
+  reason: string;
+}
+
+export type PendingReasonCode =
+  | 'over_quota_limit'
+  | 'waiting_for_reclaim'
+  | 'waiting_for_resources'
+  | 'behind_higher_ranked'
+  | 'reservation_for_larger_job'
+  | 'no_node_of_type'
+  | 'nodes_unavailable';
+
+export interface PendingExplanation {
+  jobId: string;
+  reason: PendingReasonCode;
+  /** A sentence a researcher can act on. */
+  message: string;
+  /** Earliest start this plan expects, or null when it cannot tell (e.g. over quota). */
+  estimatedStartAt: number | null;
+  /** 1-based rank among pending jobs in the order the policy considers them. */
+  queuePosition: number;
+}
+
+export interface Plan {
+  starts: PlannedStart[];
+  preemptions: PlannedPreemption[];
+  pending: PendingExplanation[];
+}
