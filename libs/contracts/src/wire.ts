@@ -15,6 +15,8 @@ export const GpuInventory = z.object({
   uuid: z.string().min(1).max(128),
   model: z.string().max(128),
   memoryTotalBytes: z.number().nonnegative(),
+  /** PCI bus id as nvidia-smi prints it (`00000000:3B:00.0`); optional, added for XID mapping. */
+  pciBusId: z.string().max(32).optional(),
 });
 export type GpuInventory = z.infer<typeof GpuInventory>;
 
@@ -68,6 +70,11 @@ export const AgentSamples = z.object({
   seq: z.number().int().nonnegative(),
   at: z.number(),
   gpus: z.array(GpuSample).max(64),
+  /**
+   * Cumulative count of samples messages this stream dropped unsent because its bounded
+   * buffer was full while cut off (oldest dropped first). Optional; absent means 0.
+   */
+  droppedSamples: z.number().int().nonnegative().optional(),
 });
 export const AgentJobEvent = z.object({ v, type: z.literal('job_event'), seq: z.number().int().nonnegative(), at: z.number(), event: JobEvent });
 export const AgentGpuFault = z.object({
