@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import swc from 'unplugin-swc';
 import { defineConfig } from 'vitest/config';
 
-const lib = (name: string) => resolve(__dirname, 'libs', name, 'src');
+const lib = (name: string) => resolve(import.meta.dirname, 'libs', name, 'src');
 
 export default defineConfig({
   // Nest's dependency injection needs decorator metadata, which only swc emits here.

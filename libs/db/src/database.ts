@@ -1,0 +1,92 @@
+import { mkdirSync } from 'node:fs';
+import { Kysely, PostgresDialect, sql } from 'kysely';
+import { Pool, types } from 'pg';
+import { PGliteDialect } from './pglite-dialect';
+import type { Database } from './schema';
+
+// Read int8 (bigint) as a number: sequence numbers and ids stay far below 2^53.
+types.setTypeParser(20, (v) => Number(v));
+
+export type DatabaseKind = 'postgres' | 'pglite';
+
+export interface DatabaseHandle {
+  db: Kysely<Database>;
+  kind: DatabaseKind;
+  /**
+   * Tries to take a session-level advisory lock on a connection of its own, held until
+   * release() (or the process dies). Returns null when another session holds it.
+   */
+  tryAdvisoryLock(key: number): Promise<{ release(): Promise<void> } | null>;
+  close(): Promise<void>;
+}
+
+export interface DatabaseOptions {
+  /** postgres://… for a real server; undefined for the embedded PGlite. */
+  url?: string;
+  /** Where PGlite keeps its files; 'memory://' for a throw-away database. */
+  dataDir?: string;
+  poolSize?: number;
+}
+
+export async function openDatabase(options: DatabaseOptions): Promise<DatabaseHandle> {
+  if (options.url) return openPostgres(options.url, options.poolSize ?? 10);
+  return openPGlite(options.dataDir ?? 'memory://');
+}
+
+async function openPostgres(url: string, poolSize: number): Promise<DatabaseHandle> {
+  const pool = new Pool({ connectionString: url, max: poolSize });
+  // A dropped idle connection must not take the process down.
+  pool.on('error', () => undefined);
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  await sql`select 1`.execute(db);
+  return {
+    db,
+    kind: 'postgres',
+    async tryAdvisoryLock(key) {
+      const client = await pool.connect();
+      try {
+        const r = await client.query<{ ok: boolean }>('select pg_try_advisory_lock($1) as ok', [key]);
+        if (!r.rows[0]?.ok) {
+          client.release();
+          return null;
+        }
+      } catch (e) {
+        client.release(true);
+        throw e;
+      }
+      return {
+        async release() {
+          try {
+            await client.query('select pg_advisory_unlock($1)', [key]);
+          } finally {
+            client.release(true);
+          }
+        },
+      };
+    },
+    close: () => db.destroy(),
+  };
+}
+
+async function openPGlite(dataDir: string): Promise<DatabaseHandle> {
+  const { PGlite } = await import('@electric-sql/pglite');
+  if (!dataDir.startsWith('memory://')) mkdirSync(dataDir, { recursive: true });
+  const pglite = await PGlite.create(dataDir);
+  const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
+  let held = false;
+  return {
+    db,
+    kind: 'pglite',
+    // One process owns an embedded database, so the lock is a flag.
+    async tryAdvisoryLock() {
+      if (held) return null;
+      held = true;
+      return {
+        async release() {
+          held = false;
+        },
+      };
+    },
+    close: () => db.destroy(),
+  };
+}

@@ -1,0 +1,326 @@
+import { sql } from 'kysely';
+import type { JobRow, JobsTable } from '../schema';
+import type { Db } from './tenants.repository';
+
+type State = JobsTable['state'];
+const LIVE: State[] = ['pending', 'running'];
+
+export interface JobRecord extends JobRow {
+  tenantName: string;
+  userName: string;
+}
+
+export interface JobDetail extends JobRecord {
+  transitions: { at: Date; from: State | null; to: State; reason: string }[];
+  placement: { node: string; gpus: number[] }[];
+}
+
+export interface RunningWithPlacement {
+  id: string;
+  tenantId: string;
+  gpus: number;
+  gpuModel: 'h100' | 'h800';
+  priority: JobRow['priority'];
+  submittedAt: Date;
+  startedAt: Date;
+  timeLimitSeconds: number;
+  stopRequested: JobRow['stop_requested'];
+  placement: { nodeId: string; nodeName: string; gpuIndices: number[] }[];
+}
+
+export interface StartToCommit {
+  jobId: string;
+  gpuModel: 'h100' | 'h800';
+  placement: { nodeId: string; gpuIndices: readonly number[] }[];
+}
+
+export interface NewJobInput {
+  tenant_id: string;
+  user_id: string;
+  name: string;
+  gpus: number;
+  gpu_type: JobRow['gpu_type'];
+  priority: JobRow['priority'];
+  time_limit_seconds: number;
+  command: string[];
+  env: Record<string, string>;
+  working_dir: string | null;
+  requeue: boolean;
+  submitted_at: Date;
+}
+
+export interface ListFilter {
+  tenantId?: string;
+  userId?: string;
+  state?: State;
+  limit: number;
+  after?: { submittedAt: Date; id: string };
+}
+
+export class JobsRepository {
+  constructor(private readonly db: Db) {}
+
+  async insert(job: NewJobInput): Promise<string> {
+    return this.db.transaction().execute(async (tx) => {
+      const { id } = await tx
+        .insertInto('jobs')
+        .values({ ...job, state: 'pending', command: JSON.stringify(job.command), env: JSON.stringify(job.env) })
+        .returning('id')
+        .executeTakeFirstOrThrow();
+      await tx.insertInto('job_transitions').values({ job_id: id, at: job.submitted_at, from_state: null, to_state: 'pending', reason: 'submitted' }).execute();
+      return id;
+    });
+  }
+
+  private withNames(db: Db = this.db) {
+    return db
+      .selectFrom('jobs')
+      .innerJoin('tenants', 'tenants.id', 'jobs.tenant_id')
+      .innerJoin('users', 'users.id', 'jobs.user_id')
+      .selectAll('jobs')
+      .select(['tenants.name as tenantName', 'users.name as userName']);
+  }
+
+  async find(id: string): Promise<JobRecord | undefined> {
+    if (!isUuid(id)) return undefined;
+    return this.withNames().where('jobs.id', '=', id).executeTakeFirst();
+  }
+
+  async detail(id: string): Promise<JobDetail | undefined> {
+    const job = await this.find(id);
+    if (!job) return undefined;
+    const [transitions, allocs] = await Promise.all([
+      this.db
+        .selectFrom('job_transitions')
+        .select(['at', 'from_state as from', 'to_state as to', 'reason'])
+        .where('job_id', '=', id)
+        .orderBy('id')
+        .execute(),
+      // The latest attempt's GPUs: live ones while running, the last ones after it ended.
+      this.db
+        .selectFrom('allocations')
+        .innerJoin('nodes', 'nodes.id', 'allocations.node_id')
+        .select(['nodes.name as node', 'allocations.gpu_index as gpu', 'allocations.created_at as at'])
+        .where('job_id', '=', id)
+        .orderBy('allocations.created_at', 'desc')
+        .orderBy('nodes.name')
+        .orderBy('allocations.gpu_index')
+        .execute(),
+    ]);
+    const latest = allocs[0]?.at.getTime();
+    const placement = new Map<string, number[]>();
+    if (job.state !== 'pending')
+      for (const a of allocs.filter((a) => a.at.getTime() === latest)) placement.set(a.node, [...(placement.get(a.node) ?? []), a.gpu]);
+    return {
+      ...job,
+      transitions,
+      placement: [...placement].sort(([a], [b]) => a.localeCompare(b)).map(([node, gpus]) => ({ node, gpus: gpus.sort((x, y) => x - y) })),
+    };
+  }
+
+  /** Newest first, keyset-paginated on (submitted_at, id). */
+  async list(f: ListFilter): Promise<JobRecord[]> {
+    let q = this.withNames().orderBy('jobs.submitted_at', 'desc').orderBy('jobs.id', 'desc').limit(f.limit);
+    if (f.tenantId) q = q.where('jobs.tenant_id', '=', f.tenantId);
+    if (f.userId) q = q.where('jobs.user_id', '=', f.userId);
+    if (f.state) q = q.where('jobs.state', '=', f.state);
+    if (f.after) {
+      const { submittedAt, id } = f.after;
+      q = q.where((eb) => eb.or([eb('jobs.submitted_at', '<', submittedAt), eb.and([eb('jobs.submitted_at', '=', submittedAt), eb('jobs.id', '<', id)])]));
+    }
+    return q.execute();
+  }
+
+  async pending(): Promise<JobRow[]> {
+    return this.db.selectFrom('jobs').selectAll().where('state', '=', 'pending').execute();
+  }
+
+  async running(): Promise<RunningWithPlacement[]> {
+    const rows = await this.db
+      .selectFrom('jobs')
+      .innerJoin('allocations', (j) => j.onRef('allocations.job_id', '=', 'jobs.id').on('allocations.released_at', 'is', null))
+      .innerJoin('nodes', 'nodes.id', 'allocations.node_id')
+      .select([
+        'jobs.id',
+        'jobs.tenant_id',
+        'jobs.gpus',
+        'jobs.gpu_model',
+        'jobs.priority',
+        'jobs.submitted_at',
+        'jobs.started_at',
+        'jobs.time_limit_seconds',
+        'jobs.stop_requested',
+        'allocations.node_id',
+        'nodes.name as node_name',
+        'allocations.gpu_index',
+      ])
+      .where('jobs.state', '=', 'running')
+      .orderBy('jobs.id')
+      .orderBy('nodes.name')
+      .orderBy('allocations.gpu_index')
+      .execute();
+    const byJob = new Map<string, RunningWithPlacement>();
+    for (const r of rows) {
+      let j = byJob.get(r.id);
+      if (!j) {
+        j = {
+          id: r.id,
+          tenantId: r.tenant_id,
+          gpus: r.gpus,
+          gpuModel: r.gpu_model!,
+          priority: r.priority,
+          submittedAt: r.submitted_at,
+          startedAt: r.started_at!,
+          timeLimitSeconds: r.time_limit_seconds,
+          stopRequested: r.stop_requested,
+          placement: [],
+        };
+        byJob.set(r.id, j);
+      }
+      let p = j.placement.find((x) => x.nodeId === r.node_id);
+      if (!p) j.placement.push((p = { nodeId: r.node_id, nodeName: r.node_name, gpuIndices: [] }));
+      p.gpuIndices.push(r.gpu_index);
+    }
+    return [...byJob.values()];
+  }
+
+  /** Running jobs with a GPU on the node: what a node failure or an agent's report touches. */
+  async runningOnNode(nodeId: string): Promise<JobRow[]> {
+    return this.db
+      .selectFrom('jobs')
+      .selectAll('jobs')
+      .where('state', '=', 'running')
+      .where('id', 'in', (eb) => eb.selectFrom('allocations').select('job_id').where('node_id', '=', nodeId).where('released_at', 'is', null))
+      .execute();
+  }
+
+  /**
+   * Moves a job between states if it is still in one of `from`; records the transition,
+   * and releases its GPUs when it leaves `running`. False when another actor got there first.
+   */
+  async transition(
+    id: string,
+    from: State[],
+    to: State,
+    reason: string,
+    at: Date,
+    patch: Partial<Pick<JobRow, 'exit_code' | 'ended_at' | 'started_at' | 'stop_requested' | 'stop_requested_at' | 'gpu_model'>> = {},
+    db: Db = this.db,
+  ): Promise<boolean> {
+    const run = async (tx: Db) => {
+      const before = await tx.selectFrom('jobs').select('state').where('id', '=', id).where('state', 'in', from).forUpdate().executeTakeFirst();
+      if (!before) return false;
+      const terminal = !LIVE.includes(to);
+      await tx
+        .updateTable('jobs')
+        .set({
+          ...patch,
+          state: to,
+          reason: to === 'pending' ? reason : terminal ? reason : null,
+          ...(terminal ? { ended_at: patch.ended_at ?? at, estimated_start_at: null, queue_position: null } : {}),
+          ...(to === 'pending' ? { stop_requested: null, stop_requested_at: null, started_at: null, gpu_model: null } : {}),
+        })
+        .where('id', '=', id)
+        .execute();
+      await tx.insertInto('job_transitions').values({ job_id: id, at, from_state: before.state, to_state: to, reason }).execute();
+      if (before.state === 'running' && to !== 'running')
+        await tx.updateTable('allocations').set({ released_at: at }).where('job_id', '=', id).where('released_at', 'is', null).execute();
+      return true;
+    };
+    return db === this.db ? this.db.transaction().execute(run) : run(db);
+  }
+
+  async requestStop(id: string, kind: 'cancel' | 'preempt', at: Date): Promise<boolean> {
+    const r = await this.db
+      .updateTable('jobs')
+      .set({ stop_requested: kind, stop_requested_at: at })
+      .where('id', '=', id)
+      .where('state', '=', 'running')
+      .where('stop_requested', 'is', null)
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0;
+  }
+
+  /**
+   * Commits the starts of a plan in one transaction after verifying each against the
+   * database: the job is still pending, its nodes are up and its GPUs healthy and free.
+   * A start that fails verification is skipped (the next pass re-plans it); the unique
+   * index on live allocations is the last word if anything raced past the checks.
+   */
+  async commitStarts(starts: StartToCommit[], at: Date): Promise<{ started: string[]; skipped: { jobId: string; why: string }[] }> {
+    if (!starts.length) return { started: [], skipped: [] };
+    return this.db.transaction().execute(async (tx) => {
+      const jobIds = starts.map((s) => s.jobId);
+      const nodeIds = [...new Set(starts.flatMap((s) => s.placement.map((p) => p.nodeId)))];
+      const [jobs, nodes, gpus, live] = await Promise.all([
+        tx.selectFrom('jobs').select(['id', 'state', 'gpus']).where('id', 'in', jobIds).forUpdate().execute(),
+        tx.selectFrom('nodes').select(['id', 'state', 'gpu_type']).where('id', 'in', nodeIds).execute(),
+        tx.selectFrom('gpus').select(['node_id', 'index', 'healthy']).where('node_id', 'in', nodeIds).execute(),
+        tx.selectFrom('allocations').select(['node_id', 'gpu_index']).where('node_id', 'in', nodeIds).where('released_at', 'is', null).execute(),
+      ]);
+      const jobState = new Map(jobs.map((j) => [j.id, j]));
+      const nodeById = new Map(nodes.map((n) => [n.id, n]));
+      const healthy = new Set(gpus.filter((g) => g.healthy).map((g) => `${g.node_id}/${g.index}`));
+      const taken = new Set(live.map((a) => `${a.node_id}/${a.gpu_index}`));
+      const started: string[] = [];
+      const skipped: { jobId: string; why: string }[] = [];
+      for (const s of starts) {
+        const keys = s.placement.flatMap((p) => p.gpuIndices.map((i) => `${p.nodeId}/${i}`));
+        const job = jobState.get(s.jobId);
+        const why =
+          !job || job.state !== 'pending'
+            ? 'job is no longer pending'
+            : keys.length !== job.gpus
+              ? 'placement does not match the GPU count'
+              : s.placement.some((p) => nodeById.get(p.nodeId)?.state !== 'up' || nodeById.get(p.nodeId)?.gpu_type !== s.gpuModel)
+                ? 'node not up or of another type'
+                : keys.some((k) => !healthy.has(k))
+                  ? 'GPU unhealthy'
+                  : keys.some((k) => taken.has(k))
+                    ? 'GPU already allocated'
+                    : null;
+        if (why) {
+          skipped.push({ jobId: s.jobId, why });
+          continue;
+        }
+        for (const k of keys) taken.add(k);
+        await tx
+          .updateTable('jobs')
+          .set({ state: 'running', reason: null, started_at: at, gpu_model: s.gpuModel, estimated_start_at: null, queue_position: null, attempts: sql`attempts + 1` })
+          .where('id', '=', s.jobId)
+          .execute();
+        await tx.insertInto('job_transitions').values({ job_id: s.jobId, at, from_state: 'pending', to_state: 'running', reason: `placed on ${s.placement.length} node(s)` }).execute();
+        await tx
+          .insertInto('allocations')
+          .values(s.placement.flatMap((p) => p.gpuIndices.map((i) => ({ job_id: s.jobId, node_id: p.nodeId, gpu_index: i, created_at: at }))))
+          .execute();
+        started.push(s.jobId);
+      }
+      return { started, skipped };
+    });
+  }
+
+  /** Stores the plan's explanation for pending jobs (only rows that changed are passed in). */
+  async annotatePending(rows: { id: string; reason: string; estimatedStartAt: Date | null; queuePosition: number }[]): Promise<void> {
+    for (let i = 0; i < rows.length; i += 500) {
+      const chunk = rows.slice(i, i + 500);
+      const values = sql.join(chunk.map((r) => sql`(${r.id}::uuid, ${r.reason}, ${r.estimatedStartAt}::timestamptz, ${r.queuePosition}::int)`));
+      await sql`
+        update jobs set reason = v.reason, estimated_start_at = v.eta, queue_position = v.pos
+        from (values ${values}) as v(id, reason, eta, pos)
+        where jobs.id = v.id and jobs.state = 'pending'`.execute(this.db);
+    }
+  }
+
+  async countByState(): Promise<{ tenantId: string; state: State; gpuType: string; n: number }[]> {
+    const rows = await this.db
+      .selectFrom('jobs')
+      .select(['tenant_id as tenantId', 'state', 'gpu_type as gpuType', (eb) => eb.fn.countAll<number>().as('n')])
+      .groupBy(['tenant_id', 'state', 'gpu_type'])
+      .execute();
+    return rows.map((r) => ({ ...r, n: Number(r.n) }));
+  }
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+export const isUuid = (s: string) => UUID.test(s);

@@ -1,0 +1,153 @@
+import { sql } from 'kysely';
+import type { NodeRow } from '../schema';
+import type { Db } from './tenants.repository';
+
+export interface NodeWithGpus {
+  id: string;
+  name: string;
+  gpuType: 'h100' | 'h800';
+  rack: string;
+  leafSwitch: string;
+  state: NodeRow['state'];
+  stateReason: string;
+  lastHeartbeatAt: Date | null;
+  connected: boolean;
+  gpus: { index: number; uuid: string | null; model: string | null; healthy: boolean; healthReason: string; jobId: string | null }[];
+}
+
+export class NodesRepository {
+  constructor(private readonly db: Db) {}
+
+  async create(n: { name: string; gpuType: 'h100' | 'h800'; gpus: number; rack: string; leafSwitch: string; tokenHash: string }): Promise<string> {
+    return this.db.transaction().execute(async (tx) => {
+      const { id } = await tx
+        .insertInto('nodes')
+        .values({ name: n.name, gpu_type: n.gpuType, rack: n.rack, leaf_switch: n.leafSwitch, agent_token_hash: n.tokenHash, state: 'down', state_reason: 'agent never connected' })
+        .returning('id')
+        .executeTakeFirstOrThrow();
+      await tx
+        .insertInto('gpus')
+        .values(Array.from({ length: n.gpus }, (_, index) => ({ node_id: id, index, uuid: null, model: null })))
+        .execute();
+      return id;
+    });
+  }
+
+  async list(filter: { names?: string[] } = {}): Promise<NodeWithGpus[]> {
+    let nq = this.db.selectFrom('nodes').selectAll().orderBy('name');
+    if (filter.names) nq = nq.where('name', 'in', filter.names.length ? filter.names : ['']);
+    const nodes = await nq.execute();
+    if (!nodes.length) return [];
+    const ids = nodes.map((n) => n.id);
+    const [gpus, allocs] = await Promise.all([
+      this.db.selectFrom('gpus').selectAll().where('node_id', 'in', ids).orderBy('node_id').orderBy('index').execute(),
+      this.db
+        .selectFrom('allocations')
+        .select(['node_id', 'gpu_index', 'job_id'])
+        .where('released_at', 'is', null)
+        .where('node_id', 'in', ids)
+        .execute(),
+    ]);
+    const jobOn = new Map(allocs.map((a) => [`${a.node_id}/${a.gpu_index}`, a.job_id]));
+    const byNode = new Map<string, NodeWithGpus['gpus']>();
+    for (const g of gpus) {
+      const list = byNode.get(g.node_id) ?? [];
+      list.push({ index: g.index, uuid: g.uuid, model: g.model, healthy: g.healthy, healthReason: g.health_reason, jobId: jobOn.get(`${g.node_id}/${g.index}`) ?? null });
+      byNode.set(g.node_id, list);
+    }
+    return nodes.map((n) => ({
+      id: n.id,
+      name: n.name,
+      gpuType: n.gpu_type,
+      rack: n.rack,
+      leafSwitch: n.leaf_switch,
+      state: n.state,
+      stateReason: n.state_reason,
+      lastHeartbeatAt: n.last_heartbeat_at,
+      connected: n.connected,
+      gpus: byNode.get(n.id) ?? [],
+    }));
+  }
+
+  async findByName(name: string): Promise<NodeWithGpus | undefined> {
+    return (await this.list({ names: [name] }))[0];
+  }
+
+  async tokenHash(name: string): Promise<{ id: string; hash: string } | undefined> {
+    const r = await this.db.selectFrom('nodes').select(['id', 'agent_token_hash']).where('name', '=', name).executeTakeFirst();
+    return r && { id: r.id, hash: r.agent_token_hash };
+  }
+
+  async idByName(name: string): Promise<string | undefined> {
+    return (await this.db.selectFrom('nodes').select('id').where('name', '=', name).executeTakeFirst())?.id;
+  }
+
+  /**
+   * Operator and liveness state changes. `from` guards the change (e.g. only a `down`
+   * node comes `up` on reconnect, a drained node stays drained). Returns whether it changed.
+   */
+  async setState(id: string, to: NodeRow['state'], reason: string, from?: NodeRow['state'][]): Promise<boolean> {
+    let q = this.db.updateTable('nodes').set({ state: to, state_reason: reason }).where('id', '=', id);
+    if (from) q = q.where('state', 'in', from);
+    const r = await q.executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0;
+  }
+
+  async markConnected(id: string, connected: boolean, at: Date): Promise<void> {
+    await this.db.updateTable('nodes').set({ connected, last_heartbeat_at: at }).where('id', '=', id).execute();
+  }
+
+  async heartbeat(id: string, at: Date): Promise<void> {
+    await this.db.updateTable('nodes').set({ last_heartbeat_at: at }).where('id', '=', id).execute();
+  }
+
+  /** Nodes whose agent has not been heard from since `before` and that are not yet down. */
+  async silentSince(before: Date): Promise<{ id: string; name: string }[]> {
+    return this.db
+      .selectFrom('nodes')
+      .select(['id', 'name'])
+      .where('state', '!=', 'down')
+      .where((eb) => eb.or([eb('last_heartbeat_at', 'is', null), eb('last_heartbeat_at', '<', before)]))
+      .execute();
+  }
+
+  async recordInventory(id: string, gpus: { index: number; uuid: string; model: string }[]): Promise<void> {
+    for (const g of gpus)
+      await this.db.updateTable('gpus').set({ uuid: g.uuid, model: g.model }).where('node_id', '=', id).where('index', '=', g.index).execute();
+  }
+
+  /** Records a health change with its cause; returns false when the GPU already had that health. */
+  async setGpuHealth(nodeId: string, index: number, healthy: boolean, cause: string, at: Date): Promise<boolean> {
+    return this.db.transaction().execute(async (tx) => {
+      const r = await tx
+        .updateTable('gpus')
+        .set({ healthy, health_reason: healthy ? '' : cause })
+        .where('node_id', '=', nodeId)
+        .where('index', '=', index)
+        .where('healthy', '=', !healthy)
+        .executeTakeFirst();
+      if (Number(r.numUpdatedRows) === 0) return false;
+      await tx.insertInto('gpu_health_events').values({ node_id: nodeId, gpu_index: index, at, healthy, cause }).execute();
+      return true;
+    });
+  }
+
+  /**
+   * Applies an agent stream's sequence number exactly once: true when `seq` is new for
+   * this node and stream, false for a duplicate. Run it in the transaction that applies
+   * the message so both commit or neither does.
+   */
+  async advanceStream(db: Db, nodeId: string, stream: string, seq: number, at: Date): Promise<boolean> {
+    const r = await sql<{ last_seq: number }>`
+      insert into agent_streams (node_id, stream, last_seq, updated_at) values (${nodeId}, ${stream}, ${seq}, ${at})
+      on conflict (node_id, stream) do update set last_seq = excluded.last_seq, updated_at = excluded.updated_at
+      where agent_streams.last_seq < excluded.last_seq
+      returning last_seq`.execute(db);
+    return r.rows.length > 0;
+  }
+
+  async streamSeq(nodeId: string, stream: string): Promise<number> {
+    const r = await this.db.selectFrom('agent_streams').select('last_seq').where('node_id', '=', nodeId).where('stream', '=', stream).executeTakeFirst();
+    return r ? Number(r.last_seq) : -1;
+  }
+}

@@ -1,0 +1,119 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DatabaseHandle, openDatabase } from '../database';
+import { migrateToLatest } from '../migrate';
+import { createTestDatabase, TestDatabase } from '../testing';
+import { IdentityRepository } from './identity.repository';
+import { JobsRepository } from './jobs.repository';
+import { NodesRepository } from './nodes.repository';
+import { TenantsRepository } from './tenants.repository';
+
+const t0 = new Date('2026-01-01T00:00:00Z');
+
+async function seed(h: DatabaseHandle) {
+  const tenants = new TenantsRepository(h.db);
+  const ids = new IdentityRepository(h.db);
+  const nodes = new NodesRepository(h.db);
+  const jobs = new JobsRepository(h.db);
+  const tenantId = await tenants.create({ name: 'naver', displayName: 'Naver', weight: 2, quotas: [{ gpuType: 'h100', guaranteed: 8, limit: 16 }] });
+  const userId = await ids.createUser({ name: 'alice', tenantId, role: 'researcher' });
+  const nodeId = await nodes.create({ name: 'n1', gpuType: 'h100', gpus: 8, rack: 'r1', leafSwitch: 'l1', tokenHash: 'x' });
+  await nodes.setState(nodeId, 'up', 'test');
+  const job = (name: string, gpus = 2) =>
+    jobs.insert({ tenant_id: tenantId, user_id: userId, name, gpus, gpu_type: 'h100', priority: 'normal', time_limit_seconds: 60, command: ['sleep', '1'], env: { A: '1' }, working_dir: null, requeue: true, submitted_at: t0 });
+  return { tenants, ids, nodes, jobs, tenantId, userId, nodeId, job };
+}
+
+// The same repository contract, against both database kinds users meet.
+describe.each([
+  ['real PostgreSQL', async () => createTestDatabase()],
+  ['embedded PGlite', async (): Promise<TestDatabase> => {
+    const handle = await openDatabase({});
+    await migrateToLatest(handle.db);
+    return { url: 'memory://', handle, drop: () => handle.close() };
+  }],
+] as const)('repositories on %s', (_kind, open) => {
+  let tdb: TestDatabase;
+  let s: Awaited<ReturnType<typeof seed>>;
+  beforeAll(async () => {
+    tdb = await open();
+    s = await seed(tdb.handle);
+  });
+  afterAll(async () => tdb?.drop());
+
+  it('round-trips a job with its argv, env and first transition', async () => {
+    const id = await s.job('roundtrip');
+    const d = await s.jobs.detail(id);
+    expect(d).toMatchObject({ name: 'roundtrip', state: 'pending', command: ['sleep', '1'], env: { A: '1' }, tenantName: 'naver', userName: 'alice' });
+    expect(d!.transitions).toEqual([{ at: t0, from: null, to: 'pending', reason: 'submitted' }]);
+  });
+
+  it('commits a start, refuses a second start on the same GPUs, and releases GPUs on exit', async () => {
+    const a = await s.job('a');
+    const b = await s.job('b');
+    const at = new Date(t0.getTime() + 1000);
+    const r1 = await s.jobs.commitStarts([{ jobId: a, gpuModel: 'h100', placement: [{ nodeId: s.nodeId, gpuIndices: [0, 1] }] }], at);
+    expect(r1.started).toEqual([a]);
+    const r2 = await s.jobs.commitStarts([{ jobId: b, gpuModel: 'h100', placement: [{ nodeId: s.nodeId, gpuIndices: [1, 2] }] }], at);
+    expect(r2).toEqual({ started: [], skipped: [{ jobId: b, why: 'GPU already allocated' }] });
+    expect((await s.jobs.detail(a))!.placement).toEqual([{ node: 'n1', gpus: [0, 1] }]);
+    expect(await s.jobs.transition(a, ['running'], 'completed', 'exit code 0', at, { exit_code: 0 })).toBe(true);
+    expect(await s.jobs.transition(a, ['running'], 'failed', 'late', at)).toBe(false);
+    const r3 = await s.jobs.commitStarts([{ jobId: b, gpuModel: 'h100', placement: [{ nodeId: s.nodeId, gpuIndices: [1, 2] }] }], at);
+    expect(r3.started).toEqual([b]);
+    expect((await s.jobs.detail(a))!).toMatchObject({ state: 'completed', exit_code: 0, placement: [{ node: 'n1', gpus: [0, 1] }] });
+    await s.jobs.transition(b, ['running'], 'cancelled', 'test', at);
+  });
+
+  it('paginates newest first without repeats', async () => {
+    const all = await s.jobs.list({ tenantId: s.tenantId, limit: 100 });
+    const first = await s.jobs.list({ tenantId: s.tenantId, limit: 2 });
+    const last = first[first.length - 1]!;
+    const rest = await s.jobs.list({ tenantId: s.tenantId, limit: 100, after: { submittedAt: last.submitted_at, id: last.id } });
+    expect([...first, ...rest].map((j) => j.id)).toEqual(all.map((j) => j.id));
+  });
+
+  it('finds a principal only by an unexpired, unrevoked token hash', async () => {
+    const tok = await s.ids.createToken({ userId: s.userId, hash: `h-${_kind}`, description: '', expiresAt: new Date(t0.getTime() + 1000) });
+    expect(await s.ids.principalByTokenHash(`h-${_kind}`, t0)).toMatchObject({ userName: 'alice', tenantName: 'naver', role: 'researcher' });
+    expect(await s.ids.principalByTokenHash(`h-${_kind}`, new Date(t0.getTime() + 2000))).toBeUndefined();
+    await s.ids.revokeToken(tok.id, null, t0);
+    expect(await s.ids.principalByTokenHash(`h-${_kind}`, t0)).toBeUndefined();
+  });
+
+  it('applies an agent stream sequence number once', async () => {
+    expect(await s.nodes.advanceStream(tdb.handle.db, s.nodeId, 's1', 0, t0)).toBe(true);
+    expect(await s.nodes.advanceStream(tdb.handle.db, s.nodeId, 's1', 0, t0)).toBe(false);
+    expect(await s.nodes.advanceStream(tdb.handle.db, s.nodeId, 's1', 1, t0)).toBe(true);
+    expect(await s.nodes.streamSeq(s.nodeId, 's1')).toBe(1);
+  });
+});
+
+describe('the database refuses a GPU held by two live allocations', () => {
+  let tdb: TestDatabase;
+  beforeAll(async () => {
+    tdb = await createTestDatabase();
+  });
+  afterAll(async () => tdb?.drop());
+
+  it('lets exactly one of two concurrent transactions allocate the same GPU', async () => {
+    const s = await seed(tdb.handle);
+    const a = await s.job('a', 1);
+    const b = await s.job('b', 1);
+    // Two transactions that both believe GPU 3 is free, bypassing the repository's checks.
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const attempt = (jobId: string) =>
+      tdb.handle.db.transaction().execute(async (tx) => {
+        await tx.insertInto('allocations').values({ job_id: jobId, node_id: s.nodeId, gpu_index: 3, created_at: t0 }).execute();
+        await gate;
+      });
+    const results = Promise.allSettled([attempt(a), attempt(b)]);
+    await new Promise((r) => setTimeout(r, 200));
+    release();
+    const [ra, rb] = await results;
+    const outcomes = [ra.status, rb.status].sort();
+    expect(outcomes).toEqual(['fulfilled', 'rejected']);
+    const refused = (ra.status === 'rejected' ? ra : rb) as PromiseRejectedResult;
+    expect(String(refused.reason)).toMatch(/allocations_one_live_per_gpu/);
+  });
+});

@@ -1,0 +1,154 @@
+import type { ColumnType, Generated, Insertable, Selectable } from 'kysely';
+
+type Timestamp = ColumnType<Date, Date | string, Date | string>;
+type CreatedAt = ColumnType<Date, Date | string | undefined, never>;
+/** JSON columns: written as a JSON string (both drivers), read back parsed. */
+type Json<T> = ColumnType<T, string, string>;
+
+export interface TenantsTable {
+  id: Generated<string>;
+  name: string;
+  display_name: string;
+  weight: number;
+  created_at: CreatedAt;
+}
+
+export interface QuotasTable {
+  tenant_id: string;
+  gpu_type: 'h100' | 'h800';
+  guaranteed: number;
+  limit: number;
+}
+
+export interface UsersTable {
+  id: Generated<string>;
+  name: string;
+  tenant_id: string | null;
+  role: 'researcher' | 'tenant-admin' | 'operator';
+  created_at: CreatedAt;
+}
+
+export interface ApiTokensTable {
+  id: Generated<string>;
+  user_id: string;
+  token_hash: string;
+  description: string;
+  created_at: CreatedAt;
+  expires_at: Timestamp | null;
+  revoked_at: Timestamp | null;
+}
+
+export interface NodesTable {
+  id: Generated<string>;
+  name: string;
+  gpu_type: 'h100' | 'h800';
+  rack: string;
+  leaf_switch: string;
+  state: 'up' | 'draining' | 'drained' | 'down';
+  state_reason: string;
+  agent_token_hash: string;
+  last_heartbeat_at: Timestamp | null;
+  connected: Generated<boolean>;
+  created_at: CreatedAt;
+}
+
+export interface GpusTable {
+  node_id: string;
+  index: number;
+  uuid: string | null;
+  model: string | null;
+  healthy: Generated<boolean>;
+  health_reason: Generated<string>;
+}
+
+export interface GpuHealthEventsTable {
+  id: Generated<string>;
+  node_id: string;
+  gpu_index: number;
+  at: Timestamp;
+  healthy: boolean;
+  cause: string;
+}
+
+export interface JobsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  user_id: string;
+  name: string;
+  state: 'pending' | 'running' | 'completed' | 'failed' | 'cancelled' | 'timeout' | 'node_failed';
+  reason: string | null;
+  gpus: number;
+  gpu_type: 'h100' | 'h800' | 'any';
+  gpu_model: 'h100' | 'h800' | null;
+  priority: 'low' | 'normal' | 'high';
+  time_limit_seconds: number;
+  command: Json<string[]>;
+  env: Json<Record<string, string>>;
+  working_dir: string | null;
+  requeue: boolean;
+  submitted_at: Timestamp;
+  started_at: Timestamp | null;
+  ended_at: Timestamp | null;
+  exit_code: number | null;
+  /** Set when the job was told to stop: 'cancel' or 'preempt'. Cleared when it is pending again. */
+  stop_requested: 'cancel' | 'preempt' | null;
+  stop_requested_at: Timestamp | null;
+  estimated_start_at: Timestamp | null;
+  queue_position: number | null;
+  attempts: Generated<number>;
+}
+
+export interface JobTransitionsTable {
+  id: Generated<string>;
+  job_id: string;
+  at: Timestamp;
+  from_state: JobsTable['state'] | null;
+  to_state: JobsTable['state'];
+  reason: string;
+}
+
+export interface AllocationsTable {
+  id: Generated<string>;
+  job_id: string;
+  node_id: string;
+  gpu_index: number;
+  created_at: Timestamp;
+  released_at: Timestamp | null;
+}
+
+export interface AgentStreamsTable {
+  node_id: string;
+  stream: string;
+  last_seq: number;
+  updated_at: Timestamp;
+}
+
+export interface TenantUsageTable {
+  tenant_id: string;
+  gpu_type: 'h100' | 'h800';
+  /** GPU-seconds, decayed to `as_of` with the configured half-life. */
+  decayed_gpu_seconds: number;
+  total_gpu_seconds: number;
+  as_of: Timestamp;
+}
+
+export interface Database {
+  tenants: TenantsTable;
+  quotas: QuotasTable;
+  users: UsersTable;
+  api_tokens: ApiTokensTable;
+  nodes: NodesTable;
+  gpus: GpusTable;
+  gpu_health_events: GpuHealthEventsTable;
+  jobs: JobsTable;
+  job_transitions: JobTransitionsTable;
+  allocations: AllocationsTable;
+  agent_streams: AgentStreamsTable;
+  tenant_usage: TenantUsageTable;
+}
+
+export type JobRow = Selectable<JobsTable>;
+export type NewJob = Insertable<JobsTable>;
+export type NodeRow = Selectable<NodesTable>;
+export type TenantRow = Selectable<TenantsTable>;
+export type UserRow = Selectable<UsersTable>;
