@@ -1,0 +1,36 @@
+import { DynamicModule, Global, Module } from '@nestjs/common';
+import type { ServerConfig } from '@nuri/config';
+import { DatabaseHandle, IdentityRepository, JobsRepository, NodesRepository, TenantsRepository, UsageRepository } from '@nuri/db';
+import { Clock, SystemClock } from './clock';
+import { Wakeups } from './wakeups';
+
+/** Injection tokens for values that are not classes. */
+export const CONFIG = Symbol('CONFIG');
+export const DATABASE = Symbol('DATABASE');
+
+/**
+ * What every role shares: configuration, the database handle, the repositories (the only
+ * code that touches SQL), the clock and the wake-up signal. Built once per process.
+ */
+@Global()
+@Module({})
+export class CoreModule {
+  static forRoot(config: ServerConfig, database: DatabaseHandle, clock: Clock = new SystemClock(), wakeups?: Wakeups): DynamicModule {
+    const db = database.db;
+    return {
+      module: CoreModule,
+      providers: [
+        { provide: CONFIG, useValue: config },
+        { provide: DATABASE, useValue: database },
+        { provide: Clock, useValue: clock },
+        { provide: Wakeups, useValue: wakeups ?? new Wakeups() },
+        { provide: TenantsRepository, useValue: new TenantsRepository(db) },
+        { provide: IdentityRepository, useValue: new IdentityRepository(db) },
+        { provide: NodesRepository, useValue: new NodesRepository(db) },
+        { provide: JobsRepository, useValue: new JobsRepository(db) },
+        { provide: UsageRepository, useValue: new UsageRepository(db) },
+      ],
+      exports: [CONFIG, DATABASE, Clock, Wakeups, TenantsRepository, IdentityRepository, NodesRepository, JobsRepository, UsageRepository],
+    };
+  }
+}

@@ -1,0 +1,19 @@
+import { describe, expect, it } from 'vitest';
+import { parseServerConfig } from './config';
+
+describe('server configuration', () => {
+  it('defaults to an embedded demo center on port 8080 with every role', () => {
+    const c = parseServerConfig({});
+    expect(c).toMatchObject({ port: 8080, databaseUrl: undefined, demo: true });
+    expect([...c.roles].sort()).toEqual(['api', 'gateway', 'scheduler']);
+  });
+  it('makes the demo opt-in with a real database', () => {
+    expect(parseServerConfig({ DATABASE_URL: 'postgres://x@h/db' }).demo).toBe(false);
+    expect(parseServerConfig({ DATABASE_URL: 'postgres://x@h/db', NURI_DEMO: '1' }).demo).toBe(true);
+  });
+  it('names the variable and the rule when a value is bad', () => {
+    expect(() => parseServerConfig({ PORT: 'eighty' })).toThrow(/PORT: .*number/i);
+    expect(() => parseServerConfig({ NURI_ROLES: 'api,cook' })).toThrow(/NURI_ROLES/);
+    expect(() => parseServerConfig({ NURI_BOOTSTRAP_TOKEN: 'short' })).toThrow(/NURI_BOOTSTRAP_TOKEN: at least 24/);
+  });
+});

@@ -1,0 +1,69 @@
+import { z } from 'zod';
+
+const bool = z
+  .enum(['1', '0', 'true', 'false', 'yes', 'no'])
+  .transform((v) => v === '1' || v === 'true' || v === 'yes');
+const Role = z.enum(['api', 'scheduler', 'gateway']);
+
+/** Every environment variable the server reads. Parsed once at boot; a bad value stops the start. */
+export const ServerConfigSchema = z
+  .object({
+    PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+    HOST: z.string().default('0.0.0.0'),
+    DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'a postgres:// URL').optional(),
+    NURI_DATA_DIR: z.string().default('.nuri/data'),
+    NURI_ROLES: z
+      .string()
+      .default('api,scheduler,gateway')
+      .transform((s) => s.split(',').map((r) => r.trim()).filter(Boolean))
+      .pipe(z.array(Role).min(1)),
+    NURI_BOOTSTRAP_TOKEN: z.string().min(24, 'at least 24 characters').optional(),
+    NURI_DEMO: bool.optional(),
+    NURI_DEMO_NODES: z.coerce.number().int().min(1).max(512).default(16),
+    NURI_AGENT_WORK_DIR: z.string().default('.nuri/agents'),
+    NURI_SCHEDULER_TICK_MS: z.coerce.number().int().min(50).max(600_000).default(5_000),
+    NURI_PREEMPT_GRACE_SECONDS: z.coerce.number().int().min(0).max(3600).default(10),
+    NURI_TIMEOUT_GRACE_SECONDS: z.coerce.number().int().min(0).max(3600).default(10),
+    NURI_MIN_RUNTIME_BEFORE_PREEMPT_SECONDS: z.coerce.number().int().min(0).default(300),
+    NURI_RESERVATION_DEPTH: z.coerce.number().int().min(0).max(1000).default(10),
+    NURI_FAIR_SHARE_HALF_LIFE_SECONDS: z.coerce.number().positive().default(7 * 24 * 3600),
+    NURI_NODE_DOWN_AFTER_SECONDS: z.coerce.number().int().min(1).default(30),
+    NURI_AGENT_HEARTBEAT_SECONDS: z.coerce.number().int().min(1).default(5),
+    NURI_SAMPLE_INTERVAL_MS: z.coerce.number().int().min(100).default(5_000),
+    NURI_LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug']).default('log'),
+  })
+  .transform((c) => ({
+    port: c.PORT,
+    host: c.HOST,
+    databaseUrl: c.DATABASE_URL,
+    dataDir: c.NURI_DATA_DIR,
+    roles: new Set(c.NURI_ROLES),
+    bootstrapToken: c.NURI_BOOTSTRAP_TOKEN,
+    // The zero-configuration start is a demo center; with a real database it is opt-in.
+    demo: c.NURI_DEMO ?? c.DATABASE_URL === undefined,
+    demoNodes: c.NURI_DEMO_NODES,
+    agentWorkDir: c.NURI_AGENT_WORK_DIR,
+    schedulerTickMs: c.NURI_SCHEDULER_TICK_MS,
+    preemptGraceSeconds: c.NURI_PREEMPT_GRACE_SECONDS,
+    timeoutGraceSeconds: c.NURI_TIMEOUT_GRACE_SECONDS,
+    minRuntimeBeforePreemptSeconds: c.NURI_MIN_RUNTIME_BEFORE_PREEMPT_SECONDS,
+    reservationDepth: c.NURI_RESERVATION_DEPTH,
+    fairShareHalfLifeSeconds: c.NURI_FAIR_SHARE_HALF_LIFE_SECONDS,
+    nodeDownAfterSeconds: c.NURI_NODE_DOWN_AFTER_SECONDS,
+    agentHeartbeatSeconds: c.NURI_AGENT_HEARTBEAT_SECONDS,
+    sampleIntervalMs: c.NURI_SAMPLE_INTERVAL_MS,
+    logLevel: c.NURI_LOG_LEVEL,
+  }));
+
+export type ServerConfig = z.infer<typeof ServerConfigSchema>;
+
+export class ConfigError extends Error {}
+
+export function parseServerConfig(env: Record<string, string | undefined>): ServerConfig {
+  const r = ServerConfigSchema.safeParse(env);
+  if (!r.success) {
+    const lines = r.error.issues.map((i) => `  ${i.path.join('.') || '(env)'}: ${i.message}`);
+    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  return r.data;
+}
