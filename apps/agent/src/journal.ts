@@ -1,0 +1,108 @@
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { JobEvent } from '@nuri/contracts';
+
+export interface JournalEntry {
+  /** Local id, unique within the journal file. */
+  id: string;
+  at: number;
+  event: JobEvent;
+}
+
+/**
+ * Append-only JSON-lines file of job events not yet acknowledged by the server. Each event
+ * is appended and fsynced before it is sent; acknowledged ones are pruned by rewriting the
+ * file (temp file, fsync, rename). A restarted agent reads it back and resends every entry
+ * under its new stream, so exit codes survive agent crashes. Torn or unreadable lines (a
+ * crash mid-append) are skipped.
+ */
+export class Journal {
+  private entries: JournalEntry[] = [];
+  private counter = 0;
+
+  constructor(readonly path: string) {
+    mkdirSync(dirname(path), { recursive: true });
+  }
+
+  load(): JournalEntry[] {
+    this.entries = [];
+    if (existsSync(this.path)) {
+      for (const line of readFileSync(this.path, 'utf8').split('\n')) {
+        if (!line.trim()) continue;
+        try {
+          const raw = JSON.parse(line) as JournalEntry;
+          const event = JobEvent.parse(raw.event);
+          if (typeof raw.id === 'string' && typeof raw.at === 'number') this.entries.push({ id: raw.id, at: raw.at, event });
+        } catch {
+          /* torn write */
+        }
+      }
+    }
+    return [...this.entries];
+  }
+
+  append(event: JobEvent, at = Date.now()): JournalEntry {
+    const entry: JournalEntry = { id: `${process.pid}-${Date.now().toString(36)}-${(this.counter++).toString(36)}`, at, event };
+    const fd = openSync(this.path, 'a');
+    try {
+      writeSync(fd, JSON.stringify(entry) + '\n');
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    this.entries.push(entry);
+    return entry;
+  }
+
+  remove(ids: Iterable<string>): void {
+    const drop = new Set(ids);
+    if (drop.size === 0) return;
+    const before = this.entries.length;
+    this.entries = this.entries.filter((e) => !drop.has(e.id));
+    if (this.entries.length === before) return;
+    writeAtomic(this.path, this.entries.map((e) => JSON.stringify(e) + '\n').join(''));
+  }
+
+  all(): readonly JournalEntry[] {
+    return this.entries;
+  }
+
+  /** Job ids whose `exited` event is still unacknowledged. */
+  pendingExits(): Set<string> {
+    return new Set(this.entries.filter((e) => e.event.kind === 'exited').map((e) => e.event.jobId));
+  }
+}
+
+/** jobId -> process group id of jobs running now, so a restarted agent can clean up. */
+export class RunningState {
+  constructor(readonly path: string) {
+    mkdirSync(dirname(path), { recursive: true });
+  }
+
+  load(): Record<string, number> {
+    try {
+      const raw = JSON.parse(readFileSync(this.path, 'utf8')) as Record<string, unknown>;
+      const out: Record<string, number> = {};
+      for (const [k, v] of Object.entries(raw)) if (typeof v === 'number' && Number.isInteger(v) && v > 1) out[k] = v;
+      return out;
+    } catch {
+      return {};
+    }
+  }
+
+  save(state: Record<string, number>): void {
+    writeAtomic(this.path, JSON.stringify(state));
+  }
+}
+
+function writeAtomic(path: string, text: string): void {
+  const tmp = `${path}.tmp`;
+  const fd = openSync(tmp, 'w');
+  try {
+    writeSync(fd, text);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+}

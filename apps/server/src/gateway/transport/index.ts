@@ -1,0 +1,2 @@
+export { AgentGateway, type AgentGatewayOptions, type GatewayCounters, type GatewayStats } from './agent-gateway';
+export { TokenBucket } from './token-bucket';
