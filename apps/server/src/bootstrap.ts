@@ -37,7 +37,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
   const database = options.database ?? (await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir }));
   await migrateToLatest(database.db);
   const wakeups = new Wakeups();
-  if (database.kind === 'postgres' && config.databaseUrl) await wakeups.connect(config.databaseUrl, config.roles.has('scheduler'));
+  if (database.kind === 'postgres' && config.databaseUrl) await wakeups.connect(config.databaseUrl, config.roles.has('scheduler') || config.roles.has('gateway'));
   const clock = options.clock ?? new SystemClock();
   const app = await NestFactory.create(AppModule.forRoles(config, database, clock, wakeups, options.modules), {
     logger: LEVELS[config.logLevel],

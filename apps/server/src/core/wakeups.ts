@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { Client } from 'pg';
 
-export type WakeReason = 'submit' | 'job_end' | 'node_change' | 'cancel';
+export type WakeReason = 'submit' | 'job_end' | 'node_change' | 'cancel' | 'dispatch';
 
 /**
  * Tells the scheduler there is something to do (a submit, a job end, a node change).

@@ -48,6 +48,19 @@ export class IdentityRepository {
     return this.usersQuery().where('users.name', '=', name).executeTakeFirst();
   }
 
+  async findUserById(id: string): Promise<UserRecord | undefined> {
+    return this.usersQuery().where('users.id', '=', id).executeTakeFirst();
+  }
+
+  /** A token row by its hash, revoked or not (idempotent bootstrap of a known token). */
+  async findTokenByHash(hash: string): Promise<{ id: string; userId: string; revokedAt: Date | null } | undefined> {
+    return this.db
+      .selectFrom('api_tokens')
+      .select(['id', 'user_id as userId', 'revoked_at as revokedAt'])
+      .where('token_hash', '=', hash)
+      .executeTakeFirst();
+  }
+
   async listUsers(tenantId?: string): Promise<UserRecord[]> {
     let q = this.usersQuery().orderBy('users.name');
     if (tenantId) q = q.where('users.tenant_id', '=', tenantId);

@@ -118,6 +118,61 @@ export class JobsRepository {
     };
   }
 
+  /** Transitions and latest placement of many jobs in two queries (a page of a listing). */
+  async detailsOf(jobs: JobRecord[]): Promise<JobDetail[]> {
+    if (!jobs.length) return [];
+    const ids = jobs.map((j) => j.id);
+    const [transitions, allocs] = await Promise.all([
+      this.db
+        .selectFrom('job_transitions')
+        .select(['job_id', 'at', 'from_state as from', 'to_state as to', 'reason'])
+        .where('job_id', 'in', ids)
+        .orderBy('id')
+        .execute(),
+      this.db
+        .selectFrom('allocations')
+        .innerJoin('nodes', 'nodes.id', 'allocations.node_id')
+        .select(['allocations.job_id', 'nodes.name as node', 'allocations.gpu_index as gpu', 'allocations.created_at as at'])
+        .where('job_id', 'in', ids)
+        .execute(),
+    ]);
+    return jobs.map((job) => {
+      const mine = allocs.filter((a) => a.job_id === job.id);
+      const latest = Math.max(...mine.map((a) => a.at.getTime()));
+      const placement = new Map<string, number[]>();
+      if (job.state !== 'pending')
+        for (const a of mine.filter((a) => a.at.getTime() === latest)) placement.set(a.node, [...(placement.get(a.node) ?? []), a.gpu]);
+      return {
+        ...job,
+        transitions: transitions.filter((t) => t.job_id === job.id).map(({ job_id: _, ...t }) => t),
+        placement: [...placement].sort(([a], [b]) => a.localeCompare(b)).map(([node, gpus]) => ({ node, gpus: gpus.sort((x, y) => x - y) })),
+      };
+    });
+  }
+
+  /** The tenant of each of the given jobs (to show a GPU's job only to its own tenant). */
+  async tenantIdsOf(ids: string[]): Promise<Map<string, string>> {
+    if (!ids.length) return new Map();
+    const rows = await this.db.selectFrom('jobs').select(['id', 'tenant_id']).where('id', 'in', ids).execute();
+    return new Map(rows.map((r) => [r.id, r.tenant_id]));
+  }
+
+  /**
+   * A cancel that arrives while a preemption stop is under way turns it into a cancel,
+   * so the job ends cancelled instead of being requeued. False when there was nothing to turn.
+   */
+  async turnStopIntoCancel(id: string): Promise<boolean> {
+    // stop_requested_at stays: the grace period runs from the first stop.
+    const r = await this.db
+      .updateTable('jobs')
+      .set({ stop_requested: 'cancel' })
+      .where('id', '=', id)
+      .where('state', '=', 'running')
+      .where('stop_requested', '=', 'preempt')
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0;
+  }
+
   /** Newest first, keyset-paginated on (submitted_at, id). */
   async list(f: ListFilter): Promise<JobRecord[]> {
     let q = this.withNames().orderBy('jobs.submitted_at', 'desc').orderBy('jobs.id', 'desc').limit(f.limit);

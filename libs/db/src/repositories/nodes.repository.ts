@@ -69,6 +69,14 @@ export class NodesRepository {
     }));
   }
 
+  /** How many nodes of each GPU type exist, whatever their state (admission checks at submit). */
+  async countByType(): Promise<Record<'h100' | 'h800', number>> {
+    const rows = await this.db.selectFrom('nodes').select(['gpu_type', (eb) => eb.fn.countAll<number>().as('n')]).groupBy('gpu_type').execute();
+    const out = { h100: 0, h800: 0 };
+    for (const r of rows) out[r.gpu_type] = Number(r.n);
+    return out;
+  }
+
   async findByName(name: string): Promise<NodeWithGpus | undefined> {
     return (await this.list({ names: [name] }))[0];
   }
@@ -76,6 +84,22 @@ export class NodesRepository {
   async tokenHash(name: string): Promise<{ id: string; hash: string } | undefined> {
     const r = await this.db.selectFrom('nodes').select(['id', 'agent_token_hash']).where('name', '=', name).executeTakeFirst();
     return r && { id: r.id, hash: r.agent_token_hash };
+  }
+
+  /** A draining node whose last job ended becomes drained. */
+  async settleDraining(id: string): Promise<boolean> {
+    const r = await this.db
+      .updateTable('nodes')
+      .set({ state: 'drained' })
+      .where('id', '=', id)
+      .where('state', '=', 'draining')
+      .where((eb) => eb.not(eb.exists(eb.selectFrom('allocations').select('id').where('node_id', '=', id).where('released_at', 'is', null))))
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0;
+  }
+
+  async setAgentTokenHash(id: string, hash: string): Promise<void> {
+    await this.db.updateTable('nodes').set({ agent_token_hash: hash }).where('id', '=', id).execute();
   }
 
   async idByName(name: string): Promise<string | undefined> {
@@ -101,12 +125,15 @@ export class NodesRepository {
     await this.db.updateTable('nodes').set({ last_heartbeat_at: at }).where('id', '=', id).execute();
   }
 
-  /** Nodes whose agent has not been heard from since `before` and that are not yet down. */
+  /**
+   * Nodes in service whose agent has not been heard from since `before`. Drained nodes
+   * are left alone: an operator took them out, and they keep that state.
+   */
   async silentSince(before: Date): Promise<{ id: string; name: string }[]> {
     return this.db
       .selectFrom('nodes')
       .select(['id', 'name'])
-      .where('state', '!=', 'down')
+      .where('state', 'in', ['up', 'draining'])
       .where((eb) => eb.or([eb('last_heartbeat_at', 'is', null), eb('last_heartbeat_at', '<', before)]))
       .execute();
   }
@@ -137,7 +164,7 @@ export class NodesRepository {
    * this node and stream, false for a duplicate. Run it in the transaction that applies
    * the message so both commit or neither does.
    */
-  async advanceStream(db: Db, nodeId: string, stream: string, seq: number, at: Date): Promise<boolean> {
+  async advanceStream(nodeId: string, stream: string, seq: number, at: Date, db: Db = this.db): Promise<boolean> {
     const r = await sql<{ last_seq: number }>`
       insert into agent_streams (node_id, stream, last_seq, updated_at) values (${nodeId}, ${stream}, ${seq}, ${at})
       on conflict (node_id, stream) do update set last_seq = excluded.last_seq, updated_at = excluded.updated_at

@@ -81,9 +81,9 @@ describe.each([
   });
 
   it('applies an agent stream sequence number once', async () => {
-    expect(await s.nodes.advanceStream(tdb.handle.db, s.nodeId, 's1', 0, t0)).toBe(true);
-    expect(await s.nodes.advanceStream(tdb.handle.db, s.nodeId, 's1', 0, t0)).toBe(false);
-    expect(await s.nodes.advanceStream(tdb.handle.db, s.nodeId, 's1', 1, t0)).toBe(true);
+    expect(await s.nodes.advanceStream(s.nodeId, 's1', 0, t0)).toBe(true);
+    expect(await s.nodes.advanceStream(s.nodeId, 's1', 0, t0)).toBe(false);
+    expect(await s.nodes.advanceStream(s.nodeId, 's1', 1, t0)).toBe(true);
     expect(await s.nodes.streamSeq(s.nodeId, 's1')).toBe(1);
   });
 });

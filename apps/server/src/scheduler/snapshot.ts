@@ -1,0 +1,73 @@
+import { PRIORITY_RANK } from '@nuri/contracts';
+import type { JobRow, NodeWithGpus, RunningWithPlacement, TenantWithQuotas } from '@nuri/db';
+import type { PolicyConfig, Snapshot } from '@nuri/scheduling';
+
+export interface SnapshotInputs {
+  now: Date;
+  tenants: TenantWithQuotas[];
+  usage: { tenantId: string; decayed: number; asOf: Date }[];
+  nodes: NodeWithGpus[];
+  pending: JobRow[];
+  running: RunningWithPlacement[];
+  halfLifeSeconds: number;
+  policy: PolicyConfig;
+}
+
+/** Decays a usage figure recorded at `asOf` to `now`. */
+export function decay(value: number, asOf: Date, now: Date, halfLifeSeconds: number): number {
+  const dt = Math.max(0, (now.getTime() - asOf.getTime()) / 1000);
+  return value * Math.pow(0.5, dt / halfLifeSeconds);
+}
+
+/**
+ * Turns database rows into the core's snapshot. Usage counts finished work (decayed)
+ * plus the GPU-seconds running jobs have used so far, so a tenant hogging the center
+ * right now ranks behind one that is not.
+ */
+export function buildSnapshot(i: SnapshotInputs): Snapshot {
+  const nowMs = i.now.getTime();
+  const usage = new Map<string, number>();
+  for (const u of i.usage) usage.set(u.tenantId, (usage.get(u.tenantId) ?? 0) + decay(u.decayed, u.asOf, i.now, i.halfLifeSeconds));
+  for (const r of i.running) usage.set(r.tenantId, (usage.get(r.tenantId) ?? 0) + (r.gpus * Math.max(0, nowMs - r.startedAt.getTime())) / 1000);
+  return {
+    now: nowMs,
+    config: i.policy,
+    tenants: i.tenants.map((t) => ({
+      id: t.id,
+      name: t.name,
+      weight: t.weight,
+      quotas: Object.fromEntries(t.quotas.map((q) => [q.gpuType, { guaranteed: q.guaranteed, limit: q.limit }])),
+      decayedUsage: usage.get(t.id) ?? 0,
+    })),
+    nodes: i.nodes.map((n) => ({
+      id: n.id,
+      name: n.name,
+      gpuType: n.gpuType,
+      rack: n.rack,
+      leafSwitch: n.leafSwitch,
+      schedulable: n.state === 'up',
+      gpus: n.gpus.map((g) => ({ index: g.index, healthy: g.healthy })),
+    })),
+    pending: i.pending.map((j) => ({
+      id: j.id,
+      tenantId: j.tenant_id,
+      gpus: j.gpus,
+      gpuType: j.gpu_type,
+      priority: PRIORITY_RANK[j.priority],
+      submittedAt: j.submitted_at.getTime(),
+      timeLimitSeconds: j.time_limit_seconds,
+    })),
+    running: i.running.map((r) => ({
+      id: r.id,
+      tenantId: r.tenantId,
+      gpus: r.gpus,
+      gpuModel: r.gpuModel,
+      priority: PRIORITY_RANK[r.priority],
+      submittedAt: r.submittedAt.getTime(),
+      startedAt: r.startedAt.getTime(),
+      timeLimitSeconds: r.timeLimitSeconds,
+      placement: r.placement.map((p) => ({ nodeId: p.nodeId, gpuIndices: p.gpuIndices })),
+      stopping: r.stopRequested !== null,
+    })),
+  };
+}
