@@ -5,14 +5,19 @@ import { ApiModule } from './api/api.module';
 import { Clock } from './core/clock';
 import { CoreModule } from './core/core.module';
 import { Wakeups } from './core/wakeups';
+import { GatewayModule } from './gateway/gateway.module';
+import { SchedulerModule } from './scheduler/scheduler.module';
 
 /** One process hosts any set of roles; each role is a module. */
 @Module({})
 export class AppModule {
   static forRoles(config: ServerConfig, database: DatabaseHandle, clock: Clock, wakeups: Wakeups, extra: Type[] = []): DynamicModule {
     const imports: (Type | DynamicModule)[] = [CoreModule.forRoot(config, database, clock, wakeups)];
-    // /healthz and /metrics are served by every role; the rest of the API only by `api`.
+    // Authentication, /healthz and /metrics are in every process; jobs and admin routes too,
+    // so any replica can answer; `api` decides whether the process listens for users.
     imports.push(ApiModule);
+    if (config.roles.has('scheduler')) imports.push(SchedulerModule);
+    if (config.roles.has('gateway')) imports.push(GatewayModule);
     imports.push(...extra);
     return { module: AppModule, imports };
   }

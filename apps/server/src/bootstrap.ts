@@ -2,11 +2,15 @@ import 'reflect-metadata';
 import type { INestApplication, LogLevel, Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { ServerConfig } from '@nuri/config';
-import { DatabaseHandle, migrateToLatest, openDatabase } from '@nuri/db';
+import { DatabaseHandle, IdentityRepository, migrateToLatest, NodesRepository, openDatabase, TenantsRepository } from '@nuri/db';
 import type { AddressInfo } from 'node:net';
 import { AppModule } from './app.module';
+import { AuthService } from './auth/auth.service';
 import { Clock, SystemClock } from './core/clock';
 import { Wakeups } from './core/wakeups';
+import { DemoHandle, startDemo } from './demo/demo';
+import { FleetService } from './gateway/fleet.service';
+import { AgentGateway } from './gateway/transport';
 
 export interface RunningServer {
   app: INestApplication;
@@ -14,6 +18,8 @@ export interface RunningServer {
   /** Base URL of the HTTP listener, e.g. http://127.0.0.1:8080 */
   url: string;
   port: number;
+  gateway?: AgentGateway;
+  demo?: DemoHandle;
   close(): Promise<void>;
 }
 
@@ -37,22 +43,46 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
   const database = options.database ?? (await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir }));
   await migrateToLatest(database.db);
   const wakeups = new Wakeups();
-  if (database.kind === 'postgres' && config.databaseUrl) await wakeups.connect(config.databaseUrl, config.roles.has('scheduler') || config.roles.has('gateway'));
+  if (database.kind === 'postgres' && config.databaseUrl)
+    await wakeups.connect(config.databaseUrl, config.roles.has('scheduler') || config.roles.has('gateway'));
   const clock = options.clock ?? new SystemClock();
   const app = await NestFactory.create(AppModule.forRoles(config, database, clock, wakeups, options.modules), {
     logger: LEVELS[config.logLevel],
-    bodyParser: true,
   });
   app.enableShutdownHooks();
+  const auth = app.get(AuthService);
+  if (config.bootstrapToken) await auth.ensureBootstrapOperator(config.bootstrapToken);
   await app.listen(config.port, config.host);
   const port = (app.getHttpServer().address() as AddressInfo).port;
   const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+  const url = `http://${host}:${port}`;
+
+  let gateway: AgentGateway | undefined;
+  if (config.roles.has('gateway')) {
+    const fleet = app.get(FleetService);
+    gateway = new AgentGateway({ fleet, server: app.getHttpServer(), path: '/agent', heartbeatSeconds: config.agentHeartbeatSeconds });
+    await gateway.start();
+    fleet.attach(gateway);
+  }
+  let demo: DemoHandle | undefined;
+  if (config.demo) {
+    demo = await startDemo(
+      config,
+      { tenants: app.get(TenantsRepository), identity: app.get(IdentityRepository), nodes: app.get(NodesRepository), auth },
+      `ws://${host}:${port}/agent`,
+      config.bootstrapToken,
+    );
+  }
   return {
     app,
     database,
-    url: `http://${host}:${port}`,
+    url,
     port,
+    gateway,
+    demo,
     async close() {
+      await demo?.stop();
+      await gateway?.stop();
       await app.close();
       await wakeups.close();
       if (!options.database) await database.close();
