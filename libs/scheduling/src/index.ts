@@ -1,2 +1,4 @@
 export * from './types';
-export { schedule } from './policy';
+export { schedule, borrowedJobs } from './policy';
+export { DEFAULT_POLICY_CONFIG, configFor, decayUsage, accrueUsage } from './config';
+export { allowedModels } from './ranking';

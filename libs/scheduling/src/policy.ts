@@ -1,67 +1,491 @@
-import { GpuModel, PendingExplanation, Placement, Plan, PlannedStart, Snapshot } from './types';
-
-const GPUS_PER_NODE = 8;
-
 /**
- * Placeholder policy (to be replaced by the full one): priority then age order, gang
- * placement (one node for <= 8 GPUs, whole nodes beyond), GPU type honoured, quota limits.
+ * One scheduling pass: rank pending jobs, start what fits now (gang, topology-aware), reclaim
+ * guaranteed capacity from borrowers, hold backfill reservations for the first blocked jobs,
+ * and explain every job left pending with an estimated start. Pure: snapshot in, plan out.
  */
-export function schedule(snapshot: Snapshot): Plan {
-  const free = new Map<string, number[]>();
-  for (const node of [...snapshot.nodes].sort((a, b) => a.id.localeCompare(b.id))) {
-    if (!node.schedulable) continue;
-    free.set(node.id, node.gpus.filter((g) => g.healthy).map((g) => g.index));
-  }
-  for (const job of snapshot.running) {
-    for (const p of job.placement) {
-      const f = free.get(p.nodeId);
-      if (f) free.set(p.nodeId, f.filter((i) => !p.gpuIndices.includes(i)));
-    }
-  }
-  const used = new Map<string, number>();
-  const key = (tenantId: string, model: GpuModel) => `${tenantId}/${model}`;
-  for (const job of snapshot.running) used.set(key(job.tenantId, job.gpuModel), (used.get(key(job.tenantId, job.gpuModel)) ?? 0) + job.gpus);
-  const tenants = new Map(snapshot.tenants.map((t) => [t.id, t]));
-  const nodes = snapshot.nodes.filter((n) => free.has(n.id));
+import { Cluster, LeafState, MODELS, NodeState, Pool, cmp, earliestFit, heldUntil, minFree } from './cluster';
+import { messages } from './explain';
+import { Usage, allowedModels, rankPending } from './ranking';
+import {
+  GpuModel,
+  PendingExplanation,
+  PendingJob,
+  PendingReasonCode,
+  Placement,
+  Plan,
+  PlannedPreemption,
+  PlannedReservation,
+  PlannedStart,
+  RunningJob,
+  Snapshot,
+  SnapshotTenant,
+} from './types';
 
-  const order = [...snapshot.pending].sort(
-    (a, b) => b.priority - a.priority || a.submittedAt - b.submittedAt || a.id.localeCompare(b.id),
-  );
+const NODE_GPUS = 8;
+
+export function schedule(snapshot: Snapshot): Plan {
+  const cfg = snapshot.config;
+  const mode = cfg.mode ?? 'nuri';
+  const quotas = mode === 'nuri';
+  const reclaimOn = quotas && cfg.preemption;
+  const now = snapshot.now;
+  const graceMs = cfg.preemptGraceSeconds * 1000;
+  const minRunMs = cfg.minRuntimeBeforePreemptSeconds * 1000;
+  const cl = new Cluster(snapshot, graceMs);
+  const tenants = new Map<string, SnapshotTenant>(snapshot.tenants.map((t) => [t.id, t]));
+
+  const used = new Map<string, Usage>();
+  const usage = (tenantId: string): Usage => {
+    let u = used.get(tenantId);
+    if (!u) used.set(tenantId, (u = { h100: 0, h800: 0 }));
+    return u;
+  };
+  for (const r of snapshot.running) usage(r.tenantId)[r.gpuModel] += r.gpus;
+  const order = rankPending(snapshot, mode, used);
+  const borrowed = reclaimOn ? borrowedJobs(snapshot, tenants) : new Set<string>();
+
   const starts: PlannedStart[] = [];
+  const preemptions: PlannedPreemption[] = [];
   const pending: PendingExplanation[] = [];
+  const reservations: PlannedReservation[] = [];
+  const victims = new Set<string>();
+  let reservationsLeft = Math.max(0, cfg.reservationDepth);
+  let strictBlocked = false;
+  const blockedOn: Record<GpuModel, number> = { h100: 0, h800: 0 };
+  // Reclaim of g GPUs of a type that found nothing: larger asks in this pass will not either.
+  const reclaimFailedAt: Record<GpuModel, number> = { h100: Infinity, h800: Infinity };
+  // Reserved-node scans that failed for (g, duration) stay failed until the pool changes.
+  const poolVersion: Record<GpuModel, number> = { h100: 0, h800: 0 };
+  const reservedMiss = new Map<string, { v: number; dur: number }>();
+
   for (const job of order) {
-    const models: GpuModel[] = job.gpuType === 'any' ? ['h100', 'h800'] : [job.gpuType];
-    let placed: PlannedStart | null = null;
-    let overQuota = true;
-    for (const model of models) {
-      const quota = tenants.get(job.tenantId)?.quotas[model];
-      if (!quota || (used.get(key(job.tenantId, model)) ?? 0) + job.gpus > quota.limit) continue;
-      overQuota = false;
-      const candidates = nodes.filter((n) => n.gpuType === model);
-      let placement: Placement[] | null = null;
-      if (job.gpus <= GPUS_PER_NODE) {
-        const node = candidates.find((n) => (free.get(n.id)?.length ?? 0) >= job.gpus);
-        if (node) placement = [{ nodeId: node.id, gpuIndices: free.get(node.id)!.slice(0, job.gpus) }];
-      } else {
-        const whole = candidates.filter((n) => free.get(n.id)!.length === GPUS_PER_NODE).slice(0, job.gpus / GPUS_PER_NODE);
-        if (whole.length === job.gpus / GPUS_PER_NODE) placement = whole.map((n) => ({ nodeId: n.id, gpuIndices: free.get(n.id)! }));
+    const explain = (reason: PendingReasonCode, message: string, est: number | null, model?: GpuModel) =>
+      pending.push({ jobId: job.id, reason, message, estimatedStartAt: est, queuePosition: pending.length + 1, gpuModel: model });
+    const g = job.gpus;
+    const multi = g > NODE_GPUS;
+    const k = Math.ceil(g / NODE_GPUS);
+    const durMs = job.timeLimitSeconds * 1000;
+    const models = allowedModels(job);
+
+    const existing = models.filter((m) => cl.pools[m].exists);
+    if (existing.length === 0) {
+      explain('no_node_of_type', messages.noNodeOfType(job), null);
+      continue;
+    }
+    const feasible = existing.filter((m) =>
+      multi ? cl.pools[m].fullNodes >= k : cl.pools[m].maxNodeSize >= g,
+    );
+    if (feasible.length === 0) {
+      explain('nodes_unavailable', messages.nodesUnavailable(job), null);
+      continue;
+    }
+    if (strictBlocked) {
+      const m = fluidPick(feasible);
+      explain('behind_higher_ranked', messages.strictOrder(job, blockedOn.h100 + blockedOn.h800), fluid(job, m), m);
+      queueWork(job, m);
+      continue;
+    }
+    let allowed = feasible;
+    const u = usage(job.tenantId);
+    const tenant = tenants.get(job.tenantId);
+    if (quotas) {
+      allowed = feasible.filter((m) => u[m] + g <= (tenant?.quotas[m]?.limit ?? 0));
+      if (allowed.length === 0) {
+        const detail = feasible
+          .map((m) => `${u[m]} of ${tenant?.quotas[m]?.limit ?? 0} ${m.toUpperCase()} GPUs in use or claimed`)
+          .join(', ');
+        explain('over_quota_limit', messages.overLimit(job, tenant?.name ?? job.tenantId, detail), null);
+        continue;
       }
-      if (placement) {
-        for (const p of placement) free.set(p.nodeId, free.get(p.nodeId)!.filter((i) => !p.gpuIndices.includes(i)));
-        used.set(key(job.tenantId, model), (used.get(key(job.tenantId, model)) ?? 0) + job.gpus);
-        placed = { jobId: job.id, gpuModel: model, placement };
+    }
+
+    const start = tryStart(job, allowed);
+    if (start) {
+      starts.push(start);
+      u[start.gpuModel] += g;
+      continue;
+    }
+
+    if (reclaimOn && tenant) {
+      let done = false;
+      for (const m of allowed) {
+        const q = tenant.quotas[m];
+        if (!q || u[m] + g > q.guaranteed || g >= reclaimFailedAt[m]) continue;
+        const r = reclaim(job, m);
+        if (r === null) {
+          reclaimFailedAt[m] = g;
+          continue;
+        }
+        u[m] += g; // claimed: counts against the tenant's guarantee and limit for its later jobs
+        cl.pools[m].workAhead += g * job.timeLimitSeconds;
+        explain('waiting_for_reclaim', messages.reclaim(job, m, r, cfg.preemptGraceSeconds), now + graceMs, m);
+        done = true;
         break;
       }
+      if (done) continue;
     }
-    if (placed) starts.push(placed);
-    else
-      pending.push({
-        jobId: job.id,
-        reason: overQuota ? 'over_quota_limit' : 'waiting_for_resources',
-        message: overQuota ? 'the tenant is at its quota limit for this GPU type' : 'waiting for free GPUs of that type',
-        estimatedStartAt: null,
-        queuePosition: pending.length + 1,
-      });
+
+    // Blocked: maybe a reservation, then a reason and an estimate.
+    if (mode === 'fifo') strictBlocked = true;
+    const ahead = allowed.reduce((s, m) => s + blockedOn[m], 0);
+    const heldFor = heldByReservation(job, allowed);
+    let est: number | null = null;
+    let model: GpuModel = allowed[0];
+    if (reservationsLeft > 0) {
+      const r = reserve(job, allowed);
+      if (r) {
+        reservationsLeft--;
+        est = r.startAt;
+        model = r.gpuModel;
+        reservations.push(r);
+      }
+    }
+    if (est === null) {
+      model = fluidPick(allowed);
+      est = fluid(job, model);
+    }
+    queueWork(job, model);
+    blockedOn[model]++;
+    if (heldFor) {
+      const f = cl.pools[heldFor].firstReservation!;
+      explain('reservation_for_larger_job', messages.heldForLarger(job, f.jobId, f.s, (f.s - now) / 1000), est, model);
+    } else if (ahead > 0) explain('behind_higher_ranked', messages.behind(job, ahead), est, model);
+    else explain('waiting_for_resources', messages.nextInLine(job, model, est), est, model);
   }
-  return { starts, preemptions: [], pending };
+
+  return { starts, preemptions, pending, reservations };
+
+  // ---- start now ----------------------------------------------------------------------
+
+  function tryStart(job: PendingJob, models: GpuModel[]): PlannedStart | null {
+    const g = job.gpus;
+    const until = now + job.timeLimitSeconds * 1000;
+    if (g <= NODE_GPUS) {
+      // Best fit across the allowed types (fewest GPUs left over keeps whole nodes free);
+      // on a tie the earlier type in preference order wins.
+      let best: NodeState | null = null;
+      for (const m of models) {
+        const pool = cl.pools[m];
+        if (pool.totalFree < g) continue;
+        let cand = cl.bestFitUnreserved(pool, g);
+        if (pool.reservedNodes.length > 0 && !reservedMissed(m, g, until - now)) {
+          let hit = false;
+          for (const st of pool.reservedNodes) {
+            if (st.free.length < g || minFree(st, now, until) < g) continue;
+            hit = true;
+            if (!cand || st.free.length < cand.free.length || (st.free.length === cand.free.length && st.idx < cand.idx)) cand = st;
+          }
+          if (!hit) reservedMiss.set(`${m}/${g}`, { v: poolVersion[m], dur: until - now });
+        }
+        if (cand && (!best || cand.free.length < best.free.length)) best = cand;
+      }
+      if (!best) return null;
+      poolVersion[best.model]++;
+      const idx = cl.take(best, g, until, job.id, now);
+      return { jobId: job.id, gpuModel: best.model, placement: [{ nodeId: best.node.id, gpuIndices: idx }] };
+    }
+    const k = Math.ceil(g / NODE_GPUS);
+    for (const m of models) {
+      const pool = cl.pools[m];
+      if (pool.totalFree < k * NODE_GPUS) continue;
+      const nodes = pickWholeNow(pool, k, until);
+      if (!nodes) continue;
+      poolVersion[m]++;
+      const placement: Placement[] = nodes.map((st) => ({
+        nodeId: st.node.id,
+        gpuIndices: cl.take(st, st.free.length, until, job.id, now),
+      }));
+      return { jobId: job.id, gpuModel: m, placement };
+    }
+    return null;
+  }
+
+  function reservedMissed(m: GpuModel, g: number, dur: number): boolean {
+    const miss = reservedMiss.get(`${m}/${g}`);
+    return !!miss && miss.v === poolVersion[m] && dur >= miss.dur;
+  }
+
+  /** k whole nodes free now, not delaying reservations, within as few leaf switches as possible. */
+  function pickWholeNow(pool: Pool, k: number, until: number): NodeState[] | null {
+    const extra = new Map<LeafState, Set<NodeState>>();
+    let total = pool.wholeFree;
+    for (const st of pool.reservedNodes) {
+      if (!cl.isWholeFree(st) || minFree(st, now, until) < st.size) continue;
+      let s = extra.get(st.leaf);
+      if (!s) extra.set(st.leaf, (s = new Set()));
+      s.add(st);
+      total++;
+    }
+    if (total < k) return null;
+    const counts = pool.leaves
+      .map((leaf) => ({ leaf, n: leaf.whole + (extra.get(leaf)?.size ?? 0) }))
+      .filter((x) => x.n > 0);
+    const chosen = chooseLeaves(counts, k);
+    const out: NodeState[] = [];
+    for (const { leaf, take } of chosen) {
+      let left = take;
+      const ex = extra.get(leaf);
+      for (const st of leaf.nodes) {
+        if (left === 0) break;
+        if ((cl.isWholeFree(st) && !st.reserved) || ex?.has(st)) {
+          out.push(st);
+          left--;
+        }
+      }
+    }
+    return out.length === k ? out : null;
+  }
+
+  // ---- reclaim ------------------------------------------------------------------------
+
+  /** Plan preemptions so that `job` starts after the grace period; returns the victim count or null. */
+  function reclaim(job: PendingJob, m: GpuModel): number | null {
+    const pool = cl.pools[m];
+    const g = job.gpus;
+    const multi = g > NODE_GPUS;
+    const S = now + graceMs;
+    const E = S + job.timeLimitSeconds * 1000;
+    const candidate = (r: RunningJob) =>
+      borrowed.has(r.id) &&
+      !victims.has(r.id) &&
+      !r.stopping &&
+      r.tenantId !== job.tenantId &&
+      now - r.startedAt >= minRunMs;
+
+    interface Option {
+      st: NodeState;
+      victims: RunningJob[];
+      cost: [number, number, number, number];
+    }
+    const options: Option[] = [];
+    for (const st of pool.nodes) {
+      const need = multi ? st.size : g;
+      if (multi ? !st.full : st.size < g) continue;
+      const base = minFree(st, S, E);
+      if (base >= need) {
+        options.push({ st, victims: [], cost: [0, 0, -Infinity, st.idx] });
+        if (!multi) break; // cannot do better than no victims at all
+        continue;
+      }
+      const vs = st.jobs.filter((x) => candidate(x.job) && heldUntil(x.job, now, graceMs) > S);
+      if (vs.length === 0) continue;
+      // Lowest priority first, then most recently started (least work lost), then id.
+      vs.sort((a, b) => a.job.priority - b.job.priority || b.job.startedAt - a.job.startedAt || cmp(a.job.id, b.job.id));
+      const want = need - base;
+      let acc = 0;
+      const chosen: typeof vs = [];
+      for (const v of vs) {
+        if (acc >= want) break;
+        chosen.push(v);
+        acc += v.g;
+      }
+      if (acc < want) continue;
+      // Fewer victims first: one job that covers the need alone and is no more protected
+      // than the greedy set replaces it.
+      if (chosen.length > 1) {
+        const maxP = chosen.reduce((s, v) => Math.max(s, v.job.priority), -Infinity);
+        const one = vs.find((v) => v.g >= want && v.job.priority <= maxP);
+        if (one) {
+          chosen.length = 0;
+          chosen.push(one);
+          acc = one.g;
+        }
+      }
+      // Minimal set: drop any victim (most protected first) whose GPUs turn out not to be needed.
+      for (let i = chosen.length - 1; i >= 0; i--) {
+        if (acc - chosen[i].g >= want) {
+          acc -= chosen[i].g;
+          chosen.splice(i, 1);
+        }
+      }
+      const gpus = chosen.reduce((s, v) => s + v.g, 0);
+      const maxPrio = chosen.reduce((s, v) => Math.max(s, v.job.priority), -Infinity);
+      options.push({ st, victims: chosen.map((v) => v.job), cost: [chosen.length, gpus, maxPrio, st.idx] });
+    }
+    const k = multi ? Math.ceil(g / NODE_GPUS) : 1;
+    if (options.length < k) return null;
+    options.sort((a, b) => a.cost[0] - b.cost[0] || a.cost[1] - b.cost[1] || a.cost[2] - b.cost[2] || a.cost[3] - b.cost[3]);
+    const picked = options.slice(0, k);
+    const vset = new Map<string, RunningJob>();
+    for (const o of picked) for (const v of o.victims) vset.set(v.id, v);
+    const tenantName = tenants.get(job.tenantId)?.name ?? job.tenantId;
+    for (const v of [...vset.values()].sort((a, b) => cmp(a.id, b.id))) {
+      victims.add(v.id);
+      preemptions.push({
+        jobId: v.id,
+        forJobId: job.id,
+        reason: `Preempted: it ran on borrowed ${m.toUpperCase()} capacity that tenant ${tenantName} needs within its guarantee (job ${job.id}); it goes back to the queue.`,
+      });
+      cl.endEarly(v.id, v.placement.map((p) => p.nodeId), S);
+    }
+    poolVersion[m]++;
+    for (const o of picked) cl.reserve(o.st, { s: S, e: E, g: multi ? o.st.size : g, jobId: job.id });
+    return vset.size;
+  }
+
+  // ---- reservations and estimates -------------------------------------------------------
+
+  function reserve(job: PendingJob, models: GpuModel[]): PlannedReservation | null {
+    const g = job.gpus;
+    const durMs = job.timeLimitSeconds * 1000;
+    let best: { t: number; m: GpuModel; nodes: NodeState[] } | null = null;
+    for (const m of models) {
+      const pool = cl.pools[m];
+      let r: { t: number; nodes: NodeState[] } | null = null;
+      if (g <= NODE_GPUS) {
+        let bt = Infinity;
+        let bn: NodeState | null = null;
+        for (const st of pool.nodes) {
+          const t = earliestFit(st, g, durMs, now);
+          if (t < bt) {
+            bt = t;
+            bn = st;
+          }
+        }
+        if (bn) r = { t: bt, nodes: [bn] };
+      } else r = earliestWhole(pool, Math.ceil(g / NODE_GPUS), durMs);
+      // Strictly earlier wins, so ties keep the preferred type (H100 for multi-node).
+      if (r && (!best || r.t < best.t)) best = { t: r.t, m, nodes: r.nodes };
+    }
+    if (!best) return null;
+    poolVersion[best.m]++;
+    for (const st of best.nodes)
+      cl.reserve(st, { s: best.t, e: best.t + durMs, g: g <= NODE_GPUS ? g : st.size, jobId: job.id });
+    return { jobId: job.id, gpuModel: best.m, startAt: best.t, nodeIds: best.nodes.map((s) => s.node.id) };
+  }
+
+  /** Earliest time k whole nodes stay free for durMs; nodes without reservations only ever free up. */
+  function earliestWhole(pool: Pool, k: number, durMs: number): { t: number; nodes: NodeState[] } | null {
+    const plain: { t: number; st: NodeState }[] = [];
+    const resv: NodeState[] = [];
+    const times: number[] = [];
+    for (const st of pool.nodes) {
+      if (!st.full) continue;
+      const t = earliestFit(st, st.size, durMs, now);
+      if (st.resv.length > 0) {
+        resv.push(st);
+        if (t < Infinity) times.push(t);
+      } else if (t < Infinity) {
+        plain.push({ t, st });
+        times.push(t);
+      }
+    }
+    if (plain.length + resv.length < k) return null;
+    plain.sort((a, b) => a.t - b.t || a.st.idx - b.st.idx);
+    times.sort((a, b) => a - b);
+    let p = 0;
+    let last = -Infinity;
+    for (const T of times) {
+      if (T === last) continue;
+      last = T;
+      while (p < plain.length && plain[p].t <= T) p++;
+      if (p + resv.length < k) continue;
+      const fit = resv.filter((st) => minFree(st, T, T + durMs) >= st.size);
+      if (p + fit.length < k) continue;
+      const cands = [...plain.slice(0, p).map((x) => x.st), ...fit].sort((a, b) => a.idx - b.idx);
+      return { t: T, nodes: pickByLeaf(cands, k) };
+    }
+    return null;
+  }
+
+  /** Could the job start now but for a reservation? Returns the type whose reservation holds it. */
+  function heldByReservation(job: PendingJob, models: GpuModel[]): GpuModel | null {
+    const g = job.gpus;
+    for (const m of models) {
+      const pool = cl.pools[m];
+      if (!pool.firstReservation || pool.totalFree < g) continue;
+      if (g <= NODE_GPUS) {
+        if (pool.reservedNodes.some((st) => st.free.length >= g)) return m;
+      } else {
+        const k = Math.ceil(g / NODE_GPUS);
+        if (pool.wholeFree + pool.reservedNodes.filter((st) => cl.isWholeFree(st)).length >= k) return m;
+      }
+    }
+    return null;
+  }
+
+  /**
+   * Estimate beyond the reservation depth, capped at O(1) per job: the work held and queued
+   * ahead on that type (GPU-seconds from time limits) drained at full capacity.
+   */
+  function fluid(job: PendingJob, m: GpuModel): number {
+    const pool = cl.pools[m];
+    return now + Math.ceil((pool.workAhead / Math.max(1, pool.capacity)) * 1000);
+  }
+  function fluidPick(models: GpuModel[]): GpuModel {
+    let best = models[0];
+    for (const m of models) {
+      const a = cl.pools[m];
+      const b = cl.pools[best];
+      if (a.workAhead / Math.max(1, a.capacity) < b.workAhead / Math.max(1, b.capacity)) best = m;
+    }
+    return best;
+  }
+  function queueWork(job: PendingJob, m: GpuModel): void {
+    cl.pools[m].workAhead += job.gpus * job.timeLimitSeconds;
+  }
 }
+
+/** Choose leaves for k nodes: one leaf if any holds k (the tightest such), else the fullest first. */
+export function chooseLeaves<T extends { n: number }>(counts: T[], k: number): (T & { take: number })[] {
+  let single: T | null = null;
+  for (const c of counts) if (c.n >= k && (!single || c.n < single.n)) single = c;
+  if (single) return [{ ...single, take: k }];
+  const sorted = counts.map((c, i) => ({ c, i })).sort((a, b) => b.c.n - a.c.n || a.i - b.i);
+  const out: (T & { take: number })[] = [];
+  let left = k;
+  for (const { c } of sorted) {
+    if (left === 0) break;
+    const take = Math.min(left, c.n);
+    out.push({ ...c, take });
+    left -= take;
+  }
+  return out;
+}
+
+/** k nodes out of candidates (in node order), within as few leaf switches as possible. */
+function pickByLeaf(cands: NodeState[], k: number): NodeState[] {
+  const groups: { leaf: LeafState; nodes: NodeState[]; n: number }[] = [];
+  const byLeaf = new Map<LeafState, { leaf: LeafState; nodes: NodeState[]; n: number }>();
+  for (const st of cands) {
+    let gr = byLeaf.get(st.leaf);
+    if (!gr) {
+      gr = { leaf: st.leaf, nodes: [], n: 0 };
+      byLeaf.set(st.leaf, gr);
+      groups.push(gr);
+    }
+    gr.nodes.push(st);
+    gr.n++;
+  }
+  return chooseLeaves(groups, k).flatMap((gr) => gr.nodes.slice(0, gr.take));
+}
+
+/**
+ * Running jobs on borrowed capacity, the only ones reclaim may preempt. Per tenant and type,
+ * the oldest jobs fill the guarantee first; a job is borrowed once the running total passes
+ * the guarantee. Oldest-first keeps the split stable: a job within the guarantee stays within
+ * it as other jobs come and go, which is what rules out preemption cycles.
+ */
+export function borrowedJobs(snapshot: Snapshot, tenants: Map<string, SnapshotTenant>): Set<string> {
+  const groups = new Map<string, RunningJob[]>();
+  for (const r of snapshot.running) {
+    const key = `${r.tenantId}\u0000${r.gpuModel}`;
+    let l = groups.get(key);
+    if (!l) groups.set(key, (l = []));
+    l.push(r);
+  }
+  const out = new Set<string>();
+  for (const list of groups.values()) {
+    const r0 = list[0];
+    const guaranteed = tenants.get(r0.tenantId)?.quotas[r0.gpuModel]?.guaranteed ?? 0;
+    list.sort((a, b) => a.startedAt - b.startedAt || cmp(a.id, b.id));
+    let cum = 0;
+    for (const r of list) {
+      cum += r.gpus;
+      if (cum > guaranteed) out.add(r.id);
+    }
+  }
+  return out;
+}
+
+export { MODELS };

@@ -76,7 +76,20 @@ export interface PolicyConfig {
   preemptGraceSeconds: number;
   /** Whether reclaiming guaranteed capacity by preemption is allowed at all. */
   preemption: boolean;
+  /**
+   * Policy variant (default 'nuri'). 'slurm': priority then age, backfill, no quotas, no
+   * preemption. 'fifo': submission order, no backfill (the first blocked job blocks all).
+   * Both exist for side-by-side comparison in the simulator.
+   */
+  mode?: PolicyMode;
+  /**
+   * Half-life of usage decay in seconds. The core does not decay (the caller does, see
+   * decayUsage); carried here so callers and the simulator share one setting.
+   */
+  usageHalfLifeSeconds?: number;
 }
+
+export type PolicyMode = 'nuri' | 'slurm' | 'fifo';
 
 export interface Snapshot {
   now: number;
@@ -118,10 +131,22 @@ export interface PendingExplanation {
   estimatedStartAt: number | null;
   /** 1-based rank among pending jobs in the order the policy considers them. */
   queuePosition: number;
+  /** The GPU type the estimate refers to (for `any` jobs, the type expected to free first). */
+  gpuModel?: GpuModel;
+}
+
+/** A backfill reservation: the nodes a blocked job will get at startAt; later jobs may not delay it. */
+export interface PlannedReservation {
+  jobId: string;
+  gpuModel: GpuModel;
+  startAt: number;
+  nodeIds: readonly string[];
 }
 
 export interface Plan {
   starts: PlannedStart[];
   preemptions: PlannedPreemption[];
   pending: PendingExplanation[];
+  /** Reservations held in this plan (informational; the next pass recomputes them). */
+  reservations?: PlannedReservation[];
 }

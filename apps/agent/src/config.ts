@@ -1,0 +1,82 @@
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { z } from 'zod';
+
+/**
+ * Agent configuration: every key can come from a flag (`--gateway-url=...` or
+ * `--gateway-url ...`) or from the environment (`NURI_GATEWAY_URL`); flags win.
+ */
+const num = z.coerce.number();
+export const AgentConfig = z
+  .object({
+    once: z.boolean().default(false),
+    gatewayUrl: z.string().regex(/^wss?:\/\//, 'must be a ws:// or wss:// URL').optional(),
+    nodeName: z.string().min(1).max(253).regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'letters, digits, dot, dash, underscore').default(hostname()),
+    nodeToken: z.string().min(1).optional(),
+    nodeTokenFile: z.string().min(1).optional(),
+    collector: z.enum(['simulated', 'nvidia-smi']).default('nvidia-smi'),
+    nvidiaSmi: z.string().min(1).default('nvidia-smi'),
+    workDir: z.string().min(1).default('/var/lib/nuri-agent'),
+    graceSeconds: num.int().min(0).max(3600).default(30),
+    sampleIntervalSeconds: num.positive().max(3600).default(5),
+    simGpus: num.int().min(1).max(64).default(8),
+    simModel: z.enum(['h100', 'h800']).default('h100'),
+    xidFile: z.string().min(1).optional(),
+    xidCommand: z.string().min(1).optional(),
+    runAsUid: num.int().min(0).optional(),
+    runAsGid: num.int().min(0).optional(),
+    runAsUser: z.string().min(1).optional(),
+    runAsHome: z.string().min(1).optional(),
+    maxBufferedSamples: num.int().min(1).max(1_000_000).default(600),
+    logCapBytes: num.int().min(1024).default(64 * 1024 * 1024),
+  })
+  .superRefine((c, ctx) => {
+    if (c.once) return;
+    if (!c.gatewayUrl) ctx.addIssue({ code: 'custom', path: ['gatewayUrl'], message: 'required' });
+    if (!c.nodeToken && !c.nodeTokenFile) ctx.addIssue({ code: 'custom', path: ['nodeToken'], message: 'required (or nodeTokenFile)' });
+    if ((c.runAsUid === undefined) !== (c.runAsGid === undefined)) ctx.addIssue({ code: 'custom', path: ['runAsGid'], message: 'runAsUid and runAsGid go together' });
+  });
+export type AgentConfig = z.infer<typeof AgentConfig>;
+
+const kebab = (k: string) => k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+const envName = (k: string) => `NURI_${kebab(k).replace(/-/g, '_').toUpperCase()}`;
+const KEYS = Object.keys(AgentConfig.shape);
+
+export class ConfigError extends Error {}
+
+export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig {
+  const raw: Record<string, unknown> = {};
+  const keys = KEYS;
+  for (const k of keys) {
+    const v = env[envName(k)];
+    if (v !== undefined && v !== '') raw[k] = k === 'once' ? v === '1' || v === 'true' : v;
+  }
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (!a.startsWith('--')) throw new ConfigError(`unexpected argument ${JSON.stringify(a)}`);
+    const [flag, inline] = a.slice(2).split(/=(.*)/s, 2);
+    const key = keys.find((k) => kebab(k) === flag);
+    if (!key) throw new ConfigError(`unknown flag --${flag}`);
+    if (key === 'once') raw.once = inline === undefined ? true : inline !== 'false';
+    else if (inline !== undefined) raw[key] = inline;
+    else if (i + 1 < argv.length) raw[key] = argv[++i];
+    else throw new ConfigError(`--${flag} needs a value`);
+  }
+  const r = AgentConfig.safeParse(raw);
+  if (!r.success) {
+    const lines = r.error.issues.map((iss) => {
+      const k = String(iss.path[0] ?? '');
+      return `  ${k} (--${kebab(k)} / ${envName(k)}): ${iss.message}`;
+    });
+    throw new ConfigError(`invalid agent configuration:\n${lines.join('\n')}`);
+  }
+  const c = r.data;
+  if (!c.nodeToken && c.nodeTokenFile) {
+    try {
+      c.nodeToken = readFileSync(c.nodeTokenFile, 'utf8').trim();
+    } catch (e) {
+      throw new ConfigError(`invalid agent configuration:\n  nodeTokenFile (--node-token-file / NURI_NODE_TOKEN_FILE): ${(e as Error).message}`);
+    }
+  }
+  return c;
+}

@@ -1,0 +1,338 @@
+/**
+ * The cluster as one pass sees it: free GPUs per node now, when held GPUs free up (from
+ * time limits), and the reservations made so far. Nodes sit in per-type pools, bucketed by
+ * free-GPU count (best fit in O(log n)) and grouped by leaf switch (gang placement), so a
+ * pass costs about O(jobs log nodes) rather than O(jobs x nodes).
+ */
+import { GpuModel, RunningJob, Snapshot, SnapshotNode } from './types';
+
+export const MODELS: readonly GpuModel[] = ['h100', 'h800'];
+
+export interface HeldGpus {
+  /** When these GPUs free up (ms), from the holder's time limit or its grace period. */
+  t: number;
+  g: number;
+  jobId: string;
+}
+
+export interface NodeReservation {
+  s: number;
+  e: number;
+  g: number;
+  jobId: string;
+}
+
+export interface NodeState {
+  /** Position in the deterministic node order (leaf switch, rack, id). */
+  idx: number;
+  node: SnapshotNode;
+  model: GpuModel;
+  leaf: LeafState;
+  /** Healthy GPUs on the node. */
+  size: number;
+  /** All GPUs healthy: may be given whole to a multi-node job. */
+  full: boolean;
+  /** Free healthy GPU indices, ascending. */
+  free: number[];
+  held: HeldGpus[];
+  heldSorted: boolean;
+  resv: NodeReservation[];
+  /** Has a reservation: kept out of the buckets, checked one by one against it. */
+  reserved: boolean;
+  /** Running jobs with GPUs here (for reclaim), and how many healthy GPUs each holds here. */
+  jobs: { job: RunningJob; g: number }[];
+}
+
+export interface LeafState {
+  key: string;
+  name: string;
+  /** Nodes with all GPUs healthy, in node order. */
+  nodes: NodeState[];
+  /** Of those, wholly free and unreserved. */
+  whole: number;
+}
+
+export class MinHeap {
+  private a: number[] = [];
+  push(v: number): void {
+    const a = this.a;
+    a.push(v);
+    let i = a.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (a[p] <= v) break;
+      a[i] = a[p];
+      i = p;
+    }
+    a[i] = v;
+  }
+  peek(): number | undefined {
+    return this.a[0];
+  }
+  pop(): number | undefined {
+    const a = this.a;
+    if (a.length === 0) return undefined;
+    const top = a[0];
+    const last = a.pop()!;
+    if (a.length > 0) {
+      let i = 0;
+      const n = a.length;
+      for (;;) {
+        const l = 2 * i + 1;
+        if (l >= n) break;
+        const r = l + 1;
+        const c = r < n && a[r] < a[l] ? r : l;
+        if (a[c] >= last) break;
+        a[i] = a[c];
+        i = c;
+      }
+      a[i] = last;
+    }
+    return top;
+  }
+}
+
+export interface Pool {
+  model: GpuModel;
+  /** Some node of this type exists at all (even if not schedulable). */
+  exists: boolean;
+  /** Schedulable nodes of this type, in node order. */
+  nodes: NodeState[];
+  /** buckets[c]: unreserved nodes with exactly c free GPUs (lazy: stale entries skipped). */
+  buckets: MinHeap[];
+  reservedNodes: NodeState[];
+  leaves: LeafState[];
+  capacity: number;
+  maxNodeSize: number;
+  fullNodes: number;
+  totalFree: number;
+  wholeFree: number;
+  /** GPU-seconds of work ahead (held time + queued time), for the fluid start estimate. */
+  workAhead: number;
+  /** Earliest reservation start on this type, for explanations. */
+  firstReservation: { jobId: string; s: number } | null;
+}
+
+export class Cluster {
+  readonly pools: Record<GpuModel, Pool>;
+  readonly byIdx: NodeState[] = [];
+  readonly byId = new Map<string, NodeState>();
+
+  constructor(snapshot: Snapshot, private readonly graceMs: number) {
+    const now = snapshot.now;
+    const mk = (model: GpuModel): Pool => ({
+      model,
+      exists: false,
+      nodes: [],
+      buckets: [],
+      reservedNodes: [],
+      leaves: [],
+      capacity: 0,
+      maxNodeSize: 0,
+      fullNodes: 0,
+      totalFree: 0,
+      wholeFree: 0,
+      workAhead: 0,
+      firstReservation: null,
+    });
+    this.pools = { h100: mk('h100'), h800: mk('h800') };
+    // Node order groups leaf switches, so best fit fills one leaf's fragments before another's
+    // and whole leaves stay free for multi-node jobs.
+    const nodes = [...snapshot.nodes].sort(
+      (a, b) => cmp(a.leafSwitch, b.leafSwitch) || cmp(a.rack, b.rack) || cmp(a.id, b.id),
+    );
+    const leaves = new Map<string, LeafState>();
+    for (const n of nodes) {
+      const pool = this.pools[n.gpuType];
+      if (!pool) continue;
+      pool.exists = true;
+      if (!n.schedulable) continue;
+      const healthy = n.gpus.filter((g) => g.healthy).map((g) => g.index);
+      const uniq = [...new Set(healthy)].sort((a, b) => a - b);
+      if (uniq.length === 0) continue;
+      const key = `${n.gpuType}\u0000${n.leafSwitch}`;
+      let leaf = leaves.get(key);
+      if (!leaf) {
+        leaf = { key, name: n.leafSwitch, nodes: [], whole: 0 };
+        leaves.set(key, leaf);
+        pool.leaves.push(leaf);
+      }
+      const st: NodeState = {
+        idx: this.byIdx.length,
+        node: n,
+        model: n.gpuType,
+        leaf,
+        size: uniq.length,
+        full: uniq.length === n.gpus.length,
+        free: uniq,
+        held: [],
+        heldSorted: true,
+        resv: [],
+        reserved: false,
+        jobs: [],
+      };
+      this.byIdx.push(st);
+      this.byId.set(n.id, st);
+      pool.nodes.push(st);
+      pool.capacity += st.size;
+      pool.maxNodeSize = Math.max(pool.maxNodeSize, st.size);
+      if (st.full) {
+        pool.fullNodes++;
+        leaf.nodes.push(st);
+      }
+    }
+    // Subtract what running jobs hold; remember when it frees.
+    const running = [...snapshot.running].sort((a, b) => cmp(a.id, b.id));
+    for (const job of running) {
+      const end = heldUntil(job, now, this.graceMs);
+      for (const p of job.placement) {
+        const st = this.byId.get(p.nodeId);
+        if (!st) continue;
+        let g = 0;
+        for (const i of p.gpuIndices) {
+          const k = st.free.indexOf(i);
+          if (k >= 0) {
+            st.free.splice(k, 1);
+            g++;
+          }
+        }
+        if (g > 0) {
+          st.held.push({ t: end, g, jobId: job.id });
+          st.heldSorted = false;
+          st.jobs.push({ job, g });
+          this.pools[st.model].workAhead += ((end - now) / 1000) * g;
+        }
+      }
+    }
+    for (const pool of [this.pools.h100, this.pools.h800]) {
+      for (let c = 0; c <= pool.maxNodeSize; c++) pool.buckets.push(new MinHeap());
+      for (const st of pool.nodes) {
+        const f = st.free.length;
+        pool.totalFree += f;
+        // Pushing in ascending idx order keeps each heap trivially valid.
+        if (f > 0) pool.buckets[f].push(st.idx);
+        if (st.full && f === st.size) {
+          st.leaf.whole++;
+          pool.wholeFree++;
+        }
+      }
+    }
+  }
+
+  isWholeFree(st: NodeState): boolean {
+    return st.full && st.free.length === st.size;
+  }
+
+  /** Best-fit unreserved node of a pool with at least g free GPUs (fewest free, then node order). */
+  bestFitUnreserved(pool: Pool, g: number): NodeState | null {
+    for (let c = g; c < pool.buckets.length; c++) {
+      const h = pool.buckets[c];
+      for (;;) {
+        const top = h.peek();
+        if (top === undefined) break;
+        const st = this.byIdx[top];
+        if (st.reserved || st.free.length !== c) {
+          h.pop();
+          continue;
+        }
+        return st;
+      }
+    }
+    return null;
+  }
+
+  /** Take g GPUs (lowest indices) on a node for a job that starts now and holds them until `until`. */
+  take(st: NodeState, g: number, until: number, jobId: string, now: number): number[] {
+    const pool = this.pools[st.model];
+    const wasWhole = this.isWholeFree(st) && !st.reserved;
+    const got = st.free.splice(0, g);
+    pool.totalFree -= got.length;
+    if (wasWhole) {
+      st.leaf.whole--;
+      pool.wholeFree--;
+    }
+    if (!st.reserved && st.free.length > 0) pool.buckets[st.free.length].push(st.idx);
+    st.held.push({ t: until, g: got.length, jobId });
+    st.heldSorted = false;
+    pool.workAhead += ((until - now) / 1000) * got.length;
+    return got;
+  }
+
+  reserve(st: NodeState, r: NodeReservation): void {
+    const pool = this.pools[st.model];
+    st.resv.push(r);
+    if (!pool.firstReservation || r.s < pool.firstReservation.s) pool.firstReservation = { jobId: r.jobId, s: r.s };
+    if (st.reserved) return;
+    if (this.isWholeFree(st)) {
+      st.leaf.whole--;
+      pool.wholeFree--;
+    }
+    st.reserved = true;
+    pool.reservedNodes.push(st);
+  }
+
+  /** Move a held entry's end earlier (a job being preempted frees its GPUs after the grace period). */
+  endEarly(jobId: string, nodeIds: Iterable<string>, t: number): void {
+    for (const id of nodeIds) {
+      const st = this.byId.get(id);
+      if (!st) continue;
+      for (const h of st.held) if (h.jobId === jobId && h.t > t) h.t = t;
+      st.heldSorted = false;
+    }
+  }
+}
+
+export function heldUntil(job: RunningJob, now: number, graceMs: number): number {
+  let end = job.startedAt + job.timeLimitSeconds * 1000;
+  // A job past its limit is about to be killed: count it as freeing now.
+  if (end < now) end = now;
+  if (job.stopping) end = Math.min(end, now + graceMs);
+  return end;
+}
+
+function sortHeld(st: NodeState): void {
+  if (!st.heldSorted) {
+    st.held.sort((a, b) => a.t - b.t || cmp(a.jobId, b.jobId));
+    st.heldSorted = true;
+  }
+}
+
+/** Free GPUs on a node at time t, given held GPUs' ends and reservations. */
+export function freeAt(st: NodeState, t: number): number {
+  let f = st.free.length;
+  for (const h of st.held) if (h.t <= t) f += h.g;
+  for (const r of st.resv) if (r.s <= t && t < r.e) f -= r.g;
+  return f;
+}
+
+/** The least free over [t0, t1): frees only ever add, so only t0 and reservation starts matter. */
+export function minFree(st: NodeState, t0: number, t1: number): number {
+  let m = freeAt(st, t0);
+  for (const r of st.resv) if (r.s > t0 && r.s < t1) m = Math.min(m, freeAt(st, r.s));
+  return m;
+}
+
+/** Earliest t >= from at which `need` GPUs stay free on this node for `durMs`; Infinity if never. */
+export function earliestFit(st: NodeState, need: number, durMs: number, from: number): number {
+  if (need > st.size) return Infinity;
+  sortHeld(st);
+  if (st.resv.length === 0) {
+    let f = st.free.length;
+    if (f >= need) return from;
+    for (const h of st.held) {
+      f += h.g;
+      if (f >= need) return Math.max(from, h.t);
+    }
+    return Infinity;
+  }
+  const cands = [from];
+  for (const h of st.held) if (h.t > from) cands.push(h.t);
+  for (const r of st.resv) if (r.e > from) cands.push(r.e);
+  cands.sort((a, b) => a - b);
+  for (const t of cands) if (minFree(st, t, t + durMs) >= need) return t;
+  return Infinity;
+}
+
+export function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}

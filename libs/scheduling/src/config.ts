@@ -1,0 +1,42 @@
+import { PolicyConfig, PolicyMode } from './types';
+
+/** Defaults for the live scheduler and the simulator. */
+export const DEFAULT_POLICY_CONFIG: PolicyConfig = {
+  // Deep enough that the first few large jobs are protected, shallow enough to stay cheap.
+  reservationDepth: 16,
+  // Ten minutes of work before a job may be preempted (again): no thrashing.
+  minRuntimeBeforePreemptSeconds: 600,
+  preemptGraceSeconds: 120,
+  preemption: true,
+  mode: 'nuri',
+  // A week, as Slurm's PriorityDecayHalfLife default.
+  usageHalfLifeSeconds: 7 * 24 * 3600,
+};
+
+/** The configuration for one of the policy variants compared in the simulator. */
+export function configFor(mode: PolicyMode, base: PolicyConfig = DEFAULT_POLICY_CONFIG): PolicyConfig {
+  if (mode === 'nuri') return { ...base, mode };
+  // Neither baseline knows about quotas, so neither reclaims.
+  return { ...base, mode, preemption: false, reservationDepth: mode === 'fifo' ? 1 : base.reservationDepth };
+}
+
+/**
+ * Decay a usage figure over elapsed seconds with the given half-life (exponential decay,
+ * as Slurm's fair share): callers keep `decayedUsage` current with this and pass it in.
+ */
+export function decayUsage(usage: number, elapsedSeconds: number, halfLifeSeconds: number): number {
+  if (!(halfLifeSeconds > 0) || elapsedSeconds <= 0) return usage;
+  return usage * Math.pow(0.5, elapsedSeconds / halfLifeSeconds);
+}
+
+/**
+ * Decayed usage after `elapsedSeconds` at a constant rate of `gpus` busy GPUs, starting from
+ * `usage`: the integral of the rate with the same decay, so accrual is independent of step size.
+ */
+export function accrueUsage(usage: number, gpus: number, elapsedSeconds: number, halfLifeSeconds: number): number {
+  if (elapsedSeconds <= 0) return usage;
+  if (!(halfLifeSeconds > 0)) return usage + gpus * elapsedSeconds;
+  const k = Math.LN2 / halfLifeSeconds;
+  const f = Math.exp(-k * elapsedSeconds);
+  return usage * f + (gpus * (1 - f)) / k;
+}
