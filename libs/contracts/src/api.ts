@@ -181,3 +181,19 @@ export const ApiError = z.object({
   issues: z.array(z.object({ field: z.string(), rule: z.string() })).optional(),
 });
 export type ApiError = z.infer<typeof ApiError>;
+
+/** Path parameters and queries of the REST API (every input is parsed, params included). */
+export const IdParams = z.object({ id: z.string().uuid() }).strict();
+export type IdParams = z.infer<typeof IdParams>;
+export const NameParams = z.object({ name: Slug }).strict();
+export type NameParams = z.infer<typeof NameParams>;
+
+export const ListUsersQuery = z.object({ tenant: Slug.optional() }).strict();
+export type ListUsersQuery = z.infer<typeof ListUsersQuery>;
+
+export const ListTokensQuery = z.object({ user: Slug.optional() }).strict();
+export type ListTokensQuery = z.infer<typeof ListTokensQuery>;
+
+/** The caller, as the API sees them (GET /v1/me). */
+export const MeView = z.object({ user: z.string(), tenant: z.string().nullable(), role: Role });
+export type MeView = z.infer<typeof MeView>;

@@ -1,13 +1,37 @@
-import { Controller, Get, Module } from '@nestjs/common';
+import { Module } from '@nestjs/common';
+import { APP_FILTER } from '@nestjs/core';
+import { AuthModule } from '../auth/auth.module';
+import { ApiExceptionFilter } from './common/exception.filter';
+import { HealthController } from './health.controller';
+import { JobsController } from './jobs/jobs.controller';
+import { JobsService } from './jobs/jobs.service';
+import { MeController } from './me/me.controller';
+import { NodesController } from './nodes/nodes.controller';
+import { NodesService } from './nodes/nodes.service';
+import { OpenApiController } from './openapi/openapi.controller';
+import { OpenApiService } from './openapi/openapi.service';
+import { TenantsController } from './tenants/tenants.controller';
+import { TenantsService } from './tenants/tenants.service';
+import { TokensController } from './tokens/tokens.controller';
+import { TokensService } from './tokens/tokens.service';
+import { UsersController } from './users/users.controller';
+import { UsersService } from './users/users.service';
 
-@Controller()
-class HealthController {
-  @Get('healthz')
-  health() {
-    return { status: 'ok' };
-  }
-}
+const SERVICES = [JobsService, NodesService, TenantsService, UsersService, TokensService, OpenApiService];
 
-/** The REST API under /v1 (placeholder until the full API lands). */
-@Module({ controllers: [HealthController] })
+/**
+ * The REST API under /v1, and GET /healthz. A global guard (AuthModule) wants a bearer
+ * token on every route but health, metrics and the OpenAPI document; a global filter
+ * answers every error as JSON `{error, message, issues?}`.
+ */
+@Module({
+  imports: [AuthModule],
+  controllers: [HealthController, MeController, JobsController, NodesController, TenantsController, UsersController, TokensController, OpenApiController],
+  providers: [...SERVICES, { provide: APP_FILTER, useClass: ApiExceptionFilter }],
+  exports: [...SERVICES, AuthModule],
+})
 export class ApiModule {}
+
+/** Only GET /healthz, for processes that do not run the `api` role. */
+@Module({ controllers: [HealthController] })
+export class HealthModule {}

@@ -1,0 +1,58 @@
+import type { JobView, NodeView, TenantView, TokenView, UserView } from '@nuri/contracts';
+import type { JobDetail, NodeWithGpus, TenantWithQuotas, UserRecord } from '@nuri/db';
+
+const iso = (d: Date | null | undefined): string | null => (d ? d.toISOString() : null);
+
+/** Database records to the views of libs/contracts: one place for the wire shape. */
+export function jobView(j: JobDetail): JobView {
+  return {
+    id: j.id,
+    tenant: j.tenantName,
+    user: j.userName,
+    name: j.name,
+    state: j.state,
+    reason: j.reason,
+    gpus: j.gpus,
+    gpuType: j.gpu_type,
+    priority: j.priority,
+    timeLimitSeconds: j.time_limit_seconds,
+    command: j.command,
+    env: j.env,
+    workingDir: j.working_dir,
+    requeue: j.requeue,
+    submittedAt: j.submitted_at.toISOString(),
+    startedAt: iso(j.started_at),
+    endedAt: iso(j.ended_at),
+    exitCode: j.exit_code,
+    estimatedStartAt: iso(j.estimated_start_at),
+    queuePosition: j.queue_position,
+    placement: j.placement,
+    transitions: j.transitions.map((t) => ({ at: t.at.toISOString(), from: t.from, to: t.to, reason: t.reason })),
+  };
+}
+
+export function tenantView(t: TenantWithQuotas): TenantView {
+  return { name: t.name, displayName: t.displayName, weight: t.weight, quotas: t.quotas };
+}
+
+export function userView(u: UserRecord): UserView {
+  return { name: u.name, tenant: u.tenantName, role: u.role, createdAt: u.createdAt.toISOString() };
+}
+
+/** `showJob` decides per job id whether the caller may see it (its own tenant's, or an operator). */
+export function nodeView(n: NodeWithGpus, showJob: (jobId: string) => boolean): NodeView {
+  return {
+    name: n.name,
+    gpuType: n.gpuType,
+    state: n.state,
+    rack: n.rack,
+    leafSwitch: n.leafSwitch,
+    lastHeartbeatAt: iso(n.lastHeartbeatAt),
+    connected: n.connected,
+    gpus: n.gpus.map((g) => ({ index: g.index, uuid: g.uuid, healthy: g.healthy, job: g.jobId && showJob(g.jobId) ? g.jobId : null })),
+  };
+}
+
+export function tokenView(t: { id: string; description: string; createdAt: Date; expiresAt: Date | null }, user: string, token?: string): TokenView {
+  return { id: t.id, user, description: t.description, createdAt: t.createdAt.toISOString(), expiresAt: iso(t.expiresAt), ...(token ? { token } : {}) };
+}

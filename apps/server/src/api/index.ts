@@ -1,0 +1,10 @@
+export { ApiModule, HealthModule } from './api.module';
+export { JobsService } from './jobs/jobs.service';
+export { NodesService } from './nodes/nodes.service';
+export { TenantsService } from './tenants/tenants.service';
+export { UsersService } from './users/users.service';
+export { TokensService } from './tokens/tokens.service';
+export { AuthService } from '../auth/auth.service';
+export { hashToken } from '../auth/tokens';
+export { ROUTES } from './openapi/routes';
+export { buildOpenApi } from './openapi/openapi.service';

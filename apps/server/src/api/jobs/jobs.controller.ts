@@ -1,0 +1,34 @@
+import { Body, Controller, Get, HttpCode, Param, Post, Query, Res } from '@nestjs/common';
+import { IdParams, JobView, ListJobsQuery, SubmitJob } from '@nuri/contracts';
+import type { Response } from 'express';
+import { Caller, Principal } from '../../auth/principal';
+import { Zod } from '../common/zod-pipe';
+import { JobPage, JobsService } from './jobs.service';
+
+@Controller('v1/jobs')
+export class JobsController {
+  constructor(private readonly jobs: JobsService) {}
+
+  @Post()
+  submit(@Caller() me: Principal, @Body(new Zod(SubmitJob, 'body')) body: SubmitJob): Promise<JobView> {
+    return this.jobs.submit(me, body);
+  }
+
+  @Get()
+  list(@Caller() me: Principal, @Query(new Zod(ListJobsQuery, 'query')) q: ListJobsQuery): Promise<JobPage> {
+    return this.jobs.list(me, q);
+  }
+
+  @Get(':id')
+  get(@Caller() me: Principal, @Param(new Zod(IdParams, 'path')) p: IdParams): Promise<JobView> {
+    return this.jobs.get(me, p.id);
+  }
+
+  @Post(':id/cancel')
+  @HttpCode(200)
+  async cancel(@Caller() me: Principal, @Param(new Zod(IdParams, 'path')) p: IdParams, @Res({ passthrough: true }) res: Response): Promise<JobView> {
+    const r = await this.jobs.cancel(me, p.id);
+    res.status(r.status);
+    return r.job;
+  }
+}

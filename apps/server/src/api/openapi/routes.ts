@@ -1,0 +1,80 @@
+import {
+  ApiError,
+  CreateNode,
+  CreateTenant,
+  CreateToken,
+  CreateUser,
+  DrainNode,
+  IdParams,
+  JobView,
+  ListJobsQuery,
+  ListTokensQuery,
+  ListUsersQuery,
+  MeView,
+  NameParams,
+  NodeView,
+  Page,
+  SetQuotas,
+  SubmitJob,
+  TenantView,
+  TokenView,
+  UpdateTenant,
+  UserView,
+} from '@nuri/contracts';
+import { z } from 'zod';
+import type { RoleName } from '../../auth/principal';
+
+export interface RouteDoc {
+  method: 'get' | 'post' | 'put' | 'patch' | 'delete';
+  /** Express-style path, e.g. /v1/jobs/:id */
+  path: string;
+  summary: string;
+  /** false: no token needed. Otherwise the roles allowed (all when omitted). */
+  auth?: false | RoleName[];
+  params?: z.ZodObject;
+  query?: z.ZodObject;
+  body?: z.ZodType;
+  /** Success status → response schema (null: no body). */
+  responses: Record<number, z.ZodType | null>;
+}
+
+const Health = z.object({ status: z.literal('ok') });
+
+/** Every route the API serves. The OpenAPI document is generated from this table and the zod schemas. */
+export const ROUTES: RouteDoc[] = [
+  { method: 'get', path: '/healthz', summary: 'Liveness', auth: false, responses: { 200: Health } },
+  { method: 'get', path: '/v1/openapi.json', summary: 'This OpenAPI 3.1 document', auth: false, responses: { 200: z.object({}).passthrough() } },
+  { method: 'get', path: '/v1/me', summary: 'The caller (user, tenant, role)', responses: { 200: MeView } },
+
+  { method: 'post', path: '/v1/jobs', summary: "Submit a job to the caller's tenant (not operators: they belong to no tenant)", body: SubmitJob, responses: { 201: JobView } },
+  { method: 'get', path: '/v1/jobs', summary: 'List jobs, newest first (the caller\'s tenant; operators all or ?tenant=)', query: ListJobsQuery, responses: { 200: Page(JobView) } },
+  { method: 'get', path: '/v1/jobs/:id', summary: 'A job with its state, reason, placement, transitions and estimated start', params: IdParams, responses: { 200: JobView } },
+  {
+    method: 'post',
+    path: '/v1/jobs/:id/cancel',
+    summary: 'Cancel a job: pending → cancelled at once (200); running → stop requested (202); finished → 409. Researchers cancel only their own jobs',
+    params: IdParams,
+    responses: { 200: JobView, 202: JobView },
+  },
+
+  { method: 'get', path: '/v1/nodes', summary: "Nodes with their GPUs; a GPU's job id shows only to the job's tenant", responses: { 200: z.array(NodeView) } },
+  { method: 'get', path: '/v1/nodes/:name', summary: 'A node', params: NameParams, responses: { 200: NodeView } },
+  { method: 'post', path: '/v1/nodes', summary: "Register a node; the response carries its agent's token, once", auth: ['operator'], body: CreateNode, responses: { 201: NodeView } },
+  { method: 'post', path: '/v1/nodes/:name/drain', summary: 'Drain a node: running jobs keep running, nothing new is placed', auth: ['operator'], params: NameParams, body: DrainNode, responses: { 200: NodeView } },
+  { method: 'post', path: '/v1/nodes/:name/return', summary: 'Return a drained node to service (a down node stays down until its agent is back)', auth: ['operator'], params: NameParams, responses: { 200: NodeView } },
+
+  { method: 'get', path: '/v1/tenants', summary: 'Tenants (operators: all; others: their own)', responses: { 200: z.array(TenantView) } },
+  { method: 'get', path: '/v1/tenants/:name', summary: 'A tenant with its quotas', params: NameParams, responses: { 200: TenantView } },
+  { method: 'post', path: '/v1/tenants', summary: 'Create a tenant', auth: ['operator'], body: CreateTenant, responses: { 201: TenantView } },
+  { method: 'patch', path: '/v1/tenants/:name', summary: "Change a tenant's display name or weight", auth: ['operator'], params: NameParams, body: UpdateTenant, responses: { 200: TenantView } },
+  { method: 'put', path: '/v1/tenants/:name/quotas', summary: 'Set quotas for the GPU types given', auth: ['operator'], params: NameParams, body: SetQuotas, responses: { 200: TenantView } },
+
+  { method: 'get', path: '/v1/users', summary: "Users (operators: all or ?tenant=; tenant admins: their tenant's)", auth: ['operator', 'tenant-admin'], query: ListUsersQuery, responses: { 200: z.array(UserView) } },
+  { method: 'post', path: '/v1/users', summary: 'Create a user (tenant admins: researchers and tenant admins of their tenant)', auth: ['operator', 'tenant-admin'], body: CreateUser, responses: { 201: UserView } },
+
+  { method: 'post', path: '/v1/tokens', summary: 'Create an API token for yourself or a user you manage; the secret is in this response only', body: CreateToken, responses: { 201: TokenView } },
+  { method: 'get', path: '/v1/tokens', summary: 'Live tokens of yourself or of ?user= you manage', query: ListTokensQuery, responses: { 200: z.array(TokenView) } },
+  { method: 'delete', path: '/v1/tokens/:id', summary: 'Revoke a token', params: IdParams, responses: { 204: null } },
+];
+
+export { ApiError };

@@ -1,0 +1,21 @@
+import { Body, Controller, Get, Post, Query } from '@nestjs/common';
+import { CreateUser, ListUsersQuery, UserView } from '@nuri/contracts';
+import { Caller, Principal, Roles } from '../../auth/principal';
+import { Zod } from '../common/zod-pipe';
+import { UsersService } from './users.service';
+
+@Controller('v1/users')
+@Roles('operator', 'tenant-admin')
+export class UsersController {
+  constructor(private readonly users: UsersService) {}
+
+  @Get()
+  list(@Caller() me: Principal, @Query(new Zod(ListUsersQuery, 'query')) q: ListUsersQuery): Promise<UserView[]> {
+    return this.users.list(me, q);
+  }
+
+  @Post()
+  create(@Caller() me: Principal, @Body(new Zod(CreateUser, 'body')) body: CreateUser): Promise<UserView> {
+    return this.users.createAs(me, body);
+  }
+}

@@ -1,0 +1,37 @@
+import { CanActivate, ExecutionContext, Injectable } from '@nestjs/common';
+import { Reflector } from '@nestjs/core';
+import type { Request } from 'express';
+import { forbidden, unauthorized } from '../api/common/errors';
+import { AuthService } from './auth.service';
+import { AuthedRequest, PUBLIC_KEY, RoleName, ROLES_KEY } from './principal';
+
+/** Paths other modules serve that need no token (their controllers are not ours to mark). */
+const PUBLIC_PATHS = new Set(['/healthz', '/metrics', '/v1/openapi.json']);
+
+/**
+ * Global guard: every HTTP route needs `Authorization: Bearer <token>` unless it is public.
+ * Then `@Roles(...)` restricts the route to some roles (403).
+ */
+@Injectable()
+export class AuthGuard implements CanActivate {
+  constructor(
+    private readonly auth: AuthService,
+    private readonly reflector: Reflector,
+  ) {}
+
+  async canActivate(ctx: ExecutionContext): Promise<boolean> {
+    if (ctx.getType() !== 'http') return true; // agents authenticate on the gateway's own handshake
+    const targets = [ctx.getHandler(), ctx.getClass()];
+    const req = ctx.switchToHttp().getRequest<Request & AuthedRequest>();
+    if (this.reflector.getAllAndOverride<boolean>(PUBLIC_KEY, targets) || PUBLIC_PATHS.has(req.path)) return true;
+    const header = req.headers.authorization;
+    const m = typeof header === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
+    if (!m) throw unauthorized('an Authorization: Bearer <token> header is required');
+    const principal = await this.auth.authenticate(m[1]!);
+    if (!principal) throw unauthorized('the token is unknown, expired or revoked');
+    req.principal = principal;
+    const roles = this.reflector.getAllAndOverride<RoleName[] | undefined>(ROLES_KEY, targets);
+    if (roles && !roles.includes(principal.role)) throw forbidden(`this needs the role ${roles.join(' or ')}`);
+    return true;
+  }
+}
