@@ -1,4 +1,4 @@
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -268,5 +268,41 @@ describe('gateway transport with real agents over loopback', () => {
     await until(() => c.msgs.filter((m) => m.type === 'ack').length === 2);
     expect(fleet.appliedSeqs('node-a', 's1')).toEqual([1]);
     expect(gw.stats).toMatchObject({ applied: 1, duplicates: 1 });
+  });
+
+  it('rate limits per connection by delaying (nothing dropped) and closes a flooding connection', async () => {
+    const fleet = new FakeFleet(TOKENS);
+    const { gw, url } = await gateway(fleet, { ratePerSecond: 40, rateBurst: 2, maxQueued: 30 });
+    const c = raw(url, { Authorization: 'Bearer tok-a', 'X-Nuri-Node': 'node-a' });
+    await c.status;
+    c.ws.send(hello('node-a'));
+    const t0 = Date.now();
+    for (let seq = 1; seq <= 12; seq++) c.ws.send(JSON.stringify({ v: 1, type: 'samples', seq, at: 1, gpus: [] }));
+    await until(() => c.msgs.filter((m) => m.type === 'ack').length === 12, 5000);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(200);
+    expect(fleet.appliedSeqs('node-a', 's1')).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
+    expect(gw.stats.rateLimitWaits).toBeGreaterThan(0);
+    for (let i = 0; i < 200; i++) c.ws.send(JSON.stringify({ v: 1, type: 'heartbeat', at: i }));
+    expect(await c.closed).toBe(1008);
+    expect(c.msgs.some((m) => m.type === 'error' && m.code === 'rate_limited')).toBe(true);
+  });
+
+  it('after a crash with a job still running, the restarted agent kills its process group and reports it lost', async () => {
+    const fleet = new FakeFleet(TOKENS);
+    const { gw, url } = await gateway(fleet);
+    const workDir = mkdtempSync(join(tmpdir(), 'nuri-orphan-'));
+    const a1 = agent('node-a', url, { workDir });
+    await a1.start();
+    await a1.waitFor(() => a1.connected);
+    gw.send('node-a', startJob('orphan', ['sleep', '30']));
+    await fleet.until(() => fleet.jobEvents.has('node-a/orphan/started'), 5000, 'started');
+    const pid = (fleet.jobEvents.get('node-a/orphan/started') as { pid: number }).pid;
+    a1.crash();
+    const a2 = agent('node-a', url, { workDir });
+    await a2.start();
+    await fleet.until(() => fleet.exit('node-a', 'orphan') !== undefined, 5000, 'lost exit');
+    expect(fleet.exit('node-a', 'orphan')).toMatchObject({ cause: 'lost', exitCode: null });
+    const dead = () => { try { return / [ZX] /.test(readFileSync(`/proc/${pid}/stat`, 'utf8')); } catch { return true; } };
+    await until(() => dead(), 3000);
   });
 });

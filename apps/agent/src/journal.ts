@@ -26,6 +26,7 @@ export class Journal {
 
   load(): JournalEntry[] {
     this.entries = [];
+    let torn = false;
     if (existsSync(this.path)) {
       for (const line of readFileSync(this.path, 'utf8').split('\n')) {
         if (!line.trim()) continue;
@@ -34,10 +35,12 @@ export class Journal {
           const event = JobEvent.parse(raw.event);
           if (typeof raw.id === 'string' && typeof raw.at === 'number') this.entries.push({ id: raw.id, at: raw.at, event });
         } catch {
-          /* torn write */
+          torn = true; // a crash mid-append
         }
       }
     }
+    // Rewrite without the torn line, so the next append does not glue onto it.
+    if (torn) writeAtomic(this.path, this.entries.map((e) => JSON.stringify(e) + '\n').join(''));
     return [...this.entries];
   }
 
