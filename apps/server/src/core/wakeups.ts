@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { Client } from 'pg';
+import { Client, Pool } from 'pg';
 
 export type WakeReason = 'submit' | 'job_end' | 'node_change' | 'cancel' | 'dispatch';
 
@@ -10,13 +10,13 @@ export type WakeReason = 'submit' | 'job_end' | 'node_change' | 'cancel' | 'disp
  */
 export class Wakeups {
   private readonly events = new EventEmitter();
-  private notifier?: Client;
+  private notifier?: Pool;
   private listener?: Client;
 
   async connect(databaseUrl: string, listen: boolean): Promise<void> {
-    this.notifier = new Client({ connectionString: databaseUrl });
+    // A one-connection pool queues notifications instead of overlapping them on a client.
+    this.notifier = new Pool({ connectionString: databaseUrl, max: 1 });
     this.notifier.on('error', () => undefined);
-    await this.notifier.connect();
     if (listen) {
       this.listener = new Client({ connectionString: databaseUrl });
       this.listener.on('error', () => undefined);

@@ -2,7 +2,7 @@ import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdo
 import type { AgentHello, GpuSample, ServerMessage } from '@nuri/contracts';
 import { WIRE_VERSION } from '@nuri/contracts';
 import type { ServerConfig } from '@nuri/config';
-import { JobsRepository, NodesRepository } from '@nuri/db';
+import { JobsRepository, NodesRepository, RunningWithPlacement } from '@nuri/db';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { z } from 'zod';
 import { Clock } from '../core/clock';
@@ -147,9 +147,12 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
     this.reconciling = (async () => {
       do {
         this.reconcileAgain = false;
+        if (!this.nodes.size) continue;
+        const live = await this.jobs.running().catch(() => null);
+        if (!live) continue;
         for (const [name, d] of this.nodes) {
           try {
-            for (const msg of await this.reconcileMessages(name, d)) this.link?.send(name, msg);
+            for (const msg of await this.reconcileMessages(name, d, live)) this.link?.send(name, msg);
           } catch (e) {
             this.log.error(`reconcile ${name}: ${(e as Error).message}`);
           }
@@ -163,9 +166,9 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
     while (this.reconciling) await this.reconciling;
   }
 
-  private async reconcileMessages(nodeName: string, d: Dispatch): Promise<ServerMessage[]> {
+  private async reconcileMessages(nodeName: string, d: Dispatch, live?: RunningWithPlacement[]): Promise<ServerMessage[]> {
     const out: ServerMessage[] = [];
-    const live = await this.jobs.running();
+    live ??= await this.jobs.running();
     const here = live.filter((j) => j.placement.some((p) => p.nodeId === d.nodeId));
     const wanted = new Set(here.map((j) => j.id));
     for (const job of here) {
@@ -209,9 +212,9 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
       return;
     }
     if (await this.nodeRepo.setGpuHealth(nodeId, m.index, false, cause, at)) this.log.warn(`node ${nodeName} GPU ${m.index} unhealthy: ${cause}`);
+    const running = await this.jobs.running();
     for (const job of await this.jobs.runningOnNode(nodeId)) {
-      const detail = await this.jobs.running();
-      const onGpu = detail.find((j) => j.id === job.id)?.placement.some((p) => p.nodeId === nodeId && p.gpuIndices.includes(m.index));
+      const onGpu = running.find((j) => j.id === job.id)?.placement.some((p) => p.nodeId === nodeId && p.gpuIndices.includes(m.index));
       if (onGpu) await this.lifecycle.nodeFailed(job, `GPU ${m.index} on ${nodeName} failed (${cause})`, at);
     }
     this.wakeups.wake('node_change');

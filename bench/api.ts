@@ -1,0 +1,129 @@
+/**
+ * npm run bench:api — starts the product as a user would (its own process, demo center,
+ * real PostgreSQL) and measures: time to ready, submit-to-running latency of 1-GPU jobs on
+ * the idle demo, and jobs accepted per second by POST /v1/jobs with 16 concurrent clients.
+ * Loopback only; every loop is bounded in count and time.
+ */
+import { ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Client } from 'pg';
+
+const SERVER_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 16);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
+const LATENCY_JOBS = Number(process.env.BENCH_LATENCY_JOBS ?? 100);
+const PORT = 18000 + (process.pid % 1000);
+
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+};
+
+async function main() {
+  const dbName = `nuri_bench_${process.pid}`;
+  const admin = new Client({ connectionString: SERVER_URL });
+  await admin.connect();
+  await admin.query(`create database ${dbName}`);
+  const url = new URL(SERVER_URL);
+  url.pathname = `/${dbName}`;
+  const work = mkdtempSync(join(tmpdir(), 'nuri-bench-'));
+  let child: ChildProcess | undefined;
+  try {
+    const t0 = Date.now();
+    child = spawn(process.execPath, [resolve(__dirname, '../apps/server/src/main.js')], {
+      env: {
+        ...process.env,
+        PORT: String(PORT),
+        HOST: '127.0.0.1',
+        DATABASE_URL: url.toString(),
+        NURI_DEMO: '1',
+        NURI_AGENT_WORK_DIR: work,
+        NURI_LOG_LEVEL: 'warn',
+      },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    const token = await new Promise<string>((ok, fail) => {
+      const timer = setTimeout(() => fail(new Error(`server not ready in 60 s:\n${out}`)), 60_000);
+      child!.stdout!.on('data', (d) => {
+        out += d;
+        const m = /Researcher token \([^)]*\): (\S+)/.exec(out);
+        if (m) {
+          clearTimeout(timer);
+          ok(m[1]!);
+        }
+      });
+      child!.once('exit', (c) => fail(new Error(`server exited with ${c}:\n${out}`)));
+    });
+    const readyMs = Date.now() - t0;
+    const reported = /ready in (\d+) ms/.exec(out)?.[1];
+    const base = `http://127.0.0.1:${PORT}`;
+    const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
+    const submit = async (body: object) => {
+      const r = await fetch(`${base}/v1/jobs`, { method: 'POST', headers, body: JSON.stringify(body) });
+      if (r.status !== 201) throw new Error(`submit: ${r.status} ${await r.text()}`);
+      return (await r.json()) as { id: string };
+    };
+    const job = async (id: string) => (await (await fetch(`${base}/v1/jobs/${id}`, { headers })).json()) as any;
+    // Let every simulated agent connect before measuring.
+    for (let i = 0; i < 100; i++) {
+      const nodes = (await (await fetch(`${base}/v1/nodes`, { headers })).json()) as any[];
+      if (nodes.length && nodes.every((n) => n.state === 'up')) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+
+    // Submit-to-running on the idle demo: one job at a time, each waits for its end.
+    const server: number[] = [];
+    const observed: number[] = [];
+    for (let i = 0; i < LATENCY_JOBS; i++) {
+      const t = performance.now();
+      const { id } = await submit({ name: `lat-${i}`, gpus: 1, gpuType: 'h100', timeLimitSeconds: 60, command: ['true'] });
+      let j = await job(id);
+      while (j.state === 'pending') j = await job(id);
+      observed.push(performance.now() - t);
+      const running = j.transitions.find((x: any) => x.to === 'running');
+      server.push(new Date(running.at).getTime() - new Date(j.submittedAt).getTime());
+      while (j.state === 'running') {
+        await new Promise((r) => setTimeout(r, 5));
+        j = await job(id);
+      }
+    }
+
+    // Throughput: 16 clients submit as fast as they can for SECONDS. Jobs ask for more GPUs
+    // than the tenant may use at once, so they queue and the measure is acceptance alone.
+    let accepted = 0;
+    const lat: number[] = [];
+    const until = Date.now() + SECONDS * 1000;
+    const started = performance.now();
+    await Promise.all(
+      Array.from({ length: CLIENTS }, async (_, c) => {
+        for (let i = 0; Date.now() < until && i < 1_000_000; i++) {
+          const t = performance.now();
+          await submit({ name: `load-${c}-${i}`, gpus: 8, gpuType: 'h800', timeLimitSeconds: 3600, command: ['sleep', '3600'] });
+          lat.push(performance.now() - t);
+          accepted++;
+        }
+      }),
+    );
+    const elapsed = (performance.now() - started) / 1000;
+    console.log(`start to ready:            ${readyMs} ms (server reports ${reported} ms)`);
+    console.log(`submit-to-running, 1 GPU, idle demo, ${LATENCY_JOBS} jobs:`);
+    console.log(`  committed by scheduler:  p50 ${pct(server, 50).toFixed(0)} ms, p99 ${pct(server, 99).toFixed(0)} ms`);
+    console.log(`  observed by the client:  p50 ${pct(observed, 50).toFixed(1)} ms, p99 ${pct(observed, 99).toFixed(1)} ms`);
+    console.log(`POST /v1/jobs, ${CLIENTS} clients, ${elapsed.toFixed(1)} s, real PostgreSQL:`);
+    console.log(`  ${(accepted / elapsed).toFixed(0)} jobs/s accepted; latency p50 ${pct(lat, 50).toFixed(1)} ms, p99 ${pct(lat, 99).toFixed(1)} ms`);
+  } finally {
+    child?.kill('SIGTERM');
+    await new Promise((r) => (child && child.exitCode === null ? child.once('exit', r) : r(null)));
+    await admin.query(`drop database if exists ${dbName} with (force)`);
+    await admin.end();
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
