@@ -189,7 +189,8 @@ export class World {
   }
 
   snapshot(): Snapshot {
-    return { now: this.now, nodes: this.nodes, tenants: this.tenants, pending: this.pending, running: this.running, config: this.config };
+    // Copies: step() changes the world's arrays, and a snapshot must stay what it was.
+    return { now: this.now, nodes: this.nodes, tenants: this.tenants, pending: [...this.pending], running: [...this.running], config: this.config };
   }
 
   /** Run one pass and apply it. */
