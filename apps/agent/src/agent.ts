@@ -26,6 +26,8 @@ export interface AgentOptions {
   sampleIntervalMs?: number;
   /** Until the gateway's welcome says otherwise. */
   heartbeatIntervalMs?: number;
+  /** Reconnect when nothing was heard from the gateway for this long (min 3 heartbeats). Default 45 s. */
+  silenceTimeoutMs?: number;
   backoffBaseMs?: number;
   backoffCapMs?: number;
   maxBufferedSamples?: number;
@@ -74,6 +76,7 @@ export class Agent {
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private sampling = false;
   private crashed = false;
+  private lastHeard = 0;
   private inventory: GpuInventory[] = [];
   private readonly waiters = new Set<() => void>();
   private readonly s = { connects: 0, ackedSeq: 0, collectErrors: 0, serverErrors: 0 };
@@ -225,7 +228,11 @@ export class Agent {
     });
     this.ws = ws;
     ws.on('open', () => void this.sendHello(ws));
-    ws.on('message', (data) => this.onMessage(ws, data.toString()));
+    ws.on('message', (data) => {
+      this.lastHeard = Date.now();
+      this.onMessage(ws, data.toString());
+    });
+    ws.on('ping', () => (this.lastHeard = Date.now()));
     ws.on('unexpected-response', (_req, res) => {
       this.log('warn', `gateway refused the connection: HTTP ${res.statusCode}`);
       ws.terminate();
@@ -293,7 +300,16 @@ export class Agent {
         this.s.connects++;
         clearInterval(this.heartbeatTimer);
         const hb = parsed.heartbeatSeconds > 0 ? parsed.heartbeatSeconds * 1000 : (this.opts.heartbeatIntervalMs ?? 5000);
-        this.heartbeatTimer = setInterval(() => this.sendRaw({ v: WIRE_VERSION, type: 'heartbeat', at: Date.now() }), hb);
+        this.heartbeatTimer = setInterval(() => {
+          // A gateway that vanished without closing (host down, partition) is noticed here:
+          // nothing heard (acks, pings, anything) for a long while means reconnect.
+          if (Date.now() - this.lastHeard > Math.max(3 * hb, this.opts.silenceTimeoutMs ?? 45_000)) {
+            this.log('warn', 'gateway silent, reconnecting');
+            ws.terminate();
+            return;
+          }
+          this.sendRaw({ v: WIRE_VERSION, type: 'heartbeat', at: Date.now() });
+        }, hb);
         for (const m of this.outbox.pending()) this.sendRaw(m);
         break;
       }
