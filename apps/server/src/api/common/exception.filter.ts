@@ -37,6 +37,8 @@ export class ApiExceptionFilter implements ExceptionFilter {
       const r = e.getResponse();
       const message = typeof r === 'string' ? r : typeof (r as { message?: unknown }).message === 'string' ? (r as { message: string }).message : e.message;
       if (status >= 500) this.log.error(e.stack ?? String(e));
+      // Nest's own 400s are body-parser failures: the body is not JSON (or not an object).
+      if (status === 400) return [400, { error: 'invalid_request', message: `the body is not valid JSON: ${message}`, issues: [{ field: '(body)', rule: 'valid JSON object' }] }];
       return [status, { error: NAMES[status] ?? (status >= 500 ? 'internal' : 'error'), message: status >= 500 ? 'internal error' : message }];
     }
     // body-parser errors (malformed JSON, body too large) carry a status and an `expose` flag.
