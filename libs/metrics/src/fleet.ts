@@ -6,7 +6,7 @@
  * TTL are not rendered (no frozen values); removing a node or job removes its series.
  */
 import type { GpuSample } from '@nuri/contracts';
-import { familyHeader, formatValue, labelPairs } from './exposition';
+import { ExpositionWriter, familyHeader, labelPairs } from './exposition';
 import { idleAllocatedGpusByTenant, nextIdleSince, type IdleConfig } from './idle';
 import {
   GpuTypeLabel,
@@ -40,7 +40,10 @@ interface GpuState {
   tenant: string;
   job: string;
   labels: string;
+  labelBytes: number;
+  /** Only built with dcgmCompat. */
   dcgmLabels: string;
+  dcgmLabelBytes: number;
   /** Server time (ms) of the last update, for the TTL. */
   touchedAt: number;
   /** Agent time (ms) of the newest sample applied, to ignore late resends. */
@@ -58,8 +61,8 @@ interface GpuState {
   remappedRowsFailure?: boolean;
   throttle: readonly ThrottleReasonLabel[];
   healthy: boolean;
-  /** XIDs seen while the GPU carried its current labels, by code. */
-  xid: Map<number, number>;
+  /** XIDs seen while the GPU carried its current labels, by code (undefined: none). */
+  xid?: Map<number, number>;
   lastXid: number;
   idleSince?: number;
 }
@@ -68,6 +71,7 @@ interface NodeEntry {
   readonly name: string;
   gpuType: GpuTypeLabel | '';
   labels: string;
+  labelBytes: number;
   state?: NodeStateLabel;
   up?: boolean;
   lastSeenMs?: number;
@@ -110,6 +114,13 @@ const round = (v: number, digits = 0): number => {
   return Math.round(v * f) / f;
 };
 const MIB = 1024 * 1024;
+/** Per-GPU bytes besides labels: each line's `name{`, `} `, value (~12 chars) and newline. */
+const lineOverhead = (names: string[]) => names.reduce((sum, n) => sum + n.length + 16, 0);
+const GPU_LINE_OVERHEAD = lineOverhead(
+  [METRICS.gpuUtilization, METRICS.gpuMemoryUsed, METRICS.gpuMemoryTotal, METRICS.gpuTemperature, METRICS.gpuTemperatureMargin, METRICS.gpuPower, METRICS.gpuEnergy, METRICS.gpuSmClock, METRICS.gpuEccErrors, METRICS.gpuEccErrors, METRICS.gpuRemappedRowsFailure, METRICS.gpuHealthy].map((m) => m.name),
+) + 50;
+const DCGM_LINE_OVERHEAD = lineOverhead((Object.values(METRICS) as MetricDef[]).filter((m) => m.block === 'dcgm').map((m) => m.name));
+const NO_THROTTLE: readonly ThrottleReasonLabel[] = Object.freeze([]);
 
 export class FleetState {
   private readonly nodes = new Map<string, NodeEntry>();
@@ -122,17 +133,22 @@ export class FleetState {
   private node(name: string): NodeEntry {
     let n = this.nodes.get(name);
     if (!n) {
-      n = { name, gpuType: '', labels: '', bufferDropped: 0, dropSeen: 0, gpus: new Map() };
-      n.labels = labelPairs([['node', name], ['gpu_type', '']]);
+      n = { name, gpuType: '', labels: '', labelBytes: 0, bufferDropped: 0, dropSeen: 0, gpus: new Map() };
+      this.setNodeLabels(n);
       this.nodes.set(name, n);
     }
     return n;
   }
 
+  private setNodeLabels(n: NodeEntry): void {
+    n.labels = labelPairs([['node', n.name], ['gpu_type', n.gpuType]]);
+    n.labelBytes = Buffer.byteLength(n.labels);
+  }
+
   private setNodeGpuType(n: NodeEntry, gpuType: GpuTypeLabel | ''): void {
     if (n.gpuType === gpuType) return;
     n.gpuType = gpuType;
-    n.labels = labelPairs([['node', n.name], ['gpu_type', gpuType]]);
+    this.setNodeLabels(n);
     for (const g of n.gpus.values()) this.relabel(g);
   }
 
@@ -187,6 +203,8 @@ export class FleetState {
       ['tenant', g.tenant],
       ['job', g.job],
     ]);
+    g.labelBytes = Buffer.byteLength(g.labels);
+    if (!this.opts.dcgmCompat) return;
     g.dcgmLabels = labelPairs([
       ['gpu', String(g.index)],
       ['UUID', g.uuid],
@@ -194,6 +212,7 @@ export class FleetState {
       ['modelName', g.model],
       ['Hostname', g.node.name],
     ]);
+    g.dcgmLabelBytes = Buffer.byteLength(g.dcgmLabels);
   }
 
   private gpu(nodeName: string, index: number, uuid?: string): GpuState {
@@ -213,12 +232,13 @@ export class FleetState {
         tenant: '',
         job: '',
         labels: '',
+        labelBytes: 0,
         dcgmLabels: '',
+        dcgmLabelBytes: 0,
         touchedAt: this.opts.now(),
         sampleAt: -Infinity,
-        throttle: [],
+        throttle: NO_THROTTLE,
         healthy: true,
-        xid: new Map(),
         lastXid: 0,
       };
       this.relabel(g);
@@ -262,7 +282,7 @@ export class FleetState {
     }
     g.tenant = tenant;
     g.job = job;
-    g.xid = new Map();
+    g.xid = undefined;
     g.idleSince = undefined;
     if (job) {
       let set = this.jobs.get(job);
@@ -298,12 +318,15 @@ export class FleetState {
     if (s.eccCorrected !== undefined) g.eccCorrected = s.eccCorrected;
     if (s.eccUncorrected !== undefined) g.eccUncorrected = s.eccUncorrected;
     if (s.remappedRowsFailure !== undefined) g.remappedRowsFailure = s.remappedRowsFailure;
-    if (s.throttleReasons !== undefined) g.throttle = [...new Set(s.throttleReasons.map(normalizeThrottleReason))].sort();
+    if (s.throttleReasons !== undefined) {
+      g.throttle = s.throttleReasons.length === 0 ? NO_THROTTLE : [...new Set(s.throttleReasons.map(normalizeThrottleReason))].sort();
+    }
     g.idleSince = nextIdleSince(g.idleSince, { at: atMs, utilization: s.utilization }, this.opts.idle.thresholdRatio);
   }
 
   recordXid(nodeName: string, index: number, code: number): void {
     const g = this.gpu(nodeName, index);
+    g.xid ??= new Map();
     g.xid.set(code, (g.xid.get(code) ?? 0) + 1);
     g.lastXid = code;
     g.touchedAt = this.opts.now();
@@ -365,23 +388,37 @@ export class FleetState {
 
   /** Prometheus text for every fleet (and, if enabled, DCGM) family. */
   render(now = this.opts.now()): string {
-    const chunks: string[] = [];
-    this.renderTo(now, (c) => chunks.push(c));
-    return chunks.join('');
+    const w = new ExpositionWriter();
+    this.renderInto(now, w);
+    return w.finish().toString('utf8');
   }
 
-  /** Streams the exposition in chunks (one family at a time). */
-  renderTo(now: number, write: (chunk: string) => void): void {
+  /** Writes every fleet (and, if enabled, DCGM) family into `w`. */
+  renderInto(now: number, w: ExpositionWriter): void {
     const nodes = [...this.nodes.values()];
     const gpus = this.liveGpus(now);
 
+    // Size the buffer once, close to the real size (an over-estimate is held until the
+    // response is sent): per GPU ~12 lines of name{labels} value.
+    let labelBytes = 0;
+    for (const g of gpus) labelBytes += g.labelBytes + (this.opts.dcgmCompat ? g.dcgmLabelBytes : 0);
+    let nodeBytes = 0;
+    for (const n of nodes) nodeBytes += n.labelBytes;
+    const perGpu = GPU_LINE_OVERHEAD + (this.opts.dcgmCompat ? DCGM_LINE_OVERHEAD : 0);
+    w.reserve(labelBytes * 12 + gpus.length * perGpu + nodeBytes * 9 + nodes.length * 9 * 60 + 32 * 1024);
+
+    const header = (m: MetricDef) => w.text(familyHeader(m.name, m.help, m.type));
+
     const nodeFamily = (m: MetricDef, value: (n: NodeEntry) => number | undefined) => {
-      let body = '';
+      let any = false;
+      const prefix = `${m.name}{`;
       for (const n of nodes) {
         const v = value(n);
-        if (v !== undefined) body += `${m.name}{${n.labels}} ${formatValue(v)}\n`;
+        if (v === undefined) continue;
+        if (!any) header(m);
+        any = true;
+        w.sample(prefix, n.labels, n.labelBytes, v);
       }
-      if (body) write(familyHeader(m.name, m.help, m.type) + body);
     };
     nodeFamily(METRICS.nodeUp, (n) => (n.up === undefined ? undefined : n.up ? 1 : 0));
     nodeFamily(METRICS.nodeLastSeen, (n) => (n.lastSeenMs === undefined ? undefined : n.lastSeenMs / 1000));
@@ -390,21 +427,39 @@ export class FleetState {
     nodeFamily(METRICS.agentBufferDropped, (n) => (n.bufferDropped > 0 ? n.bufferDropped : undefined));
     {
       const m = METRICS.nodeState;
-      let body = '';
+      let any = false;
+      const prefix = `${m.name}{`;
       for (const n of nodes) {
         if (!n.state) continue;
-        for (const s of NodeStateLabel.options) body += `${m.name}{${n.labels},state="${s}"} ${s === n.state ? 1 : 0}\n`;
+        if (!any) header(m);
+        any = true;
+        for (const s of NodeStateLabel.options) w.sample(prefix, `${n.labels},state="${s}"`, n.labelBytes + 9 + s.length, s === n.state ? 1 : 0);
       }
-      if (body) write(familyHeader(m.name, m.help, m.type) + body);
     }
 
     const gpuFamily = (m: MetricDef, value: (g: GpuState) => number | undefined, dcgm = false) => {
-      const parts: string[] = [];
+      let any = false;
+      const prefix = `${m.name}{`;
       for (const g of gpus) {
         const v = value(g);
-        if (v !== undefined) parts.push(`${m.name}{${dcgm ? g.dcgmLabels : g.labels}} ${formatValue(v)}\n`);
+        if (v === undefined) continue;
+        if (!any) header(m);
+        any = true;
+        if (dcgm) w.sample(prefix, g.dcgmLabels, g.dcgmLabelBytes, v);
+        else w.sample(prefix, g.labels, g.labelBytes, v);
       }
-      if (parts.length) write(familyHeader(m.name, m.help, m.type) + parts.join(''));
+    };
+    /** A family with an extra label per sample (few samples: rare events or two values). */
+    const gpuFamilyExtra = (m: MetricDef, each: (g: GpuState, emit: (extra: string, v: number) => void) => void) => {
+      let any = false;
+      const prefix = `${m.name}{`;
+      for (const g of gpus) {
+        each(g, (extra, v) => {
+          if (!any) header(m);
+          any = true;
+          w.sample(prefix, `${g.labels},${extra}`, g.labelBytes + 1 + Buffer.byteLength(extra), v);
+        });
+      }
     };
     gpuFamily(METRICS.gpuUtilization, (g) => g.utilization);
     gpuFamily(METRICS.gpuMemoryUsed, (g) => g.memoryUsedBytes);
@@ -414,28 +469,17 @@ export class FleetState {
     gpuFamily(METRICS.gpuPower, (g) => g.powerWatts);
     gpuFamily(METRICS.gpuEnergy, (g) => g.energyJoules);
     gpuFamily(METRICS.gpuSmClock, (g) => g.smClockHertz);
-    {
-      const m = METRICS.gpuEccErrors;
-      const parts: string[] = [];
-      for (const g of gpus) {
-        if (g.eccCorrected !== undefined) parts.push(`${m.name}{${g.labels},error_type="corrected"} ${formatValue(g.eccCorrected)}\n`);
-        if (g.eccUncorrected !== undefined) parts.push(`${m.name}{${g.labels},error_type="uncorrected"} ${formatValue(g.eccUncorrected)}\n`);
-      }
-      if (parts.length) write(familyHeader(m.name, m.help, m.type) + parts.join(''));
-    }
-    {
-      const m = METRICS.gpuXidErrors;
-      const parts: string[] = [];
-      for (const g of gpus) for (const [code, count] of g.xid) parts.push(`${m.name}{${g.labels},xid="${code}"} ${count}\n`);
-      if (parts.length) write(familyHeader(m.name, m.help, m.type) + parts.join(''));
-    }
+    gpuFamilyExtra(METRICS.gpuEccErrors, (g, emit) => {
+      if (g.eccCorrected !== undefined) emit('error_type="corrected"', g.eccCorrected);
+      if (g.eccUncorrected !== undefined) emit('error_type="uncorrected"', g.eccUncorrected);
+    });
+    gpuFamilyExtra(METRICS.gpuXidErrors, (g, emit) => {
+      if (g.xid) for (const [code, count] of g.xid) emit(`xid="${code}"`, count);
+    });
     gpuFamily(METRICS.gpuRemappedRowsFailure, (g) => (g.remappedRowsFailure === undefined ? undefined : g.remappedRowsFailure ? 1 : 0));
-    {
-      const m = METRICS.gpuThrottled;
-      const parts: string[] = [];
-      for (const g of gpus) for (const r of g.throttle) parts.push(`${m.name}{${g.labels},reason="${r}"} 1\n`);
-      if (parts.length) write(familyHeader(m.name, m.help, m.type) + parts.join(''));
-    }
+    gpuFamilyExtra(METRICS.gpuThrottled, (g, emit) => {
+      for (const r of g.throttle) emit(`reason="${r}"`, 1);
+    });
     gpuFamily(METRICS.gpuHealthy, (g) => (g.healthy ? 1 : 0));
 
     if (!this.opts.dcgmCompat) return;

@@ -169,12 +169,20 @@ export class NuriMetrics {
       // Gauges that prom-client names `_total`, which `promtool check metrics` rejects.
       for (const name of PROCESS_METRICS_PROMTOOL_REJECTS) this.registry.removeSingleMetric(name);
     }
-    this.registry.addTextBlock((write) => this.fleet.renderTo(this.now(), write));
+    this.registry.addTextBlock((w) => this.fleet.renderInto(this.now(), w));
   }
 
   /** The whole exposition (Prometheus text 0.0.4), for GET /metrics. */
   metrics(): Promise<string> {
     return this.registry.metrics();
+  }
+
+  /**
+   * The same as bytes, written into one buffer: what GET /metrics should send
+   * (`res.type(m.contentType).send(await m.metricsBuffer())`).
+   */
+  metricsBuffer(): Promise<Buffer> {
+    return this.registry.metricsBuffer();
   }
 
   /** Content-Type header for GET /metrics. */

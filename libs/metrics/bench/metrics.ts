@@ -1,0 +1,79 @@
+/**
+ * Scrape benchmark: 4,000 nodes × 8 GPUs (32,000 GPUs) with tenants and jobs, every
+ * control-plane metric populated, then full scrapes (render the whole exposition).
+ * Targets: a scrape in ≤ 1 s, ≤ 200 MB added memory (state + one scrape).
+ *
+ *   npm run bench:metrics            (builds, then runs with --expose-gc)
+ *   NODES=1000 DCGM=1 npm run bench:metrics
+ */
+import { populateDemoControlPlane, populateDemoFleet } from '../src/demo';
+import { createMetrics } from '../src/nuri-metrics';
+
+const NODES = Number(process.env.NODES ?? 4000);
+const GPUS = Number(process.env.GPUS_PER_NODE ?? 8);
+const DCGM = process.env.DCGM === '1';
+const RUNS = Number(process.env.RUNS ?? 5);
+const TARGET_SCRAPE_S = 1;
+const TARGET_MB = 200;
+
+const gc = (globalThis as { gc?: () => void }).gc;
+const mb = (bytes: number) => bytes / 1024 / 1024;
+const heap = () => {
+  gc?.();
+  gc?.();
+  const u = process.memoryUsage();
+  // Buffers live outside the V8 heap: count them too.
+  return u.heapUsed + u.arrayBuffers;
+};
+
+async function main(): Promise<void> {
+  if (!gc) console.warn('warning: run with --expose-gc for meaningful memory figures');
+  const base = heap();
+  let now = Date.now();
+  const m = createMetrics({ now: () => now, dcgmCompat: DCGM });
+
+  const t0 = process.hrtime.bigint();
+  const { jobs, gpus } = populateDemoFleet(m, { nodes: NODES, gpusPerNode: GPUS, atMs: now });
+  populateDemoControlPlane(m, now);
+  const fillS = Number(process.hrtime.bigint() - t0) / 1e9;
+  const stateBytes = heap() - base;
+
+  // One update round: every GPU gets a new sample (what 1 s of agent traffic at 1 Hz costs).
+  const u0 = process.hrtime.bigint();
+  now += 1000;
+  populateDemoFleet(m, { nodes: NODES, gpusPerNode: GPUS, atMs: now });
+  const updateS = Number(process.hrtime.bigint() - u0) / 1e9;
+
+  const times: number[] = [];
+  let peakBytes = 0;
+  let size = 0;
+  let lines = 0;
+  for (let i = 0; i < RUNS; i++) {
+    heap();
+    const mu = process.memoryUsage();
+    const before = mu.heapUsed + mu.arrayBuffers;
+    const s0 = process.hrtime.bigint();
+    const text = await m.metricsBuffer();
+    times.push(Number(process.hrtime.bigint() - s0) / 1e9);
+    const ma = process.memoryUsage();
+    peakBytes = Math.max(peakBytes, ma.heapUsed + ma.arrayBuffers - before);
+    size = text.length;
+    if (i === 0) for (let j = text.indexOf(10); j >= 0; j = text.indexOf(10, j + 1)) lines++;
+  }
+  times.sort((a, b) => a - b);
+  const median = times[Math.floor(times.length / 2)]!;
+  const worst = times[times.length - 1]!;
+  const addedMb = mb(stateBytes) + mb(peakBytes);
+
+  console.log(`nodes=${NODES} gpus=${gpus} jobs=${jobs} dcgm=${DCGM} node=${process.version}`);
+  console.log(`fill (first population):    ${fillS.toFixed(3)} s`);
+  console.log(`update round (all GPUs):     ${updateS.toFixed(3)} s`);
+  console.log(`scrape: median ${median.toFixed(3)} s, worst ${worst.toFixed(3)} s over ${RUNS} runs (target <= ${TARGET_SCRAPE_S} s)`);
+  console.log(`exposition: ${mb(size).toFixed(1)} MB, ${lines} lines`);
+  console.log(`memory: state ${mb(stateBytes).toFixed(1)} MB + scrape peak ${mb(peakBytes).toFixed(1)} MB = ${addedMb.toFixed(1)} MB (target <= ${TARGET_MB} MB)`);
+  const ok = worst <= TARGET_SCRAPE_S && addedMb <= TARGET_MB;
+  console.log(ok ? 'PASS' : 'FAIL');
+  if (process.env.BENCH_STRICT === '1' && !ok) process.exitCode = 1;
+}
+
+void main();
