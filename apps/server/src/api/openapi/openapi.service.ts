@@ -32,8 +32,8 @@ export function buildOpenApi(): Json {
     }
     const responses: Record<string, Json> = {};
     for (const [status, s] of Object.entries(r.responses))
-      responses[status] = s ? { description: 'OK', content: { 'application/json': { schema: schema(s, 'output') } } } : { description: 'No content' };
-    const errorCodes = [400, ...(r.auth === false ? [] : [401]), ...(Array.isArray(r.auth) ? [403] : []), ...(r.params ? [404] : []), ...(r.method === 'get' ? [] : [409])];
+      responses[status] = s ? { description: 'OK', content: { [r.contentType ?? 'application/json']: { schema: schema(s, 'output') } } } : { description: 'No content' };
+    const errorCodes = [...(r.auth === false && r.method === 'get' && !r.params && !r.query ? [] : [400]), ...(r.auth === false ? [] : [401]), ...(Array.isArray(r.auth) ? [403] : []), ...(r.params ? [404] : []), ...(r.method === 'get' ? [] : [409])];
     for (const c of errorCodes) responses[String(c)] = { description: ERRORS[c], content: { 'application/json': { schema: { $ref: '#/components/schemas/ApiError' } } } };
     paths[path] ??= {};
     paths[path][r.method] = {

@@ -36,6 +36,10 @@ export interface RouteDoc {
   body?: z.ZodType;
   /** Success status → response schema (null: no body). */
   responses: Record<number, z.ZodType | null>;
+  /** Served by another module than the API (documented here so the document is complete). */
+  external?: boolean;
+  /** A non-JSON success body, e.g. text/plain. */
+  contentType?: string;
 }
 
 const Health = z.object({ status: z.literal('ok') });
@@ -44,6 +48,7 @@ const Health = z.object({ status: z.literal('ok') });
 export const ROUTES: RouteDoc[] = [
   { method: 'get', path: '/healthz', summary: 'Liveness', auth: false, responses: { 200: Health } },
   { method: 'get', path: '/v1/openapi.json', summary: 'This OpenAPI 3.1 document', auth: false, responses: { 200: z.object({}).passthrough() } },
+  { method: 'get', path: '/metrics', summary: 'Prometheus metrics (text exposition format)', auth: false, external: true, contentType: 'text/plain', responses: { 200: z.string() } },
   { method: 'get', path: '/v1/me', summary: 'The caller (user, tenant, role)', responses: { 200: MeView } },
 
   { method: 'post', path: '/v1/jobs', summary: "Submit a job to the caller's tenant (not operators: they belong to no tenant)", body: SubmitJob, responses: { 201: JobView } },

@@ -1,0 +1,49 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ROUTES } from '../../apps/server/src/api';
+import { Harness } from './harness';
+
+/** The routes Express actually maps, as "get /v1/jobs/{id}". */
+function mappedRoutes(h: Harness): string[] {
+  const express = h.server.app.getHttpAdapter().getInstance();
+  const stack: any[] = (express.router ?? express._router).stack;
+  const out: string[] = [];
+  for (const layer of stack) {
+    const route = layer.route;
+    if (!route) continue;
+    for (const [m, on] of Object.entries(route.methods as Record<string, boolean>))
+      if (on && m !== '_all') out.push(`${m} ${String(route.path).replace(/:(\w+)/g, '{$1}')}`);
+  }
+  return out;
+}
+
+describe('OpenAPI document', () => {
+  const h = new Harness('pglite');
+  beforeAll(() => h.start());
+  afterAll(() => h.stop());
+
+  it('documents every route the app maps, and maps every API route it documents', async () => {
+    const doc = (await h.call(null, 'GET', '/v1/openapi.json')).body;
+    expect(doc.openapi).toBe('3.1.0');
+    const documented = Object.entries(doc.paths as Record<string, Record<string, unknown>>).flatMap(([p, ops]) => Object.keys(ops).map((m) => `${m} ${p}`));
+    const mapped = mappedRoutes(h);
+    expect(mapped.length).toBeGreaterThan(15);
+    for (const r of mapped) expect(documented, r).toContain(r);
+    for (const r of ROUTES.filter((r) => !r.external)) expect(mapped).toContain(`${r.method} ${r.path.replace(/:(\w+)/g, '{$1}')}`);
+  });
+
+  it('takes request schemas from the zod contracts', async () => {
+    const doc = (await h.call(null, 'GET', '/v1/openapi.json')).body;
+    const submit = doc.paths['/v1/jobs'].post;
+    const body = submit.requestBody.content['application/json'].schema;
+    expect(body.properties.gpus).toMatchObject({ type: 'integer', minimum: 1, maximum: 4096 });
+    expect(body.additionalProperties).toBe(false);
+    expect(body.required).toEqual(expect.arrayContaining(['name', 'gpus', 'timeLimitSeconds', 'command']));
+    expect(submit.responses['201']).toBeDefined();
+    expect(submit.responses['400'].content['application/json'].schema.$ref).toBe('#/components/schemas/ApiError');
+    const list = doc.paths['/v1/jobs'].get.parameters.map((p: any) => `${p.in}:${p.name}`);
+    expect(list).toEqual(expect.arrayContaining(['query:state', 'query:tenant', 'query:cursor', 'query:limit']));
+    expect(doc.paths['/v1/jobs/{id}'].get.parameters[0]).toMatchObject({ name: 'id', in: 'path', required: true });
+    expect(doc.paths['/v1/nodes'].post['x-roles']).toEqual(['operator']);
+    expect(doc.paths['/healthz'].get.security).toEqual([]);
+  });
+});
