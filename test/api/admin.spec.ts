@@ -36,7 +36,7 @@ describe('nodes, tenants and users', () => {
     await h.start_(j.id, 'h100-0', [0, 1]);
     await h.nodes.markConnected((await h.nodes.idByName('h100-0'))!, true, new Date());
     const d = await h.call('op', 'POST', '/v1/nodes/h100-0/drain', { reason: 'firmware update' });
-    expect(d).toMatchObject({ status: 200, body: { state: 'draining' } });
+    expect(d).toMatchObject({ status: 200, body: { state: 'draining', stateReason: 'firmware update' } });
     expect((await h.jobs.find(j.id))!.state).toBe('running');
     expect((await h.call('op', 'POST', '/v1/nodes/h100-0/return')).body.state).toBe('up');
     await h.jobs.transition(j.id, ['running'], 'completed', 'exit 0', new Date(), { exit_code: 0 });

@@ -157,6 +157,8 @@ export const NodeView = z.object({
   name: z.string(),
   gpuType: GpuModel,
   state: NodeState,
+  /** Why the node is in its state (the drain reason, "agent never connected"…). */
+  stateReason: z.string().optional(),
   rack: z.string(),
   leafSwitch: z.string(),
   lastHeartbeatAt: z.string().nullable(),

@@ -45,6 +45,7 @@ export function nodeView(n: NodeWithGpus, showJob: (jobId: string) => boolean): 
     name: n.name,
     gpuType: n.gpuType,
     state: n.state,
+    stateReason: n.stateReason,
     rack: n.rack,
     leafSwitch: n.leafSwitch,
     lastHeartbeatAt: iso(n.lastHeartbeatAt),
