@@ -171,20 +171,28 @@ export class JobRunner {
 
     child.once('exit', (code, signal) => {
       clearTimeout(entry.timer);
-      const finish = () => {
+      const finish = async () => {
         clearTimeout(entry.killTimer);
+        // Fixed now: a stop() arriving while the pipes drain is a no-op.
+        const ending: NonNullable<Running['ending']> = (entry.ending ??= { cause: 'exit', deadline: Date.now() });
         // The job is over: whatever is left of its process group goes with it.
         killGroup(pid, 'SIGKILL');
+        // 'exit' can come before the last output: drain the pipes (bounded), flush the log,
+        // so the log is complete when the exit is reported.
+        await Promise.race([
+          Promise.all([child.stdout, child.stderr].map((s) => (s && !s.destroyed && !s.readableEnded ? new Promise((r) => s.once('close', r)) : undefined))),
+          new Promise((r) => setTimeout(r, 2000)),
+        ]);
+        await new Promise<void>((r) => out.end(() => r()));
         this.jobs.delete(job.jobId);
-        out.end();
-        const cause: JobExitCause = entry.ending?.cause ?? 'exit';
+        const cause: JobExitCause = ending.cause;
         this.opts.onEvent({
           kind: 'exited',
           jobId: job.jobId,
           exitCode: code,
           signal: signal ?? null,
           cause,
-          ...(entry.ending?.message ? { message: entry.ending.message } : {}),
+          ...(ending.message ? { message: ending.message } : {}),
         });
         resolveDone();
       };
@@ -195,14 +203,14 @@ export class JobRunner {
           if (!groupAlive(pid)) {
             clearInterval(poll);
             clearTimeout(hard);
-            finish();
+            void finish();
           }
         }, 50);
         const hard = setTimeout(() => {
           clearInterval(poll);
-          finish();
+          void finish();
         }, wait);
-      } else finish();
+      } else void finish();
     });
     return true;
   }
