@@ -42,8 +42,10 @@ export class NodesService {
   /** Takes a node out of service: `draining` while jobs still run there, else `drained`. Running jobs keep running. */
   async drain(name: string, input: DrainNode): Promise<NodeView> {
     const n = await this.find(name);
-    const busy = (await this.jobs.runningOnNode(n.id)).length > 0;
-    await this.nodes.setState(n.id, busy ? 'draining' : 'drained', input.reason);
+    // Draining first, then drained in one statement if no live allocation is left: a job
+    // placed meanwhile keeps the node draining (the lifecycle settles it when the job ends).
+    await this.nodes.setState(n.id, 'draining', input.reason);
+    await this.nodes.settleDraining(n.id);
     this.wakeups.wake('node_change');
     return this.viewAsOperator(name);
   }

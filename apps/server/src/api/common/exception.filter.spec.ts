@@ -1,0 +1,41 @@
+import { ArgumentsHost, Logger, NotFoundException } from '@nestjs/common';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { z } from 'zod';
+import { conflict } from './errors';
+import { ApiExceptionFilter } from './exception.filter';
+import { toIssues } from './zod-pipe';
+
+function respond(e: unknown): { status: number; body: any } {
+  const out = { status: 0, body: undefined as any };
+  const res = { headersSent: false, status: (s: number) => ((out.status = s), res), json: (b: unknown) => (out.body = b) };
+  const host = { getType: () => 'http', switchToHttp: () => ({ getResponse: () => res }) } as unknown as ArgumentsHost;
+  new ApiExceptionFilter().catch(e, host);
+  return out;
+}
+
+describe('ApiExceptionFilter', () => {
+  afterEach(() => vi.restoreAllMocks());
+
+  it('answers unexpected errors 500 without their message or stack', () => {
+    vi.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
+    const r = respond(new Error('relation "jobs" does not exist at /srv/x.js:1'));
+    expect(r).toEqual({ status: 500, body: { error: 'internal', message: 'internal error' } });
+  });
+
+  it('passes API errors through and names Nest HTTP errors', () => {
+    expect(respond(conflict('job is already completed'))).toEqual({ status: 409, body: { error: 'conflict', message: 'job is already completed' } });
+    expect(respond(new NotFoundException('Cannot GET /x'))).toEqual({ status: 404, body: { error: 'not_found', message: 'Cannot GET /x' } });
+  });
+});
+
+describe('toIssues', () => {
+  it('names nested fields with dotted paths and each unknown key', () => {
+    const s = z.object({ a: z.object({ b: z.array(z.number().max(3)) }).strict() }).strict();
+    const r = s.safeParse({ a: { b: [1, 9], x: 1 }, y: 2 });
+    expect(toIssues(r.error!)).toEqual([
+      { field: 'a.b.1', rule: expect.stringMatching(/<=3/) },
+      { field: 'a.x', rule: 'unknown field' },
+      { field: 'y', rule: 'unknown field' },
+    ]);
+  });
+});
