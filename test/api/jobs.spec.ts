@@ -132,6 +132,15 @@ describe.each<DbKind>(['postgres', 'pglite'])('jobs API on %s', (kind) => {
     expect((await h.call('alice', 'POST', `/v1/jobs/${j.id}/cancel`)).status).toBe(409);
   });
 
+  it('turns a preemption under way into a cancel, so the job is not requeued', async () => {
+    const j = (await h.call('alice', 'POST', '/v1/jobs', job({ gpus: 1 }))).body;
+    await h.start_(j.id, 'h100-3', [4]);
+    expect(await h.jobs.requestStop(j.id, 'preempt', new Date())).toBe(true);
+    expect((await h.call('alice', 'POST', `/v1/jobs/${j.id}/cancel`)).status).toBe(202);
+    expect((await h.jobs.find(j.id))!.stop_requested).toBe('cancel');
+    await h.jobs.transition(j.id, ['running'], 'cancelled', 'agent reported exit', new Date(), { exit_code: 143 });
+  });
+
   it('shows a GPU\'s job only to the job\'s own tenant', async () => {
     const j = (await h.call('alice', 'POST', '/v1/jobs', job({ gpus: 1 }))).body;
     await h.start_(j.id, 'h100-2', [5]);
