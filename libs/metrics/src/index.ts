@@ -5,3 +5,5 @@ export * from './idle';
 export { FleetState, gpuTypeFromModel, normalizeThrottleReason, type GpuIdentity, type GpuOwner, type GpuSampleValues } from './fleet';
 export { escapeLabelValue, formatValue } from './exposition';
 export * from './parse';
+export { DASHBOARD_SPECS, generateDashboards, dashboardFileText } from './dashboards/dashboards';
+export { DATASOURCE_UID, buildDashboard, dashboardExpressions } from './dashboards/grafana';
