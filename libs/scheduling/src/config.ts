@@ -3,7 +3,7 @@ import { PolicyConfig, PolicyMode } from './types';
 /** Defaults for the live scheduler and the simulator. */
 export const DEFAULT_POLICY_CONFIG: PolicyConfig = {
   // Deep enough that the first few large jobs are protected, shallow enough to stay cheap.
-  reservationDepth: 16,
+  reservationDepth: 32,
   // Ten minutes of work before a job may be preempted (again): no thrashing.
   minRuntimeBeforePreemptSeconds: 600,
   preemptGraceSeconds: 120,
@@ -11,6 +11,7 @@ export const DEFAULT_POLICY_CONFIG: PolicyConfig = {
   mode: 'nuri',
   // A week, as Slurm's PriorityDecayHalfLife default.
   usageHalfLifeSeconds: 7 * 24 * 3600,
+  starvationSeconds: 4 * 3600,
 };
 
 /** The configuration for one of the policy variants compared in the simulator. */

@@ -31,6 +31,7 @@ export function schedule(snapshot: Snapshot): Plan {
   const now = snapshot.now;
   const graceMs = cfg.preemptGraceSeconds * 1000;
   const minRunMs = cfg.minRuntimeBeforePreemptSeconds * 1000;
+  const starvationMs = cfg.starvationSeconds === 0 ? Infinity : (cfg.starvationSeconds ?? 12 * 3600) * 1000;
   const cl = new Cluster(snapshot, graceMs);
   const tenants = new Map<string, SnapshotTenant>(snapshot.tenants.map((t) => [t.id, t]));
 
@@ -247,6 +248,8 @@ export function schedule(snapshot: Snapshot): Plan {
     const E = S + job.timeLimitSeconds * 1000;
     const candidate = (r: RunningJob) =>
       borrowed.has(r.id) &&
+      // Anti-starvation: a job that waited past the threshold before it started runs to the end.
+      r.startedAt - r.submittedAt < starvationMs &&
       !victims.has(r.id) &&
       !r.stopping &&
       r.tenantId !== job.tenantId &&
@@ -298,9 +301,11 @@ export function schedule(snapshot: Snapshot): Plan {
           chosen.splice(i, 1);
         }
       }
-      const gpus = chosen.reduce((s, v) => s + v.g, 0);
+      // Cost counts whole victim jobs: stopping a 64-GPU job to free 8 GPUs on one node wastes
+      // far more work than stopping a few small ones.
+      const gpus = chosen.reduce((s, v) => s + v.job.gpus, 0);
       const maxPrio = chosen.reduce((s, v) => Math.max(s, v.job.priority), -Infinity);
-      options.push({ st, victims: chosen.map((v) => v.job), cost: [chosen.length, gpus, maxPrio, st.idx] });
+      options.push({ st, victims: chosen.map((v) => v.job), cost: [gpus, chosen.length, maxPrio, st.idx] });
     }
     const k = multi ? Math.ceil(g / NODE_GPUS) : 1;
     if (options.length < k) return null;

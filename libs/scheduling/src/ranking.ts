@@ -28,6 +28,8 @@ const withinTenant = (a: PendingJob, b: PendingJob) =>
   b.priority - a.priority || a.submittedAt - b.submittedAt || cmp(a.id, b.id);
 
 export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<string, Usage>): PendingJob[] {
+  const starvationMs = (snapshot.config.starvationSeconds ?? 12 * 3600) * 1000;
+  const starving = starvationMs > 0 ? snapshot.now - starvationMs : -Infinity;
   const jobs = [...snapshot.pending];
   if (mode === 'fifo') return jobs.sort((a, b) => a.submittedAt - b.submittedAt || cmp(a.id, b.id));
   if (mode === 'slurm') return jobs.sort(withinTenant);
@@ -68,14 +70,18 @@ export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<stri
       guaranteed: { h100: t?.quotas.h100?.guaranteed ?? 0, h800: t?.quotas.h800?.guaranteed ?? 0 },
       share: (t?.decayedUsage ?? 0) + (committed.get(id) ?? 0),
       weight: Math.max(t?.weight ?? 1, 1e-9),
-      tier: 1,
+      tier: 2,
     };
     q.tier = tierOf(q, list[0]);
     qs.push(q);
   }
+  // Tier 0: waited past the starvation threshold, oldest first: ahead even of guaranteed work,
+  // or newcomers within their guarantee would push its reservation back pass after pass.
+  // Tier 1: fits within the guarantee. Tier 2: fair share.
   function tierOf(q: Q, j: PendingJob): number {
-    for (const m of allowedModels(j)) if (q.virt[m] + j.gpus <= q.guaranteed[m]) return 0;
-    return 1;
+    if (j.submittedAt <= starving) return 0;
+    for (const m of allowedModels(j)) if (q.virt[m] + j.gpus <= q.guaranteed[m]) return 1;
+    return 2;
   }
   const out: PendingJob[] = [];
   let live = qs.length;
@@ -86,7 +92,10 @@ export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<stri
       if (
         !best ||
         q.tier < best.tier ||
-        (q.tier === best.tier && q.share / q.weight < best.share / best.weight)
+        (q.tier === best.tier &&
+          (q.tier === 0
+            ? q.jobs[q.head].submittedAt < best.jobs[best.head].submittedAt
+            : q.share / q.weight < best.share / best.weight))
       )
         best = q;
     }

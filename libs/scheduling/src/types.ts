@@ -87,6 +87,11 @@ export interface PolicyConfig {
    * decayUsage); carried here so callers and the simulator share one setting.
    */
   usageHalfLifeSeconds?: number;
+  /**
+   * Anti-starvation: a job pending longer than this ranks ahead of fair-share order (after
+   * work within guarantees), oldest first, so it gets a reservation. Default 4 h (DEFAULT_POLICY_CONFIG); 0 disables.
+   */
+  starvationSeconds?: number;
 }
 
 export type PolicyMode = 'nuri' | 'slurm' | 'fifo';

@@ -1,0 +1,323 @@
+/**
+ * Replays a workload through the scheduling core in simulated time: no HTTP, no database,
+ * the same `schedule()` the live scheduler calls. Event driven: a pass after every instant
+ * at which jobs arrive, finish or stop after preemption.
+ */
+import {
+  GpuModel,
+  PendingJob,
+  PolicyConfig,
+  RunningJob,
+  SnapshotNode,
+  SnapshotTenant,
+  TenantQuota,
+  accrueUsage,
+  schedule,
+} from '@nuri/scheduling';
+import { TraceJob } from './trace';
+
+export interface NodeSpec {
+  h100: number;
+  h800: number;
+  perLeaf: number;
+}
+
+export function buildNodes(spec: NodeSpec): SnapshotNode[] {
+  const nodes: SnapshotNode[] = [];
+  for (const m of ['h100', 'h800'] as GpuModel[])
+    for (let i = 0; i < spec[m]; i++) {
+      const leaf = `${m}-leaf${String(Math.floor(i / spec.perLeaf)).padStart(3, '0')}`;
+      nodes.push({
+        id: `${m}-${String(i).padStart(4, '0')}`,
+        name: `${m}-${String(i).padStart(4, '0')}`,
+        gpuType: m,
+        rack: leaf,
+        leafSwitch: leaf,
+        schedulable: true,
+        gpus: Array.from({ length: 8 }, (_, index) => ({ index, healthy: true })),
+      });
+    }
+  return nodes;
+}
+
+export interface TenantSpec {
+  id: string;
+  weight: number;
+  quotas: Partial<Record<GpuModel, TenantQuota>>;
+}
+
+/**
+ * Quotas for a replay: each tenant's guarantee on each type is its share of the offered load
+ * (GPU-seconds submitted in the window) times that type's capacity, rounded down; its limit is
+ * the guarantee plus half the type's capacity, at least its largest job, at most the capacity,
+ * so tenants borrow and every job can run.
+ */
+export function autoQuotas(jobs: TraceJob[], nodes: SnapshotNode[]): { tenants: TenantSpec[]; load: Map<string, number> } {
+  const load = new Map<string, number>();
+  const largest = new Map<string, number>();
+  for (const j of jobs) {
+    load.set(j.tenant, (load.get(j.tenant) ?? 0) + j.gpus * j.duration);
+    largest.set(j.tenant, Math.max(largest.get(j.tenant) ?? 0, j.gpus));
+  }
+  const total = [...load.values()].reduce((a, b) => a + b, 0) || 1;
+  const cap = (m: GpuModel) => nodes.filter((n) => n.gpuType === m).length * 8;
+  const tenants = [...load.keys()].sort().map((id) => {
+    const quotas: Partial<Record<GpuModel, TenantQuota>> = {};
+    for (const m of ['h100', 'h800'] as GpuModel[]) {
+      const c = cap(m);
+      if (c === 0) continue;
+      const guaranteed = Math.floor((c * load.get(id)!) / total);
+      const limit = Math.min(c, Math.max(guaranteed + Math.floor(c / 2), largest.get(id)!));
+      quotas[m] = { guaranteed, limit };
+    }
+    return { id, weight: 1, quotas };
+  });
+  return { tenants, load };
+}
+
+export interface SimOptions {
+  label: string;
+  config: PolicyConfig;
+  nodes: SnapshotNode[];
+  tenants: TenantSpec[];
+  jobs: TraceJob[];
+  /** Length of the submission window in seconds (utilization is measured over it). */
+  windowSeconds: number;
+  /** What a preempted job loses: everything (restart) or nothing since its last checkpoint (resume). */
+  requeue: 'restart' | 'resume';
+  bucketSeconds?: number;
+  onProgress?: (fraction: number) => void;
+}
+
+export interface JobOutcome {
+  id: string;
+  tenant: string;
+  gpus: number;
+  submit: number;
+  start: number | null;
+  finish: number | null;
+  /** Seconds spent pending, over all attempts. */
+  wait: number;
+  duration: number;
+  preemptions: number;
+  /** Start estimate given at the job's first pass, when it did not start then (seconds). */
+  estimate: number | null;
+  waitedAtFirstPass: boolean;
+  firstStart: number | null;
+}
+
+export interface TenantTime {
+  /** Seconds during which the tenant's demand (running + pending GPUs) was at least its guarantee. */
+  contendedSeconds: number;
+  /** GPU-seconds received in those periods, capped at the guarantee. */
+  receivedCapped: number;
+  /** GPU-seconds received in those periods. */
+  received: number;
+  guaranteed: number;
+  gpuSeconds: number;
+}
+
+export interface SimResult {
+  label: string;
+  jobs: JobOutcome[];
+  passes: number;
+  wallMs: number;
+  capacity: number;
+  windowSeconds: number;
+  busyInWindow: number;
+  bucketSeconds: number;
+  /** Mean busy GPUs per bucket. */
+  busySeries: number[];
+  /** Mean pending jobs per tenant per bucket. */
+  queueSeries: Record<string, number[]>;
+  tenantTime: Record<string, TenantTime>;
+  stuck: number;
+}
+
+interface Live {
+  trace: TraceJob;
+  pending: PendingJob;
+  remaining: number;
+  pendingSince: number;
+  out: JobOutcome;
+  passesSeen: number;
+}
+
+export function simulate(opts: SimOptions): SimResult {
+  const t0 = performance.now();
+  const bucket = opts.bucketSeconds ?? 3600;
+  const { config, nodes } = opts;
+  const capacity = nodes.reduce((s, n) => s + n.gpus.length, 0);
+  const graceMs = config.preemptGraceSeconds * 1000;
+  const halfLife = config.usageHalfLifeSeconds ?? 7 * 86400;
+  const tenantIds = opts.tenants.map((t) => t.id);
+  const usage = new Map<string, number>(tenantIds.map((t) => [t, 0]));
+  const runG = new Map<string, number>(tenantIds.map((t) => [t, 0]));
+  const pendG = new Map<string, number>(tenantIds.map((t) => [t, 0]));
+  const pendN = new Map<string, number>(tenantIds.map((t) => [t, 0]));
+  const gTotal = new Map(opts.tenants.map((t) => [t.id, (t.quotas.h100?.guaranteed ?? 0) + (t.quotas.h800?.guaranteed ?? 0)]));
+  const tenantTime: Record<string, TenantTime> = Object.fromEntries(
+    tenantIds.map((t) => [t, { contendedSeconds: 0, receivedCapped: 0, received: 0, guaranteed: gTotal.get(t)!, gpuSeconds: 0 }]),
+  );
+  const busySeries: number[] = [];
+  const queueSeries: Record<string, number[]> = Object.fromEntries(tenantIds.map((t) => [t, []]));
+
+  const live = new Map<string, Live>();
+  const pending = new Map<string, Live>();
+  const running = new Map<string, { job: RunningJob; l: Live; end: number; stopAt: number }>();
+  const outcomes: JobOutcome[] = [];
+  let busy = 0;
+  let busyInWindow = 0;
+  let now = 0;
+  let next = 0;
+  let passes = 0;
+  const jobs = opts.jobs;
+  const lastSubmit = jobs.length ? jobs[jobs.length - 1].submit * 1000 : 0;
+
+  const addSeries = (arr: number[], a: number, b: number, v: number) => {
+    // Spread a constant value over [a, b) seconds into buckets, as a time-weighted mean.
+    let s = a;
+    while (s < b) {
+      const i = Math.floor(s / bucket);
+      const e = Math.min(b, (i + 1) * bucket);
+      while (arr.length <= i) arr.push(0);
+      arr[i] += (v * (e - s)) / bucket;
+      s = e;
+    }
+  };
+
+  function integrate(to: number): void {
+    const a = now / 1000;
+    const b = to / 1000;
+    const dt = b - a;
+    if (dt <= 0) return;
+    addSeries(busySeries, a, b, busy);
+    busyInWindow += busy * Math.max(0, Math.min(b, opts.windowSeconds) - Math.min(a, opts.windowSeconds));
+    for (const t of tenantIds) {
+      const r = runG.get(t)!;
+      usage.set(t, accrueUsage(usage.get(t)!, r, dt, halfLife));
+      addSeries(queueSeries[t], a, b, pendN.get(t)!);
+      const tt = tenantTime[t];
+      tt.gpuSeconds += r * dt;
+      const g = tt.guaranteed;
+      if (g > 0 && r + pendG.get(t)! >= g) {
+        tt.contendedSeconds += dt;
+        tt.receivedCapped += Math.min(r, g) * dt;
+        tt.received += r * dt;
+      }
+    }
+  }
+
+  function enqueue(l: Live): void {
+    pending.set(l.pending.id, l);
+    l.pendingSince = now;
+    pendG.set(l.trace.tenant, pendG.get(l.trace.tenant)! + l.trace.gpus);
+    pendN.set(l.trace.tenant, pendN.get(l.trace.tenant)! + 1);
+  }
+  function dequeue(l: Live): void {
+    pending.delete(l.pending.id);
+    l.out.wait += (now - l.pendingSince) / 1000;
+    pendG.set(l.trace.tenant, pendG.get(l.trace.tenant)! - l.trace.gpus);
+    pendN.set(l.trace.tenant, pendN.get(l.trace.tenant)! - 1);
+  }
+
+  for (;;) {
+    const nextSubmit = next < jobs.length ? jobs[next].submit * 1000 : Infinity;
+    let nextEnd = Infinity;
+    for (const r of running.values()) nextEnd = Math.min(nextEnd, r.end, r.stopAt);
+    const t = Math.min(nextSubmit, nextEnd);
+    if (t === Infinity) break;
+    integrate(t);
+    now = t;
+    // Jobs that finish or stop now.
+    for (const [id, r] of [...running.entries()]) {
+      if (r.end <= now) {
+        running.delete(id);
+        busy -= r.job.gpus;
+        runG.set(r.l.trace.tenant, runG.get(r.l.trace.tenant)! - r.job.gpus);
+        r.l.out.finish = now / 1000;
+      } else if (r.stopAt <= now) {
+        running.delete(id);
+        busy -= r.job.gpus;
+        runG.set(r.l.trace.tenant, runG.get(r.l.trace.tenant)! - r.job.gpus);
+        if (opts.requeue === 'resume') r.l.remaining = Math.max(1, (r.end - now) / 1000);
+        enqueue(r.l);
+      }
+    }
+    while (next < jobs.length && jobs[next].submit * 1000 <= now) {
+      const tj = jobs[next++];
+      const out: JobOutcome = {
+        id: tj.id, tenant: tj.tenant, gpus: tj.gpus, submit: tj.submit, start: null, finish: null, wait: 0,
+        duration: tj.duration, preemptions: 0, estimate: null, waitedAtFirstPass: false, firstStart: null,
+      };
+      outcomes.push(out);
+      const l: Live = {
+        trace: tj,
+        pending: { id: tj.id, tenantId: tj.tenant, gpus: tj.gpus, gpuType: tj.gpuType, priority: tj.priority, submittedAt: tj.submit * 1000, timeLimitSeconds: tj.timeLimit },
+        remaining: tj.duration,
+        pendingSince: now,
+        out,
+        passesSeen: 0,
+      };
+      live.set(tj.id, l);
+      enqueue(l);
+    }
+
+    // One pass.
+    const tenants: SnapshotTenant[] = opts.tenants.map((t) => ({ id: t.id, name: t.id, weight: t.weight, quotas: t.quotas, decayedUsage: usage.get(t.id)! }));
+    const plan = schedule({
+      now,
+      nodes,
+      tenants,
+      pending: [...pending.values()].map((l) => l.pending),
+      running: [...running.values()].map((r) => r.job),
+      config,
+    });
+    passes++;
+    for (const s of plan.starts) {
+      const l = pending.get(s.jobId)!;
+      dequeue(l);
+      if (l.out.firstStart === null) l.out.firstStart = now / 1000;
+      l.out.start = now / 1000;
+      l.passesSeen++;
+      const job: RunningJob = {
+        id: l.pending.id, tenantId: l.pending.tenantId, gpus: l.pending.gpus, gpuModel: s.gpuModel, priority: l.pending.priority,
+        submittedAt: l.pending.submittedAt, startedAt: now, timeLimitSeconds: l.pending.timeLimitSeconds, placement: s.placement, stopping: false,
+      };
+      // A job runs its (remaining) duration, or until its time limit.
+      const end = now + Math.min(l.remaining, l.trace.timeLimit) * 1000;
+      running.set(job.id, { job, l, end, stopAt: Infinity });
+      busy += job.gpus;
+      runG.set(l.trace.tenant, runG.get(l.trace.tenant)! + job.gpus);
+    }
+    for (const p of plan.pending) {
+      const l = pending.get(p.jobId)!;
+      if (l.passesSeen++ === 0) {
+        l.out.waitedAtFirstPass = true;
+        l.out.estimate = p.estimatedStartAt === null ? null : p.estimatedStartAt / 1000;
+      }
+    }
+    for (const p of plan.preemptions) {
+      const r = running.get(p.jobId)!;
+      r.job = { ...r.job, stopping: true };
+      r.stopAt = now + graceMs;
+      r.l.out.preemptions++;
+    }
+    opts.onProgress?.(Math.min(1, now / Math.max(1, lastSubmit)));
+  }
+  integrate(now);
+  return {
+    label: opts.label,
+    jobs: outcomes,
+    passes,
+    wallMs: performance.now() - t0,
+    capacity,
+    windowSeconds: opts.windowSeconds,
+    busyInWindow,
+    bucketSeconds: bucket,
+    busySeries,
+    queueSeries,
+    tenantTime,
+    stuck: pending.size,
+  };
+}

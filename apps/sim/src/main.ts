@@ -1,0 +1,215 @@
+/**
+ * nuri trace simulator.
+ *   npm run sim -- --trace ../shared/traces/itp-2021/cluster0{2,3,5,6}.csv ../shared/traces/itp-2021/cluster10.csv \
+ *     --nodes 20 --days 14 --seed 1 --policy fifo,slurm,nuri [--json out.json] [--html out.html]
+ * --nodes N (half H100, half H800) or h100:N,h800:M; --per-leaf nodes per leaf switch (8);
+ * --requeue restart|resume (what a preempted job loses); --depth reservation depth.
+ */
+import { writeFileSync } from 'node:fs';
+import { DEFAULT_POLICY_CONFIG, PolicyMode, configFor } from '@nuri/scheduling';
+import { NodeSpec, SimResult, autoQuotas, buildNodes, simulate } from './engine';
+import { Row, rows, table } from './metrics';
+import { Progress } from './progress';
+import { htmlReport } from './report';
+import { ENRICHMENT, loadTraces } from './trace';
+
+export interface Args {
+  trace: string[];
+  nodes: NodeSpec;
+  days: number | null;
+  seed: number;
+  policies: PolicyMode[];
+  json: string | null;
+  html: string | null;
+  requeue: 'restart' | 'resume';
+  depth: number;
+  quiet: boolean;
+}
+
+export function parseArgs(argv: string[]): Args {
+  const a: Args = {
+    trace: [],
+    nodes: { h100: 10, h800: 10, perLeaf: 8 },
+    days: null,
+    seed: 1,
+    policies: ['fifo', 'slurm', 'nuri'],
+    json: null,
+    html: null,
+    requeue: 'resume',
+    depth: DEFAULT_POLICY_CONFIG.reservationDepth,
+    quiet: false,
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const k = argv[i];
+    const v = () => {
+      const x = argv[++i];
+      if (x === undefined) throw new Error(`${k} needs a value`);
+      return x;
+    };
+    switch (k) {
+      case '--trace':
+        while (argv[i + 1] !== undefined && !argv[i + 1].startsWith('--')) a.trace.push(argv[++i]);
+        break;
+      case '--nodes': {
+        const s = v();
+        if (/^\d+$/.test(s)) {
+          const n = Number(s);
+          a.nodes = { ...a.nodes, h100: Math.ceil(n / 2), h800: Math.floor(n / 2) };
+        } else {
+          const spec = { ...a.nodes, h100: 0, h800: 0 };
+          for (const part of s.split(',')) {
+            const [m, n] = part.split(':');
+            if (m !== 'h100' && m !== 'h800') throw new Error(`--nodes: unknown type ${m}`);
+            spec[m] = Number(n);
+          }
+          a.nodes = spec;
+        }
+        break;
+      }
+      case '--per-leaf':
+        a.nodes = { ...a.nodes, perLeaf: Number(v()) };
+        break;
+      case '--days':
+        a.days = Number(v());
+        break;
+      case '--seed':
+        a.seed = Number(v());
+        break;
+      case '--policy':
+        a.policies = v().split(',').map((p) => {
+          if (p !== 'fifo' && p !== 'slurm' && p !== 'nuri') throw new Error(`unknown policy ${p}`);
+          return p;
+        });
+        break;
+      case '--json':
+        a.json = v();
+        break;
+      case '--html':
+        a.html = v();
+        break;
+      case '--requeue': {
+        const r = v();
+        if (r !== 'restart' && r !== 'resume') throw new Error('--requeue restart|resume');
+        a.requeue = r;
+        break;
+      }
+      case '--depth':
+        a.depth = Number(v());
+        break;
+      case '--quiet':
+        a.quiet = true;
+        break;
+      default:
+        throw new Error(`unknown argument ${k}`);
+    }
+  }
+  if (a.trace.length === 0) throw new Error('--trace <files...> is required');
+  return a;
+}
+
+export interface RunOutput {
+  args: Args;
+  scenario: { jobs: number; tenants: { id: string; offeredLoadGpus: number; quotas: unknown }[]; capacity: number; windowDays: number; enrichment: string[]; quotaRule: string };
+  results: SimResult[];
+  rows: Row[];
+  checks: { name: string; ok: boolean; detail: string }[];
+}
+
+export function run(args: Args, progress = false): RunOutput {
+  const jobs = loadTraces(args.trace, args.seed, args.days);
+  const nodes = buildNodes(args.nodes);
+  const windowSeconds = args.days !== null ? args.days * 86400 : Math.max(1, ...jobs.map((j) => j.submit));
+  const { tenants, load } = autoQuotas(jobs, nodes);
+  const results: SimResult[] = [];
+  for (const p of args.policies) {
+    const bar = progress ? new Progress(p) : null;
+    const config = configFor(p, { ...DEFAULT_POLICY_CONFIG, reservationDepth: args.depth });
+    const r = simulate({ label: p, config, nodes, tenants, jobs, windowSeconds, requeue: args.requeue, onProgress: bar ? (f) => bar.update(f) : undefined });
+    bar?.done(`${(r.wallMs / 1000).toFixed(1)}s, ${r.passes} passes`);
+    results.push(r);
+  }
+  const all = results.flatMap(rows);
+  return {
+    args,
+    scenario: {
+      jobs: jobs.length,
+      tenants: tenants.map((t) => ({ id: t.id, offeredLoadGpus: (load.get(t.id) ?? 0) / windowSeconds, quotas: t.quotas })),
+      capacity: nodes.length * 8,
+      windowDays: windowSeconds / 86400,
+      enrichment: ENRICHMENT,
+      quotaRule:
+        'guarantee per type = floor(type capacity x tenant share of offered GPU-seconds); limit = guarantee + half the type capacity, at least the largest job, at most the type capacity; weight 1',
+    },
+    results,
+    rows: all,
+    checks: checks(all),
+  };
+}
+
+/** The headline comparisons of nuri against slurm. */
+export function checks(all: Row[]): { name: string; ok: boolean; detail: string }[] {
+  const get = (p: string, t = 'all') => all.find((r) => r.policy === p && r.tenant === t);
+  const n = get('nuri');
+  const s = get('slurm');
+  if (!n || !s) return [];
+  const out = [
+    { name: 'nuri mean wait <= slurm', ok: n.waitMeanH <= s.waitMeanH, detail: `${n.waitMeanH.toFixed(2)} h vs ${s.waitMeanH.toFixed(2)} h` },
+    {
+      name: 'nuri p99 wait of >=32-GPU jobs <= slurm',
+      ok: (n.bigWaitP99H ?? 0) <= (s.bigWaitP99H ?? 0),
+      detail: `${n.bigWaitP99H?.toFixed(2)} h vs ${s.bigWaitP99H?.toFixed(2)} h`,
+    },
+  ];
+  for (const r of all.filter((x) => x.policy === 'nuri' && x.tenant !== 'all' && x.guaranteeMet !== null)) {
+    const sr = get('slurm', r.tenant);
+    out.push({
+      name: `nuri: ${r.tenant} holds its guarantee while its demand exceeds it`,
+      ok: r.guaranteeMet! >= 0.95,
+      detail: `${(r.guaranteeMet! * 100).toFixed(1)}% of guarantee held (slurm ${sr?.guaranteeMet === null || !sr ? '-' : (sr.guaranteeMet! * 100).toFixed(1) + '%'})`,
+    });
+  }
+  return out;
+}
+
+function main(): void {
+  let args: Args;
+  try {
+    args = parseArgs(process.argv.slice(2));
+  } catch (e) {
+    process.stderr.write(`${(e as Error).message}\nusage: npm run sim -- --trace <files...> [--nodes 20|h100:N,h800:M] [--days N] [--seed S] [--policy fifo,slurm,nuri] [--json FILE|-] [--html FILE] [--requeue restart|resume] [--depth N]\n`);
+    process.exit(2);
+  }
+  const t0 = performance.now();
+  const out = run(args, true);
+  const secs = (performance.now() - t0) / 1000;
+  if (args.json === '-') {
+    process.stdout.write(JSON.stringify(jsonOf(out), null, 2) + '\n');
+    return;
+  }
+  const sc = out.scenario;
+  console.log(`${sc.jobs} jobs, ${sc.tenants.length} tenants, ${sc.capacity} GPUs (${args.nodes.h100} H100 + ${args.nodes.h800} H800 nodes), ${sc.windowDays.toFixed(1)} days, seed ${args.seed}, requeue ${args.requeue}`);
+  for (const t of sc.tenants) console.log(`  ${t.id.padEnd(12)} offered ${t.offeredLoadGpus.toFixed(1).padStart(6)} GPUs  quotas ${JSON.stringify(t.quotas)}`);
+  console.log(`  quotas: ${sc.quotaRule}`);
+  for (const e of sc.enrichment) console.log(`  drawn: ${e}`);
+  console.log('');
+  console.log(table(out.rows));
+  console.log('');
+  for (const c of out.checks) console.log(`${c.ok ? 'PASS' : 'FAIL'}  ${c.name}: ${c.detail}`);
+  for (const r of out.results) console.log(`${r.label}: ${r.passes} passes in ${(r.wallMs / 1000).toFixed(2)} s${r.stuck ? `, ${r.stuck} jobs never started` : ''}`);
+  console.log(`total ${secs.toFixed(2)} s`);
+  if (args.json) writeFileSync(args.json, JSON.stringify(jsonOf(out), null, 2));
+  if (args.html) writeFileSync(args.html, htmlReport(out));
+  if (args.json) console.log(`JSON: ${args.json}`);
+  if (args.html) console.log(`HTML: ${args.html}`);
+}
+
+export function jsonOf(out: RunOutput) {
+  return {
+    scenario: out.scenario,
+    rows: out.rows,
+    checks: out.checks,
+    runs: out.results.map((r) => ({ policy: r.label, passes: r.passes, wallMs: Math.round(r.wallMs), stuck: r.stuck })),
+  };
+}
+
+if (require.main === module) main();
