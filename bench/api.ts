@@ -16,7 +16,8 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const LATENCY_JOBS = Number(process.env.BENCH_LATENCY_JOBS ?? 100);
 const PORT = 18000 + (process.pid % 1000);
 
-const pct = (xs: number[], p: number) => {
+const pct = (xs: number[], p: number): number => {
+  if (!xs.length) return NaN;
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
 };

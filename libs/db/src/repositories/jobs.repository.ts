@@ -60,16 +60,23 @@ export interface ListFilter {
 export class JobsRepository {
   constructor(private readonly db: Db) {}
 
+  /** Inserts the job and its first transition in one statement: one round trip, atomic. */
   async insert(job: NewJobInput): Promise<string> {
-    return this.db.transaction().execute(async (tx) => {
-      const { id } = await tx
-        .insertInto('jobs')
-        .values({ ...job, state: 'pending', command: JSON.stringify(job.command), env: JSON.stringify(job.env) })
-        .returning('id')
-        .executeTakeFirstOrThrow();
-      await tx.insertInto('job_transitions').values({ job_id: id, at: job.submitted_at, from_state: null, to_state: 'pending', reason: 'submitted' }).execute();
-      return id;
-    });
+    const r = await this.db
+      .with('j', (db) =>
+        db
+          .insertInto('jobs')
+          .values({ ...job, state: 'pending', command: JSON.stringify(job.command), env: JSON.stringify(job.env) })
+          .returning(['id', 'submitted_at']),
+      )
+      .insertInto('job_transitions')
+      .columns(['job_id', 'at', 'from_state', 'to_state', 'reason'])
+      .expression((eb) =>
+        eb.selectFrom('j').select((s) => ['j.id', 'j.submitted_at', sql<null>`null`.as('from_state'), sql.lit('pending').as('to_state'), sql.lit('submitted').as('reason')]),
+      )
+      .returning('job_id')
+      .executeTakeFirstOrThrow();
+    return r.job_id;
   }
 
   private withNames(db: Db = this.db) {
@@ -97,7 +104,7 @@ export class JobsRepository {
         .orderBy('id')
         .execute(),
       // The latest attempt's GPUs: live ones while running, the last ones after it ended.
-      this.db
+      job.state === 'pending' && job.attempts === 0 ? Promise.resolve([]) : this.db
         .selectFrom('allocations')
         .innerJoin('nodes', 'nodes.id', 'allocations.node_id')
         .select(['nodes.name as node', 'allocations.gpu_index as gpu', 'allocations.created_at as at'])

@@ -47,7 +47,22 @@ export class TenantsRepository {
   }
 
   async findByName(name: string): Promise<TenantWithQuotas | undefined> {
-    return (await this.list()).find((t) => t.name === name);
+    const rows = await this.db
+      .selectFrom('tenants')
+      .leftJoin('quotas', 'quotas.tenant_id', 'tenants.id')
+      .select(['tenants.id', 'tenants.name', 'tenants.display_name', 'tenants.weight', 'quotas.gpu_type', 'quotas.guaranteed', 'quotas.limit'])
+      .where('tenants.name', '=', name)
+      .orderBy('quotas.gpu_type')
+      .execute();
+    const t = rows[0];
+    if (!t) return undefined;
+    return {
+      id: t.id,
+      name: t.name,
+      displayName: t.display_name,
+      weight: t.weight,
+      quotas: rows.filter((r) => r.gpu_type !== null).map((r) => ({ gpuType: r.gpu_type!, guaranteed: r.guaranteed!, limit: r.limit! })),
+    };
   }
 
   async update(id: string, patch: { displayName?: string; weight?: number }): Promise<void> {
