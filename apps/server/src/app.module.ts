@@ -6,6 +6,7 @@ import { Clock } from './core/clock';
 import { CoreModule } from './core/core.module';
 import { Wakeups } from './core/wakeups';
 import { GatewayModule } from './gateway/gateway.module';
+import { MetricsModule } from './metrics/metrics.module';
 import { SchedulerModule } from './scheduler/scheduler.module';
 
 /** One process hosts any set of roles; each role is a module. */
@@ -15,7 +16,7 @@ export class AppModule {
     const imports: (Type | DynamicModule)[] = [CoreModule.forRoot(config, database, clock, wakeups)];
     // Authentication, /healthz and /metrics are in every process; jobs and admin routes too,
     // so any replica can answer; `api` decides whether the process listens for users.
-    imports.push(ApiModule);
+    imports.push(ApiModule, MetricsModule);
     if (config.roles.has('scheduler')) imports.push(SchedulerModule);
     if (config.roles.has('gateway')) imports.push(GatewayModule);
     imports.push(...extra);

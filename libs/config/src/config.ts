@@ -31,6 +31,7 @@ export const ServerConfigSchema = z
     NURI_AGENT_HEARTBEAT_SECONDS: z.coerce.number().int().min(1).default(5),
     NURI_SAMPLE_INTERVAL_MS: z.coerce.number().int().min(100).default(5_000),
     NURI_LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug']).default('log'),
+    NURI_DCGM_COMPAT: bool.default(false),
   })
   .transform((c) => ({
     port: c.PORT,
@@ -53,6 +54,8 @@ export const ServerConfigSchema = z
     agentHeartbeatSeconds: c.NURI_AGENT_HEARTBEAT_SECONDS,
     sampleIntervalMs: c.NURI_SAMPLE_INTERVAL_MS,
     logLevel: c.NURI_LOG_LEVEL,
+    // Also export dcgm-exporter metric names, so existing DCGM dashboards work unchanged.
+    dcgmCompat: c.NURI_DCGM_COMPAT,
   }));
 
 export type ServerConfig = z.infer<typeof ServerConfigSchema>;

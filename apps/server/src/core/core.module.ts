@@ -1,6 +1,7 @@
 import { DynamicModule, Global, Module } from '@nestjs/common';
 import type { ServerConfig } from '@nuri/config';
 import { DatabaseHandle, IdentityRepository, JobsRepository, NodesRepository, TenantsRepository, UsageRepository } from '@nuri/db';
+import { NuriMetrics } from '@nuri/metrics';
 import { Clock, SystemClock } from './clock';
 import { Wakeups } from './wakeups';
 
@@ -10,12 +11,12 @@ export const DATABASE = Symbol('DATABASE');
 
 /**
  * What every role shares: configuration, the database handle, the repositories (the only
- * code that touches SQL), the clock and the wake-up signal. Built once per process.
+ * code that touches SQL), the clock, the wake-up signal and the metrics. Built once per process.
  */
 @Global()
 @Module({})
 export class CoreModule {
-  static forRoot(config: ServerConfig, database: DatabaseHandle, clock: Clock = new SystemClock(), wakeups?: Wakeups): DynamicModule {
+  static forRoot(config: ServerConfig, database: DatabaseHandle, clock: Clock = new SystemClock(), wakeups?: Wakeups, metrics?: NuriMetrics): DynamicModule {
     const db = database.db;
     return {
       module: CoreModule,
@@ -24,13 +25,14 @@ export class CoreModule {
         { provide: DATABASE, useValue: database },
         { provide: Clock, useValue: clock },
         { provide: Wakeups, useValue: wakeups ?? new Wakeups() },
+        { provide: NuriMetrics, useValue: metrics ?? new NuriMetrics({ processMetrics: true, dcgmCompat: config.dcgmCompat, now: () => clock.now().getTime() }) },
         { provide: TenantsRepository, useValue: new TenantsRepository(db) },
         { provide: IdentityRepository, useValue: new IdentityRepository(db) },
         { provide: NodesRepository, useValue: new NodesRepository(db) },
         { provide: JobsRepository, useValue: new JobsRepository(db) },
         { provide: UsageRepository, useValue: new UsageRepository(db) },
       ],
-      exports: [CONFIG, DATABASE, Clock, Wakeups, TenantsRepository, IdentityRepository, NodesRepository, JobsRepository, UsageRepository],
+      exports: [CONFIG, DATABASE, Clock, Wakeups, NuriMetrics, TenantsRepository, IdentityRepository, NodesRepository, JobsRepository, UsageRepository],
     };
   }
 }
