@@ -5,6 +5,9 @@ import type { ServerConfig } from '@nuri/config';
 import { DatabaseHandle, IdentityRepository, migrateToLatest, NodesRepository, openDatabase, TenantsRepository } from '@nuri/db';
 import type { AddressInfo } from 'node:net';
 import { AppModule } from './app.module';
+import { NodesService } from './api/nodes/nodes.service';
+import { TenantsService } from './api/tenants/tenants.service';
+import { UsersService } from './api/users/users.service';
 import { AuthService } from './auth/auth.service';
 import { Clock, SystemClock } from './core/clock';
 import { Wakeups } from './core/wakeups';
@@ -68,7 +71,15 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
   if (config.demo) {
     demo = await startDemo(
       config,
-      { tenants: app.get(TenantsRepository), identity: app.get(IdentityRepository), nodes: app.get(NodesRepository), auth },
+      {
+        tenants: app.get(TenantsRepository),
+        identity: app.get(IdentityRepository),
+        nodes: app.get(NodesRepository),
+        auth,
+        tenantsService: app.get(TenantsService),
+        usersService: app.get(UsersService),
+        nodesService: app.get(NodesService),
+      },
       `ws://${host}:${port}/agent`,
       config.bootstrapToken,
     );

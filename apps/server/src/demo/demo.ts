@@ -1,5 +1,8 @@
 import type { ServerConfig } from '@nuri/config';
 import { IdentityRepository, NodesRepository, TenantsRepository } from '@nuri/db';
+import { NodesService } from '../api/nodes/nodes.service';
+import { TenantsService } from '../api/tenants/tenants.service';
+import { UsersService } from '../api/users/users.service';
 import { join } from 'node:path';
 import { Agent } from '../../../agent/src/agent';
 import { AuthService } from '../auth/auth.service';
@@ -14,26 +17,37 @@ export interface DemoHandle {
   stop(): Promise<void>;
 }
 
+export interface DemoDeps {
+  tenants: TenantsRepository;
+  identity: IdentityRepository;
+  nodes: NodesRepository;
+  auth: AuthService;
+  tenantsService: TenantsService;
+  usersService: UsersService;
+  nodesService: NodesService;
+}
+
 /**
- * Seeds the demo center on first start (tenants, users, nodes) and, on every start,
- * issues fresh tokens to print and starts one in-process agent per node. The agents
- * are the production agent code with a simulated collector, talking real WebSocket.
+ * Seeds the demo center on first start (tenants, users, nodes) through the same services
+ * the API uses and, on every start, issues fresh tokens to print and starts one in-process
+ * agent per node. The agents are the production agent code with a simulated collector,
+ * talking real WebSocket.
  */
 export async function startDemo(
   config: ServerConfig,
-  deps: { tenants: TenantsRepository; identity: IdentityRepository; nodes: NodesRepository; auth: AuthService },
+  deps: DemoDeps,
   gatewayUrl: string,
   operatorToken: string | undefined,
 ): Promise<DemoHandle> {
   const { tenants, identity, nodes, auth } = deps;
   if ((await tenants.count()) === 0) {
     for (const t of DEMO_TENANTS) {
-      const id = await tenants.create({ name: t.name, displayName: t.displayName, weight: t.weight, quotas: t.quotas });
-      await identity.createUser({ name: `${t.name}-researcher`, tenantId: id, role: 'researcher' });
-      await identity.createUser({ name: `${t.name}-admin`, tenantId: id, role: 'tenant-admin' });
+      await deps.tenantsService.create(t);
+      await deps.usersService.create({ name: `${t.name}-researcher`, tenant: t.name, role: 'researcher' });
+      await deps.usersService.create({ name: `${t.name}-admin`, tenant: t.name, role: 'tenant-admin' });
     }
   }
-  if (!(await identity.findUser('operator'))) await identity.createUser({ name: 'operator', tenantId: null, role: 'operator' });
+  if (!(await identity.findUser('operator'))) await deps.usersService.create({ name: 'operator', tenant: null, role: 'operator' });
   const researcher = (await identity.findUser('naver-researcher'))!;
   const operator = (await identity.findUser('operator'))!;
   const researcherToken = (await auth.issueToken(researcher.id, 'demo start', null)).token;
@@ -41,11 +55,14 @@ export async function startDemo(
 
   const agents: Agent[] = [];
   for (const n of demoNodes(config.demoNodes)) {
-    let id = await nodes.idByName(n.name);
-    const token = newAgentToken();
-    if (!id) id = await nodes.create({ ...n, gpus: 8, tokenHash: hashToken(token) });
-    // The plaintext of an old token is gone (stored hashed): the in-process agent gets a new one.
-    else await nodes.setAgentTokenHash(id, hashToken(token));
+    const id = await nodes.idByName(n.name);
+    let token: string;
+    if (!id) token = (await deps.nodesService.register({ ...n, gpus: 8 })).agentToken;
+    else {
+      // The plaintext of an old token is gone (stored hashed): the in-process agent gets a new one.
+      token = newAgentToken();
+      await nodes.setAgentTokenHash(id, hashToken(token));
+    }
     agents.push(
       new Agent({
         gatewayUrl,
