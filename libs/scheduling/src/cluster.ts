@@ -138,17 +138,13 @@ export class Cluster {
     this.pools = { h100: mk('h100'), h800: mk('h800') };
     // Node order groups leaf switches, so best fit fills one leaf's fragments before another's
     // and whole leaves stay free for multi-node jobs.
-    const nodes = [...snapshot.nodes].sort(
-      (a, b) => cmp(a.leafSwitch, b.leafSwitch) || cmp(a.rack, b.rack) || cmp(a.id, b.id),
-    );
     const leaves = new Map<string, LeafState>();
-    for (const n of nodes) {
+    for (const { n, healthy } of nodeOrder(snapshot.nodes)) {
       const pool = this.pools[n.gpuType];
       if (!pool) continue;
       pool.exists = true;
       if (!n.schedulable) continue;
-      const healthy = n.gpus.filter((g) => g.healthy).map((g) => g.index);
-      const uniq = [...new Set(healthy)].sort((a, b) => a - b);
+      const uniq = healthy.slice();
       if (uniq.length === 0) continue;
       const key = `${n.gpuType}\u0000${n.leafSwitch}`;
       let leaf = leaves.get(key);
@@ -280,6 +276,22 @@ export class Cluster {
       st.heldSorted = false;
     }
   }
+}
+
+/**
+ * Node order and healthy GPU lists depend only on the node array: cached per array (the
+ * caller that keeps its node array between passes skips the sort; results are identical).
+ */
+const orderCache = new WeakMap<readonly SnapshotNode[], { n: SnapshotNode; healthy: number[] }[]>();
+function nodeOrder(nodes: readonly SnapshotNode[]): { n: SnapshotNode; healthy: number[] }[] {
+  let o = orderCache.get(nodes);
+  if (!o) {
+    o = [...nodes]
+      .sort((a, b) => cmp(a.leafSwitch, b.leafSwitch) || cmp(a.rack, b.rack) || cmp(a.id, b.id))
+      .map((n) => ({ n, healthy: [...new Set(n.gpus.filter((g) => g.healthy).map((g) => g.index))].sort((a, b) => a - b) }));
+    orderCache.set(nodes, o);
+  }
+  return o;
 }
 
 export function heldUntil(job: RunningJob, now: number, graceMs: number): number {

@@ -1,7 +1,16 @@
 /** Sentences for pending reasons: say what holds the job and what the user can do about it. */
 import { GpuModel, PendingJob } from './types';
 
-const fmt = (t: number) => new Date(t).toISOString().replace('.000Z', 'Z');
+const fmtCache = new Map<number, string>();
+const fmt = (t: number) => {
+  let s = fmtCache.get(t);
+  if (s === undefined) {
+    s = new Date(t).toISOString().replace('.000Z', 'Z');
+    if (fmtCache.size > 10_000) fmtCache.clear();
+    fmtCache.set(t, s);
+  }
+  return s;
+};
 const what = (job: PendingJob) => `${job.gpus} ${job.gpuType === 'any' ? '' : job.gpuType.toUpperCase() + ' '}GPU${job.gpus > 1 ? 's' : ''}`;
 
 export const messages = {

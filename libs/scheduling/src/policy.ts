@@ -59,6 +59,13 @@ export function schedule(snapshot: Snapshot): Plan {
   const poolVersion: Record<GpuModel, number> = { h100: 0, h800: 0 };
   const reservedMiss = new Map<string, { v: number; dur: number }>();
 
+  // Upper bounds on what reclaim could free per node; GPUs only get taken within a pass.
+  const boundCache: (number | undefined)[] = [];
+  const heldMemo = new Map<number, { v: number; m: GpuModel | null }>();
+  const feasibleCache = new Map<number, { existing: GpuModel[]; feasible: GpuModel[] }>();
+  // A start that failed for (type, g, duration) fails for any longer job of that size until
+  // the pool changes: most of a long queue is decided in O(1).
+  const startMiss = new Map<number, { v: number; dur: number }>();
   for (const job of order) {
     const explain = (reason: PendingReasonCode, message: string, est: number | null, model?: GpuModel) =>
       pending.push({ jobId: job.id, reason, message, estimatedStartAt: est, queuePosition: pending.length + 1, gpuModel: model });
@@ -66,16 +73,19 @@ export function schedule(snapshot: Snapshot): Plan {
     const multi = g > NODE_GPUS;
     const k = Math.ceil(g / NODE_GPUS);
     const durMs = job.timeLimitSeconds * 1000;
-    const models = allowedModels(job);
-
-    const existing = models.filter((m) => cl.pools[m].exists);
+    const fkey = g * 3 + (job.gpuType === 'any' ? 0 : job.gpuType === 'h100' ? 1 : 2);
+    let fe = feasibleCache.get(fkey);
+    if (!fe) {
+      const existing = allowedModels(job).filter((m) => cl.pools[m].exists);
+      const feasible = existing.filter((m) => (multi ? cl.pools[m].fullNodes >= k : cl.pools[m].maxNodeSize >= g));
+      fe = { existing, feasible };
+      feasibleCache.set(fkey, fe);
+    }
+    const { existing, feasible } = fe;
     if (existing.length === 0) {
       explain('no_node_of_type', messages.noNodeOfType(job), null);
       continue;
     }
-    const feasible = existing.filter((m) =>
-      multi ? cl.pools[m].fullNodes >= k : cl.pools[m].maxNodeSize >= g,
-    );
     if (feasible.length === 0) {
       explain('nodes_unavailable', messages.nodesUnavailable(job), null);
       continue;
@@ -167,7 +177,7 @@ export function schedule(snapshot: Snapshot): Plan {
       let best: NodeState | null = null;
       for (const m of models) {
         const pool = cl.pools[m];
-        if (pool.totalFree < g) continue;
+        if (pool.totalFree < g || missed(m, g, until - now)) continue;
         let cand = cl.bestFitUnreserved(pool, g);
         if (pool.reservedNodes.length > 0 && !reservedMissed(m, g, until - now)) {
           let hit = false;
@@ -179,6 +189,7 @@ export function schedule(snapshot: Snapshot): Plan {
           if (!hit) reservedMiss.set(`${m}/${g}`, { v: poolVersion[m], dur: until - now });
         }
         if (cand && (!best || cand.free.length < best.free.length)) best = cand;
+        if (!cand) startMiss.set(g * 2 + (m === 'h100' ? 0 : 1), { v: poolVersion[m], dur: until - now });
       }
       if (!best) return null;
       poolVersion[best.model]++;
@@ -188,9 +199,12 @@ export function schedule(snapshot: Snapshot): Plan {
     const k = Math.ceil(g / NODE_GPUS);
     for (const m of models) {
       const pool = cl.pools[m];
-      if (pool.totalFree < k * NODE_GPUS) continue;
+      if (pool.totalFree < k * NODE_GPUS || missed(m, g, until - now)) continue;
       const nodes = pickWholeNow(pool, k, until);
-      if (!nodes) continue;
+      if (!nodes) {
+        startMiss.set(g * 2 + (m === 'h100' ? 0 : 1), { v: poolVersion[m], dur: until - now });
+        continue;
+      }
       poolVersion[m]++;
       const placement: Placement[] = nodes.map((st) => ({
         nodeId: st.node.id,
@@ -199,6 +213,11 @@ export function schedule(snapshot: Snapshot): Plan {
       return { jobId: job.id, gpuModel: m, placement };
     }
     return null;
+  }
+
+  function missed(m: GpuModel, g: number, dur: number): boolean {
+    const miss = startMiss.get(g * 2 + (m === 'h100' ? 0 : 1));
+    return !!miss && miss.v === poolVersion[m] && dur >= miss.dur;
   }
 
   function reservedMissed(m: GpuModel, g: number, dur: number): boolean {
@@ -237,6 +256,20 @@ export function schedule(snapshot: Snapshot): Plan {
     return out.length === k ? out : null;
   }
 
+  function reclaimBound(st: NodeState, S: number): number {
+    let b = boundCache[st.idx];
+    if (b === undefined) {
+      b = st.free.length;
+      for (const x of st.jobs) {
+        const r = x.job;
+        const end = heldUntil(r, now, graceMs);
+        if (end <= S || r.stopping || (borrowed.has(r.id) && now - r.startedAt >= minRunMs && r.startedAt - r.submittedAt < starvationMs)) b += x.g;
+      }
+      boundCache[st.idx] = b;
+    }
+    return b;
+  }
+
   // ---- reclaim ------------------------------------------------------------------------
 
   /** Plan preemptions so that `job` starts after the grace period; returns the victim count or null. */
@@ -264,6 +297,8 @@ export function schedule(snapshot: Snapshot): Plan {
     for (const st of pool.nodes) {
       const need = multi ? st.size : g;
       if (multi ? !st.full : st.size < g) continue;
+      // Cheap bound first (computed once a pass): free now + GPUs that could be free by S.
+      if (reclaimBound(st, S) < need) continue;
       const base = minFree(st, S, E);
       if (base >= need) {
         options.push({ st, victims: [], cost: [0, 0, -Infinity, st.idx] });
@@ -396,6 +431,15 @@ export function schedule(snapshot: Snapshot): Plan {
   /** Could the job start now but for a reservation? Returns the type whose reservation holds it. */
   function heldByReservation(job: PendingJob, models: GpuModel[]): GpuModel | null {
     const g = job.gpus;
+    const key = g * 8 + (models.length > 1 ? 2 : models[0] === 'h100' ? 0 : 1);
+    const ver = poolVersion.h100 * 1e6 + poolVersion.h800;
+    const hit = heldMemo.get(key);
+    if (hit && hit.v === ver) return hit.m;
+    const m = heldByReservationUncached(g, models);
+    heldMemo.set(key, { v: ver, m });
+    return m;
+  }
+  function heldByReservationUncached(g: number, models: GpuModel[]): GpuModel | null {
     for (const m of models) {
       const pool = cl.pools[m];
       if (!pool.firstReservation || pool.totalFree < g) continue;
