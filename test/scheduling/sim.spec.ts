@@ -1,0 +1,97 @@
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { configFor } from '@nuri/scheduling';
+import { describe, expect, it } from 'vitest';
+import { autoQuotas, buildNodes, simulate } from '../../apps/sim/src/engine';
+import { parseArgs, run } from '../../apps/sim/src/main';
+import { rows } from '../../apps/sim/src/metrics';
+import { mulberry32 } from '../../apps/sim/src/prng';
+import { htmlReport } from '../../apps/sim/src/report';
+import { enrich, parseTrace } from '../../apps/sim/src/trace';
+
+describe('trace parsing', () => {
+  it('reads the ITP format, one tenant per file, and fills in what it lacks repeatably', () => {
+    const text = 'job_id,submission_time,duration,num_gpu\na,10,100,1\nb,5,200,12\nc,7,50,0\n';
+    const raw = parseTrace(text, '/x/cluster42.csv');
+    expect(raw.map((r) => [r.id, r.tenant, r.submit, r.gpus])).toEqual([
+      ['cluster42/a', 'cluster42', 10, 1],
+      ['cluster42/b', 'cluster42', 5, 12],
+    ]);
+    const a = enrich(raw, 7, null);
+    expect(a.map((j) => j.id)).toEqual(['cluster42/b', 'cluster42/a']); // by submission
+    expect(a[0].gpus).toBe(16); // whole nodes
+    for (const j of a) {
+      expect(j.timeLimit).toBeGreaterThanOrEqual(j.duration);
+      expect(j.timeLimit % 900).toBe(0);
+    }
+    expect(enrich(raw, 7, null)).toEqual(a);
+  });
+
+  it('reads the generic CSV with optional columns', () => {
+    const text = 'submit,duration,gpus,tenant,gpu_type,time_limit,priority\n0,60,8,acme,h800,3600,high\n30,60,2,beta,,,\n';
+    const jobs = enrich(parseTrace(text, 'w.csv'), 1, null);
+    expect(jobs[0]).toMatchObject({ tenant: 'acme', gpus: 8, gpuType: 'h800', timeLimit: 3600, priority: 2 });
+    expect(jobs[1].tenant).toBe('beta');
+  });
+
+  it('days keeps only jobs submitted in the window', () => {
+    const raw = parseTrace('job_id,submission_time,duration,num_gpu\na,10,1,1\nb,90000,1,1\n', 'c.csv');
+    expect(enrich(raw, 1, 1).map((j) => j.id)).toEqual(['c/a']);
+  });
+
+  it('mulberry32 is deterministic', () => {
+    const a = mulberry32(5);
+    const b = mulberry32(5);
+    expect([a(), a(), a()]).toEqual([b(), b(), b()]);
+  });
+
+  it('parses arguments', () => {
+    const a = parseArgs(['--trace', 'x.csv', 'y.csv', '--nodes', 'h100:3,h800:1', '--days', '2', '--policy', 'nuri,fifo']);
+    expect(a.trace).toEqual(['x.csv', 'y.csv']);
+    expect(a.nodes).toMatchObject({ h100: 3, h800: 1 });
+    expect(a.policies).toEqual(['nuri', 'fifo']);
+    expect(() => parseArgs(['--trace', 'x', '--policy', 'lottery'])).toThrow();
+  });
+});
+
+describe('simulation', () => {
+  // One 8-GPU node. A 8-GPU job for 1 h at t=0, a 1-GPU job at t=10 s for 10 min.
+  const jobs = [
+    { id: 'a/1', tenant: 'a', submit: 0, duration: 3600, gpus: 8, gpuType: 'any' as const, timeLimit: 3600, priority: 1 },
+    { id: 'b/1', tenant: 'b', submit: 10, duration: 600, gpus: 1, gpuType: 'any' as const, timeLimit: 900, priority: 1 },
+  ];
+  const nodes = buildNodes({ h100: 1, h800: 0, perLeaf: 8 });
+
+  it.each(['fifo', 'slurm', 'nuri'] as const)('%s: known result on a tiny workload', (p) => {
+    const { tenants } = autoQuotas(jobs, nodes);
+    const r = simulate({ label: p, config: configFor(p), nodes, tenants: tenants.map((t) => ({ ...t, quotas: { h100: { guaranteed: t.quotas.h100!.guaranteed, limit: 8 } } })), jobs, windowSeconds: 3600, requeue: 'resume' });
+    const byId = new Map(r.jobs.map((j) => [j.id, j]));
+    expect(byId.get('a/1')!.start).toBe(0);
+    expect(byId.get('b/1')!.start).toBe(3600);
+    expect(byId.get('b/1')!.wait).toBe(3590);
+    expect(byId.get('b/1')!.finish).toBe(4200);
+    const all = rows(r).find((x) => x.tenant === 'all')!;
+    expect(all.utilization).toBeCloseTo(1, 5);
+    expect(r.stuck).toBe(0);
+  });
+
+  it('quotas follow offered load and leave room to borrow', () => {
+    const n = buildNodes({ h100: 2, h800: 2, perLeaf: 8 });
+    const { tenants } = autoQuotas([...jobs, { ...jobs[0], id: 'a/2', tenant: 'a' }], n);
+    const a = tenants.find((t) => t.id === 'a')!.quotas.h100!;
+    const b = tenants.find((t) => t.id === 'b')!.quotas.h100!;
+    expect(a.guaranteed).toBeGreaterThan(b.guaranteed);
+    expect(a.guaranteed + b.guaranteed).toBeLessThanOrEqual(16);
+    expect(a.limit).toBeGreaterThan(a.guaranteed);
+  });
+
+  const traces = resolve(__dirname, '../../../shared/traces/itp-2021');
+  it.runIf(existsSync(traces))('reference scenario: nuri against slurm and fifo (headline waits), HTML renders', () => {
+    const files = ['cluster02', 'cluster03', 'cluster05', 'cluster06', 'cluster10'].map((c) => `${traces}/${c}.csv`);
+    const out = run(parseArgs(['--trace', ...files, '--nodes', '20', '--days', '14', '--seed', '1']));
+    const all = (p: string) => out.rows.find((r) => r.policy === p && r.tenant === 'all')!;
+    expect(all('nuri').waitMeanH).toBeLessThanOrEqual(all('slurm').waitMeanH);
+    expect(all('fifo').waitMeanH).toBeGreaterThan(5 * all('slurm').waitMeanH);
+    expect(htmlReport(out)).toContain('<svg');
+  });
+});
