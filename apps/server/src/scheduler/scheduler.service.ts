@@ -1,15 +1,29 @@
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import type { ServerConfig } from '@nuri/config';
-import { DatabaseHandle, JobsRepository, NodesRepository, TenantsRepository, UsageRepository } from '@nuri/db';
+import {
+  DatabaseHandle,
+  JobsRepository,
+  NodesRepository,
+  TenantsRepository,
+  UsageRepository,
+  type JobRow,
+  type NodeWithGpus,
+  type RunningWithPlacement,
+  type TenantWithQuotas,
+} from '@nuri/db';
+import { NuriMetrics } from '@nuri/metrics';
 import { Plan, schedule } from '@nuri/scheduling';
 import { Clock } from '../core/clock';
 import { CONFIG, DATABASE } from '../core/core.module';
 import { Wakeups } from '../core/wakeups';
 import { JobLifecycle } from '../lifecycle/job-lifecycle';
+import { afterStarts, gpuCounts, jobCounts, SchedulerMetricsState, tenantRows } from './scheduler-metrics';
 import { buildSnapshot } from './snapshot';
 
 /** Advisory lock key that elects the one active scheduler ("nuri" in ASCII). */
 export const SCHEDULER_LOCK_KEY = 0x6e757269;
+/** The jobs-by-state gauge is a GROUP BY over the whole jobs table: refreshed at most this often. */
+const JOB_COUNTS_INTERVAL_MS = 5000;
 
 export interface PassResult {
   plan: Plan;
@@ -36,6 +50,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
   /** What was last written for each pending job, so a pass writes only changes. */
   private readonly lastAnnotation = new Map<string, string>();
   lastPass?: PassResult;
+  private readonly passMetrics: SchedulerMetricsState;
 
   constructor(
     @Inject(CONFIG) private readonly config: ServerConfig,
@@ -47,7 +62,10 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     private readonly jobs: JobsRepository,
     private readonly usage: UsageRepository,
     private readonly lifecycle: JobLifecycle,
-  ) {}
+    private readonly metrics: NuriMetrics,
+  ) {
+    this.passMetrics = new SchedulerMetricsState(metrics);
+  }
 
   get isLeader(): boolean {
     return this.lock !== null;
@@ -65,8 +83,10 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     clearTimeout(this.timer);
     this.unsubscribe?.();
     await this.running;
-    await this.lock?.release().catch(() => undefined);
+    const held = this.lock;
     this.lock = null;
+    await held?.release().catch(() => undefined);
+    if (held) this.passMetrics.leader(null);
   }
 
   private async tick(): Promise<void> {
@@ -74,7 +94,10 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     try {
       if (!this.lock) {
         this.lock = await this.database.tryAdvisoryLock(SCHEDULER_LOCK_KEY);
-        if (this.lock) this.log.log('became the active scheduler');
+        if (this.lock) {
+          this.log.log('became the active scheduler');
+          this.passMetrics.leader(this.clock.now().getTime());
+        }
       }
       if (this.lock) {
         await this.lifecycle.markSilentNodesDown();
@@ -101,9 +124,12 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       do {
         this.again = false;
         const t0 = performance.now();
+        const timed = this.metrics.startPassTimer();
         try {
           await this.pass();
+          timed(true);
         } catch (e) {
+          timed(false);
           this.log.error(`pass failed: ${(e as Error).stack ?? e}`);
         }
         const spent = performance.now() - t0;
@@ -121,13 +147,16 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
   async pass(): Promise<PassResult> {
     const t0 = performance.now();
     const now = this.clock.now();
-    const [tenants, usage, nodes, pending, running] = await Promise.all([
+    const countJobs = this.passMetrics.jobCountsDue(now.getTime(), JOB_COUNTS_INTERVAL_MS);
+    const [tenants, usage, nodes, pending, running, jobsByState] = await Promise.all([
       this.tenants.list(),
       this.usage.all(),
       this.nodes.list(),
       this.jobs.pending(),
       this.jobs.running(),
+      countJobs ? this.jobs.countByState() : Promise.resolve(null),
     ]);
+    const tenantNames = new Map(tenants.map((t) => [t.id, t.name]));
     const snapshot = buildSnapshot({
       now,
       tenants,
@@ -149,14 +178,53 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       now,
     );
     for (const s of skipped) this.log.warn(`start of ${s.jobId} refused at commit: ${s.why}`);
+    const runningById = new Map(running.map((r) => [r.id, r]));
     for (const p of plan.preemptions) {
-      if (await this.jobs.requestStop(p.jobId, 'preempt', now)) this.log.log(`preempting ${p.jobId} for ${p.forJobId}: ${p.reason}`);
+      if (await this.jobs.requestStop(p.jobId, 'preempt', now)) {
+        this.log.log(`preempting ${p.jobId} for ${p.forJobId}: ${p.reason}`);
+        const victim = runningById.get(p.jobId);
+        const tenant = victim && tenantNames.get(victim.tenantId);
+        if (victim && tenant !== undefined) this.metrics.recordPreemption(tenant, victim.gpuModel, 'guarantee_reclaim');
+      }
     }
     await this.annotate(plan, new Set(started));
+    this.recordPassMetrics(now, { tenants, nodes, pending, running }, plan, started, jobsByState, tenantNames);
     if (started.length || plan.preemptions.length) this.wakeups.wake('dispatch');
     const result = { plan, started, skipped, durationMs: performance.now() - t0 };
     this.lastPass = result;
     return result;
+  }
+
+  /**
+   * The leader's view after a pass: queue waits of the jobs it started, usage, GPUs by
+   * state, tenants' quota/allocation/queue, jobs by state, and each node's type and state
+   * (the gateways set up/last seen/inventory from the agents). Reflects the snapshot the
+   * pass planned on, so it lags the commit by one pass.
+   */
+  private recordPassMetrics(
+    now: Date,
+    i: { tenants: TenantWithQuotas[]; nodes: NodeWithGpus[]; pending: JobRow[]; running: RunningWithPlacement[] },
+    plan: Plan,
+    started: readonly string[],
+    jobsByState: Awaited<ReturnType<JobsRepository['countByState']>> | null,
+    tenantNames: ReadonlyMap<string, string>,
+  ): void {
+    const m = this.metrics;
+    const pendingById = new Map(i.pending.map((j) => [j.id, j]));
+    for (const id of started) {
+      const j = pendingById.get(id);
+      const tenant = j && tenantNames.get(j.tenant_id);
+      if (j && tenant !== undefined) m.observeQueueWait(tenant, j.gpu_type, (now.getTime() - this.passMetrics.pendingSince(j).getTime()) / 1000);
+    }
+    this.passMetrics.accountUsage(now, i.running, tenantNames);
+    this.passMetrics.retainPending(i.pending);
+    const after = afterStarts(i, plan, started, now);
+    m.setSchedulerSnapshot({
+      gpus: gpuCounts(after.nodes),
+      tenants: tenantRows({ now, tenants: i.tenants, nodes: after.nodes, pending: after.pending, running: after.running }, this.passMetrics.pendingSince),
+      ...(jobsByState ? { jobs: jobCounts(jobsByState, tenantNames) } : {}),
+    });
+    for (const n of i.nodes) m.setNodeInfo(n.name, { gpuType: n.gpuType, state: n.state, expectedGpus: n.gpus.length });
   }
 
   private async annotate(plan: Plan, started: Set<string>): Promise<void> {

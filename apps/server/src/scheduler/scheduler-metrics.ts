@@ -1,0 +1,219 @@
+import type { JobRow, NodeWithGpus, RunningWithPlacement, TenantWithQuotas } from '@nuri/db';
+import {
+  LIVE_JOB_STATES,
+  type GpuCountRow,
+  type GpuTypeLabel,
+  type JobCountRow,
+  type JobGpuTypeLabel,
+  type JobStateLabel,
+  type NuriMetrics,
+  type TenantRow,
+} from '@nuri/metrics';
+
+const GPU_TYPES: readonly GpuTypeLabel[] = ['h100', 'h800'];
+
+export interface PassMetricsInputs {
+  now: Date;
+  tenants: TenantWithQuotas[];
+  nodes: NodeWithGpus[];
+  pending: JobRow[];
+  running: RunningWithPlacement[];
+}
+
+/**
+ * The pass's inputs with the starts it committed applied: started jobs leave `pending`,
+ * join `running` and hold their GPUs, so the gauges show the state the pass left behind.
+ */
+export function afterStarts(
+  i: { nodes: NodeWithGpus[]; pending: JobRow[]; running: RunningWithPlacement[] },
+  plan: { starts: readonly { jobId: string; gpuModel: GpuTypeLabel; placement: readonly { nodeId: string; gpuIndices: readonly number[] }[] }[] },
+  started: readonly string[],
+  now: Date,
+): { nodes: NodeWithGpus[]; pending: JobRow[]; running: RunningWithPlacement[] } {
+  if (!started.length) return i;
+  const ok = new Set(started);
+  const pendingById = new Map(i.pending.map((j) => [j.id, j]));
+  const taken = new Map<string, string>();
+  const running = [...i.running];
+  for (const s of plan.starts) {
+    const j = pendingById.get(s.jobId);
+    if (!ok.has(s.jobId) || !j) continue;
+    for (const p of s.placement) for (const g of p.gpuIndices) taken.set(`${p.nodeId}/${g}`, s.jobId);
+    running.push({
+      id: j.id,
+      tenantId: j.tenant_id,
+      gpus: j.gpus,
+      gpuModel: s.gpuModel,
+      priority: j.priority,
+      submittedAt: j.submitted_at,
+      startedAt: now,
+      timeLimitSeconds: j.time_limit_seconds,
+      stopRequested: null,
+      placement: s.placement.map((p) => ({ nodeId: p.nodeId, nodeName: '', gpuIndices: [...p.gpuIndices] })),
+    });
+  }
+  return {
+    nodes: i.nodes.map((n) => ({ ...n, gpus: n.gpus.map((g) => (taken.has(`${n.id}/${g.index}`) ? { ...g, jobId: taken.get(`${n.id}/${g.index}`)! } : g)) })),
+    pending: i.pending.filter((j) => !ok.has(j.id)),
+    running,
+  };
+}
+
+/**
+ * GPUs by type and capacity state, from the pass's node list. A GPU held by a live
+ * allocation is `allocated` wherever it is; otherwise `unhealthy` when marked so, `free`
+ * on an `up` node, and `unavailable` on a draining, drained or down node.
+ */
+export function gpuCounts(nodes: readonly NodeWithGpus[]): GpuCountRow[] {
+  const counts = new Map<string, GpuCountRow>();
+  for (const t of GPU_TYPES) for (const s of ['allocated', 'free', 'unhealthy', 'unavailable'] as const) counts.set(`${t}/${s}`, { gpuType: t, state: s, count: 0 });
+  for (const n of nodes) {
+    for (const g of n.gpus) {
+      const state = g.jobId !== null ? 'allocated' : !g.healthy ? 'unhealthy' : n.state === 'up' ? 'free' : 'unavailable';
+      counts.get(`${n.gpuType}/${state}`)!.count += 1;
+    }
+  }
+  return [...counts.values()];
+}
+
+/**
+ * Quota, allocation, pending GPUs and oldest pending age per tenant and GPU type. A
+ * pending job asking for `any` type counts where its tenant is furthest below its
+ * guarantee (ties: h100), so it is counted once and shows up in the shortfall gauge.
+ * Rows exist for every type a tenant has a quota for, holds GPUs of, or waits for.
+ */
+export function tenantRows(i: PassMetricsInputs, pendingSince: (job: JobRow) => Date): TenantRow[] {
+  const nowMs = i.now.getTime();
+  const key = (tenantId: string, t: GpuTypeLabel) => `${tenantId}/${t}`;
+  const rows = new Map<string, TenantRow>();
+  const names = new Map(i.tenants.map((t) => [t.id, t.name]));
+  const row = (tenantId: string, t: GpuTypeLabel): TenantRow | undefined => {
+    const name = names.get(tenantId);
+    if (name === undefined) return undefined;
+    let r = rows.get(key(tenantId, t));
+    if (!r) rows.set(key(tenantId, t), (r = { tenant: name, gpuType: t, guaranteed: 0, limit: 0, allocated: 0, pendingGpus: 0 }));
+    return r;
+  };
+  for (const t of i.tenants) {
+    for (const q of t.quotas) {
+      const r = row(t.id, q.gpuType)!;
+      r.guaranteed = q.guaranteed;
+      r.limit = q.limit;
+    }
+  }
+  for (const j of i.running) {
+    const r = row(j.tenantId, j.gpuModel);
+    if (r) r.allocated += j.gpus;
+  }
+  const pendingAny: JobRow[] = [];
+  const pend = (r: TenantRow | undefined, j: JobRow) => {
+    if (!r) return;
+    r.pendingGpus += j.gpus;
+    const age = Math.max(0, (nowMs - pendingSince(j).getTime()) / 1000);
+    r.oldestPendingSeconds = Math.max(r.oldestPendingSeconds ?? 0, age);
+  };
+  for (const j of i.pending) {
+    if (j.gpu_type === 'any') pendingAny.push(j);
+    else pend(row(j.tenant_id, j.gpu_type), j);
+  }
+  for (const j of pendingAny) {
+    const headroom = (t: GpuTypeLabel) => {
+      const r = rows.get(key(j.tenant_id, t));
+      return r ? r.guaranteed - r.allocated - r.pendingGpus : 0;
+    };
+    pend(row(j.tenant_id, headroom('h800') > headroom('h100') ? 'h800' : 'h100'), j);
+  }
+  return [...rows.values()].sort((a, b) => a.tenant.localeCompare(b.tenant) || a.gpuType.localeCompare(b.gpuType));
+}
+
+/** Live jobs (pending, running) by state, tenant name and requested GPU type, from JobsRepository.countByState. */
+export function jobCounts(rows: readonly { tenantId: string; state: string; gpuType: string; n: number }[], tenantNames: ReadonlyMap<string, string>): JobCountRow[] {
+  const out: JobCountRow[] = [];
+  for (const r of rows) {
+    if (!LIVE_JOB_STATES.includes(r.state as JobStateLabel)) continue;
+    const tenant = tenantNames.get(r.tenantId);
+    if (tenant === undefined || r.n <= 0) continue;
+    out.push({ state: r.state as JobStateLabel, tenant, gpuType: r.gpuType as JobGpuTypeLabel, count: r.n });
+  }
+  return out;
+}
+
+/**
+ * What the leader remembers between passes for the metrics: up to when each running
+ * job's GPU time has been counted (so the usage counter is continuous), and since when a
+ * requeued job has been pending again (the jobs table keeps only the first submission).
+ */
+export class SchedulerMetricsState {
+  private readonly countedUntil = new Map<string, { until: number; tenant: string; gpuType: GpuTypeLabel; gpus: number }>();
+  private readonly requeuedAt = new Map<string, number>();
+  /** Nothing before this is counted (leadership start: the previous leader counted it). */
+  private floorMs = 0;
+  private lastJobCountsMs = -Infinity;
+
+  constructor(private readonly metrics: NuriMetrics) {}
+
+  /** Leadership acquired (`atMs`) or lost (null): state restarts. */
+  leader(atMs: number | null): void {
+    this.countedUntil.clear();
+    this.requeuedAt.clear();
+    this.floorMs = atMs ?? 0;
+    this.lastJobCountsMs = -Infinity;
+    this.metrics.setLeader(atMs !== null);
+  }
+
+  /** Since when the job has been waiting: its submission, or when this leader first saw it pending again after a run. */
+  pendingSince = (j: JobRow): Date => {
+    if (j.attempts === 0) return j.submitted_at;
+    const at = this.requeuedAt.get(j.id);
+    return at === undefined ? j.submitted_at : new Date(at);
+  };
+
+  /**
+   * Usage: every running job's GPUs × time since it was last counted (or started). A job
+   * gone since the previous pass is counted up to now: the pass after a job ends runs on
+   * the job-end wake-up, so this overcounts by about the wake-up latency only.
+   */
+  accountUsage(now: Date, running: readonly RunningWithPlacement[], tenantNames: ReadonlyMap<string, string>): void {
+    const nowMs = now.getTime();
+    const seen = new Set<string>();
+    const byTenant = new Map<string, { tenant: string; gpuType: GpuTypeLabel; seconds: number }>();
+    const add = (tenant: string, gpuType: GpuTypeLabel, seconds: number) => {
+      if (seconds <= 0) return;
+      const k = `${tenant}/${gpuType}`;
+      const e = byTenant.get(k) ?? { tenant, gpuType, seconds: 0 };
+      e.seconds += seconds;
+      byTenant.set(k, e);
+    };
+    for (const j of running) {
+      seen.add(j.id);
+      const tenant = tenantNames.get(j.tenantId);
+      if (tenant === undefined) continue;
+      const prev = this.countedUntil.get(j.id);
+      const from = Math.max(prev?.until ?? j.startedAt.getTime(), j.startedAt.getTime(), this.floorMs);
+      if (nowMs > from) add(tenant, j.gpuModel, (j.gpus * (nowMs - from)) / 1000);
+      this.countedUntil.set(j.id, { until: Math.max(from, nowMs), tenant, gpuType: j.gpuModel, gpus: j.gpus });
+    }
+    for (const [id, c] of this.countedUntil) {
+      if (seen.has(id)) continue;
+      if (nowMs > c.until) add(c.tenant, c.gpuType, (c.gpus * (nowMs - c.until)) / 1000);
+      this.countedUntil.delete(id);
+      // It may be pending again (requeued): its wait starts about now.
+      this.requeuedAt.set(id, nowMs);
+    }
+    for (const e of byTenant.values()) this.metrics.addUsage(e.tenant, e.gpuType, e.seconds);
+  }
+
+  /** Forgets requeue times of jobs no longer pending. */
+  retainPending(pending: readonly JobRow[]): void {
+    if (!this.requeuedAt.size) return;
+    const live = new Set(pending.map((j) => j.id));
+    for (const id of this.requeuedAt.keys()) if (!live.has(id)) this.requeuedAt.delete(id);
+  }
+
+  /** The jobs gauge costs a GROUP BY over the jobs table: refresh it at most every `minIntervalMs`. */
+  jobCountsDue(nowMs: number, minIntervalMs: number): boolean {
+    if (nowMs - this.lastJobCountsMs < minIntervalMs) return false;
+    this.lastJobCountsMs = nowMs;
+    return true;
+  }
+}
