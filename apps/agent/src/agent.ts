@@ -66,6 +66,8 @@ export class Agent {
   private readonly runningState: RunningState;
   /** seq -> journal entry id of job events in flight. */
   private readonly journalOfSeq = new Map<number, string>();
+  /** Starts waiting for their GPUs to be freed or for the previous attempt's exit to be acked. */
+  private readonly deferred = new Map<string, StartJob>();
   private ws: WebSocket | undefined;
   private ready = false;
   private stopping = false;
@@ -278,6 +280,7 @@ export class Agent {
         ...(gpuModel ? { gpuModel } : {}),
         gpus: this.inventory,
         running: this.runner.running(),
+        runningAttempts: this.runner.attempts(),
       }),
     );
   }
@@ -320,6 +323,7 @@ export class Agent {
         this.startJob(parsed);
         break;
       case 'stop':
+        if (this.deferred.delete(parsed.jobId)) break;
         if (!this.runner.stop(parsed)) this.log('info', `stop for ${parsed.jobId}: not running here`);
         break;
       case 'error':
@@ -331,14 +335,33 @@ export class Agent {
   }
 
   private startJob(msg: StartJob): void {
+    if (this.runner.isRunning(msg.jobId)) return;
     // A start for a job whose exit the server has not acknowledged yet is a reconcile race
-    // (the exit is on its way); running it again would run the job twice.
-    if (this.journal.pendingExits().has(msg.jobId)) {
+    // (the exit is on its way); running it again would run the job twice. A start of a
+    // later attempt waits until that exit is acknowledged instead.
+    const pendingExit = this.journal.pendingExitAttempt(msg.jobId);
+    if (pendingExit !== undefined && (msg.attempt === undefined || msg.attempt <= pendingExit)) {
       this.log('info', `start for ${msg.jobId} ignored: its exit is not yet acknowledged`);
       return;
     }
-    if (this.runner.isRunning(msg.jobId)) return;
+    // GPUs still held by a job being stopped (a requeue after a GPU fault, a preemption)
+    // are not handed to the next job until that process group is gone.
+    const busy = this.runner.busyGpus();
+    if (pendingExit !== undefined || msg.gpuIndices.some((g) => busy.has(g))) {
+      this.deferred.set(msg.jobId, msg);
+      this.log('info', `start for ${msg.jobId} deferred until its GPUs or its previous attempt are released`);
+      return;
+    }
+    this.deferred.delete(msg.jobId);
     this.runner.start(msg);
+  }
+
+  /** Starts deferred ones whose obstacles are gone (after any exit or ack). */
+  private runDeferred(): void {
+    for (const msg of [...this.deferred.values()]) {
+      this.deferred.delete(msg.jobId);
+      this.startJob(msg);
+    }
   }
 
   private acked(seq: number): void {
@@ -357,6 +380,7 @@ export class Agent {
       } catch (e) {
         this.log('error', `journal prune failed: ${(e as Error).message}`);
       }
+      if (this.deferred.size) this.runDeferred();
     }
   }
 
@@ -371,13 +395,14 @@ export class Agent {
     }
     try {
       const state = this.runningState.load();
-      if (event.kind === 'started') state[event.jobId] = event.pid;
+      if (event.kind === 'started') state[event.jobId] = { pgid: event.pid, ...(event.attempt !== undefined ? { attempt: event.attempt } : {}) };
       else delete state[event.jobId];
       this.runningState.save(state);
     } catch (e) {
       this.log('warn', `running-state write failed: ${(e as Error).message}`);
     }
     this.enqueueJobEvent(event, at, id);
+    if (event.kind === 'exited' && this.deferred.size) setImmediate(() => this.runDeferred());
   }
 
   private enqueueJobEvent(event: JobEvent, at: number, journalId: string | undefined): void {
@@ -407,7 +432,7 @@ export class Agent {
     const ids = Object.keys(state);
     if (ids.length === 0) return;
     for (const jobId of ids) {
-      const pgid = state[jobId];
+      const { pgid, attempt } = state[jobId]!;
       const alive = groupAlive(pgid);
       if (alive) {
         try {
@@ -423,6 +448,7 @@ export class Agent {
         signal: alive ? 'SIGKILL' : null,
         cause: 'lost',
         message: alive ? 'agent restarted while the job ran; its process group was killed' : 'agent restarted; the job ended while it was down, exit status unknown',
+        ...(attempt !== undefined ? { attempt } : {}),
       });
     }
     this.runningState.save({});

@@ -74,26 +74,50 @@ export class Journal {
   pendingExits(): Set<string> {
     return new Set(this.entries.filter((e) => e.event.kind === 'exited').map((e) => e.event.jobId));
   }
+
+  /** Highest attempt among the job's unacknowledged exits (0 when they carry none), or undefined when none is pending. */
+  pendingExitAttempt(jobId: string): number | undefined {
+    let out: number | undefined;
+    for (const e of this.entries)
+      if (e.event.kind === 'exited' && e.event.jobId === jobId) out = Math.max(out ?? 0, e.event.attempt ?? 0);
+    return out;
+  }
 }
 
-/** jobId -> process group id of jobs running now, so a restarted agent can clean up. */
+/** A running job as recorded on disk: its process group and, when the start carried one, its attempt. */
+export interface RunningEntry {
+  pgid: number;
+  attempt?: number;
+}
+
+/**
+ * jobId -> process group (and attempt) of jobs running now, so a restarted agent can clean
+ * up and report them `lost` for the right attempt. Reads the older format (jobId -> pgid) too.
+ */
 export class RunningState {
   constructor(readonly path: string) {
     mkdirSync(dirname(path), { recursive: true });
   }
 
-  load(): Record<string, number> {
+  load(): Record<string, RunningEntry> {
     try {
       const raw = JSON.parse(readFileSync(this.path, 'utf8')) as Record<string, unknown>;
-      const out: Record<string, number> = {};
-      for (const [k, v] of Object.entries(raw)) if (typeof v === 'number' && Number.isInteger(v) && v > 1) out[k] = v;
+      const out: Record<string, RunningEntry> = {};
+      const pid = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v > 1;
+      for (const [k, v] of Object.entries(raw)) {
+        if (pid(v)) out[k] = { pgid: v };
+        else if (v && typeof v === 'object' && pid((v as RunningEntry).pgid)) {
+          const a = (v as RunningEntry).attempt;
+          out[k] = { pgid: (v as RunningEntry).pgid, ...(typeof a === 'number' && Number.isInteger(a) && a > 0 ? { attempt: a } : {}) };
+        }
+      }
       return out;
     } catch {
       return {};
     }
   }
 
-  save(state: Record<string, number>): void {
+  save(state: Record<string, RunningEntry>): void {
     writeAtomic(this.path, JSON.stringify(state));
   }
 }

@@ -45,6 +45,7 @@ interface Running {
   child: ChildProcess;
   pid: number;
   gpuIndices: number[];
+  attempt?: number;
   timer?: NodeJS.Timeout;
   killTimer?: NodeJS.Timeout;
   /** Set once the agent decided to end it; the first cause wins. */
@@ -60,6 +61,13 @@ export class JobRunner {
 
   constructor(private readonly opts: JobRunnerOptions) {
     this.logCap = opts.logCapBytes ?? 64 * 1024 * 1024;
+  }
+
+  /** Attempt of each running job that was started with one. */
+  attempts(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const j of this.jobs.values()) if (j.attempt !== undefined) out[j.jobId] = j.attempt;
+    return out;
   }
 
   /** Job ids with a live process. */
@@ -85,8 +93,9 @@ export class JobRunner {
   /** Starts a job; a second start for a running job id is ignored (returns false). */
   start(job: StartJob): boolean {
     if (this.jobs.has(job.jobId)) return false;
+    const att = job.attempt !== undefined ? { attempt: job.attempt } : {};
     if (!SAFE_JOB_ID.test(job.jobId)) {
-      this.opts.onEvent({ kind: 'exited', jobId: job.jobId, exitCode: null, signal: null, cause: 'spawn_failed', message: 'job id not usable as a directory name' });
+      this.opts.onEvent({ kind: 'exited', jobId: job.jobId, exitCode: null, signal: null, cause: 'spawn_failed', message: 'job id not usable as a directory name', ...att });
       return false;
     }
     const dir = join(this.opts.workDir, 'jobs', job.jobId);
@@ -95,7 +104,7 @@ export class JobRunner {
       mkdirSync(dir, { recursive: true });
       out = createWriteStream(join(dir, 'output.log'), { flags: 'a' });
     } catch (e) {
-      this.opts.onEvent({ kind: 'exited', jobId: job.jobId, exitCode: null, signal: null, cause: 'spawn_failed', message: `log: ${(e as Error).message}` });
+      this.opts.onEvent({ kind: 'exited', jobId: job.jobId, exitCode: null, signal: null, cause: 'spawn_failed', message: `log: ${(e as Error).message}`, ...att });
       return false;
     }
     out.on('error', () => undefined);
@@ -123,7 +132,7 @@ export class JobRunner {
       });
     } catch (e) {
       out.end();
-      this.opts.onEvent({ kind: 'exited', jobId: job.jobId, exitCode: null, signal: null, cause: 'spawn_failed', message: (e as Error).message });
+      this.opts.onEvent({ kind: 'exited', jobId: job.jobId, exitCode: null, signal: null, cause: 'spawn_failed', message: (e as Error).message, ...att });
       return false;
     }
 
@@ -153,7 +162,7 @@ export class JobRunner {
       if (child.pid !== undefined && this.jobs.has(job.jobId)) return; // runtime error after start: 'exit' follows
       this.jobs.delete(job.jobId);
       out.end();
-      this.opts.onEvent({ kind: 'exited', jobId: job.jobId, exitCode: null, signal: null, cause: 'spawn_failed', message: `${err.code ?? ''} ${err.message}`.trim().slice(0, 2000) });
+      this.opts.onEvent({ kind: 'exited', jobId: job.jobId, exitCode: null, signal: null, cause: 'spawn_failed', message: `${err.code ?? ''} ${err.message}`.trim().slice(0, 2000), ...att });
       resolveDone();
     });
 
@@ -162,9 +171,9 @@ export class JobRunner {
       return true;
     }
     const pid = child.pid;
-    const entry: Running = { jobId: job.jobId, child, pid, gpuIndices: job.gpuIndices, done };
+    const entry: Running = { jobId: job.jobId, child, pid, gpuIndices: job.gpuIndices, attempt: job.attempt, done };
     this.jobs.set(job.jobId, entry);
-    this.opts.onEvent({ kind: 'started', jobId: job.jobId, pid });
+    this.opts.onEvent({ kind: 'started', jobId: job.jobId, pid, ...att });
 
     entry.timer = setTimeout(() => this.terminate(entry, job.graceSeconds, 'timeout', `time limit of ${job.timeLimitSeconds}s reached`), job.timeLimitSeconds * 1000);
     entry.timer.unref?.();
@@ -193,6 +202,7 @@ export class JobRunner {
           signal: signal ?? null,
           cause,
           ...(ending.message ? { message: ending.message } : {}),
+          ...att,
         });
         resolveDone();
       };

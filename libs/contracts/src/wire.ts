@@ -39,7 +39,13 @@ export const GpuSample = z.object({
 export type GpuSample = z.infer<typeof GpuSample>;
 
 export const JobEvent = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('started'), jobId: z.string(), pid: z.number().int() }),
+  z.object({
+    kind: z.literal('started'),
+    jobId: z.string(),
+    pid: z.number().int(),
+    /** The start's `attempt` (optional: older agents omit it). */
+    attempt: z.number().int().positive().optional(),
+  }),
   z.object({
     kind: z.literal('exited'),
     jobId: z.string(),
@@ -48,6 +54,11 @@ export const JobEvent = z.discriminatedUnion('kind', [
     /** Why the agent ended it, if it did. */
     cause: z.enum(['exit', 'timeout', 'cancelled', 'spawn_failed', 'lost']),
     message: z.string().max(2000).optional(),
+    /**
+     * The start's `attempt`, so an exit resent late (a restarted agent's journal) can never
+     * end a later attempt of the same job. Optional: older agents omit it.
+     */
+    attempt: z.number().int().positive().optional(),
   }),
 ]);
 export type JobEvent = z.infer<typeof JobEvent>;
@@ -62,6 +73,8 @@ export const AgentHello = z.object({
   gpus: z.array(GpuInventory).max(64),
   /** Jobs the agent is running right now, so the server can reconcile after a reconnect. */
   running: z.array(z.string()).max(1024),
+  /** Attempt of each running job that has one (jobId -> attempt); optional, additive. */
+  runningAttempts: z.record(z.string(), z.number().int().positive()).optional(),
 });
 export const AgentHeartbeat = z.object({ v, type: z.literal('heartbeat'), at: z.number() });
 export const AgentSamples = z.object({
@@ -101,6 +114,8 @@ export const StartJob = z.object({
   timeLimitSeconds: z.number().int().positive(),
   /** Seconds between SIGTERM and SIGKILL. */
   graceSeconds: z.number().int().min(0),
+  /** Which start of the job this is (jobs.attempts); echoed in its job events. Optional, additive. */
+  attempt: z.number().int().positive().optional(),
 });
 export type StartJob = z.infer<typeof StartJob>;
 export const StopJob = z.object({

@@ -2,6 +2,7 @@ import { Inject, Injectable, Logger } from '@nestjs/common';
 import type { JobEvent } from '@nuri/contracts';
 import type { ServerConfig } from '@nuri/config';
 import { Db, JobRow, JobsRepository, NodesRepository, UsageRepository } from '@nuri/db';
+import { NuriMetrics } from '@nuri/metrics';
 import { Clock } from '../core/clock';
 import { CONFIG } from '../core/core.module';
 import { Wakeups } from '../core/wakeups';
@@ -43,20 +44,28 @@ export class JobLifecycle {
     private readonly jobs: JobsRepository,
     private readonly nodes: NodesRepository,
     private readonly usage: UsageRepository,
+    private readonly metrics: NuriMetrics,
   ) {}
 
   /**
    * Records a job's exit as reported by the agent of `nodeId`. Idempotent: a job that
-   * already left `running` (a resent event, a raced cancel) is not moved again.
+   * already left `running` (a resent event, a raced cancel) is not moved again, and an
+   * exit of an earlier attempt (a restarted agent resending its journal after the job was
+   * requeued and started again) never ends the current one.
    */
   async exited(nodeId: string, e: Exited, at: Date, db?: Db): Promise<boolean> {
     const job = await this.jobs.find(e.jobId);
     if (!job || job.state !== 'running') return false;
+    if (e.attempt !== undefined && e.attempt !== job.attempts) {
+      this.log.log(`job ${job.id}: ignored the exit of attempt ${e.attempt}; attempt ${job.attempts} runs`);
+      return false;
+    }
     const onNode = await this.jobs.runningOnNode(nodeId);
     if (!onNode.some((j) => j.id === job.id)) return false; // a node speaks only for its own jobs
     const { to, reason } = outcomeOf(job, e);
     const moved = await this.jobs.transition(job.id, ['running'], to, reason, at, { exit_code: e.exitCode ?? null, ended_at: to === 'pending' ? null : at }, db);
     if (moved) {
+      this.metrics.removeJobSeries(job.id);
       await this.account(job, at);
       await this.nodes.settleDraining(nodeId);
       this.wakeups.wake('job_end');
@@ -64,10 +73,14 @@ export class JobLifecycle {
     return moved;
   }
 
-  /** A job whose node failed: back to pending when allowed, else node_failed. */
-  async nodeFailed(job: JobRow, why: string, at: Date): Promise<void> {
+  /** A job whose node (or GPU) failed: back to pending when allowed, else node_failed. True when it moved. */
+  async nodeFailed(job: JobRow, why: string, at: Date): Promise<boolean> {
     const { to, reason } = requeueOr(job, 'node_failed', why);
-    if (await this.jobs.transition(job.id, ['running'], to, reason, at)) await this.account(job, at);
+    if (!(await this.jobs.transition(job.id, ['running'], to, reason, at))) return false;
+    this.metrics.removeJobSeries(job.id);
+    await this.account(job, at);
+    this.wakeups.wake('job_end');
+    return true;
   }
 
   /** Agents silent past the timeout: their nodes go down and their jobs are requeued. */
@@ -77,6 +90,8 @@ export class JobLifecycle {
     for (const n of silent) {
       if (!(await this.nodes.setState(n.id, 'down', `agent silent for over ${this.config.nodeDownAfterSeconds}s`, ['up', 'draining']))) continue;
       this.log.warn(`node ${n.name} is down: agent silent`);
+      this.metrics.setNodeUp(n.name, false);
+      this.metrics.removeNodeGpuSeries(n.name);
       for (const job of await this.jobs.runningOnNode(n.id)) await this.nodeFailed(job, `node ${n.name} went down`, now);
     }
     if (silent.length) this.wakeups.wake('node_change');

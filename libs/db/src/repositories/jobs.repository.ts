@@ -25,6 +25,8 @@ export interface RunningWithPlacement {
   startedAt: Date;
   timeLimitSeconds: number;
   stopRequested: JobRow['stop_requested'];
+  /** Starts so far: the current attempt's number (optional for hand-built values). */
+  attempts?: number;
   placement: { nodeId: string; nodeName: string; gpuIndices: number[] }[];
 }
 
@@ -197,8 +199,9 @@ export class JobsRepository {
     return this.db.selectFrom('jobs').selectAll().where('state', '=', 'pending').execute();
   }
 
-  async running(): Promise<RunningWithPlacement[]> {
-    const rows = await this.db
+  /** Running jobs with their live placement; `onNode`: only jobs with a GPU on that node (whole placement still returned). */
+  async running(filter: { onNode?: string } = {}): Promise<RunningWithPlacement[]> {
+    let q = this.db
       .selectFrom('jobs')
       .innerJoin('allocations', (j) => j.onRef('allocations.job_id', '=', 'jobs.id').on('allocations.released_at', 'is', null))
       .innerJoin('nodes', 'nodes.id', 'allocations.node_id')
@@ -212,6 +215,7 @@ export class JobsRepository {
         'jobs.started_at',
         'jobs.time_limit_seconds',
         'jobs.stop_requested',
+        'jobs.attempts',
         'allocations.node_id',
         'nodes.name as node_name',
         'allocations.gpu_index',
@@ -219,8 +223,10 @@ export class JobsRepository {
       .where('jobs.state', '=', 'running')
       .orderBy('jobs.id')
       .orderBy('nodes.name')
-      .orderBy('allocations.gpu_index')
-      .execute();
+      .orderBy('allocations.gpu_index');
+    if (filter.onNode)
+      q = q.where('jobs.id', 'in', (eb) => eb.selectFrom('allocations as a').select('a.job_id').where('a.node_id', '=', filter.onNode!).where('a.released_at', 'is', null));
+    const rows = await q.execute();
     const byJob = new Map<string, RunningWithPlacement>();
     for (const r of rows) {
       let j = byJob.get(r.id);
@@ -235,6 +241,7 @@ export class JobsRepository {
           startedAt: r.started_at!,
           timeLimitSeconds: r.time_limit_seconds,
           stopRequested: r.stop_requested,
+          attempts: r.attempts,
           placement: [],
         };
         byJob.set(r.id, j);

@@ -125,6 +125,32 @@ export class NodesRepository {
     await this.db.updateTable('nodes').set({ last_heartbeat_at: at }).where('id', '=', id).execute();
   }
 
+  /** Liveness of many nodes in one statement (the gateway batches what its agents said). */
+  async heartbeatMany(ids: readonly string[], at: Date): Promise<void> {
+    if (!ids.length) return;
+    await this.db.updateTable('nodes').set({ last_heartbeat_at: at }).where('id', 'in', [...ids]).execute();
+  }
+
+  /** A node's GPUs as stored (inventory and health). */
+  async gpusOf(nodeId: string): Promise<{ index: number; uuid: string | null; model: string | null; healthy: boolean }[]> {
+    return this.db.selectFrom('gpus').select(['index', 'uuid', 'model', 'healthy']).where('node_id', '=', nodeId).orderBy('index').execute();
+  }
+
+  /** A health observation that changes nothing (throttling, a non-critical XID): recorded with its cause. */
+  async recordGpuHealthEvent(nodeId: string, index: number, healthy: boolean, cause: string, at: Date): Promise<void> {
+    await this.db.insertInto('gpu_health_events').values({ node_id: nodeId, gpu_index: index, at, healthy, cause }).execute();
+  }
+
+  /** Health events of a node, oldest first (operators, tests). */
+  async gpuHealthEvents(nodeId: string): Promise<{ gpuIndex: number; at: Date; healthy: boolean; cause: string }[]> {
+    return this.db
+      .selectFrom('gpu_health_events')
+      .select(['gpu_index as gpuIndex', 'at', 'healthy', 'cause'])
+      .where('node_id', '=', nodeId)
+      .orderBy('id')
+      .execute();
+  }
+
   /**
    * Nodes in service whose agent has not been heard from since `before`. Drained nodes
    * are left alone: an operator took them out, and they keep that state.
