@@ -189,6 +189,8 @@ export const IdParams = z.object({ id: z.string().uuid() }).strict();
 export type IdParams = z.infer<typeof IdParams>;
 export const NameParams = z.object({ name: Slug }).strict();
 export type NameParams = z.infer<typeof NameParams>;
+export const GpuParams = z.object({ name: Slug, index: z.coerce.number().int().min(0).max(63) }).strict();
+export type GpuParams = z.infer<typeof GpuParams>;
 
 export const ListUsersQuery = z.object({ tenant: Slug.optional() }).strict();
 export type ListUsersQuery = z.infer<typeof ListUsersQuery>;

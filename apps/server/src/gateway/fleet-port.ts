@@ -25,6 +25,8 @@ export interface FleetPort {
   heartbeat(nodeName: string, at: number): Promise<void>;
   /** The node's last connection closed (not necessarily gone: the down timeout decides). */
   disconnected(nodeName: string): Promise<void>;
+  /** Optional: every transport counter increment (metrics of rejected messages and the like). */
+  counted?(counter: string, node: string | undefined): void;
 }
 
 /** What the rest of the server needs from the transport. */

@@ -8,8 +8,10 @@ import type { z } from 'zod';
 import { Clock } from '../core/clock';
 import { CONFIG } from '../core/core.module';
 import { Wakeups } from '../core/wakeups';
+import { NuriMetrics } from '@nuri/metrics';
 import { JobLifecycle } from '../lifecycle/job-lifecycle';
 import type { AgentLink, FleetPort, SequencedMessage } from './fleet-port';
+import type { GatewayCounters } from './transport/agent-gateway';
 
 /** XIDs that mean the GPU can no longer be trusted with work (NVIDIA's XID catalogue). */
 export const CRITICAL_XIDS = new Set([48, 62, 64, 74, 79, 95, 119, 120]);
@@ -20,23 +22,46 @@ interface Dispatch {
   nodeId: string;
   /** Jobs this connection's agent has been told to start, or reported running. */
   started: Set<string>;
+  /** Attempt of each started job as far as this connection knows (absent: unknown). */
+  attempts: Map<string, number>;
   stopsSent: Set<string>;
   /** Highest seq applied per stream, for messages that are not persisted (samples). */
   seqs: Map<string, number>;
 }
 
+const REJECTED: ReadonlySet<keyof GatewayCounters> = new Set([
+  'malformedMessages',
+  'unknownMessages',
+  'invalidMessages',
+  'oversizedMessages',
+  'protocolViolations',
+  'nodeMismatches',
+] as const);
+
 /**
  * The database side of the agent gateway: authenticates nodes, applies what agents report
  * exactly once, and drives each connected agent towards the database's truth (start what
  * should run there, stop what should not).
+ *
+ * What touches the database per message: nothing for samples (they are in memory and in
+ * the metrics); liveness (heartbeats and any other message) is batched into one statement
+ * a second for all nodes; job events and faults are written (they must survive).
  */
 @Injectable()
 export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplicationShutdown {
   private readonly log = new Logger('Fleet');
   private link?: AgentLink;
   private readonly nodes = new Map<string, Dispatch>();
+  /** Node ids by name, learnt at authentication (names and ids never change). */
+  private readonly ids = new Map<string, string>();
   /** Latest GPU sample per node, as reported. */
   readonly samples = new Map<string, { at: number; gpus: GpuSample[] }>();
+  /** Node ids heard from since the last liveness flush. */
+  private seen = new Set<string>();
+  private seenTimer?: NodeJS.Timeout;
+  private flushing: Promise<void> = Promise.resolve();
+  /** Nodes whose agent left this gateway: their GPU series go if it is not back within the down timeout. */
+  private readonly goneTimers = new Map<string, NodeJS.Timeout>();
   private timer?: NodeJS.Timeout;
   private unsubscribe?: () => void;
   private reconciling: Promise<void> | null = null;
@@ -49,6 +74,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
     private readonly nodeRepo: NodesRepository,
     private readonly jobs: JobsRepository,
     private readonly lifecycle: JobLifecycle,
+    private readonly metrics: NuriMetrics,
   ) {}
 
   attach(link: AgentLink): void {
@@ -65,11 +91,16 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
       this.timer = setTimeout(loop, Math.min(this.config.schedulerTickMs, 5000));
     };
     this.timer = setTimeout(loop, 1000);
+    this.seenTimer = setInterval(() => void this.flushSeen(), 1000);
+    this.seenTimer.unref?.();
   }
 
-  onApplicationShutdown(): void {
+  async onApplicationShutdown(): Promise<void> {
     clearTimeout(this.timer);
+    clearInterval(this.seenTimer);
+    for (const t of this.goneTimers.values()) clearTimeout(t);
     this.unsubscribe?.();
+    await this.flushSeen().catch(() => undefined);
   }
 
   async authenticate(nodeName: string, token: string): Promise<boolean> {
@@ -77,45 +108,83 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
     if (!stored) return false;
     const a = Buffer.from(sha256(token), 'hex');
     const b = Buffer.from(stored.hash, 'hex');
-    return a.length === b.length && timingSafeEqual(a, b);
+    const ok = a.length === b.length && timingSafeEqual(a, b);
+    if (ok) this.ids.set(nodeName, stored.id);
+    return ok;
+  }
+
+  /** Transport counters: rejected messages show in the messages metric. */
+  counted(counter: keyof GatewayCounters, _node: string | undefined): void {
+    if (REJECTED.has(counter)) this.metrics.recordAgentMessage('invalid', 'rejected');
   }
 
   async hello(nodeName: string, hello: z.infer<typeof AgentHello>): Promise<{ ackedSeq: number; send: ServerMessage[] }> {
-    const nodeId = await this.nodeRepo.idByName(nodeName);
-    if (!nodeId) throw new Error(`unknown node ${nodeName}`);
+    const nodeId = await this.nodeId(nodeName);
     const now = this.clock.now();
     await this.nodeRepo.markConnected(nodeId, true, now);
     if (await this.nodeRepo.setState(nodeId, 'up', 'agent connected', ['down'])) this.log.log(`node ${nodeName} is up`);
-    await this.nodeRepo.recordInventory(nodeId, hello.gpus.map((g) => ({ index: g.index, uuid: g.uuid, model: g.model })));
+    // Inventory: write only what changed (a reconnect storm of thousands of agents stays cheap).
+    const stored = await this.nodeRepo.gpusOf(nodeId);
+    const byIndex = new Map(stored.map((g) => [g.index, g]));
+    const changed = hello.gpus.filter((g) => byIndex.get(g.index)?.uuid !== g.uuid || byIndex.get(g.index)?.model !== g.model);
+    if (changed.length) await this.nodeRepo.recordInventory(nodeId, changed.map((g) => ({ index: g.index, uuid: g.uuid, model: g.model })));
     // A GPU the node was registered with but the agent no longer sees is out of service.
-    const node = await this.nodeRepo.findByName(nodeName);
     const seen = new Set(hello.gpus.map((g) => g.index));
-    for (const g of node?.gpus ?? [])
-      if (!seen.has(g.index)) await this.nodeRepo.setGpuHealth(nodeId, g.index, false, 'GPU missing from the agent inventory', now);
+    for (const g of stored)
+      if (!seen.has(g.index) && (await this.nodeRepo.setGpuHealth(nodeId, g.index, false, 'GPU missing from the agent inventory', now))) {
+        this.log.warn(`node ${nodeName} GPU ${g.index} unhealthy: missing from the agent inventory`);
+        this.metrics.setGpuHealthy(nodeName, g.index, false);
+      }
     const ackedSeq = await this.nodeRepo.streamSeq(nodeId, hello.stream);
-    const d: Dispatch = { nodeId, started: new Set(hello.running), stopsSent: new Set(), seqs: new Map([[hello.stream, ackedSeq]]) };
+    const d: Dispatch = {
+      nodeId,
+      started: new Set(hello.running),
+      attempts: new Map(Object.entries(hello.runningAttempts ?? {})),
+      stopsSent: new Set(),
+      seqs: new Map([[hello.stream, ackedSeq]]),
+    };
     this.nodes.set(nodeName, d);
-    const send = await this.reconcileMessages(nodeName, d);
+    clearTimeout(this.goneTimers.get(nodeName));
+    this.goneTimers.delete(nodeName);
+    this.metrics.setAgentConnections(this.nodes.size);
+    this.metrics.setNodeUp(nodeName, true);
+    this.metrics.setNodeInventory(nodeName, hello.gpus, hello.gpuModel);
+    for (const g of stored) if (!g.healthy && seen.has(g.index)) this.metrics.setGpuHealthy(nodeName, g.index, false);
+    this.metrics.recordAgentMessage('hello', 'applied');
+    const send = await this.reconcileMessages(nodeName, d, await this.jobs.running({ onNode: nodeId }));
     this.wakeups.wake('node_change');
     return { ackedSeq, send };
   }
 
   async apply(nodeName: string, stream: string, m: SequencedMessage): Promise<'applied' | 'duplicate'> {
     const d = this.nodes.get(nodeName);
-    const nodeId = d?.nodeId ?? (await this.nodeRepo.idByName(nodeName));
-    if (!nodeId) throw new Error(`unknown node ${nodeName}`);
+    const nodeId = d?.nodeId ?? (await this.nodeId(nodeName));
     const last = d?.seqs.get(stream) ?? (await this.nodeRepo.streamSeq(nodeId, stream));
-    if (m.seq <= last) return 'duplicate';
+    if (m.seq <= last) {
+      this.metrics.recordAgentMessage(m.type, 'duplicate');
+      return 'duplicate';
+    }
+    this.seen.add(nodeId);
     const at = new Date(m.at);
     if (m.type === 'samples') {
       this.samples.set(nodeName, { at: m.at, gpus: m.gpus });
+      this.metrics.applySamplesMessage(nodeName, stream, m);
     } else if (m.type === 'job_event') {
       // Effects are idempotent (state-guarded), so applying then advancing the stream is
       // exactly-once even if the process dies in between.
-      if (m.event.kind === 'exited') {
-        d?.started.delete(m.event.jobId);
-        d?.stopsSent.delete(m.event.jobId);
-        await this.lifecycle.exited(nodeId, m.event, at);
+      const e = m.event;
+      if (e.kind === 'exited') {
+        const known = d?.attempts.get(e.jobId);
+        // A stale exit (an earlier attempt) says nothing about what the agent runs now.
+        if (d && (e.attempt === undefined || known === undefined || known === e.attempt)) {
+          d.started.delete(e.jobId);
+          d.attempts.delete(e.jobId);
+          d.stopsSent.delete(e.jobId);
+        }
+        if (await this.lifecycle.exited(nodeId, e, at)) this.metrics.removeJobSeries(e.jobId);
+      } else if (d) {
+        d.started.add(e.jobId);
+        if (e.attempt !== undefined) d.attempts.set(e.jobId, e.attempt);
       }
       await this.nodeRepo.advanceStream(nodeId, stream, m.seq, this.clock.now());
     } else {
@@ -123,19 +192,50 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
       await this.nodeRepo.advanceStream(nodeId, stream, m.seq, this.clock.now());
     }
     d?.seqs.set(stream, m.seq);
+    this.metrics.recordAgentMessage(m.type, 'applied');
     return 'applied';
   }
 
-  async heartbeat(nodeName: string, _at: number): Promise<void> {
-    const id = this.nodes.get(nodeName)?.nodeId ?? (await this.nodeRepo.idByName(nodeName));
-    if (id) await this.nodeRepo.heartbeat(id, this.clock.now());
+  async heartbeat(nodeName: string, at: number): Promise<void> {
+    const id = this.nodes.get(nodeName)?.nodeId ?? this.ids.get(nodeName);
+    if (id) this.seen.add(id);
+    this.metrics.markNodeSeen(nodeName, Math.min(at, this.clock.now().getTime()));
+    this.metrics.recordAgentMessage('heartbeat', 'applied');
   }
 
   async disconnected(nodeName: string): Promise<void> {
     const d = this.nodes.get(nodeName);
     this.nodes.delete(nodeName);
     this.samples.delete(nodeName);
-    if (d) await this.nodeRepo.markConnected(d.nodeId, false, this.clock.now());
+    this.metrics.setAgentConnections(this.nodes.size);
+    if (!d) return;
+    this.seen.delete(d.nodeId);
+    await this.nodeRepo.markConnected(d.nodeId, false, this.clock.now());
+    clearTimeout(this.goneTimers.get(nodeName));
+    const t = setTimeout(() => {
+      this.goneTimers.delete(nodeName);
+      if (this.nodes.has(nodeName)) return;
+      this.metrics.setNodeUp(nodeName, false);
+      this.metrics.removeNodeGpuSeries(nodeName);
+    }, this.config.nodeDownAfterSeconds * 1000);
+    t.unref?.();
+    this.goneTimers.set(nodeName, t);
+  }
+
+  /** Writes the liveness of every node heard from since the last flush, in one statement. */
+  flushSeen(): Promise<void> {
+    this.flushing = this.flushing.then(async () => {
+      if (!this.seen.size) return;
+      const ids = [...this.seen];
+      this.seen = new Set();
+      try {
+        await this.nodeRepo.heartbeatMany(ids, this.clock.now());
+      } catch (e) {
+        for (const id of ids) this.seen.add(id);
+        this.log.error(`liveness flush failed: ${(e as Error).message}`);
+      }
+    });
+    return this.flushing;
   }
 
   /** Brings every connected agent in line with the database; coalesces bursts. */
@@ -150,9 +250,16 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
         if (!this.nodes.size) continue;
         const live = await this.jobs.running().catch(() => null);
         if (!live) continue;
+        const byNode = new Map<string, RunningWithPlacement[]>();
+        for (const j of live)
+          for (const p of j.placement) {
+            const list = byNode.get(p.nodeId) ?? [];
+            list.push(j);
+            byNode.set(p.nodeId, list);
+          }
         for (const [name, d] of this.nodes) {
           try {
-            for (const msg of await this.reconcileMessages(name, d, live)) this.link?.send(name, msg);
+            for (const msg of await this.reconcileMessages(name, d, byNode.get(d.nodeId) ?? [])) this.link?.send(name, msg);
           } catch (e) {
             this.log.error(`reconcile ${name}: ${(e as Error).message}`);
           }
@@ -166,24 +273,39 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
     while (this.reconciling) await this.reconciling;
   }
 
-  private async reconcileMessages(nodeName: string, d: Dispatch, live?: RunningWithPlacement[]): Promise<ServerMessage[]> {
+  /** `here`: the running jobs with a GPU on this node. */
+  private async reconcileMessages(nodeName: string, d: Dispatch, here: RunningWithPlacement[]): Promise<ServerMessage[]> {
     const out: ServerMessage[] = [];
-    live ??= await this.jobs.running();
-    const here = live.filter((j) => j.placement.some((p) => p.nodeId === d.nodeId));
-    const wanted = new Set(here.map((j) => j.id));
+    const wanted = new Set<string>();
+    const stop = (jobId: string, reason: 'cancelled' | 'preempted' | 'reconcile', grace: number) => {
+      d.stopsSent.add(jobId);
+      out.push({ v: WIRE_VERSION, type: 'stop', jobId, reason, graceSeconds: grace });
+    };
     for (const job of here) {
+      if (!job.placement.some((p) => p.nodeId === d.nodeId)) continue;
+      wanted.add(job.id);
       if (job.stopRequested) {
         if (d.started.has(job.id) && !d.stopsSent.has(job.id)) {
-          d.stopsSent.add(job.id);
           const grace = job.stopRequested === 'preempt' ? this.config.preemptGraceSeconds : this.config.timeoutGraceSeconds;
-          out.push({ v: WIRE_VERSION, type: 'stop', jobId: job.id, reason: job.stopRequested === 'preempt' ? 'preempted' : 'cancelled', graceSeconds: grace });
+          stop(job.id, job.stopRequested === 'preempt' ? 'preempted' : 'cancelled', grace);
         }
         continue;
       }
-      if (d.started.has(job.id)) continue;
+      if (d.started.has(job.id)) {
+        // The agent runs an earlier attempt of this job (it was requeued and placed here
+        // again while the agent was away): stop that one; its exit (ignored as stale)
+        // clears the way for the current attempt's start.
+        const runs = d.attempts.get(job.id);
+        if (runs !== undefined && job.attempts !== undefined && runs !== job.attempts && !d.stopsSent.has(job.id))
+          stop(job.id, 'reconcile', this.config.timeoutGraceSeconds);
+        continue;
+      }
       const row = await this.jobs.find(job.id);
       if (!row) continue;
       d.started.add(job.id);
+      d.attempts.set(job.id, row.attempts);
+      const gpuIndices = job.placement.find((p) => p.nodeId === d.nodeId)!.gpuIndices;
+      this.metrics.assignJobGpus(job.id, row.tenantName, [{ node: nodeName, gpuIndices }]);
       out.push({
         v: WIRE_VERSION,
         type: 'start',
@@ -191,33 +313,55 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
         command: row.command,
         env: row.env,
         workingDir: row.working_dir,
-        gpuIndices: job.placement.find((p) => p.nodeId === d.nodeId)!.gpuIndices,
+        gpuIndices,
         timeLimitSeconds: row.time_limit_seconds,
         graceSeconds: this.config.timeoutGraceSeconds,
+        attempt: row.attempts,
       });
     }
     for (const id of d.started) {
       if (wanted.has(id) || d.stopsSent.has(id)) continue;
-      d.stopsSent.add(id);
-      out.push({ v: WIRE_VERSION, type: 'stop', jobId: id, reason: 'reconcile', graceSeconds: this.config.timeoutGraceSeconds });
+      // Ended, requeued (node down, GPU fault) or never meant to be here: its GPU series go, and the process is stopped.
+      this.metrics.removeJobSeries(id);
+      stop(id, 'reconcile', this.config.timeoutGraceSeconds);
     }
     return out;
+  }
+
+  private async nodeId(nodeName: string): Promise<string> {
+    let id = this.ids.get(nodeName);
+    if (!id) {
+      id = await this.nodeRepo.idByName(nodeName);
+      if (!id) throw new Error(`unknown node ${nodeName}`);
+      this.ids.set(nodeName, id);
+    }
+    return id;
   }
 
   private async gpuFault(nodeId: string, nodeName: string, m: Extract<SequencedMessage, { type: 'gpu_fault' }>, at: Date): Promise<void> {
     const fatal = m.kind === 'remap_failure' || m.kind === 'vanished' || (m.kind === 'xid' && m.code !== undefined && CRITICAL_XIDS.has(m.code));
     const cause = m.kind === 'xid' ? `XID ${m.code}: ${m.message}` : `${m.kind}: ${m.message}`;
     if (!fatal) {
+      this.metrics.recordGpuFault(nodeName, { index: m.index, kind: m.kind, code: m.code });
+      // Throttling, heat, a non-critical XID: recorded with its cause, the GPU stays in service.
       this.log.warn(`node ${nodeName} GPU ${m.index}: ${cause}`);
+      await this.nodeRepo.recordGpuHealthEvent(nodeId, m.index, true, cause, at);
       return;
     }
     if (await this.nodeRepo.setGpuHealth(nodeId, m.index, false, cause, at)) this.log.warn(`node ${nodeName} GPU ${m.index} unhealthy: ${cause}`);
-    const running = await this.jobs.running();
-    for (const job of await this.jobs.runningOnNode(nodeId)) {
-      const onGpu = running.find((j) => j.id === job.id)?.placement.some((p) => p.nodeId === nodeId && p.gpuIndices.includes(m.index));
-      if (onGpu) await this.lifecycle.nodeFailed(job, `GPU ${m.index} on ${nodeName} failed (${cause})`, at);
+    this.metrics.setGpuHealthy(nodeName, m.index, false);
+    const [placed, rows] = await Promise.all([this.jobs.running({ onNode: nodeId }), this.jobs.runningOnNode(nodeId)]);
+    for (const job of placed) {
+      if (!job.placement.some((p) => p.nodeId === nodeId && p.gpuIndices.includes(m.index))) continue;
+      const row = rows.find((j) => j.id === job.id);
+      if (row && (await this.lifecycle.nodeFailed(row, `GPU ${m.index} on ${nodeName} failed (${cause})`, at))) this.metrics.removeJobSeries(job.id);
     }
+    // Counted after the job left the GPU: a GPU's XID series lives with its labels, and the
+    // (unhealthy, now idle) GPU keeps it for the alert to see.
+    this.metrics.recordGpuFault(nodeName, { index: m.index, kind: m.kind, code: m.code });
     this.wakeups.wake('node_change');
+    // The job's agent is told to stop it now (reconcile: it no longer runs there); the
+    // agent keeps the job's other GPUs out of any new start until its process group is gone.
     this.reconcileAll();
   }
 }

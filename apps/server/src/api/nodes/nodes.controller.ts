@@ -1,5 +1,5 @@
 import { Body, Controller, Get, HttpCode, Param, Post } from '@nestjs/common';
-import { CreateNode, DrainNode, NameParams, NodeView } from '@nuri/contracts';
+import { CreateNode, DrainNode, GpuParams, NameParams, NodeView } from '@nuri/contracts';
 import { Caller, Principal, Roles } from '../../auth/principal';
 import { Zod } from '../common/zod-pipe';
 import { NodesService } from './nodes.service';
@@ -36,5 +36,12 @@ export class NodesController {
   @HttpCode(200)
   return(@Param(new Zod(NameParams, 'path')) p: NameParams): Promise<NodeView> {
     return this.nodes.return(p.name);
+  }
+
+  @Post(':name/gpus/:index/return')
+  @Roles('operator')
+  @HttpCode(200)
+  returnGpu(@Param(new Zod(GpuParams, 'path')) p: GpuParams): Promise<NodeView> {
+    return this.nodes.returnGpu(p.name, p.index);
   }
 }

@@ -1,6 +1,8 @@
 import { Injectable } from '@nestjs/common';
 import { CreateNode, DrainNode, NodeView } from '@nuri/contracts';
 import { JobsRepository, NodesRepository, NodeWithGpus, Principal } from '@nuri/db';
+import { NuriMetrics } from '@nuri/metrics';
+import { Clock } from '../../core/clock';
 import { Wakeups } from '../../core/wakeups';
 import { isOperator } from '../../auth/principal';
 import { hashToken, newAgentToken } from '../../auth/tokens';
@@ -17,6 +19,8 @@ export class NodesService {
     private readonly nodes: NodesRepository,
     private readonly jobs: JobsRepository,
     private readonly wakeups: Wakeups,
+    private readonly clock: Clock,
+    private readonly metrics: NuriMetrics,
   ) {}
 
   /**
@@ -62,6 +66,20 @@ export class NodesService {
         ? await this.nodes.setState(n.id, 'up', 'returned by operator', ['draining', 'drained'])
         : await this.nodes.setState(n.id, 'down', 'returned by operator; waiting for its agent', ['draining', 'drained']);
       if (!ok) throw conflict(`node ${name} changed state meanwhile; look again`);
+      this.wakeups.wake('node_change');
+    }
+    return this.viewAsOperator(name);
+  }
+
+  /**
+   * Puts a GPU that a fault took out of scheduling back in service, recorded as a health
+   * event. 404 for an unknown node or GPU; a healthy GPU is left as it is (200).
+   */
+  async returnGpu(name: string, index: number): Promise<NodeView> {
+    const n = await this.find(name);
+    if (!n.gpus.some((g) => g.index === index)) throw notFound(`node ${name} has no GPU ${index}`);
+    if (await this.nodes.setGpuHealth(n.id, index, true, 'returned by operator', this.clock.now())) {
+      this.metrics.setGpuHealthy(name, index, true);
       this.wakeups.wake('node_change');
     }
     return this.viewAsOperator(name);

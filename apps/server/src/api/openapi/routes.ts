@@ -11,6 +11,7 @@ import {
   ListTokensQuery,
   ListUsersQuery,
   MeView,
+  GpuParams,
   NameParams,
   NodeView,
   Page,
@@ -67,6 +68,7 @@ export const ROUTES: RouteDoc[] = [
   { method: 'post', path: '/v1/nodes', summary: "Register a node; the response carries its agent's token, once", auth: ['operator'], body: CreateNode, responses: { 201: NodeView } },
   { method: 'post', path: '/v1/nodes/:name/drain', summary: 'Drain a node: running jobs keep running, nothing new is placed', auth: ['operator'], params: NameParams, body: DrainNode, responses: { 200: NodeView } },
   { method: 'post', path: '/v1/nodes/:name/return', summary: 'Return a drained node to service (a down node stays down until its agent is back)', auth: ['operator'], params: NameParams, responses: { 200: NodeView } },
+  { method: 'post', path: '/v1/nodes/:name/gpus/:index/return', summary: 'Return a GPU taken out of scheduling by a fault (critical XID, row-remap failure, vanished) to service; recorded as a health event', auth: ['operator'], params: GpuParams, responses: { 200: NodeView } },
 
   { method: 'get', path: '/v1/tenants', summary: 'Tenants (operators: all; others: their own)', responses: { 200: z.array(TenantView) } },
   { method: 'get', path: '/v1/tenants/:name', summary: 'A tenant with its quotas', params: NameParams, responses: { 200: TenantView } },

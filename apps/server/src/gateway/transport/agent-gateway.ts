@@ -379,6 +379,7 @@ export class AgentGateway implements AgentLink {
   private count(counter: keyof GatewayCounters, node: string | undefined): void {
     this.counters[counter]++;
     this.opts.onCount?.(counter, node);
+    this.opts.fleet.counted?.(counter, node);
   }
 
   private log(level: 'debug' | 'info' | 'warn' | 'error', msg: string): void {
