@@ -51,7 +51,7 @@ describe('the embedded default', () => {
     // Same data directory: the job, its transitions and the seeded center are still there;
     // the demo prints fresh tokens (old ones are only stored hashed, and still valid).
     server = await start();
-    const again = await (await fetch(`${server.url}/v1/jobs/${id}`, { headers })).json();
+    const again: any = await (await fetch(`${server.url}/v1/jobs/${id}`, { headers })).json();
     expect(again).toMatchObject({ id, state: 'completed', exitCode: 0 });
     expect(again.transitions).toHaveLength(3);
     const tenants = await (await fetch(`${server.url}/v1/tenants`, { headers: { authorization: `Bearer ${server.demo!.operatorToken}` } })).json();
