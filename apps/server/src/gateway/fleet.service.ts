@@ -66,6 +66,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
   private unsubscribe?: () => void;
   private reconciling: Promise<void> | null = null;
   private reconcileAgain = false;
+  private wakePending?: NodeJS.Timeout;
 
   constructor(
     @Inject(CONFIG) private readonly config: ServerConfig,
@@ -152,7 +153,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
     for (const g of stored) if (!g.healthy && seen.has(g.index)) this.metrics.setGpuHealthy(nodeName, g.index, false);
     this.metrics.recordAgentMessage('hello', 'applied');
     const send = await this.reconcileMessages(nodeName, d, await this.jobs.running({ onNode: nodeId }));
-    this.wakeups.wake('node_change');
+    this.wakeNodeChange();
     return { ackedSeq, send };
   }
 
@@ -326,6 +327,16 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
       stop(id, 'reconcile', this.config.timeoutGraceSeconds);
     }
     return out;
+  }
+
+  /** One node_change wake-up for a burst of hellos (thousands of agents reconnecting), not one each. */
+  private wakeNodeChange(): void {
+    if (this.wakePending) return;
+    this.wakePending = setTimeout(() => {
+      this.wakePending = undefined;
+      this.wakeups.wake('node_change');
+    }, 100);
+    this.wakePending.unref?.();
   }
 
   private async nodeId(nodeName: string): Promise<string> {

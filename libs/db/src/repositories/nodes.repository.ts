@@ -164,9 +164,14 @@ export class NodesRepository {
       .execute();
   }
 
+  /** Stores what the agent reports for its GPUs, in one statement. */
   async recordInventory(id: string, gpus: { index: number; uuid: string; model: string }[]): Promise<void> {
-    for (const g of gpus)
-      await this.db.updateTable('gpus').set({ uuid: g.uuid, model: g.model }).where('node_id', '=', id).where('index', '=', g.index).execute();
+    if (!gpus.length) return;
+    const values = sql.join(gpus.map((g) => sql`(${g.index}::int, ${g.uuid}::text, ${g.model}::text)`));
+    await sql`
+      update gpus set uuid = v.uuid, model = v.model
+      from (values ${values}) as v(idx, uuid, model)
+      where gpus.node_id = ${id} and gpus.index = v.idx`.execute(this.db);
   }
 
   /** Records a health change with its cause; returns false when the GPU already had that health. */
