@@ -18,7 +18,7 @@ export const DEFAULT_POLICY_CONFIG: PolicyConfig = {
 export function configFor(mode: PolicyMode, base: PolicyConfig = DEFAULT_POLICY_CONFIG): PolicyConfig {
   if (mode === 'nuri') return { ...base, mode };
   // Neither baseline knows about quotas, so neither reclaims.
-  return { ...base, mode, preemption: false, reservationDepth: mode === 'fifo' ? 1 : base.reservationDepth };
+  return { ...base, mode, preemption: false, reservationDepth: mode === 'fifo' ? 1 : mode === 'greedy' ? 0 : base.reservationDepth };
 }
 
 /**

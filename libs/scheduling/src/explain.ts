@@ -11,7 +11,34 @@ const fmt = (t: number) => {
   }
   return s;
 };
-const what = (job: PendingJob) => `${job.gpus} ${job.gpuType === 'any' ? '' : job.gpuType.toUpperCase() + ' '}GPU${job.gpus > 1 ? 's' : ''}`;
+// Message pieces that depend only on (GPU count, type) are built once: a pass explains every
+// pending job, and most share a handful of sizes.
+const whatCache = new Map<number, string>();
+const behindCache = new Map<number, string>();
+const kindKey = (job: PendingJob) => job.gpus * 3 + (job.gpuType === 'any' ? 0 : job.gpuType === 'h100' ? 1 : 2);
+const what = (job: PendingJob) => {
+  const k = kindKey(job);
+  let s = whatCache.get(k);
+  if (s === undefined) {
+    s = `${job.gpus} ${job.gpuType === 'any' ? '' : job.gpuType.toUpperCase() + ' '}GPU${job.gpus > 1 ? 's' : ''}`;
+    if (whatCache.size > 10_000) whatCache.clear();
+    whatCache.set(k, s);
+  }
+  return s;
+};
+const behindHead = (job: PendingJob) => {
+  const k = kindKey(job);
+  let s = behindCache.get(k);
+  if (s === undefined) {
+    s = `Waiting for ${what(job)}: `;
+    if (behindCache.size > 10_000) behindCache.clear();
+    behindCache.set(k, s);
+  }
+  return s;
+};
+const heldCache = new Map<number, { forJob: string; at: number; maxLimitSeconds: number; msg: string }>();
+const BEHIND_ONE = ' higher-ranked job (priority, fair share or age) waits for the same GPUs. A lower GPU count or shorter time limit may let it start sooner by backfill.';
+const BEHIND_MANY = ' higher-ranked jobs (priority, fair share or age) wait for the same GPUs. A lower GPU count or shorter time limit may let it start sooner by backfill.';
 
 export const messages = {
   noNodeOfType: (job: PendingJob) =>
@@ -28,13 +55,20 @@ export const messages = {
       : `Within the tenant's guaranteed ${model.toUpperCase()} capacity: waiting for preempted jobs to stop (at most ${graceSeconds}s).`,
   nextInLine: (job: PendingJob, model: GpuModel, at: number) =>
     `Next in line for ${what(job)}: GPUs are reserved on ${model.toUpperCase()} from ${fmt(at)}, when running jobs reach their time limits (earlier if they finish sooner).`,
-  behind: (job: PendingJob, ahead: number) =>
-    `Waiting for ${what(job)}: ${ahead} higher-ranked job${ahead === 1 ? '' : 's'} (priority, fair share or age) wait${ahead === 1 ? 's' : ''} for the same GPUs. A lower GPU count or shorter time limit may let it start sooner by backfill.`,
-  heldForLarger: (job: PendingJob, forJob: string, at: number, maxLimitSeconds: number) =>
-    `Free GPUs are held for job ${forJob}, which starts at ${fmt(at)}; this job would delay it.` +
-    (maxLimitSeconds >= 60
-      ? ` With a time limit under ${Math.floor(maxLimitSeconds / 60)} minutes it could start now by backfill.`
-      : ' A shorter time limit would let it start by backfill.'),
+  behind: (job: PendingJob, ahead: number) => behindHead(job) + ahead + (ahead === 1 ? BEHIND_ONE : BEHIND_MANY),
+  heldForLarger: (job: PendingJob, forJob: string, at: number, maxLimitSeconds: number) => {
+    const k = kindKey(job);
+    const c = heldCache.get(k);
+    if (c && c.forJob === forJob && c.at === at && c.maxLimitSeconds === maxLimitSeconds) return c.msg;
+    const msg =
+      `Free GPUs are held for job ${forJob}, which starts at ${fmt(at)}; this job would delay it.` +
+      (maxLimitSeconds >= 60
+        ? ` With a time limit under ${Math.floor(maxLimitSeconds / 60)} minutes it could start now by backfill.`
+        : ' A shorter time limit would let it start by backfill.');
+    if (heldCache.size > 10_000) heldCache.clear();
+    heldCache.set(k, { forJob, at, maxLimitSeconds, msg });
+    return msg;
+  },
   strictOrder: (job: PendingJob, ahead: number) =>
     `Strict submission order: waiting for ${ahead} earlier job${ahead === 1 ? '' : 's'} to start first.`,
 };

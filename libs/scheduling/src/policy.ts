@@ -5,7 +5,7 @@
  */
 import { Cluster, LeafState, MODELS, NodeState, Pool, cmp, earliestFit, heldUntil, minFree } from './cluster';
 import { messages } from './explain';
-import { Usage, allowedModels, rankPending } from './ranking';
+import { Usage, buildColumns, modelsOf, rankPending, typeName } from './ranking';
 import {
   GpuModel,
   PendingExplanation,
@@ -36,77 +36,98 @@ export function schedule(snapshot: Snapshot): Plan {
   const tenants = new Map<string, SnapshotTenant>(snapshot.tenants.map((t) => [t.id, t]));
 
   const used = new Map<string, Usage>();
-  const usage = (tenantId: string): Usage => {
-    let u = used.get(tenantId);
-    if (!u) used.set(tenantId, (u = { h100: 0, h800: 0 }));
-    return u;
-  };
-  for (const r of snapshot.running) usage(r.tenantId)[r.gpuModel] += r.gpus;
-  const order = rankPending(snapshot, mode, used);
+  for (const r of snapshot.running) {
+    let u = used.get(r.tenantId);
+    if (!u) used.set(r.tenantId, (u = { h100: 0, h800: 0 }));
+    u[r.gpuModel] += r.gpus;
+  }
+  const cols = buildColumns(snapshot);
+  const order = rankPending(snapshot, mode, used, cols);
+  const tenantIds = cols.tenantIds;
+  // Per tenant index: GPUs in use or claimed (updated as the pass starts and reclaims), and the tenant.
+  const useOf: Usage[] = tenantIds.map((id) => {
+    const u = used.get(id);
+    return u ? { h100: u.h100, h800: u.h800 } : { h100: 0, h800: 0 };
+  });
+  const tenantAt: (SnapshotTenant | undefined)[] = tenantIds.map((id) => tenants.get(id));
   const borrowed = reclaimOn ? borrowedJobs(snapshot, tenants) : new Set<string>();
 
   const starts: PlannedStart[] = [];
   const preemptions: PlannedPreemption[] = [];
-  const pending: PendingExplanation[] = [];
+  const pending: PendingExplanation[] = new Array(cols.n);
+  let np = 0;
   const reservations: PlannedReservation[] = [];
   const victims = new Set<string>();
-  let reservationsLeft = Math.max(0, cfg.reservationDepth);
+  let reservationsLeft = mode === 'greedy' ? 0 : Math.max(0, cfg.reservationDepth);
   let strictBlocked = false;
   const blockedOn: Record<GpuModel, number> = { h100: 0, h800: 0 };
   // Reclaim of g GPUs of a type that found nothing: larger asks in this pass will not either.
   const reclaimFailedAt: Record<GpuModel, number> = { h100: Infinity, h800: Infinity };
   // Reserved-node scans that failed for (g, duration) stay failed until the pool changes.
   const poolVersion: Record<GpuModel, number> = { h100: 0, h800: 0 };
-  const reservedMiss = new Map<string, { v: number; dur: number }>();
+  const reservedMiss: { v: number; dur: number }[] = [];
 
   // Upper bounds on what reclaim could free per node; GPUs only get taken within a pass.
   const boundCache: (number | undefined)[] = [];
   const heldMemo = new Map<number, { v: number; m: GpuModel | null }>();
-  const feasibleCache = new Map<number, { existing: GpuModel[]; feasible: GpuModel[] }>();
+  const feasibleCache = new Map<number, { existing: readonly GpuModel[]; feasible: readonly GpuModel[] }>();
   // A start that failed for (type, g, duration) fails for any longer job of that size until
   // the pool changes: most of a long queue is decided in O(1).
-  const startMiss = new Map<number, { v: number; dur: number }>();
-  for (const job of order) {
-    const explain = (reason: PendingReasonCode, message: string, est: number | null, model?: GpuModel) =>
-      pending.push({ jobId: job.id, reason, message, estimatedStartAt: est, queuePosition: pending.length + 1, gpuModel: model });
-    const g = job.gpus;
+  const startMiss: { v: number; dur: number }[] = [];
+  // The job being considered, filled from the columns (one object for the whole pass).
+  const job: PendingJob = { id: '', tenantId: '', gpus: 0, gpuType: 'any', priority: 0, submittedAt: 0, timeLimitSeconds: 0 };
+  for (let oi = 0; oi < order.length; oi++) {
+    const ci = order[oi];
+    const g = cols.gpus[ci];
+    const ty = cols.type[ci];
+    const ti = cols.tenant[ci];
+    job.id = cols.id[ci];
+    job.tenantId = tenantIds[ti];
+    job.gpus = g;
+    job.gpuType = typeName(ty);
+    job.priority = cols.prio[ci];
+    job.submittedAt = cols.sub[ci];
+    job.timeLimitSeconds = cols.limit[ci];
     const multi = g > NODE_GPUS;
     const k = Math.ceil(g / NODE_GPUS);
-    const durMs = job.timeLimitSeconds * 1000;
-    const fkey = g * 3 + (job.gpuType === 'any' ? 0 : job.gpuType === 'h100' ? 1 : 2);
+    const fkey = g * 3 + ty;
     let fe = feasibleCache.get(fkey);
     if (!fe) {
-      const existing = allowedModels(job).filter((m) => cl.pools[m].exists);
+      const existing = modelsOf(ty, g).filter((m) => cl.pools[m].exists);
       const feasible = existing.filter((m) => (multi ? cl.pools[m].fullNodes >= k : cl.pools[m].maxNodeSize >= g));
       fe = { existing, feasible };
       feasibleCache.set(fkey, fe);
     }
     const { existing, feasible } = fe;
     if (existing.length === 0) {
-      explain('no_node_of_type', messages.noNodeOfType(job), null);
+      explain(job, 'no_node_of_type', messages.noNodeOfType(job), null);
       continue;
     }
     if (feasible.length === 0) {
-      explain('nodes_unavailable', messages.nodesUnavailable(job), null);
+      explain(job, 'nodes_unavailable', messages.nodesUnavailable(job), null);
       continue;
     }
     if (strictBlocked) {
       const m = fluidPick(feasible);
-      explain('behind_higher_ranked', messages.strictOrder(job, blockedOn.h100 + blockedOn.h800), fluid(job, m), m);
+      explain(job, 'behind_higher_ranked', messages.strictOrder(job, blockedOn.h100 + blockedOn.h800), fluid(m), m);
       queueWork(job, m);
       continue;
     }
     let allowed = feasible;
-    const u = usage(job.tenantId);
-    const tenant = tenants.get(job.tenantId);
+    const u = useOf[ti];
+    const tenant = tenantAt[ti];
     if (quotas) {
-      allowed = feasible.filter((m) => u[m] + g <= (tenant?.quotas[m]?.limit ?? 0));
-      if (allowed.length === 0) {
-        const detail = feasible
-          .map((m) => `${u[m]} of ${tenant?.quotas[m]?.limit ?? 0} ${m.toUpperCase()} GPUs in use or claimed`)
-          .join(', ');
-        explain('over_quota_limit', messages.overLimit(job, tenant?.name ?? job.tenantId, detail), null);
-        continue;
+      let all = true;
+      for (const m of feasible) if (u[m] + g > (tenant?.quotas[m]?.limit ?? 0)) all = false;
+      if (!all) {
+        allowed = feasible.filter((m) => u[m] + g <= (tenant?.quotas[m]?.limit ?? 0));
+        if (allowed.length === 0) {
+          const detail = feasible
+            .map((m) => `${u[m]} of ${tenant?.quotas[m]?.limit ?? 0} ${m.toUpperCase()} GPUs in use or claimed`)
+            .join(', ');
+          explain(job, 'over_quota_limit', messages.overLimit(job, tenant?.name ?? job.tenantId, detail), null);
+          continue;
+        }
       }
     }
 
@@ -129,7 +150,7 @@ export function schedule(snapshot: Snapshot): Plan {
         }
         u[m] += g; // claimed: counts against the tenant's guarantee and limit for its later jobs
         cl.pools[m].workAhead += g * job.timeLimitSeconds;
-        explain('waiting_for_reclaim', messages.reclaim(job, m, r, cfg.preemptGraceSeconds), now + graceMs, m);
+        explain(job, 'waiting_for_reclaim', messages.reclaim(job, m, r, cfg.preemptGraceSeconds), now + graceMs, m);
         done = true;
         break;
       }
@@ -138,7 +159,8 @@ export function schedule(snapshot: Snapshot): Plan {
 
     // Blocked: maybe a reservation, then a reason and an estimate.
     if (mode === 'fifo') strictBlocked = true;
-    const ahead = allowed.reduce((s, m) => s + blockedOn[m], 0);
+    let ahead = 0;
+    for (const m of allowed) ahead += blockedOn[m];
     const heldFor = heldByReservation(job, allowed);
     let est: number | null = null;
     let model: GpuModel = allowed[0];
@@ -153,22 +175,28 @@ export function schedule(snapshot: Snapshot): Plan {
     }
     if (est === null) {
       model = fluidPick(allowed);
-      est = fluid(job, model);
+      est = fluid(model);
     }
     queueWork(job, model);
     blockedOn[model]++;
     if (heldFor) {
       const f = cl.pools[heldFor].firstReservation!;
-      explain('reservation_for_larger_job', messages.heldForLarger(job, f.jobId, f.s, (f.s - now) / 1000), est, model);
-    } else if (ahead > 0) explain('behind_higher_ranked', messages.behind(job, ahead), est, model);
-    else explain('waiting_for_resources', messages.nextInLine(job, model, est), est, model);
+      explain(job, 'reservation_for_larger_job', messages.heldForLarger(job, f.jobId, f.s, (f.s - now) / 1000), est, model);
+    } else if (ahead > 0) explain(job, 'behind_higher_ranked', messages.behind(job, ahead), est, model);
+    else explain(job, 'waiting_for_resources', messages.nextInLine(job, model, est), est, model);
   }
+  pending.length = np;
 
   return { starts, preemptions, pending, reservations };
 
+  function explain(job: PendingJob, reason: PendingReasonCode, message: string, est: number | null, model?: GpuModel): void {
+    pending[np] = { jobId: job.id, reason, message, estimatedStartAt: est, queuePosition: np + 1, gpuModel: model };
+    np++;
+  }
+
   // ---- start now ----------------------------------------------------------------------
 
-  function tryStart(job: PendingJob, models: GpuModel[]): PlannedStart | null {
+  function tryStart(job: PendingJob, models: readonly GpuModel[]): PlannedStart | null {
     const g = job.gpus;
     const until = now + job.timeLimitSeconds * 1000;
     if (g <= NODE_GPUS) {
@@ -186,10 +214,10 @@ export function schedule(snapshot: Snapshot): Plan {
             hit = true;
             if (!cand || st.free.length < cand.free.length || (st.free.length === cand.free.length && st.idx < cand.idx)) cand = st;
           }
-          if (!hit) reservedMiss.set(`${m}/${g}`, { v: poolVersion[m], dur: until - now });
+          if (!hit) reservedMiss[g * 2 + (m === 'h100' ? 0 : 1)] = { v: poolVersion[m], dur: until - now };
         }
         if (cand && (!best || cand.free.length < best.free.length)) best = cand;
-        if (!cand) startMiss.set(g * 2 + (m === 'h100' ? 0 : 1), { v: poolVersion[m], dur: until - now });
+        if (!cand) startMiss[g * 2 + (m === 'h100' ? 0 : 1)] = { v: poolVersion[m], dur: until - now };
       }
       if (!best) return null;
       poolVersion[best.model]++;
@@ -202,7 +230,7 @@ export function schedule(snapshot: Snapshot): Plan {
       if (pool.totalFree < k * NODE_GPUS || missed(m, g, until - now)) continue;
       const nodes = pickWholeNow(pool, k, until);
       if (!nodes) {
-        startMiss.set(g * 2 + (m === 'h100' ? 0 : 1), { v: poolVersion[m], dur: until - now });
+        startMiss[g * 2 + (m === 'h100' ? 0 : 1)] = { v: poolVersion[m], dur: until - now };
         continue;
       }
       poolVersion[m]++;
@@ -216,12 +244,12 @@ export function schedule(snapshot: Snapshot): Plan {
   }
 
   function missed(m: GpuModel, g: number, dur: number): boolean {
-    const miss = startMiss.get(g * 2 + (m === 'h100' ? 0 : 1));
+    const miss = startMiss[g * 2 + (m === 'h100' ? 0 : 1)];
     return !!miss && miss.v === poolVersion[m] && dur >= miss.dur;
   }
 
   function reservedMissed(m: GpuModel, g: number, dur: number): boolean {
-    const miss = reservedMiss.get(`${m}/${g}`);
+    const miss = reservedMiss[g * 2 + (m === 'h100' ? 0 : 1)];
     return !!miss && miss.v === poolVersion[m] && dur >= miss.dur;
   }
 
@@ -365,7 +393,7 @@ export function schedule(snapshot: Snapshot): Plan {
 
   // ---- reservations and estimates -------------------------------------------------------
 
-  function reserve(job: PendingJob, models: GpuModel[]): PlannedReservation | null {
+  function reserve(job: PendingJob, models: readonly GpuModel[]): PlannedReservation | null {
     const g = job.gpus;
     const durMs = job.timeLimitSeconds * 1000;
     let best: { t: number; m: GpuModel; nodes: NodeState[] } | null = null;
@@ -429,7 +457,7 @@ export function schedule(snapshot: Snapshot): Plan {
   }
 
   /** Could the job start now but for a reservation? Returns the type whose reservation holds it. */
-  function heldByReservation(job: PendingJob, models: GpuModel[]): GpuModel | null {
+  function heldByReservation(job: PendingJob, models: readonly GpuModel[]): GpuModel | null {
     const g = job.gpus;
     const key = g * 8 + (models.length > 1 ? 2 : models[0] === 'h100' ? 0 : 1);
     const ver = poolVersion.h100 * 1e6 + poolVersion.h800;
@@ -439,7 +467,7 @@ export function schedule(snapshot: Snapshot): Plan {
     heldMemo.set(key, { v: ver, m });
     return m;
   }
-  function heldByReservationUncached(g: number, models: GpuModel[]): GpuModel | null {
+  function heldByReservationUncached(g: number, models: readonly GpuModel[]): GpuModel | null {
     for (const m of models) {
       const pool = cl.pools[m];
       if (!pool.firstReservation || pool.totalFree < g) continue;
@@ -457,11 +485,11 @@ export function schedule(snapshot: Snapshot): Plan {
    * Estimate beyond the reservation depth, capped at O(1) per job: the work held and queued
    * ahead on that type (GPU-seconds from time limits) drained at full capacity.
    */
-  function fluid(job: PendingJob, m: GpuModel): number {
+  function fluid(m: GpuModel): number {
     const pool = cl.pools[m];
     return now + Math.ceil((pool.workAhead / Math.max(1, pool.capacity)) * 1000);
   }
-  function fluidPick(models: GpuModel[]): GpuModel {
+  function fluidPick(models: readonly GpuModel[]): GpuModel {
     let best = models[0];
     for (const m of models) {
       const a = cl.pools[m];

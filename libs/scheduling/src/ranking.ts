@@ -1,14 +1,22 @@
 /**
  * The order in which one pass considers pending jobs.
- *  - fifo: submission time.
+ *  - fifo, greedy: submission time.
  *  - slurm: priority class, then submission time (no notion of tenants).
- *  - nuri: tenants interleaved. A tenant's next job that still fits within its guarantee goes
- *    first (that capacity is the tenant's by right); otherwise the tenant with the lowest
- *    fair-share key goes next, key = (decayed usage + GPU-seconds it has committed: running
- *    jobs' remaining time and the jobs already ranked ahead of this one) / weight. Charging
- *    the ranked jobs makes tenants alternate within one pass instead of the least-used tenant
- *    taking every idle GPU. Within a tenant: priority class, then submission time.
+ *  - nuri: tenants interleaved, in tiers:
+ *      0. jobs pending longer than the starvation threshold, oldest first (a big job that
+ *         waited that long gets the first reservation, and nothing ranked later may delay it);
+ *      1. a tenant's next job that still fits within its guarantee (that capacity is the
+ *         tenant's by right);
+ *      2. fair share: the tenant with the lowest key goes next, key = (decayed usage +
+ *         GPU-seconds it has committed: running jobs' remaining time and the jobs already
+ *         ranked ahead of this one) / weight. Charging the ranked jobs makes tenants alternate
+ *         within one pass instead of the least-used tenant taking every idle GPU.
+ *    Within a tenant: priority class, then submission time.
  *  Ties are broken by ids throughout.
+ *
+ * Sorting is the pass's only O(n log n) step, so it packs (group, priority rank, submission
+ * time, index) into one float64 and uses the engine's native numeric sort; runs with equal
+ * keys are then ordered by id. Results are identical to a comparator sort.
  */
 import { cmp } from './cluster';
 import { GpuModel, PendingJob, PolicyMode, Snapshot, SnapshotTenant } from './types';
@@ -18,98 +26,266 @@ export interface Usage {
   h800: number;
 }
 
-export function allowedModels(job: PendingJob): GpuModel[] {
-  if (job.gpuType === 'h100' || job.gpuType === 'h800') return [job.gpuType];
+const ONLY_H100: readonly GpuModel[] = ['h100'];
+const ONLY_H800: readonly GpuModel[] = ['h800'];
+const MULTI_ANY: readonly GpuModel[] = ['h100', 'h800'];
+const SINGLE_ANY: readonly GpuModel[] = ['h800', 'h100'];
+
+/** Types a job may run on, in preference order (shared constant arrays: do not mutate). */
+export function allowedModels(job: { gpus: number; gpuType: string }): readonly GpuModel[] {
+  if (job.gpuType === 'h100') return ONLY_H100;
+  if (job.gpuType === 'h800') return ONLY_H800;
   // Multi-node jobs prefer H100 (NVLink 900 GB/s); single-node ones H800, to keep H100 whole.
-  return job.gpus > 8 ? ['h100', 'h800'] : ['h800', 'h100'];
+  return job.gpus > 8 ? MULTI_ANY : SINGLE_ANY;
 }
 
-const withinTenant = (a: PendingJob, b: PendingJob) =>
-  b.priority - a.priority || a.submittedAt - b.submittedAt || cmp(a.id, b.id);
+const bitsFor = (n: number) => (n <= 1 ? 0 : Math.ceil(Math.log2(n)));
 
-export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<string, Usage>): PendingJob[] {
+/** Type wish as a small code: 0 any, 1 h100, 2 h800. */
+export const typeCode = (t: string) => (t === 'h100' ? 1 : t === 'h800' ? 2 : 0);
+const TYPE_NAMES = ['any', 'h100', 'h800'] as const;
+export const typeName = (c: number) => TYPE_NAMES[c];
+
+/** Allowed models by (type code, GPU count), without touching the job object. */
+export function modelsOf(type: number, gpus: number): readonly GpuModel[] {
+  return type === 1 ? ONLY_H100 : type === 2 ? ONLY_H800 : gpus > 8 ? MULTI_ANY : SINGLE_ANY;
+}
+
+/**
+ * Pending jobs as columns, read once in input order. A pass visits jobs in rank order, which is
+ * random with respect to where the job objects lie in memory; reading typed arrays instead of
+ * chasing 100,000 objects keeps the pass in cache.
+ */
+export interface Columns {
+  n: number;
+  jobs: readonly PendingJob[];
+  id: string[];
+  /** Tenant index into `tenantIds`. */
+  tenant: Int32Array;
+  tenantIds: string[];
+  gpus: Int32Array;
+  type: Uint8Array;
+  limit: Float64Array;
+  sub: Float64Array;
+  prio: Float64Array;
+}
+
+export function buildColumns(snapshot: Snapshot): Columns {
+  const jobs = snapshot.pending;
+  const n = jobs.length;
+  const id: string[] = new Array(n);
+  const tname: string[] = new Array(n);
+  const gpus = new Int32Array(n);
+  const type = new Uint8Array(n);
+  const limit = new Float64Array(n);
+  const sub = new Float64Array(n);
+  const prio = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const j = jobs[i];
+    id[i] = j.id;
+    tname[i] = j.tenantId;
+    gpus[i] = j.gpus;
+    type[i] = typeCode(j.gpuType);
+    limit[i] = j.timeLimitSeconds;
+    sub[i] = j.submittedAt;
+    prio[i] = j.priority;
+  }
+  // Tenants in id order: known ones from the snapshot plus any named only by a job.
+  const tix = new Map<string, number>();
+  for (const t of snapshot.tenants) tix.set(t.id, -1);
+  let last = '';
+  for (let i = 0; i < n; i++) {
+    const t = tname[i];
+    if (t !== last && !tix.has(t)) tix.set(t, -1);
+    last = t;
+  }
+  const tenantIds = [...tix.keys()].sort(cmp);
+  tenantIds.forEach((t, k) => tix.set(t, k));
+  const tenant = new Int32Array(n);
+  let lastK = -1;
+  last = '\u0000none';
+  for (let i = 0; i < n; i++) {
+    const t = tname[i];
+    if (t !== last) {
+      lastK = tix.get(t)!;
+      last = t;
+    }
+    tenant[i] = lastK;
+  }
+  return { n, jobs, id, tenant, tenantIds, gpus, type, limit, sub, prio };
+}
+
+/**
+ * Order of jobs by (group asc, priority desc when byPriority, submittedAt asc, id asc).
+ * Returns a permutation (indices into the columns).
+ */
+export function sortOrder(c: Columns, byGroup: boolean, byPriority: boolean): Int32Array {
+  const n = c.n;
+  const out = new Int32Array(n);
+  if (n === 0) return out;
+  const { sub, prio, tenant, id } = c;
+  let minSub = Infinity;
+  let maxSub = -Infinity;
+  let integral = true;
+  let pmin = Infinity;
+  let pmax = -Infinity;
+  for (let i = 0; i < n; i++) {
+    const s = sub[i];
+    if (s < minSub) minSub = s;
+    if (s > maxSub) maxSub = s;
+    if (!Number.isInteger(s)) integral = false;
+    const p = prio[i];
+    if (p < pmin) pmin = p;
+    if (p > pmax) pmax = p;
+  }
+  // Priority as a rank from the highest down (distinct values, so the key stays small).
+  let prank: Map<number, number> | null = null;
+  let pBits = 0;
+  if (byPriority) {
+    const ps = [...new Set(prio)].sort((a, b) => b - a);
+    prank = new Map(ps.map((p, i) => [p, i]));
+    pBits = bitsFor(ps.length);
+  }
+  const subBits = bitsFor(maxSub - minSub + 1);
+  const gBits = byGroup ? bitsFor(c.tenantIds.length) : 0;
+  const iBits = bitsFor(n);
+  if (integral && Number.isFinite(minSub) && subBits + pBits + gBits + iBits <= 52) {
+    const packed = new Float64Array(n);
+    const scale = 2 ** iBits;
+    const pScale = 2 ** subBits;
+    const gScale = 2 ** (subBits + pBits);
+    const single = prank !== null && prank.size === 1;
+    for (let i = 0; i < n; i++) {
+      let k = sub[i] - minSub;
+      if (prank !== null && !single) k += prank.get(prio[i])! * pScale;
+      if (byGroup) k += tenant[i] * gScale;
+      packed[i] = k * scale + i;
+    }
+    packed.sort();
+    for (let i = 0; i < n; i++) out[i] = packed[i] % scale;
+    // Equal keys came out in index order: put each such run in id order.
+    let a = 0;
+    while (a < n) {
+      const ka = Math.floor(packed[a] / scale);
+      let b = a + 1;
+      while (b < n && Math.floor(packed[b] / scale) === ka) b++;
+      if (b - a > 1) {
+        const run = Array.from(out.subarray(a, b)).sort((x, y) => cmp(id[x], id[y]));
+        out.set(run, a);
+      }
+      a = b;
+    }
+    return out;
+  }
+  // Fallback (fractional times or an extreme range): a comparator sort.
+  const idx = Array.from({ length: n }, (_, i) => i);
+  idx.sort(
+    (x, y) =>
+      (byGroup ? tenant[x] - tenant[y] : 0) ||
+      (byPriority ? prio[y] - prio[x] : 0) ||
+      sub[x] - sub[y] ||
+      cmp(id[x], id[y]),
+  );
+  out.set(idx);
+  return out;
+}
+
+/** Rank pending jobs: a permutation of the columns' indices in the order the pass considers them. */
+export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<string, Usage>, c: Columns): Int32Array {
+  const n = c.n;
+  if (mode === 'fifo' || mode === 'greedy' || mode === 'slurm') return sortOrder(c, false, mode === 'slurm');
+  const perm = sortOrder(c, true, true);
+  const order = new Int32Array(n);
+  const { tenant, tenantIds, sub, gpus, type, limit } = c;
+
   const starvationMs = (snapshot.config.starvationSeconds ?? 12 * 3600) * 1000;
   const starving = starvationMs > 0 ? snapshot.now - starvationMs : -Infinity;
-  const jobs = [...snapshot.pending];
-  if (mode === 'fifo') return jobs.sort((a, b) => a.submittedAt - b.submittedAt || cmp(a.id, b.id));
-  if (mode === 'slurm') return jobs.sort(withinTenant);
-
   const now = snapshot.now;
   const tenants = new Map<string, SnapshotTenant>(snapshot.tenants.map((t) => [t.id, t]));
-  const queues = new Map<string, PendingJob[]>();
-  for (const j of jobs) {
-    let q = queues.get(j.tenantId);
-    if (!q) queues.set(j.tenantId, (q = []));
-    q.push(j);
-  }
-  const committed = new Map<string, number>();
+  const tix = new Map(tenantIds.map((t, k) => [t, k]));
+  const committed = new Float64Array(tenantIds.length);
   for (const r of snapshot.running) {
+    const k = tix.get(r.tenantId);
+    if (k === undefined) continue;
     const left = Math.max(0, r.startedAt + r.timeLimitSeconds * 1000 - now) / 1000;
-    committed.set(r.tenantId, (committed.get(r.tenantId) ?? 0) + left * r.gpus);
+    committed[k] += left * r.gpus;
   }
   interface Q {
-    id: string;
-    jobs: PendingJob[];
     head: number;
-    virt: Usage;
-    guaranteed: Usage;
+    end: number;
+    /** GPUs in use or ranked so far, per type: [h100, h800]. */
+    v1: number;
+    v8: number;
+    g1: number;
+    g8: number;
     share: number;
     weight: number;
     tier: number;
   }
   const qs: Q[] = [];
-  for (const [id, list] of [...queues.entries()].sort((a, b) => cmp(a[0], b[0]))) {
-    list.sort(withinTenant);
+  // perm is grouped by tenant index, so each tenant's queue is one slice of it.
+  let a = 0;
+  while (a < n) {
+    const k = tenant[perm[a]];
+    let b = a + 1;
+    while (b < n && tenant[perm[b]] === k) b++;
+    const id = tenantIds[k];
     const t = tenants.get(id);
     const u = used.get(id) ?? { h100: 0, h800: 0 };
     const q: Q = {
-      id,
-      jobs: list,
-      head: 0,
-      virt: { h100: u.h100, h800: u.h800 },
-      guaranteed: { h100: t?.quotas.h100?.guaranteed ?? 0, h800: t?.quotas.h800?.guaranteed ?? 0 },
-      share: (t?.decayedUsage ?? 0) + (committed.get(id) ?? 0),
+      head: a,
+      end: b,
+      v1: u.h100,
+      v8: u.h800,
+      g1: t?.quotas.h100?.guaranteed ?? 0,
+      g8: t?.quotas.h800?.guaranteed ?? 0,
+      share: (t?.decayedUsage ?? 0) + committed[k],
       weight: Math.max(t?.weight ?? 1, 1e-9),
       tier: 2,
     };
-    q.tier = tierOf(q, list[0]);
+    q.tier = tierOf(q, perm[a]);
     qs.push(q);
+    a = b;
   }
-  // Tier 0: waited past the starvation threshold, oldest first: ahead even of guaranteed work,
-  // or newcomers within their guarantee would push its reservation back pass after pass.
-  // Tier 1: fits within the guarantee. Tier 2: fair share.
-  function tierOf(q: Q, j: PendingJob): number {
-    if (j.submittedAt <= starving) return 0;
-    for (const m of allowedModels(j)) if (q.virt[m] + j.gpus <= q.guaranteed[m]) return 1;
+  function tierOf(q: Q, i: number): number {
+    if (sub[i] <= starving) return 0;
+    const g = gpus[i];
+    const ty = type[i];
+    if (ty !== 2 && q.v1 + g <= q.g1) return 1;
+    if (ty !== 1 && q.v8 + g <= q.g8) return 1;
     return 2;
   }
-  const out: PendingJob[] = [];
   let live = qs.length;
+  let o = 0;
   while (live > 0) {
     let best: Q | null = null;
     for (const q of qs) {
-      if (q.head >= q.jobs.length) continue;
+      if (q.head >= q.end) continue;
       if (
         !best ||
         q.tier < best.tier ||
         (q.tier === best.tier &&
-          (q.tier === 0
-            ? q.jobs[q.head].submittedAt < best.jobs[best.head].submittedAt
-            : q.share / q.weight < best.share / best.weight))
+          (q.tier === 0 ? sub[perm[q.head]] < sub[perm[best.head]] : q.share / q.weight < best.share / best.weight))
       )
         best = q;
     }
     const q = best!;
-    const j = q.jobs[q.head++];
-    out.push(j);
-    // Charge the model with the most guaranteed headroom left (the one it would reclaim on).
-    const ms = allowedModels(j);
-    let m = ms[0];
-    for (const x of ms) if (q.guaranteed[x] - q.virt[x] > q.guaranteed[m] - q.virt[m]) m = x;
-    q.virt[m] += j.gpus;
-    q.share += j.gpus * j.timeLimitSeconds;
-    if (q.head < q.jobs.length) q.tier = tierOf(q, q.jobs[q.head]);
+    const i = perm[q.head++];
+    order[o++] = i;
+    // Charge the model with the most guaranteed headroom left (the one it would reclaim on);
+    // on a tie the preferred type (H100 for multi-node `any`, H800 for single-node `any`).
+    const g = gpus[i];
+    const ty = type[i];
+    let on1: boolean;
+    if (ty === 1) on1 = true;
+    else if (ty === 2) on1 = false;
+    else if (g > 8) on1 = !(q.g8 - q.v8 > q.g1 - q.v1);
+    else on1 = q.g1 - q.v1 > q.g8 - q.v8;
+    if (on1) q.v1 += g;
+    else q.v8 += g;
+    q.share += g * limit[i];
+    if (q.head < q.end) q.tier = tierOf(q, perm[q.head]);
     else live--;
   }
-  return out;
+  return order;
 }

@@ -79,7 +79,8 @@ export interface PolicyConfig {
   /**
    * Policy variant (default 'nuri'). 'slurm': priority then age, backfill, no quotas, no
    * preemption. 'fifo': submission order, no backfill (the first blocked job blocks all).
-   * Both exist for side-by-side comparison in the simulator.
+   * 'greedy': submission order, every job that fits starts (first fit, no reservations).
+   * The baselines exist for side-by-side comparison in the simulator.
    */
   mode?: PolicyMode;
   /**
@@ -94,7 +95,7 @@ export interface PolicyConfig {
   starvationSeconds?: number;
 }
 
-export type PolicyMode = 'nuri' | 'slurm' | 'fifo';
+export type PolicyMode = 'nuri' | 'slurm' | 'fifo' | 'greedy';
 
 export interface Snapshot {
   now: number;
