@@ -214,7 +214,10 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     for (const id of started) {
       const j = pendingById.get(id);
       const tenant = j && tenantNames.get(j.tenant_id);
-      if (j && tenant !== undefined) m.observeQueueWait(tenant, j.gpu_type, (now.getTime() - this.passMetrics.pendingSince(j).getTime()) / 1000);
+      if (j && tenant !== undefined) {
+        m.recordJobTransition(tenant, j.gpu_type, 'pending', 'running');
+        m.observeQueueWait(tenant, j.gpu_type, (now.getTime() - this.passMetrics.pendingSince(j).getTime()) / 1000);
+      }
     }
     this.passMetrics.accountUsage(now, i.running, tenantNames);
     this.passMetrics.retainPending(i.pending);

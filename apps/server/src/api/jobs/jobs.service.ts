@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { GPUS_PER_NODE, isTerminal, JobView, ListJobsQuery, SubmitJob } from '@nuri/contracts';
 import { IdentityRepository, isUuid, JobRecord, JobsRepository, NodesRepository, Principal, TenantsRepository } from '@nuri/db';
+import { NuriMetrics } from '@nuri/metrics';
 import { Clock } from '../../core/clock';
 import { Wakeups } from '../../core/wakeups';
 import { isOperator, seesTenant } from '../../auth/principal';
@@ -43,6 +44,7 @@ export class JobsService {
     private readonly identity: IdentityRepository,
     private readonly clock: Clock,
     private readonly wakeups: Wakeups,
+    private readonly metrics: NuriMetrics,
   ) {}
 
   async submit(caller: Principal, input: SubmitJob): Promise<JobView> {
@@ -64,6 +66,7 @@ export class JobsService {
       submitted_at: this.clock.now(),
     });
     this.wakeups.wake('submit');
+    this.metrics.recordJobTransition(caller.tenantName, input.gpuType, null, 'pending');
     return this.view(id);
   }
 
@@ -131,6 +134,7 @@ export class JobsService {
       if (cur.state === 'pending') {
         if (await this.jobs.transition(id, ['pending'], 'cancelled', reason, now)) {
           this.wakeups.wake('cancel');
+          this.metrics.recordJobTransition(cur.tenantName, cur.gpu_type, 'pending', 'cancelled');
           return { status: 200, job: await this.view(id) };
         }
         continue; // it started (or ended) meanwhile: look again
