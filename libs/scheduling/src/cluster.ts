@@ -41,6 +41,11 @@ export interface NodeState {
   reserved: boolean;
   /** Running jobs with GPUs here (for reclaim), and how many healthy GPUs each holds here. */
   jobs: { job: RunningJob; g: number }[];
+  /** Bumped on every change to free, held or reservations (invalidates per-node caches). */
+  ver: number;
+  /** fit[g]: earliest time g GPUs are free (ignoring reservations), valid while fitVer === ver. */
+  fit: number[] | null;
+  fitVer: number;
 }
 
 export interface LeafState {
@@ -117,6 +122,8 @@ export class Cluster {
   readonly pools: Record<GpuModel, Pool>;
   readonly byIdx: NodeState[] = [];
   readonly byId = new Map<string, NodeState>();
+  /** Called when a node's held GPUs free earlier (preemption), for callers' node lists. */
+  onEarly: ((st: NodeState) => void) | null = null;
 
   constructor(snapshot: Snapshot, private readonly graceMs: number) {
     const now = snapshot.now;
@@ -166,6 +173,9 @@ export class Cluster {
         resv: [],
         reserved: false,
         jobs: [],
+        ver: 0,
+        fit: null,
+        fitVer: -1,
       };
       this.byIdx.push(st);
       this.byId.set(n.id, st);
@@ -177,9 +187,9 @@ export class Cluster {
         leaf.nodes.push(st);
       }
     }
-    // Subtract what running jobs hold; remember when it frees.
-    const running = [...snapshot.running].sort((a, b) => cmp(a.id, b.id));
-    for (const job of running) {
+    // Subtract what running jobs hold; remember when it frees. (Order does not matter: held
+    // lists are sorted by (time, id) before use and reclaim sorts its candidates.)
+    for (const job of snapshot.running) {
       const end = heldUntil(job, now, this.graceMs);
       for (const p of job.placement) {
         const st = this.byId.get(p.nodeId);
@@ -250,6 +260,7 @@ export class Cluster {
     if (!st.reserved && st.free.length > 0) pool.buckets[st.free.length].push(st.idx);
     st.held.push({ t: until, g: got.length, jobId });
     st.heldSorted = false;
+    st.ver++;
     pool.workAhead += ((until - now) / 1000) * got.length;
     return got;
   }
@@ -257,6 +268,7 @@ export class Cluster {
   reserve(st: NodeState, r: NodeReservation): void {
     const pool = this.pools[st.model];
     st.resv.push(r);
+    st.ver++;
     if (!pool.firstReservation || r.s < pool.firstReservation.s) pool.firstReservation = { jobId: r.jobId, s: r.s };
     if (st.reserved) return;
     if (this.isWholeFree(st)) {
@@ -274,6 +286,8 @@ export class Cluster {
       if (!st) continue;
       for (const h of st.held) if (h.jobId === jobId && h.t > t) h.t = t;
       st.heldSorted = false;
+      st.ver++;
+      this.onEarly?.(st);
     }
   }
 }
@@ -309,6 +323,26 @@ function sortHeld(st: NodeState): void {
   }
 }
 
+/** Earliest time `need` GPUs are free on a node without reservations (cached per node version). */
+export function fitTime(st: NodeState, need: number): number {
+  if (need > st.size) return Infinity;
+  if (st.fitVer !== st.ver || st.fit === null) {
+    sortHeld(st);
+    const fit: number[] = new Array(st.size + 1);
+    let f = st.free.length;
+    for (let g = 0; g <= Math.min(f, st.size); g++) fit[g] = -Infinity;
+    for (const h of st.held) {
+      const from = f + 1;
+      f += h.g;
+      for (let g = from; g <= Math.min(f, st.size); g++) fit[g] = h.t;
+    }
+    for (let g = f + 1; g <= st.size; g++) fit[g] = Infinity;
+    st.fit = fit;
+    st.fitVer = st.ver;
+  }
+  return st.fit[need];
+}
+
 /** Free GPUs on a node at time t, given held GPUs' ends and reservations. */
 export function freeAt(st: NodeState, t: number): number {
   let f = st.free.length;
@@ -327,16 +361,8 @@ export function minFree(st: NodeState, t0: number, t1: number): number {
 /** Earliest t >= from at which `need` GPUs stay free on this node for `durMs`; Infinity if never. */
 export function earliestFit(st: NodeState, need: number, durMs: number, from: number): number {
   if (need > st.size) return Infinity;
+  if (st.resv.length === 0) return Math.max(from, fitTime(st, need));
   sortHeld(st);
-  if (st.resv.length === 0) {
-    let f = st.free.length;
-    if (f >= need) return from;
-    for (const h of st.held) {
-      f += h.g;
-      if (f >= need) return Math.max(from, h.t);
-    }
-    return Infinity;
-  }
   const cands = [from];
   for (const h of st.held) if (h.t > from) cands.push(h.t);
   for (const r of st.resv) if (r.e > from) cands.push(r.e);

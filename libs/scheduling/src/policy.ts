@@ -3,7 +3,7 @@
  * guaranteed capacity from borrowers, hold backfill reservations for the first blocked jobs,
  * and explain every job left pending with an estimated start. Pure: snapshot in, plan out.
  */
-import { Cluster, LeafState, MODELS, NodeState, Pool, cmp, earliestFit, heldUntil, minFree } from './cluster';
+import { Cluster, LeafState, MODELS, NodeState, Pool, cmp, earliestFit, fitTime, heldUntil, minFree } from './cluster';
 import { messages } from './explain';
 import { Usage, buildColumns, modelsOf, rankPending, typeName } from './ranking';
 import {
@@ -74,6 +74,20 @@ export function schedule(snapshot: Snapshot): Plan {
   // A start that failed for (type, g, duration) fails for any longer job of that size until
   // the pool changes: most of a long queue is decided in O(1).
   const startMiss: { v: number; dur: number }[] = [];
+  // Per type: nodes with GPUs free or freeing within the grace period (built on first reclaim);
+  // a preemption adds the victims' nodes.
+  const soon: Record<GpuModel, NodeState[] | null> = { h100: null, h800: null };
+  const inSoon = new Set<NodeState>();
+  cl.onEarly = (st) => {
+    const l = soon[st.model];
+    if (l && !inSoon.has(st)) {
+      l.push(st);
+      inSoon.add(st);
+    }
+  };
+  // Per type: whole nodes without reservations by the time they are wholly free (built on the
+  // first multi-node reservation; entries of nodes changed since are recomputed).
+  const wholeCache: Record<GpuModel, { st: NodeState; t: number; ver: number }[] | null> = { h100: null, h800: null };
   // The job being considered, filled from the columns (one object for the whole pass).
   const job: PendingJob = { id: '', tenantId: '', gpus: 0, gpuType: 'any', priority: 0, submittedAt: 0, timeLimitSeconds: 0 };
   for (let oi = 0; oi < order.length; oi++) {
@@ -284,6 +298,21 @@ export function schedule(snapshot: Snapshot): Plan {
     return out.length === k ? out : null;
   }
 
+  function soonNodes(pool: Pool): NodeState[] {
+    let l = soon[pool.model];
+    if (!l) {
+      const S = now + graceMs;
+      l = [];
+      for (const st of pool.nodes)
+        if (fitTime(st, 1) <= S) {
+          l.push(st);
+          inSoon.add(st);
+        }
+      soon[pool.model] = l;
+    }
+    return l;
+  }
+
   function reclaimBound(st: NodeState, S: number): number {
     let b = boundCache[st.idx];
     if (b === undefined) {
@@ -321,7 +350,21 @@ export function schedule(snapshot: Snapshot): Plan {
       victims: RunningJob[];
       cost: [number, number, number, number];
     }
-    const options: Option[] = [];
+    let options: Option[] = [];
+    // First, nodes that can host the job at S without preempting anyone (the cheapest option,
+    // lowest node index first): only nodes with GPUs free or freeing by S can be such.
+    {
+      const zero: NodeState[] = [];
+      for (const st of soonNodes(pool)) {
+        if (multi ? !st.full : st.size < g) continue;
+        if (minFree(st, S, E) >= (multi ? st.size : g)) zero.push(st);
+      }
+      if (zero.length >= (multi ? Math.ceil(g / NODE_GPUS) : 1)) {
+        zero.sort((a, b) => a.idx - b.idx);
+        options = zero.map((st) => ({ st, victims: [], cost: [0, 0, -Infinity, st.idx] }));
+      }
+    }
+    if (options.length === 0) {
     for (const st of pool.nodes) {
       const need = multi ? st.size : g;
       if (multi ? !st.full : st.size < g) continue;
@@ -369,6 +412,7 @@ export function schedule(snapshot: Snapshot): Plan {
       const gpus = chosen.reduce((s, v) => s + v.job.gpus, 0);
       const maxPrio = chosen.reduce((s, v) => Math.max(s, v.job.priority), -Infinity);
       options.push({ st, victims: chosen.map((v) => v.job), cost: [gpus, chosen.length, maxPrio, st.idx] });
+    }
     }
     const k = multi ? Math.ceil(g / NODE_GPUS) : 1;
     if (options.length < k) return null;
@@ -424,29 +468,49 @@ export function schedule(snapshot: Snapshot): Plan {
 
   /** Earliest time k whole nodes stay free for durMs; nodes without reservations only ever free up. */
   function earliestWhole(pool: Pool, k: number, durMs: number): { t: number; nodes: NodeState[] } | null {
-    const plain: { t: number; st: NodeState }[] = [];
-    const resv: NodeState[] = [];
-    const times: number[] = [];
-    for (const st of pool.nodes) {
-      if (!st.full) continue;
-      const t = earliestFit(st, st.size, durMs, now);
-      if (st.resv.length > 0) {
-        resv.push(st);
-        if (t < Infinity) times.push(t);
-      } else if (t < Infinity) {
-        plain.push({ t, st });
-        times.push(t);
+    let base = wholeCache[pool.model];
+    if (!base) {
+      base = [];
+      for (const st of pool.nodes) if (st.full && st.resv.length === 0) base.push({ st, t: Math.max(now, fitTime(st, st.size)), ver: st.ver });
+      base.sort((a, b) => a.t - b.t || a.st.idx - b.st.idx);
+      wholeCache[pool.model] = base;
+    }
+    // Plain (unreserved) nodes in (time, index) order: cached entries still valid, merged with
+    // the few that changed since the cache was built.
+    const valid: { st: NodeState; t: number }[] = [];
+    const changed: { st: NodeState; t: number }[] = [];
+    for (const e of base) {
+      if (e.st.resv.length > 0) continue;
+      if (e.st.ver === e.ver) valid.push(e);
+      else changed.push({ st: e.st, t: Math.max(now, fitTime(e.st, e.st.size)) });
+    }
+    let plain = valid;
+    if (changed.length > 0) {
+      changed.sort((a, b) => a.t - b.t || a.st.idx - b.st.idx);
+      plain = [];
+      let i = 0;
+      let j = 0;
+      while (i < valid.length || j < changed.length) {
+        if (j >= changed.length || (i < valid.length && (valid[i].t - changed[j].t || valid[i].st.idx - changed[j].st.idx) < 0)) plain.push(valid[i++]);
+        else plain.push(changed[j++]);
       }
     }
+    const resv: NodeState[] = [];
+    const rt: number[] = [];
+    for (const st of pool.reservedNodes) {
+      if (!st.full) continue;
+      resv.push(st);
+      const t = earliestFit(st, st.size, durMs, now);
+      if (t < Infinity) rt.push(t);
+    }
     if (plain.length + resv.length < k) return null;
-    plain.sort((a, b) => a.t - b.t || a.st.idx - b.st.idx);
-    times.sort((a, b) => a - b);
+    rt.sort((a, b) => a - b);
     let p = 0;
-    let last = -Infinity;
-    for (const T of times) {
-      if (T === last) continue;
-      last = T;
+    let j = 0;
+    while (p < plain.length || j < rt.length) {
+      const T = Math.min(p < plain.length ? plain[p].t : Infinity, j < rt.length ? rt[j] : Infinity);
       while (p < plain.length && plain[p].t <= T) p++;
+      while (j < rt.length && rt[j] <= T) j++;
       if (p + resv.length < k) continue;
       const fit = resv.filter((st) => minFree(st, T, T + durMs) >= st.size);
       if (p + fit.length < k) continue;
