@@ -104,6 +104,18 @@ describe('scheduler pass metrics', () => {
     expect(after.nodes[0]!.gpus.map((g) => g.jobId)).toEqual([null, 'p1']);
   });
 
+  it('exports node type, state and registered GPUs from the database, and drops a node that left it', async () => {
+    const m = new NuriMetrics({ now: () => T0 });
+    const s = new SchedulerMetricsState(m);
+    s.nodeInfo([node('a', 'h100', 'draining', [{}, {}]), node('b', 'h800', 'up', [{}])]);
+    expect(await sample(m, 'nuri_node_state', { node: 'node-a', state: 'draining' })).toBe(1);
+    expect(await sample(m, 'nuri_node_state', { node: 'node-a', state: 'up' })).toBe(0);
+    expect(await sample(m, 'nuri_node_gpus_expected', { node: 'node-b', gpu_type: 'h800' })).toBe(1);
+    s.nodeInfo([node('a', 'h100', 'up', [{}, {}])]);
+    expect(await sample(m, 'nuri_node_state', { node: 'node-a', state: 'up' })).toBe(1);
+    expect(await sample(m, 'nuri_node_gpus_expected', { node: 'node-b' })).toBeUndefined();
+  });
+
   it('counts usage continuously: GPUs × time since last counted, ended jobs up to the pass that saw them gone', async () => {
     const m = new NuriMetrics({ now: () => T0 });
     const s = new SchedulerMetricsState(m);

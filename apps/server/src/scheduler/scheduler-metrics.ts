@@ -149,6 +149,7 @@ export class SchedulerMetricsState {
   /** Nothing before this is counted (leadership start: the previous leader counted it). */
   private floorMs = 0;
   private lastJobCountsMs = -Infinity;
+  private knownNodes = new Set<string>();
 
   constructor(private readonly metrics: NuriMetrics) {}
 
@@ -201,6 +202,21 @@ export class SchedulerMetricsState {
       this.requeuedAt.set(id, nowMs);
     }
     for (const e of byTenant.values()) this.metrics.addUsage(e.tenant, e.gpuType, e.seconds);
+  }
+
+  /**
+   * Each node's type, state and registered GPU count, from the database (the gateways set
+   * up, last seen and inventory from the agents). A node no longer in the database loses
+   * all its series.
+   */
+  nodeInfo(nodes: readonly NodeWithGpus[]): void {
+    const now = new Set<string>();
+    for (const n of nodes) {
+      now.add(n.name);
+      this.metrics.setNodeInfo(n.name, { gpuType: n.gpuType, state: n.state, expectedGpus: n.gpus.length });
+    }
+    for (const name of this.knownNodes) if (!now.has(name)) this.metrics.removeNodeSeries(name);
+    this.knownNodes = now;
   }
 
   /** Forgets requeue times of jobs no longer pending. */

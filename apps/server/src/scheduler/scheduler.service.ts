@@ -227,7 +227,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       tenants: tenantRows({ now, tenants: i.tenants, nodes: after.nodes, pending: after.pending, running: after.running }, this.passMetrics.pendingSince),
       ...(jobsByState ? { jobs: jobCounts(jobsByState, tenantNames) } : {}),
     });
-    for (const n of i.nodes) m.setNodeInfo(n.name, { gpuType: n.gpuType, state: n.state, expectedGpus: n.gpus.length });
+    this.passMetrics.nodeInfo(i.nodes);
   }
 
   private async annotate(plan: Plan, started: Set<string>): Promise<void> {
