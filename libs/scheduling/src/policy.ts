@@ -81,7 +81,10 @@ export function schedule(snapshot: Snapshot): Plan {
   cl.onEarly = (st) => {
     const l = soon[st.model];
     if (l && !inSoon.has(st)) {
-      l.push(st);
+      // Keep node order: insert in place (preemptions are few).
+      let i = l.length;
+      while (i > 0 && l[i - 1].idx > st.idx) i--;
+      l.splice(i, 0, st);
       inSoon.add(st);
     }
   };
@@ -354,15 +357,17 @@ export function schedule(snapshot: Snapshot): Plan {
     // First, nodes that can host the job at S without preempting anyone (the cheapest option,
     // lowest node index first): only nodes with GPUs free or freeing by S can be such.
     {
+      // The soon list is in node order, so the first k hits are the cheapest options.
+      const want = multi ? Math.ceil(g / NODE_GPUS) : 1;
       const zero: NodeState[] = [];
       for (const st of soonNodes(pool)) {
+        const need = multi ? st.size : g;
         if (multi ? !st.full : st.size < g) continue;
-        if (minFree(st, S, E) >= (multi ? st.size : g)) zero.push(st);
+        if (fitTime(st, need) > S || minFree(st, S, E) < need) continue;
+        zero.push(st);
+        if (zero.length === want) break;
       }
-      if (zero.length >= (multi ? Math.ceil(g / NODE_GPUS) : 1)) {
-        zero.sort((a, b) => a.idx - b.idx);
-        options = zero.map((st) => ({ st, victims: [], cost: [0, 0, -Infinity, st.idx] }));
-      }
+      if (zero.length === want) options = zero.map((st) => ({ st, victims: [], cost: [0, 0, -Infinity, st.idx] }));
     }
     if (options.length === 0) {
     for (const st of pool.nodes) {
