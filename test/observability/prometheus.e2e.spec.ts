@@ -266,6 +266,38 @@ describe('Prometheus end to end: the demo scraped, every dashboard panel answere
     expect(await scalar('time() - max(nuri_scheduler_last_pass_success_timestamp_seconds)')).toBeLessThan(10);
   }, 90_000);
 
+  it('exports scheduler figures that agree with the API: allocation, jobs, preemption, shortfall, usage, route templates', async () => {
+    await until('scheduler gauges settled', 30_000, async () => {
+      const figures = {
+        allocated: await scalar('sum(nuri_tenant_allocated_gpus)'),
+        gpusAllocated: await scalar('sum(nuri_scheduler_gpus{state="allocated"})'),
+        naverRunning: await scalar('sum(nuri_scheduler_jobs{state="running",tenant="naver",gpu_type="h100"})'),
+        ktShortfall: await scalar('nuri_tenant_guarantee_shortfall_gpus{tenant="kt",gpu_type="h800"}'),
+        ktPending: await scalar('nuri_scheduler_pending_gpus{tenant="kt",gpu_type="h800"}'),
+        sktPreempted: await scalar('sum(nuri_scheduler_preemptions_total{tenant="skt",gpu_type="h100",reason="guarantee_reclaim"})'),
+      };
+      const ok =
+        figures.allocated !== undefined &&
+        figures.allocated === figures.gpusAllocated &&
+        figures.naverRunning === 1 &&
+        figures.ktShortfall === 8 &&
+        figures.ktPending === 8 &&
+        (figures.sktPreempted ?? 0) >= 1;
+      if (!ok) throw new Error(JSON.stringify(figures));
+      return true;
+    });
+    // Usage is continuous: naver's counter is its 8 GPUs × the time it has run, within a pass or two.
+    const naverJobNow = await job(server.demo!.researcherToken, naverJob);
+    const text = await (await fetch(`${server.url}/metrics`)).text();
+    const used = Number(/^nuri_tenant_gpu_seconds_total\{tenant="naver",gpu_type="h100"\} (\S+)$/m.exec(text)?.[1]);
+    const expected = (8 * (Date.now() - Date.parse(naverJobNow.startedAt))) / 1000;
+    expect(used).toBeGreaterThan(expected - 8 * 2);
+    expect(used).toBeLessThanOrEqual(expected + 0.1);
+    // Request durations are labelled with route templates, never ids.
+    expect((await query('count(nuri_http_request_duration_seconds_count{route="/v1/jobs/:id",method="GET",status="200"})')).data.result).toHaveLength(1);
+    expect((await query('count(nuri_http_request_duration_seconds_count{route=~".*[0-9a-f]{8}-[0-9a-f]{4}.*"})')).data.result).toEqual([]);
+  }, 60_000);
+
   it('passes promtool check metrics on a live scrape', async () => {
     const text = await (await fetch(`${server.url}/metrics`)).text();
     expect(text).toMatch(/^nuri_gpu_xid_errors_total\{/m);
