@@ -1,7 +1,7 @@
 import { DynamicModule, Module, Type } from '@nestjs/common';
 import type { ServerConfig } from '@nuri/config';
 import type { DatabaseHandle } from '@nuri/db';
-import { ApiModule } from './api/api.module';
+import { ApiModule, HealthModule } from './api/api.module';
 import { Clock } from './core/clock';
 import { CoreModule } from './core/core.module';
 import { Wakeups } from './core/wakeups';
@@ -14,9 +14,8 @@ import { SchedulerModule } from './scheduler/scheduler.module';
 export class AppModule {
   static forRoles(config: ServerConfig, database: DatabaseHandle, clock: Clock, wakeups: Wakeups, extra: Type[] = []): DynamicModule {
     const imports: (Type | DynamicModule)[] = [CoreModule.forRoot(config, database, clock, wakeups)];
-    // Authentication, /healthz and /metrics are in every process; jobs and admin routes too,
-    // so any replica can answer; `api` decides whether the process listens for users.
-    imports.push(ApiModule, MetricsModule);
+    // /healthz and /metrics are in every process; the authenticated REST API only in `api`.
+    imports.push(config.roles.has('api') ? ApiModule : HealthModule, MetricsModule);
     if (config.roles.has('scheduler')) imports.push(SchedulerModule);
     if (config.roles.has('gateway')) imports.push(GatewayModule);
     imports.push(...extra);

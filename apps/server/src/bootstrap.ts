@@ -53,8 +53,8 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     logger: LEVELS[config.logLevel],
   });
   app.enableShutdownHooks();
-  const auth = app.get(AuthService);
-  if (config.bootstrapToken) await auth.ensureBootstrapOperator(config.bootstrapToken);
+  const auth = config.roles.has('api') ? app.get(AuthService) : undefined;
+  if (config.bootstrapToken && auth) await auth.ensureBootstrapOperator(config.bootstrapToken);
   await app.listen(config.port, config.host);
   const port = (app.getHttpServer().address() as AddressInfo).port;
   const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
@@ -68,7 +68,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     fleet.attach(gateway);
   }
   let demo: DemoHandle | undefined;
-  if (config.demo) {
+  if (config.demo && auth) {
     demo = await startDemo(
       config,
       {

@@ -15,5 +15,7 @@ describe('server configuration', () => {
     expect(() => parseServerConfig({ PORT: 'eighty' })).toThrow(/PORT: .*number/i);
     expect(() => parseServerConfig({ NURI_ROLES: 'api,cook' })).toThrow(/NURI_ROLES/);
     expect(() => parseServerConfig({ NURI_BOOTSTRAP_TOKEN: 'short' })).toThrow(/NURI_BOOTSTRAP_TOKEN: at least 24/);
+    expect(() => parseServerConfig({ NURI_ROLES: 'scheduler' })).toThrow(/NURI_ROLES: the demo center needs the api and gateway roles/);
+    expect(parseServerConfig({ NURI_ROLES: 'scheduler', NURI_DEMO: '0' }).roles).toEqual(new Set(['scheduler']));
   });
 });

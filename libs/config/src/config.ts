@@ -33,6 +33,10 @@ export const ServerConfigSchema = z
     NURI_LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug']).default('log'),
     NURI_DCGM_COMPAT: bool.default(false),
   })
+  .refine((c) => !(c.NURI_DEMO ?? c.DATABASE_URL === undefined) || ['api', 'gateway'].every((r) => c.NURI_ROLES.includes(r as 'api')), {
+    message: 'the demo center needs the api and gateway roles in this process (set NURI_DEMO=0 to run fewer roles)',
+    path: ['NURI_ROLES'],
+  })
   .transform((c) => ({
     port: c.PORT,
     host: c.HOST,
