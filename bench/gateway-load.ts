@@ -7,6 +7,7 @@
  * jitter, base 500 ms, cap 30 s: the agent's defaults), like the real agent.
  */
 import { randomUUID } from 'node:crypto';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import WebSocket from 'ws';
 import { nodeName, tokenFor } from './gateway-shared';
 
@@ -59,7 +60,14 @@ let connected = 0;
 const sims: Sim[] = [];
 
 const uuids = Array.from({ length: GPUS }, (_, g) => `GPU-bench-${g}`);
+/** Each agent's GPU values are rebuilt every 10 s (the generator must stay cheaper than what it measures). */
+const gpusJson = new Map<number, { at: number; json: string }>();
 function samplesText(s: Sim, seq: number, at: number): string {
+  let cached = gpusJson.get(s.i);
+  if (!cached || at - cached.at > 10_000) gpusJson.set(s.i, (cached = { at, json: buildGpus(s, at) }));
+  return `{"v":1,"type":"samples","seq":${seq},"at":${at},"gpus":${cached.json}}`;
+}
+function buildGpus(s: Sim, at: number): string {
   const gpus = [];
   for (let g = 0; g < GPUS; g++) {
     const u = ((s.i * 7 + g * 13 + Math.floor(at / 1000)) % 100) / 100;
@@ -80,7 +88,7 @@ function samplesText(s: Sim, seq: number, at: number): string {
       throttleReasons: u < 0.01 ? ['gpu_idle'] : [],
     });
   }
-  return JSON.stringify({ v: 1, type: 'samples', seq, at, gpus });
+  return JSON.stringify(gpus);
 }
 
 function connect(s: Sim): void {
@@ -193,7 +201,11 @@ process.on('message', async (cmd: { op: string }) => {
   } else if (cmd.op === 'snapshot') {
     const lat = stats.lat;
     stats.lat = [];
-    process.send!({ op: 'snapshot', connected, produced: stats.samplesProduced, acked: stats.samplesAcked, p50: pct(lat, 50), p99: pct(lat, 99), max: pct(lat, 100), n: lat.length });
+    const cpu = process.cpuUsage(lastCpu);
+    lastCpu = process.cpuUsage();
+    const loopP99 = Math.round(loop.percentile(99) / 1e6);
+    loop.reset();
+    process.send!({ op: 'snapshot', genCpuMs: (cpu.user + cpu.system) / 1000, genLoopP99: loopP99, connected, produced: stats.samplesProduced, acked: stats.samplesAcked, p50: pct(lat, 50), p99: pct(lat, 99), max: pct(lat, 100), n: lat.length });
   } else if (cmd.op === 'killed') {
     killedAt = Date.now();
     stats.attempts = [];
@@ -228,5 +240,8 @@ process.on('message', async (cmd: { op: string }) => {
     process.exit(0);
   }
 });
+const loop = monitorEventLoopDelay({ resolution: 10 });
+loop.enable();
+let lastCpu = process.cpuUsage();
 setInterval(tick, 50);
 process.send!({ op: 'ready' });

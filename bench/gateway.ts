@@ -164,7 +164,7 @@ async function main() {
       lats.push(snap);
       const st = w.now();
       console.log(
-        `  t=${String(Math.round((Date.now() - tSend) / 1000)).padStart(3)}s connected ${snap.connected} samples produced ${snap.produced} acked ${snap.acked} | ack latency p50 ${snap.p50} ms p99 ${snap.p99} ms max ${snap.max} ms | gateway RSS ${mib(st.rssPeak)} CPU ${((st.cpuMs - cpuBefore) / (Date.now() - tSend) * 100).toFixed(0)}%`,
+        `  t=${String(Math.round((Date.now() - tSend) / 1000)).padStart(3)}s connected ${snap.connected} samples produced ${snap.produced} acked ${snap.acked} | ack latency p50 ${snap.p50} ms p99 ${snap.p99} ms max ${snap.max} ms | gateway RSS ${mib(st.rssPeak)} CPU ${((st.cpuMs - cpuBefore) / (Date.now() - tSend) * 100).toFixed(0)}% | generator CPU ${(snap.genCpuMs / 100).toFixed(0)}% loop delay p99 ${snap.genLoopP99} ms`,
       );
     }
     const steadyMs = Date.now() - tSend;
@@ -216,8 +216,8 @@ async function main() {
     if (RESTART) {
       const sorted = [...welcomes].sort((a, b) => a - b);
       console.log(`  after the kill: ${welcomes.length}/${N} agents back; last one ${((sorted.at(-1) ?? NaN) / 1000).toFixed(1)} s after the kill (median ${((sorted[Math.floor(sorted.length / 2)] ?? NaN) / 1000).toFixed(1)} s)`);
-      histogram('  reconnect attempts after the kill (all, including refused ones):', attempts, 1000, 20);
-      histogram('  agents back (welcome) after the kill:', welcomes, 1000, 20);
+      histogram('  reconnect attempts after the kill (all, including refused ones):', attempts, 2000, 31);
+      histogram('  agents back (welcome) after the kill:', welcomes, 2000, 31);
       const st2 = w.stop();
       console.log(`  restarted gateway: RSS peak ${mib(st2.rssPeak)}, CPU ${(st2.cpuMs / 1000).toFixed(1)} s`);
     }

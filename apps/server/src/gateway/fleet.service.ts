@@ -122,10 +122,17 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
   async hello(nodeName: string, hello: z.infer<typeof AgentHello>): Promise<{ ackedSeq: number; send: ServerMessage[] }> {
     const nodeId = await this.nodeId(nodeName);
     const now = this.clock.now();
-    await this.nodeRepo.markConnected(nodeId, true, now);
-    if (await this.nodeRepo.setState(nodeId, 'up', 'agent connected', ['down'])) this.log.log(`node ${nodeName} is up`);
-    // Inventory: write only what changed (a reconnect storm of thousands of agents stays cheap).
-    const stored = await this.nodeRepo.gpusOf(nodeId);
+    // Independent reads and writes in parallel: a reconnect storm of thousands of agents
+    // waits on the database, so fewer sequential round trips per hello is what counts.
+    const [, up, stored, ackedSeq, here] = await Promise.all([
+      this.nodeRepo.markConnected(nodeId, true, now),
+      this.nodeRepo.setState(nodeId, 'up', 'agent connected', ['down']),
+      this.nodeRepo.gpusOf(nodeId),
+      this.nodeRepo.streamSeq(nodeId, hello.stream),
+      this.jobs.running({ onNode: nodeId }),
+    ]);
+    if (up) this.log.log(`node ${nodeName} is up`);
+    // Inventory: write only what changed.
     const byIndex = new Map(stored.map((g) => [g.index, g]));
     const changed = hello.gpus.filter((g) => byIndex.get(g.index)?.uuid !== g.uuid || byIndex.get(g.index)?.model !== g.model);
     if (changed.length) await this.nodeRepo.recordInventory(nodeId, changed.map((g) => ({ index: g.index, uuid: g.uuid, model: g.model })));
@@ -136,7 +143,6 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
         this.log.warn(`node ${nodeName} GPU ${g.index} unhealthy: missing from the agent inventory`);
         this.metrics.setGpuHealthy(nodeName, g.index, false);
       }
-    const ackedSeq = await this.nodeRepo.streamSeq(nodeId, hello.stream);
     const d: Dispatch = {
       nodeId,
       started: new Set(hello.running),
@@ -152,7 +158,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
     this.metrics.setNodeInventory(nodeName, hello.gpus, hello.gpuModel);
     for (const g of stored) if (!g.healthy && seen.has(g.index)) this.metrics.setGpuHealthy(nodeName, g.index, false);
     this.metrics.recordAgentMessage('hello', 'applied');
-    const send = await this.reconcileMessages(nodeName, d, await this.jobs.running({ onNode: nodeId }));
+    const send = await this.reconcileMessages(nodeName, d, here);
     this.wakeNodeChange();
     return { ackedSeq, send };
   }
