@@ -51,6 +51,21 @@ describe('trace parsing', () => {
     expect(a.nodes).toMatchObject({ h100: 3, h800: 1 });
     expect(a.policies).toEqual(['nuri', 'fifo']);
     expect(() => parseArgs(['--trace', 'x', '--policy', 'lottery'])).toThrow();
+    // --nodes N is one homogeneous pool; type wishes default to any.
+    const b = parseArgs(['--trace', 'x.csv', '--nodes', '20']);
+    expect(b.nodes).toMatchObject({ h100: 20, h800: 0 });
+    expect(b.gpuTypes).toBe('any');
+    expect(b.policies).toEqual(['fifo', 'greedy', 'slurm', 'nuri']);
+    expect(parseArgs(['--trace', 'x', '--gpu-types', 'drawn']).gpuTypes).toBe('drawn');
+    expect(() => parseArgs(['--trace', 'x', '--gpu-types', 'h200'])).toThrow();
+  });
+
+  it('--gpu-types any makes every job without a type wish take any type, without shifting other draws', () => {
+    const raw = parseTrace('job_id,submission_time,duration,num_gpu\na,1,100,1\nb,2,100,16\nc,3,100,4\n', 'x.csv');
+    const drawn = enrich(raw, 3, null, 'drawn');
+    const any = enrich(raw, 3, null, 'any');
+    expect(any.every((j) => j.gpuType === 'any')).toBe(true);
+    expect(any.map((j) => [j.timeLimit, j.priority])).toEqual(drawn.map((j) => [j.timeLimit, j.priority]));
   });
 });
 
@@ -62,7 +77,7 @@ describe('simulation', () => {
   ];
   const nodes = buildNodes({ h100: 1, h800: 0, perLeaf: 8 });
 
-  it.each(['fifo', 'slurm', 'nuri'] as const)('%s: known result on a tiny workload', (p) => {
+  it.each(['fifo', 'greedy', 'slurm', 'nuri'] as const)('%s: known result on a tiny workload', (p) => {
     const { tenants } = autoQuotas(jobs, nodes);
     const r = simulate({ label: p, config: configFor(p), nodes, tenants: tenants.map((t) => ({ ...t, quotas: { h100: { guaranteed: t.quotas.h100!.guaranteed, limit: 8 } } })), jobs, windowSeconds: 3600, requeue: 'resume' });
     const byId = new Map(r.jobs.map((j) => [j.id, j]));
@@ -92,6 +107,13 @@ describe('simulation', () => {
     const all = (p: string) => out.rows.find((r) => r.policy === p && r.tenant === 'all')!;
     expect(all('nuri').waitMeanH).toBeLessThanOrEqual(all('slurm').waitMeanH);
     expect(all('fifo').waitMeanH).toBeGreaterThan(5 * all('slurm').waitMeanH);
+    // The brief's baselines on one homogeneous pool: strict FCFS about 12 h, greedy first fit
+    // about 2 h but starving large jobs.
+    expect(all('fifo').waitMeanH).toBeGreaterThan(9);
+    expect(all('fifo').waitMeanH).toBeLessThan(16);
+    expect(all('greedy').waitMeanH).toBeGreaterThan(1);
+    expect(all('greedy').waitMeanH).toBeLessThan(3);
+    expect(all('greedy').bigWaitP99H!).toBeGreaterThan(all('slurm').bigWaitP99H!);
     expect(htmlReport(out)).toContain('<svg');
   });
 });

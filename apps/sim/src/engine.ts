@@ -48,11 +48,12 @@ export interface TenantSpec {
 
 /**
  * Quotas for a replay: each tenant's guarantee on each type is its share of the offered load
- * (GPU-seconds submitted in the window) times that type's capacity, rounded down; its limit is
- * the guarantee plus half the type's capacity, at least its largest job, at most the capacity,
- * so tenants borrow and every job can run.
+ * (GPU-seconds submitted in the window) times that type's capacity, rounded down. Its limit is
+ * the guarantee plus limitShare (default 0.5) of the type capacity, at least its largest job, at
+ * most the capacity, so tenants borrow and every job can run; limitShare >= 1 gives the whole
+ * capacity (borrow any idle GPU; reclaim returns guarantees). See docs/scheduling.md.
  */
-export function autoQuotas(jobs: TraceJob[], nodes: SnapshotNode[]): { tenants: TenantSpec[]; load: Map<string, number> } {
+export function autoQuotas(jobs: TraceJob[], nodes: SnapshotNode[], limitShare = 0.5): { tenants: TenantSpec[]; load: Map<string, number> } {
   const load = new Map<string, number>();
   const largest = new Map<string, number>();
   for (const j of jobs) {
@@ -67,7 +68,7 @@ export function autoQuotas(jobs: TraceJob[], nodes: SnapshotNode[]): { tenants: 
       const c = cap(m);
       if (c === 0) continue;
       const guaranteed = Math.floor((c * load.get(id)!) / total);
-      const limit = Math.min(c, Math.max(guaranteed + Math.floor(c / 2), largest.get(id)!));
+      const limit = limitShare >= 1 ? c : Math.min(c, Math.max(guaranteed + Math.floor(c * limitShare), largest.get(id)!));
       quotas[m] = { guaranteed, limit };
     }
     return { id, weight: 1, quotas };
@@ -109,7 +110,14 @@ export interface JobOutcome {
 export interface TenantTime {
   /** Seconds during which the tenant's demand (running + pending GPUs) was at least its guarantee. */
   contendedSeconds: number;
-  /** GPU-seconds received in those periods, capped at the guarantee. */
+  /**
+   * GPU-seconds the tenant was entitled to in those periods: at each instant
+   * E = min(guarantee, running + pending jobs that fit in the guarantee and have waited at least
+   * the preemption grace period), and E = running when no such pending job fits in what is left
+   * of the guarantee (gang granularity). See docs/scheduling.md.
+   */
+  entitled: number;
+  /** GPU-seconds received in those periods, capped at the entitlement: integral of min(running, E). */
   receivedCapped: number;
   /** GPU-seconds received in those periods. */
   received: number;
@@ -157,13 +165,14 @@ export function simulate(opts: SimOptions): SimResult {
   const pendN = new Map<string, number>(tenantIds.map((t) => [t, 0]));
   const gTotal = new Map(opts.tenants.map((t) => [t.id, (t.quotas.h100?.guaranteed ?? 0) + (t.quotas.h800?.guaranteed ?? 0)]));
   const tenantTime: Record<string, TenantTime> = Object.fromEntries(
-    tenantIds.map((t) => [t, { contendedSeconds: 0, receivedCapped: 0, received: 0, guaranteed: gTotal.get(t)!, gpuSeconds: 0 }]),
+    tenantIds.map((t) => [t, { contendedSeconds: 0, entitled: 0, receivedCapped: 0, received: 0, guaranteed: gTotal.get(t)!, gpuSeconds: 0 }]),
   );
   const busySeries: number[] = [];
   const queueSeries: Record<string, number[]> = Object.fromEntries(tenantIds.map((t) => [t, []]));
 
   const live = new Map<string, Live>();
   const pending = new Map<string, Live>();
+  const pendingBy = new Map<string, Set<Live>>(tenantIds.map((t) => [t, new Set()]));
   const running = new Map<string, { job: RunningJob; l: Live; end: number; stopAt: number }>();
   const outcomes: JobOutcome[] = [];
   let busy = 0;
@@ -202,20 +211,49 @@ export function simulate(opts: SimOptions): SimResult {
       const g = tt.guaranteed;
       if (g > 0 && r + pendG.get(t)! >= g) {
         tt.contendedSeconds += dt;
-        tt.receivedCapped += Math.min(r, g) * dt;
         tt.received += r * dt;
+        // Entitlement changes when a pending job passes the grace period: integrate piecewise.
+        const cuts = [a];
+        for (const l of pendingBy.get(t)!) {
+          const e = (l.pendingSince + graceMs) / 1000;
+          if (e > a && e < b) cuts.push(e);
+        }
+        cuts.sort((x, y) => x - y);
+        cuts.push(b);
+        for (let i = 0; i + 1 < cuts.length; i++) {
+          const e = entitlement(t, r, g, cuts[i] * 1000);
+          const d = cuts[i + 1] - cuts[i];
+          tt.entitled += e * d;
+          tt.receivedCapped += Math.min(r, e) * d;
+        }
       }
     }
   }
 
+  /** What the tenant's guarantee entitles it to hold at time `at` (see TenantTime.entitled). */
+  function entitlement(t: string, r: number, g: number, at: number): number {
+    let fit = 0;
+    let smallest = Infinity;
+    for (const l of pendingBy.get(t)!) {
+      const n = l.trace.gpus;
+      if (n > g || l.pendingSince + graceMs > at) continue;
+      fit += n;
+      if (n < smallest) smallest = n;
+    }
+    const e = Math.min(g, r + fit);
+    return e > r && smallest > g - r ? r : e;
+  }
+
   function enqueue(l: Live): void {
     pending.set(l.pending.id, l);
+    pendingBy.get(l.trace.tenant)!.add(l);
     l.pendingSince = now;
     pendG.set(l.trace.tenant, pendG.get(l.trace.tenant)! + l.trace.gpus);
     pendN.set(l.trace.tenant, pendN.get(l.trace.tenant)! + 1);
   }
   function dequeue(l: Live): void {
     pending.delete(l.pending.id);
+    pendingBy.get(l.trace.tenant)!.delete(l);
     l.out.wait += (now - l.pendingSince) / 1000;
     pendG.set(l.trace.tenant, pendG.get(l.trace.tenant)! - l.trace.gpus);
     pendN.set(l.trace.tenant, pendN.get(l.trace.tenant)! - 1);

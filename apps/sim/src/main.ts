@@ -1,8 +1,10 @@
 /**
  * nuri trace simulator.
  *   npm run sim -- --trace ../shared/traces/itp-2021/cluster0{2,3,5,6}.csv ../shared/traces/itp-2021/cluster10.csv \
- *     --nodes 20 --days 14 --seed 1 --policy fifo,slurm,nuri [--json out.json] [--html out.html]
- * --nodes N (half H100, half H800) or h100:N,h800:M; --per-leaf nodes per leaf switch (8);
+ *     --nodes 20 --days 14 --seed 1 --policy fifo,greedy,slurm,nuri [--json out.json] [--html out.html]
+ * --nodes N (N H100 nodes: one homogeneous pool, as the brief's reference scenario) or
+ * h100:N,h800:M (two pools); --gpu-types any|drawn (type wishes for traces without them:
+ * all `any` (default), or drawn as ENRICHMENT says); --per-leaf nodes per leaf switch (8);
  * --requeue restart|resume (what a preempted job loses); --depth reservation depth.
  */
 import { writeFileSync } from 'node:fs';
@@ -11,7 +13,7 @@ import { NodeSpec, SimResult, autoQuotas, buildNodes, simulate } from './engine'
 import { Row, rows, table } from './metrics';
 import { Progress } from './progress';
 import { htmlReport } from './report';
-import { ENRICHMENT, loadTraces } from './trace';
+import { ENRICHMENT, GpuTypeWishes, loadTraces } from './trace';
 
 export interface Args {
   trace: string[];
@@ -24,7 +26,14 @@ export interface Args {
   requeue: 'restart' | 'resume';
   depth: number;
   quiet: boolean;
+  gpuTypes: GpuTypeWishes;
+  /** Tenant limit = guarantee + this share of the type capacity (default 0.5); >= 1: the whole capacity. */
+  limitShare: number;
+  /** Anti-starvation threshold in hours (PolicyConfig.starvationSeconds); null = the default. */
+  starvationHours: number | null;
 }
+
+export const POLICIES: readonly PolicyMode[] = ['fifo', 'greedy', 'slurm', 'nuri'];
 
 export function parseArgs(argv: string[]): Args {
   const a: Args = {
@@ -32,12 +41,15 @@ export function parseArgs(argv: string[]): Args {
     nodes: { h100: 10, h800: 10, perLeaf: 8 },
     days: null,
     seed: 1,
-    policies: ['fifo', 'slurm', 'nuri'],
+    policies: [...POLICIES],
     json: null,
     html: null,
     requeue: 'resume',
     depth: DEFAULT_POLICY_CONFIG.reservationDepth,
     quiet: false,
+    gpuTypes: 'any',
+    limitShare: 0.5,
+    starvationHours: null,
   };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
@@ -54,7 +66,9 @@ export function parseArgs(argv: string[]): Args {
         const s = v();
         if (/^\d+$/.test(s)) {
           const n = Number(s);
-          a.nodes = { ...a.nodes, h100: Math.ceil(n / 2), h800: Math.floor(n / 2) };
+          // One homogeneous pool: the ITP traces have no GPU types, and the brief's reference
+          // figures (FCFS about 12 h, greedy about 2 h) are for one pool of 20 x 8 GPUs.
+          a.nodes = { ...a.nodes, h100: n, h800: 0 };
         } else {
           const spec = { ...a.nodes, h100: 0, h800: 0 };
           for (const part of s.split(',')) {
@@ -77,8 +91,8 @@ export function parseArgs(argv: string[]): Args {
         break;
       case '--policy':
         a.policies = v().split(',').map((p) => {
-          if (p !== 'fifo' && p !== 'slurm' && p !== 'nuri') throw new Error(`unknown policy ${p}`);
-          return p;
+          if (!POLICIES.includes(p as PolicyMode)) throw new Error(`unknown policy ${p}`);
+          return p as PolicyMode;
         });
         break;
       case '--json':
@@ -95,6 +109,19 @@ export function parseArgs(argv: string[]): Args {
       }
       case '--depth':
         a.depth = Number(v());
+        break;
+      case '--gpu-types': {
+        const t = v();
+        if (t !== 'any' && t !== 'drawn') throw new Error('--gpu-types any|drawn');
+        a.gpuTypes = t;
+        break;
+      }
+      case '--limit-share':
+        a.limitShare = Number(v());
+        if (!(a.limitShare > 0)) throw new Error('--limit-share needs a positive number');
+        break;
+      case '--starvation-hours':
+        a.starvationHours = Number(v());
         break;
       case '--quiet':
         a.quiet = true;
@@ -116,14 +143,18 @@ export interface RunOutput {
 }
 
 export function run(args: Args, progress = false): RunOutput {
-  const jobs = loadTraces(args.trace, args.seed, args.days);
+  const jobs = loadTraces(args.trace, args.seed, args.days, args.gpuTypes);
   const nodes = buildNodes(args.nodes);
   const windowSeconds = args.days !== null ? args.days * 86400 : Math.max(1, ...jobs.map((j) => j.submit));
-  const { tenants, load } = autoQuotas(jobs, nodes);
+  const { tenants, load } = autoQuotas(jobs, nodes, args.limitShare);
   const results: SimResult[] = [];
   for (const p of args.policies) {
     const bar = progress ? new Progress(p) : null;
-    const config = configFor(p, { ...DEFAULT_POLICY_CONFIG, reservationDepth: args.depth });
+    const config = configFor(p, {
+      ...DEFAULT_POLICY_CONFIG,
+      reservationDepth: args.depth,
+      ...(args.starvationHours !== null ? { starvationSeconds: args.starvationHours * 3600 } : {}),
+    });
     const r = simulate({ label: p, config, nodes, tenants, jobs, windowSeconds, requeue: args.requeue, onProgress: bar ? (f) => bar.update(f) : undefined });
     bar?.done(`${(r.wallMs / 1000).toFixed(1)}s, ${r.passes} passes`);
     results.push(r);
@@ -138,7 +169,9 @@ export function run(args: Args, progress = false): RunOutput {
       windowDays: windowSeconds / 86400,
       enrichment: ENRICHMENT,
       quotaRule:
-        'guarantee per type = floor(type capacity x tenant share of offered GPU-seconds); limit = guarantee + half the type capacity, at least the largest job, at most the type capacity; weight 1',
+        args.limitShare >= 1
+          ? 'guarantee per type = floor(type capacity x tenant share of offered GPU-seconds); limit = the type capacity (borrow any idle GPU; reclaim returns guarantees); weight 1'
+          : `guarantee per type = floor(type capacity x tenant share of offered GPU-seconds); limit = guarantee + ${args.limitShare} x type capacity, at least the largest job, at most the type capacity; weight 1`,
     },
     results,
     rows: all,
@@ -176,7 +209,7 @@ function main(): void {
   try {
     args = parseArgs(process.argv.slice(2));
   } catch (e) {
-    process.stderr.write(`${(e as Error).message}\nusage: npm run sim -- --trace <files...> [--nodes 20|h100:N,h800:M] [--days N] [--seed S] [--policy fifo,slurm,nuri] [--json FILE|-] [--html FILE] [--requeue restart|resume] [--depth N]\n`);
+    process.stderr.write(`${(e as Error).message}\nusage: npm run sim -- --trace <files...> [--nodes 20|h100:N,h800:M] [--days N] [--seed S] [--policy fifo,greedy,slurm,nuri] [--gpu-types any|drawn] [--limit-share X] [--json FILE|-] [--html FILE] [--requeue restart|resume] [--depth N]\n`);
     process.exit(2);
   }
   const t0 = performance.now();
@@ -187,7 +220,7 @@ function main(): void {
     return;
   }
   const sc = out.scenario;
-  console.log(`${sc.jobs} jobs, ${sc.tenants.length} tenants, ${sc.capacity} GPUs (${args.nodes.h100} H100 + ${args.nodes.h800} H800 nodes), ${sc.windowDays.toFixed(1)} days, seed ${args.seed}, requeue ${args.requeue}`);
+  console.log(`${sc.jobs} jobs, ${sc.tenants.length} tenants, ${sc.capacity} GPUs (${args.nodes.h100} H100 + ${args.nodes.h800} H800 nodes), ${sc.windowDays.toFixed(1)} days, seed ${args.seed}, requeue ${args.requeue}, GPU type wishes ${args.gpuTypes}`);
   for (const t of sc.tenants) console.log(`  ${t.id.padEnd(12)} offered ${t.offeredLoadGpus.toFixed(1).padStart(6)} GPUs  quotas ${JSON.stringify(t.quotas)}`);
   console.log(`  quotas: ${sc.quotaRule}`);
   for (const e of sc.enrichment) console.log(`  drawn: ${e}`);

@@ -17,7 +17,10 @@ export interface Row {
   gpuHours: number;
   /** GPU-hours its guarantee would give over the window. */
   guaranteedGpuHours: number;
-  /** While its demand was at least its guarantee: share of the guarantee it held (1 = all). */
+  /**
+   * While its demand was at least its guarantee: GPU-time held (capped at the entitlement) over
+   * GPU-time its guarantee entitled it to (1 = all). See docs/scheduling.md for the definition.
+   */
   guaranteeMet: number | null;
   preemptions: number;
   /** Share of the whole cluster's GPU-time in the window (all rows: utilization). */
@@ -49,7 +52,7 @@ export function rows(r: SimResult): Row[] {
       .map((j) => Math.abs(j.firstStart! - j.estimate!))
       .sort((a, b) => a - b);
     const tts = tenant === 'all' ? Object.values(r.tenantTime) : [r.tenantTime[tenant]].filter(Boolean);
-    const contended = tts.reduce((s, t) => s + t.contendedSeconds * t.guaranteed, 0);
+    const contended = tts.reduce((s, t) => s + t.entitled, 0);
     const got = tts.reduce((s, t) => s + t.receivedCapped, 0);
     const gpuSeconds = tts.reduce((s, t) => s + t.gpuSeconds, 0);
     const mean = (a: number[]) => (a.length ? a.reduce((s, x) => s + x, 0) / a.length : NaN);

@@ -23,9 +23,11 @@ export interface TraceJob {
   priority: number;
 }
 
+export type GpuTypeWishes = 'any' | 'drawn';
+
 export const ENRICHMENT = [
   'GPU counts above 8 that are not a multiple of 8 are rounded up to whole nodes.',
-  'GPU type wish (when absent): 1-8 GPUs: 60% any, 25% h100, 15% h800; multi-node: 50% any, 40% h100, 10% h800.',
+  'GPU type wish (when absent): with --gpu-types any (default) every job takes any type; with --gpu-types drawn, 1-8 GPUs: 60% any, 25% h100, 15% h800; multi-node: 50% any, 40% h100, 10% h800.',
   'Time limit (when absent): duration x U(1.2, 4) rounded up to 15 minutes (users over-estimate; no job hits its limit).',
   'Priority class (when absent): 10% high, 80% normal, 10% low.',
   'Draws come from mulberry32 seeded with --seed and the tenant name, so each tenant is repeatable on its own.',
@@ -89,7 +91,7 @@ function valid(r: Raw): boolean {
 }
 
 /** Fill in what the trace lacks, repeatably; keep jobs submitted within [0, days). */
-export function enrich(raw: Raw[], seed: number, days: number | null): TraceJob[] {
+export function enrich(raw: Raw[], seed: number, days: number | null, wishes: GpuTypeWishes = 'drawn'): TraceJob[] {
   const byTenant = new Map<string, Raw[]>();
   for (const r of raw) {
     let l = byTenant.get(r.tenant);
@@ -110,7 +112,7 @@ export function enrich(raw: Raw[], seed: number, days: number | null): TraceJob[
       const duration = Math.max(1, Math.round(r.duration));
       const gpuType: GpuTypeWanted =
         r.gpuType ??
-        (gpus > 8 ? (uType < 0.5 ? 'any' : uType < 0.9 ? 'h100' : 'h800') : uType < 0.6 ? 'any' : uType < 0.85 ? 'h100' : 'h800');
+        (wishes === 'any' ? 'any' : gpus > 8 ? (uType < 0.5 ? 'any' : uType < 0.9 ? 'h100' : 'h800') : uType < 0.6 ? 'any' : uType < 0.85 ? 'h100' : 'h800');
       const timeLimit = r.timeLimit ?? Math.ceil((duration * (1.2 + 2.8 * uLimit)) / 900) * 900;
       const priority = r.priority ?? (uPrio < 0.1 ? 2 : uPrio < 0.9 ? 1 : 0);
       out.push({ id: r.id, tenant, submit: r.submit, duration, gpus, gpuType, timeLimit, priority });
@@ -119,7 +121,7 @@ export function enrich(raw: Raw[], seed: number, days: number | null): TraceJob[
   return out.sort((a, b) => a.submit - b.submit || (a.id < b.id ? -1 : 1));
 }
 
-export function loadTraces(files: string[], seed: number, days: number | null): TraceJob[] {
+export function loadTraces(files: string[], seed: number, days: number | null, wishes: GpuTypeWishes = 'drawn'): TraceJob[] {
   const raw = files.flatMap((f) => parseTrace(readFileSync(f, 'utf8'), f));
-  return enrich(raw, seed, days);
+  return enrich(raw, seed, days, wishes);
 }

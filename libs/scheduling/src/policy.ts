@@ -134,14 +134,13 @@ export function schedule(snapshot: Snapshot): Plan {
     const u = useOf[ti];
     const tenant = tenantAt[ti];
     if (quotas) {
+      const lim = (m: GpuModel) => tenant?.quotas[m]?.limit ?? 0;
       let all = true;
-      for (const m of feasible) if (u[m] + g > (tenant?.quotas[m]?.limit ?? 0)) all = false;
+      for (const m of feasible) if (u[m] + g > lim(m)) all = false;
       if (!all) {
-        allowed = feasible.filter((m) => u[m] + g <= (tenant?.quotas[m]?.limit ?? 0));
+        allowed = feasible.filter((m) => u[m] + g <= lim(m));
         if (allowed.length === 0) {
-          const detail = feasible
-            .map((m) => `${u[m]} of ${tenant?.quotas[m]?.limit ?? 0} ${m.toUpperCase()} GPUs in use or claimed`)
-            .join(', ');
+          const detail = feasible.map((m) => `${u[m]} of ${lim(m)} ${m.toUpperCase()} GPUs in use or claimed`).join(', ');
           explain(job, 'over_quota_limit', messages.overLimit(job, tenant?.name ?? job.tenantId, detail), null);
           continue;
         }
