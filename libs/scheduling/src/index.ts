@@ -1,4 +1,5 @@
 export * from './types';
 export { schedule, borrowedJobs } from './policy';
+export { Scheduler } from './scheduler';
 export { DEFAULT_POLICY_CONFIG, configFor, decayUsage, accrueUsage } from './config';
 export { allowedModels } from './ranking';

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { borrowedJobs, schedule } from './policy';
+import { Scheduler } from './scheduler';
 import { HOUR, T0, World } from './testing/harness';
 import { GpuModel, GpuTypeWanted, PendingJob, Plan, PolicyConfig, Snapshot, SnapshotNode, SnapshotTenant } from './types';
 
@@ -229,6 +230,27 @@ describe('properties', () => {
           };
           expect(schedule(s2)).toEqual(plan);
           expect(schedule(s)).toEqual(plan);
+        });
+      }),
+      { numRuns: Math.ceil(RUNS / 2) },
+    );
+  });
+
+  it('a stateful Scheduler plans exactly as schedule() from scratch, pass after pass (nodes as fresh copies, drained and returned)', () => {
+    fc.assert(
+      fc.property(arbWorld, fc.integer({ min: 0, max: 1e9 }), (c, seed) => {
+        const { world } = build(c);
+        const inc = new Scheduler();
+        let n = 0;
+        drive(world, (s, plan) => {
+          n++;
+          // A caller reading from a database builds new node objects every pass; now and then
+          // a node is drained, then returned.
+          let nodes = s.nodes.map((x) => ({ ...x, gpus: x.gpus.map((g) => ({ ...g })) }));
+          if ((seed + n) % 5 === 0 && nodes.length > 1) nodes = nodes.map((x, i) => (i === (seed + n) % nodes.length ? { ...x, schedulable: false } : x));
+          const s2: Snapshot = { ...s, nodes };
+          expect(inc.plan(s2)).toEqual(schedule(s2));
+          expect(inc.plan(s)).toEqual(plan);
         });
       }),
       { numRuns: Math.ceil(RUNS / 2) },
