@@ -95,3 +95,35 @@ describe('roles in separate processes', () => {
     await runToCompletion('second');
   });
 });
+
+describe('scheduler leadership when the database session drops', () => {
+  let db: TestDatabase;
+  let a: RunningServer;
+  let b: RunningServer;
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    const cfg = parseServerConfig({ PORT: '0', HOST: '127.0.0.1', DATABASE_URL: db.url, NURI_ROLES: 'scheduler', NURI_DEMO: '0', NURI_SCHEDULER_TICK_MS: '200', NURI_LOG_LEVEL: 'error' });
+    a = await startServer(cfg);
+    b = await startServer(cfg);
+  });
+  afterAll(async () => {
+    await a?.close();
+    await b?.close();
+    await db?.drop();
+  });
+
+  it('steps down when its lock session is killed, and the standby takes over', async () => {
+    const [leader, standby] = a.app.get(SchedulerService).isLeader ? [a, b] : [b, a];
+    expect(standby.app.get(SchedulerService).isLeader).toBe(false);
+    // Kill the leader's lock session from outside, as a database failover or network cut would.
+    const { Client } = await import('pg');
+    const admin = new Client({ connectionString: db.url });
+    await admin.connect();
+    await admin.query(`select pg_terminate_backend(pid) from pg_locks where locktype = 'advisory' and objid = $1 and granted`, [0x6e757269]);
+    await admin.end();
+    for (let i = 0; i < 50 && (leader.app.get(SchedulerService).isLeader || !standby.app.get(SchedulerService).isLeader); i++)
+      await new Promise((r) => setTimeout(r, 100));
+    expect(leader.app.get(SchedulerService).isLeader).toBe(false);
+    expect(standby.app.get(SchedulerService).isLeader).toBe(true);
+  });
+});

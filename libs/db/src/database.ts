@@ -16,8 +16,17 @@ export interface DatabaseHandle {
    * Tries to take a session-level advisory lock on a connection of its own, held until
    * release() (or the process dies). Returns null when another session holds it.
    */
-  tryAdvisoryLock(key: number): Promise<{ release(): Promise<void> } | null>;
+  tryAdvisoryLock(key: number): Promise<AdvisoryLock | null>;
   close(): Promise<void>;
+}
+
+export interface AdvisoryLock {
+  /**
+   * False once the session holding the lock is gone (connection dropped, server restarted):
+   * the lock went with it and another process may hold it now.
+   */
+  alive(): Promise<boolean>;
+  release(): Promise<void>;
 }
 
 export interface DatabaseOptions {
@@ -54,10 +63,30 @@ async function openPostgres(url: string, poolSize: number): Promise<DatabaseHand
         client.release(true);
         throw e;
       }
+      let lost = false;
+      client.on('error', () => (lost = true));
+      client.on('end', () => (lost = true));
       return {
+        async alive() {
+          if (lost) return false;
+          try {
+            // Still our session, and still holding the lock?
+            const r = await Promise.race([
+              client.query<{ held: boolean }>(
+                `select exists(select 1 from pg_locks where locktype = 'advisory' and pid = pg_backend_pid() and objid = $1::bigint and granted) as held`,
+                [key],
+              ),
+              new Promise<never>((_, no) => setTimeout(() => no(new Error('lock check timed out')), 5000).unref()),
+            ]);
+            return (lost = !r.rows[0]?.held) === false;
+          } catch {
+            lost = true;
+            return false;
+          }
+        },
         async release() {
           try {
-            await client.query('select pg_advisory_unlock($1)', [key]);
+            if (!lost) await client.query('select pg_advisory_unlock($1)', [key]);
           } finally {
             client.release(true);
           }
@@ -82,6 +111,9 @@ async function openPGlite(dataDir: string): Promise<DatabaseHandle> {
       if (held) return null;
       held = true;
       return {
+        async alive() {
+          return !pglite.closed;
+        },
         async release() {
           held = false;
         },

@@ -1,6 +1,7 @@
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import type { ServerConfig } from '@nuri/config';
 import {
+  AdvisoryLock,
   DatabaseHandle,
   JobsRepository,
   NodesRepository,
@@ -41,7 +42,8 @@ export interface PassResult {
 @Injectable()
 export class SchedulerService implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly log = new Logger('Scheduler');
-  private lock: { release(): Promise<void> } | null = null;
+  private lock: AdvisoryLock | null = null;
+  private standDownTicks = 0;
   private timer?: NodeJS.Timeout;
   private running: Promise<void> | null = null;
   private again = false;
@@ -92,7 +94,19 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
   private async tick(): Promise<void> {
     if (this.stopped) return;
     try {
-      if (!this.lock) {
+      if (this.lock && !(await this.lock.alive())) {
+        // The session holding the lock is gone, so the lock is too: stop leading at once;
+        // a standby may already lead. Commits stay safe meanwhile (verified in the database).
+        this.log.error('lost the scheduler lock (database session ended); standing by');
+        const lost = this.lock;
+        this.lock = null;
+        await lost.release().catch(() => undefined);
+        this.passMetrics.leader(null);
+        // Let a standby with a healthy session take over rather than racing it back.
+        this.standDownTicks = 3;
+      }
+      if (!this.lock && this.standDownTicks > 0) this.standDownTicks--;
+      else if (!this.lock) {
         this.lock = await this.database.tryAdvisoryLock(SCHEDULER_LOCK_KEY);
         if (this.lock) {
           this.log.log('became the active scheduler');
