@@ -32,6 +32,8 @@ export const ServerConfigSchema = z
     NURI_SAMPLE_INTERVAL_MS: z.coerce.number().int().min(100).default(5_000),
     NURI_LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug']).default('log'),
     NURI_DCGM_COMPAT: bool.default(false),
+    NURI_IDLE_UTILIZATION_RATIO: z.coerce.number().min(0).max(1).default(0.05),
+    NURI_IDLE_SECONDS: z.coerce.number().int().min(1).default(30 * 60),
   })
   .refine((c) => !(c.NURI_DEMO ?? c.DATABASE_URL === undefined) || ['api', 'gateway'].every((r) => c.NURI_ROLES.includes(r as 'api')), {
     message: 'the demo center needs the api and gateway roles in this process (set NURI_DEMO=0 to run fewer roles)',
@@ -60,6 +62,8 @@ export const ServerConfigSchema = z
     logLevel: c.NURI_LOG_LEVEL,
     // Also export dcgm-exporter metric names, so existing DCGM dashboards work unchanged.
     dcgmCompat: c.NURI_DCGM_COMPAT,
+    // An allocated GPU under this utilization for this long counts as idle (metrics, alerts).
+    idle: { thresholdRatio: c.NURI_IDLE_UTILIZATION_RATIO, forSeconds: c.NURI_IDLE_SECONDS },
   }));
 
 export type ServerConfig = z.infer<typeof ServerConfigSchema>;

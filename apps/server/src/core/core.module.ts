@@ -25,7 +25,7 @@ export class CoreModule {
         { provide: DATABASE, useValue: database },
         { provide: Clock, useValue: clock },
         { provide: Wakeups, useValue: wakeups ?? new Wakeups() },
-        { provide: NuriMetrics, useValue: metrics ?? new NuriMetrics({ processMetrics: true, dcgmCompat: config.dcgmCompat, now: () => clock.now().getTime() }) },
+        { provide: NuriMetrics, useValue: metrics ?? new NuriMetrics({ processMetrics: true, dcgmCompat: config.dcgmCompat, idle: config.idle, now: () => clock.now().getTime() }) },
         { provide: TenantsRepository, useValue: new TenantsRepository(db) },
         { provide: IdentityRepository, useValue: new IdentityRepository(db) },
         { provide: NodesRepository, useValue: new NodesRepository(db) },
