@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../../apps/agent/src/agent';
+import { JobLifecycle } from '../../apps/server/src/lifecycle/job-lifecycle';
 import { hashToken, newAgentToken } from '../../apps/server/src/auth/tokens';
 import { RunningServer, startServer } from '../../apps/server/src/bootstrap';
 import { createTestDatabase, TestDatabase } from '../../libs/db/src/testing';
@@ -130,6 +131,12 @@ describe('fleet: node failures, reconcile, GPU health', () => {
     const still = await job(a);
     expect(still.state).toBe('running');
     expect(still.transitions.map((t: any) => t.to)).toEqual(['pending', 'running', 'pending', 'running']);
+    // Whatever the timing above, an exit of attempt 1 arriving now (as the fleet applies a
+    // job event) must not end attempt 2.
+    const nodeId = (await server.app.get(NodesRepository).idByName(h100[0]))!;
+    const stale = { kind: 'exited' as const, jobId: a, exitCode: null, signal: 'SIGKILL', cause: 'lost' as const, attempt: 1 };
+    expect(await server.app.get(JobLifecycle).exited(nodeId, stale, new Date())).toBe(false);
+    expect((await job(a)).state).toBe('running');
     // The h800 agent comes back too: its lost exit of the failed job changes nothing.
     const z = await restartAgent(h800[0]);
     await z.waitFor(() => z.stats().pending === 0, 10_000);
