@@ -1,7 +1,7 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import type { JobEvent } from '@nuri/contracts';
 import type { ServerConfig } from '@nuri/config';
-import { Db, JobRow, JobsRepository, NodesRepository, UsageRepository } from '@nuri/db';
+import { Db, JobRecord, JobRow, JobsRepository, NodesRepository, UsageRepository } from '@nuri/db';
 import { NuriMetrics } from '@nuri/metrics';
 import { Clock } from '../core/clock';
 import { CONFIG } from '../core/core.module';
@@ -65,7 +65,7 @@ export class JobLifecycle {
     const { to, reason } = outcomeOf(job, e);
     const moved = await this.jobs.transition(job.id, ['running'], to, reason, at, { exit_code: e.exitCode ?? null, ended_at: to === 'pending' ? null : at }, db);
     if (moved) {
-      this.metrics.removeJobSeries(job.id);
+      this.ended(job, to);
       await this.account(job, at);
       await this.nodes.settleDraining(nodeId);
       this.wakeups.wake('job_end');
@@ -74,10 +74,10 @@ export class JobLifecycle {
   }
 
   /** A job whose node (or GPU) failed: back to pending when allowed, else node_failed. True when it moved. */
-  async nodeFailed(job: JobRow, why: string, at: Date): Promise<boolean> {
+  async nodeFailed(job: JobRecord, why: string, at: Date): Promise<boolean> {
     const { to, reason } = requeueOr(job, 'node_failed', why);
     if (!(await this.jobs.transition(job.id, ['running'], to, reason, at))) return false;
-    this.metrics.removeJobSeries(job.id);
+    this.ended(job, to);
     await this.account(job, at);
     this.wakeups.wake('job_end');
     return true;
@@ -96,6 +96,12 @@ export class JobLifecycle {
     }
     if (silent.length) this.wakeups.wake('node_change');
     return silent.length;
+  }
+
+  /** A job left its GPUs: its GPU series lose their job labels, and the transition is counted. */
+  private ended(job: JobRecord, to: JobRow['state']): void {
+    this.metrics.removeJobSeries(job.id);
+    this.metrics.recordJobTransition(job.tenantName, job.gpu_type, 'running', to);
   }
 
   private async account(job: JobRow, at: Date): Promise<void> {

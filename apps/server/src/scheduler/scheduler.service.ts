@@ -13,7 +13,7 @@ import {
   type TenantWithQuotas,
 } from '@nuri/db';
 import { NuriMetrics } from '@nuri/metrics';
-import { Plan, schedule } from '@nuri/scheduling';
+import { Plan, Scheduler } from '@nuri/scheduling';
 import { Clock } from '../core/clock';
 import { CONFIG, DATABASE } from '../core/core.module';
 import { Wakeups } from '../core/wakeups';
@@ -44,6 +44,8 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
   private readonly log = new Logger('Scheduler');
   private lock: AdvisoryLock | null = null;
   private standDownTicks = 0;
+  /** The pure core, with what it may reuse between passes (plans are identical to schedule()). */
+  private readonly core = new Scheduler();
   private timer?: NodeJS.Timeout;
   private running: Promise<void> | null = null;
   private again = false;
@@ -186,7 +188,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
         preemption: true,
       },
     });
-    const plan = schedule(snapshot);
+    const plan = this.core.plan(snapshot);
     const { started, skipped } = await this.jobs.commitStarts(
       plan.starts.map((s) => ({ jobId: s.jobId, gpuModel: s.gpuModel, placement: s.placement.map((p) => ({ nodeId: p.nodeId, gpuIndices: p.gpuIndices })) })),
       now,

@@ -254,12 +254,10 @@ export class JobsRepository {
   }
 
   /** Running jobs with a GPU on the node: what a node failure or an agent's report touches. */
-  async runningOnNode(nodeId: string): Promise<JobRow[]> {
-    return this.db
-      .selectFrom('jobs')
-      .selectAll('jobs')
-      .where('state', '=', 'running')
-      .where('id', 'in', (eb) => eb.selectFrom('allocations').select('job_id').where('node_id', '=', nodeId).where('released_at', 'is', null))
+  async runningOnNode(nodeId: string): Promise<JobRecord[]> {
+    return this.withNames()
+      .where('jobs.state', '=', 'running')
+      .where('jobs.id', 'in', (eb) => eb.selectFrom('allocations').select('job_id').where('node_id', '=', nodeId).where('released_at', 'is', null))
       .execute();
   }
 
@@ -381,10 +379,12 @@ export class JobsRepository {
     }
   }
 
+  /** Live jobs (pending and running) by tenant, state and requested type; served by the jobs_live index. */
   async countByState(): Promise<{ tenantId: string; state: State; gpuType: string; n: number }[]> {
     const rows = await this.db
       .selectFrom('jobs')
       .select(['tenant_id as tenantId', 'state', 'gpu_type as gpuType', (eb) => eb.fn.countAll<number>().as('n')])
+      .where('state', 'in', LIVE)
       .groupBy(['tenant_id', 'state', 'gpu_type'])
       .execute();
     return rows.map((r) => ({ ...r, n: Number(r.n) }));
