@@ -374,3 +374,62 @@ export function earliestFit(st: NodeState, need: number, durMs: number, from: nu
 export function cmp(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
+
+/**
+ * Min-heap of (time, node index) pairs with the node version each entry was computed at, for
+ * "earliest node that fits g GPUs" queries. Entries go stale when their node changes; callers
+ * drop or refresh stale entries when they reach the top (see policy.ts earliestSingle).
+ */
+export class FitHeap {
+  t: number[] = [];
+  idx: number[] = [];
+  ver: number[] = [];
+  get size(): number {
+    return this.t.length;
+  }
+  private less(i: number, j: number): boolean {
+    return this.t[i] < this.t[j] || (this.t[i] === this.t[j] && this.idx[i] < this.idx[j]);
+  }
+  private swap(i: number, j: number): void {
+    const { t, idx, ver } = this;
+    let x = t[i];
+    t[i] = t[j];
+    t[j] = x;
+    x = idx[i];
+    idx[i] = idx[j];
+    idx[j] = x;
+    x = ver[i];
+    ver[i] = ver[j];
+    ver[j] = x;
+  }
+  push(t: number, idx: number, ver: number): void {
+    this.t.push(t);
+    this.idx.push(idx);
+    this.ver.push(ver);
+    let i = this.t.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (!this.less(i, p)) break;
+      this.swap(i, p);
+      i = p;
+    }
+  }
+  pop(): void {
+    const n = this.t.length - 1;
+    if (n < 0) return;
+    this.swap(0, n);
+    this.t.pop();
+    this.idx.pop();
+    this.ver.pop();
+    let i = 0;
+    for (;;) {
+      const l = 2 * i + 1;
+      if (l >= n) break;
+      const r = l + 1;
+      const c = r < n && this.less(r, l) ? r : l;
+      if (!this.less(c, i)) break;
+      this.swap(c, i);
+      i = c;
+    }
+  }
+}

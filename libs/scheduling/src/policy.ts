@@ -3,7 +3,7 @@
  * guaranteed capacity from borrowers, hold backfill reservations for the first blocked jobs,
  * and explain every job left pending with an estimated start. Pure: snapshot in, plan out.
  */
-import { Cluster, LeafState, MODELS, NodeState, Pool, cmp, earliestFit, fitTime, heldUntil, minFree } from './cluster';
+import { Cluster, FitHeap, LeafState, MODELS, NodeState, Pool, cmp, earliestFit, fitTime, heldUntil, minFree } from './cluster';
 import { messages } from './explain';
 import { Usage, buildColumns, modelsOf, rankPending, typeName } from './ranking';
 import {
@@ -65,6 +65,10 @@ export function schedule(snapshot: Snapshot): Plan {
   const reclaimFailedAt: Record<GpuModel, number> = { h100: Infinity, h800: Infinity };
   // Reserved-node scans that failed for (g, duration) stay failed until the pool changes.
   const poolVersion: Record<GpuModel, number> = { h100: 0, h800: 0 };
+  // Bumped only by changes that can make GPUs available sooner (preemption moves held GPUs'
+  // end earlier). Starts and reservations only ever take availability away (free GPUs fall,
+  // held ends stay, reserved windows grow), so a start that failed still fails after them.
+  const gainVersion: Record<GpuModel, number> = { h100: 0, h800: 0 };
   const reservedMiss: { v: number; dur: number }[] = [];
 
   // Upper bounds on what reclaim could free per node; GPUs only get taken within a pass.
@@ -78,7 +82,19 @@ export function schedule(snapshot: Snapshot): Plan {
   // a preemption adds the victims' nodes.
   const soon: Record<GpuModel, NodeState[] | null> = { h100: null, h800: null };
   const inSoon = new Set<NodeState>();
+  // Per (type, g): unreserved nodes by earliest time g GPUs are free (built on the first
+  // single-node reservation of that size; lazily refreshed as nodes change).
+  const fitHeaps: (FitHeap | undefined)[] = [];
+  const fitPushed: (Int32Array | undefined)[] = [];
   cl.onEarly = (st) => {
+    // GPUs free earlier: the node's heap entries may now be too late; add a fresh one.
+    for (let g = 1; g <= NODE_GPUS; g++) {
+      const h = fitHeaps[g * 2 + (st.model === 'h100' ? 0 : 1)];
+      if (h && !st.reserved) {
+        h.push(Math.max(now, fitTime(st, g)), st.idx, st.ver);
+        fitPushed[g * 2 + (st.model === 'h100' ? 0 : 1)]![st.idx] = st.ver;
+      }
+    }
     const l = soon[st.model];
     if (l && !inSoon.has(st)) {
       // Keep node order: insert in place (preemptions are few).
@@ -230,10 +246,10 @@ export function schedule(snapshot: Snapshot): Plan {
             hit = true;
             if (!cand || st.free.length < cand.free.length || (st.free.length === cand.free.length && st.idx < cand.idx)) cand = st;
           }
-          if (!hit) reservedMiss[g * 2 + (m === 'h100' ? 0 : 1)] = { v: poolVersion[m], dur: until - now };
+          if (!hit) reservedMiss[g * 2 + (m === 'h100' ? 0 : 1)] = { v: gainVersion[m], dur: until - now };
         }
         if (cand && (!best || cand.free.length < best.free.length)) best = cand;
-        if (!cand) startMiss[g * 2 + (m === 'h100' ? 0 : 1)] = { v: poolVersion[m], dur: until - now };
+        if (!cand) startMiss[g * 2 + (m === 'h100' ? 0 : 1)] = { v: gainVersion[m], dur: until - now };
       }
       if (!best) return null;
       poolVersion[best.model]++;
@@ -246,7 +262,7 @@ export function schedule(snapshot: Snapshot): Plan {
       if (pool.totalFree < k * NODE_GPUS || missed(m, g, until - now)) continue;
       const nodes = pickWholeNow(pool, k, until);
       if (!nodes) {
-        startMiss[g * 2 + (m === 'h100' ? 0 : 1)] = { v: poolVersion[m], dur: until - now };
+        startMiss[g * 2 + (m === 'h100' ? 0 : 1)] = { v: gainVersion[m], dur: until - now };
         continue;
       }
       poolVersion[m]++;
@@ -261,12 +277,12 @@ export function schedule(snapshot: Snapshot): Plan {
 
   function missed(m: GpuModel, g: number, dur: number): boolean {
     const miss = startMiss[g * 2 + (m === 'h100' ? 0 : 1)];
-    return !!miss && miss.v === poolVersion[m] && dur >= miss.dur;
+    return !!miss && miss.v === gainVersion[m] && dur >= miss.dur;
   }
 
   function reservedMissed(m: GpuModel, g: number, dur: number): boolean {
     const miss = reservedMiss[g * 2 + (m === 'h100' ? 0 : 1)];
-    return !!miss && miss.v === poolVersion[m] && dur >= miss.dur;
+    return !!miss && miss.v === gainVersion[m] && dur >= miss.dur;
   }
 
   /** k whole nodes free now, not delaying reservations, within as few leaf switches as possible. */
@@ -435,6 +451,7 @@ export function schedule(snapshot: Snapshot): Plan {
       cl.endEarly(v.id, v.placement.map((p) => p.nodeId), S);
     }
     poolVersion[m]++;
+    if (vset.size > 0) gainVersion[m]++;
     for (const o of picked) cl.reserve(o.st, { s: S, e: E, g: multi ? o.st.size : g, jobId: job.id });
     return vset.size;
   }
@@ -449,16 +466,23 @@ export function schedule(snapshot: Snapshot): Plan {
       const pool = cl.pools[m];
       let r: { t: number; nodes: NodeState[] } | null = null;
       if (g <= NODE_GPUS) {
+        // Earliest (time, node order) over unreserved nodes from the heap, and over reserved
+        // nodes one by one (few): the same node a scan of every node would pick.
         let bt = Infinity;
         let bn: NodeState | null = null;
-        for (const st of pool.nodes) {
+        const top = earliestUnreserved(pool, g);
+        if (top) {
+          bt = Math.max(now, fitTime(top, g));
+          bn = top;
+        }
+        for (const st of pool.reservedNodes) {
           const t = earliestFit(st, g, durMs, now);
-          if (t < bt) {
+          if (t < bt || (t === bt && t < Infinity && bn !== null && st.idx < bn.idx)) {
             bt = t;
             bn = st;
           }
         }
-        if (bn) r = { t: bt, nodes: [bn] };
+        if (bn && bt < Infinity) r = { t: bt, nodes: [bn] };
       } else r = earliestWhole(pool, Math.ceil(g / NODE_GPUS), durMs);
       // Strictly earlier wins, so ties keep the preferred type (H100 for multi-node).
       if (r && (!best || r.t < best.t)) best = { t: r.t, m, nodes: r.nodes };
@@ -468,6 +492,42 @@ export function schedule(snapshot: Snapshot): Plan {
     for (const st of best.nodes)
       cl.reserve(st, { s: best.t, e: best.t + durMs, g: g <= NODE_GPUS ? g : st.size, jobId: job.id });
     return { jobId: job.id, gpuModel: best.m, startAt: best.t, nodeIds: best.nodes.map((s) => s.node.id) };
+  }
+
+  /** The unreserved node of a pool where g GPUs are free earliest (ties: node order), or null. */
+  function earliestUnreserved(pool: Pool, g: number): NodeState | null {
+    const key = g * 2 + (pool.model === 'h100' ? 0 : 1);
+    let h = fitHeaps[key];
+    let pushed = fitPushed[key]!;
+    if (!h) {
+      h = new FitHeap();
+      pushed = new Int32Array(cl.byIdx.length).fill(-1);
+      for (const st of pool.nodes) {
+        if (st.reserved || st.size < g) continue;
+        h.push(Math.max(now, fitTime(st, g)), st.idx, st.ver);
+        pushed[st.idx] = st.ver;
+      }
+      fitHeaps[key] = h;
+      fitPushed[key] = pushed;
+    }
+    while (h.size > 0) {
+      const st = cl.byIdx[h.idx[0]];
+      if (st.reserved) {
+        h.pop();
+        continue;
+      }
+      if (h.ver[0] !== st.ver) {
+        // Stale: GPUs were taken since (later fit) or freed early (a fresh entry exists).
+        h.pop();
+        if (pushed[st.idx] !== st.ver) {
+          h.push(Math.max(now, fitTime(st, g)), st.idx, st.ver);
+          pushed[st.idx] = st.ver;
+        }
+        continue;
+      }
+      return h.t[0] < Infinity ? st : null;
+    }
+    return null;
   }
 
   /** Earliest time k whole nodes stay free for durMs; nodes without reservations only ever free up. */
@@ -515,7 +575,8 @@ export function schedule(snapshot: Snapshot): Plan {
       const T = Math.min(p < plain.length ? plain[p].t : Infinity, j < rt.length ? rt[j] : Infinity);
       while (p < plain.length && plain[p].t <= T) p++;
       while (j < rt.length && rt[j] <= T) j++;
-      if (p + resv.length < k) continue;
+      // A reserved node fits at T only if its earliest fit is at or before T (j of them).
+      if (p + j < k) continue;
       const fit = resv.filter((st) => minFree(st, T, T + durMs) >= st.size);
       if (p + fit.length < k) continue;
       const cands = [...plain.slice(0, p).map((x) => x.st), ...fit].sort((a, b) => a.idx - b.idx);
