@@ -82,6 +82,10 @@ export function schedule(snapshot: Snapshot): Plan {
   // a preemption adds the victims' nodes.
   const soon: Record<GpuModel, NodeState[] | null> = { h100: null, h800: null };
   const inSoon = new Set<NodeState>();
+  // Per node: the earliest job end E for which it could not host n GPUs from S without
+  // preemption (row of 9 per node), valid while the node's version is zeroVer.
+  const zeroFail = new Float64Array(cl.byIdx.length * 9);
+  const zeroVer = new Int32Array(cl.byIdx.length).fill(-1);
   // Per (type, g): unreserved nodes by earliest time g GPUs are free (built on the first
   // single-node reservation of that size; lazily refreshed as nodes change).
   const fitHeaps: (FitHeap | undefined)[] = [];
@@ -378,7 +382,17 @@ export function schedule(snapshot: Snapshot): Plan {
       for (const st of soonNodes(pool)) {
         const need = multi ? st.size : g;
         if (multi ? !st.full : st.size < g) continue;
-        if (fitTime(st, need) > S || minFree(st, S, E) < need) continue;
+        const row = st.idx * 9;
+        // Failed before for no more GPUs and no later end, and the node has not changed since.
+        if (zeroVer[st.idx] === st.ver && zeroFail[row + need] <= E) continue;
+        if (fitTime(st, need) > S || minFree(st, S, E) < need) {
+          if (zeroVer[st.idx] !== st.ver) {
+            zeroVer[st.idx] = st.ver;
+            zeroFail.fill(Infinity, row, row + 9);
+          }
+          for (let n = need; n <= NODE_GPUS; n++) if (E < zeroFail[row + n]) zeroFail[row + n] = E;
+          continue;
+        }
         zero.push(st);
         if (zero.length === want) break;
       }
