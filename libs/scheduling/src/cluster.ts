@@ -4,7 +4,7 @@
  * free-GPU count (best fit in O(log n)) and grouped by leaf switch (gang placement), so a
  * pass costs about O(jobs log nodes) rather than O(jobs x nodes).
  */
-import { GpuModel, RunningJob, Snapshot, SnapshotNode } from './types';
+import { GpuModel, Placement, RunningJob, Snapshot, SnapshotNode } from './types';
 
 export const MODELS: readonly GpuModel[] = ['h100', 'h800'];
 
@@ -32,6 +32,8 @@ export interface NodeState {
   size: number;
   /** All GPUs healthy: may be given whole to a multi-node job. */
   full: boolean;
+  /** Healthy GPU indices, ascending. */
+  healthy: readonly number[];
   /** Free healthy GPU indices, ascending. */
   free: number[];
   held: HeldGpus[];
@@ -41,11 +43,16 @@ export interface NodeState {
   reserved: boolean;
   /** Running jobs with GPUs here (for reclaim), and how many healthy GPUs each holds here. */
   jobs: { job: RunningJob; g: number }[];
-  /** Bumped on every change to free, held or reservations (invalidates per-node caches). */
+  /** Changed on every change to free, held or reservations (invalidates per-node caches); unique over all nodes and passes. */
   ver: number;
   /** fit[g]: earliest time g GPUs are free (ignoring reservations), valid while fitVer === ver. */
   fit: number[] | null;
   fitVer: number;
+  /** The node as the running jobs leave it, before a pass changes anything (free, held). */
+  bfree: number[];
+  bheld: HeldGpus[];
+  /** Changed since it was last reset to the base (by a pass, or by running jobs coming and going). */
+  dirty: boolean;
 }
 
 export interface LeafState {
@@ -59,6 +66,9 @@ export interface LeafState {
 
 export class MinHeap {
   private a: number[] = [];
+  get length(): number {
+    return this.a.length;
+  }
   push(v: number): void {
     const a = this.a;
     a.push(v);
@@ -118,15 +128,39 @@ export interface Pool {
   firstReservation: { jobId: string; s: number } | null;
 }
 
+/** Versions of node states: one counter for all nodes and passes, so a reset node never reuses a version. */
+let verSeq = 0;
+const nextVer = () => ++verSeq;
+
+/** A running job as applied to the base: the GPUs it holds per node. */
+interface RunRec {
+  job: RunningJob;
+  stamp: number;
+  /** When its GPUs free (heldUntil at the last sync). */
+  t: number;
+  parts: { st: NodeState; idx: number[]; h: HeldGpus; je: { job: RunningJob; g: number } }[];
+}
+
+/**
+ * The cluster for one pass. Built from a snapshot (`new Cluster`), or carried from the previous
+ * pass and brought up to date with `sync(snapshot)`: running jobs are diffed by id and content,
+ * only the nodes they or the previous pass touched are reset, so a pass after one event does not
+ * rebuild thousands of nodes. Either way the state a pass starts from is the same.
+ */
 export class Cluster {
   readonly pools: Record<GpuModel, Pool>;
   readonly byIdx: NodeState[] = [];
   readonly byId = new Map<string, NodeState>();
   /** Called when a node's held GPUs free earlier (preemption), for callers' node lists. */
   onEarly: ((st: NodeState) => void) | null = null;
+  private readonly runs = new Map<string, RunRec>();
+  private dirtyList: NodeState[] = [];
+  private stampSeq = 0;
+  /** Two running jobs claimed one GPU, or one id appeared twice: only a rebuild gives the from-scratch result. */
+  private conflicted = false;
+  private graceMs = 0;
 
-  constructor(snapshot: Snapshot, private readonly graceMs: number) {
-    const now = snapshot.now;
+  constructor(snapshot: Snapshot, graceMs: number) {
     const mk = (model: GpuModel): Pool => ({
       model,
       exists: false,
@@ -151,8 +185,7 @@ export class Cluster {
       if (!pool) continue;
       pool.exists = true;
       if (!n.schedulable) continue;
-      const uniq = healthy.slice();
-      if (uniq.length === 0) continue;
+      if (healthy.length === 0) continue;
       const key = `${n.gpuType}\u0000${n.leafSwitch}`;
       let leaf = leaves.get(key);
       if (!leaf) {
@@ -165,20 +198,25 @@ export class Cluster {
         node: n,
         model: n.gpuType,
         leaf,
-        size: uniq.length,
-        full: uniq.length === n.gpus.length,
-        free: uniq,
+        size: healthy.length,
+        full: healthy.length === n.gpus.length,
+        healthy,
+        free: [],
         held: [],
         heldSorted: true,
         resv: [],
         reserved: false,
         jobs: [],
-        ver: 0,
+        ver: nextVer(),
         fit: null,
         fitVer: -1,
+        bfree: healthy.slice(),
+        bheld: [],
+        dirty: true,
       };
       this.byIdx.push(st);
       this.byId.set(n.id, st);
+      this.dirtyList.push(st);
       pool.nodes.push(st);
       pool.capacity += st.size;
       pool.maxNodeSize = Math.max(pool.maxNodeSize, st.size);
@@ -187,41 +225,150 @@ export class Cluster {
         leaf.nodes.push(st);
       }
     }
-    // Subtract what running jobs hold; remember when it frees. (Order does not matter: held
-    // lists are sorted by (time, id) before use and reclaim sorts its candidates.)
-    for (const job of snapshot.running) {
-      const end = heldUntil(job, now, this.graceMs);
-      for (const p of job.placement) {
-        const st = this.byId.get(p.nodeId);
-        if (!st) continue;
-        let g = 0;
-        for (const i of p.gpuIndices) {
-          const k = st.free.indexOf(i);
-          if (k >= 0) {
-            st.free.splice(k, 1);
-            g++;
+    for (const pool of [this.pools.h100, this.pools.h800]) for (let c = 0; c <= pool.maxNodeSize; c++) pool.buckets.push(new MinHeap());
+    this.sync(snapshot, graceMs, false);
+  }
+
+  /**
+   * Bring the cluster to the state a pass over `snapshot` starts from (same nodes as when it was
+   * built: the caller checks). Returns false when only a rebuild can give that state exactly.
+   */
+  sync(snapshot: Snapshot, graceMs: number, incremental = true): boolean {
+    if (incremental && this.conflicted) return false;
+    const now = snapshot.now;
+    this.graceMs = graceMs;
+    const stamp = ++this.stampSeq;
+    const running = snapshot.running;
+    const recs: (RunRec | null)[] = new Array(running.length);
+    let adds = 0;
+    for (let i = 0; i < running.length; i++) {
+      const r = running[i];
+      const rec = this.runs.get(r.id);
+      if (rec !== undefined && rec.stamp !== stamp && sameRun(rec.job, r)) {
+        rec.stamp = stamp;
+        if (rec.job !== r) {
+          rec.job = r;
+          for (const p of rec.parts) p.je.job = r;
+        }
+        const t = heldUntil(r, now, graceMs);
+        if (t !== rec.t) {
+          rec.t = t;
+          for (const p of rec.parts) {
+            const k = p.st.bheld.indexOf(p.h);
+            p.h = { t, g: p.h.g, jobId: r.id };
+            p.st.bheld[k] = p.h;
+            this.markDirty(p.st);
           }
         }
-        if (g > 0) {
-          st.held.push({ t: end, g, jobId: job.id });
-          st.heldSorted = false;
-          st.jobs.push({ job, g });
-          this.pools[st.model].workAhead += ((end - now) / 1000) * g;
+        recs[i] = rec;
+      } else {
+        if (rec !== undefined && rec.stamp === stamp) {
+          // The same id twice: from scratch both hold GPUs; do that, and rebuild from now on.
+          if (incremental) return false;
+          this.conflicted = true;
         }
+        recs[i] = null;
+        adds++;
       }
     }
-    for (const pool of [this.pools.h100, this.pools.h800]) {
-      for (let c = 0; c <= pool.maxNodeSize; c++) pool.buckets.push(new MinHeap());
+    // Jobs gone (or changed): give their GPUs back first, so a new job on them finds them free.
+    if (this.runs.size + adds > running.length || adds > 0) {
+      for (const rec of this.runs.values()) {
+        if (rec.stamp === stamp) continue;
+        for (const p of rec.parts) {
+          const st = p.st;
+          for (const i of p.idx) insertSorted(st.bfree, i);
+          st.bheld.splice(st.bheld.indexOf(p.h), 1);
+          st.jobs.splice(st.jobs.indexOf(p.je), 1);
+          this.markDirty(st);
+        }
+        this.runs.delete(rec.job.id);
+      }
+    }
+    if (adds > 0)
+      for (let i = 0; i < running.length; i++) {
+        if (recs[i] !== null) continue;
+        const r = running[i];
+        const t = heldUntil(r, now, graceMs);
+        const rec: RunRec = { job: r, stamp, t, parts: [] };
+        for (const p of r.placement) {
+          const st = this.byId.get(p.nodeId);
+          if (!st) continue;
+          const idx: number[] = [];
+          for (const i of p.gpuIndices) {
+            const k = st.bfree.indexOf(i);
+            if (k >= 0) {
+              st.bfree.splice(k, 1);
+              idx.push(i);
+            } else if (st.healthy.includes(i)) {
+              if (incremental) return false;
+              this.conflicted = true;
+            }
+          }
+          if (idx.length > 0) {
+            const h = { t, g: idx.length, jobId: r.id };
+            const je = { job: r, g: idx.length };
+            st.bheld.push(h);
+            st.jobs.push(je);
+            rec.parts.push({ st, idx, h, je });
+            this.markDirty(st);
+          }
+        }
+        if (this.runs.has(r.id)) this.conflicted = true; // a second job with this id
+        else this.runs.set(r.id, rec);
+        recs[i] = rec;
+      }
+    // Reset what changed to the base; pool totals from scratch (cheap), work ahead in job order.
+    const h100 = this.pools.h100;
+    const h800 = this.pools.h800;
+    h100.workAhead = 0;
+    h800.workAhead = 0;
+    for (let i = 0; i < running.length; i++) {
+      const rec = recs[i]!;
+      for (const p of rec.parts) this.pools[p.st.model].workAhead += ((rec.t - now) / 1000) * p.h.g;
+    }
+    for (const pool of [h100, h800]) {
+      let pushes = 0;
+      for (const b of pool.buckets) pushes += b.length;
+      if (pushes > 4 * pool.nodes.length + 64) {
+        for (let c = 0; c < pool.buckets.length; c++) pool.buckets[c] = new MinHeap();
+        for (const st of pool.nodes) if (!st.dirty && st.free.length > 0) pool.buckets[st.free.length].push(st.idx);
+      }
+    }
+    for (const st of this.dirtyList) {
+      st.free = st.bfree.slice();
+      st.held = st.bheld.slice();
+      st.heldSorted = false;
+      st.resv = [];
+      st.reserved = false;
+      st.ver = nextVer();
+      st.dirty = false;
+      if (st.free.length > 0) this.pools[st.model].buckets[st.free.length].push(st.idx);
+    }
+    this.dirtyList = [];
+    for (const pool of [h100, h800]) {
+      pool.reservedNodes = [];
+      pool.firstReservation = null;
+      let total = 0;
+      let whole = 0;
+      for (const leaf of pool.leaves) leaf.whole = 0;
       for (const st of pool.nodes) {
-        const f = st.free.length;
-        pool.totalFree += f;
-        // Pushing in ascending idx order keeps each heap trivially valid.
-        if (f > 0) pool.buckets[f].push(st.idx);
-        if (st.full && f === st.size) {
+        total += st.free.length;
+        if (st.full && st.free.length === st.size) {
           st.leaf.whole++;
-          pool.wholeFree++;
+          whole++;
         }
       }
+      pool.totalFree = total;
+      pool.wholeFree = whole;
+    }
+    return true;
+  }
+
+  private markDirty(st: NodeState): void {
+    if (!st.dirty) {
+      st.dirty = true;
+      this.dirtyList.push(st);
     }
   }
 
@@ -260,7 +407,8 @@ export class Cluster {
     if (!st.reserved && st.free.length > 0) pool.buckets[st.free.length].push(st.idx);
     st.held.push({ t: until, g: got.length, jobId });
     st.heldSorted = false;
-    st.ver++;
+    st.ver = nextVer();
+    this.markDirty(st);
     pool.workAhead += ((until - now) / 1000) * got.length;
     return got;
   }
@@ -268,7 +416,8 @@ export class Cluster {
   reserve(st: NodeState, r: NodeReservation): void {
     const pool = this.pools[st.model];
     st.resv.push(r);
-    st.ver++;
+    st.ver = nextVer();
+    this.markDirty(st);
     if (!pool.firstReservation || r.s < pool.firstReservation.s) pool.firstReservation = { jobId: r.jobId, s: r.s };
     if (st.reserved) return;
     if (this.isWholeFree(st)) {
@@ -284,12 +433,56 @@ export class Cluster {
     for (const id of nodeIds) {
       const st = this.byId.get(id);
       if (!st) continue;
-      for (const h of st.held) if (h.jobId === jobId && h.t > t) h.t = t;
+      // New entries, not edits: the base shares the entry objects.
+      for (let i = 0; i < st.held.length; i++) {
+        const h = st.held[i];
+        if (h.jobId === jobId && h.t > t) st.held[i] = { t, g: h.g, jobId };
+      }
       st.heldSorted = false;
-      st.ver++;
+      st.ver = nextVer();
+      this.markDirty(st);
       this.onEarly?.(st);
     }
   }
+}
+
+function insertSorted(a: number[], v: number): void {
+  let i = a.length;
+  a.push(v);
+  while (i > 0 && a[i - 1] > v) {
+    a[i] = a[i - 1];
+    i--;
+  }
+  a[i] = v;
+}
+
+function samePlacement(a: readonly Placement[], b: readonly Placement[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i];
+    const y = b[i];
+    if (x.nodeId !== y.nodeId || x.gpuIndices.length !== y.gpuIndices.length) return false;
+    for (let k = 0; k < x.gpuIndices.length; k++) if (x.gpuIndices[k] !== y.gpuIndices[k]) return false;
+  }
+  return true;
+}
+
+/** Same running job for the core: every field a pass reads. */
+function sameRun(a: RunningJob, b: RunningJob): boolean {
+  return (
+    a === b ||
+    (a.id === b.id &&
+      a.tenantId === b.tenantId &&
+      a.gpus === b.gpus &&
+      a.gpuModel === b.gpuModel &&
+      a.priority === b.priority &&
+      a.submittedAt === b.submittedAt &&
+      a.startedAt === b.startedAt &&
+      a.timeLimitSeconds === b.timeLimitSeconds &&
+      a.stopping === b.stopping &&
+      samePlacement(a.placement, b.placement))
+  );
 }
 
 /**

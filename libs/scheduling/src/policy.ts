@@ -24,6 +24,13 @@ import {
 const NODE_GPUS = 8;
 
 export function schedule(snapshot: Snapshot): Plan {
+  return planOn(new Cluster(snapshot, graceOf(snapshot)), snapshot);
+}
+
+export const graceOf = (snapshot: Snapshot) => snapshot.config.preemptGraceSeconds * 1000;
+
+/** One pass over a cluster already in the state the snapshot gives (fresh, or synced to it). */
+export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
   const cfg = snapshot.config;
   const mode = cfg.mode ?? 'nuri';
   const quotas = mode === 'nuri';
@@ -32,7 +39,6 @@ export function schedule(snapshot: Snapshot): Plan {
   const graceMs = cfg.preemptGraceSeconds * 1000;
   const minRunMs = cfg.minRuntimeBeforePreemptSeconds * 1000;
   const starvationMs = cfg.starvationSeconds === 0 ? Infinity : (cfg.starvationSeconds ?? 12 * 3600) * 1000;
-  const cl = new Cluster(snapshot, graceMs);
   const tenants = new Map<string, SnapshotTenant>(snapshot.tenants.map((t) => [t.id, t]));
 
   const used = new Map<string, Usage>();
