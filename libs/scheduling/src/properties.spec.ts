@@ -257,6 +257,58 @@ describe('properties', () => {
     );
   });
 
+  it('a stateful Scheduler fed any sequence of snapshots (jumps back and forth, jobs vanishing, stopping, copied, clashing) plans as schedule()', () => {
+    fc.assert(
+      fc.property(arbWorld, fc.array(fc.integer({ min: 0, max: 1e9 }), { minLength: 1, maxLength: 60 }), (c, ops) => {
+        const { world } = build(c);
+        const hist: Snapshot[] = [];
+        drive(world, (s) => hist.push(s));
+        const inc = new Scheduler();
+        let at = 0;
+        for (const op of ops) {
+          // Mostly the next snapshot; sometimes a jump to any other one.
+          at = op % 4 === 0 ? (op >>> 3) % hist.length : Math.min(hist.length - 1, at + 1);
+          let s = hist[at];
+          const r = s.running;
+          const pick = r.length > 0 ? (op >>> 5) % r.length : -1;
+          switch ((op >>> 2) % 9) {
+            case 0: // fresh objects with the same content, as read from a database
+              s = { ...s, running: r.map((x) => ({ ...x, placement: x.placement.map((p) => ({ ...p, gpuIndices: [...p.gpuIndices] })) })) };
+              break;
+            case 1: // a running job ended
+              if (pick >= 0) s = { ...s, running: r.filter((_, i) => i !== pick) };
+              break;
+            case 2: // told to stop
+              if (pick >= 0) s = { ...s, running: r.map((x, i) => (i === pick ? { ...x, stopping: !x.stopping } : x)) };
+              break;
+            case 3: // time moves on, the grace period changes
+              s = { ...s, now: s.now + (op % 7) * 600_000, config: { ...s.config, preemptGraceSeconds: 30 + (op % 5) * 30 } };
+              break;
+            case 4: // the same id twice
+              if (pick >= 0) s = { ...s, running: [...r, r[pick]] };
+              break;
+            case 5: // a second job on GPUs another holds (what the database refuses; the core must still agree)
+              if (pick >= 0) {
+                const clash = { ...r[pick], id: `${r[pick].id}-clash`, startedAt: r[pick].startedAt - 1 };
+                s = { ...s, running: op % 2 ? [clash, ...r] : [...r, clash] };
+              }
+              break;
+            case 6: // a job moved to other GPUs under the same id
+              if (pick >= 0) s = { ...s, running: r.map((x, i) => (i === pick ? { ...x, placement: x.placement.map((p) => ({ ...p, gpuIndices: p.gpuIndices.map((g) => (g + 1) % 8) })) } : x)) };
+              break;
+            case 7: // a node drained
+              s = { ...s, nodes: s.nodes.map((n, i) => (i === op % s.nodes.length ? { ...n, schedulable: !n.schedulable } : n)) };
+              break;
+            default:
+              break;
+          }
+          expect(inc.plan(s)).toEqual(schedule(s));
+        }
+      }),
+      { numRuns: RUNS },
+    );
+  });
+
   it('every job of a finite workload finishes; no preemption cycle; minimum runtime honoured', () => {
     fc.assert(
       fc.property(arbWorld, (c) => {
