@@ -9,7 +9,7 @@ async function main() {
   const db = config.databaseUrl ? 'PostgreSQL' : `embedded PostgreSQL in ${config.dataDir}`;
   console.log(`\nNuri is ready in ${Date.now() - started} ms: roles ${roles}; ${db}`);
   console.log(`  API:     ${server.url}/v1   (OpenAPI: ${server.url}/v1/openapi.json, metrics: ${server.url}/metrics)`);
-  if (server.gateway) console.log(`  Agents:  ws://…:${server.port}/agent`);
+  if (server.gateway) console.log(`  Agents:  ${server.url.replace(/^http/, 'ws')}/agent`);
   if (server.demo) {
     const d = server.demo;
     console.log(`  Demo:    ${d.agents.length} simulated nodes; tenants naver, kakao, lg-ai, skt, kt`);
@@ -17,7 +17,8 @@ async function main() {
     console.log(`  Operator token:  ${d.operatorToken}`);
     console.log(`\nSubmit a job:\n  curl -s -X POST ${server.url}/v1/jobs -H 'Authorization: Bearer ${d.researcherToken}' \\`);
     console.log(`    -H 'Content-Type: application/json' -d '{"name":"hello","gpus":1,"gpuType":"h100","timeLimitSeconds":60,"command":["sh","-c","echo hello from $CUDA_VISIBLE_DEVICES; sleep 2"]}'`);
-    console.log(`Then: curl -s ${server.url}/v1/jobs/<id> -H 'Authorization: Bearer ${d.researcherToken}'\n`);
+    console.log(`Then: curl -s ${server.url}/v1/jobs/<id> -H 'Authorization: Bearer ${d.researcherToken}'`);
+    console.log(`Or with the CLI: NURI_URL=${server.url} NURI_TOKEN=${d.researcherToken} npm run -s cli -- jobs\n`);
   }
   let stopping = false;
   const stop = async () => {

@@ -79,6 +79,8 @@ export async function startDemo(
     );
   }
   await Promise.all(agents.map((a) => a.start()));
+  // Ready means the fleet is up: wait (bounded) for every agent's hello before returning.
+  await Promise.all(agents.map((a) => a.waitFor(() => a.stats().connected, 15_000).catch(() => undefined)));
   return {
     researcherToken,
     researcher: researcher.name,
