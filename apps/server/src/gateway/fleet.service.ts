@@ -3,20 +3,19 @@ import type { AgentHello, GpuSample, ServerMessage } from '@nuri/contracts';
 import { WIRE_VERSION } from '@nuri/contracts';
 import type { ServerConfig } from '@nuri/config';
 import { JobsRepository, NodesRepository, RunningWithPlacement } from '@nuri/db';
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { timingSafeEqual } from 'node:crypto';
 import type { z } from 'zod';
 import { Clock } from '../core/clock';
 import { CONFIG } from '../core/core.module';
 import { Wakeups } from '../core/wakeups';
 import { NuriMetrics } from '@nuri/metrics';
+import { hashToken } from '../auth/tokens';
 import { JobLifecycle } from '../lifecycle/job-lifecycle';
 import type { AgentLink, FleetPort, SequencedMessage } from './fleet-port';
 import type { GatewayCounters } from './transport/agent-gateway';
 
 /** XIDs that mean the GPU can no longer be trusted with work (NVIDIA's XID catalogue). */
 export const CRITICAL_XIDS = new Set([48, 62, 64, 74, 79, 95, 119, 120]);
-
-export const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 
 interface Dispatch {
   nodeId: string;
@@ -107,7 +106,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
   async authenticate(nodeName: string, token: string): Promise<boolean> {
     const stored = await this.nodeRepo.tokenHash(nodeName);
     if (!stored) return false;
-    const a = Buffer.from(sha256(token), 'hex');
+    const a = Buffer.from(hashToken(token), 'hex');
     const b = Buffer.from(stored.hash, 'hex');
     const ok = a.length === b.length && timingSafeEqual(a, b);
     if (ok) this.ids.set(nodeName, stored.id);
