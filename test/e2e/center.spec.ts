@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RunningServer, startServer } from '../../apps/server/src/bootstrap';
+import { apiClient } from '../support/http';
 
 /**
  * The product as a user meets it: the whole center in one process (API, scheduler,
@@ -18,14 +19,7 @@ describe('a running center', () => {
   let naver: string;
   let kakao: string;
 
-  const api = async (token: string, method: string, path: string, body?: unknown) => {
-    const res = await fetch(`${server.url}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    return { status: res.status, body: (await res.json()) as any };
-  };
+  const api = apiClient(() => server.url);
   const submit = (token: string, spec: Record<string, unknown>) =>
     api(token, 'POST', '/v1/jobs', { name: 'e2e', gpus: 1, gpuType: 'h100', timeLimitSeconds: 60, ...spec });
   const waitFor = async (token: string, id: string, pred: (j: any) => boolean, ms = 20_000) => {

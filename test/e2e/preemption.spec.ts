@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../../apps/agent/src/agent';
 import { RunningServer, startServer } from '../../apps/server/src/bootstrap';
 import { createTestDatabase, TestDatabase } from '../../libs/db/src/testing';
+import { apiClient } from '../support/http';
 
 const OPERATOR = 'nuri_operator-bootstrap-token-for-preemption';
 
@@ -20,14 +21,8 @@ describe('guaranteed capacity is reclaimed from a borrower', () => {
   let work: string;
   const tokens: Record<string, string> = {};
 
-  const call = async (token: string, method: string, path: string, body?: unknown) => {
-    const res = await fetch(`${server.url}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    return (await res.json()) as any;
-  };
+  const api = apiClient(() => server.url);
+  const call = async (token: string, method: string, path: string, body?: unknown) => (await api(token, method, path, body)).body;
   const until = async (token: string, id: string, pred: (j: any) => boolean) => {
     for (let i = 0; i < 300; i++) {
       const j = await call(token, 'GET', `/v1/jobs/${id}`);

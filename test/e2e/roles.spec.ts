@@ -7,6 +7,7 @@ import { Agent } from '../../apps/agent/src/agent';
 import { RunningServer, startServer } from '../../apps/server/src/bootstrap';
 import { SchedulerService } from '../../apps/server/src/scheduler/scheduler.service';
 import { createTestDatabase, TestDatabase } from '../../libs/db/src/testing';
+import { apiClient } from '../support/http';
 
 const OPERATOR = 'nuri_operator-bootstrap-token-for-the-roles-test';
 
@@ -23,14 +24,8 @@ describe('roles in separate processes', () => {
   let work: string;
   let researcher: string;
 
-  const call = async (token: string, method: string, path: string, body?: unknown) => {
-    const res = await fetch(`${front.url}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    return (await res.json()) as any;
-  };
+  const api = apiClient(() => front.url);
+  const call = async (token: string, method: string, path: string, body?: unknown) => (await api(token, method, path, body)).body;
   const config = (roles: string) =>
     parseServerConfig({
       PORT: '0',

@@ -9,6 +9,7 @@ import { JobLifecycle } from '../../apps/server/src/lifecycle/job-lifecycle';
 import { hashToken, newAgentToken } from '../../apps/server/src/auth/tokens';
 import { RunningServer, startServer } from '../../apps/server/src/bootstrap';
 import { createTestDatabase, TestDatabase } from '../../libs/db/src/testing';
+import { apiClient, until } from '../support/http';
 
 /**
  * The fleet side against a real PostgreSQL and real agents over loopback WebSocket: node
@@ -22,25 +23,9 @@ describe('fleet: node failures, reconcile, GPU health', () => {
   let operator: string;
   const extra: Agent[] = [];
 
-  const api = async (token: string, method: string, path: string, body?: unknown) => {
-    const res = await fetch(`${server.url}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    return { status: res.status, body: (await res.json()) as any };
-  };
+  const api = apiClient(() => server.url);
   const submit = (spec: Record<string, unknown>) =>
     api(researcher, 'POST', '/v1/jobs', { name: 'fleet', gpus: 8, gpuType: 'h100', timeLimitSeconds: 120, command: ['sleep', '60'], ...spec });
-  const until = async <T>(what: string, f: () => Promise<T | undefined | false>, ms = 20_000): Promise<T> => {
-    const end = Date.now() + ms;
-    for (;;) {
-      const v = await f();
-      if (v) return v;
-      if (Date.now() > end) throw new Error(`timeout waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  };
   const job = async (id: string) => (await api(researcher, 'GET', `/v1/jobs/${id}`)).body;
   const node = async (name: string) => (await api(operator, 'GET', `/v1/nodes/${name}`)).body;
   const jobIn = (id: string, pred: (j: any) => boolean) => until(`job ${id}`, async () => { const j = await job(id); return pred(j) && j; });

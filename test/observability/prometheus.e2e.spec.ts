@@ -22,6 +22,7 @@ import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, type RunningServer } from '../../apps/server/src/bootstrap';
 import { createTestDatabase, type TestDatabase } from '../../libs/db/src/testing';
+import { apiClient } from '../support/http';
 
 const ROOT = resolve(__dirname, '../..');
 const PROM_DIR = join(ROOT, 'deploy/prometheus');
@@ -113,14 +114,7 @@ describe('Prometheus end to end: the demo scraped, every dashboard panel answere
   let xidNode: string;
   let downNode: string;
 
-  const api = async (token: string, method: string, path: string, body?: unknown) => {
-    const res = await fetch(`${server.url}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    return { status: res.status, body: (await res.json()) as any };
-  };
+  const api = apiClient(() => server.url);
   const submit = async (token: string, spec: Record<string, unknown>): Promise<string> => {
     const r = await api(token, 'POST', '/v1/jobs', { name: 'obs-e2e', gpus: 8, timeLimitSeconds: 600, command: ['sleep', '300'], ...spec });
     expect(r.status, JSON.stringify(r.body)).toBe(201);
