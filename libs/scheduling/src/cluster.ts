@@ -4,7 +4,7 @@
  * free-GPU count (best fit in O(log n)) and grouped by leaf switch (gang placement), so a
  * pass costs about O(jobs log nodes) rather than O(jobs x nodes).
  */
-import { GpuModel, Placement, RunningJob, Snapshot, SnapshotNode } from './types';
+import { GpuModel, Placement, RunningJob, Snapshot, SnapshotNode, SnapshotTenant } from './types';
 
 export const MODELS: readonly GpuModel[] = ['h100', 'h800'];
 
@@ -116,6 +116,10 @@ export interface Pool {
   /** buckets[c]: unreserved nodes with exactly c free GPUs (lazy: stale entries skipped). */
   buckets: MinHeap[];
   reservedNodes: NodeState[];
+  /** resvFreeAtLeast[c]: reserved nodes with at least c free GPUs now (c = 1..8). */
+  resvFreeAtLeast: Int32Array;
+  /** Reserved nodes that are wholly free now. */
+  resvWhole: number;
   leaves: LeafState[];
   capacity: number;
   maxNodeSize: number;
@@ -139,6 +143,19 @@ interface RunRec {
   /** When its GPUs free (heldUntil at the last sync). */
   t: number;
   parts: { st: NodeState; idx: number[]; h: HeldGpus; je: { job: RunningJob; g: number } }[];
+  /** Its (tenant, type) group for the borrowed split. */
+  group: BorrowGroup;
+}
+
+/** A tenant's running jobs on one type, oldest first once sorted; those past the guarantee are borrowed. */
+interface BorrowGroup {
+  key: string;
+  tenantId: string;
+  model: GpuModel;
+  list: RunRec[];
+  dirty: boolean;
+  guaranteed: number;
+  borrowed: string[];
 }
 
 /**
@@ -159,6 +176,8 @@ export class Cluster {
   /** Two running jobs claimed one GPU, or one id appeared twice: only a rebuild gives the from-scratch result. */
   private conflicted = false;
   private graceMs = 0;
+  private readonly groups = new Map<string, BorrowGroup>();
+  private readonly borrowedIds = new Set<string>();
 
   constructor(snapshot: Snapshot, graceMs: number) {
     const mk = (model: GpuModel): Pool => ({
@@ -167,6 +186,8 @@ export class Cluster {
       nodes: [],
       buckets: [],
       reservedNodes: [],
+      resvFreeAtLeast: new Int32Array(9),
+      resvWhole: 0,
       leaves: [],
       capacity: 0,
       maxNodeSize: 0,
@@ -275,6 +296,9 @@ export class Cluster {
     if (this.runs.size + adds > running.length || adds > 0) {
       for (const rec of this.runs.values()) {
         if (rec.stamp === stamp) continue;
+        const gr = rec.group;
+        gr.list.splice(gr.list.indexOf(rec), 1);
+        gr.dirty = true;
         for (const p of rec.parts) {
           const st = p.st;
           for (const i of p.idx) insertSorted(st.bfree, i);
@@ -290,7 +314,12 @@ export class Cluster {
         if (recs[i] !== null) continue;
         const r = running[i];
         const t = heldUntil(r, now, graceMs);
-        const rec: RunRec = { job: r, stamp, t, parts: [] };
+        const key = `${r.tenantId}\u0000${r.gpuModel}`;
+        let gr = this.groups.get(key);
+        if (!gr) this.groups.set(key, (gr = { key, tenantId: r.tenantId, model: r.gpuModel, list: [], dirty: true, guaranteed: NaN, borrowed: [] }));
+        const rec: RunRec = { job: r, stamp, t, parts: [], group: gr };
+        gr.list.push(rec);
+        gr.dirty = true;
         for (const p of r.placement) {
           const st = this.byId.get(p.nodeId);
           if (!st) continue;
@@ -348,6 +377,8 @@ export class Cluster {
     this.dirtyList = [];
     for (const pool of [h100, h800]) {
       pool.reservedNodes = [];
+      pool.resvFreeAtLeast.fill(0);
+      pool.resvWhole = 0;
       pool.firstReservation = null;
       let total = 0;
       let whole = 0;
@@ -363,6 +394,36 @@ export class Cluster {
       pool.wholeFree = whole;
     }
     return true;
+  }
+
+  /**
+   * Running jobs on borrowed capacity (see borrowedJobs in policy.ts), kept per (tenant, type)
+   * group and recomputed only for groups whose jobs or guarantee changed.
+   */
+  borrowed(snapshot: Snapshot, tenants: Map<string, SnapshotTenant>, fromScratch: (s: Snapshot, t: Map<string, SnapshotTenant>) => Set<string>): Set<string> {
+    if (this.conflicted) return fromScratch(snapshot, tenants);
+    for (const gr of this.groups.values()) {
+      const guaranteed = tenants.get(gr.tenantId)?.quotas[gr.model]?.guaranteed ?? 0;
+      if (!gr.dirty && guaranteed === gr.guaranteed) continue;
+      for (const id of gr.borrowed) this.borrowedIds.delete(id);
+      gr.borrowed = [];
+      gr.dirty = false;
+      gr.guaranteed = guaranteed;
+      if (gr.list.length === 0) {
+        this.groups.delete(gr.key);
+        continue;
+      }
+      gr.list.sort((a, b) => a.job.startedAt - b.job.startedAt || cmp(a.job.id, b.job.id));
+      let cum = 0;
+      for (const rec of gr.list) {
+        cum += rec.job.gpus;
+        if (cum > guaranteed) {
+          gr.borrowed.push(rec.job.id);
+          this.borrowedIds.add(rec.job.id);
+        }
+      }
+    }
+    return this.borrowedIds;
   }
 
   private markDirty(st: NodeState): void {
@@ -398,6 +459,10 @@ export class Cluster {
   take(st: NodeState, g: number, until: number, jobId: string, now: number): number[] {
     const pool = this.pools[st.model];
     const wasWhole = this.isWholeFree(st) && !st.reserved;
+    if (st.reserved) {
+      if (this.isWholeFree(st)) pool.resvWhole--;
+      for (let c = Math.max(1, st.free.length - g + 1); c <= Math.min(st.free.length, 8); c++) pool.resvFreeAtLeast[c]--;
+    }
     const got = st.free.splice(0, g);
     pool.totalFree -= got.length;
     if (wasWhole) {
@@ -423,7 +488,9 @@ export class Cluster {
     if (this.isWholeFree(st)) {
       st.leaf.whole--;
       pool.wholeFree--;
+      pool.resvWhole++;
     }
+    for (let c = 1; c <= Math.min(st.free.length, 8); c++) pool.resvFreeAtLeast[c]++;
     st.reserved = true;
     pool.reservedNodes.push(st);
   }

@@ -56,7 +56,7 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
     return u ? { h100: u.h100, h800: u.h800 } : { h100: 0, h800: 0 };
   });
   const tenantAt: (SnapshotTenant | undefined)[] = tenantIds.map((id) => tenants.get(id));
-  const borrowed = reclaimOn ? borrowedJobs(snapshot, tenants) : new Set<string>();
+  const borrowed = reclaimOn ? cl.borrowed(snapshot, tenants, borrowedJobs) : new Set<string>();
 
   const starts: PlannedStart[] = [];
   const preemptions: PlannedPreemption[] = [];
@@ -79,7 +79,6 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
 
   // Upper bounds on what reclaim could free per node; GPUs only get taken within a pass.
   const boundCache: (number | undefined)[] = [];
-  const heldMemo = new Map<number, { v: number; m: GpuModel | null }>();
   const feasibleCache = new Map<number, { existing: readonly GpuModel[]; feasible: readonly GpuModel[] }>();
   // A start that failed for (type, g, duration) fails for any longer job of that size until
   // the pool changes: most of a long queue is decided in O(1).
@@ -606,26 +605,15 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
   }
 
   /** Could the job start now but for a reservation? Returns the type whose reservation holds it. */
+  /** Could the job start now but for a reservation? Returns the type whose reservation holds it. O(1) from pool counts. */
   function heldByReservation(job: PendingJob, models: readonly GpuModel[]): GpuModel | null {
     const g = job.gpus;
-    const key = g * 8 + (models.length > 1 ? 2 : models[0] === 'h100' ? 0 : 1);
-    const ver = poolVersion.h100 * 1e6 + poolVersion.h800;
-    const hit = heldMemo.get(key);
-    if (hit && hit.v === ver) return hit.m;
-    const m = heldByReservationUncached(g, models);
-    heldMemo.set(key, { v: ver, m });
-    return m;
-  }
-  function heldByReservationUncached(g: number, models: readonly GpuModel[]): GpuModel | null {
     for (const m of models) {
       const pool = cl.pools[m];
       if (!pool.firstReservation || pool.totalFree < g) continue;
       if (g <= NODE_GPUS) {
-        if (pool.reservedNodes.some((st) => st.free.length >= g)) return m;
-      } else {
-        const k = Math.ceil(g / NODE_GPUS);
-        if (pool.wholeFree + pool.reservedNodes.filter((st) => cl.isWholeFree(st)).length >= k) return m;
-      }
+        if (pool.resvFreeAtLeast[g] > 0) return m;
+      } else if (pool.wholeFree + pool.resvWhole >= Math.ceil(g / NODE_GPUS)) return m;
     }
     return null;
   }

@@ -271,7 +271,7 @@ describe('properties', () => {
           let s = hist[at];
           const r = s.running;
           const pick = r.length > 0 ? (op >>> 5) % r.length : -1;
-          switch ((op >>> 2) % 9) {
+          switch ((op >>> 2) % 10) {
             case 0: // fresh objects with the same content, as read from a database
               s = { ...s, running: r.map((x) => ({ ...x, placement: x.placement.map((p) => ({ ...p, gpuIndices: [...p.gpuIndices] })) })) };
               break;
@@ -298,6 +298,14 @@ describe('properties', () => {
               break;
             case 7: // a node drained
               s = { ...s, nodes: s.nodes.map((n, i) => (i === op % s.nodes.length ? { ...n, schedulable: !n.schedulable } : n)) };
+              break;
+            case 8: // an operator changes a tenant's guarantee
+              s = {
+                ...s,
+                tenants: s.tenants.map((t, i) =>
+                  i === op % s.tenants.length ? { ...t, quotas: Object.fromEntries(Object.entries(t.quotas).map(([m, q]) => [m, { ...q!, guaranteed: (op >>> 4) % 17 }])) } : t,
+                ),
+              };
               break;
             default:
               break;
