@@ -618,6 +618,30 @@ export function minFree(st: NodeState, t0: number, t1: number): number {
   return m;
 }
 
+/**
+ * earliestFit for the whole node (need = size), in O(r log r): the node is wholly free from the
+ * end of its last held GPUs on, except while a reservation is active, so the answer is the
+ * first gap between reservations, from max(from, that end), that is durMs long.
+ */
+export function wholeFit(st: NodeState, durMs: number, from: number): number {
+  let t = Math.max(from, fitTime(st, st.size));
+  if (t === Infinity || st.resv.length === 0) return t;
+  const rs = st.resv.length === 1 ? st.resv : st.resv.slice().sort((a, b) => a.s - b.s);
+  for (const r of rs) {
+    if (r.e <= t) continue;
+    if (r.s >= t + durMs) break;
+    t = r.e;
+  }
+  return t;
+}
+
+/** minFree(st, t0, t1) >= st.size: wholly free over [t0, t1) (all held GPUs back, no reservation active). */
+export function wholeFreeDuring(st: NodeState, t0: number, t1: number): boolean {
+  if (fitTime(st, st.size) > t0) return false;
+  for (const r of st.resv) if (r.s < t1 && r.e > t0) return false;
+  return true;
+}
+
 /** Earliest t >= from at which `need` GPUs stay free on this node for `durMs`; Infinity if never. */
 export function earliestFit(st: NodeState, need: number, durMs: number, from: number): number {
   if (need > st.size) return Infinity;

@@ -3,7 +3,7 @@
  * guaranteed capacity from borrowers, hold backfill reservations for the first blocked jobs,
  * and explain every job left pending with an estimated start. Pure: snapshot in, plan out.
  */
-import { Cluster, FitHeap, LeafState, MODELS, NodeState, Pool, cmp, earliestFit, fitTime, heldUntil, minFree } from './cluster';
+import { Cluster, FitHeap, LeafState, MODELS, NodeState, Pool, cmp, earliestFit, fitTime, heldUntil, minFree, wholeFit, wholeFreeDuring } from './cluster';
 import { messages } from './explain';
 import { Usage, buildColumns, modelsOf, rankPending, typeName } from './ranking';
 import {
@@ -583,7 +583,7 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
     for (const st of pool.reservedNodes) {
       if (!st.full) continue;
       resv.push(st);
-      const t = earliestFit(st, st.size, durMs, now);
+      const t = wholeFit(st, durMs, now);
       if (t < Infinity) rt.push(t);
     }
     if (plain.length + resv.length < k) return null;
@@ -596,7 +596,7 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
       while (j < rt.length && rt[j] <= T) j++;
       // A reserved node fits at T only if its earliest fit is at or before T (j of them).
       if (p + j < k) continue;
-      const fit = resv.filter((st) => minFree(st, T, T + durMs) >= st.size);
+      const fit = resv.filter((st) => wholeFreeDuring(st, T, T + durMs));
       if (p + fit.length < k) continue;
       const cands = [...plain.slice(0, p).map((x) => x.st), ...fit].sort((a, b) => a.idx - b.idx);
       return { t: T, nodes: pickByLeaf(cands, k) };
