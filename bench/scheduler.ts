@@ -132,7 +132,7 @@ function main(): void {
     const h = (x: unknown) => createHash('sha256').update(JSON.stringify(x)).digest('hex').slice(0, 16);
     console.log(`plan hash full ${h(schedule(big))}`);
   }
-  const full = want('full') ? measure('full pass, 100,000 pending', big, 9) : { p50: NaN, max: NaN, heapMiB: NaN };
+  const full = want('full') ? measure('full pass, 100,000 pending', big, Number(process.env.BENCH_RUNS ?? 9)) : { p50: NaN, max: NaN, heapMiB: NaN };
 
   // After one event: the previous pass's plan is applied (its starts run, its victims are
   // stopping), then one running job finishes; 10,000 pending.

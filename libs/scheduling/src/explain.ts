@@ -36,6 +36,13 @@ const behindHead = (job: PendingJob) => {
   }
   return s;
 };
+const behindMsgCache = new Map<number, string>();
+/** Two significant figures: 12345 -> 12000. */
+const roundTwo = (n: number) => {
+  let p = 1;
+  while (n >= 100 * p) p *= 10;
+  return Math.round(n / p) * p;
+};
 const heldCache = new Map<number, { forJob: string; at: number; maxLimitSeconds: number; msg: string }>();
 const BEHIND_ONE = ' higher-ranked job (priority, fair share or age) waits for the same GPUs. A lower GPU count or shorter time limit may let it start sooner by backfill.';
 const BEHIND_MANY = ' higher-ranked jobs (priority, fair share or age) wait for the same GPUs. A lower GPU count or shorter time limit may let it start sooner by backfill.';
@@ -55,7 +62,21 @@ export const messages = {
       : `Within the tenant's guaranteed ${model.toUpperCase()} capacity: waiting for preempted jobs to stop (at most ${graceSeconds}s).`,
   nextInLine: (job: PendingJob, model: GpuModel, at: number) =>
     `Next in line for ${what(job)}: GPUs are reserved on ${model.toUpperCase()} from ${fmt(at)}, when running jobs reach their time limits (earlier if they finish sooner).`,
-  behind: (job: PendingJob, ahead: number) => behindHead(job) + ahead + (ahead === 1 ? BEHIND_ONE : BEHIND_MANY),
+  behind: (job: PendingJob, ahead: number) => {
+    // Exact up to 100, then two significant figures ("about 12000"): nobody acts differently on
+    // 12,345 or 12,000 jobs ahead, and the sentences can then be shared (a pass explains every
+    // pending job; 100,000 distinct sentences cost more than the rest of the explanation).
+    const exact = ahead <= 100;
+    const n = exact ? ahead : roundTwo(ahead);
+    const k = (kindKey(job) * 2 + (exact ? 0 : 1)) * 1e9 + n;
+    let s = behindMsgCache.get(k);
+    if (s === undefined) {
+      s = behindHead(job) + (exact ? String(n) : `about ${n}`) + (ahead === 1 ? BEHIND_ONE : BEHIND_MANY);
+      if (behindMsgCache.size > 50_000) behindMsgCache.clear();
+      behindMsgCache.set(k, s);
+    }
+    return s;
+  },
   heldForLarger: (job: PendingJob, forJob: string, at: number, maxLimitSeconds: number) => {
     const k = kindKey(job);
     const c = heldCache.get(k);
