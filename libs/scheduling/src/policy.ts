@@ -5,7 +5,7 @@
  */
 import { Cluster, FitHeap, LeafState, MODELS, NodeState, Pool, cmp, earliestFit, fitTime, heldUntil, minFree, wholeFit, wholeFreeDuring } from './cluster';
 import { messages } from './explain';
-import { Usage, buildColumns, modelsOf, rankPending, typeName } from './ranking';
+import { REC, Usage, buildColumns, modelsOf, rankPending, typeName } from './ranking';
 import {
   GpuModel,
   PendingExplanation,
@@ -50,6 +50,7 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
   const cols = buildColumns(snapshot);
   const order = rankPending(snapshot, mode, used, cols);
   const tenantIds = cols.tenantIds;
+  const rec = cols.rec;
   // Per tenant index: GPUs in use or claimed (updated as the pass starts and reclaims), and the tenant.
   const useOf: Usage[] = tenantIds.map((id) => {
     const u = used.get(id);
@@ -120,16 +121,17 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
   const job: PendingJob = { id: '', tenantId: '', gpus: 0, gpuType: 'any', priority: 0, submittedAt: 0, timeLimitSeconds: 0 };
   for (let oi = 0; oi < order.length; oi++) {
     const ci = order[oi];
-    const g = cols.gpus[ci];
-    const ty = cols.type[ci];
-    const ti = cols.tenant[ci];
+    const b = ci * REC;
+    const g = rec[b] | 0;
+    const ty = rec[b + 1] | 0;
+    const ti = rec[b + 2] | 0;
     job.id = cols.id[ci];
     job.tenantId = tenantIds[ti];
     job.gpus = g;
     job.gpuType = typeName(ty);
-    job.priority = cols.prio[ci];
-    job.submittedAt = cols.sub[ci];
-    job.timeLimitSeconds = cols.limit[ci];
+    job.priority = rec[b + 5];
+    job.submittedAt = rec[b + 4];
+    job.timeLimitSeconds = rec[b + 3];
     const multi = g > NODE_GPUS;
     const k = Math.ceil(g / NODE_GPUS);
     const fkey = g * 3 + ty;

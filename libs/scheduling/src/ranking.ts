@@ -68,7 +68,15 @@ export interface Columns {
   limit: Float64Array;
   sub: Float64Array;
   prio: Float64Array;
+  /**
+   * The same fields interleaved, REC doubles a job: [gpus, type, tenant, limit, sub, prio].
+   * A pass reads jobs in rank order, i.e. at random positions: one cache line a job instead of
+   * one a column.
+   */
+  rec: Float64Array;
 }
+
+export const REC = 8;
 
 export function buildColumns(snapshot: Snapshot): Columns {
   const jobs = snapshot.pending;
@@ -80,15 +88,17 @@ export function buildColumns(snapshot: Snapshot): Columns {
   const limit = new Float64Array(n);
   const sub = new Float64Array(n);
   const prio = new Float64Array(n);
+  const rec = new Float64Array(n * REC);
   for (let i = 0; i < n; i++) {
     const j = jobs[i];
     id[i] = j.id;
     tname[i] = j.tenantId;
-    gpus[i] = j.gpus;
-    type[i] = typeCode(j.gpuType);
-    limit[i] = j.timeLimitSeconds;
-    sub[i] = j.submittedAt;
-    prio[i] = j.priority;
+    const b = i * REC;
+    rec[b] = gpus[i] = j.gpus;
+    rec[b + 1] = type[i] = typeCode(j.gpuType);
+    rec[b + 3] = limit[i] = j.timeLimitSeconds;
+    rec[b + 4] = sub[i] = j.submittedAt;
+    rec[b + 5] = prio[i] = j.priority;
   }
   // Tenants in id order: known ones from the snapshot plus any named only by a job.
   const tix = new Map<string, number>();
@@ -111,8 +121,9 @@ export function buildColumns(snapshot: Snapshot): Columns {
       last = t;
     }
     tenant[i] = lastK;
+    rec[i * REC + 2] = lastK;
   }
-  return { n, jobs, id, tenant, tenantIds, gpus, type, limit, sub, prio };
+  return { n, jobs, id, tenant, tenantIds, gpus, type, limit, sub, prio, rec };
 }
 
 /**
@@ -196,7 +207,7 @@ export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<stri
   if (mode === 'fifo' || mode === 'greedy' || mode === 'slurm') return sortOrder(c, false, mode === 'slurm');
   const perm = sortOrder(c, true, true);
   const order = new Int32Array(n);
-  const { tenant, tenantIds, sub, gpus, type, limit } = c;
+  const { tenant, tenantIds, rec } = c;
 
   const starvationMs = (snapshot.config.starvationSeconds ?? 12 * 3600) * 1000;
   const starving = starvationMs > 0 ? snapshot.now - starvationMs : -Infinity;
@@ -248,9 +259,10 @@ export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<stri
     a = b;
   }
   function tierOf(q: Q, i: number): number {
-    if (sub[i] <= starving) return 0;
-    const g = gpus[i];
-    const ty = type[i];
+    const b = i * REC;
+    if (rec[b + 4] <= starving) return 0;
+    const g = rec[b];
+    const ty = rec[b + 1];
     if (ty !== 2 && q.v1 + g <= q.g1) return 1;
     if (ty !== 1 && q.v8 + g <= q.g8) return 1;
     return 2;
@@ -265,7 +277,7 @@ export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<stri
         !best ||
         q.tier < best.tier ||
         (q.tier === best.tier &&
-          (q.tier === 0 ? sub[perm[q.head]] < sub[perm[best.head]] : q.share / q.weight < best.share / best.weight))
+          (q.tier === 0 ? rec[perm[q.head] * REC + 4] < rec[perm[best.head] * REC + 4] : q.share / q.weight < best.share / best.weight))
       )
         best = q;
     }
@@ -274,8 +286,8 @@ export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<stri
     order[o++] = i;
     // Charge the model with the most guaranteed headroom left (the one it would reclaim on);
     // on a tie the preferred type (H100 for multi-node `any`, H800 for single-node `any`).
-    const g = gpus[i];
-    const ty = type[i];
+    const g = rec[i * REC];
+    const ty = rec[i * REC + 1];
     let on1: boolean;
     if (ty === 1) on1 = true;
     else if (ty === 2) on1 = false;
@@ -283,7 +295,7 @@ export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<stri
     else on1 = q.g1 - q.v1 > q.g8 - q.v8;
     if (on1) q.v1 += g;
     else q.v8 += g;
-    q.share += g * limit[i];
+    q.share += g * rec[i * REC + 3];
     if (q.head < q.end) q.tier = tierOf(q, perm[q.head]);
     else live--;
   }
