@@ -49,8 +49,9 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
   }
   const cols = buildColumns(snapshot);
   const order = rankPending(snapshot, mode, used, cols);
+  // Job records in rank order (the pass reads them front to back).
+  const rec = cols.ranked!;
   const tenantIds = cols.tenantIds;
-  const rec = cols.rec;
   // Per tenant index: GPUs in use or claimed (updated as the pass starts and reclaims), and the tenant.
   const useOf: Usage[] = tenantIds.map((id) => {
     const u = used.get(id);
@@ -120,8 +121,8 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
   // The job being considered, filled from the columns (one object for the whole pass).
   const job: PendingJob = { id: '', tenantId: '', gpus: 0, gpuType: 'any', priority: 0, submittedAt: 0, timeLimitSeconds: 0 };
   for (let oi = 0; oi < order.length; oi++) {
-    const ci = order[oi];
-    const b = ci * REC;
+    const b = oi * REC;
+    const ci = rec[b + 6];
     const g = rec[b] | 0;
     const ty = rec[b + 1] | 0;
     const ti = rec[b + 2] | 0;

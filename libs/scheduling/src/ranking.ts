@@ -74,6 +74,26 @@ export interface Columns {
    * one a column.
    */
   rec: Float64Array;
+  /** Set by rankPending: the records in rank order, with the job's index at slot 6. */
+  ranked: Float64Array | null;
+}
+
+/** Records in the given order, each with its index at slot 6. A tight loop of independent loads: the misses overlap. */
+export function gather(rec: Float64Array, perm: Int32Array): Float64Array {
+  const n = perm.length;
+  const out = new Float64Array(n * REC);
+  for (let p = 0; p < n; p++) {
+    const a = perm[p] * REC;
+    const b = p * REC;
+    out[b] = rec[a];
+    out[b + 1] = rec[a + 1];
+    out[b + 2] = rec[a + 2];
+    out[b + 3] = rec[a + 3];
+    out[b + 4] = rec[a + 4];
+    out[b + 5] = rec[a + 5];
+    out[b + 6] = perm[p];
+  }
+  return out;
 }
 
 export const REC = 8;
@@ -123,7 +143,7 @@ export function buildColumns(snapshot: Snapshot): Columns {
     tenant[i] = lastK;
     rec[i * REC + 2] = lastK;
   }
-  return { n, jobs, id, tenant, tenantIds, gpus, type, limit, sub, prio, rec };
+  return { n, jobs, id, tenant, tenantIds, gpus, type, limit, sub, prio, rec, ranked: null };
 }
 
 /**
@@ -204,10 +224,18 @@ export function sortOrder(c: Columns, byGroup: boolean, byPriority: boolean): In
 /** Rank pending jobs: a permutation of the columns' indices in the order the pass considers them. */
 export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<string, Usage>, c: Columns): Int32Array {
   const n = c.n;
-  if (mode === 'fifo' || mode === 'greedy' || mode === 'slurm') return sortOrder(c, false, mode === 'slurm');
+  if (mode === 'fifo' || mode === 'greedy' || mode === 'slurm') {
+    const o = sortOrder(c, false, mode === 'slurm');
+    c.ranked = gather(c.rec, o);
+    return o;
+  }
   const perm = sortOrder(c, true, true);
+  // Records in perm order: each tenant's queue below is read front to back.
+  const pr = gather(c.rec, perm);
+  const ranked = new Float64Array(n * REC);
+  c.ranked = ranked;
   const order = new Int32Array(n);
-  const { tenant, tenantIds, rec } = c;
+  const { tenantIds } = c;
 
   const starvationMs = (snapshot.config.starvationSeconds ?? 12 * 3600) * 1000;
   const starving = starvationMs > 0 ? snapshot.now - starvationMs : -Infinity;
@@ -237,9 +265,9 @@ export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<stri
   // perm is grouped by tenant index, so each tenant's queue is one slice of it.
   let a = 0;
   while (a < n) {
-    const k = tenant[perm[a]];
+    const k = pr[a * REC + 2];
     let b = a + 1;
-    while (b < n && tenant[perm[b]] === k) b++;
+    while (b < n && pr[b * REC + 2] === k) b++;
     const id = tenantIds[k];
     const t = tenants.get(id);
     const u = used.get(id) ?? { h100: 0, h800: 0 };
@@ -254,15 +282,16 @@ export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<stri
       weight: Math.max(t?.weight ?? 1, 1e-9),
       tier: 2,
     };
-    q.tier = tierOf(q, perm[a]);
+    q.tier = tierOf(q, a);
     qs.push(q);
     a = b;
   }
-  function tierOf(q: Q, i: number): number {
-    const b = i * REC;
-    if (rec[b + 4] <= starving) return 0;
-    const g = rec[b];
-    const ty = rec[b + 1];
+  /** Tier of the job at position pos of perm. */
+  function tierOf(q: Q, pos: number): number {
+    const b = pos * REC;
+    if (pr[b + 4] <= starving) return 0;
+    const g = pr[b];
+    const ty = pr[b + 1];
     if (ty !== 2 && q.v1 + g <= q.g1) return 1;
     if (ty !== 1 && q.v8 + g <= q.g8) return 1;
     return 2;
@@ -277,17 +306,20 @@ export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<stri
         !best ||
         q.tier < best.tier ||
         (q.tier === best.tier &&
-          (q.tier === 0 ? rec[perm[q.head] * REC + 4] < rec[perm[best.head] * REC + 4] : q.share / q.weight < best.share / best.weight))
+          (q.tier === 0 ? pr[q.head * REC + 4] < pr[best.head * REC + 4] : q.share / q.weight < best.share / best.weight))
       )
         best = q;
     }
     const q = best!;
-    const i = perm[q.head++];
-    order[o++] = i;
+    const pos = q.head++;
+    const pb = pos * REC;
+    const ob = o * REC;
+    for (let f = 0; f < 7; f++) ranked[ob + f] = pr[pb + f];
+    order[o++] = perm[pos];
     // Charge the model with the most guaranteed headroom left (the one it would reclaim on);
     // on a tie the preferred type (H100 for multi-node `any`, H800 for single-node `any`).
-    const g = rec[i * REC];
-    const ty = rec[i * REC + 1];
+    const g = pr[pb];
+    const ty = pr[pb + 1];
     let on1: boolean;
     if (ty === 1) on1 = true;
     else if (ty === 2) on1 = false;
@@ -295,8 +327,8 @@ export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<stri
     else on1 = q.g1 - q.v1 > q.g8 - q.v8;
     if (on1) q.v1 += g;
     else q.v8 += g;
-    q.share += g * rec[i * REC + 3];
-    if (q.head < q.end) q.tier = tierOf(q, perm[q.head]);
+    q.share += g * pr[pb + 3];
+    if (q.head < q.end) q.tier = tierOf(q, q.head);
     else live--;
   }
   return order;
