@@ -22,6 +22,8 @@ import {
 } from './types';
 
 const NODE_GPUS = 8;
+/** Type index: 0 h100, 1 h800. */
+const mi = (m: GpuModel) => (m === 'h100' ? 0 : 1);
 
 export function schedule(snapshot: Snapshot): Plan {
   return planOn(new Cluster(snapshot, graceOf(snapshot)), snapshot);
@@ -53,11 +55,23 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
   const rec = cols.ranked!;
   const tenantIds = cols.tenantIds;
   // Per tenant index: GPUs in use or claimed (updated as the pass starts and reclaims), and the tenant.
-  const useOf: Usage[] = tenantIds.map((id) => {
-    const u = used.get(id);
-    return u ? { h100: u.h100, h800: u.h800 } : { h100: 0, h800: 0 };
-  });
+  // Per (tenant index, type index: 0 h100, 1 h800): GPUs in use or claimed, limit, guarantee
+  // (-1: no quota on that type). Typed arrays: the pass checks them for every job.
+  const T = tenantIds.length;
+  const use2 = new Float64Array(T * 2);
+  const lim2 = new Float64Array(T * 2);
+  const guar2 = new Float64Array(T * 2);
   const tenantAt: (SnapshotTenant | undefined)[] = tenantIds.map((id) => tenants.get(id));
+  for (let t = 0; t < T; t++) {
+    const u = used.get(tenantIds[t]);
+    const q = tenantAt[t]?.quotas;
+    for (let mi = 0; mi < 2; mi++) {
+      const m = MODELS[mi];
+      use2[t * 2 + mi] = u ? u[m] : 0;
+      lim2[t * 2 + mi] = q?.[m]?.limit ?? 0;
+      guar2[t * 2 + mi] = q?.[m] ? q[m]!.guaranteed : -1;
+    }
+  }
   const borrowed = reclaimOn ? cl.borrowed(snapshot, tenants, borrowedJobs) : new Set<string>();
 
   const starts: PlannedStart[] = [];
@@ -122,11 +136,10 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
   const job: PendingJob = { id: '', tenantId: '', gpus: 0, gpuType: 'any', priority: 0, submittedAt: 0, timeLimitSeconds: 0 };
   for (let oi = 0; oi < order.length; oi++) {
     const b = oi * REC;
-    const ci = rec[b + 6];
     const g = rec[b] | 0;
     const ty = rec[b + 1] | 0;
     const ti = rec[b + 2] | 0;
-    job.id = cols.id[ci];
+    job.id = cols.rankedIds![oi];
     job.tenantId = tenantIds[ti];
     job.gpus = g;
     job.gpuType = typeName(ty);
@@ -159,16 +172,18 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
       continue;
     }
     let allowed = feasible;
-    const u = useOf[ti];
     const tenant = tenantAt[ti];
+    const t2 = ti * 2;
     if (quotas) {
-      const lim = (m: GpuModel) => tenant?.quotas[m]?.limit ?? 0;
       let all = true;
-      for (const m of feasible) if (u[m] + g > lim(m)) all = false;
+      for (let i = 0; i < feasible.length; i++) {
+        const x = t2 + (feasible[i] === 'h100' ? 0 : 1);
+        if (use2[x] + g > lim2[x]) all = false;
+      }
       if (!all) {
-        allowed = feasible.filter((m) => u[m] + g <= lim(m));
+        allowed = feasible.filter((m) => use2[t2 + mi(m)] + g <= lim2[t2 + mi(m)]);
         if (allowed.length === 0) {
-          const detail = feasible.map((m) => `${u[m]} of ${lim(m)} ${m.toUpperCase()} GPUs in use or claimed`).join(', ');
+          const detail = feasible.map((m) => `${use2[t2 + mi(m)]} of ${lim2[t2 + mi(m)]} ${m.toUpperCase()} GPUs in use or claimed`).join(', ');
           explain(job, 'over_quota_limit', messages.overLimit(job, tenant?.name ?? job.tenantId, detail), null);
           continue;
         }
@@ -178,21 +193,21 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
     const start = tryStart(job, allowed);
     if (start) {
       starts.push(start);
-      u[start.gpuModel] += g;
+      use2[t2 + mi(start.gpuModel)] += g;
       continue;
     }
 
     if (reclaimOn && tenant) {
       let done = false;
       for (const m of allowed) {
-        const q = tenant.quotas[m];
-        if (!q || u[m] + g > q.guaranteed || g >= reclaimFailedAt[m]) continue;
+        const gq = guar2[t2 + mi(m)];
+        if (gq < 0 || use2[t2 + mi(m)] + g > gq || g >= reclaimFailedAt[m]) continue;
         const r = reclaim(job, m);
         if (r === null) {
           reclaimFailedAt[m] = g;
           continue;
         }
-        u[m] += g; // claimed: counts against the tenant's guarantee and limit for its later jobs
+        use2[t2 + mi(m)] += g; // claimed: counts against the tenant's guarantee and limit for its later jobs
         cl.pools[m].workAhead += g * job.timeLimitSeconds;
         explain(job, 'waiting_for_reclaim', messages.reclaim(job, m, r, cfg.preemptGraceSeconds), now + graceMs, m);
         done = true;

@@ -76,6 +76,15 @@ export interface Columns {
   rec: Float64Array;
   /** Set by rankPending: the records in rank order, with the job's index at slot 6. */
   ranked: Float64Array | null;
+  /** Set by rankPending: job ids in rank order. */
+  rankedIds: string[] | null;
+}
+
+/** Ids in the given order. */
+export function gatherIds(id: readonly string[], perm: Int32Array): string[] {
+  const out: string[] = new Array(perm.length);
+  for (let p = 0; p < perm.length; p++) out[p] = id[perm[p]];
+  return out;
 }
 
 /** Records in the given order, each with its index at slot 6. A tight loop of independent loads: the misses overlap. */
@@ -143,7 +152,7 @@ export function buildColumns(snapshot: Snapshot): Columns {
     tenant[i] = lastK;
     rec[i * REC + 2] = lastK;
   }
-  return { n, jobs, id, tenant, tenantIds, gpus, type, limit, sub, prio, rec, ranked: null };
+  return { n, jobs, id, tenant, tenantIds, gpus, type, limit, sub, prio, rec, ranked: null, rankedIds: null };
 }
 
 /**
@@ -227,6 +236,7 @@ export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<stri
   if (mode === 'fifo' || mode === 'greedy' || mode === 'slurm') {
     const o = sortOrder(c, false, mode === 'slurm');
     c.ranked = gather(c.rec, o);
+    c.rankedIds = gatherIds(c.id, o);
     return o;
   }
   const perm = sortOrder(c, true, true);
@@ -234,6 +244,9 @@ export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<stri
   const pr = gather(c.rec, perm);
   const ranked = new Float64Array(n * REC);
   c.ranked = ranked;
+  const pids = gatherIds(c.id, perm);
+  const rankedIds: string[] = new Array(n);
+  c.rankedIds = rankedIds;
   const order = new Int32Array(n);
   const { tenantIds } = c;
 
@@ -315,6 +328,7 @@ export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<stri
     const pb = pos * REC;
     const ob = o * REC;
     for (let f = 0; f < 7; f++) ranked[ob + f] = pr[pb + f];
+    rankedIds[o] = pids[pos];
     order[o++] = perm[pos];
     // Charge the model with the most guaranteed headroom left (the one it would reclaim on);
     // on a tie the preferred type (H100 for multi-node `any`, H800 for single-node `any`).
