@@ -1,7 +1,8 @@
 /**
  * Replays a workload through the scheduling core in simulated time: no HTTP, no database,
- * the same `schedule()` the live scheduler calls. Event driven: a pass after every instant
- * at which jobs arrive, finish or stop after preemption.
+ * the same core the live scheduler runs. Event driven: a pass after every instant
+ * at which jobs arrive, finish or stop after preemption. Passes go through one `Scheduler`, as in
+ * the live scheduler; its plans are those of `schedule()`.
  */
 import {
   GpuModel,
@@ -11,8 +12,8 @@ import {
   SnapshotNode,
   SnapshotTenant,
   TenantQuota,
+  Scheduler,
   accrueUsage,
-  schedule,
 } from '@nuri/scheduling';
 import { TraceJob } from './trace';
 
@@ -170,6 +171,8 @@ export function simulate(opts: SimOptions): SimResult {
   const busySeries: number[] = [];
   const queueSeries: Record<string, number[]> = Object.fromEntries(tenantIds.map((t) => [t, []]));
 
+  // One stateful core for the whole replay, as the live scheduler keeps one (plans equal schedule()).
+  const core = new Scheduler();
   const live = new Map<string, Live>();
   const pending = new Map<string, Live>();
   const pendingBy = new Map<string, Set<Live>>(tenantIds.map((t) => [t, new Set()]));
@@ -303,7 +306,7 @@ export function simulate(opts: SimOptions): SimResult {
 
     // One pass.
     const tenants: SnapshotTenant[] = opts.tenants.map((t) => ({ id: t.id, name: t.id, weight: t.weight, quotas: t.quotas, decayedUsage: usage.get(t.id)! }));
-    const plan = schedule({
+    const plan = core.plan({
       now,
       nodes,
       tenants,
