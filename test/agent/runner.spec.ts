@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -101,5 +101,21 @@ describe('JobRunner', () => {
     const e = await exited('jc', 3000);
     expect(e).toMatchObject({ cause: 'cancelled', signal: 'SIGTERM', exitCode: null });
     expect(e.message).toContain('preempted');
+  });
+});
+
+describe('running jobs as an unprivileged user', () => {
+  // Only a root agent can switch users; CI and the development machines run as root.
+  it.runIf(process.getuid?.() === 0)('runs the job as the configured uid and gid, in a directory it owns', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'nuri-runas-'));
+    chmodSync(dir, 0o755);
+    const events: JobEvent[] = [];
+    const runner = new JobRunner({ workDir: dir, runAs: { uid: 65534, gid: 65534, user: 'nobody' }, onEvent: (e) => events.push(e) });
+    runner.start({ v: 1, type: 'start', jobId: 'ra', command: ['sh', '-c', 'echo "$(id -u):$(id -g):$USER"; touch "$HOME/written"'], env: {}, workingDir: null, gpuIndices: [0], timeLimitSeconds: 30, graceSeconds: 1 } as StartJob);
+    for (let i = 0; i < 100 && !events.some((e) => e.kind === 'exited'); i++) await new Promise((r) => setTimeout(r, 50));
+    expect(events.find((e) => e.kind === 'exited')).toMatchObject({ exitCode: 0, cause: 'exit' });
+    expect(readFileSync(join(dir, 'jobs', 'ra', 'output.log'), 'utf8')).toContain('65534:65534:nobody');
+    expect(statSync(join(dir, 'jobs', 'ra', 'written')).uid).toBe(65534);
+    expect(statSync(join(dir, 'jobs', 'ra', 'output.log')).uid).toBe(0);
   });
 });

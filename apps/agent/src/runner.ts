@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
+import { type WriteStream, chownSync, createWriteStream, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { JobEvent, StartJob, StopJob } from '@nuri/contracts';
 
@@ -100,8 +100,12 @@ export class JobRunner {
     }
     const dir = join(this.opts.workDir, 'jobs', job.jobId);
     let out: WriteStream;
+    const runAs = this.effectiveRunAs();
     try {
       mkdirSync(dir, { recursive: true });
+      // The job's own directory (its default cwd and HOME) belongs to the user it runs as;
+      // the log stays the agent's, so a job cannot rewrite or grow it past the cap.
+      if (runAs) chownSync(dir, runAs.uid, runAs.gid);
       out = createWriteStream(join(dir, 'output.log'), { flags: 'a' });
     } catch (e) {
       this.opts.onEvent({ kind: 'exited', jobId: job.jobId, exitCode: null, signal: null, cause: 'spawn_failed', message: `log: ${(e as Error).message}`, ...att });
@@ -109,7 +113,6 @@ export class JobRunner {
     }
     out.on('error', () => undefined);
 
-    const runAs = this.effectiveRunAs();
     const env: Record<string, string> = {
       PATH: DEFAULT_PATH,
       HOME: runAs?.home ?? job.workingDir ?? dir,
