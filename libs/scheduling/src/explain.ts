@@ -90,6 +90,8 @@ export const messages = {
     heldCache.set(k, { forJob, at, maxLimitSeconds, msg });
     return msg;
   },
+  limitHeld: (job: PendingJob, tenant: string, forJob: string, at: number) =>
+    `Tenant ${tenant}'s room under its quota limit is held for its older job ${forJob}, which starts at ${fmt(at)}; this job (${what(job)}) would run past that. With a shorter time limit it could start now.`,
   strictOrder: (job: PendingJob, ahead: number) =>
     `Strict submission order: waiting for ${ahead} earlier job${ahead === 1 ? '' : 's'} to start first.`,
 };

@@ -345,3 +345,51 @@ describe('policy variants', () => {
     expect(h.reason(small)).toBe('started');
   });
 });
+
+describe('limit backfill within a tenant (age decides the room under the limit)', () => {
+  // Tenant a may hold 12 H100 GPUs and holds 8: 4 until now+2h, 4 until now+5h. Its 8-GPU job
+  // waits; starving = pending longer than the starvation threshold (4 h).
+  it.each([
+    {
+      name: 'a starving job over the limit gets a reservation from when its tenant leaves room; later jobs that outlast it wait, shorter ones backfill',
+      bigAgoH: 5,
+      want: { big: 'over_quota_limit', bigAtH: 2, longSmall: 'reservation_for_larger_job', shortSmall: 'started' },
+    },
+    {
+      name: 'a job over the limit that is not starving holds nothing: later jobs of the tenant start within the limit',
+      bigAgoH: 1,
+      want: { big: 'over_quota_limit', bigAtH: null, longSmall: 'started', shortSmall: 'started' },
+    },
+  ])('$name', ({ bigAgoH, want }) => {
+    const h = new Harness().addNodes('h100', 2).addTenant('a', { h100: [0, 12] });
+    h.run('a', 4, ['h100-000'], { limitH: 3, startedAgoH: 1 });
+    h.run('a', 4, ['h100-001'], { limitH: 6, startedAgoH: 1 });
+    const big = h.submit('a', 8, { type: 'h100', at: h.now - bigAgoH * HOUR * 1000, limitH: 4 });
+    const longSmall = h.submit('a', 2, { type: 'h100', at: h.now - 0.9 * HOUR * 1000, limitH: 6 });
+    const shortSmall = h.submit('a', 2, { type: 'h100', at: h.now - 0.5 * HOUR * 1000, limitH: 1 });
+    h.pass();
+    expect(h.reason(big)).toBe(want.big);
+    expect(h.explanation(big)!.estimatedStartAt).toBe(want.bigAtH === null ? null : h.now + want.bigAtH * HOUR * 1000);
+    expect(h.reason(longSmall)).toBe(want.longSmall);
+    expect(h.reason(shortSmall)).toBe(want.shortSmall);
+    if (want.bigAtH !== null) {
+      expect(h.plan!.reservations!.find((r) => r.jobId === big)?.nodeIds).toEqual(['h100-000']);
+      expect(h.explanation(longSmall)!.message).toContain(big);
+    }
+  });
+
+  it('two starving jobs of one tenant each hold their room; the younger is reserved after the older', () => {
+    const h = new Harness().addNodes('h100', 2).addTenant('a', { h100: [0, 12] });
+    h.run('a', 4, ['h100-000'], { limitH: 3, startedAgoH: 1 });
+    h.run('a', 4, ['h100-001'], { limitH: 6, startedAgoH: 1 });
+    const older = h.submit('a', 8, { type: 'h100', at: h.now - 6 * HOUR * 1000, limitH: 4 });
+    const younger = h.submit('a', 8, { type: 'h100', at: h.now - 5 * HOUR * 1000, limitH: 4 });
+    const small = h.submit('a', 2, { type: 'h100', at: h.now - 0.5 * HOUR * 1000, limitH: 6 });
+    h.pass();
+    const at = (id: string) => h.explanation(id)!.estimatedStartAt!;
+    expect(at(older)).toBe(h.now + 2 * HOUR * 1000);
+    // The younger one fits under the limit only once the older one ends (12 < 8 + 8).
+    expect(at(younger)).toBe(at(older) + 4 * HOUR * 1000);
+    expect(h.reason(small)).toBe('reservation_for_larger_job');
+  });
+});

@@ -84,7 +84,29 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
   let strictBlocked = false;
   const blockedOn: Record<GpuModel, number> = { h100: 0, h800: 0 };
   // Reclaim of g GPUs of a type that found nothing: larger asks in this pass will not either.
-  const reclaimFailedAt: Record<GpuModel, number> = { h100: Infinity, h800: Infinity };
+  // Per (tenant, type): a hold on limit headroom for the tenant's oldest starving job over its
+  // limit (reservation start, job, GPUs of headroom left at that time for later jobs ending after
+  // it), and this pass's starts and claims (end, GPUs) for the tenant's usage over time.
+  interface LimitHold {
+    /** The held job's reservation: start, end, GPUs. */
+    t: number;
+    e: number;
+    g: number;
+    jobId: string;
+    /** GPUs under the limit at t left for later jobs that run past t. */
+    room: number;
+  }
+  const holds: (LimitHold[] | null)[] = new Array(T * 2).fill(null);
+  // Per (tenant, type) and job size g = 1..8: the earliest start of a hold with less than g room
+  // (a job of g GPUs may start there only if it ends by then). Larger jobs scan the holds.
+  const holdTight = new Float64Array(T * 2 * 9).fill(Infinity);
+  const passHeld: number[][] = Array.from({ length: T * 2 }, () => []);
+  let runHeld: number[][] | null = null;
+  // Per type: reclaims that found nothing, as (GPUs, time limit), valid while gainVersion is
+  // unchanged: a reclaim for as many GPUs or more, as long or longer, fails too (the candidates
+  // do not depend on the tenant: a tenant that may reclaim is within its guarantee, so none of
+  // its own jobs is borrowed). A few entries per type.
+  const fails: { g: number; dur: number; v: number }[][] = [[], []];
   // Reserved-node scans that failed for (g, duration) stay failed until the pool changes.
   const poolVersion: Record<GpuModel, number> = { h100: 0, h800: 0 };
   // Bumped only by changes that can make GPUs available sooner (preemption moves held GPUs'
@@ -175,16 +197,45 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
     const tenant = tenantAt[ti];
     const t2 = ti * 2;
     if (quotas) {
+      const endBy = now + graceMs + job.timeLimitSeconds * 1000;
       let all = true;
+      let held = false;
       for (let i = 0; i < feasible.length; i++) {
         const x = t2 + (feasible[i] === 'h100' ? 0 : 1);
         if (use2[x] + g > lim2[x]) all = false;
+        else if (!limitRoom(x, g, endBy)) {
+          all = false;
+          held = true;
+        }
       }
       if (!all) {
-        allowed = feasible.filter((m) => use2[t2 + mi(m)] + g <= lim2[t2 + mi(m)]);
+        allowed = feasible.filter((m) => use2[t2 + mi(m)] + g <= lim2[t2 + mi(m)] && limitRoom(t2 + mi(m), g, endBy));
         if (allowed.length === 0) {
+          if (held) {
+            // Within the limit, but the tenant's headroom is held for its own older, starving job.
+            let h: LimitHold | null = null;
+            let hm: GpuModel = feasible[0];
+            for (const m of feasible)
+              for (const c of holds[t2 + mi(m)] ?? []) if (endBy > c.t && c.room < g && (!h || c.t < h.t)) (h = c), (hm = m);
+            explain(job, 'reservation_for_larger_job', messages.limitHeld(job, tenant?.name ?? job.tenantId, h!.jobId, h!.t), Math.max(h!.t, fluid(hm)), hm);
+            continue;
+          }
+          let est: number | null = null;
+          let model: GpuModel | undefined;
+          // A job past the starvation threshold gets a reservation from the time its tenant's
+          // running jobs (by their time limits) leave room under the limit, and the tenant's
+          // later jobs may not take that room (limit backfill: within a tenant, age decides).
+          if (starvingJob(job) && reservationsLeft > 0) {
+            const r = reserveOverLimit(job, feasible, t2);
+            if (r) {
+              reservationsLeft--;
+              reservations.push(r);
+              est = r.startAt;
+              model = r.gpuModel;
+            }
+          }
           const detail = feasible.map((m) => `${use2[t2 + mi(m)]} of ${lim2[t2 + mi(m)]} ${m.toUpperCase()} GPUs in use or claimed`).join(', ');
-          explain(job, 'over_quota_limit', messages.overLimit(job, tenant?.name ?? job.tenantId, detail), null);
+          explain(job, 'over_quota_limit', messages.overLimit(job, tenant?.name ?? job.tenantId, detail), est, model);
           continue;
         }
       }
@@ -194,6 +245,7 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
     if (start) {
       starts.push(start);
       use2[t2 + mi(start.gpuModel)] += g;
+      hold(t2 + mi(start.gpuModel), now + job.timeLimitSeconds * 1000, g);
       continue;
     }
 
@@ -201,12 +253,16 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
       let done = false;
       for (const m of allowed) {
         const gq = guar2[t2 + mi(m)];
-        if (gq < 0 || use2[t2 + mi(m)] + g > gq || g >= reclaimFailedAt[m]) continue;
+        if (gq < 0 || use2[t2 + mi(m)] + g > gq || reclaimFails(mi(m), g, job.timeLimitSeconds)) continue;
         const r = reclaim(job, m);
         if (r === null) {
-          reclaimFailedAt[m] = g;
+          const f = fails[mi(m)];
+          if (f.length > 0 && f[0].v !== gainVersion[m]) f.length = 0;
+          if (f.length >= 4) f.shift();
+          f.push({ g, dur: job.timeLimitSeconds, v: gainVersion[m] });
           continue;
         }
+        hold(t2 + mi(m), now + graceMs + job.timeLimitSeconds * 1000, g);
         use2[t2 + mi(m)] += g; // claimed: counts against the tenant's guarantee and limit for its later jobs
         cl.pools[m].workAhead += g * job.timeLimitSeconds;
         explain(job, 'waiting_for_reclaim', messages.reclaim(job, m, r, cfg.preemptGraceSeconds), now + graceMs, m);
@@ -226,6 +282,8 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
     if (reservationsLeft > 0) {
       const r = reserve(job, allowed);
       if (r) {
+        // A starving job's reservation also holds its tenant's room under the limit at its start.
+        if (quotas && starvingJob(job)) setHold(t2 + mi(r.gpuModel), job, r.startAt);
         reservationsLeft--;
         est = r.startAt;
         model = r.gpuModel;
@@ -247,6 +305,113 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
   pending.length = np;
 
   return { starts, preemptions, pending, reservations };
+
+  function reclaimFails(x: number, g: number, dur: number): boolean {
+    for (const f of fails[x]) if (f.v === gainVersion[MODELS[x]] && g >= f.g && dur >= f.dur) return true;
+    return false;
+  }
+
+  function starvingJob(j: PendingJob): boolean {
+    return j.submittedAt <= now - starvationMs;
+  }
+
+  /** May a job of g GPUs ending by endBy start under a hold on (tenant, type) x? */
+  function limitRoom(x: number, g: number, endBy: number): boolean {
+    if (g <= NODE_GPUS) return endBy <= holdTight[x * 9 + g];
+    const hs = holds[x];
+    if (hs !== null) for (const h of hs) if (endBy > h.t && h.room < g) return false;
+    return true;
+  }
+
+  /** A start or claim on (tenant, type) x until `end`: counts against a hold's room if it outlasts it. */
+  function hold(x: number, end: number, g: number): void {
+    passHeld[x].push(end, g);
+    const hs = holds[x];
+    if (hs !== null) {
+      for (const h of hs) if (end > h.t) h.room -= g;
+      holdMins(x);
+    }
+  }
+
+  /** (end, GPUs) of what tenant-type x holds: running jobs and this pass's starts and claims. */
+  function holdings(x: number): number[] {
+    if (runHeld === null) {
+      // Running jobs' (end, GPUs) per (tenant, type), read once a pass on first need.
+      runHeld = Array.from({ length: T * 2 }, () => []);
+      const tix = new Map(tenantIds.map((id, i) => [id, i]));
+      for (const r of snapshot.running) {
+        const ti = tix.get(r.tenantId);
+        if (ti !== undefined) runHeld[ti * 2 + mi(r.gpuModel)].push(heldUntil(r, now, graceMs), r.gpus);
+      }
+    }
+    return passHeld[x].length === 0 ? runHeld[x] : runHeld[x].concat(passHeld[x]);
+  }
+
+  /** Reserve for a starving job over its tenant's limit, from when the tenant's holdings leave room; set the hold. */
+  function reserveOverLimit(job: PendingJob, models: readonly GpuModel[], t2: number): PlannedReservation | null {
+    let best: PlannedReservation | null = null;
+    let bestFrom = Infinity;
+    for (const m of models) {
+      const x = t2 + mi(m);
+      if (job.gpus > lim2[x]) continue;
+      // What the tenant holds, and the jobs reserved under earlier holds (counted as held until
+      // they end: they will be running then).
+      let h = holdings(x);
+      let u = use2[x];
+      const hs = holds[x];
+      if (hs !== null) {
+        h = h.slice();
+        for (const o of hs) {
+          h.push(o.e, o.g);
+          u += o.g;
+        }
+      }
+      const idx = Array.from({ length: h.length / 2 }, (_, i) => i).sort((a, b) => h[2 * a] - h[2 * b]);
+      let from = now;
+      for (const i of idx) {
+        if (u + job.gpus <= lim2[x]) break;
+        u -= h[2 * i + 1];
+        from = Math.max(from, h[2 * i]);
+      }
+      if (u + job.gpus > lim2[x]) continue;
+      if (from < bestFrom) {
+        bestFrom = from;
+        best = { jobId: job.id, gpuModel: m, startAt: from, nodeIds: [] };
+      }
+    }
+    if (!best) return null;
+    const r = reserve(job, [best.gpuModel], bestFrom);
+    if (!r) return null;
+    setHold(t2 + mi(r.gpuModel), job, r.startAt);
+    return r;
+  }
+
+  /**
+   * Hold (tenant, type) x's room under the limit at `at` for a job reserved from `at` to `end`:
+   * later jobs may not run past `at` in that room. Earlier holds lose room if this job runs at
+   * their start. No hold if the room is already gone (the reservation still stands).
+   */
+  function setHold(x: number, job: PendingJob, at: number, end = at + job.timeLimitSeconds * 1000): void {
+    let still = 0;
+    const h = holdings(x);
+    for (let i = 0; i < h.length; i += 2) if (h[i] > at) still += h[i + 1];
+    let hs = holds[x];
+    if (hs !== null) for (const o of hs) if (o.t <= at && at < o.e) still += o.g;
+    const room = lim2[x] - job.gpus - still;
+    if (room < 0) return;
+    if (hs === null) hs = holds[x] = [];
+    for (const o of hs) if (at <= o.t && o.t < end) o.room -= job.gpus;
+    hs.push({ t: at, e: end, g: job.gpus, jobId: job.id, room });
+    holdMins(x);
+  }
+
+  function holdMins(x: number): void {
+    for (let g = 1; g <= NODE_GPUS; g++) {
+      let t = Infinity;
+      for (const h of holds[x]!) if (h.room < g && h.t < t) t = h.t;
+      holdTight[x * 9 + g] = t;
+    }
+  }
 
   function explain(job: PendingJob, reason: PendingReasonCode, message: string, est: number | null, model?: GpuModel): void {
     pending[np] = { jobId: job.id, reason, message, estimatedStartAt: est, queuePosition: np + 1, gpuModel: model };
@@ -495,7 +660,7 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
 
   // ---- reservations and estimates -------------------------------------------------------
 
-  function reserve(job: PendingJob, models: readonly GpuModel[]): PlannedReservation | null {
+  function reserve(job: PendingJob, models: readonly GpuModel[], from = now): PlannedReservation | null {
     const g = job.gpus;
     const durMs = job.timeLimitSeconds * 1000;
     let best: { t: number; m: GpuModel; nodes: NodeState[] } | null = null;
@@ -509,18 +674,18 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
         let bn: NodeState | null = null;
         const top = earliestUnreserved(pool, g);
         if (top) {
-          bt = Math.max(now, fitTime(top, g));
+          bt = Math.max(from, fitTime(top, g));
           bn = top;
         }
         for (const st of pool.reservedNodes) {
-          const t = earliestFit(st, g, durMs, now);
+          const t = earliestFit(st, g, durMs, from);
           if (t < bt || (t === bt && t < Infinity && bn !== null && st.idx < bn.idx)) {
             bt = t;
             bn = st;
           }
         }
         if (bn && bt < Infinity) r = { t: bt, nodes: [bn] };
-      } else r = earliestWhole(pool, Math.ceil(g / NODE_GPUS), durMs);
+      } else r = earliestWhole(pool, Math.ceil(g / NODE_GPUS), durMs, from);
       // Strictly earlier wins, so ties keep the preferred type (H100 for multi-node).
       if (r && (!best || r.t < best.t)) best = { t: r.t, m, nodes: r.nodes };
     }
@@ -568,7 +733,7 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
   }
 
   /** Earliest time k whole nodes stay free for durMs; nodes without reservations only ever free up. */
-  function earliestWhole(pool: Pool, k: number, durMs: number): { t: number; nodes: NodeState[] } | null {
+  function earliestWhole(pool: Pool, k: number, durMs: number, from: number): { t: number; nodes: NodeState[] } | null {
     let base = wholeCache[pool.model];
     if (!base) {
       base = [];
@@ -601,7 +766,7 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
     for (const st of pool.reservedNodes) {
       if (!st.full) continue;
       resv.push(st);
-      const t = wholeFit(st, durMs, now);
+      const t = wholeFit(st, durMs, from);
       if (t < Infinity) rt.push(t);
     }
     if (plain.length + resv.length < k) return null;
@@ -609,7 +774,7 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
     let p = 0;
     let j = 0;
     while (p < plain.length || j < rt.length) {
-      const T = Math.min(p < plain.length ? plain[p].t : Infinity, j < rt.length ? rt[j] : Infinity);
+      const T = Math.max(from, Math.min(p < plain.length ? plain[p].t : Infinity, j < rt.length ? rt[j] : Infinity));
       while (p < plain.length && plain[p].t <= T) p++;
       while (j < rt.length && rt[j] <= T) j++;
       // A reserved node fits at T only if its earliest fit is at or before T (j of them).
@@ -622,7 +787,6 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
     return null;
   }
 
-  /** Could the job start now but for a reservation? Returns the type whose reservation holds it. */
   /** Could the job start now but for a reservation? Returns the type whose reservation holds it. O(1) from pool counts. */
   function heldByReservation(job: PendingJob, models: readonly GpuModel[]): GpuModel | null {
     const g = job.gpus;
