@@ -153,6 +153,9 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
   };
   // Per type: whole nodes without reservations by the time they are wholly free (built on the
   // first multi-node reservation; entries of nodes changed since are recomputed).
+  // Candidate marks for multi-node reservations (a stamp per query).
+  const candMark = new Float64Array(cl.byIdx.length);
+  let candStamp = 0;
   const wholeCache: Record<GpuModel, { st: NodeState; t: number; ver: number }[] | null> = { h100: null, h800: null };
   // The job being considered, filled from the columns (one object for the whole pass).
   const job: PendingJob = { id: '', tenantId: '', gpus: 0, gpuType: 'any', priority: 0, submittedAt: 0, timeLimitSeconds: 0 };
@@ -781,8 +784,29 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
       if (p + j < k) continue;
       const fit = resv.filter((st) => wholeFreeDuring(st, T, T + durMs));
       if (p + fit.length < k) continue;
-      const cands = [...plain.slice(0, p).map((x) => x.st), ...fit].sort((a, b) => a.idx - b.idx);
-      return { t: T, nodes: pickByLeaf(cands, k) };
+      // k of these candidates within as few leaves as possible: count per leaf (leaves are
+      // contiguous in node order, so pool order is the order of their first candidates).
+      const stamp = ++candStamp;
+      for (let i = 0; i < p; i++) candMark[plain[i].st.idx] = stamp;
+      for (const st of fit) candMark[st.idx] = stamp;
+      const counts: { leaf: LeafState; n: number }[] = [];
+      for (const leaf of pool.leaves) {
+        let n = 0;
+        for (const st of leaf.nodes) if (candMark[st.idx] === stamp) n++;
+        if (n > 0) counts.push({ leaf, n });
+      }
+      const nodes: NodeState[] = [];
+      for (const { leaf, take } of chooseLeaves(counts, k)) {
+        let left = take;
+        for (const st of leaf.nodes) {
+          if (left === 0) break;
+          if (candMark[st.idx] === stamp) {
+            nodes.push(st);
+            left--;
+          }
+        }
+      }
+      return { t: T, nodes };
     }
     return null;
   }
@@ -837,23 +861,6 @@ export function chooseLeaves<T extends { n: number }>(counts: T[], k: number): (
     left -= take;
   }
   return out;
-}
-
-/** k nodes out of candidates (in node order), within as few leaf switches as possible. */
-function pickByLeaf(cands: NodeState[], k: number): NodeState[] {
-  const groups: { leaf: LeafState; nodes: NodeState[]; n: number }[] = [];
-  const byLeaf = new Map<LeafState, { leaf: LeafState; nodes: NodeState[]; n: number }>();
-  for (const st of cands) {
-    let gr = byLeaf.get(st.leaf);
-    if (!gr) {
-      gr = { leaf: st.leaf, nodes: [], n: 0 };
-      byLeaf.set(st.leaf, gr);
-      groups.push(gr);
-    }
-    gr.nodes.push(st);
-    gr.n++;
-  }
-  return chooseLeaves(groups, k).flatMap((gr) => gr.nodes.slice(0, gr.take));
 }
 
 /**
