@@ -88,9 +88,9 @@ export function gatherIds(id: readonly string[], perm: Int32Array): string[] {
 }
 
 /** Records in the given order, each with its index at slot 6. A tight loop of independent loads: the misses overlap. */
-export function gather(rec: Float64Array, perm: Int32Array): Float64Array {
+export function gather(rec: Float64Array, perm: Int32Array, name: string): Float64Array {
   const n = perm.length;
-  const out = new Float64Array(n * REC);
+  const out = scratch(name, f64, n * REC);
   for (let p = 0; p < n; p++) {
     const a = perm[p] * REC;
     const b = p * REC;
@@ -107,17 +107,36 @@ export function gather(rec: Float64Array, perm: Int32Array): Float64Array {
 
 export const REC = 8;
 
+/**
+ * Per-pass scratch arrays, kept between passes and grown as needed: a 100,000-job pass used to
+ * allocate (and zero) about 30 MB of typed arrays, which the collector then had to account for.
+ * A pass is synchronous and nothing outside it keeps these arrays (the plan holds none of them),
+ * so one set serves every pass. Contents are stale: callers write every element they read.
+ */
+const scratchPool = new Map<string, Float64Array | Int32Array | Uint8Array>();
+function scratch<T extends Float64Array | Int32Array | Uint8Array>(name: string, make: (n: number) => T, n: number): T {
+  let a = scratchPool.get(name) as T | undefined;
+  if (a === undefined || a.length < n) {
+    a = make(Math.max(n, a === undefined ? 0 : Math.floor(a.length * 1.5)));
+    scratchPool.set(name, a);
+  }
+  return a.subarray(0, n) as T;
+}
+const f64 = (n: number) => new Float64Array(n);
+const i32 = (n: number) => new Int32Array(n);
+const u8 = (n: number) => new Uint8Array(n);
+
 export function buildColumns(snapshot: Snapshot): Columns {
   const jobs = snapshot.pending;
   const n = jobs.length;
   const id: string[] = new Array(n);
   const tname: string[] = new Array(n);
-  const gpus = new Int32Array(n);
-  const type = new Uint8Array(n);
-  const limit = new Float64Array(n);
-  const sub = new Float64Array(n);
-  const prio = new Float64Array(n);
-  const rec = new Float64Array(n * REC);
+  const gpus = scratch('gpus', i32, n);
+  const type = scratch('type', u8, n);
+  const limit = scratch('limit', f64, n);
+  const sub = scratch('sub', f64, n);
+  const prio = scratch('prio', f64, n);
+  const rec = scratch('rec', f64, n * REC);
   for (let i = 0; i < n; i++) {
     const j = jobs[i];
     id[i] = j.id;
@@ -140,7 +159,7 @@ export function buildColumns(snapshot: Snapshot): Columns {
   }
   const tenantIds = [...tix.keys()].sort(cmp);
   tenantIds.forEach((t, k) => tix.set(t, k));
-  const tenant = new Int32Array(n);
+  const tenant = scratch('tenant', i32, n);
   let lastK = -1;
   last = '\u0000none';
   for (let i = 0; i < n; i++) {
@@ -161,7 +180,7 @@ export function buildColumns(snapshot: Snapshot): Columns {
  */
 export function sortOrder(c: Columns, byGroup: boolean, byPriority: boolean): Int32Array {
   const n = c.n;
-  const out = new Int32Array(n);
+  const out = scratch('perm', i32, n);
   if (n === 0) return out;
   const { sub, prio, tenant, id } = c;
   let minSub = Infinity;
@@ -190,7 +209,7 @@ export function sortOrder(c: Columns, byGroup: boolean, byPriority: boolean): In
   const gBits = byGroup ? bitsFor(c.tenantIds.length) : 0;
   const iBits = bitsFor(n);
   if (integral && Number.isFinite(minSub) && subBits + pBits + gBits + iBits <= 52) {
-    const packed = new Float64Array(n);
+    const packed = scratch('packed', f64, n);
     const scale = 2 ** iBits;
     const pScale = 2 ** subBits;
     const gScale = 2 ** (subBits + pBits);
@@ -235,19 +254,19 @@ export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<stri
   const n = c.n;
   if (mode === 'fifo' || mode === 'greedy' || mode === 'slurm') {
     const o = sortOrder(c, false, mode === 'slurm');
-    c.ranked = gather(c.rec, o);
+    c.ranked = gather(c.rec, o, 'ranked');
     c.rankedIds = gatherIds(c.id, o);
     return o;
   }
   const perm = sortOrder(c, true, true);
   // Records in perm order: each tenant's queue below is read front to back.
-  const pr = gather(c.rec, perm);
-  const ranked = new Float64Array(n * REC);
+  const pr = gather(c.rec, perm, 'pr');
+  const ranked = scratch('ranked', f64, n * REC);
   c.ranked = ranked;
   const pids = gatherIds(c.id, perm);
   const rankedIds: string[] = new Array(n);
   c.rankedIds = rankedIds;
-  const order = new Int32Array(n);
+  const order = scratch('order', i32, n);
   const { tenantIds } = c;
 
   const starvationMs = (snapshot.config.starvationSeconds ?? 12 * 3600) * 1000;
