@@ -118,10 +118,11 @@ function measure(label: string, snap: Snapshot, runs: number, pass: (s: Snapshot
   cpu.sort((a, b) => a - b);
   const p50 = times[Math.floor((times.length - 1) / 2)];
   const cpu50 = cpu[Math.floor((cpu.length - 1) / 2)];
+  const mean = times.reduce((x, y) => x + y, 0) / times.length;
   const reasons = new Map<string, number>();
   for (const p of plan.pending) reasons.set(p.reason, (reasons.get(p.reason) ?? 0) + 1);
   console.log(
-    `${label}${FORCE_GC ? ' [forced GC before each]' : ''}: p50 ${p50.toFixed(1)} ms (CPU ${cpu50.toFixed(1)} ms), min ${times[0].toFixed(1)} ms, max ${times[times.length - 1].toFixed(1)} ms over ${runs} runs; load ${loadavg()[0].toFixed(1)}; heap ${(heap / 2 ** 20).toFixed(0)} MiB; ` +
+    `${label}${FORCE_GC ? ' [forced GC before each]' : ''}: p50 ${p50.toFixed(1)} ms (CPU ${cpu50.toFixed(1)} ms), min ${times[0].toFixed(1)} ms, mean ${mean.toFixed(1)} ms, max ${times[times.length - 1].toFixed(1)} ms over ${runs} runs; load ${loadavg()[0].toFixed(1)}; heap ${(heap / 2 ** 20).toFixed(0)} MiB; ` +
       `${plan.starts.length} starts, ${plan.preemptions.length} preemptions, ${plan.reservations?.length ?? 0} reservations, ` +
       `${plan.pending.filter((p) => p.estimatedStartAt !== null).length}/${plan.pending.length} pending with estimates; reasons ${JSON.stringify(Object.fromEntries(reasons))}`,
   );
