@@ -90,6 +90,9 @@ const arbWorld = fc.record({
   usage: fc.array(fc.integer({ min: 0, max: 1000 }), { minLength: 3, maxLength: 3 }),
   jobs: arbJobs(30),
   mode: fc.constantFrom<'nuri' | 'slurm' | 'fifo'>('nuri', 'nuri', 'slurm', 'fifo'),
+  // Starvation threshold: the default, or short enough that starving jobs, their reservations
+  // and limit holds show up in most runs.
+  starvationMin: fc.constantFrom<number | null>(null, 30, 120),
 });
 
 function pendingOf(j: JobSpec, i: number): PendingJob {
@@ -179,9 +182,14 @@ function drive(w: ReturnType<typeof arbWorld.generate> extends never ? never : a
   return false;
 }
 
-function build(c: { nodes: SnapshotNode[]; shares: number[]; limits: number[]; usage: number[]; jobs: JobSpec[]; mode: 'nuri' | 'slurm' | 'fifo' }) {
+function build(c: { nodes: SnapshotNode[]; shares: number[]; limits: number[]; usage: number[]; jobs: JobSpec[]; mode: 'nuri' | 'slurm' | 'fifo'; starvationMin?: number | null }) {
   const tenants = tenantsFor(c.nodes, c.shares, c.limits, c.usage);
-  const config: PolicyConfig = { ...BASE, mode: c.mode, preemption: c.mode === 'nuri' };
+  const config: PolicyConfig = {
+    ...BASE,
+    mode: c.mode,
+    preemption: c.mode === 'nuri',
+    ...(c.starvationMin ? { starvationSeconds: c.starvationMin * 60 } : {}),
+  };
   const world = new World(c.nodes, tenants, config);
   const feasible: string[] = [];
   c.jobs.forEach((j, i) => {
