@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 import { mkdirSync } from 'node:fs';
 import { Agent } from './agent';
 import { NvidiaSmiCollector } from './collector/nvidia-smi';

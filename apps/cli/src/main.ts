@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 import { parseArgs, UsageError } from './args';
 import { ApiError, NuriClient } from './client';
 import { run, USAGE } from './commands';
