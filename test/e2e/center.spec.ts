@@ -1,4 +1,3 @@
-import { parseServerConfig } from '@nuri/config';
 import { createTestDatabase, TestDatabase } from '../../libs/db/src/testing';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -6,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RunningServer, startServer } from '../../apps/server/src/bootstrap';
 import { apiClient } from '../support/http';
+import { demoCenterConfig } from '../support/config';
 
 /**
  * The product as a user meets it: the whole center in one process (API, scheduler,
@@ -35,18 +35,7 @@ describe('a running center', () => {
   beforeAll(async () => {
     db = await createTestDatabase();
     work = mkdtempSync(join(tmpdir(), 'nuri-e2e-'));
-    const config = parseServerConfig({
-      PORT: '0',
-      HOST: '127.0.0.1',
-      DATABASE_URL: db.url,
-      NURI_DEMO: '1',
-      NURI_DEMO_NODES: '4',
-      NURI_AGENT_WORK_DIR: work,
-      NURI_SCHEDULER_TICK_MS: '500',
-      NURI_SAMPLE_INTERVAL_MS: '500',
-      NURI_TIMEOUT_GRACE_SECONDS: '1',
-      NURI_LOG_LEVEL: 'error',
-    });
+    const config = demoCenterConfig(db.url, work, { NURI_SCHEDULER_TICK_MS: '500', NURI_SAMPLE_INTERVAL_MS: '500', NURI_TIMEOUT_GRACE_SECONDS: '1' });
     server = await startServer(config);
     naver = server.demo!.researcherToken;
     const issued = await api(server.demo!.operatorToken, 'POST', '/v1/tokens', { user: 'kakao-researcher' });

@@ -1,4 +1,3 @@
-import { parseServerConfig } from '@nuri/config';
 import { NodesRepository } from '@nuri/db';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,6 +9,7 @@ import { hashToken, newAgentToken } from '../../apps/server/src/auth/tokens';
 import { RunningServer, startServer } from '../../apps/server/src/bootstrap';
 import { createTestDatabase, TestDatabase } from '../../libs/db/src/testing';
 import { apiClient, until } from '../support/http';
+import { demoCenterConfig } from '../support/config';
 
 /**
  * The fleet side against a real PostgreSQL and real agents over loopback WebSocket: node
@@ -57,20 +57,7 @@ describe('fleet: node failures, reconcile, GPU health', () => {
     db = await createTestDatabase();
     work = mkdtempSync(join(tmpdir(), 'nuri-fleet-'));
     server = await startServer(
-      parseServerConfig({
-        PORT: '0',
-        HOST: '127.0.0.1',
-        DATABASE_URL: db.url,
-        NURI_DEMO: '1',
-        NURI_DEMO_NODES: '4',
-        NURI_AGENT_WORK_DIR: work,
-        NURI_SCHEDULER_TICK_MS: '200',
-        NURI_SAMPLE_INTERVAL_MS: '200',
-        NURI_TIMEOUT_GRACE_SECONDS: '1',
-        NURI_NODE_DOWN_AFTER_SECONDS: '2',
-        NURI_AGENT_HEARTBEAT_SECONDS: '1',
-        NURI_LOG_LEVEL: 'error',
-      }),
+      demoCenterConfig(db.url, work, { NURI_SCHEDULER_TICK_MS: '200', NURI_SAMPLE_INTERVAL_MS: '200', NURI_TIMEOUT_GRACE_SECONDS: '1', NURI_NODE_DOWN_AFTER_SECONDS: '2', NURI_AGENT_HEARTBEAT_SECONDS: '1' }),
     );
     researcher = server.demo!.researcherToken;
     operator = server.demo!.operatorToken;

@@ -12,7 +12,6 @@
  * The rules are loaded unchanged: the alert this test waits to fire (NuriGpuCriticalXid)
  * has no `for:`; NuriNodeDown (`for: 3m`) is only required to reach `pending`.
  */
-import { parseServerConfig } from '@nuri/config';
 import { DASHBOARD_SPECS, dashboardExpressions, generateDashboards } from '@nuri/metrics';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -23,6 +22,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, type RunningServer } from '../../apps/server/src/bootstrap';
 import { createTestDatabase, type TestDatabase } from '../../libs/db/src/testing';
 import { apiClient } from '../support/http';
+import { demoCenterConfig } from '../support/config';
 
 const ROOT = resolve(__dirname, '../..');
 const PROM_DIR = join(ROOT, 'deploy/prometheus');
@@ -142,22 +142,7 @@ describe('Prometheus end to end: the demo scraped, every dashboard panel answere
     db = await createTestDatabase();
     work = mkdtempSync(join(tmpdir(), 'nuri-obs-e2e-'));
     server = await startServer(
-      parseServerConfig({
-        PORT: '0',
-        HOST: '127.0.0.1',
-        DATABASE_URL: db.url,
-        NURI_DEMO: '1',
-        NURI_DEMO_NODES: '4',
-        NURI_AGENT_WORK_DIR: join(work, 'agents'),
-        NURI_SCHEDULER_TICK_MS: '500',
-        NURI_SAMPLE_INTERVAL_MS: '500',
-        NURI_AGENT_HEARTBEAT_SECONDS: '1',
-        NURI_NODE_DOWN_AFTER_SECONDS: '3',
-        NURI_MIN_RUNTIME_BEFORE_PREEMPT_SECONDS: '0',
-        NURI_PREEMPT_GRACE_SECONDS: '1',
-        NURI_TIMEOUT_GRACE_SECONDS: '1',
-        NURI_LOG_LEVEL: 'error',
-      }),
+      demoCenterConfig(db.url, join(work, 'agents'), { NURI_SCHEDULER_TICK_MS: '500', NURI_SAMPLE_INTERVAL_MS: '500', NURI_AGENT_HEARTBEAT_SECONDS: '1', NURI_NODE_DOWN_AFTER_SECONDS: '3', NURI_MIN_RUNTIME_BEFORE_PREEMPT_SECONDS: '0', NURI_PREEMPT_GRACE_SECONDS: '1', NURI_TIMEOUT_GRACE_SECONDS: '1' }),
     );
     const demo = server.demo!;
 
