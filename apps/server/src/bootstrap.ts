@@ -41,6 +41,19 @@ const LEVELS: Record<ServerConfig['logLevel'], LogLevel[]> = {
   debug: ['error', 'fatal', 'warn', 'log', 'debug'],
 };
 
+const SHUTDOWN_STEP_MS = 15_000;
+
+async function step(what: string, fn: () => Promise<unknown> | undefined): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), SHUTDOWN_STEP_MS)));
+  try {
+    const outcome = await Promise.race([Promise.resolve(fn()).then(() => 'done' as const), timeout]);
+    if (outcome === 'timeout') console.error(`nuri: shutdown gave up waiting for the ${what} after ${SHUTDOWN_STEP_MS / 1000}s`);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Opens the database, migrates it, and starts the configured roles in this process. */
 export async function startServer(config: ServerConfig, options: StartOptions = {}): Promise<RunningServer> {
   const database = options.database ?? (await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir }));
@@ -92,11 +105,13 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     gateway,
     demo,
     async close() {
-      await demo?.stop();
-      await gateway?.stop();
-      await app.close();
-      await wakeups.close();
-      if (!options.database) await database.close();
+      // Each step is bounded: a shutdown that hangs on one part (a stuck connection, a job
+      // that will not die) must still finish, and say which part it gave up on.
+      await step('demo agents', () => demo?.stop());
+      await step('agent gateway', () => gateway?.stop());
+      await step('application', () => app.close());
+      await step('wake-ups', () => wakeups.close());
+      if (!options.database) await step('database', () => database.close());
     },
   };
 }
