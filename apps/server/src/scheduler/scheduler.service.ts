@@ -44,6 +44,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
   private readonly log = new Logger('Scheduler');
   private lock: AdvisoryLock | null = null;
   private standDownTicks = 0;
+  private ticking: Promise<void> = Promise.resolve();
   /** The pure core, with what it may reuse between passes (plans are identical to schedule()). */
   private readonly core = new Scheduler();
   private timer?: NodeJS.Timeout;
@@ -86,6 +87,9 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     this.stopped = true;
     clearTimeout(this.timer);
     this.unsubscribe?.();
+    // A tick in flight could otherwise take the lock again after it was released here,
+    // leaving a pooled connection checked out for ever (and the pool's close waiting on it).
+    await this.ticking;
     await this.running;
     const held = this.lock;
     this.lock = null;
@@ -93,7 +97,12 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     if (held) this.passMetrics.leader(null);
   }
 
-  private async tick(): Promise<void> {
+  private tick(): Promise<void> {
+    this.ticking = this.tickOnce();
+    return this.ticking;
+  }
+
+  private async tickOnce(): Promise<void> {
     if (this.stopped) return;
     try {
       if (this.lock && !(await this.lock.alive())) {
@@ -122,7 +131,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     } catch (e) {
       this.log.error(`tick failed: ${(e as Error).message}`);
     }
-    this.timer = setTimeout(() => void this.tick(), this.config.schedulerTickMs);
+    if (!this.stopped) this.timer = setTimeout(() => void this.tick(), this.config.schedulerTickMs);
   }
 
   /**
