@@ -321,7 +321,8 @@ export class JobsRepository {
       const nodeIds = [...new Set(starts.flatMap((s) => s.placement.map((p) => p.nodeId)))];
       const [jobs, nodes, gpus, live] = await Promise.all([
         tx.selectFrom('jobs').select(['id', 'state', 'gpus']).where('id', 'in', jobIds).forUpdate().execute(),
-        tx.selectFrom('nodes').select(['id', 'state', 'gpu_type']).where('id', 'in', nodeIds).execute(),
+        // FOR SHARE: a drain (an UPDATE of the node) waits for this commit, then sees its allocations.
+        tx.selectFrom('nodes').select(['id', 'state', 'gpu_type']).where('id', 'in', nodeIds).forShare().execute(),
         tx.selectFrom('gpus').select(['node_id', 'index', 'healthy']).where('node_id', 'in', nodeIds).execute(),
         tx.selectFrom('allocations').select(['node_id', 'gpu_index']).where('node_id', 'in', nodeIds).where('released_at', 'is', null).execute(),
       ]);

@@ -117,3 +117,31 @@ describe('the database refuses a GPU held by two live allocations', () => {
     expect(String(refused.reason)).toMatch(/allocations_one_live_per_gpu/);
   });
 });
+
+describe('a drain racing a commit', () => {
+  let tdb: TestDatabase;
+  beforeAll(async () => {
+    tdb = await createTestDatabase();
+  });
+  afterAll(async () => tdb?.drop());
+
+  it('never leaves a node drained with a job on it', async () => {
+    const s = await seed(tdb.handle);
+    for (let i = 0; i < 30; i++) {
+      await s.nodes.setState(s.nodeId, 'up', 'back');
+      const id = await s.job(`race-${i}`, 1);
+      // The scheduler commits a start while an operator drains the node (drain, then settle).
+      const [commit] = await Promise.all([
+        s.jobs.commitStarts([{ jobId: id, gpuModel: 'h100', placement: [{ nodeId: s.nodeId, gpuIndices: [0] }] }], t0),
+        (async () => {
+          await s.nodes.setState(s.nodeId, 'draining', 'test', ['up']);
+          await s.nodes.settleDraining(s.nodeId);
+        })(),
+      ]);
+      const node = (await s.nodes.list({ names: ['n1'] }))[0]!;
+      const onNode = node.gpus.filter((g) => g.jobId !== null).length;
+      expect({ state: node.state, jobs: onNode }).toEqual(commit.started.length ? { state: 'draining', jobs: 1 } : { state: 'drained', jobs: 0 });
+      if (commit.started.length) await s.jobs.transition(id, ['running'], 'completed', 'done', t0);
+    }
+  });
+});
