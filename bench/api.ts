@@ -8,27 +8,16 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { Client } from 'pg';
+import { percentile, scratchDatabase } from './support';
 
-const SERVER_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 16);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const LATENCY_JOBS = Number(process.env.BENCH_LATENCY_JOBS ?? 100);
 const PORT = 18000 + (process.pid % 1000);
 
-const pct = (xs: number[], p: number): number => {
-  if (!xs.length) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
-};
 
 async function main() {
-  const dbName = `nuri_bench_${process.pid}`;
-  const admin = new Client({ connectionString: SERVER_URL });
-  await admin.connect();
-  await admin.query(`create database ${dbName}`);
-  const url = new URL(SERVER_URL);
-  url.pathname = `/${dbName}`;
+  const scratch = await scratchDatabase(`nuri_bench_${process.pid}`);
   const work = mkdtempSync(join(tmpdir(), 'nuri-bench-'));
   let child: ChildProcess | undefined;
   try {
@@ -38,7 +27,7 @@ async function main() {
         ...process.env,
         PORT: String(PORT),
         HOST: '127.0.0.1',
-        DATABASE_URL: url.toString(),
+        DATABASE_URL: scratch.url,
         NURI_DEMO: '1',
         NURI_AGENT_WORK_DIR: work,
         NURI_LOG_LEVEL: 'warn',
@@ -111,15 +100,14 @@ async function main() {
     const elapsed = (performance.now() - started) / 1000;
     console.log(`start to ready:            ${readyMs} ms (server reports ${reported} ms)`);
     console.log(`submit-to-running, 1 GPU, idle demo, ${LATENCY_JOBS} jobs:`);
-    console.log(`  committed by scheduler:  p50 ${pct(server, 50).toFixed(0)} ms, p99 ${pct(server, 99).toFixed(0)} ms`);
-    console.log(`  observed by the client:  p50 ${pct(observed, 50).toFixed(1)} ms, p99 ${pct(observed, 99).toFixed(1)} ms`);
+    console.log(`  committed by scheduler:  p50 ${percentile(server, 50).toFixed(0)} ms, p99 ${percentile(server, 99).toFixed(0)} ms`);
+    console.log(`  observed by the client:  p50 ${percentile(observed, 50).toFixed(1)} ms, p99 ${percentile(observed, 99).toFixed(1)} ms`);
     console.log(`POST /v1/jobs, ${CLIENTS} clients, ${elapsed.toFixed(1)} s, real PostgreSQL:`);
-    console.log(`  ${(accepted / elapsed).toFixed(0)} jobs/s accepted; latency p50 ${pct(lat, 50).toFixed(1)} ms, p99 ${pct(lat, 99).toFixed(1)} ms`);
+    console.log(`  ${(accepted / elapsed).toFixed(0)} jobs/s accepted; latency p50 ${percentile(lat, 50).toFixed(1)} ms, p99 ${percentile(lat, 99).toFixed(1)} ms`);
   } finally {
     child?.kill('SIGTERM');
     await new Promise((r) => (child && child.exitCode === null ? child.once('exit', r) : r(null)));
-    await admin.query(`drop database if exists ${dbName} with (force)`);
-    await admin.end();
+    await scratch.drop();
     rmSync(work, { recursive: true, force: true });
   }
 }

@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import WebSocket from 'ws';
 import { nodeName, tokenFor } from './gateway-shared';
+import { percentile } from './support';
 
 const N = Number(process.env.BENCH_AGENTS ?? 4000);
 const GPUS = Number(process.env.BENCH_GPUS ?? 8);
@@ -177,11 +178,6 @@ function tick(): void {
   }
 }
 
-const pct = (xs: number[], p: number) => {
-  if (!xs.length) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
-};
 
 process.on('message', async (cmd: { op: string }) => {
   if (cmd.op === 'connect') {
@@ -205,7 +201,7 @@ process.on('message', async (cmd: { op: string }) => {
     lastCpu = process.cpuUsage();
     const loopP99 = Math.round(loop.percentile(99) / 1e6);
     loop.reset();
-    process.send!({ op: 'snapshot', genCpuMs: (cpu.user + cpu.system) / 1000, genLoopP99: loopP99, connected, produced: stats.samplesProduced, acked: stats.samplesAcked, p50: pct(lat, 50), p99: pct(lat, 99), max: pct(lat, 100), n: lat.length });
+    process.send!({ op: 'snapshot', genCpuMs: (cpu.user + cpu.system) / 1000, genLoopP99: loopP99, connected, produced: stats.samplesProduced, acked: stats.samplesAcked, p50: percentile(lat, 50), p99: percentile(lat, 99), max: percentile(lat, 100), n: lat.length });
   } else if (cmd.op === 'killed') {
     killedAt = Date.now();
     stats.attempts = [];

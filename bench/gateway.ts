@@ -16,11 +16,11 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Client } from 'pg';
+import { scratchDatabase } from './support';
 import { hashToken } from '../apps/server/src/auth/tokens';
 import { migrateToLatest, openDatabase } from '../libs/db/src';
 import { nodeName, tokenFor } from './gateway-shared';
 
-const SERVER_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const N = Number(process.env.BENCH_AGENTS ?? 4000);
 const GPUS = Number(process.env.BENCH_GPUS ?? 8);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 60);
@@ -113,18 +113,13 @@ async function scrape(name: string, labels = ''): Promise<number> {
 }
 
 async function main() {
-  const dbName = `nuri_bench_gw_${process.pid}`;
-  const admin = new Client({ connectionString: SERVER_URL });
-  await admin.connect();
-  await admin.query(`create database ${dbName}`);
-  const url = new URL(SERVER_URL);
-  url.pathname = `/${dbName}`;
+  const scratch = await scratchDatabase(`nuri_bench_gw_${process.pid}`);
   let gw: ChildProcess | undefined;
   let gen: ChildProcess | undefined;
   try {
     // Register the fleet straight through the database (one insert per chunk), not N HTTP calls.
     const t0 = Date.now();
-    const handle = await openDatabase({ url: url.toString(), poolSize: 2 });
+    const handle = await openDatabase({ url: scratch.url, poolSize: 2 });
     await migrateToLatest(handle.db);
     for (let i = 0; i < N; i += 500) {
       const names = Array.from({ length: Math.min(500, N - i) }, (_, k) => nodeName(i + k));
@@ -141,7 +136,7 @@ async function main() {
     await handle.close();
     console.log(`registered ${N} nodes × ${GPUS} GPUs in ${Date.now() - t0} ms`);
 
-    const first = await startGateway(url.toString());
+    const first = await startGateway(scratch.url);
     gw = first.child;
     console.log(`gateway ready in ${first.readyMs} ms (pid ${gw.pid})`);
     let w = watch(gw.pid!);
@@ -186,7 +181,7 @@ async function main() {
       await ask(gen, 'killed', 'noted');
       gw.kill('SIGKILL');
       await new Promise((r) => gw!.once('exit', r));
-      const second = await startGateway(url.toString());
+      const second = await startGateway(scratch.url);
       gw = second.child;
       w = watch(gw.pid!);
       console.log(`gateway back in ${second.readyMs} ms`);
@@ -202,7 +197,7 @@ async function main() {
     welcomes = d.welcomes;
     attempts = d.attempts;
     // Server side: every job event's seq is recorded for its stream (applied exactly once).
-    const check = new Client({ connectionString: url.toString() });
+    const check = new Client({ connectionString: scratch.url });
     await check.connect();
     const rows = (await check.query('select n.name, s.stream, s.last_seq from agent_streams s join nodes n on n.id = s.node_id')).rows as { name: string; stream: string; last_seq: string }[];
     const up = Number((await check.query(`select count(*) from nodes where state = 'up'`)).rows[0].count);
@@ -230,8 +225,7 @@ async function main() {
     gw?.kill('SIGTERM');
     await sleep(1000);
     gw?.kill('SIGKILL');
-    await admin.query(`drop database if exists ${dbName} with (force)`).catch(() => undefined);
-    await admin.end();
+    await scratch.drop();
   }
 }
 
