@@ -1,5 +1,5 @@
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
-import type { AgentHello, GpuSample, ServerMessage } from '@nuri/contracts';
+import type { AgentHello, ServerMessage } from '@nuri/contracts';
 import { WIRE_VERSION } from '@nuri/contracts';
 import type { ServerConfig } from '@nuri/config';
 import { JobsRepository, NodesRepository, RunningWithPlacement } from '@nuri/db';
@@ -53,8 +53,6 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
   private readonly nodes = new Map<string, Dispatch>();
   /** Node ids by name, learnt at authentication (names and ids never change). */
   private readonly ids = new Map<string, string>();
-  /** Latest GPU sample per node, as reported. */
-  readonly samples = new Map<string, { at: number; gpus: GpuSample[] }>();
   /** Node ids heard from since the last liveness flush. */
   private seen = new Set<string>();
   private seenTimer?: NodeJS.Timeout;
@@ -173,7 +171,6 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
     this.seen.add(nodeId);
     const at = new Date(m.at);
     if (m.type === 'samples') {
-      this.samples.set(nodeName, { at: m.at, gpus: m.gpus });
       this.metrics.applySamplesMessage(nodeName, stream, m);
     } else if (m.type === 'job_event') {
       // Effects are idempotent (state-guarded), so applying then advancing the stream is
@@ -212,7 +209,6 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
   async disconnected(nodeName: string): Promise<void> {
     const d = this.nodes.get(nodeName);
     this.nodes.delete(nodeName);
-    this.samples.delete(nodeName);
     this.metrics.setAgentConnections(this.nodes.size);
     if (!d) return;
     this.seen.delete(d.nodeId);

@@ -54,7 +54,6 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
   private unsubscribe?: () => void;
   /** What was last written for each pending job, so a pass writes only changes. */
   private readonly lastAnnotation = new Map<string, string>();
-  lastPass?: PassResult;
   private readonly passMetrics: SchedulerMetricsState;
 
   constructor(
@@ -215,9 +214,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     await this.annotate(plan, new Set(started));
     this.recordPassMetrics(now, { tenants, nodes, pending, running }, plan, started, jobsByState, tenantNames);
     if (started.length || plan.preemptions.length) this.wakeups.wake('dispatch');
-    const result = { plan, started, skipped, durationMs: performance.now() - t0 };
-    this.lastPass = result;
-    return result;
+    return { plan, started, skipped, durationMs: performance.now() - t0 };
   }
 
   /**
