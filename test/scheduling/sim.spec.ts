@@ -58,6 +58,10 @@ describe('trace parsing', () => {
     expect(b.policies).toEqual(['fifo', 'greedy', 'slurm', 'nuri']);
     expect(parseArgs(['--trace', 'x', '--gpu-types', 'drawn']).gpuTypes).toBe('drawn');
     expect(() => parseArgs(['--trace', 'x', '--gpu-types', 'h200'])).toThrow();
+    const c = parseArgs(['--trace', 'x', '--explain-shortfall', '--trace-job', 'cluster02/c3e3', '--timeline', '6']);
+    expect([c.explainShortfall, c.traceJob, c.timelineHours]).toEqual([true, 'cluster02/c3e3', 6]);
+    expect(b.explainShortfall).toBe(false);
+    expect(() => parseArgs(['--trace', 'x', '--timeline', '0'])).toThrow(/--timeline/);
   });
 
   it('--gpu-types any makes every job without a type wish take any type, without shifting other draws', () => {
@@ -88,6 +92,34 @@ describe('simulation', () => {
     const all = rows(r).find((x) => x.tenant === 'all')!;
     expect(all.utilization).toBeCloseTo(1, 5);
     expect(r.stuck).toBe(0);
+  });
+
+  it("says why a guarantee was not held, traces a job's reasons and records a timeline", () => {
+    // b borrows the only node for an hour; a (guarantee 8) asks for it 10 s later. slurm does
+    // not reclaim, so a is short of its guarantee until b ends, next in line for the node.
+    const two = [
+      { id: 'b/1', tenant: 'b', submit: 0, duration: 3600, gpus: 8, gpuType: 'any' as const, timeLimit: 3600, priority: 1 },
+      { id: 'a/1', tenant: 'a', submit: 10, duration: 600, gpus: 8, gpuType: 'any' as const, timeLimit: 900, priority: 1 },
+    ];
+    const tenants = [
+      { id: 'a', weight: 1, quotas: { h100: { guaranteed: 8, limit: 8 } } },
+      { id: 'b', weight: 1, quotas: { h100: { guaranteed: 0, limit: 8 } } },
+    ];
+    const r = simulate({ label: 'slurm', config: configFor('slurm'), nodes, tenants, jobs: two, windowSeconds: 3600, requeue: 'resume', traceJob: 'a/', timelineHours: 0.5 });
+    const grace = configFor('slurm').preemptGraceSeconds;
+    expect(Object.keys(r.tenantTime.a.shortBy)).toEqual(['waiting_for_resources']);
+    expect(r.tenantTime.a.shortBy.waiting_for_resources).toBeCloseTo(8 * (3600 - 10 - grace), 0);
+    expect(r.tenantTime.b.shortBy).toEqual({});
+    expect(r.jobTrace).toEqual([
+      expect.stringMatching(/^ +0\.00 h  a\/1  #1 waiting_for_resources \(estimate 1\.00 h\): /),
+      '   1.00 h  a/1  started on h100-0000',
+      '   1.17 h  a/1  finished',
+    ]);
+    expect(r.timeline.map((p) => [p.h, p.tenants.a.running, p.tenants.a.demand, p.tenants.b.running])).toEqual([
+      [0, 0, 0, 0],
+      // At 1 h, b has just ended and a is about to start (state before the pass).
+      [1, 0, 8, 0],
+    ]);
   });
 
   it('quotas follow offered load and leave room to borrow', () => {

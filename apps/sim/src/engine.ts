@@ -89,6 +89,17 @@ export interface SimOptions {
   requeue: 'restart' | 'resume';
   bucketSeconds?: number;
   onProgress?: (fraction: number) => void;
+  /** Record the reasons, starts and preemptions of jobs whose id starts with this (SimResult.jobTrace). */
+  traceJob?: string;
+  /** Record each tenant's running and demanded GPUs every this many hours (SimResult.timeline). */
+  timelineHours?: number;
+}
+
+export interface TimelinePoint {
+  /** Hours since the start of the trace. */
+  h: number;
+  /** Per tenant: GPUs running and GPUs running or pending. */
+  tenants: Record<string, { running: number; demand: number }>;
 }
 
 export interface JobOutcome {
@@ -124,6 +135,11 @@ export interface TenantTime {
   received: number;
   guaranteed: number;
   gpuSeconds: number;
+  /**
+   * GPU-seconds below the entitlement, by the reason the last plan gave the tenant's smallest
+   * pending job that fits in what is left of its guarantee (why the guarantee was not held).
+   */
+  shortBy: Record<string, number>;
 }
 
 export interface SimResult {
@@ -141,6 +157,8 @@ export interface SimResult {
   queueSeries: Record<string, number[]>;
   tenantTime: Record<string, TenantTime>;
   stuck: number;
+  jobTrace: string[];
+  timeline: TimelinePoint[];
 }
 
 interface Live {
@@ -166,7 +184,7 @@ export function simulate(opts: SimOptions): SimResult {
   const pendN = new Map<string, number>(tenantIds.map((t) => [t, 0]));
   const gTotal = new Map(opts.tenants.map((t) => [t.id, (t.quotas.h100?.guaranteed ?? 0) + (t.quotas.h800?.guaranteed ?? 0)]));
   const tenantTime: Record<string, TenantTime> = Object.fromEntries(
-    tenantIds.map((t) => [t, { contendedSeconds: 0, entitled: 0, receivedCapped: 0, received: 0, guaranteed: gTotal.get(t)!, gpuSeconds: 0 }]),
+    tenantIds.map((t) => [t, { contendedSeconds: 0, entitled: 0, receivedCapped: 0, received: 0, guaranteed: gTotal.get(t)!, gpuSeconds: 0, shortBy: {} }]),
   );
   const busySeries: number[] = [];
   const queueSeries: Record<string, number[]> = Object.fromEntries(tenantIds.map((t) => [t, []]));
@@ -228,6 +246,7 @@ export function simulate(opts: SimOptions): SimResult {
           const d = cuts[i + 1] - cuts[i];
           tt.entitled += e * d;
           tt.receivedCapped += Math.min(r, e) * d;
+          if (e > r) chargeShort(t, tt, r, g, cuts[i] * 1000, (e - r) * d);
         }
       }
     }
@@ -246,6 +265,25 @@ export function simulate(opts: SimOptions): SimResult {
     const e = Math.min(g, r + fit);
     return e > r && smallest > g - r ? r : e;
   }
+
+  // The reason each pending job got in the last plan, to say why a guarantee was not held.
+  const lastReason = new Map<string, string>();
+  function chargeShort(t: string, tt: TenantTime, r: number, g: number, at: number, gpuSeconds: number): void {
+    let best: Live | null = null;
+    for (const l of pendingBy.get(t)!) {
+      const n = l.trace.gpus;
+      if (n > g - r || l.pendingSince + graceMs > at) continue;
+      if (!best || n < best.trace.gpus || (n === best.trace.gpus && l.trace.submit < best.trace.submit)) best = l;
+    }
+    const why = best ? (lastReason.get(best.pending.id) ?? 'not yet planned') : 'no fitting job';
+    tt.shortBy[why] = (tt.shortBy[why] ?? 0) + gpuSeconds;
+  }
+  const jobTrace: string[] = [];
+  const traced = (id: string) => opts.traceJob !== undefined && id.startsWith(opts.traceJob);
+  const lastTraced = new Map<string, string>();
+  const hours = (ms: number) => (ms / 3600000).toFixed(2).padStart(7);
+  const timeline: TimelinePoint[] = [];
+  let nextTimeline = 0;
 
   function enqueue(l: Live): void {
     pending.set(l.pending.id, l);
@@ -277,6 +315,7 @@ export function simulate(opts: SimOptions): SimResult {
         busy -= r.job.gpus;
         runG.set(r.l.trace.tenant, runG.get(r.l.trace.tenant)! - r.job.gpus);
         r.l.out.finish = now / 1000;
+        if (traced(id)) jobTrace.push(`${hours(now)} h  ${id}  finished`);
       } else if (r.stopAt <= now) {
         running.delete(id);
         busy -= r.job.gpus;
@@ -304,6 +343,10 @@ export function simulate(opts: SimOptions): SimResult {
       enqueue(l);
     }
 
+    if (opts.timelineHours && now >= nextTimeline) {
+      timeline.push({ h: now / 3600000, tenants: Object.fromEntries(tenantIds.map((t) => [t, { running: runG.get(t)!, demand: runG.get(t)! + pendG.get(t)! }])) });
+      nextTimeline = (Math.floor(now / 3600000 / opts.timelineHours) + 1) * opts.timelineHours * 3600000;
+    }
     // One pass.
     const tenants: SnapshotTenant[] = opts.tenants.map((t) => ({ id: t.id, name: t.id, weight: t.weight, quotas: t.quotas, decayedUsage: usage.get(t.id)! }));
     const plan = core.plan({
@@ -317,6 +360,7 @@ export function simulate(opts: SimOptions): SimResult {
     passes++;
     for (const s of plan.starts) {
       const l = pending.get(s.jobId)!;
+      if (traced(s.jobId)) jobTrace.push(`${hours(now)} h  ${s.jobId}  started on ${s.placement.map((p) => p.nodeId).join(',')}`);
       dequeue(l);
       if (l.out.firstStart === null) l.out.firstStart = now / 1000;
       l.out.start = now / 1000;
@@ -333,6 +377,13 @@ export function simulate(opts: SimOptions): SimResult {
     }
     for (const p of plan.pending) {
       const l = pending.get(p.jobId)!;
+      lastReason.set(p.jobId, p.reason);
+      // A line when the reason or queue position changes (messages change with every count).
+      if (traced(p.jobId) && lastTraced.get(p.jobId) !== `${p.reason} ${p.queuePosition}`) {
+        lastTraced.set(p.jobId, `${p.reason} ${p.queuePosition}`);
+        const est = p.estimatedStartAt === null ? 'no estimate' : `estimate ${hours(p.estimatedStartAt).trim()} h`;
+        jobTrace.push(`${hours(now)} h  ${p.jobId}  #${p.queuePosition} ${p.reason} (${est}): ${p.message}`);
+      }
       if (l.passesSeen++ === 0) {
         l.out.waitedAtFirstPass = true;
         l.out.estimate = p.estimatedStartAt === null ? null : p.estimatedStartAt / 1000;
@@ -343,6 +394,7 @@ export function simulate(opts: SimOptions): SimResult {
       r.job = { ...r.job, stopping: true };
       r.stopAt = now + graceMs;
       r.l.out.preemptions++;
+      if (traced(p.jobId)) jobTrace.push(`${hours(now)} h  ${p.jobId}  preempted: ${p.reason}`);
     }
     opts.onProgress?.(Math.min(1, now / Math.max(1, lastSubmit)));
   }
@@ -360,5 +412,7 @@ export function simulate(opts: SimOptions): SimResult {
     queueSeries,
     tenantTime,
     stuck: pending.size,
+    jobTrace,
+    timeline,
   };
 }

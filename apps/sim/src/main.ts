@@ -31,6 +31,12 @@ export interface Args {
   limitShare: number;
   /** Anti-starvation threshold in hours (PolicyConfig.starvationSeconds); null = the default. */
   starvationHours: number | null;
+  /** Print why each tenant's guarantee was not held (GPU-hours below entitlement by reason). */
+  explainShortfall: boolean;
+  /** Print the reasons, starts and preemptions of jobs whose id starts with this. */
+  traceJob: string | null;
+  /** Print each tenant's running and demanded GPUs every this many hours. */
+  timelineHours: number | null;
 }
 
 export const POLICIES: readonly PolicyMode[] = ['fifo', 'greedy', 'slurm', 'nuri'];
@@ -50,6 +56,9 @@ export function parseArgs(argv: string[]): Args {
     gpuTypes: 'any',
     limitShare: 0.5,
     starvationHours: null,
+    explainShortfall: false,
+    traceJob: null,
+    timelineHours: null,
   };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
@@ -123,6 +132,16 @@ export function parseArgs(argv: string[]): Args {
       case '--starvation-hours':
         a.starvationHours = Number(v());
         break;
+      case '--explain-shortfall':
+        a.explainShortfall = true;
+        break;
+      case '--trace-job':
+        a.traceJob = v();
+        break;
+      case '--timeline':
+        a.timelineHours = Number(v());
+        if (!(a.timelineHours > 0)) throw new Error('--timeline needs a positive number of hours');
+        break;
       case '--quiet':
         a.quiet = true;
         break;
@@ -155,7 +174,10 @@ export function run(args: Args, progress = false): RunOutput {
       reservationDepth: args.depth,
       ...(args.starvationHours !== null ? { starvationSeconds: args.starvationHours * 3600 } : {}),
     });
-    const r = simulate({ label: p, config, nodes, tenants, jobs, windowSeconds, requeue: args.requeue, onProgress: bar ? (f) => bar.update(f) : undefined });
+    const r = simulate({
+      label: p, config, nodes, tenants, jobs, windowSeconds, requeue: args.requeue, onProgress: bar ? (f) => bar.update(f) : undefined,
+      traceJob: args.traceJob ?? undefined, timelineHours: args.timelineHours ?? undefined,
+    });
     bar?.done(`${(r.wallMs / 1000).toFixed(1)}s, ${r.passes} passes`);
     results.push(r);
   }
@@ -209,7 +231,7 @@ function main(): void {
   try {
     args = parseArgs(process.argv.slice(2));
   } catch (e) {
-    process.stderr.write(`${(e as Error).message}\nusage: npm run sim -- --trace <files...> [--nodes 20|h100:N,h800:M] [--days N] [--seed S] [--policy fifo,greedy,slurm,nuri] [--gpu-types any|drawn] [--limit-share X] [--json FILE|-] [--html FILE] [--requeue restart|resume] [--depth N]\n`);
+    process.stderr.write(`${(e as Error).message}\nusage: npm run sim -- --trace <files...> [--nodes 20|h100:N,h800:M] [--days N] [--seed S] [--policy fifo,greedy,slurm,nuri] [--gpu-types any|drawn] [--limit-share X] [--json FILE|-] [--html FILE] [--requeue restart|resume] [--depth N] [--starvation-hours H] [--explain-shortfall] [--trace-job ID] [--timeline H]\n`);
     process.exit(2);
   }
   const t0 = performance.now();
@@ -228,6 +250,9 @@ function main(): void {
   console.log(table(out.rows));
   console.log('');
   for (const c of out.checks) console.log(`${c.ok ? 'PASS' : 'FAIL'}  ${c.name}: ${c.detail}`);
+  if (args.explainShortfall) console.log('\n' + shortfallReport(out.results));
+  if (args.traceJob !== null) for (const r of out.results) console.log(`\n${r.label}: job ${args.traceJob}\n${r.jobTrace.join('\n') || '  (no such job)'}`);
+  if (args.timelineHours !== null) console.log('\n' + timelineReport(out.results));
   for (const r of out.results) console.log(`${r.label}: ${r.passes} passes in ${(r.wallMs / 1000).toFixed(2)} s${r.stuck ? `, ${r.stuck} jobs never started` : ''}`);
   console.log(`total ${secs.toFixed(2)} s`);
   if (args.json) writeFileSync(args.json, JSON.stringify(jsonOf(out), null, 2));
@@ -236,12 +261,49 @@ function main(): void {
   if (args.html) console.log(`HTML: ${args.html}`);
 }
 
+/** GPU-hours each tenant held below its entitlement, by the reason its smallest fitting pending job had. */
+export function shortfallGpuHours(r: SimResult): Record<string, Record<string, number>> {
+  const out: Record<string, Record<string, number>> = {};
+  for (const [t, tt] of Object.entries(r.tenantTime)) {
+    const e = Object.entries(tt.shortBy).filter(([, v]) => v >= 1800);
+    if (e.length > 0) out[t] = Object.fromEntries(e.sort((a, b) => b[1] - a[1]).map(([k, v]) => [k, Math.round(v / 3600)]));
+  }
+  return out;
+}
+
+export function shortfallReport(results: SimResult[]): string {
+  const lines = ["Guarantee not held: GPU-hours below entitlement, by the reason the tenant's smallest fitting pending job was given"];
+  for (const r of results) {
+    for (const [t, by] of Object.entries(shortfallGpuHours(r))) {
+      const total = Object.values(by).reduce((a, b) => a + b, 0);
+      lines.push(`  ${r.label.padEnd(6)} ${t.padEnd(10)} ${String(total).padStart(5)} GPU-h: ${Object.entries(by).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+    }
+  }
+  return lines.join('\n');
+}
+
+export function timelineReport(results: SimResult[]): string {
+  const lines: string[] = [];
+  for (const r of results) {
+    if (r.timeline.length === 0) continue;
+    const ts = Object.keys(r.timeline[0].tenants);
+    lines.push(`${r.label}: running/demand GPUs per tenant`, `  hour  ${ts.map((t) => t.padStart(11)).join(' ')}`);
+    for (const p of r.timeline) lines.push(`  ${p.h.toFixed(0).padStart(4)}  ${ts.map((t) => `${p.tenants[t].running}/${p.tenants[t].demand}`.padStart(11)).join(' ')}`);
+  }
+  return lines.join('\n');
+}
+
 export function jsonOf(out: RunOutput) {
   return {
     scenario: out.scenario,
     rows: out.rows,
     checks: out.checks,
-    runs: out.results.map((r) => ({ policy: r.label, passes: r.passes, wallMs: Math.round(r.wallMs), stuck: r.stuck })),
+    runs: out.results.map((r) => ({
+      policy: r.label, passes: r.passes, wallMs: Math.round(r.wallMs), stuck: r.stuck,
+      guaranteeShortfallGpuHours: shortfallGpuHours(r),
+      ...(r.jobTrace.length > 0 ? { jobTrace: r.jobTrace } : {}),
+      ...(r.timeline.length > 0 ? { timeline: r.timeline } : {}),
+    })),
   };
 }
 
