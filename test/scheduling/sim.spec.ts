@@ -1,11 +1,13 @@
-import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { configFor } from '@nuri/scheduling';
 import { describe, expect, it } from 'vitest';
 import { autoQuotas, buildNodes, simulate } from '../../apps/sim/src/engine';
 import { parseArgs, run } from '../../apps/sim/src/main';
 import { rows } from '../../apps/sim/src/metrics';
 import { mulberry32 } from '../../apps/sim/src/prng';
+import { applyQuotaFile, parseQuotaFile } from '../../apps/sim/src/quotas';
 import { htmlReport } from '../../apps/sim/src/report';
 import { enrich, parseTrace } from '../../apps/sim/src/trace';
 
@@ -147,5 +149,49 @@ describe('simulation', () => {
     expect(all('greedy').waitMeanH).toBeLessThan(3);
     expect(all('greedy').bigWaitP99H!).toBeGreaterThan(all('slurm').bigWaitP99H!);
     expect(htmlReport(out)).toContain('<svg');
+  });
+});
+
+describe('quota files (replay a workload against new quotas)', () => {
+  const derived = [
+    { id: 'a', weight: 1, quotas: { h100: { guaranteed: 6, limit: 8 } } },
+    { id: 'b', weight: 1, quotas: { h100: { guaranteed: 2, limit: 8 } } },
+  ];
+
+  it('replaces the named tenants and keeps the derived quotas of the others', () => {
+    const f = parseQuotaFile('{"a": {"weight": 3, "quotas": [{"gpuType": "h100", "guaranteed": 1, "limit": 4}]}}', 'q.json');
+    expect(applyQuotaFile(derived, f, 'q.json')).toEqual([
+      { id: 'a', weight: 3, quotas: { h100: { guaranteed: 1, limit: 4 } } },
+      derived[1],
+    ]);
+  });
+
+  it.each([
+    ['not json', '{', /q\.json: not JSON/],
+    ['limit below guarantee', '{"a": {"quotas": [{"gpuType": "h100", "guaranteed": 5, "limit": 4}]}}', /q\.json: a\.quotas\.0\.limit: limit must be at least guaranteed/],
+    ['unknown GPU type', '{"a": {"quotas": [{"gpuType": "a100", "guaranteed": 1, "limit": 4}]}}', /q\.json: a\.quotas\.0\.gpuType/],
+    ['unknown field', '{"a": {"quota": []}}', /q\.json: a/],
+    ['a type twice', '{"a": {"quotas": [{"gpuType": "h100", "guaranteed": 1, "limit": 4}, {"gpuType": "h100", "guaranteed": 2, "limit": 4}]}}', /a\.quotas: one entry per GPU type/],
+    ['no quotas', '{"a": {"quotas": []}}', /a\.quotas/],
+  ])('rejects %s with the field and the rule', (_, text, message) => {
+    expect(() => parseQuotaFile(text, 'q.json')).toThrow(message);
+  });
+
+  it('refuses a tenant that has no jobs in the trace', () => {
+    const f = parseQuotaFile('{"c": {"quotas": [{"gpuType": "h100", "guaranteed": 1, "limit": 4}]}}', 'q.json');
+    expect(() => applyQuotaFile(derived, f, 'q.json')).toThrow('q.json: tenant c has no jobs in the trace (tenants: a, b)');
+  });
+
+  it('a run uses the file: a smaller guarantee changes what the tenant is owed', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'nuri-sim-'));
+    writeFileSync(join(dir, 'w.csv'), 'submit,duration,gpus,tenant,time_limit\n0,3600,8,a,3600\n0,3600,8,b,3600\n60,600,8,b,900\n');
+    writeFileSync(join(dir, 'q.json'), JSON.stringify({ b: { weight: 2, quotas: [{ gpuType: 'h100', guaranteed: 0, limit: 16 }] } }));
+    const base = run(parseArgs(['--trace', join(dir, 'w.csv'), '--nodes', '2', '--policy', 'nuri']));
+    const out = run(parseArgs(['--trace', join(dir, 'w.csv'), '--nodes', '2', '--policy', 'nuri', '--quotas', join(dir, 'q.json')]));
+    const b = (o: typeof out) => o.scenario.tenants.find((t) => t.id === 'b')!;
+    expect(b(base).quotas).not.toEqual(b(out).quotas);
+    expect(b(out)).toMatchObject({ quotas: { h100: { guaranteed: 0, limit: 16 } }, weight: 2 });
+    expect(out.scenario.quotaRule).toMatch(/^from .*q\.json for b; otherwise /);
+    expect(out.results[0].tenantTime.b.guaranteed).toBe(0);
   });
 });

@@ -12,6 +12,7 @@ import { DEFAULT_POLICY_CONFIG, PolicyMode, configFor } from '@nuri/scheduling';
 import { NodeSpec, SimResult, autoQuotas, buildNodes, simulate } from './engine';
 import { Row, rows, table } from './metrics';
 import { Progress } from './progress';
+import { applyQuotaFile, loadQuotaFile } from './quotas';
 import { htmlReport } from './report';
 import { ENRICHMENT, GpuTypeWishes, loadTraces } from './trace';
 
@@ -31,6 +32,8 @@ export interface Args {
   limitShare: number;
   /** Anti-starvation threshold in hours (PolicyConfig.starvationSeconds); null = the default. */
   starvationHours: number | null;
+  /** A JSON file of quotas per tenant (see quotas.ts); tenants it does not name keep derived quotas. */
+  quotas: string | null;
   /** Print why each tenant's guarantee was not held (GPU-hours below entitlement by reason). */
   explainShortfall: boolean;
   /** Print the reasons, starts and preemptions of jobs whose id starts with this. */
@@ -57,6 +60,7 @@ export function parseArgs(argv: string[]): Args {
     limitShare: 0.5,
     starvationHours: null,
     explainShortfall: false,
+    quotas: null,
     traceJob: null,
     timelineHours: null,
   };
@@ -132,6 +136,9 @@ export function parseArgs(argv: string[]): Args {
       case '--starvation-hours':
         a.starvationHours = Number(v());
         break;
+      case '--quotas':
+        a.quotas = v();
+        break;
       case '--explain-shortfall':
         a.explainShortfall = true;
         break;
@@ -155,7 +162,7 @@ export function parseArgs(argv: string[]): Args {
 
 export interface RunOutput {
   args: Args;
-  scenario: { jobs: number; tenants: { id: string; offeredLoadGpus: number; quotas: unknown }[]; capacity: number; windowDays: number; enrichment: string[]; quotaRule: string };
+  scenario: { jobs: number; tenants: { id: string; offeredLoadGpus: number; quotas: unknown; weight: number }[]; capacity: number; windowDays: number; enrichment: string[]; quotaRule: string };
   results: SimResult[];
   rows: Row[];
   checks: { name: string; ok: boolean; detail: string }[];
@@ -165,7 +172,9 @@ export function run(args: Args, progress = false): RunOutput {
   const jobs = loadTraces(args.trace, args.seed, args.days, args.gpuTypes);
   const nodes = buildNodes(args.nodes);
   const windowSeconds = args.days !== null ? args.days * 86400 : Math.max(1, ...jobs.map((j) => j.submit));
-  const { tenants, load } = autoQuotas(jobs, nodes, args.limitShare);
+  const derived = autoQuotas(jobs, nodes, args.limitShare);
+  const load = derived.load;
+  const tenants = args.quotas ? applyQuotaFile(derived.tenants, loadQuotaFile(args.quotas), args.quotas) : derived.tenants;
   const results: SimResult[] = [];
   for (const p of args.policies) {
     const bar = progress ? new Progress(p) : null;
@@ -186,14 +195,15 @@ export function run(args: Args, progress = false): RunOutput {
     args,
     scenario: {
       jobs: jobs.length,
-      tenants: tenants.map((t) => ({ id: t.id, offeredLoadGpus: (load.get(t.id) ?? 0) / windowSeconds, quotas: t.quotas })),
+      tenants: tenants.map((t) => ({ id: t.id, offeredLoadGpus: (load.get(t.id) ?? 0) / windowSeconds, quotas: t.quotas, weight: t.weight })),
       capacity: nodes.length * 8,
       windowDays: windowSeconds / 86400,
       enrichment: ENRICHMENT,
       quotaRule:
-        args.limitShare >= 1
+        (args.quotas ? `from ${args.quotas} for ${tenants.filter((t) => t !== derived.tenants.find((d) => d.id === t.id)).map((t) => t.id).join(', ') || 'no tenant'}; otherwise ` : '') +
+        (args.limitShare >= 1
           ? 'guarantee per type = floor(type capacity x tenant share of offered GPU-seconds); limit = the type capacity (borrow any idle GPU; reclaim returns guarantees); weight 1'
-          : `guarantee per type = floor(type capacity x tenant share of offered GPU-seconds); limit = guarantee + ${args.limitShare} x type capacity, at least the largest job, at most the type capacity; weight 1`,
+          : `guarantee per type = floor(type capacity x tenant share of offered GPU-seconds); limit = guarantee + ${args.limitShare} x type capacity, at least the largest job, at most the type capacity; weight 1`),
     },
     results,
     rows: all,
@@ -231,11 +241,18 @@ function main(): void {
   try {
     args = parseArgs(process.argv.slice(2));
   } catch (e) {
-    process.stderr.write(`${(e as Error).message}\nusage: npm run sim -- --trace <files...> [--nodes 20|h100:N,h800:M] [--days N] [--seed S] [--policy fifo,greedy,slurm,nuri] [--gpu-types any|drawn] [--limit-share X] [--json FILE|-] [--html FILE] [--requeue restart|resume] [--depth N] [--starvation-hours H] [--explain-shortfall] [--trace-job ID] [--timeline H]\n`);
+    process.stderr.write(`${(e as Error).message}\nusage: npm run sim -- --trace <files...> [--nodes 20|h100:N,h800:M] [--days N] [--seed S] [--policy fifo,greedy,slurm,nuri] [--gpu-types any|drawn] [--limit-share X] [--quotas FILE] [--json FILE|-] [--html FILE] [--requeue restart|resume] [--depth N] [--starvation-hours H] [--explain-shortfall] [--trace-job ID] [--timeline H]\n`);
     process.exit(2);
   }
   const t0 = performance.now();
-  const out = run(args, true);
+  let out: RunOutput;
+  try {
+    out = run(args, true);
+  } catch (e) {
+    // Bad input (a trace or quota file): say what and where, no stack.
+    process.stderr.write(`${(e as Error).message}\n`);
+    process.exit(2);
+  }
   const secs = (performance.now() - t0) / 1000;
   if (args.json === '-') {
     process.stdout.write(JSON.stringify(jsonOf(out), null, 2) + '\n');
@@ -243,7 +260,7 @@ function main(): void {
   }
   const sc = out.scenario;
   console.log(`${sc.jobs} jobs, ${sc.tenants.length} tenants, ${sc.capacity} GPUs (${args.nodes.h100} H100 + ${args.nodes.h800} H800 nodes), ${sc.windowDays.toFixed(1)} days, seed ${args.seed}, requeue ${args.requeue}, GPU type wishes ${args.gpuTypes}`);
-  for (const t of sc.tenants) console.log(`  ${t.id.padEnd(12)} offered ${t.offeredLoadGpus.toFixed(1).padStart(6)} GPUs  quotas ${JSON.stringify(t.quotas)}`);
+  for (const t of sc.tenants) console.log(`  ${t.id.padEnd(12)} offered ${t.offeredLoadGpus.toFixed(1).padStart(6)} GPUs  quotas ${JSON.stringify(t.quotas)}${t.weight !== 1 ? `  weight ${t.weight}` : ''}`);
   console.log(`  quotas: ${sc.quotaRule}`);
   for (const e of sc.enrichment) console.log(`  drawn: ${e}`);
   console.log('');
