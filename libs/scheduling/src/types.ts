@@ -45,6 +45,13 @@ export interface PendingJob {
   /** Higher runs first within a tenant. */
   priority: number;
   submittedAt: number;
+  /**
+   * When the job last entered the queue: its submission, or its requeue after a preemption or
+   * a node failure (absent: submittedAt). Starvation counts from here, so a job sent back to
+   * the queue is not "starving" the moment it returns (it would jump the queue and be
+   * protected from reclaim again). Order within a tenant stays by submission.
+   */
+  queuedAt?: number;
   timeLimitSeconds: number;
 }
 
@@ -60,6 +67,8 @@ export interface RunningJob {
   gpuModel: GpuModel;
   priority: number;
   submittedAt: number;
+  /** When the job last entered the queue before this run (absent: submittedAt); see PendingJob.queuedAt. */
+  queuedAt?: number;
   startedAt: number;
   timeLimitSeconds: number;
   placement: readonly Placement[];
