@@ -41,6 +41,9 @@ export function buildNodes(spec: NodeSpec): SnapshotNode[] {
   return nodes;
 }
 
+/** Share of each type's capacity the derived guarantees split between tenants. */
+export const DEFAULT_GUARANTEE_SHARE = 0.8;
+
 export interface TenantSpec {
   id: string;
   weight: number;
@@ -48,13 +51,20 @@ export interface TenantSpec {
 }
 
 /**
- * Quotas for a replay: each tenant's guarantee on each type is its share of the offered load
- * (GPU-seconds submitted in the window) times that type's capacity, rounded down. Its limit is
- * the guarantee plus limitShare (default 0.5) of the type capacity, at least its largest job, at
- * most the capacity, so tenants borrow and every job can run; limitShare >= 1 gives the whole
- * capacity (borrow any idle GPU; reclaim returns guarantees). See docs/scheduling.md.
+ * Quotas for a replay: the guarantees split guaranteeShare (default 0.8) of each type's
+ * capacity between tenants by their share of the offered load (GPU-seconds submitted in the
+ * window), rounded down; the rest is guaranteed to nobody: anyone may borrow it, and it is the
+ * only capacity a job that started after starving may hold without being reclaimable (see
+ * starvedProtected in the scheduling library). A limit is the guarantee plus limitShare
+ * (default 0.5) of the type capacity, at least the tenant's largest job, at most the capacity;
+ * limitShare >= 1 gives the whole capacity. See docs/scheduling.md.
  */
-export function autoQuotas(jobs: TraceJob[], nodes: SnapshotNode[], limitShare = 0.5): { tenants: TenantSpec[]; load: Map<string, number> } {
+export function autoQuotas(
+  jobs: TraceJob[],
+  nodes: SnapshotNode[],
+  limitShare = 0.5,
+  guaranteeShare = DEFAULT_GUARANTEE_SHARE,
+): { tenants: TenantSpec[]; load: Map<string, number> } {
   const load = new Map<string, number>();
   const largest = new Map<string, number>();
   for (const j of jobs) {
@@ -68,7 +78,7 @@ export function autoQuotas(jobs: TraceJob[], nodes: SnapshotNode[], limitShare =
     for (const m of ['h100', 'h800'] as GpuModel[]) {
       const c = cap(m);
       if (c === 0) continue;
-      const guaranteed = Math.floor((c * load.get(id)!) / total);
+      const guaranteed = Math.floor((c * guaranteeShare * load.get(id)!) / total);
       const limit = limitShare >= 1 ? c : Math.min(c, Math.max(guaranteed + Math.floor(c * limitShare), largest.get(id)!));
       quotas[m] = { guaranteed, limit };
     }
@@ -321,6 +331,8 @@ export function simulate(opts: SimOptions): SimResult {
         busy -= r.job.gpus;
         runG.set(r.l.trace.tenant, runG.get(r.l.trace.tenant)! - r.job.gpus);
         if (opts.requeue === 'resume') r.l.remaining = Math.max(1, (r.end - now) / 1000);
+        // Back in the queue: starvation counts from now (as the live scheduler records queued_at).
+        r.l.pending = { ...r.l.pending, queuedAt: now };
         enqueue(r.l);
       }
     }
@@ -367,7 +379,7 @@ export function simulate(opts: SimOptions): SimResult {
       l.passesSeen++;
       const job: RunningJob = {
         id: l.pending.id, tenantId: l.pending.tenantId, gpus: l.pending.gpus, gpuModel: s.gpuModel, priority: l.pending.priority,
-        submittedAt: l.pending.submittedAt, startedAt: now, timeLimitSeconds: l.pending.timeLimitSeconds, placement: s.placement, stopping: false,
+        submittedAt: l.pending.submittedAt, queuedAt: l.pending.queuedAt, startedAt: now, timeLimitSeconds: l.pending.timeLimitSeconds, placement: s.placement, stopping: false,
       };
       // A job runs its (remaining) duration, or until its time limit.
       const end = now + Math.min(l.remaining, l.trace.timeLimit) * 1000;

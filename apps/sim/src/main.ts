@@ -9,7 +9,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { DEFAULT_POLICY_CONFIG, PolicyMode, configFor } from '@nuri/scheduling';
-import { NodeSpec, SimResult, autoQuotas, buildNodes, simulate } from './engine';
+import { DEFAULT_GUARANTEE_SHARE, NodeSpec, SimResult, autoQuotas, buildNodes, simulate } from './engine';
 import { Row, rows, table } from './metrics';
 import { Progress } from './progress';
 import { applyQuotaFile, loadQuotaFile } from './quotas';
@@ -30,6 +30,8 @@ export interface Args {
   gpuTypes: GpuTypeWishes;
   /** Tenant limit = guarantee + this share of the type capacity (default 0.5); >= 1: the whole capacity. */
   limitShare: number;
+  /** Share of each type's capacity the derived guarantees split by offered load (default 0.8). */
+  guaranteeShare: number;
   /** Anti-starvation threshold in hours (PolicyConfig.starvationSeconds); null = the default. */
   starvationHours: number | null;
   /** A JSON file of quotas per tenant (see quotas.ts); tenants it does not name keep derived quotas. */
@@ -58,6 +60,7 @@ export function parseArgs(argv: string[]): Args {
     quiet: false,
     gpuTypes: 'any',
     limitShare: 0.5,
+    guaranteeShare: DEFAULT_GUARANTEE_SHARE,
     starvationHours: null,
     explainShortfall: false,
     quotas: null,
@@ -133,6 +136,10 @@ export function parseArgs(argv: string[]): Args {
         a.limitShare = Number(v());
         if (!(a.limitShare > 0)) throw new Error('--limit-share needs a positive number');
         break;
+      case '--guarantee-share':
+        a.guaranteeShare = Number(v());
+        if (!(a.guaranteeShare > 0 && a.guaranteeShare <= 1)) throw new Error('--guarantee-share needs a number in (0, 1]');
+        break;
       case '--starvation-hours':
         a.starvationHours = Number(v());
         break;
@@ -172,7 +179,7 @@ export function run(args: Args, progress = false): RunOutput {
   const jobs = loadTraces(args.trace, args.seed, args.days, args.gpuTypes);
   const nodes = buildNodes(args.nodes);
   const windowSeconds = args.days !== null ? args.days * 86400 : Math.max(1, ...jobs.map((j) => j.submit));
-  const derived = autoQuotas(jobs, nodes, args.limitShare);
+  const derived = autoQuotas(jobs, nodes, args.limitShare, args.guaranteeShare);
   const load = derived.load;
   const tenants = args.quotas ? applyQuotaFile(derived.tenants, loadQuotaFile(args.quotas), args.quotas) : derived.tenants;
   const results: SimResult[] = [];
@@ -202,14 +209,18 @@ export function run(args: Args, progress = false): RunOutput {
       quotaRule:
         (args.quotas ? `from ${args.quotas} for ${tenants.filter((t) => t !== derived.tenants.find((d) => d.id === t.id)).map((t) => t.id).join(', ') || 'no tenant'}; otherwise ` : '') +
         (args.limitShare >= 1
-          ? 'guarantee per type = floor(type capacity x tenant share of offered GPU-seconds); limit = the type capacity (borrow any idle GPU; reclaim returns guarantees); weight 1'
-          : `guarantee per type = floor(type capacity x tenant share of offered GPU-seconds); limit = guarantee + ${args.limitShare} x type capacity, at least the largest job, at most the type capacity; weight 1`),
+          ? `${guaranteeRule(args.guaranteeShare)}; limit = the type capacity; weight 1`
+          : `${guaranteeRule(args.guaranteeShare)}; limit = guarantee + ${args.limitShare} x type capacity, at least the largest job, at most the type capacity; weight 1`),
     },
     results,
     rows: all,
     checks: checks(all),
   };
 }
+
+const guaranteeRule = (share: number) =>
+  `guarantee per type = floor(${share} x type capacity x tenant share of offered GPU-seconds)` +
+  (share < 1 ? `; the other ${Math.round((1 - share) * 100)}% is guaranteed to nobody (anyone borrows it; the only capacity where a job that started after starving is safe from reclaim)` : '');
 
 /** The headline comparisons of nuri against slurm. */
 export function checks(all: Row[]): { name: string; ok: boolean; detail: string }[] {
@@ -241,7 +252,7 @@ function main(): void {
   try {
     args = parseArgs(process.argv.slice(2));
   } catch (e) {
-    process.stderr.write(`${(e as Error).message}\nusage: npm run sim -- --trace <files...> [--nodes 20|h100:N,h800:M] [--days N] [--seed S] [--policy fifo,greedy,slurm,nuri] [--gpu-types any|drawn] [--limit-share X] [--quotas FILE] [--json FILE|-] [--html FILE] [--requeue restart|resume] [--depth N] [--starvation-hours H] [--explain-shortfall] [--trace-job ID] [--timeline H]\n`);
+    process.stderr.write(`${(e as Error).message}\nusage: npm run sim -- --trace <files...> [--nodes 20|h100:N,h800:M] [--days N] [--seed S] [--policy fifo,greedy,slurm,nuri] [--gpu-types any|drawn] [--limit-share X] [--guarantee-share X] [--quotas FILE] [--json FILE|-] [--html FILE] [--requeue restart|resume] [--depth N] [--starvation-hours H] [--explain-shortfall] [--trace-job ID] [--timeline H]\n`);
     process.exit(2);
   }
   const t0 = performance.now();

@@ -545,6 +545,7 @@ function sameRun(a: RunningJob, b: RunningJob): boolean {
       a.gpuModel === b.gpuModel &&
       a.priority === b.priority &&
       a.submittedAt === b.submittedAt &&
+      a.queuedAt === b.queuedAt &&
       a.startedAt === b.startedAt &&
       a.timeLimitSeconds === b.timeLimitSeconds &&
       a.stopping === b.stopping &&

@@ -202,6 +202,24 @@ describe('reclaim of guaranteed capacity', () => {
     expect(h.reason(id)).not.toBe('waiting_for_reclaim');
   });
 
+  // Anti-starvation protection (a borrowed job that started after waiting past the threshold is
+  // not reclaimed) only within the capacity no tenant is guaranteed, earliest start first: a
+  // guarantee stays available whatever is protected.
+  it.each([
+    { name: 'the earliest starved start fits in the 8 unguaranteed GPUs: it is kept, the later one goes', nodes: 3, earlyWaitedH: 5, want: ['b-late'] },
+    { name: 'the early job did not starve: lowest priority goes first as usual', nodes: 3, earlyWaitedH: 1, want: ['b-early'] },
+    { name: 'no unguaranteed capacity: nothing is protected', nodes: 2, earlyWaitedH: 5, want: ['b-early'] },
+  ])('starved jobs are protected within unguaranteed capacity: $name', ({ nodes, earlyWaitedH, want }) => {
+    const h = new Harness().addNodes('h100', nodes).addTenant('a', { h100: [8, 24] }).addTenant('b', { h100: [8, 24] });
+    h.run('b', 8, ['h100-000'], { id: 'b-own', startedAgoH: 9 });
+    h.run('b', 8, ['h100-001'], { id: 'b-early', startedAgoH: 3, waitedH: earlyWaitedH, priority: 0 });
+    if (nodes > 2) h.run('b', 8, ['h100-002'], { id: 'b-late', startedAgoH: 2, waitedH: 5 });
+    const id = h.submit('a', 8, { type: 'h100' });
+    h.pass();
+    expect(h.preempted()).toEqual(want);
+    expect(h.reason(id)).toBe('waiting_for_reclaim');
+  });
+
   it('multi-node: clears whole nodes of borrowed jobs', () => {
     const h = new Harness().addNodes('h100', 4).addTenant('a', { h100: [16, 32] }).addTenant('b', { h100: [16, 32] });
     h.run('b', 16, ['h100-000', 'h100-001'], { id: 'b-own', startedAgoH: 9 });
@@ -391,5 +409,21 @@ describe('limit backfill within a tenant (age decides the room under the limit)'
     // The younger one fits under the limit only once the older one ends (12 < 8 + 8).
     expect(at(younger)).toBe(at(older) + 4 * HOUR * 1000);
     expect(h.reason(small)).toBe('reservation_for_larger_job');
+  });
+});
+
+describe('starvation counts from when a job last entered the queue', () => {
+  // One free node; x has used far more than y, so fair share puts y first unless x's job is
+  // starving (pending past the 4 h threshold), which ranks it ahead of everything else.
+  it.each([
+    { name: 'pending 10 h since submission: starving, it goes first', queuedAgoH: undefined, want: 'x-job' },
+    { name: 'requeued 1 h ago after a preemption: not starving, fair share decides', queuedAgoH: 1, want: 'y-job' },
+    { name: 'requeued 5 h ago: starving again', queuedAgoH: 5, want: 'x-job' },
+  ])('$name', ({ queuedAgoH, want }) => {
+    const h = new Harness().addNodes('h100', 1).addTenant('x', { h100: [0, 8] }, { usage: 1e9 }).addTenant('y', { h100: [0, 8] });
+    h.submit('x', 8, { id: 'x-job', at: h.now - 10 * HOUR * 1000, queuedAgoH });
+    h.submit('y', 8, { id: 'y-job', at: h.now - 2 * HOUR * 1000 });
+    h.pass();
+    expect(h.plan!.starts.map((s) => s.jobId)).toEqual([want]);
   });
 });

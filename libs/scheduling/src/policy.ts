@@ -73,6 +73,7 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
     }
   }
   const borrowed = reclaimOn ? cl.borrowed(snapshot, tenants, borrowedJobs) : new Set<string>();
+  const protectedJobs = reclaimOn ? starvedProtected(snapshot, borrowed, guar2, T, starvationMs, (m) => cl.pools[m].capacity) : EMPTY;
 
   const starts: PlannedStart[] = [];
   const preemptions: PlannedPreemption[] = [];
@@ -170,6 +171,7 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
     job.gpuType = typeName(ty);
     job.priority = rec[b + 5];
     job.submittedAt = rec[b + 4];
+    job.queuedAt = rec[b + 7];
     job.timeLimitSeconds = rec[b + 3];
     const multi = g > NODE_GPUS;
     const k = Math.ceil(g / NODE_GPUS);
@@ -315,7 +317,7 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
   }
 
   function starvingJob(j: PendingJob): boolean {
-    return j.submittedAt <= now - starvationMs;
+    return (j.queuedAt ?? j.submittedAt) <= now - starvationMs;
   }
 
   /** May a job of g GPUs ending by endBy start under a hold on (tenant, type) x? */
@@ -533,7 +535,7 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
       for (const x of st.jobs) {
         const r = x.job;
         const end = heldUntil(r, now, graceMs);
-        if (end <= S || r.stopping || (borrowed.has(r.id) && now - r.startedAt >= minRunMs && r.startedAt - r.submittedAt < starvationMs)) b += x.g;
+        if (end <= S || r.stopping || (borrowed.has(r.id) && now - r.startedAt >= minRunMs && !protectedJobs.has(r.id))) b += x.g;
       }
       boundCache[st.idx] = b;
     }
@@ -551,8 +553,9 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
     const E = S + job.timeLimitSeconds * 1000;
     const candidate = (r: RunningJob) =>
       borrowed.has(r.id) &&
-      // Anti-starvation: a job that waited past the threshold before it started runs to the end.
-      r.startedAt - r.submittedAt < starvationMs &&
+      // Anti-starvation: a job that waited past the threshold before it started runs to the end
+      // (as far as the capacity nobody is guaranteed allows; see starvedProtected).
+      !protectedJobs.has(r.id) &&
       !victims.has(r.id) &&
       !r.stopping &&
       r.tenantId !== job.tenantId &&
@@ -859,6 +862,45 @@ export function chooseLeaves<T extends { n: number }>(counts: T[], k: number): (
     const take = Math.min(left, c.n);
     out.push({ ...c, take });
     left -= take;
+  }
+  return out;
+}
+
+const EMPTY: ReadonlySet<string> = new Set();
+
+/**
+ * Borrowed jobs that reclaim leaves alone because they started after starving (waiting past the
+ * threshold since they last entered the queue): anti-starvation, so a large job that finally
+ * started is not sent back. They are protected only within the capacity of each type that no
+ * tenant is guaranteed (capacity minus the sum of guarantees), earliest start first: a
+ * guarantee is "always available" (the brief), so protection may never stand in its way.
+ * With guarantees summing to the whole capacity nothing is protected and reclaim may take any
+ * borrowed job. The earliest-started jobs keep the room, so a job once protected stays so
+ * while it runs (jobs ending can only make room for later ones).
+ */
+export function starvedProtected(
+  snapshot: Snapshot,
+  borrowed: ReadonlySet<string>,
+  guar2: Float64Array,
+  tenantCount: number,
+  starvationMs: number,
+  capacity: (m: GpuModel) => number,
+): ReadonlySet<string> {
+  const starved = snapshot.running.filter((r) => borrowed.has(r.id) && r.startedAt - (r.queuedAt ?? r.submittedAt) >= starvationMs);
+  if (starved.length === 0) return EMPTY;
+  const room = MODELS.map((m, x) => {
+    let c = capacity(m);
+    for (let t = 0; t < tenantCount; t++) if (guar2[t * 2 + x] > 0) c -= guar2[t * 2 + x];
+    return c;
+  });
+  starved.sort((a, b) => a.startedAt - b.startedAt || cmp(a.id, b.id));
+  const out = new Set<string>();
+  for (const r of starved) {
+    const x = mi(r.gpuModel);
+    if (r.gpus <= room[x]) {
+      room[x] -= r.gpus;
+      out.add(r.id);
+    }
   }
   return out;
 }

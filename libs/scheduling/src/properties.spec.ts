@@ -279,7 +279,7 @@ describe('properties', () => {
           let s = hist[at];
           const r = s.running;
           const pick = r.length > 0 ? (op >>> 5) % r.length : -1;
-          switch ((op >>> 2) % 10) {
+          switch ((op >>> 2) % 11) {
             case 0: // fresh objects with the same content, as read from a database
               s = { ...s, running: r.map((x) => ({ ...x, placement: x.placement.map((p) => ({ ...p, gpuIndices: [...p.gpuIndices] })) })) };
               break;
@@ -314,6 +314,9 @@ describe('properties', () => {
                   i === op % s.tenants.length ? { ...t, quotas: Object.fromEntries(Object.entries(t.quotas).map(([m, q]) => [m, { ...q!, guaranteed: (op >>> 4) % 17 }])) } : t,
                 ),
               };
+              break;
+            case 9: // a job that was requeued before it started: its queue time moves
+              if (pick >= 0) s = { ...s, running: r.map((x, i) => (i === pick ? { ...x, queuedAt: x.startedAt - (op % 9) * 3_600_000 } : x)) };
               break;
             default:
               break;

@@ -3,8 +3,9 @@
  *  - fifo, greedy: submission time.
  *  - slurm: priority class, then submission time (no notion of tenants).
  *  - nuri: tenants interleaved, in tiers:
- *      0. jobs pending longer than the starvation threshold, oldest first (a big job that
- *         waited that long gets the first reservation, and nothing ranked later may delay it);
+ *      0. jobs that have waited longer than the starvation threshold since they last entered
+ *         the queue (submission or requeue), oldest submission first (a big job that waited
+ *         that long gets the first reservation, and nothing ranked later may delay it);
  *      1. a tenant's next job that still fits within its guarantee (that capacity is the
  *         tenant's by right);
  *      2. fair share: the tenant with the lowest key goes next, key = (decayed usage +
@@ -69,7 +70,8 @@ export interface Columns {
   sub: Float64Array;
   prio: Float64Array;
   /**
-   * The same fields interleaved, REC doubles a job: [gpus, type, tenant, limit, sub, prio].
+   * The same fields interleaved, REC doubles a job: [gpus, type, tenant, limit, sub, prio,
+   * (index, set when ranked), queued].
    * A pass reads jobs in rank order, i.e. at random positions: one cache line a job instead of
    * one a column.
    */
@@ -87,7 +89,7 @@ export function gatherIds(id: readonly string[], perm: Int32Array): string[] {
   return out;
 }
 
-/** Records in the given order, each with its index at slot 6. A tight loop of independent loads: the misses overlap. */
+/** Records in the given order, each with its index at slot 6 (slot 7: queued time). A tight loop of independent loads: the misses overlap. */
 export function gather(rec: Float64Array, perm: Int32Array, name: string): Float64Array {
   const n = perm.length;
   const out = scratch(name, f64, n * REC);
@@ -101,6 +103,7 @@ export function gather(rec: Float64Array, perm: Int32Array, name: string): Float
     out[b + 4] = rec[a + 4];
     out[b + 5] = rec[a + 5];
     out[b + 6] = perm[p];
+    out[b + 7] = rec[a + 7];
   }
   return out;
 }
@@ -147,6 +150,7 @@ export function buildColumns(snapshot: Snapshot): Columns {
     rec[b + 3] = limit[i] = j.timeLimitSeconds;
     rec[b + 4] = sub[i] = j.submittedAt;
     rec[b + 5] = prio[i] = j.priority;
+    rec[b + 7] = j.queuedAt ?? j.submittedAt;
   }
   // Tenants in id order: known ones from the snapshot plus any named only by a job.
   const tix = new Map<string, number>();
@@ -321,7 +325,9 @@ export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<stri
   /** Tier of the job at position pos of perm. */
   function tierOf(q: Q, pos: number): number {
     const b = pos * REC;
-    if (pr[b + 4] <= starving) return 0;
+    // Starving counts from when the job last entered the queue: a job just requeued after a
+    // preemption is not starving, or it would jump ahead of the job it was preempted for.
+    if (pr[b + 7] <= starving) return 0;
     const g = pr[b];
     const ty = pr[b + 1];
     if (ty !== 2 && q.v1 + g <= q.g1) return 1;
@@ -346,7 +352,7 @@ export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<stri
     const pos = q.head++;
     const pb = pos * REC;
     const ob = o * REC;
-    for (let f = 0; f < 7; f++) ranked[ob + f] = pr[pb + f];
+    for (let f = 0; f < REC; f++) ranked[ob + f] = pr[pb + f];
     rankedIds[o] = pids[pos];
     order[o++] = perm[pos];
     // Charge the model with the most guaranteed headroom left (the one it would reclaim on);

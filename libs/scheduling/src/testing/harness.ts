@@ -77,7 +77,7 @@ export class Harness {
   submit(
     tenantId: string,
     gpus: number,
-    opts: { id?: string; type?: GpuTypeWanted; priority?: number; at?: number; limitH?: number } = {},
+    opts: { id?: string; type?: GpuTypeWanted; priority?: number; at?: number; limitH?: number; queuedAgoH?: number } = {},
   ): string {
     const id = opts.id ?? `j${String(++this.seq).padStart(4, '0')}`;
     this.pending.push({
@@ -87,6 +87,8 @@ export class Harness {
       gpuType: opts.type ?? 'any',
       priority: opts.priority ?? 1,
       submittedAt: opts.at ?? this.now - 1000 * (10_000 - this.seq),
+      // Back in the queue since then (a requeue after preemption); absent: since submission.
+      ...(opts.queuedAgoH !== undefined ? { queuedAt: this.now - opts.queuedAgoH * HOUR * 1000 } : {}),
       timeLimitSeconds: (opts.limitH ?? 4) * HOUR,
     });
     return id;
@@ -97,7 +99,7 @@ export class Harness {
     tenantId: string,
     gpus: number,
     nodeIds: string[],
-    opts: { id?: string; priority?: number; startedAgoH?: number; limitH?: number; stopping?: boolean } = {},
+    opts: { id?: string; priority?: number; startedAgoH?: number; limitH?: number; stopping?: boolean; waitedH?: number } = {},
   ): string {
     const id = opts.id ?? `r${String(++this.seq).padStart(4, '0')}`;
     const node0 = this.nodes.find((n) => n.id === nodeIds[0]);
@@ -117,7 +119,8 @@ export class Harness {
       gpus,
       gpuModel: node0.gpuType,
       priority: opts.priority ?? 1,
-      submittedAt: startedAt - 1000,
+      // waitedH: how long it waited in the queue before this start (default 1 s).
+      submittedAt: startedAt - (opts.waitedH ?? 1 / 3600) * HOUR * 1000,
       startedAt,
       timeLimitSeconds: (opts.limitH ?? 24) * HOUR,
       placement,
@@ -208,6 +211,7 @@ export class World {
         gpuModel: s.gpuModel,
         priority: j.priority,
         submittedAt: j.submittedAt,
+        queuedAt: j.queuedAt,
         startedAt: this.now,
         timeLimitSeconds: j.timeLimitSeconds,
         placement: s.placement,
@@ -246,7 +250,8 @@ export class World {
       const end = r.startedAt + Math.min(this.duration.get(r.id)!, r.timeLimitSeconds) * 1000;
       if (stop !== undefined && stop <= t && stop < end) {
         this.stopAt.delete(r.id);
-        this.pending.push(this.original.get(r.id)!);
+        // Back in the queue: starvation counts from now, as the live scheduler records it.
+        this.pending.push({ ...this.original.get(r.id)!, queuedAt: t });
       } else if (end <= t) {
         this.stopAt.delete(r.id);
         this.finished.set(r.id, t);
