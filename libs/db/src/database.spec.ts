@@ -1,12 +1,14 @@
-import { sql } from 'kysely';
+import { Kysely, sql } from 'kysely';
 import { describe, expect, it } from 'vitest';
-import { openDatabase } from './database';
-import { migrateToLatest } from './migrate';
+import { DatabaseHandle, openDatabase } from './database';
+import { migrateDown, migrateTo, migrateToLatest } from './migrate';
+
+const ALL = ['0001_init', '0002_queued_at'];
 
 describe('embedded database', () => {
   it('migrates, and migrating twice is a no-op', async () => {
     const h = await openDatabase({});
-    expect(await migrateToLatest(h.db)).toEqual(['0001_init']);
+    expect(await migrateToLatest(h.db)).toEqual(ALL);
     expect(await migrateToLatest(h.db)).toEqual([]);
     const r = await sql<{ n: number }>`select count(*)::int as n from tenants`.execute(h.db);
     expect(r.rows[0]!.n).toBe(0);
@@ -17,16 +19,86 @@ describe('embedded database', () => {
 describe('real PostgreSQL', () => {
   it('runs migrations once when two processes start at the same time', async () => {
     const { createTestDatabase } = await import('./testing');
-    const { migrateDown } = await import('./migrate');
     const t = await createTestDatabase();
     try {
       await migrateDown(t.handle.db);
       const other = await openDatabase({ url: t.url });
       const [a, b] = await Promise.all([migrateToLatest(t.handle.db), migrateToLatest(other.db)]);
-      expect([...a, ...b]).toEqual(['0001_init']);
+      expect([...a, ...b]).toEqual(ALL);
       await other.close();
     } finally {
       await t.drop();
     }
   });
+});
+
+const t = (s: number) => new Date(Date.UTC(2026, 0, 1, 0, 0, s));
+
+/** Jobs written as the 0001 schema knew them: no queued_at yet. */
+async function seedUnder0001(db: Kysely<any>) {
+  const tenant = (await sql<{ id: string }>`insert into tenants (name, display_name) values ('naver', 'Naver') returning id`.execute(db)).rows[0]!.id;
+  const user = (await sql<{ id: string }>`insert into users (name, tenant_id, role) values ('alice', ${tenant}, 'researcher') returning id`.execute(db)).rows[0]!.id;
+  const job = async (name: string, state: string, submittedAt: Date) =>
+    (
+      await sql<{ id: string }>`
+        insert into jobs (tenant_id, user_id, name, state, gpus, gpu_type, priority, time_limit_seconds, command, env, submitted_at)
+        values (${tenant}, ${user}, ${name}, ${state}, 1, 'h100', 'normal', 60, '[]'::jsonb, '{}'::jsonb, ${submittedAt})
+        returning id`.execute(db)
+    ).rows[0]!.id;
+  const transition = (jobId: string, at: Date, from: string | null, to: string) =>
+    sql`insert into job_transitions (job_id, at, from_state, to_state, reason) values (${jobId}, ${at}, ${from}, ${to}, 'test')`.execute(db);
+  // Requeued after a preemption and running again: it last entered the queue at t(20).
+  const requeued = await job('requeued', 'running', t(0));
+  await transition(requeued, t(0), null, 'pending');
+  await transition(requeued, t(10), 'pending', 'running');
+  await transition(requeued, t(20), 'running', 'pending');
+  await transition(requeued, t(30), 'pending', 'running');
+  // Only ever submitted.
+  const waiting = await job('waiting', 'pending', t(5));
+  await transition(waiting, t(5), null, 'pending');
+  // No transitions at all: falls back to its submission.
+  const bare = await job('bare', 'pending', t(7));
+  return { requeued, waiting, bare };
+}
+
+describe.each([
+  ['real PostgreSQL', async () => (await import('./testing')).createTestDatabase()],
+  ['embedded PGlite', async () => {
+    const handle = await openDatabase({});
+    await migrateToLatest(handle.db);
+    return { handle, drop: () => handle.close() };
+  }],
+] as const)('0002_queued_at on %s', (_kind, open) => {
+  const withDb = async (f: (h: DatabaseHandle) => Promise<void>) => {
+    const d: { handle: DatabaseHandle; drop(): Promise<void> } = await open();
+    try {
+      await f(d.handle);
+    } finally {
+      await d.drop();
+    }
+  };
+  const queuedAt = async (db: Kysely<any>) =>
+    Object.fromEntries((await sql<{ name: string; queued_at: Date }>`select name, queued_at from jobs`.execute(db)).rows.map((r) => [r.name, r.queued_at]));
+
+  it('backfills queued_at from the latest move to pending, else the submission, and requires it after', () =>
+    withDb(async (h) => {
+      expect(await migrateTo(h.db, '0001_init')).toEqual(['0002_queued_at']);
+      await seedUnder0001(h.db);
+      expect(await migrateToLatest(h.db)).toEqual(['0002_queued_at']);
+      expect(await queuedAt(h.db)).toEqual({ requeued: t(20), waiting: t(5), bare: t(7) });
+      const col = await sql<{ is_nullable: string }>`select is_nullable from information_schema.columns where table_name = 'jobs' and column_name = 'queued_at'`.execute(h.db);
+      expect(col.rows).toEqual([{ is_nullable: 'NO' }]);
+    }));
+
+  it('goes down and back up, keeping the jobs', () =>
+    withDb(async (h) => {
+      await migrateTo(h.db, '0001_init');
+      await seedUnder0001(h.db);
+      await migrateToLatest(h.db);
+      expect(await migrateTo(h.db, '0001_init')).toEqual(['0002_queued_at']);
+      const cols = await sql<{ n: number }>`select count(*)::int as n from information_schema.columns where table_name = 'jobs' and column_name = 'queued_at'`.execute(h.db);
+      expect(cols.rows[0]!.n).toBe(0);
+      expect(await migrateToLatest(h.db)).toEqual(['0002_queued_at']);
+      expect(await queuedAt(h.db)).toEqual({ requeued: t(20), waiting: t(5), bare: t(7) });
+    }));
 });

@@ -1,9 +1,11 @@
-import { Kysely, Migration, MigrationProvider, Migrator } from 'kysely';
+import { Kysely, Migration, MigrationProvider, Migrator, NO_MIGRATIONS } from 'kysely';
 import * as m0001 from './migrations/0001_init';
+import * as m0002 from './migrations/0002_queued_at';
 
 /** Migrations are compiled in (not read from disk) so the same list runs from source, dist and tests. */
 const migrations: Record<string, Migration> = {
   '0001_init': m0001,
+  '0002_queued_at': m0002,
 };
 
 class StaticProvider implements MigrationProvider {
@@ -23,10 +25,18 @@ export async function migrateToLatest(db: Kysely<any>): Promise<string[]> {
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
 }
 
+/** Undoes every migration (tests start from an empty schema). */
 export async function migrateDown(db: Kysely<any>): Promise<void> {
+  await migrateTo(db, NO_MIGRATIONS);
+}
+
+/**
+ * Migrates up or down to exactly `target` (a migration name; NO_MIGRATIONS for none), so
+ * tests can put data in an older schema and check what a later migration makes of it.
+ */
+export async function migrateTo(db: Kysely<any>, target: string | typeof NO_MIGRATIONS): Promise<string[]> {
   const migrator = new Migrator({ db, provider: new StaticProvider() });
-  const { error } = await migrator.migrateTo(Object.keys(migrations)[0]!);
-  if (error) throw error;
-  const r = await migrator.migrateDown();
-  if (r.error) throw r.error;
+  const { error, results } = await migrator.migrateTo(target);
+  if (error) throw error instanceof Error ? error : new Error(String(error));
+  return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
 }

@@ -87,6 +87,8 @@ export interface JobsTable {
   working_dir: string | null;
   requeue: boolean;
   submitted_at: Timestamp;
+  /** When the job last entered the queue: its submission, or its requeue after a preemption or node failure. */
+  queued_at: Timestamp;
   started_at: Timestamp | null;
   ended_at: Timestamp | null;
   exit_code: number | null;

@@ -24,7 +24,7 @@ const tenants: TenantWithQuotas[] = [
 ];
 const names = new Map(tenants.map((t) => [t.id, t.name]));
 const pendingJob = (id: string, tenant: string, gpus: number, gpuType: JobRow['gpu_type'], submitted: number, attempts = 0): JobRow =>
-  ({ id, tenant_id: tenant, gpus, gpu_type: gpuType, submitted_at: at(submitted), attempts, priority: 'normal', time_limit_seconds: 60 }) as JobRow;
+  ({ id, tenant_id: tenant, gpus, gpu_type: gpuType, submitted_at: at(submitted), queued_at: at(submitted), attempts, priority: 'normal', time_limit_seconds: 60 }) as JobRow;
 const runningJob = (id: string, tenant: string, gpus: number, gpuModel: 'h100' | 'h800', started: number): RunningWithPlacement => ({
   id,
   tenantId: tenant,
@@ -32,6 +32,7 @@ const runningJob = (id: string, tenant: string, gpus: number, gpuModel: 'h100' |
   gpuModel,
   priority: 'normal',
   submittedAt: at(started - 10),
+  queuedAt: at(started - 10),
   startedAt: at(started),
   timeLimitSeconds: 3600,
   stopRequested: null,

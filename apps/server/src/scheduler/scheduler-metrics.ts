@@ -46,6 +46,7 @@ export function afterStarts(
       gpuModel: s.gpuModel,
       priority: j.priority,
       submittedAt: j.submitted_at,
+      queuedAt: j.queued_at,
       startedAt: now,
       timeLimitSeconds: j.time_limit_seconds,
       stopRequested: null,

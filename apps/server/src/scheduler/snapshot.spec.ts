@@ -1,3 +1,4 @@
+import type { JobRow } from '@nuri/db';
 import { describe, expect, it } from 'vitest';
 import { buildSnapshot, decay } from './snapshot';
 
@@ -21,7 +22,7 @@ describe('the snapshot the scheduler hands to the core', () => {
       ],
       pending: [],
       running: [
-        { id: 'j', tenantId: 'b', gpus: 4, gpuModel: 'h100', priority: 'high', submittedAt: now, startedAt: new Date(now.getTime() - 60_000), timeLimitSeconds: 600, stopRequested: 'preempt', placement: [{ nodeId: 'n1', nodeName: 'n1', gpuIndices: [1, 2, 3, 4] }] },
+        { id: 'j', tenantId: 'b', gpus: 4, gpuModel: 'h100', priority: 'high', submittedAt: now, queuedAt: now, startedAt: new Date(now.getTime() - 60_000), timeLimitSeconds: 600, stopRequested: 'preempt', placement: [{ nodeId: 'n1', nodeName: 'n1', gpuIndices: [1, 2, 3, 4] }] },
       ],
       halfLifeSeconds: 3600,
       policy,
@@ -35,5 +36,26 @@ describe('the snapshot the scheduler hands to the core', () => {
     // A draining node takes nothing new; an unhealthy GPU is marked so.
     expect(s.nodes[0]).toMatchObject({ schedulable: false, gpus: [{ index: 0, healthy: false }] });
     expect(s.running[0]).toMatchObject({ priority: 2, stopping: true, placement: [{ nodeId: 'n1', gpuIndices: [1, 2, 3, 4] }] });
+  });
+
+  it('tells the core when each job last entered the queue, apart from when it was submitted', () => {
+    const submitted = new Date(now.getTime() - 3600_000);
+    const requeued = new Date(now.getTime() - 600_000);
+    const s = buildSnapshot({
+      now,
+      tenants: [tenant('a')],
+      usage: [],
+      nodes: [],
+      pending: [
+        { id: 'p', tenant_id: 'a', gpus: 1, gpu_type: 'h100', priority: 'normal', submitted_at: submitted, queued_at: requeued, time_limit_seconds: 60 } as JobRow,
+      ],
+      running: [
+        { id: 'r', tenantId: 'a', gpus: 1, gpuModel: 'h100', priority: 'normal', submittedAt: submitted, queuedAt: requeued, startedAt: new Date(now.getTime() - 60_000), timeLimitSeconds: 600, stopRequested: null, placement: [] },
+      ],
+      halfLifeSeconds: 3600,
+      policy,
+    });
+    expect(s.pending[0]).toMatchObject({ submittedAt: submitted.getTime(), queuedAt: requeued.getTime() });
+    expect(s.running[0]).toMatchObject({ submittedAt: submitted.getTime(), queuedAt: requeued.getTime() });
   });
 });

@@ -55,6 +55,7 @@ export function buildSnapshot(i: SnapshotInputs): Snapshot {
       gpuType: j.gpu_type,
       priority: PRIORITY_RANK[j.priority],
       submittedAt: j.submitted_at.getTime(),
+      queuedAt: j.queued_at.getTime(),
       timeLimitSeconds: j.time_limit_seconds,
     })),
     running: i.running.map((r) => ({
@@ -64,6 +65,7 @@ export function buildSnapshot(i: SnapshotInputs): Snapshot {
       gpuModel: r.gpuModel,
       priority: PRIORITY_RANK[r.priority],
       submittedAt: r.submittedAt.getTime(),
+      queuedAt: r.queuedAt.getTime(),
       startedAt: r.startedAt.getTime(),
       timeLimitSeconds: r.timeLimitSeconds,
       placement: r.placement.map((p) => ({ nodeId: p.nodeId, gpuIndices: p.gpuIndices })),

@@ -22,6 +22,8 @@ export interface RunningWithPlacement {
   gpuModel: 'h100' | 'h800';
   priority: JobRow['priority'];
   submittedAt: Date;
+  /** When this run's job last entered the queue (submission or requeue). */
+  queuedAt: Date;
   startedAt: Date;
   timeLimitSeconds: number;
   stopRequested: JobRow['stop_requested'];
@@ -68,7 +70,7 @@ export class JobsRepository {
       .with('j', (db) =>
         db
           .insertInto('jobs')
-          .values({ ...job, state: 'pending', command: JSON.stringify(job.command), env: JSON.stringify(job.env) })
+          .values({ ...job, state: 'pending', queued_at: job.submitted_at, command: JSON.stringify(job.command), env: JSON.stringify(job.env) })
           .returning(['id', 'submitted_at']),
       )
       .insertInto('job_transitions')
@@ -212,6 +214,7 @@ export class JobsRepository {
         'jobs.gpu_model',
         'jobs.priority',
         'jobs.submitted_at',
+        'jobs.queued_at',
         'jobs.started_at',
         'jobs.time_limit_seconds',
         'jobs.stop_requested',
@@ -238,6 +241,7 @@ export class JobsRepository {
           gpuModel: r.gpu_model!,
           priority: r.priority,
           submittedAt: r.submitted_at,
+          queuedAt: r.queued_at,
           startedAt: r.started_at!,
           timeLimitSeconds: r.time_limit_seconds,
           stopRequested: r.stop_requested,
@@ -285,7 +289,8 @@ export class JobsRepository {
           state: to,
           reason: to === 'pending' ? reason : terminal ? reason : null,
           ...(terminal ? { ended_at: patch.ended_at ?? at, estimated_start_at: null, queue_position: null } : {}),
-          ...(to === 'pending' ? { stop_requested: null, stop_requested_at: null, started_at: null, gpu_model: null } : {}),
+          // A requeue re-enters the queue now: starvation counts from here, not from submission.
+          ...(to === 'pending' ? { stop_requested: null, stop_requested_at: null, started_at: null, gpu_model: null, queued_at: at } : {}),
         })
         .where('id', '=', id)
         .execute();

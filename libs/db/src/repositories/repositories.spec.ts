@@ -64,6 +64,24 @@ describe.each([
     await s.jobs.transition(b, ['running'], 'cancelled', 'test', at);
   });
 
+  it('records when a job last entered the queue: its submission, then its requeue', async () => {
+    const id = await s.job('requeue', 1);
+    expect((await s.jobs.find(id))!.queued_at).toEqual(t0);
+    const started = new Date(t0.getTime() + 5000);
+    await s.jobs.commitStarts([{ jobId: id, gpuModel: 'h100', placement: [{ nodeId: s.nodeId, gpuIndices: [7] }] }], started);
+    expect((await s.jobs.running()).find((r) => r.id === id)).toMatchObject({ submittedAt: t0, queuedAt: t0, startedAt: started });
+    // Preempted: back in the queue from now, still submitted when it was.
+    const requeued = new Date(t0.getTime() + 9000);
+    expect(await s.jobs.transition(id, ['running'], 'pending', 'preempted', requeued)).toBe(true);
+    expect((await s.jobs.pending()).find((j) => j.id === id)).toMatchObject({ submitted_at: t0, queued_at: requeued });
+    const restarted = new Date(t0.getTime() + 12000);
+    await s.jobs.commitStarts([{ jobId: id, gpuModel: 'h100', placement: [{ nodeId: s.nodeId, gpuIndices: [7] }] }], restarted);
+    expect((await s.jobs.running()).find((r) => r.id === id)).toMatchObject({ submittedAt: t0, queuedAt: requeued, startedAt: restarted });
+    await s.jobs.transition(id, ['running'], 'completed', 'done', restarted);
+    // Leaving the queue for good does not move it.
+    expect((await s.jobs.find(id))!.queued_at).toEqual(requeued);
+  });
+
   it('paginates newest first without repeats', async () => {
     const all = await s.jobs.list({ tenantId: s.tenantId, limit: 100 });
     const first = await s.jobs.list({ tenantId: s.tenantId, limit: 2 });
