@@ -130,9 +130,8 @@ describe('scheduler pass metrics', () => {
     s.accountUsage(at(13), [runningJob('a', 't1', 4, 'h100', 0)], names);
     expect(await sample(m, 'nuri_tenant_gpu_seconds_total', { tenant: 'naver', gpu_type: 'h100' })).toBe(32);
     expect(await sample(m, 'nuri_tenant_gpu_seconds_total', { tenant: 'kakao', gpu_type: 'h100' })).toBe(8);
-    // b came back pending (requeued): its wait counts from when it was seen gone.
-    const b = pendingJob('b', 't2', 2, 'h100', -2, 1);
-    s.retainPending([b]);
+    // b came back pending (requeued at 12 s): its wait counts from the requeue, not the submission.
+    const b = { ...pendingJob('b', 't2', 2, 'h100', -2, 1), queued_at: at(12) };
     expect(s.pendingSince(b).getTime()).toBe(at(12).getTime());
     expect(s.pendingSince(pendingJob('c', 't2', 1, 'h100', 3)).getTime()).toBe(at(3).getTime());
     s.leader(null);

@@ -141,12 +141,10 @@ export function jobCounts(rows: readonly { tenantId: string; state: string; gpuT
 
 /**
  * What the leader remembers between passes for the metrics: up to when each running
- * job's GPU time has been counted (so the usage counter is continuous), and since when a
- * requeued job has been pending again (the jobs table keeps only the first submission).
+ * job's GPU time has been counted (so the usage counter is continuous).
  */
 export class SchedulerMetricsState {
   private readonly countedUntil = new Map<string, { until: number; tenant: string; gpuType: GpuTypeLabel; gpus: number }>();
-  private readonly requeuedAt = new Map<string, number>();
   /** Nothing before this is counted (leadership start: the previous leader counted it). */
   private floorMs = 0;
   private lastJobCountsMs = -Infinity;
@@ -157,18 +155,13 @@ export class SchedulerMetricsState {
   /** Leadership acquired (`atMs`) or lost (null): state restarts. */
   leader(atMs: number | null): void {
     this.countedUntil.clear();
-    this.requeuedAt.clear();
     this.floorMs = atMs ?? 0;
     this.lastJobCountsMs = -Infinity;
     this.metrics.setLeader(atMs !== null);
   }
 
-  /** Since when the job has been waiting: its submission, or when this leader first saw it pending again after a run. */
-  pendingSince = (j: JobRow): Date => {
-    if (j.attempts === 0) return j.submitted_at;
-    const at = this.requeuedAt.get(j.id);
-    return at === undefined ? j.submitted_at : new Date(at);
-  };
+  /** Since when the job has been waiting: its submission or its last requeue (recorded with the transition, so exact across leaders). */
+  pendingSince = (j: JobRow): Date => j.queued_at;
 
   /**
    * Usage: every running job's GPUs × time since it was last counted (or started). A job
@@ -199,8 +192,6 @@ export class SchedulerMetricsState {
       if (seen.has(id)) continue;
       if (nowMs > c.until) add(c.tenant, c.gpuType, (c.gpus * (nowMs - c.until)) / 1000);
       this.countedUntil.delete(id);
-      // It may be pending again (requeued): its wait starts about now.
-      this.requeuedAt.set(id, nowMs);
     }
     for (const e of byTenant.values()) this.metrics.addUsage(e.tenant, e.gpuType, e.seconds);
   }
@@ -218,13 +209,6 @@ export class SchedulerMetricsState {
     }
     for (const name of this.knownNodes) if (!now.has(name)) this.metrics.removeNodeSeries(name);
     this.knownNodes = now;
-  }
-
-  /** Forgets requeue times of jobs no longer pending. */
-  retainPending(pending: readonly JobRow[]): void {
-    if (!this.requeuedAt.size) return;
-    const live = new Set(pending.map((j) => j.id));
-    for (const id of this.requeuedAt.keys()) if (!live.has(id)) this.requeuedAt.delete(id);
   }
 
   /** The jobs gauge costs a GROUP BY over the jobs table: refresh it at most every `minIntervalMs`. */

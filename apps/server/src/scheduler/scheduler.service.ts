@@ -242,7 +242,6 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       }
     }
     this.passMetrics.accountUsage(now, i.running, tenantNames);
-    this.passMetrics.retainPending(i.pending);
     const after = afterStarts(i, plan, started, now);
     m.setSchedulerSnapshot({
       gpus: gpuCounts(after.nodes),
