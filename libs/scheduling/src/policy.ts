@@ -875,8 +875,9 @@ const EMPTY: ReadonlySet<string> = new Set();
  * tenant is guaranteed (capacity minus the sum of guarantees), earliest start first: a
  * guarantee is "always available" (the brief), so protection may never stand in its way.
  * With guarantees summing to the whole capacity nothing is protected and reclaim may take any
- * borrowed job. The earliest-started jobs keep the room, so a job once protected stays so
- * while it runs (jobs ending can only make room for later ones).
+ * borrowed job. Stateless, so the plan depends on the snapshot only; the earliest-started jobs
+ * keep the room, so a protected job loses it only when that room shrinks (a node drained, a
+ * guarantee raised) or an earlier-started job that did not fit before fits after another ends.
  */
 export function starvedProtected(
   snapshot: Snapshot,
