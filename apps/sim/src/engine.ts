@@ -252,40 +252,37 @@ export function simulate(opts: SimOptions): SimResult {
         cuts.sort((x, y) => x - y);
         cuts.push(b);
         for (let i = 0; i + 1 < cuts.length; i++) {
-          const e = entitlement(t, r, g, cuts[i] * 1000);
+          const { e, smallest } = entitlement(t, r, g, cuts[i] * 1000);
           const d = cuts[i + 1] - cuts[i];
           tt.entitled += e * d;
           tt.receivedCapped += Math.min(r, e) * d;
-          if (e > r) chargeShort(t, tt, r, g, cuts[i] * 1000, (e - r) * d);
+          if (e > r) chargeShort(tt, smallest!, (e - r) * d);
         }
       }
     }
   }
 
-  /** What the tenant's guarantee entitles it to hold at time `at` (see TenantTime.entitled). */
-  function entitlement(t: string, r: number, g: number, at: number): number {
+  /**
+   * What the tenant's guarantee entitles it to hold at time `at` (see TenantTime.entitled), and
+   * its smallest (then oldest) pending job that counts: when e > r, the job the tenant is short for.
+   */
+  function entitlement(t: string, r: number, g: number, at: number): { e: number; smallest: Live | null } {
     let fit = 0;
-    let smallest = Infinity;
+    let smallest: Live | null = null;
     for (const l of pendingBy.get(t)!) {
       const n = l.trace.gpus;
       if (n > g || l.pendingSince + graceMs > at) continue;
       fit += n;
-      if (n < smallest) smallest = n;
+      if (!smallest || n < smallest.trace.gpus || (n === smallest.trace.gpus && l.trace.submit < smallest.trace.submit)) smallest = l;
     }
     const e = Math.min(g, r + fit);
-    return e > r && smallest > g - r ? r : e;
+    return { e: e > r && smallest!.trace.gpus > g - r ? r : e, smallest };
   }
 
   // The reason each pending job got in the last plan, to say why a guarantee was not held.
   const lastReason = new Map<string, string>();
-  function chargeShort(t: string, tt: TenantTime, r: number, g: number, at: number, gpuSeconds: number): void {
-    let best: Live | null = null;
-    for (const l of pendingBy.get(t)!) {
-      const n = l.trace.gpus;
-      if (n > g - r || l.pendingSince + graceMs > at) continue;
-      if (!best || n < best.trace.gpus || (n === best.trace.gpus && l.trace.submit < best.trace.submit)) best = l;
-    }
-    const why = best ? (lastReason.get(best.pending.id) ?? 'not yet planned') : 'no fitting job';
+  function chargeShort(tt: TenantTime, short: Live, gpuSeconds: number): void {
+    const why = lastReason.get(short.pending.id) ?? 'not yet planned';
     tt.shortBy[why] = (tt.shortBy[why] ?? 0) + gpuSeconds;
   }
   const jobTrace: string[] = [];
