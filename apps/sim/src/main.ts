@@ -181,7 +181,8 @@ export function run(args: Args, progress = false): RunOutput {
   const windowSeconds = args.days !== null ? args.days * 86400 : Math.max(1, ...jobs.map((j) => j.submit));
   const derived = autoQuotas(jobs, nodes, args.limitShare, args.guaranteeShare);
   const load = derived.load;
-  const tenants = args.quotas ? applyQuotaFile(derived.tenants, loadQuotaFile(args.quotas), args.quotas) : derived.tenants;
+  const quotaFile = args.quotas ? loadQuotaFile(args.quotas) : null;
+  const tenants = quotaFile ? applyQuotaFile(derived.tenants, quotaFile, args.quotas!) : derived.tenants;
   const results: SimResult[] = [];
   for (const p of args.policies) {
     const bar = progress ? new Progress(p) : null;
@@ -207,7 +208,7 @@ export function run(args: Args, progress = false): RunOutput {
       windowDays: windowSeconds / 86400,
       enrichment: ENRICHMENT,
       quotaRule:
-        (args.quotas ? `from ${args.quotas} for ${tenants.filter((t) => t !== derived.tenants.find((d) => d.id === t.id)).map((t) => t.id).join(', ') || 'no tenant'}; otherwise ` : '') +
+        (quotaFile ? `from ${args.quotas} for ${Object.keys(quotaFile).sort().join(', ') || 'no tenant'}; otherwise ` : '') +
         (args.limitShare >= 1
           ? `${guaranteeRule(args.guaranteeShare)}; limit = the type capacity; weight 1`
           : `${guaranteeRule(args.guaranteeShare)}; limit = guarantee + ${args.limitShare} x type capacity, at least the largest job, at most the type capacity; weight 1`),
