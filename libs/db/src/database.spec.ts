@@ -19,15 +19,15 @@ describe('embedded database', () => {
 describe('real PostgreSQL', () => {
   it('runs migrations once when two processes start at the same time', async () => {
     const { createTestDatabase } = await import('./testing');
-    const t = await createTestDatabase();
+    const scratch = await createTestDatabase();
     try {
-      await migrateDown(t.handle.db);
-      const other = await openDatabase({ url: t.url });
-      const [a, b] = await Promise.all([migrateToLatest(t.handle.db), migrateToLatest(other.db)]);
+      await migrateDown(scratch.handle.db);
+      const other = await openDatabase({ url: scratch.url });
+      const [a, b] = await Promise.all([migrateToLatest(scratch.handle.db), migrateToLatest(other.db)]);
       expect([...a, ...b]).toEqual(ALL);
       await other.close();
     } finally {
-      await t.drop();
+      await scratch.drop();
     }
   });
 });
