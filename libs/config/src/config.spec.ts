@@ -7,6 +7,11 @@ describe('server configuration', () => {
     expect(c).toMatchObject({ port: 8080, databaseUrl: undefined, demo: true });
     expect([...c.roles].sort()).toEqual(['api', 'gateway', 'scheduler']);
   });
+  it('takes the anti-starvation threshold the simulator measured (4 h), 0 to turn it off', () => {
+    expect(parseServerConfig({}).starvationSeconds).toBe(4 * 3600);
+    expect(parseServerConfig({ NURI_STARVATION_SECONDS: '0' }).starvationSeconds).toBe(0);
+    expect(() => parseServerConfig({ NURI_STARVATION_SECONDS: '-1' })).toThrow(/NURI_STARVATION_SECONDS: .*0/);
+  });
   it('makes the demo opt-in with a real database', () => {
     expect(parseServerConfig({ DATABASE_URL: 'postgres://x@h/db' }).demo).toBe(false);
     expect(parseServerConfig({ DATABASE_URL: 'postgres://x@h/db', NURI_DEMO: '1' }).demo).toBe(true);

@@ -12,7 +12,23 @@ export const DEFAULT_POLICY_CONFIG: PolicyConfig = {
   // A week, as Slurm's PriorityDecayHalfLife default.
   usageHalfLifeSeconds: 7 * 24 * 3600,
   starvationSeconds: 4 * 3600,
+  // PRIORITY_RANK.normal: a low-priority job that has starved queues by age with normal work.
+  starvingPriorityFloor: 1,
 };
+
+/**
+ * The anti-starvation threshold in milliseconds (Infinity when turned off with 0). One place, so
+ * ranking and the pass agree, and a caller that leaves it out gets DEFAULT_POLICY_CONFIG's.
+ */
+export function starvationMsOf(cfg: PolicyConfig): number {
+  const s = cfg.starvationSeconds ?? DEFAULT_POLICY_CONFIG.starvationSeconds!;
+  return s === 0 ? Infinity : s * 1000;
+}
+
+/** The priority a starving pending job ranks with at least (see PolicyConfig.starvingPriorityFloor). */
+export function starvingPriorityFloorOf(cfg: PolicyConfig): number {
+  return cfg.starvingPriorityFloor ?? DEFAULT_POLICY_CONFIG.starvingPriorityFloor!;
+}
 
 /** The configuration for one of the policy variants compared in the simulator. */
 export function configFor(mode: PolicyMode, base: PolicyConfig = DEFAULT_POLICY_CONFIG): PolicyConfig {

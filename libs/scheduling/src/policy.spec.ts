@@ -427,3 +427,43 @@ describe('starvation counts from when a job last entered the queue', () => {
     expect(h.plan!.starts.map((s) => s.jobId)).toEqual([want]);
   });
 });
+
+describe('aging: a starving job ranks within its tenant with at least normal priority', () => {
+  // One free node, one tenant; a low-priority and a normal job of 8 GPUs each. Without aging the
+  // normal job always goes first, so during a backlog that never drains a low-priority job
+  // never becomes its tenant's next job and anti-starvation never reaches it.
+  const LOW = 0;
+  const NORMAL = 1;
+  const HIGH = 2;
+  it.each([
+    { name: 'low, pending 3 h (not starving): the younger normal job goes first', low: 3, other: 1, otherPrio: NORMAL, want: 'other' },
+    { name: 'low, pending 5 h (starving): it queues by age with normal work and goes first', low: 5, other: 1, otherPrio: NORMAL, want: 'low' },
+    { name: 'both starving: the older goes first, whatever its class', low: 6, other: 7, otherPrio: NORMAL, want: 'other' },
+    { name: 'a high-priority job still goes first: aging lifts to normal, not above', low: 10, other: 0.5, otherPrio: HIGH, want: 'other' },
+    { name: 'aging off (floor 0): priority decides, as without it', low: 5, other: 1, otherPrio: NORMAL, floor: 0, want: 'other' },
+  ])('$name', ({ low, other, otherPrio, floor, want }) => {
+    const h = new Harness().addNodes('h100', 1).addTenant('a', { h100: [8, 8] });
+    if (floor !== undefined) h.config = { ...h.config, starvingPriorityFloor: floor };
+    h.submit('a', 8, { id: 'low', priority: LOW, at: h.now - low * HOUR * 1000 });
+    h.submit('a', 8, { id: 'other', priority: otherPrio, at: h.now - other * HOUR * 1000 });
+    h.pass();
+    expect(h.plan!.starts.map((s) => s.jobId)).toEqual([want]);
+  });
+
+  it('counts from the requeue: a low-priority job preempted 1 h ago waits behind normal work again', () => {
+    const h = new Harness().addNodes('h100', 1).addTenant('a', { h100: [8, 8] });
+    h.submit('a', 8, { id: 'low', priority: LOW, at: h.now - 10 * HOUR * 1000, queuedAgoH: 1 });
+    h.submit('a', 8, { id: 'normal', priority: NORMAL, at: h.now - 2 * HOUR * 1000 });
+    h.pass();
+    expect(h.plan!.starts.map((s) => s.jobId)).toEqual(['normal']);
+  });
+
+  it('the baselines rank by the priority as given (slurm keeps a starving low job behind)', () => {
+    const h = new Harness().addNodes('h100', 1).addTenant('a', { h100: [8, 8] });
+    h.config = { ...h.config, mode: 'slurm', preemption: false };
+    h.submit('a', 8, { id: 'low', priority: LOW, at: h.now - 10 * HOUR * 1000 });
+    h.submit('a', 8, { id: 'normal', priority: NORMAL, at: h.now - 1 * HOUR * 1000 });
+    h.pass();
+    expect(h.plan!.starts.map((s) => s.jobId)).toEqual(['normal']);
+  });
+});

@@ -4,6 +4,7 @@
  * and explain every job left pending with an estimated start. Pure: snapshot in, plan out.
  */
 import { Cluster, FitHeap, LeafState, MODELS, NodeState, Pool, cmp, earliestFit, fitTime, heldUntil, minFree, wholeFit, wholeFreeDuring } from './cluster';
+import { starvationMsOf } from './config';
 import { messages } from './explain';
 import { REC, Usage, buildColumns, modelsOf, rankPending, typeName } from './ranking';
 import {
@@ -40,7 +41,7 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
   const now = snapshot.now;
   const graceMs = cfg.preemptGraceSeconds * 1000;
   const minRunMs = cfg.minRuntimeBeforePreemptSeconds * 1000;
-  const starvationMs = cfg.starvationSeconds === 0 ? Infinity : (cfg.starvationSeconds ?? 12 * 3600) * 1000;
+  const starvationMs = starvationMsOf(cfg);
   const tenants = new Map<string, SnapshotTenant>(snapshot.tenants.map((t) => [t.id, t]));
 
   const used = new Map<string, Usage>();

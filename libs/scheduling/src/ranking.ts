@@ -20,6 +20,7 @@
  * keys are then ordered by id. Results are identical to a comparator sort.
  */
 import { cmp } from './cluster';
+import { starvationMsOf, starvingPriorityFloorOf } from './config';
 import { GpuModel, PendingJob, PolicyMode, Snapshot, SnapshotTenant } from './types';
 
 export interface Usage {
@@ -140,6 +141,9 @@ export function buildColumns(snapshot: Snapshot): Columns {
   const sub = scratch('sub', f64, n);
   const prio = scratch('prio', f64, n);
   const rec = scratch('rec', f64, n * REC);
+  // Aging applies to nuri's ranking only: the baselines rank by the priority as given.
+  const floor = (snapshot.config.mode ?? 'nuri') === 'nuri' ? starvingPriorityFloorOf(snapshot.config) : -Infinity;
+  const starvedBy = snapshot.now - starvationMsOf(snapshot.config);
   for (let i = 0; i < n; i++) {
     const j = jobs[i];
     id[i] = j.id;
@@ -149,7 +153,8 @@ export function buildColumns(snapshot: Snapshot): Columns {
     rec[b + 1] = type[i] = typeCode(j.gpuType);
     rec[b + 3] = limit[i] = j.timeLimitSeconds;
     rec[b + 4] = sub[i] = j.submittedAt;
-    rec[b + 5] = prio[i] = j.priority;
+    // Aging: a starving job ranks within its tenant with at least the floor's priority.
+    rec[b + 5] = prio[i] = j.priority < floor && (j.queuedAt ?? j.submittedAt) <= starvedBy ? floor : j.priority;
     rec[b + 7] = j.queuedAt ?? j.submittedAt;
   }
   // Tenants in id order: known ones from the snapshot plus any named only by a job.
@@ -273,8 +278,7 @@ export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<stri
   const order = scratch('order', i32, n);
   const { tenantIds } = c;
 
-  const starvationMs = (snapshot.config.starvationSeconds ?? 12 * 3600) * 1000;
-  const starving = starvationMs > 0 ? snapshot.now - starvationMs : -Infinity;
+  const starving = snapshot.now - starvationMsOf(snapshot.config);
   const now = snapshot.now;
   const tenants = new Map<string, SnapshotTenant>(snapshot.tenants.map((t) => [t.id, t]));
   const tix = new Map(tenantIds.map((t, k) => [t, k]));

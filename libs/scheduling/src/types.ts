@@ -102,6 +102,16 @@ export interface PolicyConfig {
    * work within guarantees), oldest first, so it gets a reservation. Default 4 h (DEFAULT_POLICY_CONFIG); 0 disables.
    */
   starvationSeconds?: number;
+  /**
+   * Aging (nuri): within its tenant, a pending job that has waited past starvationSeconds since
+   * it last entered the queue ranks as if its priority were at least this (default 1, the
+   * `normal` class; 0 turns aging off). Anti-starvation works on each tenant's next job, and the
+   * next job is the highest class: without aging a low-priority job waits until its tenant has
+   * no normal work pending, which during a backlog is days. With it, low priority means "after
+   * normal work for the first starvationSeconds, then by age with it". Running jobs keep their
+   * own priority (preemption still takes the lowest class first).
+   */
+  starvingPriorityFloor?: number;
 }
 
 export type PolicyMode = 'nuri' | 'slurm' | 'fifo' | 'greedy';

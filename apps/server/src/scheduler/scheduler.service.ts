@@ -194,6 +194,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
         minRuntimeBeforePreemptSeconds: this.config.minRuntimeBeforePreemptSeconds,
         preemptGraceSeconds: this.config.preemptGraceSeconds,
         preemption: true,
+        starvationSeconds: this.config.starvationSeconds,
       },
     });
     const plan = this.core.plan(snapshot);
