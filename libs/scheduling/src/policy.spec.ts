@@ -467,3 +467,71 @@ describe('aging: a starving job ranks within its tenant with at least normal pri
     expect(h.plan!.starts.map((s) => s.jobId)).toEqual(['normal']);
   });
 });
+
+describe('reclaim without preemption cycles', () => {
+  it('a job within its guarantee ranks ahead of the borrowers it reclaims from, even behind a starving head too large for the guarantee', () => {
+    // a (guaranteed 8) waits with a starving 16-GPU head and a 1-GPU job; b borrows both nodes
+    // and has more work queued at a lower fair-share key. The 1-GPU job reclaims. Ranked after
+    // b's queued jobs (the head used to be charged to the guarantee), the GPUs it freed went to
+    // b's next job in the following pass, and it reclaimed again after the minimum runtime.
+    const h = new Harness().addNodes('h100', 2).addTenant('a', { h100: [8, 16] }, { usage: 1e9 }).addTenant('b', { h100: [0, 16] });
+    h.run('b', 8, ['h100-000'], { id: 'b-run0', startedAgoH: 2 });
+    h.run('b', 8, ['h100-001'], { id: 'b-run1', startedAgoH: 2 });
+    h.submit('a', 16, { id: 'a-head', at: h.now - 10 * HOUR * 1000 });
+    const small = h.submit('a', 1, { id: 'a-small', at: h.now - 1 * HOUR * 1000 });
+    const bNext = h.submit('b', 1, { id: 'b-next', at: h.now - 0.5 * HOUR * 1000 });
+    h.pass();
+    expect(h.plan!.preemptions.map((p) => p.forJobId)).toEqual([small]);
+    expect(h.explanation(small)!.queuePosition).toBeLessThan(h.explanation(bNext)!.queuePosition);
+  });
+
+  it.each([
+    { name: 'a job ending before the reservation starts reclaims the node', limitH: 5, preempts: true },
+    { name: 'a job running past it does not: it could not keep the GPUs', limitH: 20, preempts: false },
+  ])('a larger job reserved the node later: $name', ({ limitH, preempts }) => {
+    // c borrows both nodes; its starving 16-GPU job holds both from when the second frees (10 h).
+    // a's 8-GPU job is within a's guarantee. Preempting c's 2-h job on node 0 frees GPUs that c's
+    // reservation takes back at 10 h: a long job would be refused them in the next pass.
+    const h = new Harness().addNodes('h100', 2).addTenant('a', { h100: [8, 8] }).addTenant('c', { h100: [0, 16] });
+    h.run('c', 8, ['h100-000'], { id: 'c-short', startedAgoH: 1, limitH: 3 });
+    h.run('c', 8, ['h100-001'], { id: 'c-long', startedAgoH: 1, limitH: 11 });
+    h.submit('c', 16, { id: 'c-big', at: h.now - 10 * HOUR * 1000, limitH: 5 });
+    const job = h.submit('a', 8, { id: 'a-job', at: h.now - 0.1 * HOUR * 1000, limitH });
+    h.pass();
+    expect(h.plan!.reservations!.find((r) => r.jobId === 'c-big')!.startAt).toBe(h.now + 10 * HOUR * 1000);
+    expect(h.plan!.preemptions.map((p) => p.jobId)).toEqual(preempts ? ['c-short'] : []);
+    if (preempts) expect(h.reason(job)).toBe('waiting_for_reclaim');
+  });
+
+  it("a tenant's multi-node job fills its guarantee before its single-node jobs, so a reclaim takes a small job", () => {
+    // a (guaranteed 32) runs two 8-GPU jobs and, started later, a 32-GPU job: 48 GPUs, 16 borrowed.
+    // b needs 8 within its guarantee. With the oldest jobs filling the guarantee the 32-GPU job
+    // was the borrowed one and the victim: four nodes stopped to free one.
+    const h = new Harness().addNodes('h100', 6).addTenant('a', { h100: [32, 48] }).addTenant('b', { h100: [8, 8] });
+    h.run('a', 8, ['h100-000'], { id: 'a-small0', startedAgoH: 3 });
+    h.run('a', 8, ['h100-001'], { id: 'a-small1', startedAgoH: 3 });
+    h.run('a', 32, ['h100-002', 'h100-003', 'h100-004', 'h100-005'], { id: 'a-gang', startedAgoH: 1 });
+    const job = h.submit('b', 8, { id: 'b-job' });
+    h.pass();
+    expect(h.plan!.preemptions).toHaveLength(1);
+    expect(h.plan!.preemptions[0]).toMatchObject({ forJobId: job });
+    expect(['a-small0', 'a-small1']).toContain(h.plan!.preemptions[0].jobId);
+  });
+});
+
+describe('an `any` job starts on a type where it is within its guarantee', () => {
+  // One free H100 and one free H800 node. A single-node `any` job prefers H800 (to keep H100
+  // whole), but on a type where its tenant is at its guarantee it would be borrowing, and the
+  // first victim of the reclaim it was ranked ahead of.
+  it.each([
+    { name: 'guarantee on H100 only: H100', quotas: { h100: [8, 8], h800: [0, 8] }, want: 'h100' },
+    { name: 'guarantee on H800 only: H800', quotas: { h100: [0, 8], h800: [8, 8] }, want: 'h800' },
+    { name: 'guarantee on both: the preferred H800', quotas: { h100: [8, 8], h800: [8, 8] }, want: 'h800' },
+    { name: 'guarantee on neither: the preferred H800', quotas: { h100: [0, 8], h800: [0, 8] }, want: 'h800' },
+  ] as { name: string; quotas: Record<'h100' | 'h800', [number, number]>; want: string }[])('$name', ({ quotas, want }) => {
+    const h = new Harness().addNodes('h100', 1).addNodes('h800', 1).addTenant('a', quotas);
+    const id = h.submit('a', 2);
+    h.pass();
+    expect(h.started(id)?.gpuModel).toBe(want);
+  });
+});

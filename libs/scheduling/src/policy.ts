@@ -3,7 +3,7 @@
  * guaranteed capacity from borrowers, hold backfill reservations for the first blocked jobs,
  * and explain every job left pending with an estimated start. Pure: snapshot in, plan out.
  */
-import { Cluster, FitHeap, LeafState, MODELS, NodeState, Pool, cmp, earliestFit, fitTime, heldUntil, minFree, wholeFit, wholeFreeDuring } from './cluster';
+import { Cluster, FitHeap, LeafState, MODELS, NodeState, Pool, cmp, earliestFit, fitTime, heldUntil, minFree, minFreeWithout, splitOrder, wholeFit, wholeFreeDuring } from './cluster';
 import { starvationMsOf } from './config';
 import { messages } from './explain';
 import { REC, Usage, buildColumns, modelsOf, rankPending, typeName } from './ranking';
@@ -247,7 +247,13 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
       }
     }
 
-    const start = tryStart(job, allowed);
+    // A job that may run on either type starts, if it can, on one where it is within its
+    // tenant's guarantee: elsewhere it would run on borrowed capacity and be the first victim of
+    // the reclaim it was ranked ahead of (a single-node `any` job otherwise prefers H800).
+    let start: PlannedStart | null;
+    const inG = quotas && allowed.length > 1 ? allowed.filter((m) => use2[t2 + mi(m)] + g <= guar2[t2 + mi(m)]) : allowed;
+    if (inG.length > 0 && inG.length < allowed.length) start = tryStart(job, inG) ?? tryStart(job, allowed.filter((m) => !inG.includes(m)));
+    else start = tryStart(job, allowed);
     if (start) {
       starts.push(start);
       use2[t2 + mi(start.gpuModel)] += g;
@@ -255,7 +261,8 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
       continue;
     }
 
-    if (reclaimOn && tenant) {
+    // Only a job ranked within its tenant's guarantee reclaims (see Columns.rankedWithin).
+    if (reclaimOn && tenant && cols.rankedWithin![oi] === 1) {
       let done = false;
       for (const m of allowed) {
         const gq = guar2[t2 + mi(m)];
@@ -636,6 +643,13 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
           chosen.splice(i, 1);
         }
       }
+      // The node must hold the job for its whole window once the victims are gone. Victims add
+      // GPUs only until they would have ended anyway: a reservation on the node that starts
+      // later (a larger job's backfill reservation) still takes its GPUs then. Without this a
+      // long job reclaimed GPUs it could not keep, was refused them in the next pass
+      // (reservation_for_larger_job), and reclaimed again once the victim had restarted
+      // and run its minimum runtime: the same victim preempted every few minutes.
+      if (minFreeWithout(st, S, E, chosen.map((v) => ({ g: v.g, until: heldUntil(v.job, now, graceMs) }))) < need) continue;
       // Cost counts whole victim jobs: stopping a 64-GPU job to free 8 GPUs on one node wastes
       // far more work than stopping a few small ones.
       const gpus = chosen.reduce((s, v) => s + v.job.gpus, 0);
@@ -909,9 +923,8 @@ export function starvedProtected(
 
 /**
  * Running jobs on borrowed capacity, the only ones reclaim may preempt. Per tenant and type,
- * the oldest jobs fill the guarantee first; a job is borrowed once the running total passes
- * the guarantee. Oldest-first keeps the split stable: a job within the guarantee stays within
- * it as other jobs come and go, which is what rules out preemption cycles.
+ * jobs fill the guarantee in splitOrder (multi-node jobs first, then the oldest); a job is
+ * borrowed once the running total passes the guarantee.
  */
 export function borrowedJobs(snapshot: Snapshot, tenants: Map<string, SnapshotTenant>): Set<string> {
   const groups = new Map<string, RunningJob[]>();
@@ -925,7 +938,7 @@ export function borrowedJobs(snapshot: Snapshot, tenants: Map<string, SnapshotTe
   for (const list of groups.values()) {
     const r0 = list[0];
     const guaranteed = tenants.get(r0.tenantId)?.quotas[r0.gpuModel]?.guaranteed ?? 0;
-    list.sort((a, b) => a.startedAt - b.startedAt || cmp(a.id, b.id));
+    list.sort(splitOrder);
     let cum = 0;
     for (const r of list) {
       cum += r.gpus;

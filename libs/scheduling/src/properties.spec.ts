@@ -341,6 +341,10 @@ describe('properties', () => {
           expect(since === undefined || p.at < since).toBe(true);
           if (!beneficiaries.has(p.forJobId)) beneficiaries.set(p.forJobId, p.at);
         }
+        // Nor does a reclaim repeat itself: the GPUs it freed go to the job it was for, not back
+        // to the victim, so no job is preempted twice for the same job.
+        const pairs = world.preemptions.map((p) => `${p.jobId} for ${p.forJobId}`);
+        expect(pairs.filter((x, i) => pairs.indexOf(x) !== i)).toEqual([]);
       }),
       { numRuns: RUNS },
     );

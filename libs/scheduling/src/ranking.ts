@@ -81,6 +81,18 @@ export interface Columns {
   ranked: Float64Array | null;
   /** Set by rankPending: job ids in rank order. */
   rankedIds: string[] | null;
+  /**
+   * Set by rankPending (nuri): the tier each job was ranked in, in rank order (0 starving, 1
+   * within its tenant's guarantee, 2 fair share). Null for the baselines, which have no tiers.
+   */
+  rankedTier: Uint8Array | null;
+  /**
+   * Set by rankPending (nuri), in rank order: 1 where the job fitted in what was left of its
+   * tenant's guarantee when it was ranked (running jobs plus the tenant's jobs ranked before it
+   * that fitted). Only these may reclaim: they rank ahead of every borrower (tier 0 or 1), so
+   * the GPUs they free are theirs in the next pass and not taken back by the victim's tenant.
+   */
+  rankedWithin: Uint8Array | null;
 }
 
 /** Ids in the given order. */
@@ -180,7 +192,7 @@ export function buildColumns(snapshot: Snapshot): Columns {
     tenant[i] = lastK;
     rec[i * REC + 2] = lastK;
   }
-  return { n, jobs, id, tenant, tenantIds, gpus, type, limit, sub, prio, rec, ranked: null, rankedIds: null };
+  return { n, jobs, id, tenant, tenantIds, gpus, type, limit, sub, prio, rec, ranked: null, rankedIds: null, rankedTier: null, rankedWithin: null };
 }
 
 /**
@@ -290,8 +302,14 @@ export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<stri
     committed[k] += left * r.gpus;
   }
   interface Q {
+    /** First position of the tenant's slice not yet ranked. */
     head: number;
     end: number;
+    /** Guarantee pointer: no position before it (from head on) fits in what is left of the guarantee. */
+    gp: number;
+    /** The position this tenant would rank next, and in which tier. */
+    next: number;
+    tier: number;
     /** GPUs in use or ranked so far, per type: [h100, h800]. */
     v1: number;
     v8: number;
@@ -299,8 +317,15 @@ export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<stri
     g8: number;
     share: number;
     weight: number;
-    tier: number;
   }
+  // Positions ranked out of their tenant's order (a job that fits in the guarantee while the
+  // head does not), so the head skips them.
+  const done = scratch('done', u8, n);
+  done.fill(0);
+  const tiers = scratch('tiers', u8, n);
+  c.rankedTier = tiers;
+  const within = scratch('within', u8, n);
+  c.rankedWithin = within;
   const qs: Q[] = [];
   // perm is grouped by tenant index, so each tenant's queue is one slice of it.
   let a = 0;
@@ -314,29 +339,57 @@ export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<stri
     const q: Q = {
       head: a,
       end: b,
+      gp: a,
+      next: a,
+      tier: 2,
       v1: u.h100,
       v8: u.h800,
       g1: t?.quotas.h100?.guaranteed ?? 0,
       g8: t?.quotas.h800?.guaranteed ?? 0,
       share: (t?.decayedUsage ?? 0) + committed[k],
       weight: Math.max(t?.weight ?? 1, 1e-9),
-      tier: 2,
     };
-    q.tier = tierOf(q, a);
+    choose(q);
     qs.push(q);
     a = b;
   }
-  /** Tier of the job at position pos of perm. */
-  function tierOf(q: Q, pos: number): number {
-    const b = pos * REC;
+  function fits(q: Q, pos: number): boolean {
+    const g = pr[pos * REC];
+    const ty = pr[pos * REC + 1];
+    return (ty !== 2 && q.v1 + g <= q.g1) || (ty !== 1 && q.v8 + g <= q.g8);
+  }
+  /**
+   * The tenant's next job and its tier:
+   *   0. its head has waited past the starvation threshold since it last entered the queue;
+   *   1. otherwise its first job, in its own order, that fits in what is left of its guarantee.
+   *      Not only the head: when the head is larger than the guarantee (a 64-GPU job of a tenant
+   *      guaranteed 52), the tenant's smaller jobs still ask for capacity that is theirs by right,
+   *      and the pass lets them reclaim it. Ranked after the borrowers, such a job reclaimed GPUs
+   *      that the borrowers' next jobs took back in the following pass, and reclaimed again after
+   *      the minimum runtime, every few minutes (seen in the simulator: one 1-GPU job preempted 11
+   *      times for the same job);
+   *   2. otherwise its head, by fair share.
+   * Ranked jobs only add to v1/v8, so a job that does not fit now never fits later in the pass:
+   * the pointer only moves forward.
+   */
+  function choose(q: Q): void {
+    const h = q.head;
     // Starving counts from when the job last entered the queue: a job just requeued after a
     // preemption is not starving, or it would jump ahead of the job it was preempted for.
-    if (pr[b + 7] <= starving) return 0;
-    const g = pr[b];
-    const ty = pr[b + 1];
-    if (ty !== 2 && q.v1 + g <= q.g1) return 1;
-    if (ty !== 1 && q.v8 + g <= q.g8) return 1;
-    return 2;
+    if (pr[h * REC + 7] <= starving) {
+      q.next = h;
+      q.tier = 0;
+      return;
+    }
+    if (q.gp < h) q.gp = h;
+    while (q.gp < q.end && (done[q.gp] === 1 || !fits(q, q.gp))) q.gp++;
+    if (q.gp < q.end) {
+      q.next = q.gp;
+      q.tier = 1;
+      return;
+    }
+    q.next = h;
+    q.tier = 2;
   }
   let live = qs.length;
   let o = 0;
@@ -348,30 +401,40 @@ export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<stri
         !best ||
         q.tier < best.tier ||
         (q.tier === best.tier &&
-          (q.tier === 0 ? pr[q.head * REC + 4] < pr[best.head * REC + 4] : q.share / q.weight < best.share / best.weight))
+          (q.tier === 0 ? pr[q.next * REC + 4] < pr[best.next * REC + 4] : q.share / q.weight < best.share / best.weight))
       )
         best = q;
     }
     const q = best!;
-    const pos = q.head++;
+    const pos = q.next;
+    done[pos] = 1;
+    while (q.head < q.end && done[q.head] === 1) q.head++;
     const pb = pos * REC;
     const ob = o * REC;
     for (let f = 0; f < REC; f++) ranked[ob + f] = pr[pb + f];
     rankedIds[o] = pids[pos];
-    order[o++] = perm[pos];
-    // Charge the model with the most guaranteed headroom left (the one it would reclaim on);
-    // on a tie the preferred type (H100 for multi-node `any`, H800 for single-node `any`).
+    tiers[o] = q.tier;
     const g = pr[pb];
     const ty = pr[pb + 1];
-    let on1: boolean;
-    if (ty === 1) on1 = true;
-    else if (ty === 2) on1 = false;
-    else if (g > 8) on1 = !(q.g8 - q.v8 > q.g1 - q.v1);
-    else on1 = q.g1 - q.v1 > q.g8 - q.v8;
-    if (on1) q.v1 += g;
-    else q.v8 += g;
+    // Only a job that fits in what is left of its tenant's guarantee is charged to it (and may
+    // reclaim in the pass): a starving 64-GPU job of a tenant guaranteed 52 ranks first but
+    // asks for borrowed capacity, and must not use up the guarantee of the tenant's smaller jobs.
+    const inG = fits(q, pos);
+    within[o] = inG ? 1 : 0;
+    order[o++] = perm[pos];
+    if (inG) {
+      // Charge the model with the most guaranteed headroom left (the one it would reclaim on);
+      // on a tie the preferred type (H100 for multi-node `any`, H800 for single-node `any`).
+      let on1: boolean;
+      if (ty === 1) on1 = true;
+      else if (ty === 2) on1 = false;
+      else if (g > 8) on1 = !(q.g8 - q.v8 > q.g1 - q.v1);
+      else on1 = q.g1 - q.v1 > q.g8 - q.v8;
+      if (on1) q.v1 += g;
+      else q.v8 += g;
+    }
     q.share += g * pr[pb + 3];
-    if (q.head < q.end) q.tier = tierOf(q, q.head);
+    if (q.head < q.end) choose(q);
     else live--;
   }
   return order;
