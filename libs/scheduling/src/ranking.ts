@@ -6,13 +6,15 @@
  *      0. jobs that have waited longer than the starvation threshold since they last entered
  *         the queue (submission or requeue), oldest submission first (a big job that waited
  *         that long gets the first reservation, and nothing ranked later may delay it);
- *      1. a tenant's next job that still fits within its guarantee (that capacity is the
- *         tenant's by right);
+ *      1. a tenant's first job, in its own order, that still fits within its guarantee (that
+ *         capacity is the tenant's by right); only such jobs are charged to the guarantee and
+ *         may reclaim (Columns.rankedWithin);
  *      2. fair share: the tenant with the lowest key goes next, key = (decayed usage +
  *         GPU-seconds it has committed: running jobs' remaining time and the jobs already
  *         ranked ahead of this one) / weight. Charging the ranked jobs makes tenants alternate
  *         within one pass instead of the least-used tenant taking every idle GPU.
- *    Within a tenant: priority class, then submission time.
+ *    Within a tenant: priority class, then submission time; a job past the starvation
+ *    threshold counts as at least PolicyConfig.starvingPriorityFloor (aging).
  *  Ties are broken by ids throughout.
  *
  * Sorting is the pass's only O(n log n) step, so it packs (group, priority rank, submission
