@@ -84,11 +84,6 @@ export interface Columns {
   /** Set by rankPending: job ids in rank order. */
   rankedIds: string[] | null;
   /**
-   * Set by rankPending (nuri): the tier each job was ranked in, in rank order (0 starving, 1
-   * within its tenant's guarantee, 2 fair share). Null for the baselines, which have no tiers.
-   */
-  rankedTier: Uint8Array | null;
-  /**
    * Set by rankPending (nuri), in rank order: 1 where the job fitted in what was left of its
    * tenant's guarantee when it was ranked (running jobs plus the tenant's jobs ranked before it
    * that fitted). Only these may reclaim: they rank ahead of every borrower (tier 0 or 1), so
@@ -194,7 +189,7 @@ export function buildColumns(snapshot: Snapshot): Columns {
     tenant[i] = lastK;
     rec[i * REC + 2] = lastK;
   }
-  return { n, jobs, id, tenant, tenantIds, gpus, type, limit, sub, prio, rec, ranked: null, rankedIds: null, rankedTier: null, rankedWithin: null };
+  return { n, jobs, id, tenant, tenantIds, gpus, type, limit, sub, prio, rec, ranked: null, rankedIds: null, rankedWithin: null };
 }
 
 /**
@@ -312,7 +307,7 @@ export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<stri
     /** The position this tenant would rank next, and in which tier. */
     next: number;
     tier: number;
-    /** GPUs in use or ranked so far, per type: [h100, h800]. */
+    /** GPUs in use, plus those of the tenant's ranked jobs that fitted in its guarantee, per type. */
     v1: number;
     v8: number;
     g1: number;
@@ -324,8 +319,6 @@ export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<stri
   // head does not), so the head skips them.
   const done = scratch('done', u8, n);
   done.fill(0);
-  const tiers = scratch('tiers', u8, n);
-  c.rankedTier = tiers;
   const within = scratch('within', u8, n);
   c.rankedWithin = within;
   const qs: Q[] = [];
@@ -415,7 +408,6 @@ export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<stri
     const ob = o * REC;
     for (let f = 0; f < REC; f++) ranked[ob + f] = pr[pb + f];
     rankedIds[o] = pids[pos];
-    tiers[o] = q.tier;
     const g = pr[pb];
     const ty = pr[pb + 1];
     // Only a job that fits in what is left of its tenant's guarantee is charged to it (and may
