@@ -1,4 +1,3 @@
-import { parseServerConfig } from '@nuri/config';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../../apps/agent/src/agent';
 import { RunningServer, startServer } from '../../apps/server/src/bootstrap';
 import { createTestDatabase, TestDatabase } from '../../libs/db/src/testing';
+import { bareCenterConfig } from '../support/config';
 import { apiClient } from '../support/http';
 
 const OPERATOR = 'nuri_operator-bootstrap-token-for-preemption';
@@ -36,17 +36,7 @@ describe('guaranteed capacity is reclaimed from a borrower', () => {
     db = await createTestDatabase();
     work = mkdtempSync(join(tmpdir(), 'nuri-preempt-'));
     server = await startServer(
-      parseServerConfig({
-        PORT: '0',
-        HOST: '127.0.0.1',
-        DATABASE_URL: db.url,
-        NURI_DEMO: '0',
-        NURI_BOOTSTRAP_TOKEN: OPERATOR,
-        NURI_SCHEDULER_TICK_MS: '300',
-        NURI_PREEMPT_GRACE_SECONDS: '1',
-        NURI_MIN_RUNTIME_BEFORE_PREEMPT_SECONDS: '0',
-        NURI_LOG_LEVEL: 'error',
-      }),
+      bareCenterConfig(db.url, OPERATOR, { NURI_SCHEDULER_TICK_MS: '300', NURI_PREEMPT_GRACE_SECONDS: '1', NURI_MIN_RUNTIME_BEFORE_PREEMPT_SECONDS: '0' }),
     );
     for (const t of ['alpha', 'beta']) {
       await call(OPERATOR, 'POST', '/v1/tenants', { name: t, displayName: t, quotas: [{ gpuType: 'h100', guaranteed: 8, limit: 16 }] });

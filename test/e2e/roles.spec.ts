@@ -7,6 +7,7 @@ import { Agent } from '../../apps/agent/src/agent';
 import { RunningServer, startServer } from '../../apps/server/src/bootstrap';
 import { SchedulerService } from '../../apps/server/src/scheduler/scheduler.service';
 import { createTestDatabase, TestDatabase } from '../../libs/db/src/testing';
+import { bareCenterConfig } from '../support/config';
 import { apiClient } from '../support/http';
 
 const OPERATOR = 'nuri_operator-bootstrap-token-for-the-roles-test';
@@ -26,17 +27,7 @@ describe('roles in separate processes', () => {
 
   const api = apiClient(() => front.url);
   const call = async (token: string, method: string, path: string, body?: unknown) => (await api(token, method, path, body)).body;
-  const config = (roles: string) =>
-    parseServerConfig({
-      PORT: '0',
-      HOST: '127.0.0.1',
-      DATABASE_URL: db.url,
-      NURI_ROLES: roles,
-      NURI_DEMO: '0',
-      NURI_BOOTSTRAP_TOKEN: OPERATOR,
-      NURI_SCHEDULER_TICK_MS: '300',
-      NURI_LOG_LEVEL: 'error',
-    });
+  const config = (roles: string) => bareCenterConfig(db.url, OPERATOR, { NURI_ROLES: roles, NURI_SCHEDULER_TICK_MS: '300' });
   const runToCompletion = async (name: string) => {
     const job = await call(researcher, 'POST', '/v1/jobs', { name, gpus: 2, gpuType: 'h100', timeLimitSeconds: 30, command: ['sh', '-c', 'exit 0'] });
     for (let i = 0; i < 200; i++) {
