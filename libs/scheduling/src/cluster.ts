@@ -612,27 +612,25 @@ export function freeAt(st: NodeState, t: number): number {
   return f;
 }
 
+const NONE_GONE: readonly { g: number; until: number }[] = [];
+
 /**
- * minFree over [t0, t1) if the given jobs on this node were stopped at t0: each gives its GPUs
- * back only for the part of the window it would still have held them (until `until`). A victim
- * that would have ended anyway before a reservation on the node starts frees nothing then.
+ * The least free over [t0, t1): frees only ever add, so only t0 and reservation starts matter.
+ * `gone`: jobs on this node stopped at t0 (reclaim victims); each gives its GPUs back only for
+ * the part of the window it would still have held them (until `until`), so a victim that would
+ * have ended anyway before a reservation on the node starts frees nothing then.
  */
-export function minFreeWithout(st: NodeState, t0: number, t1: number, gone: readonly { g: number; until: number }[]): number {
-  const at = (t: number) => {
-    let f = freeAt(st, t);
-    for (const v of gone) if (v.until > t) f += v.g;
-    return f;
-  };
-  let m = at(t0);
-  for (const r of st.resv) if (r.s > t0 && r.s < t1) m = Math.min(m, at(r.s));
+export function minFree(st: NodeState, t0: number, t1: number, gone = NONE_GONE): number {
+  let m = freeAt(st, t0) + stillHeld(gone, t0);
+  for (const r of st.resv) if (r.s > t0 && r.s < t1) m = Math.min(m, freeAt(st, r.s) + stillHeld(gone, r.s));
   return m;
 }
 
-/** The least free over [t0, t1): frees only ever add, so only t0 and reservation starts matter. */
-export function minFree(st: NodeState, t0: number, t1: number): number {
-  let m = freeAt(st, t0);
-  for (const r of st.resv) if (r.s > t0 && r.s < t1) m = Math.min(m, freeAt(st, r.s));
-  return m;
+/** GPUs the stopped jobs would still have held at t. */
+function stillHeld(gone: readonly { g: number; until: number }[], t: number): number {
+  let f = 0;
+  for (const v of gone) if (v.until > t) f += v.g;
+  return f;
 }
 
 /**

@@ -3,7 +3,7 @@
  * guaranteed capacity from borrowers, hold backfill reservations for the first blocked jobs,
  * and explain every job left pending with an estimated start. Pure: snapshot in, plan out.
  */
-import { Cluster, FitHeap, LeafState, MODELS, NodeState, Pool, cmp, earliestFit, fitTime, heldUntil, minFree, minFreeWithout, splitOrder, wholeFit, wholeFreeDuring } from './cluster';
+import { Cluster, FitHeap, LeafState, MODELS, NodeState, Pool, cmp, earliestFit, fitTime, heldUntil, minFree, splitOrder, wholeFit, wholeFreeDuring } from './cluster';
 import { starvationMsOf } from './config';
 import { messages } from './explain';
 import { REC, Usage, buildColumns, modelsOf, rankPending, typeName } from './ranking';
@@ -649,7 +649,7 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
       // long job reclaimed GPUs it could not keep, was refused them in the next pass
       // (reservation_for_larger_job), and reclaimed again once the victim had restarted
       // and run its minimum runtime: the same victim preempted every few minutes.
-      if (minFreeWithout(st, S, E, chosen.map((v) => ({ g: v.g, until: heldUntil(v.job, now, graceMs) }))) < need) continue;
+      if (minFree(st, S, E, chosen.map((v) => ({ g: v.g, until: heldUntil(v.job, now, graceMs) }))) < need) continue;
       // Cost counts whole victim jobs: stopping a 64-GPU job to free 8 GPUs on one node wastes
       // far more work than stopping a few small ones.
       const gpus = chosen.reduce((s, v) => s + v.job.gpus, 0);

@@ -98,8 +98,9 @@ export interface PolicyConfig {
    */
   usageHalfLifeSeconds?: number;
   /**
-   * Anti-starvation: a job pending longer than this ranks ahead of fair-share order (after
-   * work within guarantees), oldest first, so it gets a reservation. Default 4 h (DEFAULT_POLICY_CONFIG); 0 disables.
+   * Anti-starvation: a tenant's next job pending longer than this (since it last entered the
+   * queue) ranks first, ahead of work within guarantees and of fair-share order, oldest first, so
+   * it gets a reservation. Default 4 h (DEFAULT_POLICY_CONFIG); 0 disables.
    */
   starvationSeconds?: number;
   /**
