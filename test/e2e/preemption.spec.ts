@@ -71,6 +71,11 @@ describe('guaranteed capacity is reclaimed from a borrower', () => {
     const victim = await call(tokens.beta!, 'GET', `/v1/jobs/${b2.id}`);
     expect(victim.transitions.map((t: any) => t.to)).toEqual(['pending', 'running', 'pending']);
     expect(victim.transitions[2].reason).toMatch(/preempted/);
+    // Waiting (and the starvation clock) counts again from the requeue; the submission stays.
+    expect(victim.queuedAt).toBe(victim.transitions[2].at);
+    expect(victim.submittedAt).toBe(b2.submittedAt);
+    expect(victim.queuedAt > victim.submittedAt).toBe(true);
+    expect(b2.queuedAt).toBe(b2.submittedAt);
     // The job beta started first ran within its guarantee and was left alone.
     expect((await call(tokens.beta!, 'GET', `/v1/jobs/${b1.id}`)).state).toBe('running');
     // Once alpha's job is done, the requeued job runs again.

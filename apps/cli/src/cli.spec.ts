@@ -62,6 +62,22 @@ describe('the nuri CLI against a running center', () => {
     expect(await cli('nodes')).toMatch(/h100-01\s+h100\s+up/);
   });
 
+  it('shows a pending job its place in the queue, its reason and since when it waits', async () => {
+    const ids: string[] = [];
+    for (const name of ['first', 'second']) {
+      const out = await cli('submit', '--name', name, '--gpus', '8', '--type', 'h100', '--time', '10m', '--', 'sleep', '30');
+      ids.push(/submitted (\S+)/.exec(out)![1]!);
+    }
+    for (let i = 0; i < 100 && !(await cli('show', ids[0]!)).includes('state:     running'); i++) await new Promise((r) => setTimeout(r, 100));
+    for (let i = 0; i < 100 && !(await cli('show', ids[1]!)).includes('queue:'); i++) await new Promise((r) => setTimeout(r, 100));
+    const shown = await cli('show', ids[1]!);
+    expect(shown).toMatch(/state: {5}pending — \S/);
+    expect(shown).toContain('queue:     position 1');
+    expect(shown).toMatch(/waiting: {3}since \d+s ago\n/);
+    expect(shown).not.toContain('(requeued)');
+    for (const id of ids) await cli('cancel', id);
+  });
+
   it('passes the API field and rule through on bad input', async () => {
     const err = await cli('submit', '--gpus', '12', '--time', '1h', '--', 'true').catch((e) => e);
     expect(err).toBeInstanceOf(ApiError);

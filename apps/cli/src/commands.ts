@@ -107,6 +107,8 @@ export async function run(client: NuriClient, command: string, args: ParsedArgs,
       out(`  state:     ${j.state}${j.reason ? ` — ${j.reason}` : ''}`);
       if (j.state === 'pending') {
         out(`  queue:     position ${j.queuePosition ?? '?'}`);
+        // A requeued job waits again from its requeue; say so, or "waiting since" looks wrong.
+        out(`  waiting:   since ${when(j.queuedAt, now)}${j.queuedAt !== j.submittedAt ? ' (requeued)' : ''}`);
         out(`  starts:    ${j.estimatedStartAt ? `${when(j.estimatedStartAt, now)} (${j.estimatedStartAt})` : 'no estimate yet'}`);
       }
       out(`  asks for:  ${j.gpus} × ${j.gpuType} GPU, ${j.priority} priority, time limit ${humanDuration(j.timeLimitSeconds)}`);

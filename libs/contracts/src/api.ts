@@ -56,6 +56,11 @@ export const JobView = z.object({
   workingDir: z.string().nullable(),
   requeue: z.boolean(),
   submittedAt: z.string(),
+  /**
+   * When the job last entered the queue: its submission, or its requeue after a preemption or a
+   * node failure. The scheduler's starvation threshold (NURI_STARVATION_SECONDS) counts from it.
+   */
+  queuedAt: z.string(),
   startedAt: z.string().nullable(),
   endedAt: z.string().nullable(),
   exitCode: z.number().nullable(),

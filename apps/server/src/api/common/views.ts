@@ -21,6 +21,7 @@ export function jobView(j: JobDetail): JobView {
     workingDir: j.working_dir,
     requeue: j.requeue,
     submittedAt: j.submitted_at.toISOString(),
+    queuedAt: j.queued_at.toISOString(),
     startedAt: iso(j.started_at),
     endedAt: iso(j.ended_at),
     exitCode: j.exit_code,
