@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { configFor } from '@nuri/scheduling';
 import { describe, expect, it } from 'vitest';
+import { drawsReport, parseSeeds, runDraws } from '../../apps/sim/src/draws';
 import { autoQuotas, buildNodes, simulate } from '../../apps/sim/src/engine';
 import { parseArgs, run } from '../../apps/sim/src/main';
 import { rows } from '../../apps/sim/src/metrics';
@@ -149,6 +150,43 @@ describe('simulation', () => {
     expect(all('greedy').waitMeanH).toBeLessThan(3);
     expect(all('greedy').bigWaitP99H!).toBeGreaterThan(all('slurm').bigWaitP99H!);
     expect(htmlReport(out)).toContain('<svg');
+  });
+});
+
+describe('several draws (--seeds)', () => {
+  it('reads seeds and ranges, and refuses what is not one', () => {
+    expect(parseSeeds('1-3,7,2')).toEqual([1, 2, 3, 7]);
+    expect(() => parseSeeds('3-1')).toThrow(/runs backwards/);
+    expect(() => parseSeeds('a')).toThrow(/--seeds: "a" is not a seed/);
+    expect(parseArgs(['--trace', 'x', '--seeds', '1-2']).seeds).toEqual([1, 2]);
+    expect(() => parseArgs(['--trace', 'x', '--seeds', '1-2', '--html', 'r.html'])).toThrow(/--html describe one run; use --seed S/);
+    expect(() => parseArgs(['--trace', 'x', '--seeds', '1-2', '--trace-job', 'a/'])).toThrow(/--trace-job/);
+  });
+
+  it('runs each draw as --seed would and counts the checks over the draws', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'nuri-draws-'));
+    // No time limits or priorities in the file: each seed draws its own.
+    const lines = ['submit,duration,gpus,tenant'];
+    for (let i = 0; i < 40; i++) lines.push(`${i * 300},${1800 + ((i * 7919) % 5400)},${[1, 2, 4, 8, 16][i % 5]},${['a', 'b'][i % 2]}`);
+    writeFileSync(join(dir, 'w.csv'), lines.join('\n') + '\n');
+    const args = parseArgs(['--trace', join(dir, 'w.csv'), '--nodes', '3', '--policy', 'slurm,nuri', '--seeds', '4,9']);
+    const seen: number[] = [];
+    const o = runDraws(args, args.seeds!, (d) => seen.push(d.seed));
+    expect(seen).toEqual([4, 9]);
+    for (const d of o.draws) {
+      const single = run(parseArgs(['--trace', join(dir, 'w.csv'), '--nodes', '3', '--policy', 'slurm,nuri', '--seed', String(d.seed)]));
+      expect(d.checks).toEqual(single.checks);
+      expect(d.all.nuri.waitMeanH).toBe(single.rows.find((r) => r.policy === 'nuri' && r.tenant === 'all')!.waitMeanH);
+    }
+    // The two draws differ (time limits and priorities are drawn per seed), or the mode would say nothing.
+    expect(o.draws[0].all.slurm).not.toEqual(o.draws[1].all.slurm);
+    const meanCheck = o.passed['nuri mean wait <= slurm'];
+    expect(meanCheck.of).toBe(2);
+    expect(meanCheck.passed).toBe(o.draws.filter((d) => d.checks[0].ok).length);
+    expect(o.allPassed).toBe(o.draws.filter((d) => d.checks.every((c) => c.ok)).length);
+    const ratio = o.draws.reduce((a, d) => a + d.all.nuri.waitMeanH / d.all.slurm.waitMeanH, 0) / 2;
+    expect(o.ratios.waitMean).toBeCloseTo(ratio, 12);
+    expect(drawsReport(o).join('\n')).toMatch(new RegExp(`${meanCheck.passed} of 2  nuri mean wait <= slurm`));
   });
 });
 

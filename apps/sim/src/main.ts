@@ -9,6 +9,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { DEFAULT_POLICY_CONFIG, PolicyMode, configFor } from '@nuri/scheduling';
+import { drawLine, drawsReport, parseSeeds, runDraws } from './draws';
 import { DEFAULT_GUARANTEE_SHARE, NodeSpec, SimResult, autoQuotas, buildNodes, simulate } from './engine';
 import { Row, rows, table } from './metrics';
 import { Progress } from './progress';
@@ -42,6 +43,8 @@ export interface Args {
   traceJob: string | null;
   /** Print each tenant's running and demanded GPUs every this many hours. */
   timelineHours: number | null;
+  /** Run once per seed and summarize the draws (draws.ts); null: one run with `seed`. */
+  seeds: number[] | null;
 }
 
 export const POLICIES: readonly PolicyMode[] = ['fifo', 'greedy', 'slurm', 'nuri'];
@@ -66,6 +69,7 @@ export function parseArgs(argv: string[]): Args {
     quotas: null,
     traceJob: null,
     timelineHours: null,
+    seeds: null,
   };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
@@ -104,6 +108,9 @@ export function parseArgs(argv: string[]): Args {
         break;
       case '--seed':
         a.seed = Number(v());
+        break;
+      case '--seeds':
+        a.seeds = parseSeeds(v());
         break;
       case '--policy':
         a.policies = v().split(',').map((p) => {
@@ -164,6 +171,11 @@ export function parseArgs(argv: string[]): Args {
     }
   }
   if (a.trace.length === 0) throw new Error('--trace <files...> is required');
+  if (a.seeds !== null) {
+    // These print one run's details; with several draws, rerun the draw of interest with --seed.
+    const perRun = [a.html && '--html', a.traceJob !== null && '--trace-job', a.timelineHours !== null && '--timeline', a.explainShortfall && '--explain-shortfall'].filter(Boolean);
+    if (perRun.length) throw new Error(`--seeds: ${perRun.join(', ')} describe one run; use --seed S for the draw you want to look at`);
+  }
   return a;
 }
 
@@ -253,10 +265,11 @@ function main(): void {
   try {
     args = parseArgs(process.argv.slice(2));
   } catch (e) {
-    process.stderr.write(`${(e as Error).message}\nusage: npm run sim -- --trace <files...> [--nodes 20|h100:N,h800:M] [--days N] [--seed S] [--policy fifo,greedy,slurm,nuri] [--gpu-types any|drawn] [--limit-share X] [--guarantee-share X] [--quotas FILE] [--json FILE|-] [--html FILE] [--requeue restart|resume] [--depth N] [--starvation-hours H] [--explain-shortfall] [--trace-job ID] [--timeline H]\n`);
+    process.stderr.write(`${(e as Error).message}\nusage: npm run sim -- --trace <files...> [--nodes 20|h100:N,h800:M] [--days N] [--seed S | --seeds 1-10] [--policy fifo,greedy,slurm,nuri] [--gpu-types any|drawn] [--limit-share X] [--guarantee-share X] [--quotas FILE] [--json FILE|-] [--html FILE] [--requeue restart|resume] [--depth N] [--starvation-hours H] [--explain-shortfall] [--trace-job ID] [--timeline H]\n`);
     process.exit(2);
   }
   const t0 = performance.now();
+  if (args.seeds !== null) return mainDraws(args, args.seeds, t0);
   let out: RunOutput;
   try {
     out = run(args, true);
@@ -288,6 +301,30 @@ function main(): void {
   if (args.html) writeFileSync(args.html, htmlReport(out));
   if (args.json) console.log(`JSON: ${args.json}`);
   if (args.html) console.log(`HTML: ${args.html}`);
+}
+
+function mainDraws(args: Args, seeds: number[], t0: number): void {
+  const quietOut = args.json === '-';
+  if (!quietOut) console.log(`${seeds.length} draws; per draw and policy: mean wait h, >=32-GPU p99 wait h`);
+  let o;
+  try {
+    o = runDraws(args, seeds, (d) => {
+      if (!quietOut) console.log(drawLine(d, args.policies));
+    });
+  } catch (e) {
+    process.stderr.write(`${(e as Error).message}\n`);
+    process.exit(2);
+  }
+  if (quietOut) {
+    process.stdout.write(JSON.stringify(o, null, 2) + '\n');
+    return;
+  }
+  for (const l of drawsReport(o)) console.log(l);
+  console.log(`total ${((performance.now() - t0) / 1000).toFixed(2)} s`);
+  if (args.json) {
+    writeFileSync(args.json, JSON.stringify(o, null, 2));
+    console.log(`JSON: ${args.json}`);
+  }
 }
 
 /** GPU-hours each tenant held below its entitlement, by the reason its smallest fitting pending job had. */
