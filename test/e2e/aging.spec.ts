@@ -11,11 +11,14 @@ import { apiClient, until } from '../support/http';
 const OPERATOR = 'nuri_operator-bootstrap-token-for-aging-e2e';
 
 /**
+ * Start estimates are calibrated from observed waits (StartCalibration), in the live scheduler
+ * as in the simulator.
+ *
  * The anti-starvation threshold reaches the live scheduler (NURI_STARVATION_SECONDS; it once
  * fell back to 12 h there while the simulator measured 4 h): a low-priority job that has waited
  * past it queues by age with normal work instead of behind all of it.
  */
-describe('aging in the live scheduler', () => {
+describe('aging and start estimates in the live scheduler', () => {
   let db: TestDatabase;
   let server: RunningServer;
   let agent: Agent;
@@ -29,7 +32,7 @@ describe('aging in the live scheduler', () => {
     db = await createTestDatabase();
     work = mkdtempSync(join(tmpdir(), 'nuri-aging-'));
     server = await startServer(bareCenterConfig(db.url, OPERATOR, { NURI_SCHEDULER_TICK_MS: '200', NURI_STARVATION_SECONDS: '2', NURI_TIMEOUT_GRACE_SECONDS: '1' }));
-    await call('POST', '/v1/tenants', { name: 'solo', displayName: 'solo', quotas: [{ gpuType: 'h100', guaranteed: 8, limit: 8 }] }, OPERATOR);
+    await call('POST', '/v1/tenants', { name: 'solo', displayName: 'solo', quotas: [{ gpuType: 'h100', guaranteed: 8, limit: 16 }] }, OPERATOR);
     await call('POST', '/v1/users', { name: 'solo-user', tenant: 'solo', role: 'researcher' }, OPERATOR);
     token = (await call('POST', '/v1/tokens', { user: 'solo-user' }, OPERATOR)).token;
     const node = await call('POST', '/v1/nodes', { name: 'n1', gpuType: 'h100', rack: 'r1', leafSwitch: 'l1' }, OPERATOR);
@@ -56,5 +59,30 @@ describe('aging in the live scheduler', () => {
     await call('POST', `/v1/jobs/${blocker.id}/cancel`);
     await until('low started', async () => (await job(low.id)).state !== 'pending', 15_000);
     expect((await job(normal.id)).state).toBe('pending');
+    await until('normal done', async () => !['pending', 'running'].includes((await job(normal.id)).state), 15_000);
   });
+
+  it('start estimates learn from how long jobs really waited: by time limits at first, then scaled down', async () => {
+    const whole = { gpus: 8, gpuType: 'h100', timeLimitSeconds: 600 };
+    /** A job pending behind a running 600-s job: seconds from now to its estimated start. */
+    const estimateBehindBlocker = async () => {
+      const blocker = await call('POST', '/v1/jobs', { ...whole, name: 'blocker', command: ['sleep', '600'] });
+      await until('blocker running', async () => (await job(blocker.id)).state === 'running', 15_000);
+      const probe = await call('POST', '/v1/jobs', { ...whole, name: 'probe', command: ['true'] });
+      await until('probe estimated', async () => (await job(probe.id)).estimatedStartAt !== null, 15_000);
+      const p = await job(probe.id);
+      await call('POST', `/v1/jobs/${probe.id}/cancel`);
+      await call('POST', `/v1/jobs/${blocker.id}/cancel`);
+      await until('blocker stopped', async () => (await job(blocker.id)).state !== 'running', 15_000);
+      return (Date.parse(p.estimatedStartAt) - Date.now()) / 1000;
+    };
+    // Too few starts seen yet: the estimate is when the blocker reaches its time limit.
+    expect(await estimateBehindBlocker()).toBeGreaterThan(500);
+    // 24 whole-node jobs at once: each waits behind the others' 600-s limits but runs 0.1 s.
+    const quick: { id: string }[] = [];
+    for (let i = 0; i < 24; i++) quick.push(await call('POST', '/v1/jobs', { ...whole, name: `quick-${i}`, command: ['sleep', '0.1'] }));
+    await until('quick jobs done', async () => (await Promise.all(quick.map((q) => job(q.id)))).every((q) => q.state === 'completed'), 60_000);
+    // Jobs started far sooner than their time limits predicted: the same wait is now estimated short.
+    expect(await estimateBehindBlocker()).toBeLessThan(120);
+  }, 90_000);
 });

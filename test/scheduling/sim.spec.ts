@@ -125,6 +125,29 @@ describe('simulation', () => {
     ]);
   });
 
+  it('start estimates calibrated by observed waits are closer than estimates by time limits', () => {
+    // Users ask for 4x the run time: by time limits every wait is predicted about 4x too long.
+    // One job every 25 min for about 3 days, each 15-45 min: the queue builds up, and most jobs
+    // are first estimated after the calibration has seen 20 starts.
+    const many = Array.from({ length: 200 }, (_, i) => ({
+      id: `a/${String(i).padStart(3, '0')}`, tenant: 'a', submit: i * 1500, duration: 900 + (i % 7) * 300, gpus: 8, gpuType: 'any' as const,
+      timeLimit: 4 * (900 + (i % 7) * 300), priority: 1,
+    }));
+    // A limit above the node, so jobs wait for the node (with an estimate), not over the limit.
+    const tenants = [{ id: 'a', weight: 1, quotas: { h100: { guaranteed: 8, limit: 16 } } }];
+    const sim = (calibrateEstimates: boolean) =>
+      simulate({ label: 'nuri', config: configFor('nuri'), nodes, tenants, jobs: many, windowSeconds: 300_000, requeue: 'resume', calibrateEstimates });
+    const raw = sim(false);
+    const cal = sim(true);
+    // The same decisions: only what users are told changes.
+    expect(cal.jobs.map((j) => [j.id, j.start])).toEqual(raw.jobs.map((j) => [j.id, j.start]));
+    expect(raw.estimateScale).toBeNull();
+    expect(cal.estimateScale!.samples).toBeGreaterThanOrEqual(150);
+    expect(cal.estimateScale!.scale).toBeLessThan(0.5);
+    const err = (r: typeof raw) => rows(r).find((x) => x.tenant === 'all')!.estimateErrorP50H!;
+    expect(err(cal)).toBeLessThan(err(raw) / 2);
+  });
+
   it('quotas follow offered load and leave room to borrow', () => {
     const n = buildNodes({ h100: 2, h800: 2, perLeaf: 8 });
     const { tenants } = autoQuotas([...jobs, { ...jobs[0], id: 'a/2', tenant: 'a' }], n);

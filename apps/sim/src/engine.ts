@@ -13,7 +13,9 @@ import {
   SnapshotTenant,
   TenantQuota,
   Scheduler,
+  StartCalibration,
   accrueUsage,
+  calibratedEstimate,
 } from '@nuri/scheduling';
 import { TraceJob } from './trace';
 
@@ -103,6 +105,11 @@ export interface SimOptions {
   traceJob?: string;
   /** Record each tenant's running and demanded GPUs every this many hours (SimResult.timeline). */
   timelineHours?: number;
+  /**
+   * Show start estimates calibrated by the waits seen so far, as the live scheduler does
+   * (StartCalibration; default true). False: the plan's estimates by time limits.
+   */
+  calibrateEstimates?: boolean;
 }
 
 export interface TimelinePoint {
@@ -169,6 +176,8 @@ export interface SimResult {
   stuck: number;
   jobTrace: string[];
   timeline: TimelinePoint[];
+  /** The factor predicted waits were scaled by at the end, and the starts it came from (null: not calibrated). */
+  estimateScale: { scale: number; samples: number } | null;
 }
 
 interface Live {
@@ -187,6 +196,7 @@ export function simulate(opts: SimOptions): SimResult {
   const capacity = nodes.reduce((s, n) => s + n.gpus.length, 0);
   const graceMs = config.preemptGraceSeconds * 1000;
   const halfLife = config.usageHalfLifeSeconds ?? 7 * 86400;
+  const calibration = opts.calibrateEstimates === false ? null : new StartCalibration();
   const tenantIds = opts.tenants.map((t) => t.id);
   const usage = new Map<string, number>(tenantIds.map((t) => [t, 0]));
   const runG = new Map<string, number>(tenantIds.map((t) => [t, 0]));
@@ -384,18 +394,21 @@ export function simulate(opts: SimOptions): SimResult {
       busy += job.gpus;
       runG.set(l.trace.tenant, runG.get(l.trace.tenant)! + job.gpus);
     }
+    calibration?.observe(now, plan);
+    const scale = calibration?.scale() ?? 1;
     for (const p of plan.pending) {
       const l = pending.get(p.jobId)!;
       lastReason.set(p.jobId, p.reason);
+      const estimate = calibratedEstimate(p, now, scale);
       // A line when the reason or queue position changes (messages change with every count).
       if (traced(p.jobId) && lastTraced.get(p.jobId) !== `${p.reason} ${p.queuePosition}`) {
         lastTraced.set(p.jobId, `${p.reason} ${p.queuePosition}`);
-        const est = p.estimatedStartAt === null ? 'no estimate' : `estimate ${hours(p.estimatedStartAt).trim()} h`;
+        const est = estimate === null ? 'no estimate' : `estimate ${hours(estimate).trim()} h`;
         jobTrace.push(`${hours(now)} h  ${p.jobId}  #${p.queuePosition} ${p.reason} (${est}): ${p.message}`);
       }
       if (l.passesSeen++ === 0) {
         l.out.waitedAtFirstPass = true;
-        l.out.estimate = p.estimatedStartAt === null ? null : p.estimatedStartAt / 1000;
+        l.out.estimate = estimate === null ? null : estimate / 1000;
       }
     }
     for (const p of plan.preemptions) {
@@ -423,5 +436,6 @@ export function simulate(opts: SimOptions): SimResult {
     stuck: pending.size,
     jobTrace,
     timeline,
+    estimateScale: calibration ? { scale: calibration.scale(), samples: calibration.samples } : null,
   };
 }

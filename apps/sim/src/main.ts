@@ -295,7 +295,11 @@ function main(): void {
   if (args.explainShortfall) console.log('\n' + shortfallReport(out.results));
   if (args.traceJob !== null) for (const r of out.results) console.log(`\n${r.label}: job ${args.traceJob}\n${r.jobTrace.join('\n') || '  (no such job)'}`);
   if (args.timelineHours !== null) console.log('\n' + timelineReport(out.results));
-  for (const r of out.results) console.log(`${r.label}: ${r.passes} passes in ${(r.wallMs / 1000).toFixed(2)} s${r.stuck ? `, ${r.stuck} jobs never started` : ''}`);
+  for (const r of out.results)
+    console.log(
+      `${r.label}: ${r.passes} passes in ${(r.wallMs / 1000).toFixed(2)} s${r.stuck ? `, ${r.stuck} jobs never started` : ''}` +
+        (r.estimateScale ? `; start estimates: predicted waits x ${r.estimateScale.scale} (median of the last ${r.estimateScale.samples} starts)` : ''),
+    );
   console.log(`total ${secs.toFixed(2)} s`);
   if (args.json) writeFileSync(args.json, JSON.stringify(jsonOf(out), null, 2));
   if (args.html) writeFileSync(args.html, htmlReport(out));
@@ -365,7 +369,7 @@ export function jsonOf(out: RunOutput) {
     rows: out.rows,
     checks: out.checks,
     runs: out.results.map((r) => ({
-      policy: r.label, passes: r.passes, wallMs: Math.round(r.wallMs), stuck: r.stuck,
+      policy: r.label, passes: r.passes, wallMs: Math.round(r.wallMs), stuck: r.stuck, estimateScale: r.estimateScale,
       guaranteeShortfallGpuHours: shortfallGpuHours(r),
       ...(r.jobTrace.length > 0 ? { jobTrace: r.jobTrace } : {}),
       ...(r.timeline.length > 0 ? { timeline: r.timeline } : {}),

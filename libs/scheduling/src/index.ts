@@ -3,3 +3,4 @@ export { schedule, borrowedJobs } from './policy';
 export { Scheduler } from './scheduler';
 export { DEFAULT_POLICY_CONFIG, configFor, decayUsage, accrueUsage } from './config';
 export { allowedModels } from './ranking';
+export { StartCalibration, calibratedEstimate, MIN_ESTIMATE_SCALE, MAX_ESTIMATE_SCALE } from './estimates';

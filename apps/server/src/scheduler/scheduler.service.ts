@@ -13,7 +13,7 @@ import {
   type TenantWithQuotas,
 } from '@nuri/db';
 import { NuriMetrics } from '@nuri/metrics';
-import { Plan, Scheduler } from '@nuri/scheduling';
+import { Plan, Scheduler, StartCalibration, calibratedEstimate } from '@nuri/scheduling';
 import { Clock } from '../core/clock';
 import { CONFIG, DATABASE } from '../core/core.module';
 import { Wakeups } from '../core/wakeups';
@@ -52,6 +52,12 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
   private again = false;
   private stopped = false;
   private unsubscribe?: () => void;
+  /**
+   * Scales the plan's estimates (by time limits) by how long jobs really waited against them
+   * (median over recent starts). In memory: a scheduler that takes over starts from the time
+   * limits again until it has seen enough starts.
+   */
+  private readonly calibration = new StartCalibration();
   /** What was last written for each pending job, so a pass writes only changes. */
   private readonly lastAnnotation = new Map<string, string>();
   private readonly passMetrics: SchedulerMetricsState;
@@ -212,7 +218,8 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
         if (victim && tenant !== undefined) this.metrics.recordPreemption(tenant, victim.gpuModel, 'guarantee_reclaim');
       }
     }
-    await this.annotate(plan, new Set(started));
+    this.calibration.observe(now.getTime(), plan, started);
+    await this.annotate(plan, new Set(started), now.getTime());
     this.recordPassMetrics(now, { tenants, nodes, pending, running }, plan, started, jobsByState, tenantNames);
     if (started.length || plan.preemptions.length) this.wakeups.wake('dispatch');
     return { plan, started, skipped, durationMs: performance.now() - t0 };
@@ -252,13 +259,15 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     this.passMetrics.nodeInfo(i.nodes);
   }
 
-  private async annotate(plan: Plan, started: Set<string>): Promise<void> {
+  private async annotate(plan: Plan, started: Set<string>, now: number): Promise<void> {
     const rows = [];
     const live = new Set<string>();
+    const scale = this.calibration.scale();
     for (const p of plan.pending) {
       if (started.has(p.jobId)) continue;
       live.add(p.jobId);
-      const eta = p.estimatedStartAt === null ? null : new Date(p.estimatedStartAt);
+      const est = calibratedEstimate(p, now, scale);
+      const eta = est === null ? null : new Date(est);
       const key = `${p.message}|${eta?.getTime() ?? ''}|${p.queuePosition}`;
       if (this.lastAnnotation.get(p.jobId) === key) continue;
       this.lastAnnotation.set(p.jobId, key);
