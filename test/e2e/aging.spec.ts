@@ -84,5 +84,10 @@ describe('aging and start estimates in the live scheduler', () => {
     await until('quick jobs done', async () => (await Promise.all(quick.map((q) => job(q.id)))).every((q) => q.state === 'completed'), 60_000);
     // Jobs started far sooner than their time limits predicted: the same wait is now estimated short.
     expect(await estimateBehindBlocker()).toBeLessThan(120);
+    // Operators see the factor on /metrics.
+    const text = await (await fetch(`${server.url}/metrics`)).text();
+    const scale = Number(/^nuri_scheduler_start_estimate_scale_ratio (\S+)$/m.exec(text)?.[1]);
+    expect(scale).toBeGreaterThan(0);
+    expect(scale).toBeLessThan(0.2);
   }, 90_000);
 });

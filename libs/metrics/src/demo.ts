@@ -87,6 +87,7 @@ export function populateDemoFleet(m: NuriMetrics, o: DemoFleetOptions): { jobs: 
 export function populateDemoControlPlane(m: NuriMetrics, atMs: number): void {
   const tenants = DEMO_TENANTS;
   m.setLeader(true);
+  m.setStartEstimateScale(0.25);
   const wanted: JobGpuTypeLabel[] = ['h100', 'h800', 'any'];
   m.setSchedulerSnapshot({
     jobs: tenants.flatMap((tenant, i) => [

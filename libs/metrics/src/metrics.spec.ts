@@ -293,9 +293,13 @@ describe('scheduler, tenants, gateway, API', () => {
     p = await scrape(m);
     expect(findSamples(p, 'nuri_tenant_quota_guaranteed_gpus').map((s) => s.labels.tenant)).toEqual(['b']);
     expect(findSamples(p, 'nuri_scheduler_leader')[0]!.value).toBe(1);
+    m.setStartEstimateScale(0.12);
+    expect(findSamples(await scrape(m), 'nuri_scheduler_start_estimate_scale_ratio')[0]!.value).toBe(0.12);
     m.setLeader(false);
     p = await scrape(m);
     expect(findSamples(p, 'nuri_scheduler_leader')[0]!.value).toBe(0);
+    // A standby's scale is not the leader's: 0, so max() across processes is the leader's.
+    expect(findSamples(p, 'nuri_scheduler_start_estimate_scale_ratio')[0]!.value).toBe(0);
     expect(findSamples(p, 'nuri_tenant_quota_guaranteed_gpus')).toHaveLength(0);
   });
 

@@ -103,6 +103,7 @@ export class NuriMetrics {
   private readonly passDuration: Histogram;
   private readonly lastPass: Gauge;
   private readonly leader: Gauge;
+  private readonly estimateScale: Gauge;
   private readonly gpus: Gauge<Labels<typeof METRICS.schedulerGpus>>;
   private readonly preemptions: Counter<Labels<typeof METRICS.schedulerPreemptions>>;
   private readonly quotaGuaranteed: Gauge<Labels<typeof METRICS.tenantQuotaGuaranteed>>;
@@ -147,6 +148,7 @@ export class NuriMetrics {
     this.lastPass = gauge(METRICS.schedulerLastPass);
     this.leader = gauge(METRICS.schedulerLeader);
     this.leader.set(0);
+    this.estimateScale = gauge(METRICS.schedulerStartEstimateScale);
     this.gpus = gauge(METRICS.schedulerGpus);
     this.preemptions = counter(METRICS.schedulerPreemptions);
     this.quotaGuaranteed = gauge(METRICS.tenantQuotaGuaranteed);
@@ -340,8 +342,13 @@ export class NuriMetrics {
   setLeader(isLeader: boolean): void {
     this.leader.set(isLeader ? 1 : 0);
     if (!isLeader) {
-      for (const g of [this.jobs, this.gpus, this.pendingGpus, this.oldestPending, this.quotaGuaranteed, this.quotaLimit, this.allocated, this.shortfall]) g.reset();
+      for (const g of [this.jobs, this.gpus, this.pendingGpus, this.oldestPending, this.quotaGuaranteed, this.quotaLimit, this.allocated, this.shortfall, this.estimateScale]) g.reset();
     }
+  }
+
+  /** After each pass, by the leader: the factor applied to predicted waits (StartCalibration). */
+  setStartEstimateScale(scale: number): void {
+    this.estimateScale.set(scale);
   }
 
   setJobCounts(rows: readonly JobCountRow[]): void {

@@ -219,6 +219,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       }
     }
     this.calibration.observe(now.getTime(), plan, started);
+    this.metrics.setStartEstimateScale(this.calibration.scale());
     await this.annotate(plan, new Set(started), now.getTime());
     this.recordPassMetrics(now, { tenants, nodes, pending, running }, plan, started, jobsByState, tenantNames);
     if (started.length || plan.preemptions.length) this.wakeups.wake('dispatch');
