@@ -350,14 +350,15 @@ describe('properties', () => {
     );
   });
 
-  it("a guaranteed tenant's fitting job starts within one pass plus the grace period", () => {
+  it("a guaranteed tenant's fitting job starts within one pass plus the grace period, also with the borrower's younger jobs queued", () => {
     fc.assert(
       fc.property(
         fc.integer({ min: 1, max: 4 }),
         fc.integer({ min: 0, max: 100 }),
         fc.array(fc.record({ size: fc.constantFrom(1, 2, 4, 8), prio: fc.integer({ min: 0, max: 2 }), agoMin: fc.integer({ min: 11, max: 600 }) }), { minLength: 1, maxLength: 40 }),
         fc.integer({ min: 1, max: 8 }),
-        (n, split, fill, want) => {
+        fc.array(fc.constantFrom(1, 2, 4, 8, 16), { maxLength: 12 }),
+        (n, split, fill, want, more) => {
           const nodes: SnapshotNode[] = Array.from({ length: n }, (_, i) => ({
             id: `n${i}`, name: `n${i}`, gpuType: 'h100' as GpuModel, rack: 'r', leafSwitch: 'l',
             schedulable: true, gpus: Array.from({ length: 8 }, (_, index) => ({ index, healthy: true })),
@@ -366,14 +367,19 @@ describe('properties', () => {
           const ga = Math.max(want, Math.floor((cap * split) / 100));
           if (ga > cap) return;
           const tenants: SnapshotTenant[] = [
-            { id: 'a', name: 'a', weight: 1, decayedUsage: 1e9, quotas: { h100: { guaranteed: ga, limit: cap } } },
-            { id: 'b', name: 'b', weight: 1, decayedUsage: 0, quotas: { h100: { guaranteed: cap - ga, limit: cap } } },
+            // a has used less, so among jobs within their guarantees a's goes first: b's queued jobs
+            // within b's guarantee would otherwise legitimately take the room first.
+            { id: 'a', name: 'a', weight: 1, decayedUsage: 0, quotas: { h100: { guaranteed: ga, limit: cap } } },
+            { id: 'b', name: 'b', weight: 1, decayedUsage: 1e9, quotas: { h100: { guaranteed: cap - ga, limit: cap } } },
           ];
           const world = new World(nodes, tenants, BASE, T0 + 10 * HOUR * 1000);
           // b fills the cluster through the policy itself, started long enough ago.
           fill.forEach((f, i) => world.submit({ id: `b${String(i).padStart(2, '0')}`, tenantId: 'b', gpus: f.size, gpuType: 'h100', priority: f.prio, submittedAt: T0, timeLimitSeconds: 48 * HOUR }, 40 * HOUR));
           world.step();
-          world.pending = [];
+          // b's jobs that did not fit stay queued, and b queues more; none has waited long enough to
+          // starve (a starving borrower's reservation is the open question in docs/scheduling.md).
+          world.pending = world.pending.map((j) => ({ ...j, submittedAt: world.now - 60_000, queuedAt: world.now - 60_000 }));
+          more.forEach((m, i) => world.submit({ id: `bq${String(i).padStart(2, '0')}`, tenantId: 'b', gpus: m, gpuType: 'h100', priority: 2, submittedAt: world.now - 30_000, timeLimitSeconds: 2 * HOUR }, HOUR));
           world.running = world.running.map((r, i) => ({ ...r, startedAt: world.now - fill[i % fill.length].agoMin * 60_000 }));
           world.submit({ id: 'a-job', tenantId: 'a', gpus: want, gpuType: 'h100', priority: 1, submittedAt: world.now, timeLimitSeconds: HOUR }, HOUR);
           const s = world.snapshot();
