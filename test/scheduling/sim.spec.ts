@@ -194,7 +194,7 @@ describe('several draws (--seeds)', () => {
     writeFileSync(join(dir, 'w.csv'), lines.join('\n') + '\n');
     const args = parseArgs(['--trace', join(dir, 'w.csv'), '--nodes', '3', '--policy', 'slurm,nuri', '--seeds', '4,9']);
     const seen: number[] = [];
-    const o = runDraws(args, args.seeds!, (d) => seen.push(d.seed));
+    const o = runDraws(args.seeds!, (seed) => run({ ...args, seed }), (d) => seen.push(d.seed));
     expect(seen).toEqual([4, 9]);
     for (const d of o.draws) {
       const single = run(parseArgs(['--trace', join(dir, 'w.csv'), '--nodes', '3', '--policy', 'slurm,nuri', '--seed', String(d.seed)]));

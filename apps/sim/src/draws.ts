@@ -7,7 +7,7 @@
  * checks and, over the draws, how often each check passed and the mean ratio of nuri's
  * figures to slurm's.
  */
-import { Args, checks, run } from './main';
+import type { RunOutput } from './main';
 import { Row } from './metrics';
 
 export interface DrawSummary {
@@ -45,15 +45,16 @@ export function parseSeeds(s: string): number[] {
   return out;
 }
 
-export function runDraws(args: Args, seeds: number[], onDraw?: (d: DrawSummary, i: number) => void): DrawsOutput {
+/** `runOne(seed)`: the scenario's run with that seed (main.ts passes its `run`; no import cycle). */
+export function runDraws(seeds: number[], runOne: (seed: number) => Pick<RunOutput, 'rows' | 'checks'>, onDraw?: (d: DrawSummary, i: number) => void): DrawsOutput {
   const draws: DrawSummary[] = [];
   for (const seed of seeds) {
-    const out = run({ ...args, seed });
+    const out = runOne(seed);
     const all: DrawSummary['all'] = {};
     for (const r of out.rows.filter((x) => x.tenant === 'all'))
       all[r.policy] = { waitMeanH: r.waitMeanH, waitP99H: r.waitP99H, bigWaitP99H: r.bigWaitP99H, preemptions: r.preemptions, utilization: r.utilization };
     const held = out.rows.filter((r) => r.policy === 'nuri' && r.tenant !== 'all' && r.guaranteeMet !== null).map((r) => r.guaranteeMet!);
-    const d: DrawSummary = { seed, all, nuriGuaranteeMin: held.length ? Math.min(...held) : null, checks: checks(out.rows) };
+    const d: DrawSummary = { seed, all, nuriGuaranteeMin: held.length ? Math.min(...held) : null, checks: out.checks };
     draws.push(d);
     onDraw?.(d, draws.length - 1);
   }

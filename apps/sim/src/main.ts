@@ -312,7 +312,7 @@ function mainDraws(args: Args, seeds: number[], t0: number): void {
   if (!quietOut) console.log(`${seeds.length} draws; per draw and policy: mean wait h, >=32-GPU p99 wait h`);
   let o;
   try {
-    o = runDraws(args, seeds, (d) => {
+    o = runDraws(seeds, (seed) => run({ ...args, seed }), (d) => {
       if (!quietOut) console.log(drawLine(d, args.policies));
     });
   } catch (e) {
