@@ -8,7 +8,7 @@
  * figures to slurm's.
  */
 import type { RunOutput } from './main';
-import { Row } from './metrics';
+import { Row, guaranteeRows } from './metrics';
 
 export interface DrawSummary {
   seed: number;
@@ -53,7 +53,7 @@ export function runDraws(seeds: number[], runOne: (seed: number) => Pick<RunOutp
     const all: DrawSummary['all'] = {};
     for (const r of out.rows.filter((x) => x.tenant === 'all'))
       all[r.policy] = { waitMeanH: r.waitMeanH, waitP99H: r.waitP99H, bigWaitP99H: r.bigWaitP99H, preemptions: r.preemptions, utilization: r.utilization };
-    const held = out.rows.filter((r) => r.policy === 'nuri' && r.tenant !== 'all' && r.guaranteeMet !== null).map((r) => r.guaranteeMet!);
+    const held = guaranteeRows(out.rows, 'nuri').map((r) => r.guaranteeMet!);
     const d: DrawSummary = { seed, all, nuriGuaranteeMin: held.length ? Math.min(...held) : null, checks: out.checks };
     draws.push(d);
     onDraw?.(d, draws.length - 1);

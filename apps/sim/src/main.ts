@@ -11,7 +11,7 @@ import { writeFileSync } from 'node:fs';
 import { DEFAULT_POLICY_CONFIG, PolicyMode, configFor } from '@nuri/scheduling';
 import { drawLine, drawsReport, parseSeeds, runDraws } from './draws';
 import { DEFAULT_GUARANTEE_SHARE, NodeSpec, SimResult, autoQuotas, buildNodes, simulate } from './engine';
-import { Row, rows, table } from './metrics';
+import { Row, guaranteeRows, rows, table } from './metrics';
 import { Progress } from './progress';
 import { applyQuotaFile, loadQuotaFile } from './quotas';
 import { htmlReport } from './report';
@@ -249,7 +249,7 @@ export function checks(all: Row[]): { name: string; ok: boolean; detail: string 
       detail: `${n.bigWaitP99H?.toFixed(2)} h vs ${s.bigWaitP99H?.toFixed(2)} h`,
     },
   ];
-  for (const r of all.filter((x) => x.policy === 'nuri' && x.tenant !== 'all' && x.guaranteeMet !== null)) {
+  for (const r of guaranteeRows(all, 'nuri')) {
     const sr = get('slurm', r.tenant);
     out.push({
       name: `nuri: ${r.tenant} holds its guarantee while its demand exceeds it`,

@@ -39,6 +39,11 @@ export function quantile(sorted: number[], q: number): number {
 
 const H = 3600;
 
+/** One policy's per-tenant rows that have a guarantee share (tenants whose demand reached their guarantee). */
+export function guaranteeRows(all: readonly Row[], policy: string): Row[] {
+  return all.filter((r) => r.policy === policy && r.tenant !== 'all' && r.guaranteeMet !== null);
+}
+
 export function rows(r: SimResult): Row[] {
   const tenants = [...new Set(r.jobs.map((j) => j.tenant))].sort();
   const out: Row[] = [];
