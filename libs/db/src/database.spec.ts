@@ -3,7 +3,10 @@ import { describe, expect, it } from 'vitest';
 import { DatabaseHandle, openDatabase } from './database';
 import { migrateDown, migrateTo, migrateToLatest } from './migrate';
 
-const ALL = ['0001_init', '0002_queued_at'];
+// Every migration, in order; later ones are appended by whoever adds them (0003: users.disabled_at, api_tokens.issued_by).
+const ALL = ['0001_init', '0002_queued_at', '0003_user_disable_token_parent'];
+/** The 0002 tests below work between 0001 and 0002 only, whatever comes after. */
+const at0001 = async (db: Kysely<any>) => (await migrateTo(db, '0001_init')).filter((m) => m <= '0002_queued_at');
 
 describe('embedded database', () => {
   it('migrates, and migrating twice is a no-op', async () => {
@@ -82,9 +85,9 @@ describe.each([
 
   it('backfills queued_at from the latest move to pending, else the submission, and requires it after', () =>
     withDb(async (h) => {
-      expect(await migrateTo(h.db, '0001_init')).toEqual(['0002_queued_at']);
+      expect(await at0001(h.db)).toEqual(['0002_queued_at']);
       await seedUnder0001(h.db);
-      expect(await migrateToLatest(h.db)).toEqual(['0002_queued_at']);
+      expect(await migrateTo(h.db, '0002_queued_at')).toEqual(['0002_queued_at']);
       expect(await queuedAt(h.db)).toEqual({ requeued: t(20), waiting: t(5), bare: t(7) });
       const col = await sql<{ is_nullable: string }>`select is_nullable from information_schema.columns where table_name = 'jobs' and column_name = 'queued_at'`.execute(h.db);
       expect(col.rows).toEqual([{ is_nullable: 'NO' }]);
@@ -95,10 +98,46 @@ describe.each([
       await migrateTo(h.db, '0001_init');
       await seedUnder0001(h.db);
       await migrateToLatest(h.db);
-      expect(await migrateTo(h.db, '0001_init')).toEqual(['0002_queued_at']);
+      expect(await at0001(h.db)).toEqual(['0002_queued_at']);
       const cols = await sql<{ n: number }>`select count(*)::int as n from information_schema.columns where table_name = 'jobs' and column_name = 'queued_at'`.execute(h.db);
       expect(cols.rows[0]!.n).toBe(0);
-      expect(await migrateToLatest(h.db)).toEqual(['0002_queued_at']);
+      expect(await migrateTo(h.db, '0002_queued_at')).toEqual(['0002_queued_at']);
       expect(await queuedAt(h.db)).toEqual({ requeued: t(20), waiting: t(5), bare: t(7) });
     }));
+});
+
+describe.each([
+  ['real PostgreSQL', async () => (await import('./testing')).createTestDatabase()],
+  ['embedded PGlite', async () => {
+    const handle = await openDatabase({});
+    await migrateToLatest(handle.db);
+    return { handle, drop: () => handle.close() };
+  }],
+] as const)('0003_user_disable_token_parent on %s', (_kind, open) => {
+  const cols = async (db: Kysely<any>) =>
+    (
+      await sql<{ c: string }>`select table_name || '.' || column_name as c from information_schema.columns
+        where (table_name, column_name) in (('users', 'disabled_at'), ('api_tokens', 'issued_by')) order by 1`.execute(db)
+    ).rows.map((r) => r.c);
+
+  it('keeps users and tokens enabled and parentless, and goes down and back up', async () => {
+    const d: { handle: DatabaseHandle; drop(): Promise<void> } = await open();
+    const db = d.handle.db;
+    try {
+      await migrateTo(db, '0002_queued_at');
+      expect(await cols(db)).toEqual([]);
+      const user = (await sql<{ id: string }>`insert into users (name, role) values ('root', 'operator') returning id`.execute(db)).rows[0]!.id;
+      await sql`insert into api_tokens (user_id, token_hash) values (${user}, 'h')`.execute(db);
+      expect(await migrateTo(db, '0003_user_disable_token_parent')).toEqual(['0003_user_disable_token_parent']);
+      expect(await cols(db)).toEqual(['api_tokens.issued_by', 'users.disabled_at']);
+      const row = (await sql<{ disabled_at: Date | null; issued_by: string | null }>`select u.disabled_at, t.issued_by from users u join api_tokens t on t.user_id = u.id`.execute(db)).rows;
+      expect(row).toEqual([{ disabled_at: null, issued_by: null }]);
+      expect(await migrateTo(db, '0002_queued_at')).toEqual(['0003_user_disable_token_parent']);
+      expect(await cols(db)).toEqual([]);
+      await migrateToLatest(db);
+      expect(await cols(db)).toEqual(['api_tokens.issued_by', 'users.disabled_at']);
+    } finally {
+      await d.drop();
+    }
+  });
 });

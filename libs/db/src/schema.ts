@@ -26,6 +26,8 @@ export interface UsersTable {
   tenant_id: string | null;
   role: 'researcher' | 'tenant-admin' | 'operator';
   created_at: CreatedAt;
+  /** Set while the user is disabled: none of their tokens authenticates. */
+  disabled_at: Timestamp | null;
 }
 
 export interface ApiTokensTable {
@@ -36,6 +38,8 @@ export interface ApiTokensTable {
   created_at: CreatedAt;
   expires_at: Timestamp | null;
   revoked_at: Timestamp | null;
+  /** The token whose caller created this one; null for tokens the server made (bootstrap, demo). */
+  issued_by: string | null;
 }
 
 export interface NodesTable {

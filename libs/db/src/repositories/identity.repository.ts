@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import type { Db } from './tenants.repository';
 
 export interface Principal {
@@ -6,7 +7,13 @@ export interface Principal {
   role: 'researcher' | 'tenant-admin' | 'operator';
   tenantId: string | null;
   tenantName: string | null;
+  /** The token the caller authenticated with, and when it expires (null: never). */
+  tokenId: string;
+  tokenExpiresAt: Date | null;
 }
+
+/** Why a token does not authenticate: unknown, expired or revoked (one answer for all three), or its user is disabled. */
+export type TokenRefusal = 'invalid' | 'user_disabled';
 
 export interface UserRecord {
   id: string;
@@ -15,6 +22,8 @@ export interface UserRecord {
   tenantId: string | null;
   tenantName: string | null;
   createdAt: Date;
+  /** Set while the user is disabled. */
+  disabledAt: Date | null;
 }
 
 /** Users and their API tokens. Tokens are stored as hashes only. */
@@ -41,6 +50,7 @@ export class IdentityRepository {
         'users.tenant_id as tenantId',
         'tenants.name as tenantName',
         'users.created_at as createdAt',
+        'users.disabled_at as disabledAt',
       ]);
   }
 
@@ -67,10 +77,14 @@ export class IdentityRepository {
     return q.execute();
   }
 
-  async createToken(t: { userId: string; hash: string; description: string; expiresAt: Date | null }): Promise<{ id: string; createdAt: Date }> {
+  /**
+   * `issuedBy`: the token whose caller creates this one (a revoke with cascade takes it along);
+   * omitted for tokens the server makes itself.
+   */
+  async createToken(t: { userId: string; hash: string; description: string; expiresAt: Date | null; issuedBy?: string | null }): Promise<{ id: string; createdAt: Date }> {
     return this.db
       .insertInto('api_tokens')
-      .values({ user_id: t.userId, token_hash: t.hash, description: t.description, expires_at: t.expiresAt })
+      .values({ user_id: t.userId, token_hash: t.hash, description: t.description, expires_at: t.expiresAt, issued_by: t.issuedBy ?? null })
       .returning(['id', 'created_at as createdAt'])
       .executeTakeFirstOrThrow();
   }
@@ -78,7 +92,7 @@ export class IdentityRepository {
   async listTokens(userId: string) {
     return this.db
       .selectFrom('api_tokens')
-      .select(['id', 'description', 'created_at as createdAt', 'expires_at as expiresAt'])
+      .select(['id', 'description', 'created_at as createdAt', 'expires_at as expiresAt', 'issued_by as issuedBy'])
       .where('user_id', '=', userId)
       .where('revoked_at', 'is', null)
       .orderBy('created_at')
@@ -101,8 +115,45 @@ export class IdentityRepository {
       .executeTakeFirst();
   }
 
+  /**
+   * Revokes a token and, with `cascade`, every live token created with it, and theirs in turn
+   * (one statement: a recursive walk over `issued_by`, through tokens already revoked too, so an
+   * earlier revoke of a middle token hides none below it). Returns the ids revoked now, the
+   * token's own first when it was live; empty when there was nothing left to revoke.
+   */
+  async revokeTokenTree(id: string, cascade: boolean, now: Date): Promise<string[]> {
+    if (!cascade) return (await this.revokeToken(id, null, now)) ? [id] : [];
+    const r = await sql<{ id: string }>`
+      with recursive tree(id) as (
+        select id from api_tokens where id = ${id}
+        union
+        select t.id from api_tokens t join tree on t.issued_by = tree.id
+      )
+      update api_tokens set revoked_at = ${now} where id in (select id from tree) and revoked_at is null returning id`.execute(this.db);
+    const ids = r.rows.map((x) => x.id);
+    return ids.includes(id) ? [id, ...ids.filter((x) => x !== id)] : ids;
+  }
+
+  /** Disables (`at`) or enables (null) a user. Disabling keeps the first time; returns whether the user exists. */
+  async setUserDisabled(userId: string, at: Date | null): Promise<boolean> {
+    let q = this.db.updateTable('users').set({ disabled_at: at }).where('id', '=', userId);
+    // Disabling twice keeps when it first happened.
+    if (at) q = q.where('disabled_at', 'is', null);
+    await q.executeTakeFirst();
+    return (await this.findUserById(userId)) !== undefined;
+  }
+
+  /**
+   * The principal of a live token (unrevoked, unexpired, its user enabled), or why there is
+   * none. A disabled user's tokens are refused however they were made.
+   */
   async principalByTokenHash(hash: string, now: Date): Promise<Principal | undefined> {
-    return this.db
+    const r = await this.authenticateHash(hash, now);
+    return 'principal' in r ? r.principal : undefined;
+  }
+
+  async authenticateHash(hash: string, now: Date): Promise<{ principal: Principal } | { refused: TokenRefusal }> {
+    const row = await this.db
       .selectFrom('api_tokens')
       .innerJoin('users', 'users.id', 'api_tokens.user_id')
       .leftJoin('tenants', 'tenants.id', 'users.tenant_id')
@@ -112,10 +163,17 @@ export class IdentityRepository {
         'users.role as role',
         'users.tenant_id as tenantId',
         'tenants.name as tenantName',
+        'users.disabled_at as disabledAt',
+        'api_tokens.id as tokenId',
+        'api_tokens.expires_at as tokenExpiresAt',
       ])
       .where('api_tokens.token_hash', '=', hash)
       .where('api_tokens.revoked_at', 'is', null)
       .where((eb) => eb.or([eb('api_tokens.expires_at', 'is', null), eb('api_tokens.expires_at', '>', now)]))
       .executeTakeFirst();
+    if (!row) return { refused: 'invalid' };
+    if (row.disabledAt) return { refused: 'user_disabled' };
+    const { disabledAt: _, ...principal } = row;
+    return { principal };
   }
 }

@@ -98,6 +98,44 @@ describe.each([
     expect(await s.ids.principalByTokenHash(`h-${_kind}`, t0)).toBeUndefined();
   });
 
+  it('refuses every token of a disabled user until they are enabled again', async () => {
+    const u = await s.ids.createUser({ name: `dis-${_kind}`, tenantId: s.tenantId, role: 'researcher' });
+    await s.ids.createToken({ userId: u, hash: `d1-${_kind}`, description: '', expiresAt: null });
+    await s.ids.createToken({ userId: u, hash: `d2-${_kind}`, description: '', expiresAt: null });
+    expect(await s.ids.authenticateHash(`d1-${_kind}`, t0)).toMatchObject({ principal: { userName: `dis-${_kind}`, tokenExpiresAt: null } });
+    await s.ids.setUserDisabled(u, t0);
+    await s.ids.setUserDisabled(u, new Date(t0.getTime() + 5000)); // disabling again keeps the first time
+    expect((await s.ids.findUserById(u))!.disabledAt).toEqual(t0);
+    for (const h of [`d1-${_kind}`, `d2-${_kind}`]) expect(await s.ids.authenticateHash(h, t0)).toEqual({ refused: 'user_disabled' });
+    expect(await s.ids.authenticateHash(`nope-${_kind}`, t0)).toEqual({ refused: 'invalid' });
+    await s.ids.setUserDisabled(u, null);
+    expect(await s.ids.principalByTokenHash(`d2-${_kind}`, t0)).toMatchObject({ userName: `dis-${_kind}` });
+  });
+
+  it('revokes a token with every live token created from it, transitively, and nothing else', async () => {
+    const mk = async (name: string, issuedBy: string | null) =>
+      (await s.ids.createToken({ userId: s.userId, hash: `${name}-${_kind}`, description: name, expiresAt: null, issuedBy })).id;
+    const root = await mk('root', null);
+    const child = await mk('child', root);
+    const grandchild = await mk('grandchild', child);
+    const sibling = await mk('sibling', null);
+    const other = await mk('other', sibling);
+    expect(await s.ids.revokeTokenTree(child, false, t0)).toEqual([child]);
+    // Without cascade the grandchild lives on, and a second plain revoke of the child is a no-op.
+    expect(await s.ids.revokeTokenTree(child, false, t0)).toEqual([]);
+    expect(await s.ids.principalByTokenHash(`grandchild-${_kind}`, t0)).toBeDefined();
+    const gc2 = await mk('gc2', grandchild);
+    // The child was revoked on its own first: the walk still goes through it to what lies below.
+    const revoked = await s.ids.revokeTokenTree(root, true, t0);
+    expect(revoked[0]).toBe(root);
+    expect(revoked.slice(1).sort()).toEqual([grandchild, gc2].sort());
+    // Nothing left: a repeat revokes nothing.
+    expect(await s.ids.revokeTokenTree(root, true, t0)).toEqual([]);
+    for (const n of ['root', 'child', 'grandchild', 'gc2']) expect(await s.ids.principalByTokenHash(`${n}-${_kind}`, t0)).toBeUndefined();
+    for (const n of ['sibling', 'other']) expect(await s.ids.principalByTokenHash(`${n}-${_kind}`, t0)).toBeDefined();
+    expect(other).toBeTruthy();
+  });
+
   it('applies an agent stream sequence number once', async () => {
     expect(await s.nodes.advanceStream(s.nodeId, 's1', 0, t0)).toBe(true);
     expect(await s.nodes.advanceStream(s.nodeId, 's1', 0, t0)).toBe(false);
