@@ -2,7 +2,8 @@ import { parseServerConfig, ServerConfig } from '@nuri/config';
 
 /** What every test center shares: loopback, any free port, a test database, quiet logs. */
 function testCenterConfig(databaseUrl: string, vars: Record<string, string>): ServerConfig {
-  return parseServerConfig({ PORT: '0', HOST: '127.0.0.1', DATABASE_URL: databaseUrl, NURI_LOG_LEVEL: 'error', ...vars });
+  // No reconnect allowance after start unless a test asks for one: tests see node timeouts at once.
+  return parseServerConfig({ PORT: '0', HOST: '127.0.0.1', DATABASE_URL: databaseUrl, NURI_LOG_LEVEL: 'error', NURI_RECONNECT_ALLOWANCE_SECONDS: '0', ...vars });
 }
 
 /**

@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import WebSocket from 'ws';
-import { ServerMessage, WIRE_VERSION, type GpuInventory, type GpuModel, type JobEvent, type StartJob } from '@nuri/contracts';
+import { ServerMessage, WIRE_VERSION, type GpuInventory, type GpuModel, type JobEvent, type StartJob, type StopJob } from '@nuri/contracts';
 import { fullJitterDelay } from './backoff';
 import { SimulatedCollector, type SimulatedFault } from './collector/simulated';
 import type { Collector } from './collector/types';
-import { Journal, RunningState } from './journal';
+import { FinishedAttempts, Journal, RunningState } from './journal';
 import { Outbox, type SequencedMessage, type UnsequencedMessage } from './outbox';
 import { JobRunner, groupAlive, type RunAs } from './runner';
 
@@ -64,6 +64,7 @@ export class Agent {
   private readonly outbox: Outbox;
   private readonly journal: Journal;
   private readonly runningState: RunningState;
+  private readonly finished: FinishedAttempts;
   /** seq -> journal entry id of job events in flight. */
   private readonly journalOfSeq = new Map<number, string>();
   /** Starts waiting for their GPUs to be freed or for the previous attempt's exit to be acked. */
@@ -88,6 +89,7 @@ export class Agent {
     this.outbox = new Outbox({ maxSamples: opts.maxBufferedSamples });
     this.journal = new Journal(join(opts.workDir, 'journal.jsonl'));
     this.runningState = new RunningState(join(opts.workDir, 'running.json'));
+    this.finished = new FinishedAttempts(join(opts.workDir, 'finished.json'));
     this.runner = new JobRunner({
       workDir: opts.workDir,
       logCapBytes: opts.logCapBytes,
@@ -323,8 +325,7 @@ export class Agent {
         this.startJob(parsed);
         break;
       case 'stop':
-        if (this.deferred.delete(parsed.jobId)) break;
-        if (!this.runner.stop(parsed)) this.log('info', `stop for ${parsed.jobId}: not running here`);
+        this.stopJob(parsed);
         break;
       case 'error':
         this.s.serverErrors++;
@@ -334,8 +335,55 @@ export class Agent {
     this.notify();
   }
 
+  /**
+   * Stops the attempt the server means. A stop for an attempt this agent does not run (a
+   * start that never arrived, an agent restart, a stale read) is answered with an `exited`
+   * of cause `lost` for that attempt, so the server never waits for an exit that cannot come.
+   */
+  private stopJob(msg: StopJob): void {
+    const same = (a: number | undefined) => msg.attempt === undefined || a === undefined || a === msg.attempt;
+    const deferred = this.deferred.get(msg.jobId);
+    if (deferred && same(deferred.attempt)) {
+      this.deferred.delete(msg.jobId);
+      this.reportLost(msg.jobId, deferred.attempt ?? msg.attempt, `stopped (${msg.reason}) before it started`);
+      return;
+    }
+    if (this.runner.isRunning(msg.jobId) && same(this.runner.attempts()[msg.jobId])) {
+      this.runner.stop(msg);
+      return;
+    }
+    const pendingExit = this.journal.pendingExitAttempt(msg.jobId);
+    if (msg.attempt === undefined || (pendingExit !== undefined && pendingExit >= msg.attempt)) {
+      this.log('info', `stop for ${msg.jobId}: not running here${pendingExit !== undefined ? ' (its exit is on its way)' : ''}`);
+      return;
+    }
+    this.reportLost(msg.jobId, msg.attempt, `stop (${msg.reason}) for attempt ${msg.attempt}, which this agent does not run`);
+  }
+
+  /** An explicit word that this agent runs no such attempt (the server ignores it for any other attempt). */
+  private reportLost(jobId: string, attempt: number | undefined, message: string): void {
+    this.log('info', `job ${jobId}${attempt !== undefined ? ` attempt ${attempt}` : ''}: reported lost: ${message}`);
+    this.onJobEvent({ kind: 'exited', jobId, exitCode: null, signal: null, cause: 'lost', message, ...(attempt !== undefined ? { attempt } : {}) });
+  }
+
   private startJob(msg: StartJob): void {
-    if (this.runner.isRunning(msg.jobId)) return;
+    const running = this.runner.isRunning(msg.jobId) ? (this.runner.attempts()[msg.jobId] ?? 0) : undefined;
+    if (running !== undefined) {
+      if (msg.attempt === undefined || running === 0 || msg.attempt === running) return; // a repeat of what runs
+      if (msg.attempt < running) {
+        this.reportLost(msg.jobId, msg.attempt, `start of attempt ${msg.attempt} while attempt ${running} runs`);
+        return;
+      }
+      // A later attempt while an earlier one is being stopped: it waits for that exit.
+      this.deferred.set(msg.jobId, msg);
+      return;
+    }
+    const finished = this.finished.get(msg.jobId);
+    if (msg.attempt !== undefined && finished !== undefined && msg.attempt <= finished && this.journal.pendingExitAttempt(msg.jobId) === undefined) {
+      // That attempt already ran here and its exit was acknowledged: never run it twice.
+      this.reportLost(msg.jobId, msg.attempt, `start of attempt ${msg.attempt}, which already ran on this node`);
+      return;
+    }
     // A start for a job whose exit the server has not acknowledged yet is a reconcile race
     // (the exit is on its way); running it again would run the job twice. A start of a
     // later attempt waits until that exit is acknowledged instead.
@@ -395,11 +443,20 @@ export class Agent {
     }
     try {
       const state = this.runningState.load();
+      const held = state[event.jobId];
       if (event.kind === 'started') state[event.jobId] = { pgid: event.pid, ...(event.attempt !== undefined ? { attempt: event.attempt } : {}) };
-      else delete state[event.jobId];
+      // An exit (or a `lost` answer) of another attempt leaves the running one's entry alone.
+      else if (held && (event.attempt === undefined || held.attempt === undefined || held.attempt === event.attempt)) delete state[event.jobId];
       this.runningState.save(state);
     } catch (e) {
       this.log('warn', `running-state write failed: ${(e as Error).message}`);
+    }
+    if (event.kind === 'exited' && event.attempt !== undefined) {
+      try {
+        this.finished.record(event.jobId, event.attempt);
+      } catch (e) {
+        this.log('warn', `finished-attempts write failed: ${(e as Error).message}`);
+      }
     }
     this.enqueueJobEvent(event, at, id);
     if (event.kind === 'exited' && this.deferred.size) setImmediate(() => this.runDeferred());

@@ -133,3 +133,39 @@ function writeAtomic(path: string, text: string): void {
   }
   renameSync(tmp, path);
 }
+
+/**
+ * The last attempt of each job that ran on this node and ended (bounded, oldest forgotten
+ * first), kept across agent restarts: a late or repeated start for an attempt that already
+ * ran here is answered `lost` instead of running the job a second time.
+ */
+export class FinishedAttempts {
+  private readonly map = new Map<string, number>();
+
+  constructor(
+    readonly path: string,
+    private readonly max = 10_000,
+  ) {
+    mkdirSync(dirname(path), { recursive: true });
+    try {
+      const raw = JSON.parse(readFileSync(path, 'utf8')) as unknown;
+      if (Array.isArray(raw))
+        for (const e of raw)
+          if (Array.isArray(e) && typeof e[0] === 'string' && typeof e[1] === 'number' && Number.isInteger(e[1]) && e[1] > 0) this.map.set(e[0], e[1]);
+    } catch {
+      /* none yet, or unreadable: start empty */
+    }
+  }
+
+  get(jobId: string): number | undefined {
+    return this.map.get(jobId);
+  }
+
+  record(jobId: string, attempt: number): void {
+    if ((this.map.get(jobId) ?? 0) >= attempt) return;
+    this.map.delete(jobId);
+    this.map.set(jobId, attempt);
+    while (this.map.size > this.max) this.map.delete(this.map.keys().next().value!);
+    writeAtomic(this.path, JSON.stringify([...this.map]));
+  }
+}

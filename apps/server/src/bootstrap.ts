@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import type { INestApplication, LogLevel, Type } from '@nestjs/common';
+import { Logger, type INestApplication, type LogLevel, type Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { ServerConfig } from '@nuri/config';
 import { DatabaseHandle, IdentityRepository, migrateToLatest, NodesRepository, openDatabase, TenantsRepository } from '@nuri/db';
@@ -76,7 +76,15 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
   let gateway: AgentGateway | undefined;
   if (config.roles.has('gateway')) {
     const fleet = app.get(FleetService);
-    gateway = new AgentGateway({ fleet, server: app.getHttpServer(), path: '/agent', heartbeatSeconds: config.agentHeartbeatSeconds });
+    const gwLog = new Logger('AgentGateway');
+    gateway = new AgentGateway({
+      fleet,
+      server: app.getHttpServer(),
+      path: '/agent',
+      heartbeatSeconds: config.agentHeartbeatSeconds,
+      // The transport's own problems (refused upgrades, abuse, ping timeouts, fleet errors) go to the server log.
+      log: (level, msg) => (level === 'error' ? gwLog.error(msg) : level === 'warn' ? gwLog.warn(msg) : level === 'info' ? gwLog.log(msg) : gwLog.debug(msg)),
+    });
     await gateway.start();
     fleet.attach(gateway);
   }

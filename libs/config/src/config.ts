@@ -30,6 +30,8 @@ export const ServerConfigSchema = z
     NURI_STARVATION_SECONDS: z.coerce.number().int().min(0).default(4 * 3600),
     NURI_FAIR_SHARE_HALF_LIFE_SECONDS: z.coerce.number().positive().default(7 * 24 * 3600),
     NURI_NODE_DOWN_AFTER_SECONDS: z.coerce.number().int().min(1).default(30),
+    // After a scheduler takes over or a gateway starts, agents backing off get this long to come back (the agent's backoff cap).
+    NURI_RECONNECT_ALLOWANCE_SECONDS: z.coerce.number().int().min(0).max(3600).default(30),
     NURI_AGENT_HEARTBEAT_SECONDS: z.coerce.number().int().min(1).default(5),
     NURI_SAMPLE_INTERVAL_MS: z.coerce.number().int().min(100).default(5_000),
     NURI_LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug']).default('log'),
@@ -60,6 +62,7 @@ export const ServerConfigSchema = z
     starvationSeconds: c.NURI_STARVATION_SECONDS,
     fairShareHalfLifeSeconds: c.NURI_FAIR_SHARE_HALF_LIFE_SECONDS,
     nodeDownAfterSeconds: c.NURI_NODE_DOWN_AFTER_SECONDS,
+    reconnectAllowanceSeconds: c.NURI_RECONNECT_ALLOWANCE_SECONDS,
     agentHeartbeatSeconds: c.NURI_AGENT_HEARTBEAT_SECONDS,
     sampleIntervalMs: c.NURI_SAMPLE_INTERVAL_MS,
     logLevel: c.NURI_LOG_LEVEL,

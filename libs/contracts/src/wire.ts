@@ -124,6 +124,12 @@ export const StopJob = z.object({
   jobId: z.string(),
   reason: z.enum(['cancelled', 'preempted', 'reconcile']),
   graceSeconds: z.number().int().min(0),
+  /**
+   * The attempt the server means (optional, additive). An agent that runs no such attempt
+   * answers with an `exited` of cause `lost` for it, so the server never waits on an exit
+   * that will not come.
+   */
+  attempt: z.number().int().positive().optional(),
 });
 export type StopJob = z.infer<typeof StopJob>;
 export const Ack = z.object({ v, type: z.literal('ack'), stream: z.string(), seq: z.number().int() });

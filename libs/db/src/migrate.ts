@@ -1,12 +1,14 @@
 import { Kysely, Migration, MigrationProvider, Migrator, NO_MIGRATIONS } from 'kysely';
 import * as m0001 from './migrations/0001_init';
 import * as m0002 from './migrations/0002_queued_at';
+import * as m0005 from './migrations/0005_gateway_instances';
 import * as m0003 from './migrations/0003_user_disable_token_parent';
 
 /** Migrations are compiled in (not read from disk) so the same list runs from source, dist and tests. */
 const migrations: Record<string, Migration> = {
   '0001_init': m0001,
   '0002_queued_at': m0002,
+  '0005_gateway_instances': m0005,
   '0003_user_disable_token_parent': m0003,
 };
 

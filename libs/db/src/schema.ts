@@ -129,6 +129,12 @@ export interface AgentStreamsTable {
   updated_at: Timestamp;
 }
 
+export interface GatewayInstancesTable {
+  id: string;
+  started_at: Timestamp;
+  seen_at: Timestamp;
+}
+
 export interface TenantUsageTable {
   tenant_id: string;
   gpu_type: 'h100' | 'h800';
@@ -150,6 +156,7 @@ export interface Database {
   job_transitions: JobTransitionsTable;
   allocations: AllocationsTable;
   agent_streams: AgentStreamsTable;
+  gateway_instances: GatewayInstancesTable;
   tenant_usage: TenantUsageTable;
 }
 

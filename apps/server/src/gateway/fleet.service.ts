@@ -3,7 +3,7 @@ import type { AgentHello, ServerMessage } from '@nuri/contracts';
 import { WIRE_VERSION } from '@nuri/contracts';
 import type { ServerConfig } from '@nuri/config';
 import { JobsRepository, NodesRepository, RunningWithPlacement } from '@nuri/db';
-import { timingSafeEqual } from 'node:crypto';
+import { randomUUID, timingSafeEqual } from 'node:crypto';
 import type { z } from 'zod';
 import { Clock } from '../core/clock';
 import { CONFIG } from '../core/core.module';
@@ -27,6 +27,11 @@ interface Dispatch {
   /** Highest seq applied per stream, for messages that are not persisted (samples). */
   seqs: Map<string, number>;
 }
+
+/** How often a gateway says it is alive (the leader treats one unseen for 10 s as gone). */
+const GATEWAY_ALIVE_EVERY_MS = 2000;
+/** Streams of a node unheard for this long are forgotten when it says hello again. */
+const STREAM_RETENTION_MS = 10 * 60_000;
 
 const REJECTED: ReadonlySet<keyof GatewayCounters> = new Set([
   'malformedMessages',
@@ -64,6 +69,8 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
   private reconciling: Promise<void> | null = null;
   private reconcileAgain = false;
   private wakePending?: NodeJS.Timeout;
+  private aliveTimer?: NodeJS.Timeout;
+  private readonly instanceId = randomUUID();
 
   constructor(
     @Inject(CONFIG) private readonly config: ServerConfig,
@@ -79,7 +86,17 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
     this.link = link;
   }
 
-  onApplicationBootstrap(): void {
+  async onApplicationBootstrap(): Promise<void> {
+    // Say this gateway is alive, now and every few seconds: the leader counts agents'
+    // silence only while some gateway could hear them, and from when the newest one came up.
+    const startedAt = this.clock.now();
+    const alive = () =>
+      this.nodeRepo
+        .gatewayAlive(this.instanceId, startedAt, this.clock.now(), new Date(this.clock.now().getTime() - 3600_000))
+        .catch((e: Error) => this.log.error(`gateway liveness write failed: ${e.message}`));
+    await alive();
+    this.aliveTimer = setInterval(() => void alive(), GATEWAY_ALIVE_EVERY_MS);
+    this.aliveTimer.unref?.();
     this.unsubscribe = this.wakeups.onWake((reason) => {
       if (reason === 'dispatch' || reason === 'cancel') this.reconcileAll();
     });
@@ -96,6 +113,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
   async onApplicationShutdown(): Promise<void> {
     clearTimeout(this.timer);
     clearInterval(this.seenTimer);
+    clearInterval(this.aliveTimer);
     for (const t of this.goneTimers.values()) clearTimeout(t);
     this.unsubscribe?.();
     await this.flushSeen().catch(() => undefined);
@@ -129,6 +147,8 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
       this.jobs.running({ onNode: nodeId }),
     ]);
     if (up) this.log.log(`node ${nodeName} is up`);
+    const pruned = await this.nodeRepo.pruneStreams(nodeId, hello.stream, new Date(now.getTime() - STREAM_RETENTION_MS));
+    if (pruned) this.log.debug?.(`node ${nodeName}: forgot ${pruned} old agent stream(s)`);
     // Inventory: write only what changed.
     const byIndex = new Map(stored.map((g) => [g.index, g]));
     const changed = hello.gpus.filter((g) => byIndex.get(g.index)?.uuid !== g.uuid || byIndex.get(g.index)?.model !== g.model);
@@ -246,12 +266,17 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
       this.reconcileAgain = true;
       return;
     }
-    this.reconciling = (async () => {
+    const loop = async () => {
       do {
         this.reconcileAgain = false;
         if (!this.nodes.size) continue;
-        const live = await this.jobs.running().catch(() => null);
-        if (!live) continue;
+        let live: RunningWithPlacement[];
+        try {
+          live = await this.jobs.running();
+        } catch (e) {
+          this.log.error(`reconcile: reading running jobs failed: ${(e as Error).message}`);
+          continue;
+        }
         const byNode = new Map<string, RunningWithPlacement[]>();
         for (const j of live)
           for (const p of j.placement) {
@@ -267,30 +292,38 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
           }
         }
       } while (this.reconcileAgain);
-      this.reconciling = null;
-    })();
+    };
+    // Cleared once the stored promise settles. Clearing it at the end of the loop itself
+    // ran before the assignment when the loop finished without awaiting (no agent
+    // connected), which left a finished promise stored and stopped dispatch for good.
+    const run = loop().finally(() => {
+      if (this.reconciling === run) this.reconciling = null;
+    });
+    this.reconciling = run;
   }
 
   async settled(): Promise<void> {
     while (this.reconciling) await this.reconciling;
   }
 
-  /** `here`: the running jobs with a GPU on this node. */
+  /**
+   * What to send an agent so it runs exactly what the database says runs on its node.
+   * `here` (the running jobs with a GPU on this node) may be stale by the time it is used:
+   * an exit applied meanwhile, a requeue, a new attempt. So every start and stop is
+   * re-checked against a fresh read just before it is sent: a start only for the attempt
+   * that runs now, a stop never for a job that does run here.
+   */
   private async reconcileMessages(nodeName: string, d: Dispatch, here: RunningWithPlacement[]): Promise<ServerMessage[]> {
-    const out: ServerMessage[] = [];
     const wanted = new Set<string>();
-    const stop = (jobId: string, reason: 'cancelled' | 'preempted' | 'reconcile', grace: number) => {
-      d.stopsSent.add(jobId);
-      out.push({ v: WIRE_VERSION, type: 'stop', jobId, reason, graceSeconds: grace });
-    };
+    const starts: RunningWithPlacement[] = [];
+    const stops: { jobId: string; kind: 'requested' | 'reconcile'; attempt?: number }[] = [];
     for (const job of here) {
       if (!job.placement.some((p) => p.nodeId === d.nodeId)) continue;
       wanted.add(job.id);
       if (job.stopRequested) {
-        if (d.started.has(job.id) && !d.stopsSent.has(job.id)) {
-          const grace = job.stopRequested === 'preempt' ? this.config.preemptGraceSeconds : this.config.timeoutGraceSeconds;
-          stop(job.id, job.stopRequested === 'preempt' ? 'preempted' : 'cancelled', grace);
-        }
+        // Sent whether or not this connection saw it start: an agent that does not run it
+        // answers `lost`, so a cancel never waits on a start that was never delivered.
+        if (!d.stopsSent.has(job.id)) stops.push({ jobId: job.id, kind: 'requested', attempt: job.attempts });
         continue;
       }
       if (d.started.has(job.id)) {
@@ -299,11 +332,46 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
         // clears the way for the current attempt's start.
         const runs = d.attempts.get(job.id);
         if (runs !== undefined && job.attempts !== undefined && runs !== job.attempts && !d.stopsSent.has(job.id))
-          stop(job.id, 'reconcile', this.config.timeoutGraceSeconds);
+          stops.push({ jobId: job.id, kind: 'reconcile', attempt: runs });
         continue;
       }
-      const row = await this.jobs.find(job.id);
-      if (!row) continue;
+      starts.push(job);
+    }
+    for (const id of d.started) {
+      if (wanted.has(id) || d.stopsSent.has(id)) continue;
+      stops.push({ jobId: id, kind: 'reconcile', attempt: d.attempts.get(id) });
+    }
+    if (!starts.length && !stops.length) return [];
+    const fresh = await this.jobs.liveState([...new Set([...starts.map((j) => j.id), ...stops.map((s) => s.jobId)])], d.nodeId);
+    const out: ServerMessage[] = [];
+    for (const s of stops) {
+      const f = fresh.get(s.jobId);
+      const runsHere = f?.state === 'running' && f.onNode;
+      if (s.kind === 'requested') {
+        if (!runsHere || !f.stop_requested || (s.attempt !== undefined && f.attempts !== s.attempt)) continue;
+        const preempt = f.stop_requested === 'preempt';
+        d.stopsSent.add(s.jobId);
+        out.push({
+          v: WIRE_VERSION,
+          type: 'stop',
+          jobId: s.jobId,
+          reason: preempt ? 'preempted' : 'cancelled',
+          graceSeconds: preempt ? this.config.preemptGraceSeconds : this.config.timeoutGraceSeconds,
+          attempt: f.attempts,
+        });
+        continue;
+      }
+      // A reconcile stop: the job should not run here. Not if a fresh read says it does
+      // (with the attempt the agent runs): the snapshot was older than a start.
+      if (runsHere && !f.stop_requested && (s.attempt === undefined || s.attempt === f.attempts)) continue;
+      d.stopsSent.add(s.jobId);
+      // Ended, requeued (node down, GPU fault) or never meant to be here: its GPU series go, and the process is stopped.
+      if (!runsHere) this.metrics.removeJobSeries(s.jobId);
+      out.push({ v: WIRE_VERSION, type: 'stop', jobId: s.jobId, reason: 'reconcile', graceSeconds: this.config.timeoutGraceSeconds, ...(s.attempt !== undefined ? { attempt: s.attempt } : {}) });
+    }
+    for (const job of starts) {
+      const row = fresh.get(job.id);
+      if (!row || row.state !== 'running' || !row.onNode || row.stop_requested || (job.attempts !== undefined && row.attempts !== job.attempts)) continue;
       d.started.add(job.id);
       d.attempts.set(job.id, row.attempts);
       const gpuIndices = job.placement.find((p) => p.nodeId === d.nodeId)!.gpuIndices;
@@ -320,12 +388,6 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
         graceSeconds: this.config.timeoutGraceSeconds,
         attempt: row.attempts,
       });
-    }
-    for (const id of d.started) {
-      if (wanted.has(id) || d.stopsSent.has(id)) continue;
-      // Ended, requeued (node down, GPU fault) or never meant to be here: its GPU series go, and the process is stopped.
-      this.metrics.removeJobSeries(id);
-      stop(id, 'reconcile', this.config.timeoutGraceSeconds);
     }
     return out;
   }

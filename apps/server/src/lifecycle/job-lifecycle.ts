@@ -1,7 +1,7 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import type { JobEvent } from '@nuri/contracts';
 import type { ServerConfig } from '@nuri/config';
-import { Db, JobRecord, JobRow, JobsRepository, NodesRepository, UsageRepository } from '@nuri/db';
+import { JobRecord, JobRow, JobsRepository, NodesRepository, UsageRepository } from '@nuri/db';
 import { NuriMetrics } from '@nuri/metrics';
 import { Clock } from '../core/clock';
 import { CONFIG } from '../core/core.module';
@@ -10,27 +10,52 @@ import { Wakeups } from '../core/wakeups';
 type Exited = Extract<JobEvent, { kind: 'exited' }>;
 type Outcome = { to: JobRow['state']; reason: string };
 
-/** Decides what a job's end means: the one place exit codes, causes and requeue rules meet. */
+/** A gateway that said it is alive this recently hears its agents. */
+const GATEWAY_LIVE_MS = 10_000;
+
+/**
+ * Decides what a job's end means: the one place exit codes, causes and requeue rules meet.
+ * A cancel is final: once a user asked for it, the job ends `cancelled` however its
+ * process ended (its exit code is still recorded), never requeued.
+ */
 export function outcomeOf(job: Pick<JobRow, 'stop_requested' | 'requeue' | 'time_limit_seconds'>, e: Exited): Outcome {
   const how = e.signal ? `killed by ${e.signal}` : `exit code ${e.exitCode}`;
+  if (job.stop_requested === 'cancel') return { to: 'cancelled', reason: `cancelled by user (${e.cause === 'lost' ? 'the agent no longer ran it' : how})` };
   switch (e.cause) {
     case 'timeout':
       return { to: 'timeout', reason: `exceeded its time limit of ${job.time_limit_seconds}s (${how})` };
     case 'spawn_failed':
       return { to: 'failed', reason: `could not start: ${e.message ?? 'spawn failed'}` };
     case 'lost':
-      return requeueOr(job, 'node_failed', 'the agent lost the job');
+      if (job.stop_requested === 'preempt') return requeueOr(job, 'cancelled', 'preempted to reclaim guaranteed capacity (the agent no longer ran it)');
+      return requeueOr(job, 'node_failed', `the agent lost the job${e.message ? ` (${e.message})` : ''}`);
     case 'cancelled':
       if (job.stop_requested === 'preempt') return requeueOr(job, 'cancelled', 'preempted to reclaim guaranteed capacity');
-      return { to: 'cancelled', reason: job.stop_requested === 'cancel' ? `cancelled by user (${how})` : `stopped by the server (${how})` };
+      return { to: 'cancelled', reason: `stopped by the server (${how})` };
     case 'exit':
-      if (job.stop_requested === 'cancel') return { to: 'cancelled', reason: `cancelled by user (${how})` };
       return e.exitCode === 0 ? { to: 'completed', reason: how } : { to: 'failed', reason: how };
   }
 }
 
 function requeueOr(job: Pick<JobRow, 'requeue'>, otherwise: JobRow['state'], why: string): Outcome {
   return job.requeue ? { to: 'pending', reason: `${why}; requeued` } : { to: otherwise, reason: `${why}; requeue disabled` };
+}
+
+/** A job whose node or GPU failed: requeued when allowed, unless it was cancelled (a cancel is final). */
+export function failedNodeOutcome(job: Pick<JobRow, 'stop_requested' | 'requeue'>, why: string): Outcome {
+  if (job.stop_requested === 'cancel') return { to: 'cancelled', reason: `cancelled by user; ${why}` };
+  return requeueOr(job, 'node_failed', why);
+}
+
+/**
+ * A running job the agent said nothing about long after it should have ended (its time
+ * limit or its stop's grace period, plus slack): the server ends it itself.
+ */
+export function overdueOutcome(job: Pick<JobRow, 'stop_requested' | 'requeue' | 'time_limit_seconds'>, slackSeconds: number): Outcome {
+  const silent = `the agent reported no exit within ${slackSeconds}s`;
+  if (job.stop_requested === 'cancel') return { to: 'cancelled', reason: `cancelled by user; ${silent} of the stop, ended by the server` };
+  if (job.stop_requested === 'preempt') return requeueOr(job, 'cancelled', `preempted to reclaim guaranteed capacity; ${silent} of the stop`);
+  return { to: 'timeout', reason: `exceeded its time limit of ${job.time_limit_seconds}s; ${silent} after it, ended by the server` };
 }
 
 @Injectable()
@@ -49,53 +74,92 @@ export class JobLifecycle {
 
   /**
    * Records a job's exit as reported by the agent of `nodeId`. Idempotent: a job that
-   * already left `running` (a resent event, a raced cancel) is not moved again, and an
-   * exit of an earlier attempt (a restarted agent resending its journal after the job was
-   * requeued and started again) never ends the current one.
+   * already left `running` (a resent event, a raced cancel) is not moved again, an exit of
+   * an earlier attempt (a restarted agent resending its journal after the job was requeued
+   * and started again) never ends the current one, and a node speaks only for its own jobs.
    */
-  async exited(nodeId: string, e: Exited, at: Date, db?: Db): Promise<boolean> {
+  async exited(nodeId: string, e: Exited, at: Date): Promise<boolean> {
     const job = await this.jobs.find(e.jobId);
     if (!job || job.state !== 'running') return false;
     if (e.attempt !== undefined && e.attempt !== job.attempts) {
       this.log.log(`job ${job.id}: ignored the exit of attempt ${e.attempt}; attempt ${job.attempts} runs`);
       return false;
     }
-    const onNode = await this.jobs.runningOnNode(nodeId);
-    if (!onNode.some((j) => j.id === job.id)) return false; // a node speaks only for its own jobs
-    const { to, reason } = outcomeOf(job, e);
-    const moved = await this.jobs.transition(job.id, ['running'], to, reason, at, { exit_code: e.exitCode ?? null, ended_at: to === 'pending' ? null : at }, db);
-    if (moved) {
-      this.ended(job, to);
-      await this.account(job, at);
-      await this.nodes.settleDraining(nodeId);
-      this.wakeups.wake('job_end');
-    }
-    return moved;
-  }
-
-  /** A job whose node (or GPU) failed: back to pending when allowed, else node_failed. True when it moved. */
-  async nodeFailed(job: JobRecord, why: string, at: Date): Promise<boolean> {
-    const { to, reason } = requeueOr(job, 'node_failed', why);
-    if (!(await this.jobs.transition(job.id, ['running'], to, reason, at))) return false;
-    this.ended(job, to);
-    await this.account(job, at);
-    this.wakeups.wake('job_end');
+    const done = await this.jobs.finishRun(job.id, { attempt: e.attempt, onNode: nodeId }, (row) => ({ ...outcomeOf(row, e), exitCode: e.exitCode }), at);
+    if (!done) return false;
+    await this.afterEnd(job, done.before, done.to, at);
+    await this.nodes.settleDraining(nodeId);
     return true;
   }
 
-  /** Agents silent past the timeout: their nodes go down and their jobs are requeued. */
-  async markSilentNodesDown(): Promise<number> {
+  /** A job whose node (or GPU) failed: back to pending when allowed, else node_failed; a cancelled one ends cancelled. True when it moved. */
+  async nodeFailed(job: JobRecord, why: string, at: Date): Promise<boolean> {
+    const done = await this.jobs.finishRun(job.id, { attempt: job.attempts }, (row) => failedNodeOutcome(row, why), at);
+    if (!done) return false;
+    await this.afterEnd(job, done.before, done.to, at);
+    return true;
+  }
+
+  /**
+   * Agents silent past the timeout: their nodes go down and their jobs are requeued.
+   * Silence counts only from when it could have been heard: from `leaderSince` (this
+   * scheduler's leadership) and from the start of the newest live gateway, plus the time an
+   * agent backing off needs to reconnect. So an outage of the control plane (no scheduler,
+   * or no gateway to hear the agents) marks no node down and requeues no healthy job.
+   */
+  async markSilentNodesDown(leaderSince: Date): Promise<number> {
     const now = this.clock.now();
-    const silent = await this.nodes.silentSince(new Date(now.getTime() - this.config.nodeDownAfterSeconds * 1000));
+    const downAfterMs = this.config.nodeDownAfterSeconds * 1000;
+    const gatewaySince = await this.nodes.newestLiveGatewayStart(new Date(now.getTime() - GATEWAY_LIVE_MS));
+    if (!gatewaySince) return 0; // no gateway hears the agents: their silence says nothing
+    const heardFrom = Math.max(leaderSince.getTime(), gatewaySince.getTime()) + this.config.reconnectAllowanceSeconds * 1000;
+    if (now.getTime() - heardFrom < downAfterMs) return 0;
+    const silent = await this.nodes.silentSince(new Date(now.getTime() - downAfterMs));
+    let marked = 0;
     for (const n of silent) {
       if (!(await this.nodes.setState(n.id, 'down', `agent silent for over ${this.config.nodeDownAfterSeconds}s`, ['up', 'draining']))) continue;
+      marked++;
       this.log.warn(`node ${n.name} is down: agent silent`);
       this.metrics.setNodeUp(n.name, false);
       this.metrics.removeNodeGpuSeries(n.name);
       for (const job of await this.jobs.runningOnNode(n.id)) await this.nodeFailed(job, `node ${n.name} went down`, now);
     }
-    if (silent.length) this.wakeups.wake('node_change');
-    return silent.length;
+    if (marked) this.wakeups.wake('node_change');
+    return marked;
+  }
+
+  /**
+   * Ends running jobs whose agent, although heard from, reported nothing of them long after
+   * they should have ended (time limit or stop grace, plus slack): the agent enforces both
+   * itself, so such a job has no process, and its GPUs must not stay held for ever.
+   */
+  async endOverdue(): Promise<number> {
+    const now = this.clock.now();
+    const slack = this.overdueSlackSeconds();
+    const heardSince = new Date(now.getTime() - this.config.nodeDownAfterSeconds * 1000);
+    let ended = 0;
+    for (const row of await this.jobs.overdue(now, slack, heardSince)) {
+      const job = await this.jobs.find(row.id);
+      if (!job) continue;
+      const done = await this.jobs.finishRun(job.id, { attempt: row.attempts }, (r) => overdueOutcome(r, slack), now);
+      if (!done) continue;
+      ended++;
+      this.log.warn(`job ${job.id}: no exit reported ${slack}s past its end; ended ${done.to} by the server`);
+      await this.afterEnd(job, done.before, done.to, now);
+      for (const nodeId of await this.jobs.lastPlacementNodes(job.id)) await this.nodes.settleDraining(nodeId);
+    }
+    return ended;
+  }
+
+  /** Seconds past a job's time limit (or its stop) the server waits for the agent's word: grace, then two down-periods. */
+  overdueSlackSeconds(): number {
+    return Math.max(this.config.timeoutGraceSeconds, this.config.preemptGraceSeconds) + 2 * this.config.nodeDownAfterSeconds;
+  }
+
+  private async afterEnd(job: JobRecord, before: JobRow, to: JobRow['state'], at: Date): Promise<void> {
+    this.ended(job, to);
+    await this.account(before, at);
+    this.wakeups.wake('job_end');
   }
 
   /** A job left its GPUs: its GPU series lose their job labels, and the transition is counted. */

@@ -43,6 +43,8 @@ export interface PassResult {
 export class SchedulerService implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly log = new Logger('Scheduler');
   private lock: AdvisoryLock | null = null;
+  /** When this process last became the leader: agents' silence counts from here at the earliest. */
+  private leaderSince: Date | null = null;
   private standDownTicks = 0;
   private ticking: Promise<void> = Promise.resolve();
   /** The pure core, with what it may reuse between passes (plans are identical to schedule()). */
@@ -125,12 +127,14 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       else if (!this.lock) {
         this.lock = await this.database.tryAdvisoryLock(SCHEDULER_LOCK_KEY);
         if (this.lock) {
+          this.leaderSince = this.clock.now();
           this.log.log('became the active scheduler');
-          this.passMetrics.leader(this.clock.now().getTime());
+          this.passMetrics.leader(this.leaderSince.getTime());
         }
       }
       if (this.lock) {
-        await this.lifecycle.markSilentNodesDown();
+        await this.lifecycle.markSilentNodesDown(this.leaderSince ?? this.clock.now());
+        await this.lifecycle.endOverdue();
         this.trigger();
       }
     } catch (e) {
@@ -150,7 +154,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       this.again = true;
       return;
     }
-    this.running = (async () => {
+    const loop = async () => {
       do {
         this.again = false;
         const t0 = performance.now();
@@ -165,8 +169,13 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
         const spent = performance.now() - t0;
         if (this.again && !this.stopped) await new Promise((r) => setTimeout(r, Math.min(1000, spent)));
       } while (this.again && !this.stopped);
-      this.running = null;
-    })();
+    };
+    // Cleared only once the stored promise settles: clearing inside the loop could run
+    // before the assignment and leave a finished promise stored, ending passes for good.
+    const run = loop().finally(() => {
+      if (this.running === run) this.running = null;
+    });
+    this.running = run;
   }
 
   /** Waits until no pass is running or queued (tests, shutdown). */
@@ -178,6 +187,9 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     const t0 = performance.now();
     const now = this.clock.now();
     const countJobs = this.passMetrics.jobCountsDue(now.getTime(), JOB_COUNTS_INTERVAL_MS);
+    // A node whose agent was not heard from within the down timeout takes no new job, even
+    // before the tick marks it down (or while an outage's allowance keeps it from being marked).
+    const heardSince = new Date(now.getTime() - this.config.nodeDownAfterSeconds * 1000);
     const [tenants, usage, nodes, pending, running, jobsByState] = await Promise.all([
       this.tenants.list(),
       this.usage.all(),
@@ -194,6 +206,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       nodes,
       pending,
       running,
+      heardSince,
       halfLifeSeconds: this.config.fairShareHalfLifeSeconds,
       policy: {
         reservationDepth: this.config.reservationDepth,
@@ -207,6 +220,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     const { started, skipped } = await this.jobs.commitStarts(
       plan.starts.map((s) => ({ jobId: s.jobId, gpuModel: s.gpuModel, placement: s.placement.map((p) => ({ nodeId: p.nodeId, gpuIndices: p.gpuIndices })) })),
       now,
+      heardSince,
     );
     for (const s of skipped) this.log.warn(`start of ${s.jobId} refused at commit: ${s.why}`);
     const runningById = new Map(running.map((r) => [r.id, r]));

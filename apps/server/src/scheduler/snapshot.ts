@@ -9,6 +9,8 @@ export interface SnapshotInputs {
   nodes: NodeWithGpus[];
   pending: JobRow[];
   running: RunningWithPlacement[];
+  /** Nodes whose agent was last heard before this take no new job (absent: no such check). */
+  heardSince?: Date;
   halfLifeSeconds: number;
   policy: PolicyConfig;
 }
@@ -45,7 +47,7 @@ export function buildSnapshot(i: SnapshotInputs): Snapshot {
       gpuType: n.gpuType,
       rack: n.rack,
       leafSwitch: n.leafSwitch,
-      schedulable: n.state === 'up',
+      schedulable: n.state === 'up' && (!i.heardSince || (n.lastHeartbeatAt !== null && n.lastHeartbeatAt >= i.heardSince)),
       gpus: n.gpus.map((g) => ({ index: g.index, healthy: g.healthy })),
     })),
     pending: i.pending.map((j) => ({

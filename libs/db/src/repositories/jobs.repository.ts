@@ -302,6 +302,107 @@ export class JobsRepository {
     return db === this.db ? this.db.transaction().execute(run) : run(db);
   }
 
+  /**
+   * Ends the current run of a job, deciding what its end means from the row as locked in
+   * the same transaction, so a cancel that lands while an exit or a node failure is being
+   * recorded is never lost (the decision sees it, or the cancel sees the job ended).
+   * Refused (null) when the job no longer runs, runs another attempt than `attempt`, has no
+   * live GPU on `onNode`, or `decide` returns null. Returns the row as it was before.
+   */
+  async finishRun(
+    id: string,
+    guard: { attempt?: number; onNode?: string },
+    decide: (job: JobRow) => { to: State; reason: string; exitCode?: number | null } | null,
+    at: Date,
+  ): Promise<{ before: JobRow; to: State } | null> {
+    if (!isUuid(id)) return null;
+    return this.db.transaction().execute(async (tx) => {
+      const row = await tx.selectFrom('jobs').selectAll().where('id', '=', id).forUpdate().executeTakeFirst();
+      if (!row || row.state !== 'running') return null;
+      if (guard.attempt !== undefined && guard.attempt !== row.attempts) return null;
+      if (guard.onNode !== undefined) {
+        const here = await tx
+          .selectFrom('allocations')
+          .select('id')
+          .where('job_id', '=', id)
+          .where('node_id', '=', guard.onNode)
+          .where('released_at', 'is', null)
+          .executeTakeFirst();
+        if (!here) return null;
+      }
+      const d = decide(row);
+      if (!d) return null;
+      await this.transition(id, ['running'], d.to, d.reason, at, { exit_code: d.exitCode ?? null, ...(d.to === 'pending' ? { ended_at: null } : {}) }, tx);
+      return { before: row, to: d.to };
+    });
+  }
+
+  /**
+   * Running jobs that should long have ended: past their time limit plus `slackSeconds`,
+   * or asked to stop more than `slackSeconds` ago, on a node whose agent was heard from
+   * since `heardSince` (an agent that talks but reports nothing of them).
+   */
+  async overdue(now: Date, slackSeconds: number, heardSince: Date): Promise<JobRow[]> {
+    return this.db
+      .selectFrom('jobs')
+      .selectAll()
+      .where('state', '=', 'running')
+      .where((eb) =>
+        eb.or([
+          eb('started_at', '<', sql<Date>`${now}::timestamptz - make_interval(secs => time_limit_seconds + ${slackSeconds})`),
+          eb('stop_requested_at', '<', sql<Date>`${now}::timestamptz - make_interval(secs => ${slackSeconds})`),
+        ]),
+      )
+      .where((eb) =>
+        eb.not(
+          eb.exists(
+            eb
+              .selectFrom('allocations')
+              .innerJoin('nodes', 'nodes.id', 'allocations.node_id')
+              .select('allocations.id')
+              .whereRef('allocations.job_id', '=', 'jobs.id')
+              .where('allocations.released_at', 'is', null)
+              .where((n) => n.or([n('nodes.last_heartbeat_at', 'is', null), n('nodes.last_heartbeat_at', '<', heardSince)])),
+          ),
+        ),
+      )
+      .orderBy('id')
+      .execute();
+  }
+
+  /** The nodes of a job's latest placement (live or just released). */
+  async lastPlacementNodes(id: string): Promise<string[]> {
+    const rows = await this.db
+      .selectFrom('allocations')
+      .select('node_id')
+      .distinct()
+      .where('job_id', '=', id)
+      .where('created_at', '=', (eb) => eb.selectFrom('allocations as a').select((a) => a.fn.max('a.created_at').as('m')).where('a.job_id', '=', id))
+      .execute();
+    return rows.map((r) => r.node_id);
+  }
+
+  /** Fresh rows of some jobs, and whether each holds a live GPU on `nodeId`: the gateway re-checks a start or stop with it just before sending. */
+  async liveState(ids: string[], nodeId: string): Promise<Map<string, JobRecord & { onNode: boolean }>> {
+    if (!ids.length) return new Map();
+    const rows = await this.withNames()
+      .select((eb) =>
+        eb
+          .exists(
+            eb
+              .selectFrom('allocations')
+              .select('allocations.id')
+              .whereRef('allocations.job_id', '=', 'jobs.id')
+              .where('allocations.node_id', '=', nodeId)
+              .where('allocations.released_at', 'is', null),
+          )
+          .as('on_node'),
+      )
+      .where('jobs.id', 'in', ids)
+      .execute();
+    return new Map(rows.map(({ on_node, ...r }) => [r.id, { ...r, onNode: Boolean(on_node) }]));
+  }
+
   async requestStop(id: string, kind: 'cancel' | 'preempt', at: Date): Promise<boolean> {
     const r = await this.db
       .updateTable('jobs')
@@ -319,7 +420,12 @@ export class JobsRepository {
    * A start that fails verification is skipped (the next pass re-plans it); the unique
    * index on live allocations is the last word if anything raced past the checks.
    */
-  async commitStarts(starts: StartToCommit[], at: Date): Promise<{ started: string[]; skipped: { jobId: string; why: string }[] }> {
+  async commitStarts(
+    starts: StartToCommit[],
+    at: Date,
+    /** A node whose agent was last heard before this is silent: no new start there, even before it is marked down. */
+    heardSince?: Date,
+  ): Promise<{ started: string[]; skipped: { jobId: string; why: string }[] }> {
     if (!starts.length) return { started: [], skipped: [] };
     return this.db.transaction().execute(async (tx) => {
       const jobIds = starts.map((s) => s.jobId);
@@ -327,7 +433,7 @@ export class JobsRepository {
       const [jobs, nodes, gpus, live] = await Promise.all([
         tx.selectFrom('jobs').select(['id', 'state', 'gpus']).where('id', 'in', jobIds).forUpdate().execute(),
         // FOR SHARE: a drain (an UPDATE of the node) waits for this commit, then sees its allocations.
-        tx.selectFrom('nodes').select(['id', 'state', 'gpu_type']).where('id', 'in', nodeIds).forShare().execute(),
+        tx.selectFrom('nodes').select(['id', 'state', 'gpu_type', 'last_heartbeat_at']).where('id', 'in', nodeIds).forShare().execute(),
         tx.selectFrom('gpus').select(['node_id', 'index', 'healthy']).where('node_id', 'in', nodeIds).execute(),
         tx.selectFrom('allocations').select(['node_id', 'gpu_index']).where('node_id', 'in', nodeIds).where('released_at', 'is', null).execute(),
       ]);
@@ -347,6 +453,8 @@ export class JobsRepository {
               ? 'placement does not match the GPU count'
               : s.placement.some((p) => nodeById.get(p.nodeId)?.state !== 'up' || nodeById.get(p.nodeId)?.gpu_type !== s.gpuModel)
                 ? 'node not up or of another type'
+                : heardSince && s.placement.some((p) => !nodeById.get(p.nodeId)!.last_heartbeat_at || nodeById.get(p.nodeId)!.last_heartbeat_at! < heardSince)
+                  ? 'node agent silent'
                 : keys.some((k) => !healthy.has(k))
                   ? 'GPU unhealthy'
                   : keys.some((k) => taken.has(k))

@@ -204,6 +204,41 @@ export class NodesRepository {
     return r.rows.length > 0;
   }
 
+  /**
+   * Forgets a node's other streams not heard from since `before`: each agent start opens a
+   * new stream, and a row per restart would otherwise pile up for ever. A stream still in
+   * use (a second agent process, a late resend) is younger and stays.
+   */
+  async pruneStreams(nodeId: string, keep: string, before: Date): Promise<number> {
+    const r = await this.db
+      .deleteFrom('agent_streams')
+      .where('node_id', '=', nodeId)
+      .where('stream', '<>', keep)
+      .where('updated_at', '<', before)
+      .executeTakeFirst();
+    return Number(r.numDeletedRows);
+  }
+
+  /** A gateway process says it is alive (and since when it runs); rows of long-dead ones are dropped. */
+  async gatewayAlive(id: string, startedAt: Date, at: Date, forgetBefore: Date): Promise<void> {
+    await this.db
+      .insertInto('gateway_instances')
+      .values({ id, started_at: startedAt, seen_at: at })
+      .onConflict((oc) => oc.column('id').doUpdateSet({ seen_at: at }))
+      .execute();
+    await this.db.deleteFrom('gateway_instances').where('seen_at', '<', forgetBefore).execute();
+  }
+
+  /** When the most recently started gateway still alive (seen since `liveSince`) came up; null: none alive. */
+  async newestLiveGatewayStart(liveSince: Date): Promise<Date | null> {
+    const r = await this.db
+      .selectFrom('gateway_instances')
+      .select((eb) => eb.fn.max('started_at').as('started'))
+      .where('seen_at', '>=', liveSince)
+      .executeTakeFirst();
+    return r?.started ? new Date(r.started as unknown as string | Date) : null;
+  }
+
   async streamSeq(nodeId: string, stream: string): Promise<number> {
     const r = await this.db.selectFrom('agent_streams').select('last_seq').where('node_id', '=', nodeId).where('stream', '=', stream).executeTakeFirst();
     return r ? Number(r.last_seq) : -1;

@@ -30,6 +30,13 @@ export interface AgentGatewayOptions {
   heartbeatSeconds?: number;
   /** A connection that does not say hello in this time is closed. Default 10 s. */
   helloTimeoutMs?: number;
+  /**
+   * Connections one node may hold open before saying hello; more are refused (429) at the
+   * upgrade, so one token cannot pile up sockets. Default 4 (a reconnect may overlap a dying one).
+   */
+  maxPendingPerNode?: number;
+  /** Upgrades being authenticated at once (each a database read); more are refused (503). Default 512. */
+  maxAuthInFlight?: number;
   log?: (level: 'debug' | 'info' | 'warn' | 'error', msg: string) => void;
   /** Called on every counter increment (metrics hook); `stats` holds the running totals. */
   onCount?: (counter: keyof GatewayCounters, node: string | undefined) => void;
@@ -45,6 +52,7 @@ export interface GatewayCounters {
   protocolViolations: number;
   nodeMismatches: number;
   closedForAbuse: number;
+  tooManyPending: number;
   rateLimitWaits: number;
   pingTimeouts: number;
   replacedConnections: number;
@@ -92,6 +100,7 @@ export class AgentGateway implements AgentLink {
   private readonly path: string;
   private ownServer: Server | undefined;
   private pingTimer: NodeJS.Timeout | undefined;
+  private authInFlight = 0;
   private readonly counters: GatewayCounters = {
     connectionsAccepted: 0,
     authFailures: 0,
@@ -102,6 +111,7 @@ export class AgentGateway implements AgentLink {
     protocolViolations: 0,
     nodeMismatches: 0,
     closedForAbuse: 0,
+    tooManyPending: 0,
     rateLimitWaits: 0,
     pingTimeouts: 0,
     replacedConnections: 0,
@@ -195,7 +205,14 @@ export class AgentGateway implements AgentLink {
       reject(socket, 401, 'Unauthorized');
       return;
     }
-    this.opts.fleet.authenticate(node, m[1]).then(
+    if (this.authInFlight >= (this.opts.maxAuthInFlight ?? 512)) {
+      this.count('tooManyPending', node);
+      this.log('warn', `refused an upgrade for node ${JSON.stringify(node)}: ${this.authInFlight} authentications in flight`);
+      reject(socket, 503, 'Service Unavailable');
+      return;
+    }
+    this.authInFlight++;
+    this.opts.fleet.authenticate(node, m[1]).finally(() => this.authInFlight--).then(
       (ok) => {
         if (!ok) {
           this.count('authFailures', node);
@@ -204,6 +221,13 @@ export class AgentGateway implements AgentLink {
           return;
         }
         if (socket.destroyed) return;
+        const waiting = this.pendingOf(node);
+        if (waiting >= (this.opts.maxPendingPerNode ?? 4)) {
+          this.count('tooManyPending', node);
+          this.log('warn', `node ${node}: refused a connection, ${waiting} already open without hello`);
+          reject(socket, 429, 'Too Many Requests');
+          return;
+        }
         this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, node));
       },
       (err: Error) => {
@@ -213,6 +237,13 @@ export class AgentGateway implements AgentLink {
       },
     );
   };
+
+  /** Connections of a node that have not said hello yet. */
+  private pendingOf(node: string): number {
+    let n = 0;
+    for (const c of this.conns) if (c.node === node && !c.hello && !c.closed) n++;
+    return n;
+  }
 
   private onConnection(ws: WebSocket, node: string): void {
     this.count('connectionsAccepted', node);

@@ -1,0 +1,24 @@
+import { Kysely, sql } from 'kysely';
+
+/**
+ * Gateway processes say they are alive here. The leader counts an agent's silence only
+ * from when a gateway could have heard it: after a control-plane outage (no gateway up,
+ * or one just restarted) old heartbeats mean nothing, and no healthy job is requeued for them.
+ */
+export async function up(db: Kysely<unknown>): Promise<void> {
+  await sql`
+    create table gateway_instances (
+      id text primary key,
+      started_at timestamptz not null,
+      seen_at timestamptz not null
+    );
+    create index agent_streams_node_updated on agent_streams (node_id, updated_at);
+  `.execute(db);
+}
+
+export async function down(db: Kysely<unknown>): Promise<void> {
+  await sql`
+    drop index if exists agent_streams_node_updated;
+    drop table if exists gateway_instances;
+  `.execute(db);
+}
