@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { GPUS_PER_NODE, GpuModel, GpuTypeWanted, JobState, NodeState, PriorityClass, Role, Slug } from './common';
+import { GPUS_PER_NODE, GpuModel, GpuTypeWanted, int32, JobState, NodeState, PriorityClass, Role, Slug, text } from './common';
 
 const EnvName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name');
 /** Variables the agent sets itself; a job may not override them. */
@@ -7,7 +7,7 @@ export const RESERVED_ENV = ['CUDA_VISIBLE_DEVICES', 'NURI_JOB_ID', 'NURI_NODE',
 
 export const SubmitJob = z
   .object({
-    name: z.string().min(1).max(128),
+    name: text().min(1).max(128),
     gpus: z
       .number()
       .int()
@@ -18,14 +18,14 @@ export const SubmitJob = z
       }),
     gpuType: GpuTypeWanted.default('any'),
     timeLimitSeconds: z.number().int().min(1).max(14 * 24 * 3600),
-    command: z.array(z.string().max(4096)).min(1).max(256),
+    command: z.array(text().max(4096)).min(1).max(256),
     env: z
-      .record(EnvName, z.string().max(8192))
+      .record(EnvName, text().max(8192))
       .refine((env) => !Object.keys(env).some((k) => RESERVED_ENV.includes(k)), {
         message: `must not set ${RESERVED_ENV.join(', ')}`,
       })
       .default({}),
-    workingDir: z.string().startsWith('/', 'an absolute path').max(1024).optional(),
+    workingDir: text().startsWith('/', 'an absolute path').max(1024).optional(),
     priority: PriorityClass.default('normal'),
     requeue: z.boolean().default(true),
   })
@@ -75,10 +75,10 @@ export const ListJobsQuery = z
   .object({
     state: JobState.optional(),
     tenant: Slug.optional(),
-    user: z.string().optional(),
+    user: Slug.optional(),
     limit: z.coerce.number().int().min(1).max(500).default(50),
     /** Opaque cursor from the previous page's `nextCursor`. */
-    cursor: z.string().max(200).optional(),
+    cursor: text().max(200).optional(),
   })
   .strict();
 export type ListJobsQuery = z.infer<typeof ListJobsQuery>;
@@ -86,8 +86,8 @@ export type ListJobsQuery = z.infer<typeof ListJobsQuery>;
 export const Quota = z
   .object({
     gpuType: GpuModel,
-    guaranteed: z.number().int().min(0),
-    limit: z.number().int().min(0),
+    guaranteed: int32(0),
+    limit: int32(0),
   })
   .strict()
   .refine((q) => q.limit >= q.guaranteed, { message: 'limit must be at least guaranteed', path: ['limit'] });
@@ -96,7 +96,7 @@ export type Quota = z.infer<typeof Quota>;
 export const CreateTenant = z
   .object({
     name: Slug,
-    displayName: z.string().min(1).max(128),
+    displayName: text().min(1).max(128),
     weight: z.number().positive().max(1000).default(1),
     quotas: z.array(Quota).default([]),
   })
@@ -104,7 +104,7 @@ export const CreateTenant = z
 export type CreateTenant = z.infer<typeof CreateTenant>;
 
 export const UpdateTenant = z
-  .object({ displayName: z.string().min(1).max(128).optional(), weight: z.number().positive().max(1000).optional() })
+  .object({ displayName: text().min(1).max(128).optional(), weight: z.number().positive().max(1000).optional() })
   .strict();
 export type UpdateTenant = z.infer<typeof UpdateTenant>;
 
@@ -132,7 +132,7 @@ export const UserView = z.object({ name: z.string(), tenant: z.string().nullable
 export type UserView = z.infer<typeof UserView>;
 
 export const CreateToken = z
-  .object({ user: Slug, description: z.string().max(200).default(''), expiresInDays: z.number().int().min(1).max(3650).optional() })
+  .object({ user: Slug, description: text().max(200).default(''), expiresInDays: z.number().int().min(1).max(3650).optional() })
   .strict();
 export type CreateToken = z.infer<typeof CreateToken>;
 
@@ -152,8 +152,8 @@ export const CreateNode = z
     name: Slug,
     gpuType: GpuModel,
     gpus: z.number().int().min(1).max(16).default(GPUS_PER_NODE),
-    rack: z.string().min(1).max(64),
-    leafSwitch: z.string().min(1).max(64),
+    rack: text().min(1).max(64),
+    leafSwitch: text().min(1).max(64),
   })
   .strict();
 export type CreateNode = z.infer<typeof CreateNode>;
@@ -176,7 +176,7 @@ export const NodeView = z.object({
 });
 export type NodeView = z.infer<typeof NodeView>;
 
-export const DrainNode = z.object({ reason: z.string().min(1).max(200).default('drained by operator') }).strict();
+export const DrainNode = z.object({ reason: text().min(1).max(200).default('drained by operator') }).strict();
 export type DrainNode = z.infer<typeof DrainNode>;
 
 export const Page = <T extends z.ZodTypeAny>(item: T) => z.object({ items: z.array(item), nextCursor: z.string().nullable() });
