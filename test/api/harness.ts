@@ -3,6 +3,7 @@ import { DatabaseHandle, IdentityRepository, JobsRepository, migrateToLatest, No
 import { createTestDatabase } from '../../libs/db/src/testing';
 import { startServer, RunningServer } from '../../apps/server/src/bootstrap';
 import { AuthService, NodesService, TenantsService, UsersService } from '../../apps/server/src/api';
+import type { Clock } from '../../apps/server/src/core/clock';
 
 export type DbKind = 'postgres' | 'pglite';
 
@@ -17,7 +18,11 @@ export class Harness {
   private dropDb!: () => Promise<void>;
   tokens: Record<string, string> = {};
 
-  constructor(readonly kind: DbKind = 'postgres') {}
+  /** `env`: more configuration, as environment variables; `clock`: the server's time (tests move it). */
+  constructor(
+    readonly kind: DbKind = 'postgres',
+    private readonly opts: { env?: Record<string, string>; clock?: Clock } = {},
+  ) {}
 
   get db(): DatabaseHandle {
     return this.server.database;
@@ -46,7 +51,10 @@ export class Harness {
       await migrateToLatest(database.db);
       this.dropDb = () => database.close();
     }
-    this.server = await startServer(parseServerConfig({ PORT: '0', NURI_ROLES: 'api', NURI_DEMO: '0', HOST: '127.0.0.1', NURI_LOG_LEVEL: 'error' }), { database });
+    this.server = await startServer(
+      parseServerConfig({ PORT: '0', NURI_ROLES: 'api', NURI_DEMO: '0', HOST: '127.0.0.1', NURI_LOG_LEVEL: 'error', ...this.opts.env }),
+      { database, clock: this.opts.clock },
+    );
     return this;
   }
 

@@ -18,6 +18,8 @@ export const ServerConfigSchema = z
       .transform((s) => s.split(',').map((r) => r.trim()).filter(Boolean))
       .pipe(z.array(Role).min(1)),
     NURI_BOOTSTRAP_TOKEN: z.string().min(24, 'at least 24 characters').optional(),
+    // Longest lifetime of a token made through the API; unset or 0: no maximum.
+    NURI_TOKEN_MAX_LIFETIME_SECONDS: z.coerce.number().int().min(0).max(3650 * 24 * 3600).default(0),
     NURI_DEMO: bool.optional(),
     NURI_DEMO_NODES: z.coerce.number().int().min(1).max(512).default(16),
     NURI_AGENT_WORK_DIR: z.string().default('.nuri/agents'),
@@ -50,6 +52,7 @@ export const ServerConfigSchema = z
     dataDir: c.NURI_DATA_DIR,
     roles: new Set(c.NURI_ROLES),
     bootstrapToken: c.NURI_BOOTSTRAP_TOKEN,
+    tokenMaxLifetimeSeconds: c.NURI_TOKEN_MAX_LIFETIME_SECONDS || undefined,
     // The zero-configuration start is a demo center; with a real database it is opt-in.
     demo: c.NURI_DEMO ?? c.DATABASE_URL === undefined,
     demoNodes: c.NURI_DEMO_NODES,

@@ -128,12 +128,41 @@ export const CreateUser = z
   });
 export type CreateUser = z.infer<typeof CreateUser>;
 
-export const UserView = z.object({ name: z.string(), tenant: z.string().nullable(), role: Role, createdAt: z.string() });
+export const UserView = z.object({
+  name: z.string(),
+  tenant: z.string().nullable(),
+  role: Role,
+  createdAt: z.string(),
+  /** When the user was disabled (every token of theirs answers 401 until enabled again); null while enabled. */
+  disabledAt: z.string().nullable(),
+});
 export type UserView = z.infer<typeof UserView>;
 
+/** The longest lifetime a token may ask for, whatever the configuration: ten years. */
+export const TOKEN_LIFETIME_CAP_SECONDS = 3650 * 24 * 3600;
+
+/**
+ * A new token's lifetime: `expiresInDays` or `expiresInSeconds` (not both). It may not outlive
+ * the caller's own token nor NURI_TOKEN_MAX_LIFETIME_SECONDS (400 naming the field); when
+ * neither is given it lives as long as both allow (no expiry only if neither bounds it).
+ */
 export const CreateToken = z
-  .object({ user: Slug, description: text().max(200).default(''), expiresInDays: z.number().int().min(1).max(3650).optional() })
-  .strict();
+  .object({
+    user: Slug,
+    description: text().max(200).default(''),
+    expiresInDays: z.number().int('must be an integer').min(1, 'must be at least 1').max(3650, 'must be at most 3650').optional(),
+    expiresInSeconds: z
+      .number()
+      .int('must be an integer')
+      .min(60, 'must be at least 60')
+      .max(TOKEN_LIFETIME_CAP_SECONDS, `must be at most ${TOKEN_LIFETIME_CAP_SECONDS}`)
+      .optional(),
+  })
+  .strict()
+  .refine((t) => t.expiresInDays === undefined || t.expiresInSeconds === undefined, {
+    message: 'give expiresInDays or expiresInSeconds, not both',
+    path: ['expiresInSeconds'],
+  });
 export type CreateToken = z.infer<typeof CreateToken>;
 
 export const TokenView = z.object({
@@ -142,6 +171,8 @@ export const TokenView = z.object({
   description: z.string(),
   createdAt: z.string(),
   expiresAt: z.string().nullable(),
+  /** The token whose caller created this one (null: made by the server, e.g. bootstrap or demo). */
+  issuedBy: z.string().nullable(),
   /** Present only in the response that creates it: the secret is stored hashed. */
   token: z.string().optional(),
 });
@@ -202,6 +233,17 @@ export type ListUsersQuery = z.infer<typeof ListUsersQuery>;
 
 export const ListTokensQuery = z.object({ user: Slug.optional() }).strict();
 export type ListTokensQuery = z.infer<typeof ListTokensQuery>;
+
+/** `DELETE /v1/tokens/:id?cascade=true` also revokes every token created with it, and theirs in turn. */
+export const RevokeTokenQuery = z
+  .object({
+    cascade: z
+      .enum(['true', 'false', '1', '0'], 'true or false')
+      .transform((v) => v === 'true' || v === '1')
+      .default(false),
+  })
+  .strict();
+export type RevokeTokenQuery = z.infer<typeof RevokeTokenQuery>;
 
 /** The caller, as the API sees them (GET /v1/me). */
 export const MeView = z.object({ user: z.string(), tenant: z.string().nullable(), role: Role });

@@ -27,8 +27,10 @@ export class AuthGuard implements CanActivate {
     const header = req.headers.authorization;
     const m = typeof header === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
     if (!m) throw unauthorized('an Authorization: Bearer <token> header is required');
-    const principal = await this.auth.authenticate(m[1]!);
-    if (!principal) throw unauthorized('the token is unknown, expired or revoked');
+    const r = await this.auth.check(m[1]!);
+    if ('refused' in r)
+      throw unauthorized(r.refused === 'user_disabled' ? "the token's user is disabled" : 'the token is unknown, expired or revoked');
+    const principal = r.principal;
     req.principal = principal;
     const roles = this.reflector.getAllAndOverride<RoleName[] | undefined>(ROLES_KEY, targets);
     if (roles && !roles.includes(principal.role)) throw forbidden(`this needs the role ${roles.join(' or ')}`);

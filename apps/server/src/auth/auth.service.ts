@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { IdentityRepository, Principal } from '@nuri/db';
+import { IdentityRepository, Principal, TokenRefusal } from '@nuri/db';
 import { Clock } from '../core/clock';
 import { hashToken, newApiToken } from './tokens';
 
@@ -13,17 +13,31 @@ export class AuthService {
     private readonly clock: Clock,
   ) {}
 
-  /** The principal of a bearer token, or undefined for an unknown, expired or revoked one. */
+  /** The principal of a bearer token, or undefined for an unknown, expired or revoked one, or one of a disabled user. */
   async authenticate(token: string): Promise<Principal | undefined> {
-    if (!token || token.length > 512) return undefined;
-    return this.identity.principalByTokenHash(hashToken(token), this.clock.now());
+    const r = await this.check(token);
+    return 'principal' in r ? r.principal : undefined;
   }
 
-  /** Issues a new API token for a user; returns its plaintext once, and the stored row. */
-  async issueToken(userId: string, description: string, expiresAt: Date | null): Promise<{ token: string; id: string; createdAt: Date; expiresAt: Date | null }> {
+  /** As `authenticate`, saying why a token is refused. */
+  async check(token: string): Promise<{ principal: Principal } | { refused: TokenRefusal }> {
+    if (!token || token.length > 512) return { refused: 'invalid' };
+    return this.identity.authenticateHash(hashToken(token), this.clock.now());
+  }
+
+  /**
+   * Issues a new API token for a user; returns its plaintext once, and the stored row.
+   * `issuedBy`: the token of the caller who asked for it (omitted for tokens the server makes).
+   */
+  async issueToken(
+    userId: string,
+    description: string,
+    expiresAt: Date | null,
+    issuedBy: string | null = null,
+  ): Promise<{ token: string; id: string; createdAt: Date; expiresAt: Date | null; issuedBy: string | null }> {
     const token = newApiToken();
-    const row = await this.identity.createToken({ userId, hash: hashToken(token), description, expiresAt });
-    return { token, id: row.id, createdAt: row.createdAt, expiresAt };
+    const row = await this.identity.createToken({ userId, hash: hashToken(token), description, expiresAt, issuedBy });
+    return { token, id: row.id, createdAt: row.createdAt, expiresAt, issuedBy };
   }
 
   /**

@@ -37,7 +37,7 @@ export function tenantView(t: TenantWithQuotas): TenantView {
 }
 
 export function userView(u: UserRecord): UserView {
-  return { name: u.name, tenant: u.tenantName, role: u.role, createdAt: u.createdAt.toISOString() };
+  return { name: u.name, tenant: u.tenantName, role: u.role, createdAt: u.createdAt.toISOString(), disabledAt: iso(u.disabledAt) };
 }
 
 /** `showJob` decides per job id whether the caller may see it (its own tenant's, or an operator). */
@@ -55,6 +55,18 @@ export function nodeView(n: NodeWithGpus, showJob: (jobId: string) => boolean): 
   };
 }
 
-export function tokenView(t: { id: string; description: string; createdAt: Date; expiresAt: Date | null }, user: string, token?: string): TokenView {
-  return { id: t.id, user, description: t.description, createdAt: t.createdAt.toISOString(), expiresAt: iso(t.expiresAt), ...(token ? { token } : {}) };
+export function tokenView(
+  t: { id: string; description: string; createdAt: Date; expiresAt: Date | null; issuedBy: string | null },
+  user: string,
+  token?: string,
+): TokenView {
+  return {
+    id: t.id,
+    user,
+    description: t.description,
+    createdAt: t.createdAt.toISOString(),
+    expiresAt: iso(t.expiresAt),
+    issuedBy: t.issuedBy,
+    ...(token ? { token } : {}),
+  };
 }

@@ -10,6 +10,7 @@ import {
   ListJobsQuery,
   ListTokensQuery,
   ListUsersQuery,
+  RevokeTokenQuery,
   MeView,
   GpuParams,
   NameParams,
@@ -49,7 +50,7 @@ const Health = z.object({ status: z.literal('ok') });
 export const ROUTES: RouteDoc[] = [
   { method: 'get', path: '/healthz', summary: 'Liveness', auth: false, responses: { 200: Health } },
   { method: 'get', path: '/v1/openapi.json', summary: 'This OpenAPI 3.1 document', auth: false, responses: { 200: z.object({}).passthrough() } },
-  { method: 'get', path: '/metrics', summary: 'Prometheus metrics (text exposition format)', auth: false, external: true, contentType: 'text/plain', responses: { 200: z.string() } },
+  { method: 'get', path: '/metrics', summary: 'Prometheus metrics (text exposition format); with NURI_METRICS_TOKEN set it wants `Authorization: Bearer <NURI_METRICS_TOKEN>` (401 otherwise), not an API token', auth: false, external: true, contentType: 'text/plain', responses: { 200: z.string() } },
   { method: 'get', path: '/v1/me', summary: 'The caller (user, tenant, role)', responses: { 200: MeView } },
 
   { method: 'post', path: '/v1/jobs', summary: "Submit a job to the caller's tenant (not operators: they belong to no tenant)", body: SubmitJob, responses: { 201: JobView } },
@@ -78,10 +79,26 @@ export const ROUTES: RouteDoc[] = [
 
   { method: 'get', path: '/v1/users', summary: "Users (operators: all or ?tenant=; tenant admins: their tenant's)", auth: ['operator', 'tenant-admin'], query: ListUsersQuery, responses: { 200: z.array(UserView) } },
   { method: 'post', path: '/v1/users', summary: 'Create a user (tenant admins: researchers and tenant admins of their tenant)', auth: ['operator', 'tenant-admin'], body: CreateUser, responses: { 201: UserView } },
+  {
+    method: 'post',
+    path: '/v1/users/:name/disable',
+    summary: "Disable a user: every token of theirs answers 401 at once (operators: anyone but themselves; tenant admins: their tenant's researchers)",
+    auth: ['operator', 'tenant-admin'],
+    params: NameParams,
+    responses: { 200: UserView },
+  },
+  { method: 'post', path: '/v1/users/:name/enable', summary: 'Enable a disabled user again: their unexpired, unrevoked tokens work again', auth: ['operator', 'tenant-admin'], params: NameParams, responses: { 200: UserView } },
 
-  { method: 'post', path: '/v1/tokens', summary: 'Create an API token for yourself or a user you manage; the secret is in this response only', body: CreateToken, responses: { 201: TokenView } },
+  {
+    method: 'post',
+    path: '/v1/tokens',
+    summary:
+      'Create an API token for yourself or a user you manage; the secret is in this response only. It expires no later than the token you call with, nor past NURI_TOKEN_MAX_LIFETIME_SECONDS (a longer lifetime asked is 400; none asked: the longest allowed)',
+    body: CreateToken,
+    responses: { 201: TokenView },
+  },
   { method: 'get', path: '/v1/tokens', summary: 'Live tokens of yourself or of ?user= you manage', query: ListTokensQuery, responses: { 200: z.array(TokenView) } },
-  { method: 'delete', path: '/v1/tokens/:id', summary: 'Revoke a token', params: IdParams, responses: { 204: null } },
+  { method: 'delete', path: '/v1/tokens/:id', summary: 'Revoke a token; ?cascade=true also every token created with it, and theirs in turn', params: IdParams, query: RevokeTokenQuery, responses: { 204: null } },
 ];
 
 export { ApiError };

@@ -1,5 +1,5 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, Post, Query } from '@nestjs/common';
-import { CreateToken, IdParams, ListTokensQuery, TokenView } from '@nuri/contracts';
+import { CreateToken, IdParams, ListTokensQuery, RevokeTokenQuery, TokenView } from '@nuri/contracts';
 import { Caller, Principal } from '../../auth/principal';
 import { Zod } from '../common/zod-pipe';
 import { TokensService } from './tokens.service';
@@ -20,7 +20,7 @@ export class TokensController {
 
   @Delete(':id')
   @HttpCode(204)
-  revoke(@Caller() me: Principal, @Param(new Zod(IdParams, 'path')) p: IdParams): Promise<void> {
-    return this.tokens.revoke(me, p.id);
+  revoke(@Caller() me: Principal, @Param(new Zod(IdParams, 'path')) p: IdParams, @Query(new Zod(RevokeTokenQuery, 'query')) q: RevokeTokenQuery): Promise<void> {
+    return this.tokens.revoke(me, p.id, q.cascade);
   }
 }

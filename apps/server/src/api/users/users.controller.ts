@@ -1,5 +1,5 @@
-import { Body, Controller, Get, Post, Query } from '@nestjs/common';
-import { CreateUser, ListUsersQuery, UserView } from '@nuri/contracts';
+import { Body, Controller, Get, HttpCode, Param, Post, Query } from '@nestjs/common';
+import { CreateUser, ListUsersQuery, NameParams, UserView } from '@nuri/contracts';
 import { Caller, Principal, Roles } from '../../auth/principal';
 import { Zod } from '../common/zod-pipe';
 import { UsersService } from './users.service';
@@ -17,5 +17,17 @@ export class UsersController {
   @Post()
   create(@Caller() me: Principal, @Body(new Zod(CreateUser, 'body')) body: CreateUser): Promise<UserView> {
     return this.users.createAs(me, body);
+  }
+
+  @Post(':name/disable')
+  @HttpCode(200)
+  disable(@Caller() me: Principal, @Param(new Zod(NameParams, 'path')) p: NameParams): Promise<UserView> {
+    return this.users.setDisabled(me, p.name, true);
+  }
+
+  @Post(':name/enable')
+  @HttpCode(200)
+  enable(@Caller() me: Principal, @Param(new Zod(NameParams, 'path')) p: NameParams): Promise<UserView> {
+    return this.users.setDisabled(me, p.name, false);
   }
 }

@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { CreateUser, ListUsersQuery, UserView } from '@nuri/contracts';
 import { IdentityRepository, Principal, TenantsRepository, UserRecord } from '@nuri/db';
+import { Clock } from '../../core/clock';
 import { isOperator } from '../../auth/principal';
 import { forbidden, notFound, uniqueOr409 } from '../common/errors';
 import { userView } from '../common/views';
@@ -10,8 +11,8 @@ export const seesUser = (caller: Principal, u: Pick<UserRecord, 'id' | 'tenantId
   isOperator(caller) || u.id === caller.userId || (u.tenantId !== null && u.tenantId === caller.tenantId);
 
 /**
- * Whether the caller manages this user (creates and revokes their tokens): themselves;
- * operators anyone; tenant admins the researchers of their tenant.
+ * Whether the caller manages this user (creates and revokes their tokens, disables and enables
+ * them): themselves; operators anyone; tenant admins the researchers of their tenant.
  */
 export const managesUser = (caller: Principal, u: Pick<UserRecord, 'id' | 'tenantId' | 'role'>) =>
   u.id === caller.userId || isOperator(caller) || (caller.role === 'tenant-admin' && u.tenantId === caller.tenantId && u.role === 'researcher');
@@ -22,6 +23,7 @@ export class UsersService {
   constructor(
     private readonly identity: IdentityRepository,
     private readonly tenants: TenantsRepository,
+    private readonly clock: Clock,
   ) {}
 
   /** Creates a user with no permission check (bootstrap and demo seeding). 404 unknown tenant, 409 duplicate. */
@@ -60,6 +62,19 @@ export class UsersService {
     const u = await this.identity.findUser(name);
     if (!u || !seesUser(caller, u)) throw notFound(`no user ${name}`);
     return u;
+  }
+
+  /**
+   * Disables a user (every token of theirs answers 401 at once, however it was made) or enables
+   * them again (their unexpired, unrevoked tokens work again). Operators: anyone but themselves;
+   * tenant admins: their tenant's researchers. Nobody disables themselves, so an operator always
+   * remains. Idempotent: disabling a disabled user keeps when it first happened.
+   */
+  async setDisabled(caller: Principal, name: string, disabled: boolean): Promise<UserView> {
+    const u = await this.managed(caller, name);
+    if (u.id === caller.userId) throw forbidden('you cannot disable or enable yourself: ask an operator (or, for a researcher, a tenant admin)');
+    await this.identity.setUserDisabled(u.id, disabled ? this.clock.now() : null);
+    return userView((await this.identity.findUserById(u.id))!);
   }
 
   /** A user the caller manages: 404 if they may not see them, 403 if they see but do not manage them. */
