@@ -83,7 +83,14 @@ interface PromResult {
   error?: string;
 }
 
-/** The repository's prometheus.yml with 1 s intervals, absolute rule paths and a target file for the demo. */
+/** The token /metrics wants (NURI_METRICS_TOKEN): Prometheus reads it from a file, as deploy/prometheus/README.md says. */
+const METRICS_TOKEN = 'metrics-token-for-the-e2e-0123456789';
+const metricsAuth = { authorization: `Bearer ${METRICS_TOKEN}` };
+
+/**
+ * The repository's prometheus.yml with 1 s intervals, absolute rule paths, a target file for
+ * the demo, and its commented `authorization:` lines switched on with the token in a file.
+ */
 function prometheusConfig(dir: string, target: string): string {
   const targets = join(dir, 'targets');
   mkdirSync(targets, { recursive: true });
@@ -99,6 +106,9 @@ function prometheusConfig(dir: string, target: string): string {
   swap(/scrape_timeout: 10s/g, 'scrape_timeout: 1s');
   swap(/- rules\/\*\.yml/, `- ${join(PROM_DIR, 'rules')}/*.yml`);
   swap(/- targets\/\*\.yml/, `- ${targets}/*.yml`);
+  const credentials = join(dir, 'nuri-metrics-token');
+  writeFileSync(credentials, `${METRICS_TOKEN}\n`, { mode: 0o600 });
+  swap(/# authorization:\n(\s*)#   type: Bearer\n\s*#   credentials_file: \S+/, `authorization:\n$1  type: Bearer\n$1  credentials_file: ${credentials}`);
   return yml;
 }
 
@@ -142,7 +152,7 @@ describe('Prometheus end to end: the demo scraped, every dashboard panel answere
     db = await createTestDatabase();
     work = mkdtempSync(join(tmpdir(), 'nuri-obs-e2e-'));
     server = await startServer(
-      demoCenterConfig(db.url, join(work, 'agents'), { NURI_SCHEDULER_TICK_MS: '500', NURI_SAMPLE_INTERVAL_MS: '500', NURI_AGENT_HEARTBEAT_SECONDS: '1', NURI_NODE_DOWN_AFTER_SECONDS: '3', NURI_MIN_RUNTIME_BEFORE_PREEMPT_SECONDS: '0', NURI_PREEMPT_GRACE_SECONDS: '1', NURI_TIMEOUT_GRACE_SECONDS: '1' }),
+      demoCenterConfig(db.url, join(work, 'agents'), { NURI_SCHEDULER_TICK_MS: '500', NURI_SAMPLE_INTERVAL_MS: '500', NURI_AGENT_HEARTBEAT_SECONDS: '1', NURI_NODE_DOWN_AFTER_SECONDS: '3', NURI_MIN_RUNTIME_BEFORE_PREEMPT_SECONDS: '0', NURI_PREEMPT_GRACE_SECONDS: '1', NURI_TIMEOUT_GRACE_SECONDS: '1', NURI_METRICS_TOKEN: METRICS_TOKEN }),
     );
     const demo = server.demo!;
 
@@ -221,6 +231,9 @@ describe('Prometheus end to end: the demo scraped, every dashboard panel answere
   }, 60_000);
 
   it('scrapes the demo with Nuri labels intact and one scheduler leader', async () => {
+    // /metrics is closed without the token (Prometheus scrapes with it, from credentials_file).
+    expect((await fetch(`${server.url}/metrics`)).status).toBe(401);
+    expect((await fetch(`${server.url}/metrics`, { headers: { authorization: `Bearer ${server.demo!.operatorToken}` } })).status).toBe(401);
     await until('up{scrape_job="nuri"} == 1', 30_000, async () => {
       const up = await scalar('up{scrape_job="nuri"}');
       if (up !== 1) throw new Error(`up is ${up}`);
@@ -267,7 +280,7 @@ describe('Prometheus end to end: the demo scraped, every dashboard panel answere
     });
     // Usage is continuous: naver's counter is its 8 GPUs × the time it has run, within a pass or two.
     const naverJobNow = await job(server.demo!.researcherToken, naverJob);
-    const text = await (await fetch(`${server.url}/metrics`)).text();
+    const text = await (await fetch(`${server.url}/metrics`, { headers: metricsAuth })).text();
     const used = Number(/^nuri_tenant_gpu_seconds_total\{tenant="naver",gpu_type="h100"\} (\S+)$/m.exec(text)?.[1]);
     const expected = (8 * (Date.now() - Date.parse(naverJobNow.startedAt))) / 1000;
     expect(used).toBeGreaterThan(expected - 8 * 2);
@@ -278,7 +291,7 @@ describe('Prometheus end to end: the demo scraped, every dashboard panel answere
   }, 60_000);
 
   it('passes promtool check metrics on a live scrape', async () => {
-    const text = await (await fetch(`${server.url}/metrics`)).text();
+    const text = await (await fetch(`${server.url}/metrics`, { headers: metricsAuth })).text();
     expect(text).toMatch(/^nuri_gpu_xid_errors_total\{/m);
     const r = spawnSync(binary('PROMTOOL', 'promtool'), ['check', 'metrics'], { input: text, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
     expect(`${r.stdout}${r.stderr}`).toBe('');

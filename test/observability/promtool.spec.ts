@@ -4,7 +4,7 @@
  * requirement (CI installs Debian's `prometheus` package): without it these tests FAIL.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -53,6 +53,28 @@ describe('promtool', () => {
     const r = promtool(['check', 'config', 'prometheus.yml']);
     expect(r.output).toMatch(/SUCCESS/);
     expect(r.code, r.output).toBe(0);
+  });
+
+  it('check config: with the commented authorization lines switched on (NURI_METRICS_TOKEN), as deploy/prometheus/README.md says', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'nuri-prom-auth-'));
+    const credentials = join(dir, 'nuri-metrics-token');
+    writeFileSync(credentials, 'metrics-token-0123456789abcdef\n', { mode: 0o600 });
+    const yml = readFileSync(join(PROM_DIR, 'prometheus.yml'), 'utf8');
+    const on = yml.replace(/# authorization:\n(\s*)#   type: Bearer\n\s*#   credentials_file: \S+/, `authorization:\n$1  type: Bearer\n$1  credentials_file: ${credentials}`);
+    expect(on).not.toBe(yml);
+    // Beside the original, so its relative rules/ and targets/ paths resolve.
+    const file = join(PROM_DIR, `.prometheus-auth-${process.pid}.yml`);
+    writeFileSync(file, on);
+    try {
+      const r = promtool(['check', 'config', file]);
+      expect(r.output).toMatch(/SUCCESS/);
+      expect(r.code, r.output).toBe(0);
+      // The credentials file must exist: promtool says so when it does not (so this check can fail).
+      rmSync(credentials);
+      expect(promtool(['check', 'config', file]).code).not.toBe(0);
+    } finally {
+      rmSync(file, { force: true });
+    }
   });
 
   it('check rules: the alert rules', () => {

@@ -23,4 +23,22 @@ describe('server configuration', () => {
     expect(() => parseServerConfig({ NURI_ROLES: 'scheduler' })).toThrow(/NURI_ROLES: the demo center needs the api and gateway roles/);
     expect(parseServerConfig({ NURI_ROLES: 'scheduler', NURI_DEMO: '0' }).roles).toEqual(new Set(['scheduler']));
   });
+  it('listens on loopback for the demo unless HOST says otherwise, and on every address in production', () => {
+    expect(parseServerConfig({}).host).toBe('127.0.0.1');
+    expect(parseServerConfig({ HOST: '' }).host).toBe('127.0.0.1');
+    expect(parseServerConfig({ HOST: '0.0.0.0' }).host).toBe('0.0.0.0');
+    expect(parseServerConfig({ DATABASE_URL: 'postgres://x@h/db' }).host).toBe('0.0.0.0');
+    expect(parseServerConfig({ DATABASE_URL: 'postgres://x@h/db', NURI_DEMO: '1' }).host).toBe('127.0.0.1');
+    expect(parseServerConfig({ DATABASE_URL: 'postgres://x@h/db', HOST: '10.0.0.5' }).host).toBe('10.0.0.5');
+  });
+  it('takes a metrics token of at least 24 characters and a token lifetime cap (0: none)', () => {
+    expect(parseServerConfig({}).metricsToken).toBeUndefined();
+    expect(parseServerConfig({ NURI_METRICS_TOKEN: 'm'.repeat(24) }).metricsToken).toBe('m'.repeat(24));
+    expect(() => parseServerConfig({ NURI_METRICS_TOKEN: 'short' })).toThrow(/NURI_METRICS_TOKEN: at least 24/);
+    expect(() => parseServerConfig({ NURI_METRICS_TOKEN: `${'m'.repeat(24)} x` })).toThrow(/NURI_METRICS_TOKEN: no whitespace/);
+    expect(parseServerConfig({}).tokenMaxLifetimeSeconds).toBeUndefined();
+    expect(parseServerConfig({ NURI_TOKEN_MAX_LIFETIME_SECONDS: '0' }).tokenMaxLifetimeSeconds).toBeUndefined();
+    expect(parseServerConfig({ NURI_TOKEN_MAX_LIFETIME_SECONDS: '86400' }).tokenMaxLifetimeSeconds).toBe(86400);
+    expect(() => parseServerConfig({ NURI_TOKEN_MAX_LIFETIME_SECONDS: '-1' })).toThrow(/NURI_TOKEN_MAX_LIFETIME_SECONDS/);
+  });
 });

@@ -9,7 +9,8 @@ const Role = z.enum(['api', 'scheduler', 'gateway']);
 export const ServerConfigSchema = z
   .object({
     PORT: z.coerce.number().int().min(0).max(65535).default(8080),
-    HOST: z.string().default('0.0.0.0'),
+    // Unset (or empty): 127.0.0.1 for the demo center (its tokens are printed on the console), 0.0.0.0 otherwise.
+    HOST: z.string().optional(),
     DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'a postgres:// URL').optional(),
     NURI_DATA_DIR: z.string().default('.nuri/data'),
     NURI_ROLES: z
@@ -20,6 +21,8 @@ export const ServerConfigSchema = z
     NURI_BOOTSTRAP_TOKEN: z.string().min(24, 'at least 24 characters').optional(),
     // Longest lifetime of a token made through the API; unset or 0: no maximum.
     NURI_TOKEN_MAX_LIFETIME_SECONDS: z.coerce.number().int().min(0).max(3650 * 24 * 3600).default(0),
+    // When set, GET /metrics on every process wants `Authorization: Bearer <it>`.
+    NURI_METRICS_TOKEN: z.string().min(24, 'at least 24 characters').regex(/^\S+$/, 'no whitespace').optional(),
     NURI_DEMO: bool.optional(),
     NURI_DEMO_NODES: z.coerce.number().int().min(1).max(512).default(16),
     NURI_AGENT_WORK_DIR: z.string().default('.nuri/agents'),
@@ -47,12 +50,13 @@ export const ServerConfigSchema = z
   })
   .transform((c) => ({
     port: c.PORT,
-    host: c.HOST,
+    host: c.HOST || ((c.NURI_DEMO ?? c.DATABASE_URL === undefined) ? '127.0.0.1' : '0.0.0.0'),
     databaseUrl: c.DATABASE_URL,
     dataDir: c.NURI_DATA_DIR,
     roles: new Set(c.NURI_ROLES),
     bootstrapToken: c.NURI_BOOTSTRAP_TOKEN,
     tokenMaxLifetimeSeconds: c.NURI_TOKEN_MAX_LIFETIME_SECONDS || undefined,
+    metricsToken: c.NURI_METRICS_TOKEN,
     // The zero-configuration start is a demo center; with a real database it is opt-in.
     demo: c.NURI_DEMO ?? c.DATABASE_URL === undefined,
     demoNodes: c.NURI_DEMO_NODES,

@@ -1,14 +1,45 @@
-import { Controller, Get, Res } from '@nestjs/common';
+import { Controller, Get, Inject, Req, Res } from '@nestjs/common';
+import type { ServerConfig } from '@nuri/config';
 import { NuriMetrics } from '@nuri/metrics';
-import type { Response } from 'express';
+import type { Request, Response } from 'express';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { CONFIG } from '../core/core.module';
 
-/** Prometheus scrape endpoint, in every process (no token: scrapers sit on the operator network). */
+const digest = (s: string) => createHash('sha256').update(s, 'utf8').digest();
+
+/**
+ * Whether an Authorization header carries `Bearer <expected>`. Both sides are hashed first, so
+ * the comparison takes the same time whatever the length or content of what was sent.
+ */
+export function metricsAuthorized(header: string | undefined, expected: string): boolean {
+  const m = typeof header === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
+  // Compare even when the header is malformed, so a refusal takes as long either way.
+  const ok = timingSafeEqual(digest(m?.[1] ?? ''), digest(expected));
+  return m !== null && ok;
+}
+
+/**
+ * Prometheus scrape endpoint, in every process. The exposition names every tenant's jobs, so
+ * with NURI_METRICS_TOKEN set it wants `Authorization: Bearer <that token>` (Prometheus'
+ * `authorization: {credentials_file: …}`); unset, it is open, for a scraper on the operator network.
+ */
 @Controller()
 export class MetricsController {
-  constructor(private readonly metrics: NuriMetrics) {}
+  constructor(
+    private readonly metrics: NuriMetrics,
+    @Inject(CONFIG) private readonly config: ServerConfig,
+  ) {}
 
   @Get('metrics')
-  async scrape(@Res() res: Response): Promise<void> {
+  async scrape(@Req() req: Request, @Res() res: Response): Promise<void> {
+    const token = this.config.metricsToken;
+    if (token && !metricsAuthorized(req.headers.authorization, token)) {
+      res
+        .status(401)
+        .set('WWW-Authenticate', 'Bearer realm="metrics"')
+        .json({ error: 'unauthorized', message: 'GET /metrics needs Authorization: Bearer <NURI_METRICS_TOKEN>' });
+      return;
+    }
     res.type(this.metrics.contentType).send(await this.metrics.metricsBuffer());
   }
 }
