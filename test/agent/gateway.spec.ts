@@ -270,6 +270,23 @@ describe('gateway transport with real agents over loopback', () => {
     expect(gw.stats).toMatchObject({ applied: 1, duplicates: 1 });
   });
 
+  it('refuses (429) connections past a few per node that have not said hello, and logs it; a hello frees a place', async () => {
+    const fleet = new FakeFleet(TOKENS);
+    const logged: string[] = [];
+    const { gw, url } = await gateway(fleet, { maxPendingPerNode: 3, log: (level, msg) => level !== 'debug' && logged.push(msg) });
+    const auth = { Authorization: 'Bearer tok-a', 'X-Nuri-Node': 'node-a' };
+    const first = [raw(url, auth), raw(url, auth), raw(url, auth)];
+    expect(await Promise.all(first.map((c) => c.status))).toEqual([101, 101, 101]);
+    expect(await raw(url, auth).status).toBe(429);
+    // Another node is not affected; a hello on one of the three makes room.
+    expect(await raw(url, { Authorization: 'Bearer tok-b', 'X-Nuri-Node': 'node-b' }).status).toBe(101);
+    first[0]!.ws.send(hello('node-a'));
+    await until(() => first[0]!.msgs.some((m) => m.type === 'welcome'));
+    expect(await raw(url, auth).status).toBe(101);
+    expect(gw.stats.tooManyPending).toBe(1);
+    expect(logged.some((m) => /node-a: refused a connection, 3 already open without hello/.test(m))).toBe(true);
+  });
+
   it('rate limits per connection by delaying (nothing dropped) and closes a flooding connection', async () => {
     const fleet = new FakeFleet(TOKENS);
     const { gw, url } = await gateway(fleet, { ratePerSecond: 40, rateBurst: 2, maxQueued: 30 });

@@ -142,6 +142,27 @@ describe.each([
     expect(await s.nodes.advanceStream(s.nodeId, 's1', 1, t0)).toBe(true);
     expect(await s.nodes.streamSeq(s.nodeId, 's1')).toBe(1);
   });
+
+  it("forgets a node's old agent streams (one per agent restart) but keeps the current and recent ones", async () => {
+    const hour = 3600_000;
+    for (const [stream, ago] of [['old-1', 3], ['old-2', 2], ['recent', 0.01], ['now', 0]] as const)
+      await s.nodes.advanceStream(s.nodeId, `prune-${stream}`, 5, new Date(t0.getTime() - ago * hour));
+    expect(await s.nodes.pruneStreams(s.nodeId, 'prune-now', new Date(t0.getTime() - hour))).toBeGreaterThanOrEqual(2);
+    expect(await s.nodes.streamSeq(s.nodeId, 'prune-old-1')).toBe(-1);
+    expect(await s.nodes.streamSeq(s.nodeId, 'prune-old-2')).toBe(-1);
+    expect(await s.nodes.streamSeq(s.nodeId, 'prune-recent')).toBe(5);
+    expect(await s.nodes.streamSeq(s.nodeId, 'prune-now')).toBe(5);
+  });
+
+  it('says since when the newest live gateway runs, and none when every gateway went quiet', async () => {
+    const at = (s: number) => new Date(t0.getTime() + s * 1000);
+    await s.nodes.gatewayAlive('gw-a', at(0), at(100), at(-3600));
+    await s.nodes.gatewayAlive('gw-b', at(50), at(100), at(-3600));
+    expect(await s.nodes.newestLiveGatewayStart(at(95))).toEqual(at(50));
+    await s.nodes.gatewayAlive('gw-a', at(0), at(120), at(-3600));
+    expect(await s.nodes.newestLiveGatewayStart(at(115))).toEqual(at(0));
+    expect(await s.nodes.newestLiveGatewayStart(at(130))).toBeNull();
+  });
 });
 
 describe('the database refuses a GPU held by two live allocations', () => {
