@@ -48,6 +48,23 @@ describe('the nuri CLI against a running center', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it('lets an operator list, disable and enable users; a disabled user\'s token is refused with the API\'s message', async () => {
+    const researcher = client;
+    try {
+      client = new NuriClient(server.url, server.demo!.operatorToken);
+      expect(await cli('users', '--tenant', 'naver')).toMatch(/^naver-researcher\s+naver\s+researcher\s+enabled$/m);
+      expect(await cli('users', 'disable', 'naver-researcher')).toMatch(/^disabled naver-researcher \(since .*\): every token of theirs is refused$/);
+      expect(await cli('users')).toMatch(/^naver-researcher\s+naver\s+researcher\s+disabled since /m);
+      await expect(run(researcher, 'whoami', parseArgs([]), () => undefined)).rejects.toThrow(/disabled/);
+      await expect(cli('users', 'frobnicate', 'x')).rejects.toThrow(UsageError);
+      await expect(cli('users', 'disable', 'nobody')).rejects.toThrow(ApiError);
+      expect(await cli('users', 'enable', 'naver-researcher')).toBe('enabled naver-researcher: their unexpired, unrevoked tokens work again');
+    } finally {
+      client = researcher;
+    }
+    expect(await cli('whoami')).toBe('naver-researcher (researcher in naver)');
+  });
+
   it('submits, lists, shows and cancels a job', async () => {
     expect(await cli('whoami')).toBe('naver-researcher (researcher in naver)');
     const submitted = await cli('submit', '--name', 'cli-job', '--gpus', '1', '--type', 'h100', '--time', '10m', '--', 'sleep', '30');

@@ -1,4 +1,4 @@
-import type { JobView, NodeView } from '@nuri/contracts';
+import type { JobView, NodeView, UserView } from '@nuri/contracts';
 import { checkFlags, one, ParsedArgs, UsageError } from './args';
 import type { NuriClient } from './client';
 
@@ -12,6 +12,8 @@ Usage:
   nuri cancel JOB_ID
   nuri nodes
   nuri whoami
+  nuri users [--tenant TENANT]                 (tenant admins and operators)
+  nuri users disable USER | enable USER        (every token of a disabled user stops at once)
 
 Every command takes --json to print the API's JSON instead of text.
 Connection: NURI_URL (default http://127.0.0.1:8080) and NURI_TOKEN.
@@ -135,6 +137,26 @@ export async function run(client: NuriClient, command: string, args: ParsedArgs,
       const rows = [['NODE', 'TYPE', 'STATE', 'FREE', 'UNHEALTHY', 'LEAF']];
       for (const n of nodes)
         rows.push([n.name, n.gpuType, n.state, `${n.gpus.filter((g) => g.healthy && !g.job).length}/${n.gpus.length}`, String(n.gpus.filter((g) => !g.healthy).length), n.leafSwitch]);
+      table(rows).forEach((l) => out(l));
+      return;
+    }
+    case 'users': {
+      const [action, name] = args.positional;
+      if (action === 'disable' || action === 'enable') {
+        checkFlags(args, ['json']);
+        if (!name || args.positional.length > 2) throw new UsageError(`nuri users ${action} USER`);
+        const u = await client.call<UserView>('POST', `/v1/users/${encodeURIComponent(name)}/${action}`);
+        if (json) return out(JSON.stringify(u, null, 2));
+        out(u.disabledAt ? `disabled ${u.name} (since ${u.disabledAt}): every token of theirs is refused` : `enabled ${u.name}: their unexpired, unrevoked tokens work again`);
+        return;
+      }
+      if (action !== undefined) throw new UsageError(`nuri users: unknown action "${action}" (disable, enable, or none to list)`);
+      checkFlags(args, ['tenant', 'json']);
+      const tenant = one(args, 'tenant');
+      const users = await client.call<UserView[]>('GET', `/v1/users${tenant ? `?${new URLSearchParams({ tenant })}` : ''}`);
+      if (json) return out(JSON.stringify(users, null, 2));
+      const rows = [['USER', 'TENANT', 'ROLE', 'STATUS']];
+      for (const u of users) rows.push([u.name, u.tenant ?? '-', u.role, u.disabledAt ? `disabled since ${u.disabledAt}` : 'enabled']);
       table(rows).forEach((l) => out(l));
       return;
     }
