@@ -12,18 +12,58 @@ export class Wakeups {
   private readonly events = new EventEmitter();
   private notifier?: Pool;
   private listener?: Client;
+  private databaseUrl?: string;
+  private closing = false;
+  private retry?: NodeJS.Timeout;
+  private failures = 0;
 
   async connect(databaseUrl: string, listen: boolean): Promise<void> {
+    this.databaseUrl = databaseUrl;
     // A one-connection pool queues notifications instead of overlapping them on a client.
     this.notifier = new Pool({ connectionString: databaseUrl, max: 1 });
     this.notifier.on('error', () => undefined);
-    if (listen) {
-      this.listener = new Client({ connectionString: databaseUrl });
-      this.listener.on('error', () => undefined);
-      await this.listener.connect();
-      this.listener.on('notification', (n) => this.events.emit('wake', (n.payload ?? 'submit') as WakeReason));
-      await this.listener.query('listen nuri_wake');
-    }
+    if (listen) await this.listen();
+  }
+
+  /**
+   * LISTENs on its own connection. When that connection dies (a database restart, a
+   * terminated backend) it is opened again with backoff, and everyone is woken once for
+   * what may have been missed meanwhile: without it, wake-ups from other processes would
+   * stop for good and every start would wait for the periodic tick.
+   */
+  private async listen(): Promise<void> {
+    const client = new Client({ connectionString: this.databaseUrl });
+    let lost = false;
+    const onLost = () => {
+      if (lost) return;
+      lost = true;
+      if (this.listener === client) this.listener = undefined;
+      client.end().catch(() => undefined);
+      this.reconnectLater();
+    };
+    client.on('error', onLost);
+    client.on('end', onLost);
+    client.on('notification', (n) => this.events.emit('wake', (n.payload ?? 'submit') as WakeReason));
+    this.listener = client;
+    await client.connect();
+    await client.query('listen nuri_wake');
+    this.failures = 0;
+  }
+
+  private reconnectLater(): void {
+    if (this.closing || this.retry) return;
+    const delay = Math.min(10_000, 250 * 2 ** this.failures++);
+    this.retry = setTimeout(() => {
+      this.retry = undefined;
+      if (this.closing) return;
+      this.listen().then(
+        () => {
+          for (const reason of ['submit', 'dispatch'] as const) this.events.emit('wake', reason);
+        },
+        () => this.reconnectLater(),
+      );
+    }, delay);
+    this.retry.unref?.();
   }
 
   /** Fire and forget: a lost wake-up only delays work until the periodic tick. */
@@ -38,6 +78,8 @@ export class Wakeups {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
+    clearTimeout(this.retry);
     await Promise.allSettled([this.notifier?.end(), this.listener?.end()]);
   }
 }
