@@ -59,7 +59,7 @@ describe('JobRunner', () => {
     process.env.NURI_SECRET_TEST = 'leak';
     runner.start(job('jenv', ['sh', '-c', 'env; pwd'], { env: { FOO: 'bar', NURI_JOB_ID: 'spoof' }, gpuIndices: [2, 5] }));
     await exited('jenv');
-    const log = readFileSync(join(dir, 'jobs', 'jenv', 'output.log'), 'utf8');
+    const log = readFileSync(runner.logPath('jenv'), 'utf8');
     expect(log).toContain('CUDA_VISIBLE_DEVICES=2,5');
     expect(log).toContain('NURI_JOB_ID=jenv');
     expect(log).toContain('FOO=bar');
@@ -71,7 +71,7 @@ describe('JobRunner', () => {
     const { runner, exited, dir } = setup(1000); cleanup.push(runner);
     runner.start(job('jlog', ['sh', '-c', 'i=0; while [ $i -lt 500 ]; do echo 0123456789; i=$((i+1)); done']));
     expect(await exited('jlog')).toMatchObject({ exitCode: 0 });
-    const log = readFileSync(join(dir, 'jobs', 'jlog', 'output.log'), 'utf8');
+    const log = readFileSync(runner.logPath('jlog'), 'utf8');
     expect(log.length).toBeLessThan(1200);
     expect(log).toContain('log cap');
   });
@@ -114,8 +114,8 @@ describe('running jobs as an unprivileged user', () => {
     runner.start({ v: 1, type: 'start', jobId: 'ra', command: ['sh', '-c', 'echo "$(id -u):$(id -g):$USER"; touch "$HOME/written"'], env: {}, workingDir: null, gpuIndices: [0], timeLimitSeconds: 30, graceSeconds: 1 } as StartJob);
     for (let i = 0; i < 100 && !events.some((e) => e.kind === 'exited'); i++) await new Promise((r) => setTimeout(r, 50));
     expect(events.find((e) => e.kind === 'exited')).toMatchObject({ exitCode: 0, cause: 'exit' });
-    expect(readFileSync(join(dir, 'jobs', 'ra', 'output.log'), 'utf8')).toContain('65534:65534:nobody');
+    expect(readFileSync(runner.logPath('ra'), 'utf8')).toContain('65534:65534:nobody');
     expect(statSync(join(dir, 'jobs', 'ra', 'written')).uid).toBe(65534);
-    expect(statSync(join(dir, 'jobs', 'ra', 'output.log')).uid).toBe(0);
+    expect(statSync(runner.logPath('ra')).uid).toBe(0);
   });
 });

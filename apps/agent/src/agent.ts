@@ -7,6 +7,7 @@ import { SimulatedCollector, type SimulatedFault } from './collector/simulated';
 import type { Collector } from './collector/types';
 import { FinishedAttempts, Journal, RunningState } from './journal';
 import { Outbox, type SequencedMessage, type UnsequencedMessage } from './outbox';
+import type { IsolationOptions } from './isolation';
 import { JobRunner, groupAlive, type RunAs } from './runner';
 
 export const AGENT_VERSION = '0.1.0';
@@ -33,6 +34,10 @@ export interface AgentOptions {
   maxBufferedSamples?: number;
   logCapBytes?: number;
   runAs?: RunAs;
+  /** Job cgroups, a uid per job, devices (see IsolationOptions). Default: cgroups where writable. */
+  isolation?: IsolationOptions;
+  /** The jobs' own directories (default `<workDir>/jobs`). */
+  jobsDir?: string;
   /** Kill running jobs on stop() (default true). */
   stopJobsOnStop?: boolean;
   log?: (level: 'debug' | 'info' | 'warn' | 'error', msg: string) => void;
@@ -95,6 +100,8 @@ export class Agent {
       logCapBytes: opts.logCapBytes,
       defaultGraceSeconds: opts.graceSeconds ?? 10,
       runAs: opts.runAs,
+      isolation: opts.isolation,
+      jobsDir: opts.jobsDir,
       onEvent: (e) => this.onJobEvent(e),
       log: (m) => this.log('warn', m),
     });
@@ -283,6 +290,7 @@ export class Agent {
         gpus: this.inventory,
         running: this.runner.running(),
         runningAttempts: this.runner.attempts(),
+        isolation: this.runner.isolation,
       }),
     );
   }

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { z } from 'zod';
+import { DEFAULT_PIDS_MAX, parseBytes, parseUidRange } from './isolation';
 
 /**
  * Agent configuration: every key can come from a flag (`--gateway-url=...` or
@@ -27,6 +28,43 @@ export const AgentConfig = z
     runAsGid: num.int().min(0).optional(),
     runAsUser: z.string().min(1).optional(),
     runAsHome: z.string().min(1).optional(),
+    /** Each job runs as its own uid and gid from this range when the agent is root (`200000-265535`). */
+    uidRange: z
+      .string()
+      .transform((v, ctx) => {
+        try {
+          return parseUidRange(v);
+        } catch (e) {
+          ctx.addIssue({ code: 'custom', message: (e as Error).message });
+          return z.NEVER;
+        }
+      })
+      .optional(),
+    /** The jobs' own directories (default `<workDir>/jobs`). */
+    jobsDir: z.string().min(1).optional(),
+    /** Job cgroups: auto (v2 with controllers, else v1, else v2 kill-only), v1, v2 or none. */
+    cgroup: z.enum(['auto', 'v1', 'v2', 'none']).default('auto'),
+    cgroupRoot: z.string().min(1).default('/sys/fs/cgroup'),
+    /** Most tasks (processes + threads) per job; 0: no limit. */
+    pidsMax: num.int().min(0).max(4_194_304).default(DEFAULT_PIDS_MAX),
+    /** Memory limit per GPU a job holds (`80G`, `512Mi`, bytes); unset: none. */
+    memoryPerGpu: z
+      .string()
+      .transform((v, ctx) => {
+        try {
+          return parseBytes(v);
+        } catch (e) {
+          ctx.addIssue({ code: 'custom', message: (e as Error).message });
+          return z.NEVER;
+        }
+      })
+      .optional(),
+    /** Limit each job to its own /dev/nvidia<N> plus the control devices. */
+    constrainDevices: z
+      .enum(['true', 'false', '1', '0'], 'true or false')
+      .transform((v) => v === 'true' || v === '1')
+      .default(true),
+    deviceDir: z.string().min(1).default('/dev'),
     maxBufferedSamples: num.int().min(1).max(1_000_000).default(600),
     logCapBytes: num.int().min(1024).default(64 * 1024 * 1024),
   })
@@ -35,6 +73,7 @@ export const AgentConfig = z
     if (!c.gatewayUrl) ctx.addIssue({ code: 'custom', path: ['gatewayUrl'], message: 'required' });
     if (!c.nodeToken && !c.nodeTokenFile) ctx.addIssue({ code: 'custom', path: ['nodeToken'], message: 'required (or nodeTokenFile)' });
     if ((c.runAsUid === undefined) !== (c.runAsGid === undefined)) ctx.addIssue({ code: 'custom', path: ['runAsGid'], message: 'runAsUid and runAsGid go together' });
+    if (c.uidRange && c.runAsUid !== undefined) ctx.addIssue({ code: 'custom', path: ['uidRange'], message: 'uidRange (a uid per job) and runAsUid (one uid for all) exclude each other' });
   });
 export type AgentConfig = z.infer<typeof AgentConfig>;
 

@@ -49,6 +49,16 @@ async function main(): Promise<number> {
     maxBufferedSamples: c.maxBufferedSamples,
     logCapBytes: c.logCapBytes,
     runAs: c.runAsUid !== undefined && c.runAsGid !== undefined ? { uid: c.runAsUid, gid: c.runAsGid, user: c.runAsUser, home: c.runAsHome } : undefined,
+    isolation: {
+      cgroup: c.cgroup,
+      cgroupRoot: c.cgroupRoot,
+      pidsMax: c.pidsMax,
+      memoryPerGpuBytes: c.memoryPerGpu,
+      constrainDevices: c.constrainDevices,
+      deviceDir: c.deviceDir,
+      uidRange: c.uidRange,
+    },
+    jobsDir: c.jobsDir,
     // SIGTERM to the agent stops its jobs (grace, then SIGKILL) and reports them cancelled.
     // After a crash instead, the next run kills leftover job process groups and reports
     // them exited with cause 'lost' (it cannot wait on another process's children).
@@ -58,6 +68,11 @@ async function main(): Promise<number> {
   });
   await agent.start();
   log('info', `nuri-agent ${c.nodeName} started, stream ${agent.streamId}, gateway ${c.gatewayUrl}`);
+  const iso = agent.runner.isolation;
+  log(
+    iso.cgroup === 'none' || iso.uids !== 'range' ? 'warn' : 'info',
+    `job isolation: cgroup ${iso.cgroup}, pids limit ${iso.pids ? 'on' : 'off'}, memory limit ${iso.memory ? 'on' : 'off'}, devices ${iso.devices ? 'constrained' : 'NOT constrained'}, uids ${iso.uids} (${iso.detail ?? ''})`,
+  );
   await new Promise<void>((resolve) => {
     const bye = () => resolve();
     process.once('SIGTERM', bye);

@@ -1,16 +1,46 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { type WriteStream, chownSync, createWriteStream, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
-import type { JobEvent, StartJob, StopJob } from '@nuri/contracts';
+import { createHash } from 'node:crypto';
+import { type WriteStream, createWriteStream, existsSync, mkdirSync, realpathSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import type { JobEvent, NodeIsolation, StartJob, StopJob } from '@nuri/contracts';
+import {
+  CgroupManager,
+  DEFAULT_PIDS_MAX,
+  type GateTools,
+  type IsolationOptions,
+  type JobCgroup,
+  UidAllocator,
+  agentDir,
+  blockedAncestor,
+  deviceAllowRules,
+  findGpuDevices,
+  gateArgs,
+  gateTools,
+  jobDir as prepareJobDir,
+  openLog,
+  pidsOfUid,
+  processesByUid,
+  releaseJobDir,
+  resolveCommand,
+} from './isolation';
 
 /**
- * Runs jobs as real child processes, one process group each, and reports `started` and
- * `exited` events through `onEvent`.
+ * Runs jobs as real child processes and reports `started` and `exited` events through
+ * `onEvent`. Each job gets (where the node allows; `isolation` says what holds):
+ *   - its own cgroup, placed in before it runs anything (see isolation/spawn.ts), killed
+ *     whole at its end (exit, stop, time limit, agent shutdown), with a pids limit, an
+ *     optional memory limit per GPU, and only its own GPU devices (v1 devices controller);
+ *     without a cgroup, its own process group, killed at the end;
+ *   - its own uid and gid from `isolation.uidRange` when the agent is root (or the one
+ *     `runAs` user), a job directory `<jobsDir>/<jobId>` of that uid with mode 0700 (its cwd
+ *     unless it names a working dir, and its HOME), handed back to root when it ends;
+ *   - its output written by the agent to `<workDir>/output/<jobId>/output.log`, in
+ *     directories only the agent can write, opened without following symlinks.
  *
  * Environment of a job (nothing else from the agent leaks in):
- *   PATH  = the run-as user's sane default (`DEFAULT_PATH`), unless the job sets PATH
- *   HOME  = the run-as user's home if known, else the job's working dir, else the job dir
- *   USER, LOGNAME = the run-as user's name, when the agent runs jobs as another user
+ *   PATH  = `DEFAULT_PATH`, unless the job sets PATH
+ *   HOME  = the run-as user's home if configured, else the job's directory (absolute)
+ *   USER, LOGNAME = the run-as user's name, or `nuri-<uid>` for a uid from the range
  *   LANG  = C.UTF-8 unless the job sets it
  *   ...the job's own env (may override the above)...
  *   CUDA_VISIBLE_DEVICES = the job's GPU indices, comma-separated (forced)
@@ -28,16 +58,29 @@ export interface RunAs {
 }
 
 export interface JobRunnerOptions {
-  /** Per-job directory root: `<workDir>/jobs/<jobId>/output.log`. */
+  /** The agent's directory: job output in `<workDir>/output/<jobId>/output.log`. */
   workDir: string;
+  /** The jobs' own directories (default `<workDir>/jobs`); other users must be able to pass through its parents. */
+  jobsDir?: string;
   /** Bytes of combined stdout+stderr kept per job; the rest is discarded (counted in the log). */
   logCapBytes?: number;
   /** Used when a start message carries no grace (it always does on the wire) and for stopAll. */
   defaultGraceSeconds?: number;
   /** Run jobs as this user when the agent is root. Ignored (with a warning) otherwise. */
   runAs?: RunAs;
+  /** cgroups, uid range, devices (see IsolationOptions). Default: cgroups where writable. */
+  isolation?: IsolationOptions;
+  /** Name of this agent's cgroup subtree (default: from a hash of workDir, stable across restarts). */
+  cgroupScope?: string;
   onEvent: (event: JobEvent) => void;
   log?: (msg: string) => void;
+}
+
+interface Identity {
+  uid: number;
+  gid: number;
+  user?: string;
+  home?: string;
 }
 
 interface Running {
@@ -46,6 +89,10 @@ interface Running {
   pid: number;
   gpuIndices: number[];
   attempt?: number;
+  cgroup?: JobCgroup;
+  /** The job's own uid from the range (not the shared runAs one). */
+  ownUid?: number;
+  dir: string;
   timer?: NodeJS.Timeout;
   killTimer?: NodeJS.Timeout;
   /** Set once the agent decided to end it; the first cause wins. */
@@ -54,13 +101,92 @@ interface Running {
 }
 
 const SAFE_JOB_ID = /^[A-Za-z0-9._-]{1,128}$/;
+const asRoot = () => typeof process.getuid === 'function' && process.getuid() === 0;
 
 export class JobRunner {
   private readonly jobs = new Map<string, Running>();
   private readonly logCap: number;
+  private readonly workDir: string;
+  private readonly jobsDir: string;
+  private readonly outputDir: string;
+  private readonly runAs: RunAs | undefined;
+  private readonly uids: UidAllocator | undefined;
+  private readonly cgroups: CgroupManager | undefined;
+  private readonly gate: GateTools | undefined;
+  private readonly pidsMax: number | undefined;
+  private readonly memoryPerGpu: number | undefined;
+  private readonly deviceDir: string | undefined;
+  private dirsReady = false;
+  /** What this runner enforces (the agent's hello reports it). */
+  readonly isolation: NodeIsolation;
+  /** Jobs of an earlier run of this agent whose cgroups still had processes: killed at construction. */
+  readonly leftovers: ReadonlySet<string>;
+  /** Resolves when the leftovers' cgroups are killed and removed. */
+  readonly leftoversKilled: Promise<void>;
 
   constructor(private readonly opts: JobRunnerOptions) {
     this.logCap = opts.logCapBytes ?? 64 * 1024 * 1024;
+    // Real path: the agent's directories are opened without following symlinks.
+    this.workDir = existsSync(opts.workDir) ? realpathSync(opts.workDir) : resolve(opts.workDir);
+    this.jobsDir = resolve(opts.jobsDir ?? join(this.workDir, 'jobs'));
+    this.outputDir = join(this.workDir, 'output');
+    const iso = opts.isolation ?? {};
+    const warn = (m: string) => opts.log?.(m);
+    const root = asRoot();
+
+    // Identity: a uid per job from the range, else the one runAs user, else the agent's.
+    if (iso.uidRange && !root) warn('a uid range is configured but the agent is not root: jobs run as the agent user');
+    this.uids = iso.uidRange && root ? new UidAllocator(iso.uidRange) : undefined;
+    if (opts.runAs && !root) warn('runAs configured but the agent is not root: jobs run as the agent user');
+    this.runAs = opts.runAs && root && !this.uids ? opts.runAs : undefined;
+    if (opts.runAs && this.uids) warn('both runAs and a uid range are configured: each job gets its own uid from the range');
+
+    // cgroups
+    const reasons: string[] = [];
+    if (iso.cgroup !== 'none') {
+      this.gate = gateTools();
+      if (!this.gate) reasons.push('no /bin/sh or /usr/bin/env to start jobs inside their cgroup');
+      else {
+        const scope = opts.cgroupScope ?? `w${createHash('sha256').update(this.workDir).digest('hex').slice(0, 16)}`;
+        const r = CgroupManager.probe({ root: iso.cgroupRoot, mode: iso.cgroup === 'v1' || iso.cgroup === 'v2' ? iso.cgroup : 'auto', scope });
+        this.cgroups = r.manager;
+        if (!r.manager) reasons.push(...r.reasons);
+      }
+      if (!this.cgroups) warn(`no usable cgroup (${reasons.join('; ') || 'unknown'}): jobs are isolated by process group only, with no pids, memory or device limits`);
+    }
+    const f = this.cgroups?.features;
+    this.pidsMax = iso.pidsMax === 0 ? undefined : (iso.pidsMax ?? DEFAULT_PIDS_MAX);
+    this.memoryPerGpu = iso.memoryPerGpuBytes;
+    this.deviceDir = iso.constrainDevices === false ? undefined : (iso.deviceDir ?? '/dev');
+    if (this.cgroups && this.deviceDir && !f?.devices)
+      warn(`GPU devices are not constrained: ${this.cgroups.version === 'v2' ? 'cgroup v2 needs an eBPF device program, which the agent cannot load' : 'no writable v1 devices hierarchy'}`);
+    if (this.cgroups && this.memoryPerGpu && !f?.memory) warn('a memory limit per GPU is configured but no memory controller is usable: not enforced');
+    const idWord = this.uids ? `own uid per job from ${iso.uidRange!.first}-${iso.uidRange!.last}` : this.runAs ? `every job as uid ${this.runAs.uid}` : 'jobs as the agent user';
+    this.isolation = {
+      cgroup: this.cgroups?.version ?? 'none',
+      pids: !!f?.pids && this.pidsMax !== undefined,
+      memory: !!f?.memory && this.memoryPerGpu !== undefined,
+      devices: !!f?.devices && this.deviceDir !== undefined,
+      uids: this.uids ? 'range' : this.runAs ? 'single' : 'none',
+      detail: `${this.cgroups ? this.cgroups.detail : `no cgroup: ${reasons.join('; ') || 'disabled'}; a job's end kills its process group${this.uids ? ' and every process of its uid' : ''}`}; ${idWord}`.slice(0, 2000),
+    };
+
+    // What an earlier run of this agent left: every process in its job cgroups (and, without
+    // cgroups, of uids from the range) is killed now; agent.ts reports those jobs 'lost'.
+    const left = new Set<string>();
+    const kills: Promise<unknown>[] = [];
+    if (this.cgroups) {
+      for (const jobId of this.cgroups.list()) {
+        for (const cg of this.cgroups.openAll(jobId)) {
+          if (cg.populated()) left.add(jobId);
+          kills.push(cg.kill());
+        }
+      }
+    } else if (this.uids) {
+      for (const [uid, pids] of processesByUid()) if (this.uids.contains(uid)) for (const p of pids) signal(p, 'SIGKILL');
+    }
+    this.leftovers = left;
+    this.leftoversKilled = Promise.all(kills).then(() => undefined);
   }
 
   /** Attempt of each running job that was started with one. */
@@ -86,57 +212,124 @@ export class JobRunner {
     return this.jobs.has(jobId);
   }
 
+  /** Where the agent writes a job's output. */
   logPath(jobId: string): string {
-    return join(this.opts.workDir, 'jobs', jobId, 'output.log');
+    return join(this.outputDir, jobId, 'output.log');
+  }
+
+  /** A job's own directory (its default cwd and HOME). */
+  jobDir(jobId: string): string {
+    return join(this.jobsDir, jobId);
+  }
+
+  /** The uid a running job runs as (undefined: the agent's or the runAs user's). */
+  uidOf(jobId: string): number | undefined {
+    return this.jobs.get(jobId)?.ownUid;
+  }
+
+  /** The cgroup of a running job (tests, diagnostics). */
+  cgroupOf(jobId: string): JobCgroup | undefined {
+    return this.jobs.get(jobId)?.cgroup;
+  }
+
+  /**
+   * Kills what is left of a job this agent does not run (an orphan of an earlier run): its
+   * cgroups. Resolves true when something was still running in them.
+   */
+  async killLeftover(jobId: string): Promise<boolean> {
+    if (this.jobs.has(jobId) || !this.cgroups) return false;
+    let alive = false;
+    for (const cg of this.cgroups.openAll(jobId)) {
+      alive ||= cg.populated();
+      await cg.kill();
+    }
+    return alive;
   }
 
   /** Starts a job; a second start for a running job id is ignored (returns false). */
   start(job: StartJob): boolean {
     if (this.jobs.has(job.jobId)) return false;
     const att = job.attempt !== undefined ? { attempt: job.attempt } : {};
-    if (!SAFE_JOB_ID.test(job.jobId)) {
-      this.opts.onEvent({ kind: 'exited', jobId: job.jobId, exitCode: null, signal: null, cause: 'spawn_failed', message: 'job id not usable as a directory name', ...att });
+    const failed = (message: string) => {
+      this.opts.onEvent({ kind: 'exited', jobId: job.jobId, exitCode: null, signal: null, cause: 'spawn_failed', message: message.slice(0, 2000), ...att });
       return false;
-    }
-    const dir = join(this.opts.workDir, 'jobs', job.jobId);
-    let out: WriteStream;
-    const runAs = this.effectiveRunAs();
+    };
+    if (!SAFE_JOB_ID.test(job.jobId)) return failed('job id not usable as a directory name');
+    const dir = this.jobDir(job.jobId);
+    const cwd = job.workingDir ?? dir;
+
+    let who: Identity | undefined;
+    let ownUid: number | undefined;
     try {
-      mkdirSync(dir, { recursive: true });
-      // The job's own directory (its default cwd and HOME) belongs to the user it runs as;
-      // the log stays the agent's, so a job cannot rewrite or grow it past the cap.
-      if (runAs) chownSync(dir, runAs.uid, runAs.gid);
-      out = createWriteStream(join(dir, 'output.log'), { flags: 'a' });
+      if (this.uids) {
+        const inUse = new Set([...this.jobs.values()].map((j) => j.ownUid).filter((u): u is number => u !== undefined));
+        ownUid = this.uids.pick(job.jobId, inUse);
+        who = { uid: ownUid, gid: ownUid, user: `nuri-${ownUid}` };
+      } else who = this.runAs;
     } catch (e) {
-      this.opts.onEvent({ kind: 'exited', jobId: job.jobId, exitCode: null, signal: null, cause: 'spawn_failed', message: `log: ${(e as Error).message}`, ...att });
-      return false;
+      return failed(`uid: ${(e as Error).message}`);
+    }
+
+    let out: WriteStream;
+    try {
+      this.ensureDirs();
+      // The job's own directory belongs to the user it runs as; the log is the agent's, in
+      // a directory only the agent can write, so a job can neither redirect nor grow it.
+      prepareJobDir(dir, who?.uid, who?.gid);
+      agentDir(join(this.outputDir, job.jobId), 0o700);
+      const fd = openLog(this.logPath(job.jobId));
+      out = createWriteStream('', { fd });
+    } catch (e) {
+      return failed(`job directories: ${(e as Error).message}`);
     }
     out.on('error', () => undefined);
 
     const env: Record<string, string> = {
       PATH: DEFAULT_PATH,
-      HOME: runAs?.home ?? job.workingDir ?? dir,
+      HOME: who?.home ?? dir,
       LANG: 'C.UTF-8',
-      ...(runAs?.user ? { USER: runAs.user, LOGNAME: runAs.user } : {}),
+      ...(who?.user ? { USER: who.user, LOGNAME: who.user } : {}),
       ...job.env,
       CUDA_VISIBLE_DEVICES: job.gpuIndices.join(','),
       NURI_JOB_ID: job.jobId,
     };
 
+    // In a cgroup: the gated shell (placed before it runs the job). Without: the job itself.
+    let cgroup: JobCgroup | undefined;
+    let file = job.command[0];
+    let args = job.command.slice(1);
+    let childEnv = env;
+    if (this.cgroups && this.gate) {
+      const found = resolveCommand(job.command[0], env.PATH, cwd);
+      if ('error' in found) {
+        out.end();
+        return failed(`${found.error} spawn ${job.command[0]}`);
+      }
+      try {
+        cgroup = this.cgroups.createSync(job.jobId, this.limitsFor(job));
+      } catch (e) {
+        out.end();
+        return failed(`cgroup: ${(e as Error).message}`);
+      }
+      file = this.gate.sh;
+      args = gateArgs(this.gate, job.command, env);
+      childEnv = {};
+    }
+
     let child: ChildProcess;
     try {
-      child = spawn(job.command[0], job.command.slice(1), {
+      child = spawn(file, args, {
         detached: true,
-        env,
-        cwd: job.workingDir ?? dir,
-        stdio: ['ignore', 'pipe', 'pipe'],
+        env: childEnv,
+        cwd,
+        stdio: [cgroup ? 'pipe' : 'ignore', 'pipe', 'pipe'],
         shell: false,
-        ...(runAs ? { uid: runAs.uid, gid: runAs.gid } : {}),
+        ...(who ? { uid: who.uid, gid: who.gid } : {}),
       });
     } catch (e) {
       out.end();
-      this.opts.onEvent({ kind: 'exited', jobId: job.jobId, exitCode: null, signal: null, cause: 'spawn_failed', message: (e as Error).message, ...att });
-      return false;
+      void cgroup?.kill();
+      return failed((e as Error).message);
     }
 
     let written = 0;
@@ -156,6 +349,7 @@ export class JobRunner {
     };
     child.stdout?.on('data', sink);
     child.stderr?.on('data', sink);
+    child.stdin?.on('error', () => undefined);
 
     let resolveDone!: () => void;
     const done = new Promise<void>((r) => (resolveDone = r));
@@ -165,7 +359,8 @@ export class JobRunner {
       if (child.pid !== undefined && this.jobs.has(job.jobId)) return; // runtime error after start: 'exit' follows
       this.jobs.delete(job.jobId);
       out.end();
-      this.opts.onEvent({ kind: 'exited', jobId: job.jobId, exitCode: null, signal: null, cause: 'spawn_failed', message: `${err.code ?? ''} ${err.message}`.trim().slice(0, 2000), ...att });
+      void cgroup?.kill();
+      failed(`${err.code ?? ''} ${err.message}`.trim());
       resolveDone();
     });
 
@@ -174,21 +369,42 @@ export class JobRunner {
       return true;
     }
     const pid = child.pid;
-    const entry: Running = { jobId: job.jobId, child, pid, gpuIndices: job.gpuIndices, attempt: job.attempt, done };
+
+    if (cgroup) {
+      // The shell waits on its stdin: place it, then let it exec the job.
+      try {
+        cgroup.place(pid);
+        child.stdin!.end('\n');
+      } catch (e) {
+        const why = `cgroup: placing the job failed: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`;
+        child.stdin?.destroy();
+        signal(pid, 'SIGKILL');
+        child.once('exit', () => {
+          out.end();
+          void cgroup!.kill();
+          failed(why);
+          resolveDone();
+        });
+        return true;
+      }
+    }
+
+    const entry: Running = { jobId: job.jobId, child, pid, gpuIndices: job.gpuIndices, attempt: job.attempt, cgroup, ownUid, dir, done };
     this.jobs.set(job.jobId, entry);
     this.opts.onEvent({ kind: 'started', jobId: job.jobId, pid, ...att });
 
     entry.timer = setTimeout(() => this.terminate(entry, job.graceSeconds, 'timeout', `time limit of ${job.timeLimitSeconds}s reached`), job.timeLimitSeconds * 1000);
     entry.timer.unref?.();
 
-    child.once('exit', (code, signal) => {
+    child.once('exit', (code, sig) => {
       clearTimeout(entry.timer);
       const finish = async () => {
         clearTimeout(entry.killTimer);
         // Fixed now: a stop() arriving while the pipes drain is a no-op.
         const ending: NonNullable<Running['ending']> = (entry.ending ??= { cause: 'exit', deadline: Date.now() });
-        // The job is over: whatever is left of its process group goes with it.
-        killGroup(pid, 'SIGKILL');
+        // The job is over: whatever is left of it (its cgroup, its process group, its uid's
+        // processes) goes with it, daemonized children included.
+        await this.killRest(entry);
         // 'exit' can come before the last output: drain the pipes (bounded), flush the log,
         // so the log is complete when the exit is reported.
         await Promise.race([
@@ -196,24 +412,31 @@ export class JobRunner {
           new Promise((r) => setTimeout(r, 2000)),
         ]);
         await new Promise<void>((r) => out.end(() => r()));
+        if (who) {
+          try {
+            releaseJobDir(dir);
+          } catch (e) {
+            this.opts.log?.(`job ${job.jobId}: could not hand its directory back to root: ${(e as Error).message}`);
+          }
+        }
         this.jobs.delete(job.jobId);
         const cause: JobExitCause = ending.cause;
         this.opts.onEvent({
           kind: 'exited',
           jobId: job.jobId,
           exitCode: code,
-          signal: signal ?? null,
+          signal: sig ?? null,
           cause,
           ...(ending.message ? { message: ending.message } : {}),
           ...att,
         });
         resolveDone();
       };
-      if (entry.ending && groupAlive(pid)) {
-        // Leader gone, others still in the group: they get the rest of the grace period.
+      if (entry.ending && this.alive(entry)) {
+        // Leader gone, others still there: they get the rest of the grace period.
         const wait = Math.max(0, entry.ending.deadline - Date.now());
         const poll = setInterval(() => {
-          if (!groupAlive(pid)) {
+          if (!this.alive(entry)) {
             clearInterval(poll);
             clearTimeout(hard);
             void finish();
@@ -228,7 +451,7 @@ export class JobRunner {
     return true;
   }
 
-  /** Stops a running job (SIGTERM to its group, grace, SIGKILL). False when not running. */
+  /** Stops a running job (SIGTERM to all of it, grace, SIGKILL). False when not running. */
   stop(msg: Pick<StopJob, 'jobId' | 'reason' | 'graceSeconds'>): boolean {
     const entry = this.jobs.get(msg.jobId);
     if (!entry) return false;
@@ -252,18 +475,68 @@ export class JobRunner {
     if (entry.ending) return;
     clearTimeout(entry.timer);
     entry.ending = { cause, message, deadline: Date.now() + graceSeconds * 1000 };
-    killGroup(entry.pid, 'SIGTERM');
-    entry.killTimer = setTimeout(() => killGroup(entry.pid, 'SIGKILL'), graceSeconds * 1000);
+    this.signalAll(entry, 'SIGTERM');
+    entry.killTimer = setTimeout(() => this.signalAll(entry, 'SIGKILL'), graceSeconds * 1000);
   }
 
-  private effectiveRunAs(): RunAs | undefined {
-    const ra = this.opts.runAs;
-    if (!ra) return undefined;
-    if (typeof process.getuid !== 'function' || process.getuid() !== 0) {
-      this.opts.log?.('runAs configured but the agent is not root: jobs run as the agent user');
-      return undefined;
+  /** A signal to every process of the job: its group, and its cgroup or its uid's processes. */
+  private signalAll(entry: Running, sig: NodeJS.Signals): void {
+    killGroup(entry.pid, sig);
+    if (entry.cgroup) entry.cgroup.signal(sig);
+    else if (entry.ownUid !== undefined) for (const p of pidsOfUid(entry.ownUid)) signal(p, sig);
+  }
+
+  private alive(entry: Running): boolean {
+    if (entry.cgroup) return entry.cgroup.populated();
+    return groupAlive(entry.pid) || (entry.ownUid !== undefined && pidsOfUid(entry.ownUid).length > 0);
+  }
+
+  /** Kills everything left of a job whose leader exited, and removes its cgroup. */
+  private async killRest(entry: Running): Promise<void> {
+    killGroup(entry.pid, 'SIGKILL');
+    if (entry.cgroup) {
+      if (!(await entry.cgroup.kill())) this.opts.log?.(`job ${entry.jobId}: its cgroup could not be emptied and removed in time`);
+      return;
     }
-    return ra;
+    if (entry.ownUid === undefined) return;
+    // Without a cgroup, the job's own uid finds what left its process group (setsid).
+    for (let i = 0; i < 100; i++) {
+      const pids = pidsOfUid(entry.ownUid);
+      if (!pids.length) return;
+      for (const p of pids) signal(p, 'SIGKILL');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    this.opts.log?.(`job ${entry.jobId}: processes of uid ${entry.ownUid} survived SIGKILL`);
+  }
+
+  private limitsFor(job: StartJob): { pidsMax?: number; memoryBytes?: number; deviceAllow?: string[] } {
+    const f = this.cgroups!.features;
+    return {
+      ...(f.pids && this.pidsMax !== undefined ? { pidsMax: this.pidsMax } : {}),
+      ...(f.memory && this.memoryPerGpu !== undefined ? { memoryBytes: this.memoryPerGpu * Math.max(1, job.gpuIndices.length) } : {}),
+      ...(f.devices && this.deviceDir !== undefined ? { deviceAllow: deviceAllowRules(findGpuDevices(this.deviceDir), job.gpuIndices) } : {}),
+    };
+  }
+
+  /** The agent's directories: work dir and output only the agent writes; jobs dir passable. */
+  private ensureDirs(): void {
+    if (this.dirsReady) return;
+    mkdirSync(this.workDir, { recursive: true });
+    agentDir(this.workDir, 0o711);
+    agentDir(this.outputDir, 0o700);
+    mkdirSync(dirname(this.jobsDir), { recursive: true });
+    agentDir(this.jobsDir, 0o711);
+    this.dirsReady = true;
+    const blocked = (this.uids || this.runAs) && blockedAncestor(this.jobsDir);
+    if (blocked) this.opts.log?.(`jobs run unprivileged but ${blocked} (on the way to ${this.jobsDir}) lets no other user through: jobs cannot enter their directories (set jobsDir elsewhere)`);
+  }
+}
+
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    /* gone */
   }
 }
 

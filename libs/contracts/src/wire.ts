@@ -63,6 +63,23 @@ export const JobEvent = z.discriminatedUnion('kind', [
 ]);
 export type JobEvent = z.infer<typeof JobEvent>;
 
+/**
+ * What isolation the agent enforces on its jobs (it says so in hello; the node view shows
+ * it): `cgroup` the job cgroups' version ('none': process groups only); `pids`, `memory`,
+ * `devices` whether that limit is applied to every job (memory only when a per-GPU limit is
+ * configured); `uids` whether each job runs as its own uid from a range, all as one
+ * configured user, or as the agent's own.
+ */
+export const NodeIsolation = z.object({
+  cgroup: z.enum(['v1', 'v2', 'none']),
+  pids: z.boolean(),
+  memory: z.boolean(),
+  devices: z.boolean(),
+  uids: z.enum(['range', 'single', 'none']),
+  detail: z.string().max(2000).optional(),
+});
+export type NodeIsolation = z.infer<typeof NodeIsolation>;
+
 export const AgentHello = z.object({
   v,
   type: z.literal('hello'),
@@ -75,6 +92,8 @@ export const AgentHello = z.object({
   running: z.array(z.string()).max(1024),
   /** Attempt of each running job that has one (jobId -> attempt); optional, additive. */
   runningAttempts: z.record(z.string(), z.number().int().positive()).optional(),
+  /** The isolation the agent enforces on its jobs; optional, additive (older agents omit it). */
+  isolation: NodeIsolation.optional(),
 });
 export const AgentHeartbeat = z.object({ v, type: z.literal('heartbeat'), at: z.number() });
 export const AgentSamples = z.object({
