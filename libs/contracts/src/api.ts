@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { GPUS_PER_NODE, GpuModel, GpuTypeWanted, int32, JobState, NodeState, PriorityClass, Role, Slug, text } from './common';
+import { NodeIsolation } from './wire';
 
 const EnvName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name');
 /** Variables the agent sets itself; a job may not override them. */
@@ -199,6 +200,11 @@ export const NodeView = z.object({
   leafSwitch: z.string(),
   lastHeartbeatAt: z.string().nullable(),
   connected: z.boolean(),
+  /**
+   * The job isolation the node's agent enforces, as it said when it last connected (job
+   * cgroups and which limits hold, a uid per job); null until an agent reports it.
+   */
+  isolation: NodeIsolation.nullable(),
   gpus: z.array(
     z.object({ index: z.number(), uuid: z.string().nullable(), healthy: z.boolean(), job: z.string().nullable() }),
   ),

@@ -1,6 +1,7 @@
 import { Kysely, Migration, MigrationProvider, Migrator, NO_MIGRATIONS } from 'kysely';
 import * as m0001 from './migrations/0001_init';
 import * as m0002 from './migrations/0002_queued_at';
+import * as m0004 from './migrations/0004_node_isolation';
 import * as m0005 from './migrations/0005_gateway_instances';
 import * as m0003 from './migrations/0003_user_disable_token_parent';
 
@@ -8,6 +9,7 @@ import * as m0003 from './migrations/0003_user_disable_token_parent';
 const migrations: Record<string, Migration> = {
   '0001_init': m0001,
   '0002_queued_at': m0002,
+  '0004_node_isolation': m0004,
   '0005_gateway_instances': m0005,
   '0003_user_disable_token_parent': m0003,
 };

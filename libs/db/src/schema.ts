@@ -4,6 +4,15 @@ type Timestamp = ColumnType<Date, Date | string, Date | string>;
 type CreatedAt = ColumnType<Date, Date | string | undefined, never>;
 /** JSON columns: written as a JSON string (both drivers), read back parsed. */
 type Json<T> = ColumnType<T, string, string>;
+/** A node's reported job isolation, as stored (see NodeIsolation in @nuri/contracts). */
+export interface NodeIsolationJson {
+  cgroup: 'v1' | 'v2' | 'none';
+  pids: boolean;
+  memory: boolean;
+  devices: boolean;
+  uids: 'range' | 'single' | 'none';
+  detail?: string;
+}
 
 export interface TenantsTable {
   id: Generated<string>;
@@ -54,6 +63,8 @@ export interface NodesTable {
   last_heartbeat_at: Timestamp | null;
   connected: Generated<boolean>;
   created_at: CreatedAt;
+  /** The isolation its agent reported in its last hello (NodeIsolation of the wire protocol); null: not reported. */
+  isolation: ColumnType<NodeIsolationJson | null, string | null | undefined, string | null>;
 }
 
 export interface GpusTable {

@@ -145,6 +145,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
       this.nodeRepo.gpusOf(nodeId),
       this.nodeRepo.streamSeq(nodeId, hello.stream),
       this.jobs.running({ onNode: nodeId }),
+      this.nodeRepo.setIsolation(nodeId, hello.isolation ?? null), // the node view shows it
     ]);
     if (up) this.log.log(`node ${nodeName} is up`);
     const pruned = await this.nodeRepo.pruneStreams(nodeId, hello.stream, new Date(now.getTime() - STREAM_RETENTION_MS));

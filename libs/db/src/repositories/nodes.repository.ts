@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import type { NodeRow } from '../schema';
+import type { NodeIsolationJson, NodeRow } from '../schema';
 import type { Db } from './tenants.repository';
 
 export interface NodeWithGpus {
@@ -12,6 +12,8 @@ export interface NodeWithGpus {
   stateReason: string;
   lastHeartbeatAt: Date | null;
   connected: boolean;
+  /** The job isolation its agent last reported; null: never reported. */
+  isolation?: NodeIsolationJson | null;
   gpus: { index: number; uuid: string | null; model: string | null; healthy: boolean; healthReason: string; jobId: string | null }[];
 }
 
@@ -65,11 +67,21 @@ export class NodesRepository {
       stateReason: n.state_reason,
       lastHeartbeatAt: n.last_heartbeat_at,
       connected: n.connected,
+      isolation: n.isolation ?? null,
       gpus: byNode.get(n.id) ?? [],
     }));
   }
 
-  /** How many nodes of each GPU type exist, whatever their state (admission checks at submit). */
+  /** Stores the job isolation a node's agent reported in its hello (null: it reported none). */
+  async setIsolation(id: string, isolation: NodeIsolationJson | null): Promise<void> {
+    await this.db
+      .updateTable('nodes')
+      .set({ isolation: isolation === null ? null : JSON.stringify(isolation) })
+      .where('id', '=', id)
+      .execute();
+  }
+
+    /** How many nodes of each GPU type exist, whatever their state (admission checks at submit). */
   async countByType(): Promise<Record<'h100' | 'h800', number>> {
     const rows = await this.db.selectFrom('nodes').select(['gpu_type', (eb) => eb.fn.countAll<number>().as('n')]).groupBy('gpu_type').execute();
     const out = { h100: 0, h800: 0 };

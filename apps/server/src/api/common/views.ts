@@ -51,6 +51,7 @@ export function nodeView(n: NodeWithGpus, showJob: (jobId: string) => boolean): 
     leafSwitch: n.leafSwitch,
     lastHeartbeatAt: iso(n.lastHeartbeatAt),
     connected: n.connected,
+    isolation: n.isolation ?? null,
     gpus: n.gpus.map((g) => ({ index: g.index, uuid: g.uuid, healthy: g.healthy, job: g.jobId && showJob(g.jobId) ? g.jobId : null })),
   };
 }
