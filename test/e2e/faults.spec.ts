@@ -69,18 +69,18 @@ describe('control loop under faults (real PostgreSQL, no demo)', () => {
     agents.push(a);
     return a;
   };
-  /** An agent that connects, says hello and heartbeats, but never runs or reports anything. */
-  const mute = async (name: string, token: string) => {
+  /** An agent that connects, says hello and heartbeats, but never runs or reports anything (unless the test sends for it). */
+  const mute = async (name: string, token: string, running: string[] = []) => {
     const ws = new WebSocket(`ws://127.0.0.1:${server!.port}/agent`, { headers: { authorization: `Bearer ${token}`, 'x-nuri-node': name } });
     sockets.push(ws);
     const got: any[] = [];
     ws.on('message', (d) => got.push(JSON.parse(d.toString())));
     await new Promise((r, j) => (ws.once('open', r), ws.once('error', j)));
     const gpus = Array.from({ length: 8 }, (_, index) => ({ index, uuid: `GPU-${name}-${index}`, model: 'NVIDIA H100 80GB HBM3', memoryTotalBytes: 80e9 }));
-    ws.send(JSON.stringify({ v: 1, type: 'hello', node: name, stream: 'mute', agentVersion: 't', gpuModel: 'h100', gpus, running: [] }));
+    ws.send(JSON.stringify({ v: 1, type: 'hello', node: name, stream: 'mute', agentVersion: 't', gpuModel: 'h100', gpus, running }));
     const hb = setInterval(() => ws.readyState === WebSocket.OPEN && ws.send(JSON.stringify({ v: 1, type: 'heartbeat', at: Date.now() })), 500);
     ws.on('close', () => clearInterval(hb));
-    return got;
+    return Object.assign(got, { send: (m: object) => ws.send(JSON.stringify(m)) });
   };
 
   beforeAll(async () => {
@@ -142,6 +142,24 @@ describe('control loop under faults (real PostgreSQL, no demo)', () => {
     // Their GPUs are free again.
     const node = await call(OPERATOR, 'GET', '/v1/nodes/mute-1');
     expect(node.gpus.map((g: any) => g.jobId ?? null)).toEqual(Array(8).fill(null));
+  });
+
+  it("rejects and counts agent messages the database could not store, instead of failing on them for ever", async () => {
+    await start();
+    const got = await mute('poison-1', await register('poison-1'), ['not-a-job-id']);
+    const j = await submit({});
+    await until('start sent', async () => got.some((m) => m.type === 'start' && m.jobId === j.id));
+    // A job id that cannot exist is told to stop, not a reason to fail the hello or the reconcile.
+    expect(got.some((m) => m.type === 'stop' && m.jobId === 'not-a-job-id')).toBe(true);
+    const exited = (seq: number, extra: object) => ({ v: 1, type: 'job_event', seq, at: Date.now(), event: { kind: 'exited', jobId: j.id, exitCode: 0, signal: null, cause: 'exit', attempt: 1, ...extra } });
+    got.send(exited(1, { cause: 'lost', exitCode: null, message: 'nul \u0000 byte' }));
+    got.send(exited(2, { exitCode: 2 ** 40 }));
+    await until('two rejections', async () => got.filter((m) => m.type === 'error' && m.code === 'invalid_message').length === 2);
+    expect((await job(j.id)).state).toBe('running');
+    got.send(exited(3, { exitCode: 7 }));
+    const done = await jobIn(j.id, (x) => x.state !== 'running');
+    expect([done.state, done.exitCode]).toEqual(['failed', 7]);
+    expect(got.some((m) => m.type === 'ack' && m.seq === 3)).toBe(true);
   });
 
   it('keeps a cancel final when the node fails before the stop reaches the agent', async () => {

@@ -1,5 +1,12 @@
 import { z } from 'zod';
-import { GpuModel } from './common';
+import { GpuModel, INT32_MAX, INT32_MIN, text } from './common';
+
+/**
+ * Every string an agent sends may reach PostgreSQL (job reasons, health causes, inventory),
+ * which refuses NUL: such a message is rejected and counted at the gateway, never a
+ * database error that would have the agent resend it for ever.
+ */
+const str = text;
 
 /**
  * Agent <-> gateway protocol. Every message is JSON with `v` (protocol version) and `type`.
@@ -12,17 +19,17 @@ const v = z.literal(WIRE_VERSION);
 
 export const GpuInventory = z.object({
   index: z.number().int().min(0).max(63),
-  uuid: z.string().min(1).max(128),
-  model: z.string().max(128),
+  uuid: str().min(1).max(128),
+  model: str().max(128),
   memoryTotalBytes: z.number().nonnegative(),
   /** PCI bus id as nvidia-smi prints it (`00000000:3B:00.0`); optional, added for XID mapping. */
-  pciBusId: z.string().max(32).optional(),
+  pciBusId: str().max(32).optional(),
 });
 export type GpuInventory = z.infer<typeof GpuInventory>;
 
 export const GpuSample = z.object({
   index: z.number().int().min(0).max(63),
-  uuid: z.string().max(128),
+  uuid: str().max(128),
   utilization: z.number().min(0).max(1).optional(),
   memoryUsedBytes: z.number().nonnegative().optional(),
   memoryTotalBytes: z.number().nonnegative().optional(),
@@ -34,26 +41,26 @@ export const GpuSample = z.object({
   eccCorrected: z.number().nonnegative().optional(),
   eccUncorrected: z.number().nonnegative().optional(),
   remappedRowsFailure: z.boolean().optional(),
-  throttleReasons: z.array(z.string().max(64)).max(32).optional(),
+  throttleReasons: z.array(str().max(64)).max(32).optional(),
 });
 export type GpuSample = z.infer<typeof GpuSample>;
 
 export const JobEvent = z.discriminatedUnion('kind', [
   z.object({
     kind: z.literal('started'),
-    jobId: z.string(),
+    jobId: str(),
     pid: z.number().int(),
     /** The start's `attempt` (optional: older agents omit it). */
     attempt: z.number().int().positive().optional(),
   }),
   z.object({
     kind: z.literal('exited'),
-    jobId: z.string(),
-    exitCode: z.number().int().nullable(),
-    signal: z.string().nullable(),
+    jobId: str(),
+    exitCode: z.number().int().min(INT32_MIN).max(INT32_MAX).nullable(),
+    signal: str().nullable(),
     /** Why the agent ended it, if it did. */
     cause: z.enum(['exit', 'timeout', 'cancelled', 'spawn_failed', 'lost']),
-    message: z.string().max(2000).optional(),
+    message: str().max(2000).optional(),
     /**
      * The start's `attempt`, so an exit resent late (a restarted agent's journal) can never
      * end a later attempt of the same job. Optional: older agents omit it.
@@ -76,22 +83,22 @@ export const NodeIsolation = z.object({
   memory: z.boolean(),
   devices: z.boolean(),
   uids: z.enum(['range', 'single', 'none']),
-  detail: z.string().max(2000).optional(),
+  detail: str().max(2000).optional(),
 });
 export type NodeIsolation = z.infer<typeof NodeIsolation>;
 
 export const AgentHello = z.object({
   v,
   type: z.literal('hello'),
-  node: z.string(),
-  stream: z.string().max(64),
-  agentVersion: z.string().max(64),
+  node: str(),
+  stream: str().max(64),
+  agentVersion: str().max(64),
   gpuModel: GpuModel.optional(),
   gpus: z.array(GpuInventory).max(64),
   /** Jobs the agent is running right now, so the server can reconcile after a reconnect. */
-  running: z.array(z.string()).max(1024),
+  running: z.array(str()).max(1024),
   /** Attempt of each running job that has one (jobId -> attempt); optional, additive. */
-  runningAttempts: z.record(z.string(), z.number().int().positive()).optional(),
+  runningAttempts: z.record(str(), z.number().int().positive()).optional(),
   /** The isolation the agent enforces on its jobs; optional, additive (older agents omit it). */
   isolation: NodeIsolation.optional(),
 });
@@ -117,7 +124,7 @@ export const AgentGpuFault = z.object({
   index: z.number().int().min(0).max(63),
   kind: z.enum(['xid', 'remap_failure', 'vanished', 'hot', 'throttle']),
   code: z.number().int().optional(),
-  message: z.string().max(2000),
+  message: str().max(2000),
 });
 export const AgentMessage = z.discriminatedUnion('type', [AgentHello, AgentHeartbeat, AgentSamples, AgentJobEvent, AgentGpuFault]);
 export type AgentMessage = z.infer<typeof AgentMessage>;

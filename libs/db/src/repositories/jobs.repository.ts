@@ -384,6 +384,8 @@ export class JobsRepository {
 
   /** Fresh rows of some jobs, and whether each holds a live GPU on `nodeId`: the gateway re-checks a start or stop with it just before sending. */
   async liveState(ids: string[], nodeId: string): Promise<Map<string, JobRecord & { onNode: boolean }>> {
+    // An agent may name anything (a job of an older install, garbage): only ids can exist.
+    ids = ids.filter(isUuid);
     if (!ids.length) return new Map();
     const rows = await this.withNames()
       .select((eb) =>
