@@ -3,11 +3,30 @@ import { IdentityRepository, NodesRepository, TenantsRepository } from '@nuri/db
 import { NodesService } from '../api/nodes/nodes.service';
 import { TenantsService } from '../api/tenants/tenants.service';
 import { UsersService } from '../api/users/users.service';
-import { join } from 'node:path';
+import { chmodSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { Agent } from '../../../agent/src/agent';
+import { blockedAncestor } from '../../../agent/src/isolation';
 import { AuthService } from '../auth/auth.service';
 import { hashToken, newAgentToken } from '../auth/tokens';
 import { DEMO_TENANTS, demoNodes } from './demo-center';
+
+const DEMO_UID_BASE = 200_000;
+const DEMO_UIDS_PER_NODE = 1000;
+const asRoot = () => typeof process.getuid === 'function' && process.getuid() === 0;
+
+/**
+ * Where the demo agents keep their jobs' own directories when the work dir is one other
+ * users cannot pass through (a checkout under /root): a fresh root-owned directory in the
+ * system's temporary directory. Undefined: under the work dir, as usual.
+ */
+function demoJobsRoot(agentWorkDir: string): string | undefined {
+  if (!asRoot() || !blockedAncestor(resolve(agentWorkDir))) return undefined;
+  const dir = mkdtempSync(join(tmpdir(), 'nuri-demo-jobs-'));
+  chmodSync(dir, 0o711);
+  return dir;
+}
 
 export interface DemoHandle {
   researcherToken: string;
@@ -54,8 +73,10 @@ export async function startDemo(
   const opToken = operatorToken ?? (await auth.issueToken(operator.id, 'demo start', null)).token;
 
   const agents: Agent[] = [];
-  for (const n of demoNodes(config.demoNodes)) {
+  const jobsRoot = demoJobsRoot(config.agentWorkDir);
+  for (const [i, n] of demoNodes(config.demoNodes).entries()) {
     const id = await nodes.idByName(n.name);
+    let constructed = false;
     let token: string;
     if (!id) token = (await deps.nodesService.register({ ...n, gpus: 8 })).agentToken;
     else {
@@ -70,13 +91,22 @@ export async function startDemo(
         nodeToken: token,
         simulated: { gpus: 8, model: n.gpuType },
         workDir: join(config.agentWorkDir, n.name),
+        // As root, each job runs as its own uid (a range per node), so it cannot read this
+        // process's environment (/proc/<ppid>/environ: NURI_BOOTSTRAP_TOKEN…), signal other
+        // jobs or write their files.
+        ...(asRoot() ? { isolation: { uidRange: { first: DEMO_UID_BASE + i * DEMO_UIDS_PER_NODE, last: DEMO_UID_BASE + (i + 1) * DEMO_UIDS_PER_NODE - 1 } } } : {}),
+        ...(jobsRoot ? { jobsDir: join(jobsRoot, n.name) } : {}),
         sampleIntervalMs: config.sampleIntervalMs,
         graceSeconds: config.timeoutGraceSeconds,
         log: (level, msg) => {
+          // What an agent finds about the node's isolation at construction is the same for
+          // every demo agent (one machine): the first one says it.
+          if (i > 0 && !constructed) return;
           if (level === 'error' || level === 'warn') console.warn(`[agent ${n.name}] ${msg}`);
         },
       }),
     );
+    constructed = true;
   }
   await Promise.all(agents.map((a) => a.start()));
   // Ready means the fleet is up: wait (bounded) for every agent's hello before returning.
