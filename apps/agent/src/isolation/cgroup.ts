@@ -60,7 +60,15 @@ function jobOfName(name: string): string | undefined {
   return m ? m[1] : undefined;
 }
 
-const sanitize = (p: string) => (p === '/' ? '' : p.replace(/\/+$/, ''));
+/**
+ * The agent's own cgroup path without a trailing slash ('' for the root), and without the
+ * `nuri-agent` leaf the agent moves itself into on v2 (or systemd's `DelegateSubgroup=`
+ * put it in): the jobs' `nuri` subtree sits beside that leaf, the same on every start.
+ */
+const sanitize = (p: string) => {
+  const path = p === '/' ? '' : p.replace(/\/+$/, '');
+  return path.endsWith('/nuri-agent') ? path.slice(0, -'/nuri-agent'.length) : path;
+};
 const SAFE_NAME = /^[A-Za-z0-9._-]{1,200}$/;
 
 function readPids(file: string): number[] {
