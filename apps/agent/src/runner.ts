@@ -42,6 +42,7 @@ import {
  *   HOME  = the run-as user's home if configured, else the job's directory (absolute)
  *   USER, LOGNAME = the run-as user's name, or `nuri-<uid>` for a uid from the range
  *   LANG  = C.UTF-8 unless the job sets it
+ *   CUDA_DEVICE_ORDER = PCI_BUS_ID unless the job sets it (CUDA's GPU numbers = nvidia-smi's)
  *   ...the job's own env (may override the above)...
  *   CUDA_VISIBLE_DEVICES = the job's GPU indices, comma-separated (forced)
  *   NURI_JOB_ID          = the job id (forced)
@@ -288,6 +289,9 @@ export class JobRunner {
       PATH: DEFAULT_PATH,
       HOME: who?.home ?? dir,
       LANG: 'C.UTF-8',
+      // CUDA numbers GPUs as nvidia-smi and /dev/nvidia<N> do (its default, fastest first,
+      // could map CUDA_VISIBLE_DEVICES to a GPU whose device the job's cgroup denies).
+      CUDA_DEVICE_ORDER: 'PCI_BUS_ID',
       ...(who?.user ? { USER: who.user, LOGNAME: who.user } : {}),
       ...job.env,
       CUDA_VISIBLE_DEVICES: job.gpuIndices.join(','),
