@@ -496,10 +496,13 @@ export class Agent {
     const state = this.runningState.load();
     const ids = Object.keys(state);
     if (ids.length === 0) return;
+    const cgroups = this.runner.isolation.cgroup !== 'none';
     for (const jobId of ids) {
       const { pgid, attempt } = state[jobId]!;
-      const alive = groupAlive(pgid);
-      if (alive) {
+      // With cgroups the runner already killed what the job's cgroup held (daemons too); a
+      // process group id is only trusted without them (after a long downtime it may be reused).
+      const alive = cgroups ? this.runner.leftovers.has(jobId) : groupAlive(pgid);
+      if (alive && !cgroups) {
         try {
           process.kill(-pgid, 'SIGKILL');
         } catch {
@@ -512,7 +515,7 @@ export class Agent {
         exitCode: null,
         signal: alive ? 'SIGKILL' : null,
         cause: 'lost',
-        message: alive ? 'agent restarted while the job ran; its process group was killed' : 'agent restarted; the job ended while it was down, exit status unknown',
+        message: alive ? `agent restarted while the job ran; its ${cgroups ? 'cgroup' : 'process group'} was killed` : 'agent restarted; the job ended while it was down, exit status unknown',
         ...(attempt !== undefined ? { attempt } : {}),
       });
     }

@@ -46,7 +46,7 @@ export class Journal {
 
   append(event: JobEvent, at = Date.now()): JournalEntry {
     const entry: JournalEntry = { id: `${process.pid}-${Date.now().toString(36)}-${(this.counter++).toString(36)}`, at, event };
-    const fd = openSync(this.path, 'a');
+    const fd = openSync(this.path, 'a', 0o600);
     try {
       writeSync(fd, JSON.stringify(entry) + '\n');
       fsyncSync(fd);
@@ -124,7 +124,7 @@ export class RunningState {
 
 function writeAtomic(path: string, text: string): void {
   const tmp = `${path}.tmp`;
-  const fd = openSync(tmp, 'w');
+  const fd = openSync(tmp, 'w', 0o600);
   try {
     writeSync(fd, text);
     fsyncSync(fd);
