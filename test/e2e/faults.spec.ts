@@ -139,6 +139,9 @@ describe('control loop under faults (real PostgreSQL, no demo)', () => {
     const l = await jobIn(limited.id, (j) => j.state !== 'running', 15_000);
     expect(l.state).toBe('timeout');
     expect(l.reason).toMatch(/ended by the server/);
+    // Operators see it (and are alerted on it): two jobs ended with no word from a talking agent.
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    expect(metrics).toMatch(/nuri_scheduler_jobs_ended_by_server_total\{tenant="kakao",gpu_type="h100",reason="agent_silent_past_end"\} 2/);
     // Their GPUs are free again.
     const node = await call(OPERATOR, 'GET', '/v1/nodes/mute-1');
     expect(node.gpus.map((g: any) => g.jobId ?? null)).toEqual(Array(8).fill(null));

@@ -120,6 +120,7 @@ export function populateDemoControlPlane(m: NuriMetrics, atMs: number): void {
     m.addUsage(tenant, 'h100', 3600 * (i + 1));
   });
   m.recordPreemption('kakao', 'h100', 'guarantee_reclaim');
+  m.recordJobEndedByServer('kakao', 'h100', 'node_down');
   m.observePassDuration(0.042);
   m.markPassSucceeded(atMs);
   m.setAgentConnections(3);

@@ -32,6 +32,9 @@ export const GpuCapacityStateLabel = z.enum(['allocated', 'free', 'unhealthy', '
 export type GpuCapacityStateLabel = z.infer<typeof GpuCapacityStateLabel>;
 export const PreemptionReasonLabel = z.enum(['guarantee_reclaim', 'priority', 'node_drain', 'operator']);
 export type PreemptionReasonLabel = z.infer<typeof PreemptionReasonLabel>;
+/** Why the server ended a running job without the agent's exit: its node went down, or its talking agent said nothing of it past its end. */
+export const ServerEndReasonLabel = z.enum(['node_down', 'agent_silent_past_end']);
+export type ServerEndReasonLabel = z.infer<typeof ServerEndReasonLabel>;
 export const AgentMessageTypeLabel = z.enum(['hello', 'heartbeat', 'samples', 'job_event', 'gpu_fault', 'invalid']);
 export type AgentMessageTypeLabel = z.infer<typeof AgentMessageTypeLabel>;
 export const AgentMessageResultLabel = z.enum(['applied', 'duplicate', 'rejected']);
@@ -139,6 +142,7 @@ export const METRICS = {
   schedulerStartEstimateScale: def({ name: 'nuri_scheduler_start_estimate_scale_ratio', type: 'gauge', block: 'registry', labels: [], help: 'Factor by which the scheduler multiplies waits predicted from time limits before showing them as estimated starts: the median of actual over predicted wait of recent starts (1 until enough starts were seen; 0 on a standby).' }),
   schedulerLeader: def({ name: 'nuri_scheduler_leader', type: 'gauge', block: 'registry', labels: [], help: '1 when this process holds the scheduler leader lock, else 0.' }),
   schedulerGpus: def({ name: 'nuri_scheduler_gpus', type: 'gauge', block: 'registry', labels: ['gpu_type', 'state'], help: 'GPUs by type and state (allocated, free, unhealthy, unavailable), as the scheduler last saw them.' }),
+  schedulerJobsEndedByServer: def({ name: 'nuri_scheduler_jobs_ended_by_server_total', type: 'counter', block: 'registry', labels: ['tenant', 'gpu_type', 'reason'], help: 'Running jobs the server ended without an exit from their agent, by reason: node_down (requeued or failed) or agent_silent_past_end (the agent talks but reported nothing past the time limit or stop grace).' }),
   schedulerPreemptions: def({ name: 'nuri_scheduler_preemptions_total', type: 'counter', block: 'registry', labels: ['tenant', 'gpu_type', 'reason'], help: 'Jobs preempted, by the preempted job\'s tenant and GPU type and the reason.' }),
 
   // --- Tenants (registry, except the idle gauge which is derived from the GPU state) ---

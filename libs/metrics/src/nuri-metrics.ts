@@ -21,6 +21,7 @@ import {
   type MetricDef,
   type NodeStateLabel,
   type PreemptionReasonLabel,
+  type ServerEndReasonLabel,
 } from './metrics';
 import { createRegistry, type NuriRegistry } from './registry';
 
@@ -106,6 +107,7 @@ export class NuriMetrics {
   private readonly estimateScale: Gauge;
   private readonly gpus: Gauge<Labels<typeof METRICS.schedulerGpus>>;
   private readonly preemptions: Counter<Labels<typeof METRICS.schedulerPreemptions>>;
+  private readonly endedByServer: Counter<Labels<typeof METRICS.schedulerJobsEndedByServer>>;
   private readonly quotaGuaranteed: Gauge<Labels<typeof METRICS.tenantQuotaGuaranteed>>;
   private readonly quotaLimit: Gauge<Labels<typeof METRICS.tenantQuotaLimit>>;
   private readonly allocated: Gauge<Labels<typeof METRICS.tenantAllocated>>;
@@ -151,6 +153,7 @@ export class NuriMetrics {
     this.estimateScale = gauge(METRICS.schedulerStartEstimateScale);
     this.gpus = gauge(METRICS.schedulerGpus);
     this.preemptions = counter(METRICS.schedulerPreemptions);
+    this.endedByServer = counter(METRICS.schedulerJobsEndedByServer);
     this.quotaGuaranteed = gauge(METRICS.tenantQuotaGuaranteed);
     this.quotaLimit = gauge(METRICS.tenantQuotaLimit);
     this.allocated = gauge(METRICS.tenantAllocated);
@@ -390,6 +393,10 @@ export class NuriMetrics {
   /** A job was told to stop to make room: labels are the preempted job's. */
   recordPreemption(tenant: string, gpuType: GpuTypeLabel, reason: PreemptionReasonLabel): void {
     this.preemptions.inc({ tenant, gpu_type: gpuType, reason });
+  }
+
+  recordJobEndedByServer(tenant: string, gpuType: JobGpuTypeLabel, reason: ServerEndReasonLabel): void {
+    this.endedByServer.inc({ tenant, gpu_type: gpuType, reason });
   }
 
   // =====================================================================================

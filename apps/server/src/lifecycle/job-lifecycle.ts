@@ -122,7 +122,8 @@ export class JobLifecycle {
       this.log.warn(`node ${n.name} is down: agent silent`);
       this.metrics.setNodeUp(n.name, false);
       this.metrics.removeNodeGpuSeries(n.name);
-      for (const job of await this.jobs.runningOnNode(n.id)) await this.nodeFailed(job, `node ${n.name} went down`, now);
+      for (const job of await this.jobs.runningOnNode(n.id))
+        if (await this.nodeFailed(job, `node ${n.name} went down`, now)) this.metrics.recordJobEndedByServer(job.tenantName, job.gpu_type, 'node_down');
     }
     if (marked) this.wakeups.wake('node_change');
     return marked;
@@ -145,6 +146,7 @@ export class JobLifecycle {
       if (!done) continue;
       ended++;
       this.log.warn(`job ${job.id}: no exit reported ${slack}s past its end; ended ${done.to} by the server`);
+      this.metrics.recordJobEndedByServer(job.tenantName, job.gpu_type, 'agent_silent_past_end');
       await this.afterEnd(job, done.before, done.to, now);
       for (const nodeId of await this.jobs.lastPlacementNodes(job.id)) await this.nodes.settleDraining(nodeId);
     }

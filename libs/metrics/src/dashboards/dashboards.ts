@@ -298,6 +298,8 @@ export const SCHEDULER: DashboardSpec = {
         },
         { kind: 'timeseries', title: 'Passes per second', unit: 'ops', queries: [{ expr: `sum(rate(${M.schedulerPassDuration}_count[5m]))`, legend: 'passes' }] },
         { kind: 'timeseries', title: 'Preemptions by reason', queries: [{ expr: `sum by (reason) (increase(${M.schedulerPreemptions}{${gpuType}}[1h]))`, legend: '{{reason}}' }] },
+        // Jobs ended with no exit from their agent: a node that went down, or an agent that talks but stays silent about a job.
+        { kind: 'timeseries', title: 'Jobs ended by the server (1h)', queries: [{ expr: `sum by (reason) (increase(${M.schedulerJobsEndedByServer}{${jobType}}[1h]))`, legend: '{{reason}}' }] },
         // Far below 1: users' time limits are far above their run times (estimates are scaled by it).
         { kind: 'timeseries', title: 'Start estimate scale (actual / predicted wait)', queries: [{ expr: `max(${M.schedulerStartEstimateScale})`, legend: 'scale' }] },
         { kind: 'timeseries', title: 'Job transitions per second', unit: 'ops', queries: [{ expr: `sum by (to) (rate(${M.schedulerJobTransitions}{${jobType}}[5m]))`, legend: '→ {{to}}' }] },
