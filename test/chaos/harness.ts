@@ -35,7 +35,7 @@ import {
   type Violation,
 } from './invariants';
 import { Rng } from './prng';
-import { killJobProcesses, scanJobProcesses } from './proc-scan';
+import { cgroupScopesOf, killJobProcesses, removeCgroupScopes, scanJobProcesses } from './proc-scan';
 import { Managed, sleep, type ProcSpec, type Role } from './procs';
 import { makeWorkload, type JobSpec } from './workload';
 
@@ -200,6 +200,9 @@ export async function runChaos(partial: Partial<ChaosOptions> & { seed: number }
   let pool: Pool | undefined;
   let dbCreated = false;
   const knownIds = new Set<string>();
+  /** Cgroup scopes our agents made (seen on their jobs), removed at the end. */
+  const cgroupScopes = new Set<string>();
+  const scopeSeen = new Set<number>();
   let stopped = false;
   let cleanedUp = false;
   const cleanup = async () => {
@@ -212,6 +215,10 @@ export async function runChaos(partial: Partial<ChaosOptions> & { seed: number }
       if (!left.length) break;
       killJobProcesses(left);
       await sleep(200);
+    }
+    if (cgroupScopes.size) {
+      await sleep(300);
+      removeCgroupScopes(cgroupScopes);
     }
     await pool?.end().catch(() => undefined);
     if (dbCreated) await admin.query(`drop database if exists ${dbName} with (force)`).catch((e) => say(`drop database failed: ${(e as Error).message}`));
@@ -378,6 +385,11 @@ export async function runChaos(partial: Partial<ChaosOptions> & { seed: number }
       const runningFiles = new Map<string, Map<string, RunningFileEntry>>();
       for (const node of nodeNames) runningFiles.set(node, readRunningFile(join(agentsDir, node, 'running.json')));
       const found = scanJobProcesses(agentsDir, knownIds);
+      for (const p of found)
+        if (!scopeSeen.has(p.pgid)) {
+          scopeSeen.add(p.pgid);
+          for (const c of cgroupScopesOf(p.pid)) cgroupScopes.add(c);
+        }
       const before = checker.violations().length;
       checker.observe({ at: Date.now() - t0, jobs, running, procs: found, runningFiles, healthy });
       for (const v of checker.violations().slice(before)) say(`VIOLATION ${v.invariant}: ${v.detail}`);

@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync, rmdirSync } from 'node:fs';
 import { sep } from 'node:path';
 
 /** A live process of a job, as /proc shows it (the agent sets NURI_JOB_ID in every job's environment). */
@@ -97,4 +97,68 @@ function ownPgid(): number {
   } catch {
     return -1;
   }
+}
+
+/**
+ * The agent-made cgroup scopes a process sits in (paths like `/nuri/<scope>`, one per agent
+ * work dir), from /proc/<pid>/cgroup; empty when the agent uses none.
+ */
+export function cgroupScopesOf(pid: number): string[] {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/cgroup`, 'utf8');
+  } catch {
+    return [];
+  }
+  const out = new Set<string>();
+  for (const line of text.split('\n')) {
+    const path = line.split(':').slice(2).join(':');
+    const parts = path.split('/');
+    const i = parts.indexOf('nuri');
+    if (i >= 0 && parts[i + 1]) out.add(parts.slice(0, i + 2).join('/'));
+  }
+  return [...out];
+}
+
+/**
+ * Removes the given cgroup scopes (and their empty job cgroups) from every mounted hierarchy,
+ * once their processes are gone: an agent killed -9 cannot remove them itself. Best effort: a
+ * cgroup that still has tasks, or is not there, is left alone.
+ */
+export function removeCgroupScopes(scopes: Iterable<string>, root = '/sys/fs/cgroup'): number {
+  let removed = 0;
+  let mounts: string[];
+  try {
+    mounts = [root, ...readdirSync(root).map((d) => `${root}/${d}`)];
+  } catch {
+    return 0;
+  }
+  for (const scope of scopes) {
+    if (!/^(\/[A-Za-z0-9._@:-]+)*\/nuri\/[A-Za-z0-9._-]+$/.test(scope)) continue;
+    for (const m of mounts) {
+      const dir = `${m}${scope}`;
+      let children: string[];
+      try {
+        children = readdirSync(dir, { withFileTypes: true })
+          .filter((d) => d.isDirectory())
+          .map((d) => d.name);
+      } catch {
+        continue;
+      }
+      for (const c of children) {
+        try {
+          rmdirSync(`${dir}/${c}`);
+        } catch {
+          /* still busy */
+        }
+      }
+      try {
+        rmdirSync(dir);
+        removed++;
+      } catch {
+        /* still busy */
+      }
+    }
+  }
+  return removed;
 }
