@@ -46,6 +46,10 @@ async function openPostgres(url: string, poolSize: number): Promise<DatabaseHand
   const pool = new Pool({ connectionString: url, max: poolSize });
   // A dropped idle connection must not take the process down.
   pool.on('error', () => undefined);
+  // Nor one checked out (pg-pool removes its listener then): a backend terminated between two
+  // statements of a transaction emits 'error' with no query to fail, which would crash the
+  // process. The statement in flight still fails, and the dead client leaves the pool on release.
+  pool.on('connect', (client) => client.on('error', () => undefined));
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   await sql`select 1`.execute(db);
   return {

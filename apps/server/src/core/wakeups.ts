@@ -22,6 +22,7 @@ export class Wakeups {
     // A one-connection pool queues notifications instead of overlapping them on a client.
     this.notifier = new Pool({ connectionString: databaseUrl, max: 1 });
     this.notifier.on('error', () => undefined);
+    this.notifier.on('connect', (client) => client.on('error', () => undefined));
     if (listen) await this.listen();
   }
 
