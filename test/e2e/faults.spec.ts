@@ -78,9 +78,10 @@ describe('control loop under faults (real PostgreSQL, no demo)', () => {
     await new Promise((r, j) => (ws.once('open', r), ws.once('error', j)));
     const gpus = Array.from({ length: 8 }, (_, index) => ({ index, uuid: `GPU-${name}-${index}`, model: 'NVIDIA H100 80GB HBM3', memoryTotalBytes: 80e9 }));
     ws.send(JSON.stringify({ v: 1, type: 'hello', node: name, stream: 'mute', agentVersion: 't', gpuModel: 'h100', gpus, running }));
-    const hb = setInterval(() => ws.readyState === WebSocket.OPEN && ws.send(JSON.stringify({ v: 1, type: 'heartbeat', at: Date.now() })), 500);
+    const beat = { on: true };
+    const hb = setInterval(() => beat.on && ws.readyState === WebSocket.OPEN && ws.send(JSON.stringify({ v: 1, type: 'heartbeat', at: Date.now() })), 500);
     ws.on('close', () => clearInterval(hb));
-    return Object.assign(got, { send: (m: object) => ws.send(JSON.stringify(m)) });
+    return Object.assign(got, { send: (m: object) => ws.send(JSON.stringify(m)), beat });
   };
 
   beforeAll(async () => {
@@ -163,6 +164,18 @@ describe('control loop under faults (real PostgreSQL, no demo)', () => {
     const done = await jobIn(j.id, (x) => x.state !== 'running');
     expect([done.state, done.exitCode]).toEqual(['failed', 7]);
     expect(got.some((m) => m.type === 'ack' && m.seq === 3)).toBe(true);
+  });
+
+  it('brings a node back up when its frozen agent is heard again on the same connection', async () => {
+    await start();
+    const got = await mute('freeze-1', await register('freeze-1'));
+    await until('node up', async () => (await call(OPERATOR, 'GET', '/v1/nodes/freeze-1')).state === 'up');
+    got.beat.on = false; // frozen: the connection stays, nothing is said
+    await until('node down', async () => (await call(OPERATOR, 'GET', '/v1/nodes/freeze-1')).state === 'down', 10_000);
+    got.beat.on = true;
+    const back = await until('node up again', async () => { const n = await call(OPERATOR, 'GET', '/v1/nodes/freeze-1'); return n.state === 'up' && n; }, 10_000);
+    expect(back.stateReason).toBe('agent heard again');
+    expect(got.filter((m) => m.type === 'welcome')).toHaveLength(1); // no new hello was needed
   });
 
   it('keeps a cancel final when the node fails before the stop reaches the agent', async () => {

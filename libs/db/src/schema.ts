@@ -62,6 +62,8 @@ export interface NodesTable {
   agent_token_hash: string;
   last_heartbeat_at: Timestamp | null;
   connected: Generated<boolean>;
+  /** The gateway instance the node's agent last said hello to. */
+  gateway_id: string | null;
   created_at: CreatedAt;
   /** The isolation its agent reported in its last hello (NodeIsolation of the wire protocol); null: not reported. */
   isolation: ColumnType<NodeIsolationJson | null, string | null | undefined, string | null>;

@@ -28,8 +28,8 @@ interface Dispatch {
   seqs: Map<string, number>;
 }
 
-/** How often a gateway says it is alive (the leader treats one unseen for 10 s as gone). */
-const GATEWAY_ALIVE_EVERY_MS = 2000;
+/** How often a gateway says it is alive (the leader treats one unseen for GATEWAY_LIVE_MS as gone). */
+const GATEWAY_ALIVE_EVERY_MS = 1000;
 /** Streams of a node unheard for this long are forgotten when it says hello again. */
 const STREAM_RETENTION_MS = 10 * 60_000;
 
@@ -140,7 +140,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
     // Independent reads and writes in parallel: a reconnect storm of thousands of agents
     // waits on the database, so fewer sequential round trips per hello is what counts.
     const [, up, stored, ackedSeq, here] = await Promise.all([
-      this.nodeRepo.markConnected(nodeId, true, now),
+      this.nodeRepo.markConnected(nodeId, true, now, this.instanceId),
       this.nodeRepo.setState(nodeId, 'up', 'agent connected', ['down']),
       this.nodeRepo.gpusOf(nodeId),
       this.nodeRepo.streamSeq(nodeId, hello.stream),
@@ -253,6 +253,15 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
       this.seen = new Set();
       try {
         await this.nodeRepo.heartbeatMany(ids, this.clock.now());
+        // A node marked down while its agent froze (but kept its connection) is up again once
+        // heard: only a new hello used to bring it back, so it could stay down for good.
+        const connected = new Set([...this.nodes.values()].map((d) => d.nodeId));
+        const back = await this.nodeRepo.markUpMany(ids.filter((id) => connected.has(id)), 'agent heard again');
+        for (const name of back) {
+          this.log.log(`node ${name} is up: its agent is heard again`);
+          this.metrics.setNodeUp(name, true);
+        }
+        if (back.length) this.wakeNodeChange();
       } catch (e) {
         for (const id of ids) this.seen.add(id);
         this.log.error(`liveness flush failed: ${(e as Error).message}`);

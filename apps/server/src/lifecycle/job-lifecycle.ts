@@ -10,8 +10,8 @@ import { Wakeups } from '../core/wakeups';
 type Exited = Extract<JobEvent, { kind: 'exited' }>;
 type Outcome = { to: JobRow['state']; reason: string };
 
-/** A gateway that said it is alive this recently hears its agents. */
-const GATEWAY_LIVE_MS = 10_000;
+/** A gateway that said it is alive this recently hears its agents (they say it every second). */
+export const GATEWAY_LIVE_MS = 3_000;
 
 /**
  * Decides what a job's end means: the one place exit codes, causes and requeue rules meet.
@@ -102,19 +102,20 @@ export class JobLifecycle {
 
   /**
    * Agents silent past the timeout: their nodes go down and their jobs are requeued.
-   * Silence counts only from when it could have been heard: from `leaderSince` (this
-   * scheduler's leadership) and from the start of the newest live gateway, plus the time an
-   * agent backing off needs to reconnect. So an outage of the control plane (no scheduler,
-   * or no gateway to hear the agents) marks no node down and requeues no healthy job.
+   * Silence counts only from when it could have been heard, plus the time an agent backing
+   * off needs to reconnect (the allowance): from `leaderSince` (this scheduler's
+   * leadership), not at all while no gateway is alive, and for a node whose own gateway
+   * died, from that gateway's death. So an outage of the control plane, whole or of one
+   * gateway, marks no node down and requeues no healthy job.
    */
   async markSilentNodesDown(leaderSince: Date): Promise<number> {
     const now = this.clock.now();
     const downAfterMs = this.config.nodeDownAfterSeconds * 1000;
-    const gatewaySince = await this.nodes.newestLiveGatewayStart(new Date(now.getTime() - GATEWAY_LIVE_MS));
-    if (!gatewaySince) return 0; // no gateway hears the agents: their silence says nothing
-    const heardFrom = Math.max(leaderSince.getTime(), gatewaySince.getTime()) + this.config.reconnectAllowanceSeconds * 1000;
-    if (now.getTime() - heardFrom < downAfterMs) return 0;
-    const silent = await this.nodes.silentSince(new Date(now.getTime() - downAfterMs));
+    const allowanceMs = this.config.reconnectAllowanceSeconds * 1000;
+    const liveSince = new Date(now.getTime() - GATEWAY_LIVE_MS);
+    if (!(await this.nodes.newestLiveGatewayStart(liveSince))) return 0; // no gateway hears the agents: their silence says nothing
+    if (now.getTime() - (leaderSince.getTime() + allowanceMs) < downAfterMs) return 0;
+    const silent = await this.nodes.silentSince(new Date(now.getTime() - downAfterMs), { liveSince, lostAfter: new Date(now.getTime() - downAfterMs - allowanceMs) });
     let marked = 0;
     for (const n of silent) {
       if (!(await this.nodes.setState(n.id, 'down', `agent silent for over ${this.config.nodeDownAfterSeconds}s`, ['up', 'draining']))) continue;

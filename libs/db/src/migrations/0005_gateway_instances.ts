@@ -1,9 +1,10 @@
 import { Kysely, sql } from 'kysely';
 
 /**
- * Gateway processes say they are alive here. The leader counts an agent's silence only
- * from when a gateway could have heard it: after a control-plane outage (no gateway up,
- * or one just restarted) old heartbeats mean nothing, and no healthy job is requeued for them.
+ * Gateway processes say they are alive here, and each node records the gateway its agent
+ * said hello to. The leader counts an agent's silence only from when a gateway could have
+ * heard it: with no gateway up, or after the node's own gateway died (until its agent had
+ * time to reconnect), old heartbeats mean nothing and no healthy job is requeued for them.
  */
 export async function up(db: Kysely<unknown>): Promise<void> {
   await sql`
@@ -13,11 +14,13 @@ export async function up(db: Kysely<unknown>): Promise<void> {
       seen_at timestamptz not null
     );
     create index agent_streams_node_updated on agent_streams (node_id, updated_at);
+    alter table nodes add column gateway_id text;
   `.execute(db);
 }
 
 export async function down(db: Kysely<unknown>): Promise<void> {
   await sql`
+    alter table nodes drop column if exists gateway_id;
     drop index if exists agent_streams_node_updated;
     drop table if exists gateway_instances;
   `.execute(db);

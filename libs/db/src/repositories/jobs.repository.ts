@@ -296,7 +296,10 @@ export class JobsRepository {
         .execute();
       await tx.insertInto('job_transitions').values({ job_id: id, at, from_state: before.state, to_state: to, reason }).execute();
       if (before.state === 'running' && to !== 'running')
-        await tx.updateTable('allocations').set({ released_at: at }).where('job_id', '=', id).where('released_at', 'is', null).execute();
+        // Allocation times come from the database's clock, the one clock every process shares:
+        // a GPU is released before the commit that hands it on creates its next allocation,
+        // so allocation history never overlaps (an agent's exit time or a pass's start could).
+        await tx.updateTable('allocations').set({ released_at: sql<Date>`statement_timestamp()` }).where('job_id', '=', id).where('released_at', 'is', null).execute();
       return true;
     };
     return db === this.db ? this.db.transaction().execute(run) : run(db);
@@ -475,7 +478,7 @@ export class JobsRepository {
         await tx.insertInto('job_transitions').values({ job_id: s.jobId, at, from_state: 'pending', to_state: 'running', reason: `placed on ${s.placement.length} node(s)` }).execute();
         await tx
           .insertInto('allocations')
-          .values(s.placement.flatMap((p) => p.gpuIndices.map((i) => ({ job_id: s.jobId, node_id: p.nodeId, gpu_index: i, created_at: at }))))
+          .values(s.placement.flatMap((p) => p.gpuIndices.map((i) => ({ job_id: s.jobId, node_id: p.nodeId, gpu_index: i, created_at: sql<Date>`statement_timestamp()` }))))
           .execute();
         started.push(s.jobId);
       }

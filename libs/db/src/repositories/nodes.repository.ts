@@ -129,8 +129,26 @@ export class NodesRepository {
     return Number(r.numUpdatedRows) > 0;
   }
 
-  async markConnected(id: string, connected: boolean, at: Date): Promise<void> {
-    await this.db.updateTable('nodes').set({ connected, last_heartbeat_at: at }).where('id', '=', id).execute();
+  /** `gatewayId`: the gateway instance the agent said hello to (kept on disconnect: it says where the agent was). */
+  async markConnected(id: string, connected: boolean, at: Date, gatewayId?: string): Promise<void> {
+    await this.db
+      .updateTable('nodes')
+      .set({ connected, last_heartbeat_at: at, ...(gatewayId ? { gateway_id: gatewayId } : {}) })
+      .where('id', '=', id)
+      .execute();
+  }
+
+  /** Nodes heard from again while marked down (an agent that froze, then resumed on the same connection) are up again. */
+  async markUpMany(ids: readonly string[], reason: string): Promise<string[]> {
+    if (!ids.length) return [];
+    const rows = await this.db
+      .updateTable('nodes')
+      .set({ state: 'up', state_reason: reason })
+      .where('id', 'in', [...ids])
+      .where('state', '=', 'down')
+      .returning('name')
+      .execute();
+    return rows.map((r) => r.name);
   }
 
   async heartbeat(id: string, at: Date): Promise<void> {
@@ -167,13 +185,18 @@ export class NodesRepository {
    * Nodes in service whose agent has not been heard from since `before`. Drained nodes
    * are left alone: an operator took them out, and they keep that state.
    */
-  async silentSince(before: Date): Promise<{ id: string; name: string }[]> {
-    return this.db
+  async silentSince(before: Date, gateways?: { liveSince: Date; lostAfter: Date }): Promise<{ id: string; name: string }[]> {
+    let q = this.db
       .selectFrom('nodes')
-      .select(['id', 'name'])
-      .where('state', 'in', ['up', 'draining'])
-      .where((eb) => eb.or([eb('last_heartbeat_at', 'is', null), eb('last_heartbeat_at', '<', before)]))
-      .execute();
+      .leftJoin('gateway_instances as g', 'g.id', 'nodes.gateway_id')
+      .select(['nodes.id', 'nodes.name'])
+      .where('nodes.state', 'in', ['up', 'draining'])
+      .where((eb) => eb.or([eb('nodes.last_heartbeat_at', 'is', null), eb('nodes.last_heartbeat_at', '<', before)]));
+    // `gateways`: a node whose gateway died (not seen since `liveSince`) after `lostAfter`
+    // is not silent yet: its agent lost its gateway, not its life, and is reconnecting.
+    if (gateways)
+      q = q.where((eb) => eb.not(eb.and([eb('g.id', 'is not', null), eb('g.seen_at', '<', gateways.liveSince), eb('g.seen_at', '>', gateways.lostAfter)])));
+    return q.orderBy('nodes.name').execute();
   }
 
   /** Stores what the agent reports for its GPUs, in one statement. */
