@@ -220,6 +220,11 @@ describe('agent config', () => {
     expect(() => loadConfig(['--nope'], {})).toThrow(ConfigError);
     const c = loadConfig(['--node-name=n1', '--sample-interval-seconds', '2'], { NURI_GATEWAY_URL: 'ws://h/agent', NURI_NODE_TOKEN: 't', NURI_NODE_NAME: 'envname', NURI_COLLECTOR: 'simulated' });
     expect(c).toMatchObject({ nodeName: 'n1', sampleIntervalSeconds: 2, collector: 'simulated', gatewayUrl: 'ws://h/agent' });
+    // The reconnect backoff: 0.5 s to 30 s by default, a shorter cap from the environment or a flag.
+    expect(c).toMatchObject({ backoffBaseSeconds: 0.5, backoffCapSeconds: 30 });
+    const env = { NURI_GATEWAY_URL: 'ws://h/agent', NURI_NODE_TOKEN: 't', NURI_BACKOFF_CAP_SECONDS: '2' };
+    expect(loadConfig([], env).backoffCapSeconds).toBe(2);
+    expect(() => loadConfig(['--backoff-cap-seconds', '0'], env)).toThrow(/backoffCapSeconds/);
   });
 });
 

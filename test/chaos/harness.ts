@@ -130,7 +130,7 @@ export const DEFAULTS: Omit<ChaosOptions, 'seed' | 'serverUrl' | 'log'> = {
   quiesceTimeoutSeconds: 60,
   nodeDownAfterSeconds: 5,
   reconnectAllowanceSeconds: 4,
-  overlapToleranceMs: 1000,
+  overlapToleranceMs: 0,
   persistBoundSeconds: 20,
   sampleIntervalMs: 500,
   minFaultGapMs: 2500,
@@ -336,7 +336,8 @@ export async function runChaos(partial: Partial<ChaosOptions> & { seed: number }
           '--grace-seconds', '1',
           '--sample-interval-seconds', '1',
         ],
-        env: baseEnv,
+        // Reconnect within the server's allowance (an older agent ignores the variable).
+        env: { ...baseEnv, NURI_BACKOFF_CAP_SECONDS: '2' },
         logPath: join(logsDir, `agent-${name}.log`),
       };
       const a = new Managed(spec, supervise);

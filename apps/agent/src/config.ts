@@ -66,6 +66,9 @@ export const AgentConfig = z
       .default(true),
     deviceDir: z.string().min(1).default('/dev'),
     maxBufferedSamples: num.int().min(1).max(1_000_000).default(600),
+    // Reconnect backoff (exponential, full jitter): keep the cap within the server's NURI_RECONNECT_ALLOWANCE_SECONDS.
+    backoffBaseSeconds: num.positive().max(60).default(0.5),
+    backoffCapSeconds: num.positive().max(3600).default(30),
     logCapBytes: num.int().min(1024).default(64 * 1024 * 1024),
   })
   .superRefine((c, ctx) => {

@@ -47,6 +47,8 @@ async function main(): Promise<number> {
     graceSeconds: c.graceSeconds,
     sampleIntervalMs: c.sampleIntervalSeconds * 1000,
     maxBufferedSamples: c.maxBufferedSamples,
+    backoffBaseMs: c.backoffBaseSeconds * 1000,
+    backoffCapMs: c.backoffCapSeconds * 1000,
     logCapBytes: c.logCapBytes,
     runAs: c.runAsUid !== undefined && c.runAsGid !== undefined ? { uid: c.runAsUid, gid: c.runAsGid, user: c.runAsUser, home: c.runAsHome } : undefined,
     isolation: {
