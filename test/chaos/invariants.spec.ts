@@ -236,6 +236,17 @@ describe('finalChecks on close starts and skewed records', () => {
     expect(finalChecks(input({}))).toEqual([]);
   });
 
+  it("takes a release recorded after the agent's exit time, not one after the job's next start", () => {
+    const late = (releasedAt: number) => input({
+      allocations: [
+        { job_id: J2, node: 'n1', gpu_index: 0, created_at: d(12), released_at: d(releasedAt) },
+        { job_id: J2, node: 'n2', gpu_index: 3, created_at: d(503), released_at: d(9000) },
+      ],
+    });
+    expect(finalChecks(late(450))).toEqual([]);
+    expect(finalChecks(late(2600)).map((v) => v.invariant)).toEqual(['allocations-match-transitions']);
+  });
+
   it('counts an allocation overlap only beyond the tolerance', () => {
     const overlaps = [{ node: 'n1', gpu_index: 0, a_job: J2, b_job: J, a_from: d(10), a_to: d(406), b_from: d(400), b_to: d(900) }];
     expect(finalChecks(input({ overlaps, overlapToleranceMs: 10 }))).toEqual([]);

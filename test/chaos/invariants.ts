@@ -445,14 +445,13 @@ export function finalChecks(i: FinalInput): Violation[] {
 
     // Allocations: one set per attempt, made when it started, released when it ended.
     const allocs = allocations.get(job.id) ?? [];
-    // Each allocation belongs to the start nearest in time (the same instant, as written today).
+    // Each allocation belongs to the latest start at or before it: allocations are stamped by
+    // the database when the start commits, a little after the pass's time on the transition.
     const attemptOf = new Map<DbAllocation, number>();
     for (const a of allocs) {
       let best = -1;
-      for (const [n, { t }] of runs.entries()) {
-        const dist = Math.abs(a.created_at.getTime() - t.at.getTime());
-        if (dist <= SAME_EVENT_MS && (best < 0 || dist <= Math.abs(a.created_at.getTime() - runs[best]!.t.at.getTime()))) best = n;
-      }
+      // (50 ms: the pass's clock and the database's are this machine's; a skew larger than that would show here.)
+      for (const [n, { t }] of runs.entries()) if (t.at.getTime() <= a.created_at.getTime() + 50) best = n;
       if (best >= 0) attemptOf.set(a, best);
     }
     const placedNodes = (n: number) => new Set(allocs.filter((a) => attemptOf.get(a) === n).map((a) => a.node));
@@ -464,8 +463,11 @@ export function finalChecks(i: FinalInput): Violation[] {
       for (const a of mine) {
         if (!end && a.released_at !== null) v('allocations-match-transitions', `attempt ${attempt} still runs but its GPU ${a.node}/${a.gpu_index} was released`, a.node);
         if (end && a.released_at === null) v('allocations-match-transitions', `attempt ${attempt} ended (${end.to_state}, "${end.reason}") but GPU ${a.node}/${a.gpu_index} is still allocated to it`, a.node);
-        if (end && a.released_at && Math.abs(a.released_at.getTime() - end.at.getTime()) > SAME_EVENT_MS)
-          v('allocations-match-transitions', `attempt ${attempt}'s GPU ${a.node}/${a.gpu_index} released at ${a.released_at.toISOString()}, the attempt ended at ${end.at.toISOString()}`, a.node);
+        // Released when the end was recorded: not before the end (dated by the agent's exit),
+        // and before the job's next start.
+        const next = runs[n + 1]?.t.at.getTime() ?? Infinity;
+        if (end && a.released_at && (a.released_at.getTime() + SAME_EVENT_MS < end.at.getTime() || a.released_at.getTime() > next + SAME_EVENT_MS))
+          v('allocations-match-transitions', `attempt ${attempt}'s GPU ${a.node}/${a.gpu_index} released at ${a.released_at.toISOString()}, the attempt ended at ${end.at.toISOString()}${next < Infinity ? ` and the next started at ${new Date(next).toISOString()}` : ''}`, a.node);
       }
     }
     for (const a of allocs)
