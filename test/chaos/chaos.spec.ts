@@ -30,6 +30,11 @@ describe('chaos: the control loop under faults', () => {
       expect(report.jobsSubmitted).toBeGreaterThanOrEqual(50);
       expect(report.violations.map((v) => `${v.invariant}: ${v.detail}`)).toEqual([]);
       expect(report.quiesced).toBe(true);
+      // No server process died of a fault it should survive (a terminated database connection),
+      // no node stayed down, and no healthy job was requeued for a fault of the control plane only.
+      expect(report.crashes).toEqual({});
+      expect(report.nodesNotUp).toEqual([]);
+      expect(report.nodeDownsWithoutAgentFault).toEqual([]);
     },
     240_000,
   );

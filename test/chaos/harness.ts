@@ -107,7 +107,7 @@ export interface ChaosReport {
   /**
    * Nodes marked down (their jobs requeued or failed) with no fault on their own agent around
    * that time: the control plane's faults (a gateway killed, a scheduler failover, database
-   * connections cut) cost those jobs. Not an invariant of the issue's list, reported as a figure.
+   * connections cut) cost those jobs: "an outage of the control plane kills no healthy job". Fails the run.
    */
   nodeDownsWithoutAgentFault: string[];
   /** "node X is down" lines in the schedulers' logs. */
@@ -638,8 +638,10 @@ export async function runChaos(partial: Partial<ChaosOptions> & { seed: number }
     const crashes: Record<string, number> = {};
     for (const p of procs) if (p.crashes.length) crashes[p.name] = p.crashes.length;
     const nodesNotUp = nodeRows.filter((n) => n.state !== 'up').map((n) => `${n.name} ${n.state} (${n.state_reason})`);
-    // Kept for a look: a violation, a harness error, a process that died by itself, a node left down.
-    const failed = violations.length > 0 || harnessErrors.length > 0 || procs.some((p) => p.crashes.length > 0) || nodesNotUp.length > 0;
+    const downsWithoutFault = nodeDownsWithoutAgentFault(transitions, faults, t0, jobs);
+    // Failed (and kept for a look): a violation, a harness error, a process that died by itself,
+    // a node left down, or healthy jobs requeued for a fault of the control plane only.
+    const failed = violations.length > 0 || harnessErrors.length > 0 || procs.some((p) => p.crashes.length > 0) || nodesNotUp.length > 0 || downsWithoutFault.length > 0;
     const keep = o.keep === 'always' || (o.keep === 'on-failure' && failed);
     report = {
       seed: o.seed,
@@ -659,7 +661,7 @@ export async function runChaos(partial: Partial<ChaosOptions> & { seed: number }
       ),
       cancels: count([...cancels.values()], (c) => String(c.status)),
       nodesNotUp,
-      nodeDownsWithoutAgentFault: nodeDownsWithoutAgentFault(transitions, faults, t0, jobs),
+      nodeDownsWithoutAgentFault: downsWithoutFault,
       nodeDownEvents: schedulers.reduce((n, p) => n + countLines(p.spec.logPath, /node \S+ is down/), 0),
       allocationSkews: overlaps.filter((x) => overlapMs(x) <= o.overlapToleranceMs).map((x) => `${x.node}/${x.gpu_index} ${overlapMs(x)} ms`),
       quiesced,

@@ -81,7 +81,7 @@ async function main(): Promise<number> {
       });
       reports.push(r);
       process.stdout.write(`\n${formatReport(r)}\n\n`);
-      if (r.violations.length || r.harnessErrors.length) failed = true;
+      if (r.violations.length || r.harnessErrors.length || Object.keys(r.crashes).length || r.nodesNotUp.length || r.nodeDownsWithoutAgentFault.length) failed = true;
     } catch (e) {
       failed = true;
       process.stdout.write(`\nchaos seed ${seed}: could not run: ${(e as Error).stack ?? e}\n\n`);
