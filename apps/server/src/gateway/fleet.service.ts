@@ -6,6 +6,7 @@ import { JobsRepository, NodesRepository, RunningWithPlacement } from '@nuri/db'
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import type { z } from 'zod';
 import { Clock } from '../core/clock';
+import { Coalesced } from '../core/coalesced';
 import { CONFIG } from '../core/core.module';
 import { Wakeups } from '../core/wakeups';
 import { NuriMetrics } from '@nuri/metrics';
@@ -66,8 +67,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
   private readonly goneTimers = new Map<string, NodeJS.Timeout>();
   private timer?: NodeJS.Timeout;
   private unsubscribe?: () => void;
-  private reconciling: Promise<void> | null = null;
-  private reconcileAgain = false;
+  private readonly reconciles = new Coalesced(() => this.reconcileRound());
   private wakePending?: NodeJS.Timeout;
   private aliveTimer?: NodeJS.Timeout;
   private readonly instanceId = randomUUID();
@@ -272,48 +272,36 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
 
   /** Brings every connected agent in line with the database; coalesces bursts. */
   reconcileAll(): void {
-    if (this.reconciling) {
-      this.reconcileAgain = true;
-      return;
-    }
-    const loop = async () => {
-      do {
-        this.reconcileAgain = false;
-        if (!this.nodes.size) continue;
-        let live: RunningWithPlacement[];
-        try {
-          live = await this.jobs.running();
-        } catch (e) {
-          this.log.error(`reconcile: reading running jobs failed: ${(e as Error).message}`);
-          continue;
-        }
-        const byNode = new Map<string, RunningWithPlacement[]>();
-        for (const j of live)
-          for (const p of j.placement) {
-            const list = byNode.get(p.nodeId) ?? [];
-            list.push(j);
-            byNode.set(p.nodeId, list);
-          }
-        for (const [name, d] of this.nodes) {
-          try {
-            for (const msg of await this.reconcileMessages(name, d, byNode.get(d.nodeId) ?? [])) this.link?.send(name, msg);
-          } catch (e) {
-            this.log.error(`reconcile ${name}: ${(e as Error).message}`);
-          }
-        }
-      } while (this.reconcileAgain);
-    };
-    // Cleared once the stored promise settles. Clearing it at the end of the loop itself
-    // ran before the assignment when the loop finished without awaiting (no agent
-    // connected), which left a finished promise stored and stopped dispatch for good.
-    const run = loop().finally(() => {
-      if (this.reconciling === run) this.reconciling = null;
-    });
-    this.reconciling = run;
+    this.reconciles.trigger();
   }
 
-  async settled(): Promise<void> {
-    while (this.reconciling) await this.reconciling;
+  private async reconcileRound(): Promise<void> {
+    if (!this.nodes.size) return;
+    let live: RunningWithPlacement[];
+    try {
+      live = await this.jobs.running();
+    } catch (e) {
+      this.log.error(`reconcile: reading running jobs failed: ${(e as Error).message}`);
+      return;
+    }
+    const byNode = new Map<string, RunningWithPlacement[]>();
+    for (const j of live)
+      for (const p of j.placement) {
+        const list = byNode.get(p.nodeId) ?? [];
+        list.push(j);
+        byNode.set(p.nodeId, list);
+      }
+    for (const [name, d] of this.nodes) {
+      try {
+        for (const msg of await this.reconcileMessages(name, d, byNode.get(d.nodeId) ?? [])) this.link?.send(name, msg);
+      } catch (e) {
+        this.log.error(`reconcile ${name}: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  settled(): Promise<void> {
+    return this.reconciles.idle();
   }
 
   /**

@@ -15,6 +15,7 @@ import {
 import { NuriMetrics } from '@nuri/metrics';
 import { Plan, Scheduler, StartCalibration, calibratedEstimate } from '@nuri/scheduling';
 import { Clock } from '../core/clock';
+import { Coalesced } from '../core/coalesced';
 import { CONFIG, DATABASE } from '../core/core.module';
 import { Wakeups } from '../core/wakeups';
 import { JobLifecycle } from '../lifecycle/job-lifecycle';
@@ -50,8 +51,12 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
   /** The pure core, with what it may reuse between passes (plans are identical to schedule()). */
   private readonly core = new Scheduler();
   private timer?: NodeJS.Timeout;
-  private running: Promise<void> | null = null;
-  private again = false;
+  /**
+   * Passes: on demand, coalescing bursts of wake-ups, spaced by at least their own duration
+   * (at most 1 s), so under a storm of submissions the scheduler takes at most about half a
+   * core and the API keeps the rest.
+   */
+  private readonly passes = new Coalesced(() => this.timedPass(), { stopped: () => this.stopped, pauseMs: (spent) => Math.min(1000, spent) });
   private stopped = false;
   private unsubscribe?: () => void;
   /**
@@ -97,7 +102,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     // A tick in flight could otherwise take the lock again after it was released here,
     // leaving a pooled connection checked out for ever (and the pool's close waiting on it).
     await this.ticking;
-    await this.running;
+    await this.passes.idle();
     const held = this.lock;
     this.lock = null;
     await held?.release().catch(() => undefined);
@@ -143,44 +148,26 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     if (!this.stopped) this.timer = setTimeout(() => void this.tick(), this.config.schedulerTickMs);
   }
 
-  /**
-   * Runs a pass now, or right after the one in flight (coalescing bursts of wake-ups).
-   * Passes are spaced by at least their own duration, so under a storm of submissions
-   * the scheduler takes at most about half a core and the API keeps the rest.
-   */
+  /** Runs a pass now, or right after the one in flight (see `passes`). */
   trigger(): void {
     if (!this.lock || this.stopped) return;
-    if (this.running) {
-      this.again = true;
-      return;
+    this.passes.trigger();
+  }
+
+  private async timedPass(): Promise<void> {
+    const timed = this.metrics.startPassTimer();
+    try {
+      await this.pass();
+      timed(true);
+    } catch (e) {
+      timed(false);
+      this.log.error(`pass failed: ${(e as Error).stack ?? e}`);
     }
-    const loop = async () => {
-      do {
-        this.again = false;
-        const t0 = performance.now();
-        const timed = this.metrics.startPassTimer();
-        try {
-          await this.pass();
-          timed(true);
-        } catch (e) {
-          timed(false);
-          this.log.error(`pass failed: ${(e as Error).stack ?? e}`);
-        }
-        const spent = performance.now() - t0;
-        if (this.again && !this.stopped) await new Promise((r) => setTimeout(r, Math.min(1000, spent)));
-      } while (this.again && !this.stopped);
-    };
-    // Cleared only once the stored promise settles: clearing inside the loop could run
-    // before the assignment and leave a finished promise stored, ending passes for good.
-    const run = loop().finally(() => {
-      if (this.running === run) this.running = null;
-    });
-    this.running = run;
   }
 
   /** Waits until no pass is running or queued (tests, shutdown). */
-  async idle(): Promise<void> {
-    while (this.running) await this.running;
+  idle(): Promise<void> {
+    return this.passes.idle();
   }
 
   async pass(): Promise<PassResult> {
