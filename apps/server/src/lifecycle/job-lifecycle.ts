@@ -140,10 +140,8 @@ export class JobLifecycle {
     const slack = this.overdueSlackSeconds();
     const heardSince = new Date(now.getTime() - this.config.nodeDownAfterSeconds * 1000);
     let ended = 0;
-    for (const row of await this.jobs.overdue(now, slack, heardSince)) {
-      const job = await this.jobs.find(row.id);
-      if (!job) continue;
-      const done = await this.jobs.finishRun(job.id, { attempt: row.attempts }, (r) => overdueOutcome(r, slack), now);
+    for (const job of await this.jobs.overdue(now, slack, heardSince)) {
+      const done = await this.jobs.finishRun(job.id, { attempt: job.attempts }, (r) => overdueOutcome(r, slack), now);
       if (!done) continue;
       ended++;
       this.log.warn(`job ${job.id}: no exit reported ${slack}s past its end; ended ${done.to} by the server`);

@@ -345,15 +345,13 @@ export class JobsRepository {
    * or asked to stop more than `slackSeconds` ago, on a node whose agent was heard from
    * since `heardSince` (an agent that talks but reports nothing of them).
    */
-  async overdue(now: Date, slackSeconds: number, heardSince: Date): Promise<JobRow[]> {
-    return this.db
-      .selectFrom('jobs')
-      .selectAll()
-      .where('state', '=', 'running')
+  async overdue(now: Date, slackSeconds: number, heardSince: Date): Promise<JobRecord[]> {
+    return this.withNames()
+      .where('jobs.state', '=', 'running')
       .where((eb) =>
         eb.or([
-          eb('started_at', '<', sql<Date>`${now}::timestamptz - make_interval(secs => time_limit_seconds + ${slackSeconds})`),
-          eb('stop_requested_at', '<', sql<Date>`${now}::timestamptz - make_interval(secs => ${slackSeconds})`),
+          eb('jobs.started_at', '<', sql<Date>`${now}::timestamptz - make_interval(secs => time_limit_seconds + ${slackSeconds})`),
+          eb('jobs.stop_requested_at', '<', sql<Date>`${now}::timestamptz - make_interval(secs => ${slackSeconds})`),
         ]),
       )
       .where((eb) =>
@@ -369,7 +367,7 @@ export class JobsRepository {
           ),
         ),
       )
-      .orderBy('id')
+      .orderBy('jobs.id')
       .execute();
   }
 
