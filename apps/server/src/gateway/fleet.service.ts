@@ -87,13 +87,13 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
   }
 
   async onApplicationBootstrap(): Promise<void> {
-    // Say this gateway is alive, now and every few seconds: the leader counts agents'
-    // silence only while some gateway could hear them, and from when the newest one came up.
+    // Say this gateway is alive, now and every second: the leader counts agents' silence only
+    // while some gateway could hear them, and for a node whose gateway died, from that death.
+    // Rows of gateways dead for an hour are dropped once, here (each start prunes; none is needed then).
     const startedAt = this.clock.now();
     const alive = () =>
-      this.nodeRepo
-        .gatewayAlive(this.instanceId, startedAt, this.clock.now(), new Date(this.clock.now().getTime() - 3600_000))
-        .catch((e: Error) => this.log.error(`gateway liveness write failed: ${e.message}`));
+      this.nodeRepo.gatewayAlive(this.instanceId, startedAt, this.clock.now()).catch((e: Error) => this.log.error(`gateway liveness write failed: ${e.message}`));
+    await this.nodeRepo.forgetGateways(new Date(startedAt.getTime() - 3600_000)).catch((e: Error) => this.log.error(`pruning dead gateways failed: ${e.message}`));
     await alive();
     this.aliveTimer = setInterval(() => void alive(), GATEWAY_ALIVE_EVERY_MS);
     this.aliveTimer.unref?.();

@@ -81,7 +81,7 @@ export class NodesRepository {
       .execute();
   }
 
-    /** How many nodes of each GPU type exist, whatever their state (admission checks at submit). */
+  /** How many nodes of each GPU type exist, whatever their state (admission checks at submit). */
   async countByType(): Promise<Record<'h100' | 'h800', number>> {
     const rows = await this.db.selectFrom('nodes').select(['gpu_type', (eb) => eb.fn.countAll<number>().as('n')]).groupBy('gpu_type').execute();
     const out = { h100: 0, h800: 0 };
@@ -254,14 +254,19 @@ export class NodesRepository {
     return Number(r.numDeletedRows);
   }
 
-  /** A gateway process says it is alive (and since when it runs); rows of long-dead ones are dropped. */
-  async gatewayAlive(id: string, startedAt: Date, at: Date, forgetBefore: Date): Promise<void> {
+  /** A gateway process says it is alive (and since when it runs). */
+  async gatewayAlive(id: string, startedAt: Date, at: Date): Promise<void> {
     await this.db
       .insertInto('gateway_instances')
       .values({ id, started_at: startedAt, seen_at: at })
       .onConflict((oc) => oc.column('id').doUpdateSet({ seen_at: at }))
       .execute();
-    await this.db.deleteFrom('gateway_instances').where('seen_at', '<', forgetBefore).execute();
+  }
+
+  /** Drops the rows of gateways not seen since `before` (long dead: a gateway's start prunes them). */
+  async forgetGateways(before: Date): Promise<number> {
+    const r = await this.db.deleteFrom('gateway_instances').where('seen_at', '<', before).executeTakeFirst();
+    return Number(r.numDeletedRows);
   }
 
   /** When the most recently started gateway still alive (seen since `liveSince`) came up; null: none alive. */

@@ -158,26 +158,29 @@ describe.each([
     const at = (sec: number) => new Date(t0.getTime() + (sec - 2000) * 1000); // before the next test's gateways
     const n = await s.nodes.create({ name: `gw-node-${_kind}`, gpuType: 'h100', gpus: 8, rack: 'r1', leafSwitch: 'l1', tokenHash: 'y' });
     await s.nodes.setState(n, 'up', 'test');
-    await s.nodes.gatewayAlive('gw-dead', at(0), at(990), at(-3600));
+    await s.nodes.gatewayAlive('gw-dead', at(0), at(990));
     await s.nodes.markConnected(n, true, at(990), 'gw-dead');
     // Down after 10 s of silence, 30 s of reconnect allowance; a gateway unseen for 3 s is dead.
     const silent = async (nowSec: number) =>
       (await s.nodes.silentSince(at(nowSec - 10), { liveSince: at(nowSec - 3), lostAfter: at(nowSec - 10 - 30) })).some((x) => x.id === n);
     expect(await silent(1005)).toBe(false); // its gateway died 15 s ago: the agent is within its allowance
     expect(await silent(1035)).toBe(true); // 45 s (> 10 + 30): the node itself is silent
-    await s.nodes.gatewayAlive('gw-dead', at(0), at(1034), at(-3600)); // a live gateway does not shield a silent node
+    await s.nodes.gatewayAlive('gw-dead', at(0), at(1034)); // a live gateway does not shield a silent node
     expect(await silent(1035)).toBe(true);
     await s.nodes.setState(n, 'drained', 'test');
   });
 
   it('says since when the newest live gateway runs, and none when every gateway went quiet', async () => {
     const at = (s: number) => new Date(t0.getTime() + s * 1000);
-    await s.nodes.gatewayAlive('gw-a', at(0), at(100), at(-3600));
-    await s.nodes.gatewayAlive('gw-b', at(50), at(100), at(-3600));
+    await s.nodes.gatewayAlive('gw-a', at(0), at(100));
+    await s.nodes.gatewayAlive('gw-b', at(50), at(100));
     expect(await s.nodes.newestLiveGatewayStart(at(95))).toEqual(at(50));
-    await s.nodes.gatewayAlive('gw-a', at(0), at(120), at(-3600));
+    await s.nodes.gatewayAlive('gw-a', at(0), at(120));
     expect(await s.nodes.newestLiveGatewayStart(at(115))).toEqual(at(0));
     expect(await s.nodes.newestLiveGatewayStart(at(130))).toBeNull();
+    // A gateway's start drops the rows of long-dead ones.
+    expect(await s.nodes.forgetGateways(at(110))).toBeGreaterThanOrEqual(1);
+    expect(await s.nodes.newestLiveGatewayStart(at(95))).toEqual(at(0));
   });
 });
 
