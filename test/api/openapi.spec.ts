@@ -37,7 +37,9 @@ describe('OpenAPI document', () => {
     const body = submit.requestBody.content['application/json'].schema;
     expect(body.properties.gpus).toMatchObject({ type: 'integer', minimum: 1, maximum: 4096 });
     expect(body.additionalProperties).toBe(false);
-    expect(body.required).toEqual(expect.arrayContaining(['name', 'gpus', 'timeLimitSeconds', 'command']));
+    expect(body.required).toEqual(expect.arrayContaining(['name', 'gpus', 'timeLimitSeconds']));
+    // A job is a command or a batch script (whose arguments `command` then holds).
+    expect(Object.keys(body.properties)).toEqual(expect.arrayContaining(['command', 'script', 'array', 'dependency']));
     expect(submit.responses['201']).toBeDefined();
     expect(submit.responses['400'].content['application/json'].schema.$ref).toBe('#/components/schemas/ApiError');
     const list = doc.paths['/v1/jobs'].get.parameters.map((p: any) => `${p.in}:${p.name}`);

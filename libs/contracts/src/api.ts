@@ -3,8 +3,106 @@ import { GPUS_PER_NODE, GpuModel, GpuTypeWanted, int32, JobState, NodeState, Pri
 import { NodeIsolation } from './wire';
 
 const EnvName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name');
-/** Variables the agent sets itself; a job may not override them. */
-export const RESERVED_ENV = ['CUDA_VISIBLE_DEVICES', 'NURI_JOB_ID', 'NURI_NODE', 'NVIDIA_VISIBLE_DEVICES'];
+/**
+ * Variables the agent sets itself; a job may not override them: its GPUs, its identity, and
+ * the multi-node launch variables `torchrun`/`torch.distributed` read (they must agree on
+ * every rank, so one set by hand on one rank would split the job).
+ */
+export const RESERVED_ENV = [
+  'CUDA_VISIBLE_DEVICES',
+  'NVIDIA_VISIBLE_DEVICES',
+  'NURI_JOB_ID',
+  'NURI_NODE',
+  'NURI_NODE_RANK',
+  'NURI_NUM_NODES',
+  'NURI_NODELIST',
+  'NURI_GPUS_PER_NODE',
+  'NURI_ARRAY_JOB_ID',
+  'NURI_ARRAY_TASK_ID',
+  'SLURM_ARRAY_TASK_ID',
+  'MASTER_ADDR',
+  'MASTER_PORT',
+  'WORLD_SIZE',
+  'NNODES',
+  'NODE_RANK',
+  'LOCAL_WORLD_SIZE',
+];
+
+/** A batch script's size limit: it travels in the job's row and its start message. */
+export const SCRIPT_MAX_BYTES = 256 * 1024;
+/** Most tasks one array submission creates. */
+export const ARRAY_MAX_TASKS = 10_000;
+
+/**
+ * A job array as Slurm writes it: `0-99`, `1,3,5`, `0-15:4`, any of them joined by commas,
+ * with `%N` at the end to cap how many tasks run at once. Parsed to sorted unique indices.
+ */
+export const ArraySpec = text()
+  .max(1024)
+  .transform((spec, ctx) => {
+    const m = /^([0-9][0-9,:\-]*)(?:%([0-9]+))?$/.exec(spec.trim());
+    const bad = (message: string) => {
+      ctx.addIssue({ code: 'custom', message });
+      return z.NEVER;
+    };
+    if (!m) return bad('an array like 0-99, 1,3,5 or 0-15:4, optionally with %N (most running at once)');
+    const indices = new Set<number>();
+    for (const part of m[1]!.split(',')) {
+      const r = /^([0-9]+)(?:-([0-9]+)(?::([0-9]+))?)?$/.exec(part);
+      if (!r) return bad(`"${part}" is not an index, a range a-b or a stepped range a-b:s`);
+      const from = Number(r[1]), to = r[2] === undefined ? from : Number(r[2]), step = r[3] === undefined ? 1 : Number(r[3]);
+      if (to < from) return bad(`"${part}": the range ends before it starts`);
+      if (step < 1) return bad(`"${part}": the step must be at least 1`);
+      if (to > 1_000_000) return bad(`"${part}": indices go up to 1000000`);
+      for (let i = from; i <= to; i += step) {
+        indices.add(i);
+        if (indices.size > ARRAY_MAX_TASKS) return bad(`at most ${ARRAY_MAX_TASKS} tasks per array`);
+      }
+    }
+    const maxRunning = m[2] === undefined ? null : Number(m[2]);
+    if (maxRunning !== null && (maxRunning < 1 || maxRunning > ARRAY_MAX_TASKS)) return bad(`%N must be between 1 and ${ARRAY_MAX_TASKS}`);
+    return { indices: [...indices].sort((a, b) => a - b), maxRunning };
+  });
+export type ArraySpec = z.infer<typeof ArraySpec>;
+
+/** What a dependency waits for: `afterok` (every job completed), `afternotok` (every job ended, none completed), `afterany` (every job ended). */
+export const DependencyKind = z.enum(['afterok', 'afternotok', 'afterany']);
+export type DependencyKind = z.infer<typeof DependencyKind>;
+
+/** A job reference: a full id, or a unique prefix of at least 6 characters of one. */
+export const JobRef = z
+  .string()
+  .regex(/^[0-9a-fA-F][0-9a-fA-F-]{5,35}$/, 'a job id, or a unique prefix of at least 6 characters of one');
+
+/**
+ * `afterok:<id>[:<id>…][,afterany:<id>…]` as Slurm writes it (also `?` between kinds, read
+ * as `,`: every condition must hold). An id may be a unique prefix; an id that names a job
+ * array (its first task) stands for every task of it.
+ */
+export const DependencySpec = text()
+  .max(4096)
+  .transform((spec, ctx) => {
+    const out: { kind: DependencyKind; jobs: string[] }[] = [];
+    for (const part of spec.split(/[,?]/).map((p) => p.trim()).filter(Boolean)) {
+      const [kind, ...ids] = part.split(':');
+      const k = DependencyKind.safeParse(kind);
+      if (!k.success) {
+        ctx.addIssue({ code: 'custom', message: `"${kind}" is not a dependency type (afterok, afternotok, afterany)` });
+        return z.NEVER;
+      }
+      if (!ids.length || ids.some((id) => !JobRef.safeParse(id).success)) {
+        ctx.addIssue({ code: 'custom', message: `"${part}": give ${kind}:<job id>[:<job id>…] (ids or unique prefixes of at least 6 characters)` });
+        return z.NEVER;
+      }
+      out.push({ kind: k.data, jobs: ids });
+    }
+    if (!out.length) {
+      ctx.addIssue({ code: 'custom', message: 'empty: give e.g. afterok:<job id>' });
+      return z.NEVER;
+    }
+    return out;
+  });
+export type DependencySpec = z.infer<typeof DependencySpec>;
 
 export const SubmitJob = z
   .object({
@@ -19,7 +117,19 @@ export const SubmitJob = z
       }),
     gpuType: GpuTypeWanted.default('any'),
     timeLimitSeconds: z.number().int().min(1).max(14 * 24 * 3600),
-    command: z.array(text().max(4096)).min(1).max(256),
+    /**
+     * The job's argv (run without a shell). With `script`, the script's arguments (may be
+     * empty); without, required.
+     */
+    command: z.array(text().max(4096)).max(256).default([]),
+    /**
+     * A batch script (it must start with `#!`): the agent writes it into the job's directory,
+     * executable by the job's user only, and runs it with `command` as its arguments.
+     */
+    script: text()
+      .max(SCRIPT_MAX_BYTES, `at most ${SCRIPT_MAX_BYTES} bytes`)
+      .startsWith('#!', 'a script starts with #! naming its interpreter (e.g. #!/bin/bash)')
+      .optional(),
     env: z
       .record(EnvName, text().max(8192))
       .refine((env) => !Object.keys(env).some((k) => RESERVED_ENV.includes(k)), {
@@ -29,9 +139,18 @@ export const SubmitJob = z
     workingDir: text().startsWith('/', 'an absolute path').max(1024).optional(),
     priority: PriorityClass.default('normal'),
     requeue: z.boolean().default(true),
+    /** Submit one job per index (see ArraySpec); the response is the first task. */
+    array: ArraySpec.optional(),
+    /** Start only once these jobs ended as asked (see DependencySpec). */
+    dependency: DependencySpec.optional(),
   })
-  .strict();
+  .strict()
+  .refine((j) => j.script !== undefined || j.command.length > 0, {
+    message: 'give the command to run (or a script)',
+    path: ['command'],
+  });
 export type SubmitJob = z.infer<typeof SubmitJob>;
+export type SubmitJobInput = z.input<typeof SubmitJob>;
 
 export const Transition = z.object({
   at: z.string(),
@@ -67,16 +186,94 @@ export const JobView = z.object({
   exitCode: z.number().nullable(),
   estimatedStartAt: z.string().nullable(),
   queuePosition: z.number().nullable(),
+  /** Nodes in rank order (rank r runs on placement[r]); GPU indices per node. */
   placement: z.array(z.object({ node: z.string(), gpus: z.array(z.number()) })),
   transitions: z.array(Transition),
+  /** Whether the job was submitted as a batch script (its text is not repeated in the view). */
+  script: z.boolean(),
+  /** The job's array: `id` is the array's id (its first task's job id), `taskId` this task's index. */
+  array: z
+    .object({ id: z.string(), taskId: z.number(), size: z.number(), maxRunning: z.number().nullable() })
+    .nullable(),
+  /** What the job waits for, and whether each condition is met yet. */
+  dependencies: z.array(z.object({ kind: DependencyKind, job: z.string(), state: JobState, satisfied: z.boolean() })),
+  /**
+   * Where the job's output is: one entry per rank (node), readable with GET /v1/jobs/:id/logs
+   * while the node's agent keeps it. Empty until the job first started.
+   */
+  output: z.array(z.object({ rank: z.number(), node: z.string(), path: z.string() })),
 });
 export type JobView = z.infer<typeof JobView>;
 
+/** `GET /v1/jobs/:id/logs`: the output of one rank as text/plain. */
+export const LogsQuery = z
+  .object({
+    rank: z.coerce.number().int('must be an integer').min(0, 'must be at least 0').max(4095).default(0),
+    /** Only the last N lines. */
+    tail: z.coerce.number().int('must be an integer').min(0, 'must be at least 0').max(1_000_000).optional(),
+    /** Keep the response open and stream new output until the job (this rank) ends. */
+    follow: z
+      .enum(['true', 'false', '1', '0'], 'true or false')
+      .transform((v) => v === 'true' || v === '1')
+      .default(false),
+  })
+  .strict();
+export type LogsQuery = z.infer<typeof LogsQuery>;
+
+/**
+ * `POST /v1/jobs/cancel`: cancels every job the caller may cancel that matches all the given
+ * filters (at least one). Pending jobs end at once; running ones are told to stop.
+ */
+export const CancelJobs = z
+  .object({
+    /** Jobs by id or unique prefix. */
+    ids: z.array(JobRef).max(10_000).optional(),
+    /** Every task of this array (its id, or a unique prefix). */
+    array: JobRef.optional(),
+    name: text().min(1).max(128).optional(),
+    /** Only jobs in these states (live ones only: pending, running). */
+    states: z.array(z.enum(['pending', 'running'])).min(1).optional(),
+    user: Slug.optional(),
+  })
+  .strict()
+  .refine((c) => c.ids !== undefined || c.array !== undefined || c.name !== undefined || c.states !== undefined || c.user !== undefined, {
+    message: 'give at least one of ids, array, name, states, user',
+    path: ['ids'],
+  });
+export type CancelJobs = z.infer<typeof CancelJobs>;
+export const CancelJobsResult = z.object({
+  /** Pending jobs now cancelled. */
+  cancelled: z.array(z.string()),
+  /** Running jobs told to stop (they end cancelled when their agents report it). */
+  stopping: z.array(z.string()),
+});
+export type CancelJobsResult = z.infer<typeof CancelJobsResult>;
+
+/** One state or several, comma-separated (`pending,running`). */
+const StateList = text()
+  .max(200)
+  .transform((v, ctx) => {
+    const out: JobState[] = [];
+    for (const s of v.split(',').map((x) => x.trim())) {
+      const r = JobState.safeParse(s);
+      if (!r.success) {
+        ctx.addIssue({ code: 'custom', message: `"${s}" is not a job state (${JobState.options.join(', ')})` });
+        return z.NEVER;
+      }
+      if (!out.includes(r.data)) out.push(r.data);
+    }
+    return out;
+  });
+
 export const ListJobsQuery = z
   .object({
-    state: JobState.optional(),
+    state: StateList.optional(),
     tenant: Slug.optional(),
     user: Slug.optional(),
+    /** Jobs with exactly this name. */
+    name: text().min(1).max(128).optional(),
+    /** Tasks of this array (its id or a unique prefix). */
+    array: JobRef.optional(),
     limit: z.coerce.number().int().min(1).max(500).default(50),
     /** Opaque cursor from the previous page's `nextCursor`. */
     cursor: text().max(200).optional(),
@@ -206,7 +403,15 @@ export const NodeView = z.object({
    */
   isolation: NodeIsolation.nullable(),
   gpus: z.array(
-    z.object({ index: z.number(), uuid: z.string().nullable(), healthy: z.boolean(), job: z.string().nullable() }),
+    z.object({
+      index: z.number(),
+      uuid: z.string().nullable(),
+      healthy: z.boolean(),
+      /** Held by a running job, whoever's. */
+      allocated: z.boolean(),
+      /** That job's id, only for the caller's own tenant (or an operator); null otherwise. */
+      job: z.string().nullable(),
+    }),
   ),
   /** Present only in the response that registers the node: its agent's token. */
   agentToken: z.string().optional(),
@@ -229,6 +434,9 @@ export type ApiError = z.infer<typeof ApiError>;
 /** Path parameters and queries of the REST API (every input is parsed, params included). */
 export const IdParams = z.object({ id: z.string().uuid() }).strict();
 export type IdParams = z.infer<typeof IdParams>;
+/** Job routes take a full id or a unique prefix (an ambiguous one is a 409 listing the candidates). */
+export const JobParams = z.object({ id: JobRef }).strict();
+export type JobParams = z.infer<typeof JobParams>;
 export const NameParams = z.object({ name: Slug }).strict();
 export type NameParams = z.infer<typeof NameParams>;
 export const GpuParams = z.object({ name: Slug, index: z.coerce.number().int().min(0).max(63) }).strict();

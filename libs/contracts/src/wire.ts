@@ -101,6 +101,11 @@ export const AgentHello = z.object({
   runningAttempts: z.record(str(), z.number().int().positive()).optional(),
   /** The isolation the agent enforces on its jobs; optional, additive (older agents omit it). */
   isolation: NodeIsolation.optional(),
+  /**
+   * The address other nodes reach this one at (IP or host name; `--address`, default the
+   * first non-internal IPv4): a multi-node job's MASTER_ADDR is its rank 0's. Optional, additive.
+   */
+  address: str().max(255).optional(),
 });
 export const AgentHeartbeat = z.object({ v, type: z.literal('heartbeat'), at: z.number() });
 export const AgentSamples = z.object({
@@ -126,7 +131,14 @@ export const AgentGpuFault = z.object({
   code: z.number().int().optional(),
   message: str().max(2000),
 });
-export const AgentMessage = z.discriminatedUnion('type', [AgentHello, AgentHeartbeat, AgentSamples, AgentJobEvent, AgentGpuFault]);
+/**
+ * A chunk of a job's output the gateway asked for (`logs_open`): not sequenced, not journaled
+ * (output is read again from the file on a new request). `data` is base64 of raw bytes.
+ */
+export const AgentLogsData = z.object({ v, type: z.literal('logs_data'), requestId: str().max(64), data: z.string().max(96 * 1024) });
+/** The end of a `logs_open` answer: all was sent (and, when following, the job ended), or `error` says why not. */
+export const AgentLogsEnd = z.object({ v, type: z.literal('logs_end'), requestId: str().max(64), error: str().max(2000).optional() });
+export const AgentMessage = z.discriminatedUnion('type', [AgentHello, AgentHeartbeat, AgentSamples, AgentJobEvent, AgentGpuFault, AgentLogsData, AgentLogsEnd]);
 export type AgentMessage = z.infer<typeof AgentMessage>;
 
 export const StartJob = z.object({
@@ -142,6 +154,25 @@ export const StartJob = z.object({
   graceSeconds: z.number().int().min(0),
   /** Which start of the job this is (jobs.attempts); echoed in its job events. Optional, additive. */
   attempt: z.number().int().positive().optional(),
+  /** A batch script: written into the job's directory (0500, the job's user) and run with `command` as its arguments. */
+  script: z.string().optional(),
+  /**
+   * Where this rank stands in its job (every job has one; a single-node job is rank 0 of 1):
+   * the agent sets NURI_NODE_RANK, NURI_NUM_NODES, NURI_NODELIST, NURI_GPUS_PER_NODE and the
+   * torchrun variables (MASTER_ADDR, MASTER_PORT, WORLD_SIZE, NNODES, NODE_RANK, LOCAL_WORLD_SIZE) from it.
+   */
+  launch: z
+    .object({
+      rank: z.number().int().min(0),
+      /** Node names in rank order. */
+      nodes: z.array(z.string()).min(1),
+      masterAddr: z.string(),
+      masterPort: z.number().int().min(1).max(65535),
+      gpusPerNode: z.number().int().min(1),
+    })
+    .optional(),
+  /** The job's array and index (NURI_ARRAY_JOB_ID, NURI_ARRAY_TASK_ID, SLURM_ARRAY_TASK_ID). */
+  array: z.object({ id: z.string(), taskId: z.number().int().min(0) }).optional(),
 });
 export type StartJob = z.infer<typeof StartJob>;
 export const StopJob = z.object({
@@ -161,5 +192,18 @@ export type StopJob = z.infer<typeof StopJob>;
 export const Ack = z.object({ v, type: z.literal('ack'), stream: z.string(), seq: z.number().int() });
 export const WireError = z.object({ v, type: z.literal('error'), code: z.string(), message: z.string() });
 export const Welcome = z.object({ v, type: z.literal('welcome'), node: z.string(), heartbeatSeconds: z.number(), ackedSeq: z.number().int() });
-export const ServerMessage = z.discriminatedUnion('type', [StartJob, StopJob, Ack, WireError, Welcome]);
+/** Asks the agent for a job's output (one rank's: this node's): the last `tail` lines, or all; with `follow`, then what is written until the job ends. */
+export const LogsOpen = z.object({
+  v,
+  type: z.literal('logs_open'),
+  requestId: z.string(),
+  jobId: z.string(),
+  tail: z.number().int().min(0).optional(),
+  follow: z.boolean(),
+});
+export type LogsOpen = z.infer<typeof LogsOpen>;
+/** The reader went away: stop sending this request's output. */
+export const LogsClose = z.object({ v, type: z.literal('logs_close'), requestId: z.string() });
+export type LogsClose = z.infer<typeof LogsClose>;
+export const ServerMessage = z.discriminatedUnion('type', [StartJob, StopJob, Ack, WireError, Welcome, LogsOpen, LogsClose]);
 export type ServerMessage = z.infer<typeof ServerMessage>;

@@ -56,7 +56,7 @@ export interface NewJobInput {
 export interface ListFilter {
   tenantId?: string;
   userId?: string;
-  state?: State;
+  states?: State[];
   limit: number;
   after?: { submittedAt: Date; id: string };
 }
@@ -189,7 +189,7 @@ export class JobsRepository {
     let q = this.withNames().orderBy('jobs.submitted_at', 'desc').orderBy('jobs.id', 'desc').limit(f.limit);
     if (f.tenantId) q = q.where('jobs.tenant_id', '=', f.tenantId);
     if (f.userId) q = q.where('jobs.user_id', '=', f.userId);
-    if (f.state) q = q.where('jobs.state', '=', f.state);
+    if (f.states?.length) q = q.where('jobs.state', 'in', f.states);
     if (f.after) {
       const { submittedAt, id } = f.after;
       q = q.where((eb) => eb.or([eb('jobs.submitted_at', '<', submittedAt), eb.and([eb('jobs.submitted_at', '=', submittedAt), eb('jobs.id', '<', id)])]));

@@ -29,6 +29,10 @@ export function jobView(j: JobDetail): JobView {
     queuePosition: j.queue_position,
     placement: j.placement,
     transitions: j.transitions.map((t) => ({ at: t.at.toISOString(), from: t.from, to: t.to, reason: t.reason })),
+    script: false,
+    array: null,
+    dependencies: [],
+    output: [],
   };
 }
 
@@ -52,7 +56,7 @@ export function nodeView(n: NodeWithGpus, showJob: (jobId: string) => boolean): 
     lastHeartbeatAt: iso(n.lastHeartbeatAt),
     connected: n.connected,
     isolation: n.isolation ?? null,
-    gpus: n.gpus.map((g) => ({ index: g.index, uuid: g.uuid, healthy: g.healthy, job: g.jobId && showJob(g.jobId) ? g.jobId : null })),
+    gpus: n.gpus.map((g) => ({ index: g.index, uuid: g.uuid, healthy: g.healthy, allocated: g.jobId !== null, job: g.jobId && showJob(g.jobId) ? g.jobId : null })),
   };
 }
 

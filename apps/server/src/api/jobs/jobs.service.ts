@@ -112,7 +112,7 @@ export class JobsService {
       userId = u.id;
     }
     const after = q.cursor ? decodeCursor(q.cursor) : undefined;
-    const rows = await this.jobs.list({ tenantId, userId, state: q.state, limit: q.limit + 1, after });
+    const rows = await this.jobs.list({ tenantId, userId, states: q.state, limit: q.limit + 1, after });
     const page = rows.slice(0, q.limit);
     const details = await this.jobs.detailsOf(page);
     return { items: details.map(jobView), nextCursor: rows.length > q.limit ? encodeCursor(page[page.length - 1]!) : null };

@@ -387,6 +387,7 @@ export class AgentGateway implements AgentLink {
       await this.opts.fleet.heartbeat(c.node, msg.at);
       return;
     }
+    if (msg.type === 'logs_data' || msg.type === 'logs_end') return; // output relay: not yet wired (issue 12)
     const result = await this.opts.fleet.apply(c.node, c.stream, msg as SequencedMessage);
     this.count(result === 'applied' ? 'applied' : 'duplicates', c.node);
     if (!c.closed) this.sendTo(c, { v: WIRE_VERSION, type: 'ack', stream: c.stream, seq: msg.seq });
