@@ -67,6 +67,8 @@ export interface NodesTable {
   created_at: CreatedAt;
   /** The isolation its agent reported in its last hello (NodeIsolation of the wire protocol); null: not reported. */
   isolation: ColumnType<NodeIsolationJson | null, string | null | undefined, string | null>;
+  /** Where other nodes reach this one (its agent's hello); a multi-node job's MASTER_ADDR is its rank 0's. */
+  address: string | null;
 }
 
 export interface GpusTable {
@@ -115,6 +117,33 @@ export interface JobsTable {
   estimated_start_at: Timestamp | null;
   queue_position: number | null;
   attempts: Generated<number>;
+  /** A batch script the agent writes into the job's directory and runs (with `command` as its arguments). */
+  script: string | null;
+  /** MASTER_PORT of the current run, chosen at its start (unique among running jobs with rank 0 on that node). */
+  master_port: number | null;
+  /** The array's id (its first task's job id), this task's index, the array's size and its cap on running tasks. */
+  array_id: string | null;
+  array_task_id: number | null;
+  array_size: number | null;
+  array_max_running: number | null;
+}
+
+export interface JobDependenciesTable {
+  job_id: string;
+  depends_on: string;
+  kind: 'afterok' | 'afternotok' | 'afterany';
+}
+
+/** What each rank (node) of a run reported when it exited; the job ends when all did (or one failed). */
+export interface JobRankExitsTable {
+  job_id: string;
+  attempt: number;
+  node_id: string;
+  rank: number;
+  exit_code: number | null;
+  signal: string | null;
+  cause: string;
+  at: Timestamp;
 }
 
 export interface JobTransitionsTable {
@@ -167,6 +196,8 @@ export interface Database {
   gpu_health_events: GpuHealthEventsTable;
   jobs: JobsTable;
   job_transitions: JobTransitionsTable;
+  job_dependencies: JobDependenciesTable;
+  job_rank_exits: JobRankExitsTable;
   allocations: AllocationsTable;
   agent_streams: AgentStreamsTable;
   gateway_instances: GatewayInstancesTable;
