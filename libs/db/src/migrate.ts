@@ -4,6 +4,7 @@ import * as m0002 from './migrations/0002_queued_at';
 import * as m0004 from './migrations/0004_node_isolation';
 import * as m0005 from './migrations/0005_gateway_instances';
 import * as m0006 from './migrations/0006_researcher_jobs';
+import * as m0007 from './migrations/0007_log_relay';
 import * as m0003 from './migrations/0003_user_disable_token_parent';
 
 /** Migrations are compiled in (not read from disk) so the same list runs from source, dist and tests. */
@@ -13,6 +14,7 @@ const migrations: Record<string, Migration> = {
   '0004_node_isolation': m0004,
   '0005_gateway_instances': m0005,
   '0006_researcher_jobs': m0006,
+  '0007_log_relay': m0007,
   '0003_user_disable_token_parent': m0003,
 };
 

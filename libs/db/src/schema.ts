@@ -69,6 +69,8 @@ export interface NodesTable {
   isolation: ColumnType<NodeIsolationJson | null, string | null | undefined, string | null>;
   /** Where other nodes reach this one (its agent's hello); a multi-node job's MASTER_ADDR is its rank 0's. */
   address: string | null;
+  /** Where its agent keeps job output (`<output_dir>/<jobId>/output.log`; its hello says so); null: not reported. */
+  output_dir: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface GpusTable {
@@ -175,6 +177,20 @@ export interface GatewayInstancesTable {
   id: string;
   started_at: Timestamp;
   seen_at: Timestamp;
+  /** Base URL api replicas reach this gateway process at (job output relay); null: not known yet. */
+  internal_url: ColumnType<string | null, string | null | undefined, string | null>;
+}
+
+/** A single-use permission to read one rank's output: written by the api, consumed by the gateway. */
+export interface LogGrantsTable {
+  /** sha256 of the random token the api hands the gateway (the token itself is never stored). */
+  token_hash: string;
+  job_id: string;
+  node_id: string;
+  rank: number;
+  tail: number | null;
+  follow: boolean;
+  expires_at: Timestamp;
 }
 
 export interface TenantUsageTable {
@@ -201,6 +217,7 @@ export interface Database {
   allocations: AllocationsTable;
   agent_streams: AgentStreamsTable;
   gateway_instances: GatewayInstancesTable;
+  log_grants: LogGrantsTable;
   tenant_usage: TenantUsageTable;
 }
 
