@@ -113,7 +113,8 @@ const EXAMPLES: Example[] = [
   { who: 'op', method: 'POST', route: '/v1/users', path: '/v1/users', body: { name: 'carol', tenant: 'naver', role: 'researcher' } },
   { who: 'alice', method: 'POST', route: '/v1/tokens', path: '/v1/tokens', body: { user: 'alice', description: 'laptop', expiresInDays: 30 } },
   { who: 'alice', method: 'POST', route: '/v1/tokens', path: '/v1/tokens', body: { user: 'alice', description: 'ci', expiresInSeconds: 3600 } },
-  { who: 'alice', method: 'GET', route: '/v1/jobs', path: '/v1/jobs', query: { state: 'pending', user: 'alice', limit: '10' } },
+  { who: 'alice', method: 'POST', route: '/v1/jobs/cancel', path: '/v1/jobs/cancel', body: { ids: ['abcdef12'], array: 'abcdef', name: 'train', states: ['pending'], user: 'alice' } },
+  { who: 'alice', method: 'GET', route: '/v1/jobs', path: '/v1/jobs', query: { state: 'pending,running', user: 'alice', name: 'train', array: 'abcdef', limit: '10' } },
   { who: 'op', method: 'GET', route: '/v1/users', path: '/v1/users', query: { tenant: 'naver' } },
   { who: 'nadmin', method: 'GET', route: '/v1/tokens', path: '/v1/tokens', query: { user: 'ann' } },
 ];
@@ -124,6 +125,7 @@ const FREE_TEXT = new Set([
   '/v1/jobs command',
   '/v1/jobs env',
   '/v1/jobs workingDir',
+  '/v1/jobs/cancel name',
   '/v1/nodes rack',
   '/v1/nodes leafSwitch',
   '/v1/nodes/:name/drain reason',

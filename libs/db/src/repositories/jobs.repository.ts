@@ -1,9 +1,45 @@
+import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
-import type { JobRow, JobsTable } from '../schema';
+import type { JobDependenciesTable, JobRow, JobsTable } from '../schema';
+import { DependenciesRepository } from './dependencies.repository';
 import type { Db } from './tenants.repository';
 
 type State = JobsTable['state'];
 const LIVE: State[] = ['pending', 'running'];
+
+/** Rank order of a multi-node job: its nodes sorted by name (rank 0 first), as JobView.placement lists them. */
+export const compareNodeNames = (a: string, b: string): number => a.localeCompare(b);
+
+/** Where MASTER_PORT is chosen from when the caller passes no range (the server's NURI_MASTER_PORTS default). */
+export const DEFAULT_MASTER_PORTS = { first: 29500, last: 30499 } as const;
+
+/** The lowest port of the range not in `used`, or undefined when all are taken. */
+export function lowestFreePort(range: { first: number; last: number }, used: ReadonlySet<number> | undefined): number | undefined {
+  for (let p = range.first; p <= range.last; p++) if (!used?.has(p)) return p;
+  return undefined;
+}
+
+/** What one rank (node) of a multi-node run reported when it ended. */
+export interface RankExit {
+  nodeId: string;
+  rank: number;
+  exitCode: number | null;
+  signal: string | null;
+  cause: string;
+}
+
+/** A multi-node run as seen from the row lock in finishRun: nodes in rank order, this node's rank, earlier rank exits. */
+export interface GangState {
+  nodes: { id: string; name: string }[];
+  /** The reporting node's rank (`guard.onNode`). */
+  rank: number;
+  exits: RankExit[];
+}
+
+/** What ends a run, or (multi-node) `keep`: record this rank's exit, the job runs on. */
+export type RunDecision =
+  | { to: State; reason: string; exitCode?: number | null; /** The reporting rank's exit, recorded with the end. */ rankExit?: Omit<RankExit, 'nodeId' | 'rank'> }
+  | { keep: Omit<RankExit, 'nodeId' | 'rank'> };
 
 export interface JobRecord extends JobRow {
   tenantName: string;
@@ -13,6 +49,18 @@ export interface JobRecord extends JobRow {
 export interface JobDetail extends JobRecord {
   transitions: { at: Date; from: State | null; to: State; reason: string }[];
   placement: { node: string; gpus: number[] }[];
+  /** What the job waits for, with the state of each job waited on. */
+  dependencies: { kind: JobDependenciesTable['kind']; job: string; state: State }[];
+}
+
+/** A job as the gateway re-reads it just before a start or stop to one node (liveState). */
+export interface LiveJob extends JobRecord {
+  /** It holds a live GPU on that node. */
+  onNode: boolean;
+  /** That node's rank of the current attempt already exited (recorded in job_rank_exits). */
+  rankExited: boolean;
+  /** The live placement's nodes in rank order, with the address each agent reported. */
+  rankNodes: { name: string; address: string | null }[];
 }
 
 export interface RunningWithPlacement {
@@ -51,21 +99,58 @@ export interface NewJobInput {
   working_dir: string | null;
   requeue: boolean;
   submitted_at: Date;
+  /** A batch script the agent writes and runs with `command` as its arguments. */
+  script?: string | null;
 }
+
+/** What else a submission may bring: an array (one task per index) and the jobs it waits for. */
+export interface NewJobExtras {
+  array?: { indices: number[]; maxRunning: number | null };
+  dependencies?: { dependsOn: string; kind: JobDependenciesTable['kind'] }[];
+}
+
+/** The columns an array's tasks copy from its first task (all but id and the task's index). */
+const TASK_COPIED = sql.raw(
+  'tenant_id, user_id, name, state, gpus, gpu_type, priority, time_limit_seconds, command, env, working_dir, requeue, submitted_at, queued_at, script, array_id, array_size, array_max_running',
+);
 
 export interface ListFilter {
   tenantId?: string;
   userId?: string;
   states?: State[];
+  /** Exactly this name. */
+  name?: string;
+  /** Tasks of this array, ordered by task index instead of newest first. */
+  arrayId?: string;
   limit: number;
-  after?: { submittedAt: Date; id: string };
+  /** Keyset position: newest-first listings after (submitted_at, id); array listings after a task index. */
+  after?: { submittedAt: Date; id: string } | { taskId: number };
 }
+
+/** What a bulk cancel matches: live jobs meeting every given filter. */
+export interface CancelFilter {
+  tenantId?: string;
+  userId?: string;
+  ids?: string[];
+  arrayId?: string;
+  name?: string;
+  states: ('pending' | 'running')[];
+}
+
+/** A live job as a cancel needs it: its state, stop request and metric labels. */
+export type CancelCandidate = Pick<JobRow, 'id' | 'user_id' | 'state' | 'stop_requested' | 'gpu_type'> & { tenantName: string };
 
 export class JobsRepository {
   constructor(private readonly db: Db) {}
 
-  /** Inserts the job and its first transition in one statement: one round trip, atomic. */
-  async insert(job: NewJobInput): Promise<string> {
+  /**
+   * Inserts the job and its first transition, atomically. An array inserts one task per index
+   * (the first task's id is the array's, like Slurm's array job id), each with its transition
+   * and the dependencies: a fixed number of statements however many tasks. Returns the (first)
+   * job's id. A plain job is one statement: one round trip.
+   */
+  async insert(job: NewJobInput, extras: NewJobExtras = {}): Promise<string> {
+    if (extras.array || extras.dependencies?.length) return this.insertWithExtras(job, extras);
     const r = await this.db
       .with('j', (db) =>
         db
@@ -83,6 +168,42 @@ export class JobsRepository {
     return r.job_id;
   }
 
+  private insertWithExtras(job: NewJobInput, { array, dependencies = [] }: NewJobExtras): Promise<string> {
+    return this.db.transaction().execute(async (tx) => {
+      // The id is made here so the first task can carry it as its array's id from the start.
+      const id = randomUUID();
+      const [first, ...rest] = array?.indices ?? [];
+      await tx
+        .insertInto('jobs')
+        .values({
+          ...job,
+          id,
+          state: 'pending',
+          queued_at: job.submitted_at,
+          command: JSON.stringify(job.command),
+          env: JSON.stringify(job.env),
+          ...(array ? { array_id: id, array_task_id: first!, array_size: array.indices.length, array_max_running: array.maxRunning } : {}),
+        })
+        .execute();
+      if (rest.length)
+        await sql`
+          insert into jobs (${TASK_COPIED}, array_task_id)
+          select ${TASK_COPIED}, t.i::int from jobs cross join jsonb_array_elements_text(${JSON.stringify(rest)}::jsonb) as t(i)
+          where jobs.id = ${id}::uuid`.execute(tx);
+      const mine = array ? sql`jobs.array_id = ${id}::uuid` : sql`jobs.id = ${id}::uuid`;
+      await sql`
+        insert into job_transitions (job_id, at, from_state, to_state, reason)
+        select jobs.id, jobs.submitted_at, null, 'pending', 'submitted' from jobs where ${mine}`.execute(tx);
+      if (dependencies.length)
+        await sql`
+          insert into job_dependencies (job_id, depends_on, kind)
+          select jobs.id, d.depends_on, d.kind from jobs cross join jsonb_to_recordset(${JSON.stringify(dependencies.map((d) => ({ depends_on: d.dependsOn, kind: d.kind })))}::jsonb) as d(depends_on uuid, kind text)
+          where ${mine}
+          on conflict do nothing`.execute(tx);
+      return id;
+    });
+  }
+
   private withNames(db: Db = this.db) {
     return db
       .selectFrom('jobs')
@@ -97,10 +218,97 @@ export class JobsRepository {
     return this.withNames().where('jobs.id', '=', id).executeTakeFirst();
   }
 
+  /**
+   * The jobs whose id starts with each prefix (lower-case), at most `limit` per prefix, within a
+   * tenant when given: one statement for any number of prefixes. The bounds are the prefix and
+   * the prefix followed by 'g' (every character of an id sorts below it), compared bytewise with
+   * text_pattern_ops operators so each prefix is a range scan of jobs_id_text.
+   */
+  async byIdPrefixes(prefixes: string[], scope: { tenantId?: string }, limit = 11): Promise<Map<string, JobRecord[]>> {
+    const out = new Map<string, JobRecord[]>(prefixes.map((p) => [p, []]));
+    const valid = [...out.keys()].filter((p) => /^[0-9a-f-]{1,36}$/.test(p));
+    if (!valid.length) return out;
+    const rows = await this.db
+      .selectFrom(sql<{ p: string }>`unnest(${valid}::text[])`.as('p'))
+      .innerJoinLateral(
+        (eb) => {
+          let q = eb
+            .selectFrom('jobs')
+            .select('jobs.id')
+            .where(sql<boolean>`(jobs.id::text) ~>=~ p.p`)
+            .where(sql<boolean>`(jobs.id::text) ~<~ (p.p || 'g')`)
+            .orderBy(sql`jobs.id::text`)
+            .limit(limit);
+          if (scope.tenantId) q = q.where('jobs.tenant_id', '=', scope.tenantId);
+          return q.as('m');
+        },
+        (j) => j.onTrue(),
+      )
+      .innerJoin('jobs', 'jobs.id', 'm.id')
+      .innerJoin('tenants', 'tenants.id', 'jobs.tenant_id')
+      .innerJoin('users', 'users.id', 'jobs.user_id')
+      .selectAll('jobs')
+      .select(['p.p as prefix', 'tenants.name as tenantName', 'users.name as userName'])
+      .orderBy('jobs.id')
+      .execute();
+    for (const { prefix, ...job } of rows) out.get(prefix)!.push(job);
+    return out;
+  }
+
+  /** Live jobs matching every filter of a bulk cancel, in one query (ids travel as one array). */
+  async cancelCandidates(f: CancelFilter): Promise<CancelCandidate[]> {
+    let q = this.db
+      .selectFrom('jobs')
+      .innerJoin('tenants', 'tenants.id', 'jobs.tenant_id')
+      .select(['jobs.id', 'jobs.user_id', 'jobs.state', 'jobs.stop_requested', 'jobs.gpu_type', 'tenants.name as tenantName'])
+      .where('jobs.state', 'in', f.states);
+    if (f.tenantId) q = q.where('jobs.tenant_id', '=', f.tenantId);
+    if (f.userId) q = q.where('jobs.user_id', '=', f.userId);
+    if (f.ids) q = q.where(sql<boolean>`jobs.id = any(${f.ids.filter(isUuid)}::uuid[])`);
+    if (f.arrayId) q = q.where('jobs.array_id', '=', f.arrayId);
+    if (f.name) q = q.where('jobs.name', '=', f.name);
+    return q.orderBy('jobs.id').execute();
+  }
+
+  /**
+   * Cancels the given jobs that are still pending, each with its transition, in one statement;
+   * returns those it cancelled (one that started meanwhile is left to `requestCancel`).
+   */
+  async cancelPending(ids: string[], reason: string, at: Date): Promise<string[]> {
+    if (!ids.length) return [];
+    const r = await sql<{ job_id: string }>`
+      with c as (
+        update jobs set state = 'cancelled', reason = ${reason}::text, ended_at = ${at}::timestamptz, estimated_start_at = null, queue_position = null
+        where id = any(${ids}::uuid[]) and state = 'pending'
+        returning id
+      )
+      insert into job_transitions (job_id, at, from_state, to_state, reason)
+      select id, ${at}::timestamptz, 'pending', 'cancelled', ${reason}::text from c
+      returning job_id`.execute(this.db);
+    return r.rows.map((x) => x.job_id);
+  }
+
+  /**
+   * Asks the given running jobs to stop for a cancel, in one statement: a preemption stop under
+   * way turns into a cancel (keeping its grace period's start), one already cancelling stays.
+   * Returns every given job now running with a cancel requested.
+   */
+  async requestCancel(ids: string[], at: Date): Promise<string[]> {
+    if (!ids.length) return [];
+    const r = await this.db
+      .updateTable('jobs')
+      .set({ stop_requested: 'cancel', stop_requested_at: sql<Date>`coalesce(stop_requested_at, ${at}::timestamptz)` })
+      .where(sql<boolean>`id = any(${ids}::uuid[])`)
+      .where('state', '=', 'running')
+      .returning('id')
+      .execute();
+    return r.map((x) => x.id);
+  }
+
   async detail(id: string): Promise<JobDetail | undefined> {
     const job = await this.find(id);
     if (!job) return undefined;
-    const [transitions, allocs] = await Promise.all([
+    const [transitions, allocs, dependencies] = await Promise.all([
       this.db
         .selectFrom('job_transitions')
         .select(['at', 'from_state as from', 'to_state as to', 'reason'])
@@ -117,6 +325,7 @@ export class JobsRepository {
         .orderBy('nodes.name')
         .orderBy('allocations.gpu_index')
         .execute(),
+      new DependenciesRepository(this.db).ofJobs([id]),
     ]);
     const latest = allocs[0]?.at.getTime();
     const placement = new Map<string, number[]>();
@@ -126,14 +335,15 @@ export class JobsRepository {
       ...job,
       transitions,
       placement: [...placement].sort(([a], [b]) => a.localeCompare(b)).map(([node, gpus]) => ({ node, gpus: gpus.sort((x, y) => x - y) })),
+      dependencies: dependencies.map((d) => ({ kind: d.kind, job: d.dependsOn, state: d.state })),
     };
   }
 
-  /** Transitions and latest placement of many jobs in two queries (a page of a listing). */
+  /** Transitions, latest placement and dependencies of many jobs in three queries (a page of a listing). */
   async detailsOf(jobs: JobRecord[]): Promise<JobDetail[]> {
     if (!jobs.length) return [];
     const ids = jobs.map((j) => j.id);
-    const [transitions, allocs] = await Promise.all([
+    const [transitions, allocs, dependencies] = await Promise.all([
       this.db
         .selectFrom('job_transitions')
         .select(['job_id', 'at', 'from_state as from', 'to_state as to', 'reason'])
@@ -146,7 +356,15 @@ export class JobsRepository {
         .select(['allocations.job_id', 'nodes.name as node', 'allocations.gpu_index as gpu', 'allocations.created_at as at'])
         .where('job_id', 'in', ids)
         .execute(),
+      new DependenciesRepository(this.db).ofJobs(ids),
     ]);
+    const depsOf = new Map<string, JobDetail['dependencies']>();
+    for (const d of dependencies) {
+      const list = depsOf.get(d.jobId);
+      const dep = { kind: d.kind, job: d.dependsOn, state: d.state };
+      if (list) list.push(dep);
+      else depsOf.set(d.jobId, [dep]);
+    }
     return jobs.map((job) => {
       const mine = allocs.filter((a) => a.job_id === job.id);
       const latest = Math.max(...mine.map((a) => a.at.getTime()));
@@ -157,6 +375,7 @@ export class JobsRepository {
         ...job,
         transitions: transitions.filter((t) => t.job_id === job.id).map(({ job_id: _, ...t }) => t),
         placement: [...placement].sort(([a], [b]) => a.localeCompare(b)).map(([node, gpus]) => ({ node, gpus: gpus.sort((x, y) => x - y) })),
+        dependencies: depsOf.get(job.id) ?? [],
       };
     });
   }
@@ -186,11 +405,19 @@ export class JobsRepository {
 
   /** Newest first, keyset-paginated on (submitted_at, id). */
   async list(f: ListFilter): Promise<JobRecord[]> {
-    let q = this.withNames().orderBy('jobs.submitted_at', 'desc').orderBy('jobs.id', 'desc').limit(f.limit);
+    let q = this.withNames().limit(f.limit);
     if (f.tenantId) q = q.where('jobs.tenant_id', '=', f.tenantId);
     if (f.userId) q = q.where('jobs.user_id', '=', f.userId);
     if (f.states?.length) q = q.where('jobs.state', 'in', f.states);
-    if (f.after) {
+    if (f.name) q = q.where('jobs.name', '=', f.name);
+    if (f.arrayId) {
+      // An array's tasks in index order (served by jobs_array); indices are unique within it.
+      q = q.where('jobs.array_id', '=', f.arrayId).orderBy('jobs.array_task_id');
+      if (f.after && 'taskId' in f.after) q = q.where('jobs.array_task_id', '>', f.after.taskId);
+      return q.execute();
+    }
+    q = q.orderBy('jobs.submitted_at', 'desc').orderBy('jobs.id', 'desc');
+    if (f.after && 'submittedAt' in f.after) {
       const { submittedAt, id } = f.after;
       q = q.where((eb) => eb.or([eb('jobs.submitted_at', '<', submittedAt), eb.and([eb('jobs.submitted_at', '=', submittedAt), eb('jobs.id', '<', id)])]));
     }
@@ -315,7 +542,7 @@ export class JobsRepository {
   async finishRun(
     id: string,
     guard: { attempt?: number; onNode?: string },
-    decide: (job: JobRow) => { to: State; reason: string; exitCode?: number | null } | null,
+    decide: (job: JobRow, gang?: GangState) => RunDecision | null,
     at: Date,
   ): Promise<{ before: JobRow; to: State } | null> {
     if (!isUuid(id)) return null;
@@ -323,18 +550,40 @@ export class JobsRepository {
       const row = await tx.selectFrom('jobs').selectAll().where('id', '=', id).forUpdate().executeTakeFirst();
       if (!row || row.state !== 'running') return null;
       if (guard.attempt !== undefined && guard.attempt !== row.attempts) return null;
+      let gang: GangState | undefined;
       if (guard.onNode !== undefined) {
-        const here = await tx
+        const nodes = await tx
           .selectFrom('allocations')
-          .select('id')
-          .where('job_id', '=', id)
-          .where('node_id', '=', guard.onNode)
-          .where('released_at', 'is', null)
-          .executeTakeFirst();
-        if (!here) return null;
+          .innerJoin('nodes', 'nodes.id', 'allocations.node_id')
+          .select(['nodes.id', 'nodes.name'])
+          .distinct()
+          .where('allocations.job_id', '=', id)
+          .where('allocations.released_at', 'is', null)
+          .execute();
+        if (!nodes.some((n) => n.id === guard.onNode)) return null;
+        if (nodes.length > 1) {
+          // Read after the row lock: a rank exit another gateway recorded just before is seen here.
+          nodes.sort((a, b) => compareNodeNames(a.name, b.name));
+          const exits = await tx
+            .selectFrom('job_rank_exits')
+            .select(['node_id as nodeId', 'rank', 'exit_code as exitCode', 'signal', 'cause'])
+            .where('job_id', '=', id)
+            .where('attempt', '=', row.attempts)
+            .execute();
+          gang = { nodes, rank: nodes.findIndex((n) => n.id === guard.onNode), exits };
+        }
       }
-      const d = decide(row);
+      const d = decide(row, gang);
       if (!d) return null;
+      const e = 'keep' in d ? d.keep : d.rankExit;
+      if (gang && e) {
+        await tx
+          .insertInto('job_rank_exits')
+          .values({ job_id: id, attempt: row.attempts, node_id: guard.onNode!, rank: gang.rank, exit_code: e.exitCode, signal: e.signal, cause: e.cause, at })
+          .onConflict((oc) => oc.doNothing())
+          .execute();
+      }
+      if ('keep' in d) return { before: row, to: 'running' };
       await this.transition(id, ['running'], d.to, d.reason, at, { exit_code: d.exitCode ?? null, ...(d.to === 'pending' ? { ended_at: null } : {}) }, tx);
       return { before: row, to: d.to };
     });
@@ -383,27 +632,65 @@ export class JobsRepository {
     return rows.map((r) => r.node_id);
   }
 
-  /** Fresh rows of some jobs, and whether each holds a live GPU on `nodeId`: the gateway re-checks a start or stop with it just before sending. */
-  async liveState(ids: string[], nodeId: string): Promise<Map<string, JobRecord & { onNode: boolean }>> {
+  /**
+   * Fresh rows of some jobs, and whether each holds a live GPU on `nodeId`: the gateway
+   * re-checks a start or stop with it just before sending. Also what a start needs: the
+   * live placement's nodes in rank order with their addresses, and whether this node's rank
+   * of the current attempt already exited (a multi-node job runs on: never start it again).
+   */
+  async liveState(ids: string[], nodeId: string): Promise<Map<string, LiveJob>> {
     // An agent may name anything (a job of an older install, garbage): only ids can exist.
     ids = ids.filter(isUuid);
     if (!ids.length) return new Map();
-    const rows = await this.withNames()
-      .select((eb) =>
-        eb
-          .exists(
-            eb
-              .selectFrom('allocations')
-              .select('allocations.id')
-              .whereRef('allocations.job_id', '=', 'jobs.id')
-              .where('allocations.node_id', '=', nodeId)
-              .where('allocations.released_at', 'is', null),
-          )
-          .as('on_node'),
-      )
-      .where('jobs.id', 'in', ids)
-      .execute();
-    return new Map(rows.map(({ on_node, ...r }) => [r.id, { ...r, onNode: Boolean(on_node) }]));
+    const [rows, placed] = await Promise.all([
+      this.withNames()
+        .select((eb) => [
+          eb
+            .exists(
+              eb
+                .selectFrom('allocations')
+                .select('allocations.id')
+                .whereRef('allocations.job_id', '=', 'jobs.id')
+                .where('allocations.node_id', '=', nodeId)
+                .where('allocations.released_at', 'is', null),
+            )
+            .as('on_node'),
+          eb
+            .exists(
+              eb
+                .selectFrom('job_rank_exits')
+                .select('job_rank_exits.rank')
+                .whereRef('job_rank_exits.job_id', '=', 'jobs.id')
+                .whereRef('job_rank_exits.attempt', '=', 'jobs.attempts')
+                .where('job_rank_exits.node_id', '=', nodeId),
+            )
+            .as('rank_exited'),
+        ])
+        .where('jobs.id', 'in', ids)
+        .execute(),
+      this.db
+        .selectFrom('allocations')
+        .innerJoin('nodes', 'nodes.id', 'allocations.node_id')
+        .select(['allocations.job_id', 'nodes.name', 'nodes.address'])
+        .distinct()
+        .where('allocations.job_id', 'in', ids)
+        .where('allocations.released_at', 'is', null)
+        .execute(),
+    ]);
+    return new Map(
+      rows.map(({ on_node, rank_exited, ...r }) => [
+        r.id,
+        {
+          ...r,
+          onNode: Boolean(on_node),
+          rankExited: Boolean(rank_exited),
+          rankNodes: placed
+            .filter((p) => p.job_id === r.id)
+            .map((p) => ({ name: p.name, address: p.address }))
+            .sort((a, b) => compareNodeNames(a.name, b.name)),
+        },
+      ]),
+    );
   }
 
   async requestStop(id: string, kind: 'cancel' | 'preempt', at: Date): Promise<boolean> {
@@ -428,6 +715,8 @@ export class JobsRepository {
     at: Date,
     /** A node whose agent was last heard before this is silent: no new start there, even before it is marked down. */
     heardSince?: Date,
+    /** MASTER_PORT range (NURI_MASTER_PORTS). */
+    masterPorts: { first: number; last: number } = DEFAULT_MASTER_PORTS,
   ): Promise<{ started: string[]; skipped: { jobId: string; why: string }[] }> {
     if (!starts.length) return { started: [], skipped: [] };
     return this.db.transaction().execute(async (tx) => {
@@ -436,7 +725,7 @@ export class JobsRepository {
       const [jobs, nodes, gpus, live] = await Promise.all([
         tx.selectFrom('jobs').select(['id', 'state', 'gpus']).where('id', 'in', jobIds).forUpdate().execute(),
         // FOR SHARE: a drain (an UPDATE of the node) waits for this commit, then sees its allocations.
-        tx.selectFrom('nodes').select(['id', 'state', 'gpu_type', 'last_heartbeat_at']).where('id', 'in', nodeIds).forShare().execute(),
+        tx.selectFrom('nodes').select(['id', 'name', 'state', 'gpu_type', 'last_heartbeat_at']).where('id', 'in', nodeIds).forShare().execute(),
         tx.selectFrom('gpus').select(['node_id', 'index', 'healthy']).where('node_id', 'in', nodeIds).execute(),
         tx.selectFrom('allocations').select(['node_id', 'gpu_index']).where('node_id', 'in', nodeIds).where('released_at', 'is', null).execute(),
       ]);
@@ -444,6 +733,7 @@ export class JobsRepository {
       const nodeById = new Map(nodes.map((n) => [n.id, n]));
       const healthy = new Set(gpus.filter((g) => g.healthy).map((g) => `${g.node_id}/${g.index}`));
       const taken = new Set(live.map((a) => `${a.node_id}/${a.gpu_index}`));
+      const portsUsed = await this.masterPortsByRank0(tx, nodeIds);
       const started: string[] = [];
       const skipped: { jobId: string; why: string }[] = [];
       for (const s of starts) {
@@ -463,14 +753,19 @@ export class JobsRepository {
                   : keys.some((k) => taken.has(k))
                     ? 'GPU already allocated'
                     : null;
-        if (why) {
-          skipped.push({ jobId: s.jobId, why });
+        // MASTER_PORT: the lowest of the range no other running job with rank 0 on the same node uses.
+        const rank0 = why ? undefined : s.placement.map((p) => nodeById.get(p.nodeId)!.name).sort(compareNodeNames)[0];
+        const port = rank0 === undefined ? undefined : lowestFreePort(masterPorts, portsUsed.get(rank0));
+        const refused = why ?? (port === undefined ? `no free MASTER_PORT in ${masterPorts.first}-${masterPorts.last} on ${rank0}` : null);
+        if (refused) {
+          skipped.push({ jobId: s.jobId, why: refused });
           continue;
         }
         for (const k of keys) taken.add(k);
+        portsUsed.set(rank0!, new Set([...(portsUsed.get(rank0!) ?? []), port!]));
         await tx
           .updateTable('jobs')
-          .set({ state: 'running', reason: null, started_at: at, gpu_model: s.gpuModel, estimated_start_at: null, queue_position: null, attempts: sql`attempts + 1` })
+          .set({ state: 'running', reason: null, started_at: at, gpu_model: s.gpuModel, estimated_start_at: null, queue_position: null, master_port: port!, attempts: sql`attempts + 1` })
           .where('id', '=', s.jobId)
           .execute();
         await tx.insertInto('job_transitions').values({ job_id: s.jobId, at, from_state: 'pending', to_state: 'running', reason: `placed on ${s.placement.length} node(s)` }).execute();
@@ -484,8 +779,34 @@ export class JobsRepository {
     });
   }
 
-  /** Stores the plan's explanation for pending jobs (only rows that changed are passed in). */
-  async annotatePending(rows: { id: string; reason: string; estimatedStartAt: Date | null; queuePosition: number }[]): Promise<void> {
+  /**
+   * MASTER_PORTs of running jobs that hold a GPU on one of `nodeIds`, by the name of each
+   * one's rank 0 node (computed here, so the order is the one JobView.placement shows).
+   */
+  private async masterPortsByRank0(tx: Db, nodeIds: string[]): Promise<Map<string, Set<number>>> {
+    const rows = await tx
+      .selectFrom('allocations')
+      .innerJoin('jobs', 'jobs.id', 'allocations.job_id')
+      .innerJoin('nodes', 'nodes.id', 'allocations.node_id')
+      .select(['allocations.job_id', 'jobs.master_port', 'nodes.name'])
+      .where('allocations.released_at', 'is', null)
+      .where('jobs.state', '=', 'running')
+      .where('jobs.master_port', 'is not', null)
+      .where('allocations.job_id', 'in', (eb) => eb.selectFrom('allocations as a').select('a.job_id').where('a.node_id', 'in', nodeIds).where('a.released_at', 'is', null))
+      .execute();
+    const jobs = new Map<string, { port: number; rank0: string }>();
+    for (const r of rows) {
+      const j = jobs.get(r.job_id);
+      if (!j) jobs.set(r.job_id, { port: r.master_port!, rank0: r.name });
+      else if (compareNodeNames(r.name, j.rank0) < 0) j.rank0 = r.name;
+    }
+    const out = new Map<string, Set<number>>();
+    for (const j of jobs.values()) out.set(j.rank0, (out.get(j.rank0) ?? new Set()).add(j.port));
+    return out;
+  }
+
+  /** Stores the plan's explanation for pending jobs (only rows that changed are passed in); no position for a job kept from the plan. */
+  async annotatePending(rows: { id: string; reason: string; estimatedStartAt: Date | null; queuePosition: number | null }[]): Promise<void> {
     for (let i = 0; i < rows.length; i += 500) {
       const chunk = rows.slice(i, i + 500);
       const values = sql.join(chunk.map((r) => sql`(${r.id}::uuid, ${r.reason}, ${r.estimatedStartAt}::timestamptz, ${r.queuePosition}::int)`));

@@ -1,5 +1,5 @@
 import { Body, Controller, Get, HttpCode, Param, Post, Query, Res } from '@nestjs/common';
-import { IdParams, JobView, ListJobsQuery, SubmitJob } from '@nuri/contracts';
+import { CancelJobs, CancelJobsResult, JobParams, JobView, ListJobsQuery, SubmitJob } from '@nuri/contracts';
 import type { Response } from 'express';
 import { Caller, Principal } from '../../auth/principal';
 import { Zod } from '../common/zod-pipe';
@@ -19,14 +19,20 @@ export class JobsController {
     return this.jobs.list(me, q);
   }
 
+  @Post('cancel')
+  @HttpCode(200)
+  cancelMany(@Caller() me: Principal, @Body(new Zod(CancelJobs, 'body')) body: CancelJobs): Promise<CancelJobsResult> {
+    return this.jobs.cancelMany(me, body);
+  }
+
   @Get(':id')
-  get(@Caller() me: Principal, @Param(new Zod(IdParams, 'path')) p: IdParams): Promise<JobView> {
+  get(@Caller() me: Principal, @Param(new Zod(JobParams, 'path')) p: JobParams): Promise<JobView> {
     return this.jobs.get(me, p.id);
   }
 
   @Post(':id/cancel')
   @HttpCode(200)
-  async cancel(@Caller() me: Principal, @Param(new Zod(IdParams, 'path')) p: IdParams, @Res({ passthrough: true }) res: Response): Promise<JobView> {
+  async cancel(@Caller() me: Principal, @Param(new Zod(JobParams, 'path')) p: JobParams, @Res({ passthrough: true }) res: Response): Promise<JobView> {
     const r = await this.jobs.cancel(me, p.id);
     res.status(r.status);
     return r.job;

@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
-import { GPUS_PER_NODE, isTerminal, JobView, ListJobsQuery, SubmitJob } from '@nuri/contracts';
-import { IdentityRepository, isUuid, JobRecord, JobsRepository, NodesRepository, Principal, TenantsRepository } from '@nuri/db';
+import { CancelJobs, CancelJobsResult, DependencyKind, DependencySpec, GPUS_PER_NODE, isTerminal, JobView, ListJobsQuery, SubmitJob } from '@nuri/contracts';
+import { CancelCandidate, DependenciesRepository, IdentityRepository, isUuid, JobRecord, JobsRepository, NodesRepository, Principal, TenantsRepository } from '@nuri/db';
 import { NuriMetrics } from '@nuri/metrics';
 import { Clock } from '../../core/clock';
 import { Wakeups } from '../../core/wakeups';
@@ -13,13 +13,18 @@ export interface JobPage {
   nextCursor: string | null;
 }
 
-/** Keyset cursor: base64url of JSON [submittedAt ISO, id] of the last item of a page. */
-export const encodeCursor = (j: { submitted_at: Date; id: string }) => Buffer.from(JSON.stringify([j.submitted_at.toISOString(), j.id])).toString('base64url');
+/**
+ * Keyset cursor: base64url of JSON [submittedAt ISO, id] of the last item of a page; for a
+ * listing of one array's tasks (ordered by index), JSON [task index].
+ */
+export const encodeCursor = (j: { submitted_at: Date; id: string; array_task_id?: number | null }, byTask = false) =>
+  Buffer.from(JSON.stringify(byTask ? [j.array_task_id] : [j.submitted_at.toISOString(), j.id])).toString('base64url');
 
-export function decodeCursor(cursor: string): { submittedAt: Date; id: string } {
+export function decodeCursor(cursor: string, byTask = false): { submittedAt: Date; id: string } | { taskId: number } {
   try {
     const v: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
-    if (Array.isArray(v) && v.length === 2 && typeof v[0] === 'string' && typeof v[1] === 'string' && isUuid(v[1])) {
+    if (byTask && Array.isArray(v) && v.length === 1 && Number.isSafeInteger(v[0])) return { taskId: v[0] as number };
+    if (!byTask && Array.isArray(v) && v.length === 2 && typeof v[0] === 'string' && typeof v[1] === 'string' && isUuid(v[1])) {
       const submittedAt = new Date(v[0]);
       if (!Number.isNaN(submittedAt.getTime())) return { submittedAt, id: v[1] };
     }
@@ -28,6 +33,9 @@ export function decodeCursor(cursor: string): { submittedAt: Date; id: string } 
   }
   throw invalidField('cursor', 'not a cursor this API returned');
 }
+
+/** The most candidates an ambiguous prefix lists. */
+const AMBIGUOUS_SHOWN = 10;
 
 /**
  * Jobs as users see them. Researchers and tenant admins act within their tenant: they read
@@ -45,12 +53,14 @@ export class JobsService {
     private readonly clock: Clock,
     private readonly wakeups: Wakeups,
     private readonly metrics: NuriMetrics,
+    private readonly dependencies: DependenciesRepository,
   ) {}
 
   async submit(caller: Principal, input: SubmitJob): Promise<JobView> {
     if (!caller.tenantId || !caller.tenantName)
       throw forbidden('operators belong to no tenant and cannot submit jobs; submit with a token of a tenant user');
     await this.admit(caller.tenantName, input);
+    const dependencies = input.dependency ? await this.dependenciesOf(caller.tenantId, input.dependency) : [];
     const id = await this.jobs.insert({
       tenant_id: caller.tenantId,
       user_id: caller.userId,
@@ -64,10 +74,39 @@ export class JobsService {
       working_dir: input.workingDir ?? null,
       requeue: input.requeue,
       submitted_at: this.clock.now(),
-    });
+      script: input.script ?? null,
+    }, { array: input.array, dependencies });
     this.wakeups.wake('submit');
-    this.metrics.recordJobTransition(caller.tenantName, input.gpuType, null, 'pending');
+    for (let i = input.array?.indices.length ?? 1; i > 0; i--) this.metrics.recordJobTransition(caller.tenantName, input.gpuType, null, 'pending');
     return this.view(id);
+  }
+
+  /**
+   * The jobs a dependency names, among the tenant's (another tenant's job is no such job): each
+   * ref a full id or a unique prefix; an array's id stands for every task of it. 400 naming
+   * `dependency` and the ref otherwise. Two queries whatever the number of refs.
+   */
+  private async dependenciesOf(tenantId: string, spec: DependencySpec): Promise<{ dependsOn: string; kind: DependencyKind }[]> {
+    const refs = [...new Set(spec.flatMap((d) => d.jobs.map((r) => r.toLowerCase())))];
+    const found = await this.jobs.byIdPrefixes(refs, { tenantId }, AMBIGUOUS_SHOWN + 1);
+    const named = new Map<string, JobRecord>();
+    for (const ref of refs) {
+      const m = found.get(ref) ?? [];
+      if (!m.length) throw invalidField('dependency', `${ref}: no such job`);
+      if (m.length > 1) {
+        const shown = m.slice(0, AMBIGUOUS_SHOWN).map((j) => j.id).join(', ');
+        throw invalidField('dependency', `${ref}: ambiguous, matches ${shown}${m.length > AMBIGUOUS_SHOWN ? ', …' : ''}; give more characters`);
+      }
+      named.set(ref, m[0]!);
+    }
+    const tasks = await this.dependencies.tasksOf([...named.values()].filter((j) => j.array_id === j.id).map((j) => j.id));
+    const out = new Map<string, { dependsOn: string; kind: DependencyKind }>();
+    for (const d of spec)
+      for (const ref of d.jobs) {
+        const job = named.get(ref.toLowerCase())!;
+        for (const dependsOn of tasks.get(job.id) ?? [job.id]) out.set(`${d.kind}/${dependsOn}`, { dependsOn, kind: d.kind });
+      }
+    return [...out.values()];
   }
 
   /**
@@ -88,9 +127,46 @@ export class JobsService {
     }
   }
 
-  async get(caller: Principal, id: string): Promise<JobView> {
-    const job = await this.visible(caller, id);
+  async get(caller: Principal, ref: string): Promise<JobView> {
+    const job = await this.resolve(caller, ref);
     return this.view(job.id);
+  }
+
+  /**
+   * The job a reference names among those the caller sees (their tenant's; operators: all): a
+   * full id, or a unique prefix (case-insensitive). 404 when none, 409 listing the candidates
+   * when several; jobs of other tenants never count, so a prefix reveals nothing of them.
+   */
+  async resolve(caller: Principal, ref: string): Promise<JobRecord> {
+    if (isUuid(ref)) return this.visible(caller, ref.toLowerCase());
+    return (await this.resolveMany(caller, [ref], false))[0]!;
+  }
+
+  /** Each reference's job, in one query; `named`: errors name the reference (bulk requests). */
+  private async resolveMany(caller: Principal, refs: string[], named = true): Promise<JobRecord[]> {
+    const found = await this.jobs.byIdPrefixes(
+      refs.map((r) => r.toLowerCase()),
+      isOperator(caller) ? {} : { tenantId: caller.tenantId! },
+    );
+    return refs.map((ref) => {
+      const m = found.get(ref.toLowerCase()) ?? [];
+      if (!m.length) throw notFound(named ? `no such job ${ref}` : 'no such job');
+      if (m.length > 1) {
+        const shown = m.slice(0, AMBIGUOUS_SHOWN).map((j) => j.id).join(', ');
+        throw conflict(`ambiguous job id prefix ${ref}: matches ${shown}${m.length > AMBIGUOUS_SHOWN ? ', …' : ''}; give more characters`);
+      }
+      return m[0]!;
+    });
+  }
+
+  /** The array a reference names: it must be an array's id (its first task's). 400 naming `field` otherwise. */
+  private async arrayOf(caller: Principal, ref: string, field: string): Promise<string> {
+    const job = await this.resolve(caller, ref);
+    if (job.array_id === job.id) return job.id;
+    throw invalidField(
+      field,
+      job.array_id ? `job ${job.id} is task ${job.array_task_id} of array ${job.array_id}: give the array's id` : `job ${job.id} is not a job array`,
+    );
   }
 
   async list(caller: Principal, q: ListJobsQuery): Promise<JobPage> {
@@ -111,11 +187,13 @@ export class JobsService {
       if (!u || (!isOperator(caller) && u.tenantId !== caller.tenantId)) throw notFound(`no user ${q.user}`);
       userId = u.id;
     }
-    const after = q.cursor ? decodeCursor(q.cursor) : undefined;
-    const rows = await this.jobs.list({ tenantId, userId, states: q.state, limit: q.limit + 1, after });
+    const arrayId = q.array ? await this.arrayOf(caller, q.array, 'array') : undefined;
+    const byTask = arrayId !== undefined;
+    const after = q.cursor ? decodeCursor(q.cursor, byTask) : undefined;
+    const rows = await this.jobs.list({ tenantId, userId, states: q.state, name: q.name, arrayId, limit: q.limit + 1, after });
     const page = rows.slice(0, q.limit);
     const details = await this.jobs.detailsOf(page);
-    return { items: details.map(jobView), nextCursor: rows.length > q.limit ? encodeCursor(page[page.length - 1]!) : null };
+    return { items: details.map(jobView), nextCursor: rows.length > q.limit ? encodeCursor(page[page.length - 1]!, byTask) : null };
   }
 
   /**
@@ -123,29 +201,70 @@ export class JobsService {
    * scheduler tells its agent, and the job becomes `cancelled` when the agent reports the exit.
    * A finished job cannot be cancelled (409).
    */
-  async cancel(caller: Principal, id: string): Promise<{ status: 200 | 202; job: JobView }> {
-    const job = await this.visible(caller, id);
+  async cancel(caller: Principal, ref: string): Promise<{ status: 200 | 202; job: JobView }> {
+    const job = await this.resolve(caller, ref);
     if (caller.role === 'researcher' && job.user_id !== caller.userId) throw forbidden('researchers cancel only their own jobs');
+    if (isTerminal(job.state)) throw conflict(`job is already ${job.state}`);
+    const r = await this.cancelLive(caller, [job]);
+    if (r.cancelled.length) return { status: 200, job: await this.view(job.id) };
+    if (r.stopping.length) return { status: 202, job: await this.view(job.id) };
+    const cur = (await this.jobs.find(job.id))!;
+    if (isTerminal(cur.state)) throw conflict(`job is already ${cur.state}`);
+    throw conflict('the job changed state while it was being cancelled; try again');
+  }
+
+  /**
+   * Cancels every live job matching all the given filters among those the caller may cancel
+   * (researchers: their own; tenant admins: their tenant's; operators: all). Explicit ids must
+   * each name one job the caller may cancel (404/409/403 naming it, nothing changed); a finished
+   * one is skipped. A fixed number of statements whatever the count (a 10,000-task array too).
+   */
+  async cancelMany(caller: Principal, c: CancelJobs): Promise<CancelJobsResult> {
+    const tenantId = isOperator(caller) ? undefined : caller.tenantId!;
+    let userId = caller.role === 'researcher' ? caller.userId : undefined;
+    if (c.user) {
+      const u = await this.identity.findUser(c.user);
+      if (!u || (!isOperator(caller) && u.tenantId !== caller.tenantId)) throw notFound(`no user ${c.user}`);
+      if (userId && u.id !== userId) throw forbidden(`researchers cancel only their own jobs, not ${c.user}'s`);
+      userId = u.id;
+    }
+    let ids: string[] | undefined;
+    if (c.ids) {
+      const jobs = await this.resolveMany(caller, c.ids);
+      const theirs = caller.role === 'researcher' ? jobs.find((j) => j.user_id !== caller.userId) : undefined;
+      if (theirs) throw forbidden(`job ${theirs.id} is ${theirs.userName}'s: researchers cancel only their own jobs`);
+      ids = [...new Set(jobs.map((j) => j.id))];
+    }
+    const arrayId = c.array ? await this.arrayOf(caller, c.array, 'array') : undefined;
+    const candidates = await this.jobs.cancelCandidates({ tenantId, userId, ids, arrayId, name: c.name, states: c.states ?? ['pending', 'running'] });
+    return this.cancelLive(caller, candidates);
+  }
+
+  /**
+   * Pending jobs end `cancelled` at once; running ones are asked to stop (a preemption under
+   * way becomes a cancel, so the job is not requeued). A job that moved between the two
+   * (started, or requeued) is looked at again. One scheduler wake for the lot.
+   */
+  private async cancelLive(caller: Principal, jobs: CancelCandidate[]): Promise<CancelJobsResult> {
     const now = this.clock.now();
     const reason = `cancelled by ${caller.userName}`;
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const cur = (await this.jobs.find(id))!;
-      if (isTerminal(cur.state)) throw conflict(`job is already ${cur.state}`);
-      if (cur.state === 'pending') {
-        if (await this.jobs.transition(id, ['pending'], 'cancelled', reason, now)) {
-          this.wakeups.wake('cancel');
-          this.metrics.recordJobTransition(cur.tenantName, cur.gpu_type, 'pending', 'cancelled');
-          return { status: 200, job: await this.view(id) };
-        }
-        continue; // it started (or ended) meanwhile: look again
-      }
-      // running
-      if (cur.stop_requested === 'cancel' || (await this.jobs.requestStop(id, 'cancel', now)) || (await this.jobs.turnStopIntoCancel(id))) {
-        this.wakeups.wake('cancel');
-        return { status: 202, job: await this.view(id) };
-      }
+    const cancelled: string[] = [];
+    const stopping: string[] = [];
+    let left = jobs.map((j) => j.id);
+    for (let attempt = 0; attempt < 3 && left.length; attempt++) {
+      const c = new Set(await this.jobs.cancelPending(left, reason, now));
+      left = left.filter((id) => !c.has(id));
+      const s = new Set(await this.jobs.requestCancel(left, now));
+      left = left.filter((id) => !s.has(id));
+      cancelled.push(...c);
+      stopping.push(...s);
+      // What is left ended meanwhile (nothing to do) or was requeued after the first statement.
+      if (left.length) left = (await this.jobs.cancelCandidates({ ids: left, states: ['pending'] })).map((j) => j.id);
     }
-    throw conflict('the job changed state while it was being cancelled; try again');
+    if (cancelled.length || stopping.length) this.wakeups.wake('cancel');
+    const byId = new Map(jobs.map((j) => [j.id, j]));
+    for (const id of cancelled) this.metrics.recordJobTransition(byId.get(id)!.tenantName, byId.get(id)!.gpu_type, 'pending', 'cancelled');
+    return { cancelled: cancelled.sort(), stopping: stopping.sort() };
   }
 
   private async visible(caller: Principal, id: string): Promise<JobRecord> {

@@ -1,11 +1,14 @@
 import {
   ApiError,
+  CancelJobs,
+  CancelJobsResult,
   CreateNode,
   CreateTenant,
   CreateToken,
   CreateUser,
   DrainNode,
   IdParams,
+  JobParams,
   JobView,
   ListJobsQuery,
   ListTokensQuery,
@@ -54,13 +57,33 @@ export const ROUTES: RouteDoc[] = [
   { method: 'get', path: '/v1/me', summary: 'The caller (user, tenant, role)', responses: { 200: MeView } },
 
   { method: 'post', path: '/v1/jobs', summary: "Submit a job to the caller's tenant (not operators: they belong to no tenant)", body: SubmitJob, responses: { 201: JobView } },
-  { method: 'get', path: '/v1/jobs', summary: 'List jobs, newest first (the caller\'s tenant; operators all or ?tenant=)', query: ListJobsQuery, responses: { 200: Page(JobView) } },
-  { method: 'get', path: '/v1/jobs/:id', summary: 'A job with its state, reason, placement, transitions and estimated start', params: IdParams, responses: { 200: JobView } },
+  {
+    method: 'get',
+    path: '/v1/jobs',
+    summary: "List jobs, newest first (the caller's tenant; operators all or ?tenant=); ?state= takes several states comma-separated; ?array= lists one array's tasks by index",
+    query: ListJobsQuery,
+    responses: { 200: Page(JobView) },
+  },
+  {
+    method: 'post',
+    path: '/v1/jobs/cancel',
+    summary:
+      'Cancel every live job matching all the filters given, among those the caller may cancel (researchers: their own; tenant admins: their tenant\'s; operators: all): pending ones at once, running ones told to stop. An id that names no job (404), several (409) or one the caller may not cancel (403) changes nothing',
+    body: CancelJobs,
+    responses: { 200: CancelJobsResult },
+  },
+  {
+    method: 'get',
+    path: '/v1/jobs/:id',
+    summary: 'A job with its state, reason, placement, transitions and estimated start; :id is a full id or a unique prefix of at least 6 characters (ambiguous: 409 listing the candidates)',
+    params: JobParams,
+    responses: { 200: JobView },
+  },
   {
     method: 'post',
     path: '/v1/jobs/:id/cancel',
-    summary: 'Cancel a job: pending → cancelled at once (200); running → stop requested (202); finished → 409. Researchers cancel only their own jobs',
-    params: IdParams,
+    summary: 'Cancel a job (full id or unique prefix): pending → cancelled at once (200); running → stop requested (202); finished → 409. Researchers cancel only their own jobs',
+    params: JobParams,
     responses: { 200: JobView, 202: JobView },
   },
 
