@@ -1,6 +1,6 @@
 import { DynamicModule, Global, Module } from '@nestjs/common';
 import type { ServerConfig } from '@nuri/config';
-import { DatabaseHandle, IdentityRepository, JobsRepository, NodesRepository, TenantsRepository, UsageRepository } from '@nuri/db';
+import { DatabaseHandle, DependenciesRepository, IdentityRepository, JobsRepository, NodesRepository, TenantsRepository, UsageRepository } from '@nuri/db';
 import { NuriMetrics } from '@nuri/metrics';
 import { Clock, SystemClock } from './clock';
 import { Wakeups } from './wakeups';
@@ -31,8 +31,9 @@ export class CoreModule {
         { provide: NodesRepository, useValue: new NodesRepository(db) },
         { provide: JobsRepository, useValue: new JobsRepository(db) },
         { provide: UsageRepository, useValue: new UsageRepository(db) },
+        { provide: DependenciesRepository, useValue: new DependenciesRepository(db) },
       ],
-      exports: [CONFIG, DATABASE, Clock, Wakeups, NuriMetrics, TenantsRepository, IdentityRepository, NodesRepository, JobsRepository, UsageRepository],
+      exports: [CONFIG, DATABASE, Clock, Wakeups, NuriMetrics, TenantsRepository, IdentityRepository, NodesRepository, JobsRepository, UsageRepository, DependenciesRepository],
     };
   }
 }

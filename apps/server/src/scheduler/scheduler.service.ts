@@ -3,6 +3,7 @@ import type { ServerConfig } from '@nuri/config';
 import {
   AdvisoryLock,
   DatabaseHandle,
+  DependenciesRepository,
   JobsRepository,
   NodesRepository,
   TenantsRepository,
@@ -19,6 +20,7 @@ import { Coalesced } from '../core/coalesced';
 import { CONFIG, DATABASE } from '../core/core.module';
 import { Wakeups } from '../core/wakeups';
 import { JobLifecycle } from '../lifecycle/job-lifecycle';
+import { gatePending } from './gating';
 import { afterStarts, gpuCounts, jobCounts, SchedulerMetricsState, tenantRows } from './scheduler-metrics';
 import { buildSnapshot } from './snapshot';
 
@@ -80,6 +82,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     private readonly usage: UsageRepository,
     private readonly lifecycle: JobLifecycle,
     private readonly metrics: NuriMetrics,
+    private readonly dependencies: DependenciesRepository,
   ) {
     this.passMetrics = new SchedulerMetricsState(metrics);
   }
@@ -177,15 +180,24 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     // A node whose agent was not heard from within the down timeout takes no new job, even
     // before the tick marks it down (or while an outage's allowance keeps it from being marked).
     const heardSince = new Date(now.getTime() - this.config.nodeDownAfterSeconds * 1000);
-    const [tenants, usage, nodes, pending, running, jobsByState] = await Promise.all([
+    const [tenants, usage, nodes, [queued, undecided], running, jobsByState, runningPerArray] = await Promise.all([
       this.tenants.list(),
       this.usage.all(),
       this.nodes.list(),
-      this.jobs.pending(),
+      // Dependencies are read after the pending jobs: a job seen pending was committed with
+      // its dependency rows, so none of them can be missed (and a met one stays met).
+      this.jobs.pending().then(async (p) => [p, await this.dependencies.undecidedOfPending()] as const),
       this.jobs.running(),
       countJobs ? this.jobs.countByState() : Promise.resolve(null),
+      // Only this leader starts jobs, so no task starts between this count and the commit.
+      this.dependencies.runningOfThrottledArrays(),
     ]);
     const tenantNames = new Map(tenants.map((t) => [t.id, t.name]));
+    // Dependencies and array throttles are decided here, before the core (which knows neither).
+    const gate = gatePending(queued, undecided, runningPerArray);
+    await this.cancelDoomed(gate.doomed, now, tenantNames);
+    const doomed = new Set(gate.doomed.map((d) => d.job.id));
+    const pending = gate.eligible;
     const snapshot = buildSnapshot({
       now,
       tenants,
@@ -208,6 +220,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       plan.starts.map((s) => ({ jobId: s.jobId, gpuModel: s.gpuModel, placement: s.placement.map((p) => ({ nodeId: p.nodeId, gpuIndices: p.gpuIndices })) })),
       now,
       heardSince,
+      this.config.masterPorts,
     );
     for (const s of skipped) this.log.warn(`start of ${s.jobId} refused at commit: ${s.why}`);
     const runningById = new Map(running.map((r) => [r.id, r]));
@@ -221,8 +234,8 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     }
     this.calibration.observe(now.getTime(), plan, started);
     this.metrics.setStartEstimateScale(this.calibration.scale());
-    await this.annotate(plan, new Set(started), now.getTime());
-    this.recordPassMetrics(now, { tenants, nodes, pending, running }, plan, started, jobsByState, tenantNames);
+    await this.annotate(plan, new Set(started), now.getTime(), gate.withheld);
+    this.recordPassMetrics(now, { tenants, nodes, pending: queued.filter((j) => !doomed.has(j.id)), running }, plan, started, jobsByState, tenantNames);
     if (started.length || plan.preemptions.length) this.wakeups.wake('dispatch');
     return { plan, started, skipped, durationMs: performance.now() - t0 };
   }
@@ -261,9 +274,33 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     this.passMetrics.nodeInfo(i.nodes);
   }
 
-  private async annotate(plan: Plan, started: Set<string>, now: number): Promise<void> {
-    const rows = [];
+  /**
+   * Ends pending jobs whose dependency can never be met, cancelled with the reason, and wakes
+   * the scheduler again: jobs that depended on these may now be doomed in turn.
+   */
+  private async cancelDoomed(doomed: { job: JobRow; reason: string }[], now: Date, tenantNames: ReadonlyMap<string, string>): Promise<void> {
+    if (!doomed.length) return;
+    const cancelled = new Set(await this.dependencies.cancelWithReasons(doomed.map((d) => ({ id: d.job.id, reason: d.reason })), now));
+    for (const d of doomed) {
+      if (!cancelled.has(d.job.id)) continue;
+      this.log.log(`job ${d.job.id} cancelled: ${d.reason}`);
+      const tenant = tenantNames.get(d.job.tenant_id);
+      if (tenant !== undefined) this.metrics.recordJobTransition(tenant, d.job.gpu_type, 'pending', 'cancelled');
+    }
+    if (cancelled.size) this.wakeups.wake('cancel');
+  }
+
+  /** Stores each pending job's reason, estimate and position: the plan's, or for a job kept from the core, why (no estimate, no position). */
+  private async annotate(plan: Plan, started: Set<string>, now: number, withheld: { job: JobRow; reason: string }[]): Promise<void> {
+    const rows: { id: string; reason: string; estimatedStartAt: Date | null; queuePosition: number | null }[] = [];
     const live = new Set<string>();
+    for (const w of withheld) {
+      live.add(w.job.id);
+      const key = `${w.reason}||`;
+      if (this.lastAnnotation.get(w.job.id) === key) continue;
+      this.lastAnnotation.set(w.job.id, key);
+      rows.push({ id: w.job.id, reason: w.reason, estimatedStartAt: null, queuePosition: null });
+    }
     const scale = this.calibration.scale();
     for (const p of plan.pending) {
       if (started.has(p.jobId)) continue;

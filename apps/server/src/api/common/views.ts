@@ -1,5 +1,6 @@
 import type { JobView, NodeView, TenantView, TokenView, UserView } from '@nuri/contracts';
 import type { JobDetail, NodeWithGpus, TenantWithQuotas, UserRecord } from '@nuri/db';
+import { dependencyStatus } from '../../scheduler/gating';
 
 const iso = (d: Date | null | undefined): string | null => (d ? d.toISOString() : null);
 
@@ -29,9 +30,9 @@ export function jobView(j: JobDetail): JobView {
     queuePosition: j.queue_position,
     placement: j.placement,
     transitions: j.transitions.map((t) => ({ at: t.at.toISOString(), from: t.from, to: t.to, reason: t.reason })),
-    script: false,
-    array: null,
-    dependencies: [],
+    script: j.script !== null,
+    array: j.array_id === null ? null : { id: j.array_id, taskId: j.array_task_id!, size: j.array_size!, maxRunning: j.array_max_running },
+    dependencies: j.dependencies.map((d) => ({ kind: d.kind, job: d.job, state: d.state, satisfied: dependencyStatus(d.kind, d.state) === 'met' })),
     output: [],
   };
 }

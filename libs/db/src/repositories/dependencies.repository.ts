@@ -1,0 +1,116 @@
+import { sql } from 'kysely';
+import type { JobDependenciesTable, JobsTable } from '../schema';
+import type { Db } from './tenants.repository';
+
+type State = JobsTable['state'];
+export type DependencyKindValue = JobDependenciesTable['kind'];
+
+/** One dependency of a job, with the state of the job it waits for. */
+export interface DependencyRow {
+  jobId: string;
+  kind: DependencyKindValue;
+  dependsOn: string;
+  state: State;
+}
+
+/**
+ * Job dependencies and job arrays as the scheduler and the API need them, each in a bounded
+ * number of queries however many jobs are pending (the scheduler runs them every pass).
+ */
+export class DependenciesRepository {
+  constructor(private readonly db: Db) {}
+
+  /** Every task of these arrays, in task order. */
+  async tasksOf(arrayIds: string[]): Promise<Map<string, string[]>> {
+    const out = new Map<string, string[]>();
+    if (!arrayIds.length) return out;
+    const rows = await this.db
+      .selectFrom('jobs')
+      .select(['id', 'array_id'])
+      .where('array_id', 'in', arrayIds)
+      .orderBy('array_id')
+      .orderBy('array_task_id')
+      .execute();
+    for (const r of rows) {
+      const tasks = out.get(r.array_id!);
+      if (tasks) tasks.push(r.id);
+      else out.set(r.array_id!, [r.id]);
+    }
+    return out;
+  }
+
+  /**
+   * For each pending job that has a dependency not met yet, the one that decides what happens
+   * to it: one that can never be met (afterok on a job that ended otherwise than completed,
+   * afternotok on one that completed) before one still waiting, then the earliest job waited
+   * for. One query, one row per such job, whatever the size of the arrays it waits on.
+   */
+  async undecidedOfPending(): Promise<DependencyRow[]> {
+    const rows = await sql<{ job_id: string; kind: DependencyKindValue; depends_on: string; state: State }>`
+      select distinct on (d.job_id) d.job_id, d.kind, d.depends_on, t.state
+      from job_dependencies d
+      join jobs p on p.id = d.job_id
+      join jobs t on t.id = d.depends_on
+      where p.state = 'pending'
+        and not (
+          (d.kind = 'afterok' and t.state = 'completed')
+          or (d.kind = 'afternotok' and t.state not in ('pending', 'running', 'completed'))
+          or (d.kind = 'afterany' and t.state not in ('pending', 'running'))
+        )
+      order by d.job_id,
+        case when (d.kind = 'afterok' and t.state not in ('pending', 'running', 'completed'))
+               or (d.kind = 'afternotok' and t.state = 'completed') then 0 else 1 end,
+        t.submitted_at, t.array_task_id nulls first, t.id`.execute(this.db);
+    return rows.rows.map((r) => ({ jobId: r.job_id, kind: r.kind, dependsOn: r.depends_on, state: r.state }));
+  }
+
+  /** Running tasks of each array that caps its running tasks (one grouped query). */
+  async runningOfThrottledArrays(): Promise<Map<string, number>> {
+    const rows = await this.db
+      .selectFrom('jobs')
+      .select(['array_id', (eb) => eb.fn.countAll<number>().as('n')])
+      .where('state', '=', 'running')
+      .where('array_max_running', 'is not', null)
+      .groupBy('array_id')
+      .execute();
+    return new Map(rows.map((r) => [r.array_id!, Number(r.n)]));
+  }
+
+  /** The dependencies of these jobs with the state of each job depended on (a page of views: one query). */
+  async ofJobs(ids: string[]): Promise<DependencyRow[]> {
+    if (!ids.length) return [];
+    const rows = await this.db
+      .selectFrom('job_dependencies as d')
+      .innerJoin('jobs as t', 't.id', 'd.depends_on')
+      .select(['d.job_id', 'd.kind', 'd.depends_on', 't.state'])
+      .where('d.job_id', 'in', ids)
+      .orderBy('d.job_id')
+      .orderBy('d.kind')
+      .orderBy('t.submitted_at')
+      .orderBy('t.array_task_id')
+      .orderBy('t.id')
+      .execute();
+    return rows.map((r) => ({ jobId: r.job_id, kind: r.kind, dependsOn: r.depends_on, state: r.state }));
+  }
+
+  /**
+   * Cancels pending jobs, each with its own reason and a transition, in one statement.
+   * Returns the ids it cancelled (a job that left `pending` meanwhile is left alone).
+   */
+  async cancelWithReasons(rows: { id: string; reason: string }[], at: Date): Promise<string[]> {
+    if (!rows.length) return [];
+    // One statement (a data-modifying CTE): no parameter per row, however many are cancelled.
+    const values = JSON.stringify(rows.map((r) => ({ id: r.id, reason: r.reason })));
+    const done = await sql<{ job_id: string }>`
+      with done as (
+        update jobs set state = 'cancelled', reason = v.reason, ended_at = ${at}::timestamptz, estimated_start_at = null, queue_position = null
+        from jsonb_to_recordset(${values}::jsonb) as v(id uuid, reason text)
+        where jobs.id = v.id and jobs.state = 'pending'
+        returning jobs.id, v.reason
+      )
+      insert into job_transitions (job_id, at, from_state, to_state, reason)
+      select id, ${at}::timestamptz, 'pending', 'cancelled', reason from done
+      returning job_id`.execute(this.db);
+    return done.rows.map((r) => r.job_id);
+  }
+}
