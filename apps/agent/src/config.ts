@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { hostname } from 'node:os';
+import { hostname, networkInterfaces } from 'node:os';
 import { z } from 'zod';
 import { DEFAULT_PIDS_MAX, parseBytes, parseUidRange } from './isolation';
 
@@ -8,11 +8,25 @@ import { DEFAULT_PIDS_MAX, parseBytes, parseUidRange } from './isolation';
  * `--gateway-url ...`) or from the environment (`NURI_GATEWAY_URL`); flags win.
  */
 const num = z.coerce.number();
+
+/** Where other nodes reach this one by default: the first non-internal IPv4 address, else the host name. */
+export function defaultAddress(ifaces: ReturnType<typeof networkInterfaces> = networkInterfaces(), host = hostname()): string {
+  for (const list of Object.values(ifaces)) for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  return host;
+}
+
 export const AgentConfig = z
   .object({
     once: z.boolean().default(false),
     gatewayUrl: z.string().regex(/^wss?:\/\//, 'must be a ws:// or wss:// URL').optional(),
     nodeName: z.string().min(1).max(253).regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'letters, digits, dot, dash, underscore').default(hostname()),
+    /** The address other nodes reach this one at (a multi-node job's MASTER_ADDR when rank 0 runs here). */
+    address: z
+      .string()
+      .min(1)
+      .max(255)
+      .regex(/^[A-Za-z0-9][A-Za-z0-9.:_-]*$/, 'an IP address or host name')
+      .default(() => defaultAddress()),
     nodeToken: z.string().min(1).optional(),
     nodeTokenFile: z.string().min(1).optional(),
     collector: z.enum(['simulated', 'nvidia-smi']).default('nvidia-smi'),
@@ -27,7 +41,7 @@ export const AgentConfig = z
     runAsUid: num.int().min(0).optional(),
     runAsGid: num.int().min(0).optional(),
     runAsUser: z.string().min(1).optional(),
-    runAsHome: z.string().min(1).optional(),
+    runAsHome: z.string().startsWith('/', 'an absolute path').optional(),
     /** Each job runs as its own uid and gid from this range when the agent is root (`200000-265535`). */
     uidRange: z
       .string()
@@ -70,6 +84,8 @@ export const AgentConfig = z
     backoffBaseSeconds: num.positive().max(60).default(0.5),
     backoffCapSeconds: num.positive().max(3600).default(30),
     logCapBytes: num.int().min(1024).default(64 * 1024 * 1024),
+    /** Hours a job's output is kept after it ended (may be fractional); then the agent removes it. */
+    outputRetentionHours: num.positive().max(100_000).default(168),
   })
   .superRefine((c, ctx) => {
     if (c.once) return;

@@ -1,7 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { type WriteStream, createWriteStream, existsSync, mkdirSync, realpathSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { type Stats, type WriteStream, createWriteStream, existsSync, fstatSync, mkdirSync, realpathSync, statSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import type { JobEvent, NodeIsolation, StartJob, StopJob } from '@nuri/contracts';
 import {
   CgroupManager,
@@ -22,6 +23,7 @@ import {
   processesByUid,
   releaseJobDir,
   resolveCommand,
+  writeJobScript,
 } from './isolation';
 
 /**
@@ -39,14 +41,52 @@ import {
  *
  * Environment of a job (nothing else from the agent leaks in):
  *   PATH  = `DEFAULT_PATH`, unless the job sets PATH
- *   HOME  = the run-as user's home if configured, else the job's directory (absolute)
+ *   HOME  = the run-as user's home if configured (and absolute), else the job's directory (absolute)
  *   USER, LOGNAME = the run-as user's name, or `nuri-<uid>` for a uid from the range
  *   LANG  = C.UTF-8 unless the job sets it
  *   CUDA_DEVICE_ORDER = PCI_BUS_ID unless the job sets it (CUDA's GPU numbers = nvidia-smi's)
  *   ...the job's own env (may override the above)...
  *   CUDA_VISIBLE_DEVICES = the job's GPU indices, comma-separated (forced)
  *   NURI_JOB_ID          = the job id (forced)
+ *   and, forced, where this rank stands in its job (`launchEnv`; a start without `launch`,
+ *   from an older server, is rank 0 of 1): NURI_NODE (this node), NURI_NODE_RANK,
+ *   NURI_NUM_NODES, NURI_NODELIST (names in rank order, comma-separated), NURI_GPUS_PER_NODE;
+ *   for torch.distributed / torchrun: MASTER_ADDR (rank 0's address), MASTER_PORT,
+ *   WORLD_SIZE (nodes x GPUs per node), NNODES, NODE_RANK, LOCAL_WORLD_SIZE; for scripts
+ *   written for Slurm: SLURM_JOB_ID, SLURM_NNODES, SLURM_NODEID, SLURM_JOB_NODELIST; in an
+ *   array: NURI_ARRAY_JOB_ID, NURI_ARRAY_TASK_ID, SLURM_ARRAY_JOB_ID, SLURM_ARRAY_TASK_ID.
+ *
+ * A batch script (`StartJob.script`) is written to `<jobDir>/nuri-script` (the job's uid,
+ * 0500, never through a link) and run as `[script, ...command]`: the kernel reads its `#!`.
  */
+
+/** The environment that places one rank in its job (forced over the job's own env). */
+export function launchEnv(jobId: string, node: string, launch: NonNullable<StartJob['launch']>, array?: StartJob['array']): Record<string, string> {
+  const nodes = launch.nodes.join(',');
+  return {
+    NURI_NODE: node,
+    NURI_NODE_RANK: String(launch.rank),
+    NURI_NUM_NODES: String(launch.nodes.length),
+    NURI_NODELIST: nodes,
+    NURI_GPUS_PER_NODE: String(launch.gpusPerNode),
+    MASTER_ADDR: launch.masterAddr,
+    MASTER_PORT: String(launch.masterPort),
+    WORLD_SIZE: String(launch.nodes.length * launch.gpusPerNode),
+    NNODES: String(launch.nodes.length),
+    NODE_RANK: String(launch.rank),
+    LOCAL_WORLD_SIZE: String(launch.gpusPerNode),
+    SLURM_JOB_ID: jobId,
+    SLURM_NNODES: String(launch.nodes.length),
+    SLURM_NODEID: String(launch.rank),
+    SLURM_JOB_NODELIST: nodes,
+    ...(array
+      ? { NURI_ARRAY_JOB_ID: array.id, NURI_ARRAY_TASK_ID: String(array.taskId), SLURM_ARRAY_JOB_ID: array.id, SLURM_ARRAY_TASK_ID: String(array.taskId) }
+      : {}),
+  };
+}
+
+/** Name of a batch script in its job's directory. */
+export const SCRIPT_NAME = 'nuri-script';
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 export type JobExitCause = Extract<JobEvent, { kind: 'exited' }>['cause'];
@@ -71,6 +111,8 @@ export interface JobRunnerOptions {
   runAs?: RunAs;
   /** cgroups, uid range, devices (see IsolationOptions). Default: cgroups where writable. */
   isolation?: IsolationOptions;
+  /** This node's name (NURI_NODE, messages); default the host name. */
+  nodeName?: string;
   /** Name of this agent's cgroup subtree (default: from a hash of workDir, stable across restarts). */
   cgroupScope?: string;
   onEvent: (event: JobEvent) => void;
@@ -213,6 +255,11 @@ export class JobRunner {
     return this.jobs.has(jobId);
   }
 
+  /** The directory of every job's output (`<outputRoot>/<jobId>/output.log`). */
+  get outputRoot(): string {
+    return this.outputDir;
+  }
+
   /** Where the agent writes a job's output. */
   logPath(jobId: string): string {
     return join(this.outputDir, jobId, 'output.log');
@@ -256,8 +303,16 @@ export class JobRunner {
       return false;
     };
     if (!SAFE_JOB_ID.test(job.jobId)) return failed('job id not usable as a directory name');
+    if (!job.command.length && job.script === undefined) return failed('empty command');
+    const node = this.opts.nodeName ?? hostname();
     const dir = this.jobDir(job.jobId);
     const cwd = job.workingDir ?? dir;
+    // Said plainly, before anything is made or spawned (a spawn would only say ENOENT).
+    if (job.workingDir !== null) {
+      const st = statOrUndefined(job.workingDir);
+      if (!st) return failed(`working directory ${job.workingDir} does not exist on node ${node}`);
+      if (!st.isDirectory()) return failed(`working directory ${job.workingDir} is not a directory on node ${node}`);
+    }
 
     let who: Identity | undefined;
     let ownUid: number | undefined;
@@ -279,15 +334,31 @@ export class JobRunner {
       prepareJobDir(dir, who?.uid, who?.gid);
       agentDir(join(this.outputDir, job.jobId), 0o700);
       const fd = openLog(this.logPath(job.jobId));
+      // A later attempt on this node appends (the earlier one's output stays readable), under a line saying so.
+      const earlier = fstatSync(fd).size > 0;
       out = createWriteStream('', { fd });
+      if (earlier) out.write(`\n[nuri-agent: attempt ${job.attempt ?? '?'} of job ${job.jobId} starts at ${new Date().toISOString()}]\n`);
     } catch (e) {
       return failed(`job directories: ${(e as Error).message}`);
     }
     out.on('error', () => undefined);
 
+    let argv = job.command;
+    if (job.script !== undefined) {
+      const scriptPath = join(dir, SCRIPT_NAME);
+      try {
+        writeJobScript(scriptPath, job.script, who?.uid, who?.gid);
+      } catch (e) {
+        out.end();
+        return failed(`batch script: ${(e as Error).message}`);
+      }
+      argv = [scriptPath, ...job.command];
+    }
+    const launch = job.launch ?? { rank: 0, nodes: [node], masterAddr: '127.0.0.1', masterPort: 29500, gpusPerNode: Math.max(1, job.gpuIndices.length) };
+
     const env: Record<string, string> = {
       PATH: DEFAULT_PATH,
-      HOME: who?.home ?? dir,
+      HOME: who?.home && isAbsolute(who.home) ? who.home : dir,
       LANG: 'C.UTF-8',
       // CUDA numbers GPUs as nvidia-smi and /dev/nvidia<N> do (its default, fastest first,
       // could map CUDA_VISIBLE_DEVICES to a GPU whose device the job's cgroup denies).
@@ -296,18 +367,19 @@ export class JobRunner {
       ...job.env,
       CUDA_VISIBLE_DEVICES: job.gpuIndices.join(','),
       NURI_JOB_ID: job.jobId,
+      ...launchEnv(job.jobId, node, launch, job.array),
     };
 
     // In a cgroup: the gated shell (placed before it runs the job). Without: the job itself.
     let cgroup: JobCgroup | undefined;
-    let file = job.command[0];
-    let args = job.command.slice(1);
+    let file = argv[0];
+    let args = argv.slice(1);
     let childEnv = env;
     if (this.cgroups && this.gate) {
-      const found = resolveCommand(job.command[0], env.PATH, cwd);
+      const found = resolveCommand(argv[0], env.PATH, cwd);
       if ('error' in found) {
         out.end();
-        return failed(`${found.error} spawn ${job.command[0]}`);
+        return failed(`${found.error} spawn ${argv[0]}`);
       }
       try {
         cgroup = this.cgroups.createSync(job.jobId, this.limitsFor(job));
@@ -316,7 +388,7 @@ export class JobRunner {
         return failed(`cgroup: ${(e as Error).message}`);
       }
       file = this.gate.sh;
-      args = gateArgs(this.gate, job.command, env);
+      args = gateArgs(this.gate, argv, env);
       childEnv = {};
     }
 
@@ -533,6 +605,14 @@ export class JobRunner {
     this.dirsReady = true;
     const blocked = (this.uids || this.runAs) && blockedAncestor(this.jobsDir);
     if (blocked) this.opts.log?.(`jobs run unprivileged but ${blocked} (on the way to ${this.jobsDir}) lets no other user through: jobs cannot enter their directories (set jobsDir elsewhere)`);
+  }
+}
+
+function statOrUndefined(path: string): Stats | undefined {
+  try {
+    return statSync(path);
+  } catch {
+    return undefined;
   }
 }
 

@@ -41,4 +41,10 @@ describe('server configuration', () => {
     expect(parseServerConfig({ NURI_TOKEN_MAX_LIFETIME_SECONDS: '86400' }).tokenMaxLifetimeSeconds).toBe(86400);
     expect(() => parseServerConfig({ NURI_TOKEN_MAX_LIFETIME_SECONDS: '-1' })).toThrow(/NURI_TOKEN_MAX_LIFETIME_SECONDS/);
   });
+  it('takes the MASTER_PORT range as first-last, 29500-30499 by default, and refuses a bad one', () => {
+    expect(parseServerConfig({}).masterPorts).toEqual({ first: 29500, last: 30499 });
+    expect(parseServerConfig({ NURI_MASTER_PORTS: '40000-40000' }).masterPorts).toEqual({ first: 40000, last: 40000 });
+    for (const bad of ['29500', '30499-29500', '0-10', '1-65536', 'a-b'])
+      expect(() => parseServerConfig({ NURI_MASTER_PORTS: bad })).toThrow(/NURI_MASTER_PORTS: a port range/);
+  });
 });

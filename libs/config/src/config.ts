@@ -19,6 +19,13 @@ export const ServerConfigSchema = z
       .transform((s) => s.split(',').map((r) => r.trim()).filter(Boolean))
       .pipe(z.array(Role).min(1)),
     NURI_BOOTSTRAP_TOKEN: z.string().min(24, 'at least 24 characters').optional(),
+    // Where api replicas reach this gateway process to relay job output (e.g. http://gw-1.internal:8080).
+    // Unset: http://HOST:PORT, loopback when HOST is unset or a wildcard (api and gateway on one host).
+    NURI_GATEWAY_INTERNAL_URL: z
+      .string()
+      .regex(/^https?:\/\/[^/\s]+\/?$/, 'an http:// or https:// base URL without a path, e.g. http://gw-1.internal:8080')
+      .transform((u) => u.replace(/\/$/, ''))
+      .optional(),
     // Longest lifetime of a token made through the API; unset or 0: no maximum.
     NURI_TOKEN_MAX_LIFETIME_SECONDS: z.coerce.number().int().min(0).max(3650 * 24 * 3600).default(0),
     // When set, GET /metrics on every process wants `Authorization: Bearer <it>`.
@@ -43,6 +50,20 @@ export const ServerConfigSchema = z
     NURI_DCGM_COMPAT: bool.default(false),
     NURI_IDLE_UTILIZATION_RATIO: z.coerce.number().min(0).max(1).default(0.05),
     NURI_IDLE_SECONDS: z.coerce.number().int().min(1).default(30 * 60),
+    // Ports a job's MASTER_PORT is chosen from (`first-last`), lowest free on its rank 0 node.
+    NURI_MASTER_PORTS: z
+      .string()
+      .default('29500-30499')
+      .transform((v, ctx) => {
+        const m = /^\s*(\d{1,5})\s*-\s*(\d{1,5})\s*$/.exec(v);
+        const first = m ? Number(m[1]) : NaN;
+        const last = m ? Number(m[2]) : NaN;
+        if (!m || first < 1 || last > 65535 || first > last) {
+          ctx.addIssue({ code: 'custom', message: 'a port range first-last within 1-65535, first <= last (e.g. 29500-30499)' });
+          return z.NEVER;
+        }
+        return { first, last };
+      }),
   })
   .refine((c) => !(c.NURI_DEMO ?? c.DATABASE_URL === undefined) || ['api', 'gateway'].every((r) => c.NURI_ROLES.includes(r as 'api')), {
     message: 'the demo center needs the api and gateway roles in this process (set NURI_DEMO=0 to run fewer roles)',
@@ -55,6 +76,7 @@ export const ServerConfigSchema = z
     dataDir: c.NURI_DATA_DIR,
     roles: new Set(c.NURI_ROLES),
     bootstrapToken: c.NURI_BOOTSTRAP_TOKEN,
+    gatewayInternalUrl: c.NURI_GATEWAY_INTERNAL_URL,
     tokenMaxLifetimeSeconds: c.NURI_TOKEN_MAX_LIFETIME_SECONDS || undefined,
     metricsToken: c.NURI_METRICS_TOKEN,
     // The zero-configuration start is a demo center; with a real database it is opt-in.
@@ -77,6 +99,7 @@ export const ServerConfigSchema = z
     dcgmCompat: c.NURI_DCGM_COMPAT,
     // An allocated GPU under this utilization for this long counts as idle (metrics, alerts).
     idle: { thresholdRatio: c.NURI_IDLE_UTILIZATION_RATIO, forSeconds: c.NURI_IDLE_SECONDS },
+    masterPorts: c.NURI_MASTER_PORTS,
   }));
 
 export type ServerConfig = z.infer<typeof ServerConfigSchema>;

@@ -106,6 +106,8 @@ export const AgentHello = z.object({
    * first non-internal IPv4): a multi-node job's MASTER_ADDR is its rank 0's. Optional, additive.
    */
   address: str().max(255).optional(),
+  /** Where the agent keeps job output (`<outputDir>/<jobId>/output.log`), so a job's view can say so. Optional, additive. */
+  outputDir: str().max(4096).optional(),
 });
 export const AgentHeartbeat = z.object({ v, type: z.literal('heartbeat'), at: z.number() });
 export const AgentSamples = z.object({
@@ -145,7 +147,8 @@ export const StartJob = z.object({
   v,
   type: z.literal('start'),
   jobId: z.string(),
-  command: z.array(z.string()).min(1),
+  /** argv; with `script`, the script's arguments (may be empty). Without a script, empty fails the start. */
+  command: z.array(z.string()),
   env: z.record(z.string(), z.string()),
   workingDir: z.string().nullable(),
   gpuIndices: z.array(z.number().int().min(0)),
@@ -205,5 +208,11 @@ export type LogsOpen = z.infer<typeof LogsOpen>;
 /** The reader went away: stop sending this request's output. */
 export const LogsClose = z.object({ v, type: z.literal('logs_close'), requestId: z.string() });
 export type LogsClose = z.infer<typeof LogsClose>;
-export const ServerMessage = z.discriminatedUnion('type', [StartJob, StopJob, Ack, WireError, Welcome, LogsOpen, LogsClose]);
+/**
+ * Flow control of one request (additive): the reader is slower than the node, so the agent
+ * holds that request's output until `logs_resume`; the gateway then never buffers a whole log.
+ */
+export const LogsPause = z.object({ v, type: z.literal('logs_pause'), requestId: z.string() });
+export const LogsResume = z.object({ v, type: z.literal('logs_resume'), requestId: z.string() });
+export const ServerMessage = z.discriminatedUnion('type', [StartJob, StopJob, Ack, WireError, Welcome, LogsOpen, LogsClose, LogsPause, LogsResume]);
 export type ServerMessage = z.infer<typeof ServerMessage>;

@@ -1,4 +1,4 @@
-import { closeSync, constants, fchmodSync, fchownSync, fstatSync, mkdirSync, openSync, statSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fchownSync, fstatSync, lstatSync, mkdirSync, openSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 
 /**
@@ -6,7 +6,7 @@ import { dirname, resolve } from 'node:path';
  * follow a symlink: a job that plants one where the agent is about to write cannot make the
  * agent write, chown or chmod anything else.
  */
-const { O_RDONLY, O_WRONLY, O_CREAT, O_APPEND, O_NOFOLLOW, O_DIRECTORY } = constants;
+const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_APPEND, O_NOFOLLOW, O_DIRECTORY } = constants;
 
 const asRoot = () => typeof process.getuid === 'function' && process.getuid() === 0;
 
@@ -67,6 +67,29 @@ export function releaseJobDir(path: string): void {
   try {
     fchownSync(fd, 0, 0);
     fchmodSync(fd, 0o700);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * A job's batch script in its own directory: whatever an earlier attempt left at that name
+ * (a symlink, a hard link, a file) is unlinked, never written through; the new file is
+ * created exclusively, owned by the job's uid and made 0500 (read and run by that user only).
+ */
+export function writeJobScript(path: string, text: string, uid: number | undefined, gid: number | undefined): void {
+  try {
+    lstatSync(path);
+    unlinkSync(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  const fd = openSync(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+  try {
+    const data = Buffer.from(text, 'utf8');
+    for (let off = 0; off < data.length; ) off += writeSync(fd, data, off);
+    if (uid !== undefined && gid !== undefined && asRoot()) fchownSync(fd, uid, gid);
+    fchmodSync(fd, 0o500);
   } finally {
     closeSync(fd);
   }

@@ -1,7 +1,7 @@
 export { CgroupManager, JobCgroup, ownCgroups, type CgroupLimits, type CgroupFeatures, type CgroupVersion } from './cgroup';
 export { findGpuDevices, deviceAllowRules, charMajors, splitDev, NVIDIA_CONTROL_DEVICES, type GpuDevices, type DeviceNode } from './devices';
 export { UidAllocator, parseUidRange, pidsOfUid, processesByUid, type UidRange } from './uids';
-export { agentDir, jobDir, releaseJobDir, openLog, blockedAncestor } from './files';
+export { agentDir, jobDir, releaseJobDir, openLog, blockedAncestor, writeJobScript } from './files';
 export { GATE_SCRIPT, gateArgs, gateTools, resolveCommand, type GateTools } from './spawn';
 
 /** How the agent isolates its jobs (flags of the agent; all optional). */

@@ -1,7 +1,7 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import type { JobEvent } from '@nuri/contracts';
 import type { ServerConfig } from '@nuri/config';
-import { JobRecord, JobRow, JobsRepository, NodesRepository, UsageRepository } from '@nuri/db';
+import { GangState, JobRecord, JobRow, JobsRepository, NodesRepository, RunDecision, UsageRepository } from '@nuri/db';
 import { NuriMetrics } from '@nuri/metrics';
 import { Clock } from '../core/clock';
 import { CONFIG } from '../core/core.module';
@@ -35,6 +35,30 @@ export function outcomeOf(job: Pick<JobRow, 'stop_requested' | 'requeue' | 'time
     case 'exit':
       return e.exitCode === 0 ? { to: 'completed', reason: how } : { to: 'failed', reason: how };
   }
+}
+
+/**
+ * What one rank's exit means for its run. A single-node job: outcomeOf. A job on N nodes
+ * (gang, as read under the job's row lock): a rank that exits 0 while others still run is
+ * recorded and the job runs on (its GPUs stay held); the last clean exit completes it; the
+ * first rank to end otherwise ends it with that rank's cause and exit code, the reason naming
+ * the rank and node (the others are then stopped by reconcile, their exits ignored). A stop
+ * the server asked for (cancel, preemption) keeps outcomeOf's rules. Null: this rank already
+ * reported (a resend, or a `lost` answer to a stop after its clean exit).
+ */
+export function rankExitDecision(job: Pick<JobRow, 'stop_requested' | 'requeue' | 'time_limit_seconds'>, e: Exited, gang?: GangState): RunDecision | null {
+  const end = outcomeOf(job, e);
+  if (!gang) return { ...end, exitCode: e.exitCode };
+  const node = gang.nodes[gang.rank];
+  if (!node || gang.exits.some((x) => x.nodeId === node.id)) return null;
+  const mine = { exitCode: e.exitCode, signal: e.signal, cause: e.cause };
+  if (job.stop_requested) return { ...end, exitCode: e.exitCode, rankExit: mine };
+  if (e.cause === 'exit' && e.exitCode === 0 && !e.signal) {
+    const clean = new Set(gang.exits.filter((x) => x.cause === 'exit' && x.exitCode === 0 && !x.signal).map((x) => x.rank)).add(gang.rank);
+    if (clean.size < gang.nodes.length) return { keep: mine };
+    return { to: 'completed', reason: `exit code 0 on all ${gang.nodes.length} nodes`, exitCode: 0, rankExit: mine };
+  }
+  return { ...end, reason: `rank ${gang.rank} on ${node.name}: ${end.reason}`, exitCode: e.exitCode, rankExit: mine };
 }
 
 function requeueOr(job: Pick<JobRow, 'requeue'>, otherwise: JobRow['state'], why: string): Outcome {
@@ -85,10 +109,15 @@ export class JobLifecycle {
       this.log.log(`job ${job.id}: ignored the exit of attempt ${e.attempt}; attempt ${job.attempts} runs`);
       return false;
     }
-    const done = await this.jobs.finishRun(job.id, { attempt: e.attempt, onNode: nodeId }, (row) => ({ ...outcomeOf(row, e), exitCode: e.exitCode }), at);
+    const done = await this.jobs.finishRun(job.id, { attempt: e.attempt, onNode: nodeId }, (row, gang) => rankExitDecision(row, e, gang), at);
     if (!done) return false;
+    if (done.to === 'running') {
+      this.log.log(`job ${job.id}: a rank exited 0; it runs on until every rank has`);
+      return false;
+    }
     await this.afterEnd(job, done.before, done.to, at);
-    await this.nodes.settleDraining(nodeId);
+    // Every node of the run, not only the reporter: the other ranks' exits come after the end and are ignored.
+    for (const n of await this.jobs.lastPlacementNodes(job.id)) await this.nodes.settleDraining(n);
     return true;
   }
 

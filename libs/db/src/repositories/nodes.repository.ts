@@ -81,6 +81,11 @@ export class NodesRepository {
       .execute();
   }
 
+  /** Stores the address a node's agent reported (a multi-node job's MASTER_ADDR); no write when it is unchanged. */
+  async setAddress(id: string, address: string): Promise<void> {
+    await this.db.updateTable('nodes').set({ address }).where('id', '=', id).where('address', 'is distinct from', address).execute();
+  }
+
   /** How many nodes of each GPU type exist, whatever their state (admission checks at submit). */
   async countByType(): Promise<Record<'h100' | 'h800', number>> {
     const rows = await this.db.selectFrom('nodes').select(['gpu_type', (eb) => eb.fn.countAll<number>().as('n')]).groupBy('gpu_type').execute();
