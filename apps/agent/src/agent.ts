@@ -8,6 +8,7 @@ import type { Collector } from './collector/types';
 import { FinishedAttempts, Journal, RunningState } from './journal';
 import { Outbox, type SequencedMessage, type UnsequencedMessage } from './outbox';
 import type { IsolationOptions } from './isolation';
+import { LogServer } from './logs';
 import { JobRunner, groupAlive, type RunAs } from './runner';
 
 export const AGENT_VERSION = '0.1.0';
@@ -17,6 +18,8 @@ export interface AgentOptions {
   gatewayUrl: string;
   nodeName: string;
   nodeToken: string;
+  /** The address other nodes reach this one at (hello; a multi-node job's MASTER_ADDR when rank 0 runs here). */
+  address?: string;
   /** Telemetry source; default a SimulatedCollector of `simulated.gpus` GPUs. */
   collector?: Collector;
   simulated?: { gpus?: number; model?: GpuModel };
@@ -38,6 +41,8 @@ export interface AgentOptions {
   isolation?: IsolationOptions;
   /** The jobs' own directories (default `<workDir>/jobs`). */
   jobsDir?: string;
+  /** Output of jobs that ended longer ago than this is removed (hours, may be fractional). Default 168. */
+  outputRetentionHours?: number;
   /** Kill running jobs on stop() (default true). */
   stopJobsOnStop?: boolean;
   log?: (level: 'debug' | 'info' | 'warn' | 'error', msg: string) => void;
@@ -66,6 +71,8 @@ export class Agent {
   readonly streamId = randomBytes(12).toString('hex');
   readonly collector: Collector;
   readonly runner: JobRunner;
+  /** Serves job output to the gateway (logs_open) and applies the output retention. */
+  readonly logs: LogServer;
   private readonly outbox: Outbox;
   private readonly journal: Journal;
   private readonly runningState: RunningState;
@@ -102,7 +109,14 @@ export class Agent {
       runAs: opts.runAs,
       isolation: opts.isolation,
       jobsDir: opts.jobsDir,
+      nodeName: opts.nodeName,
       onEvent: (e) => this.onJobEvent(e),
+      log: (m) => this.log('warn', m),
+    });
+    this.logs = new LogServer({
+      outputDir: this.runner.outputRoot,
+      isRunning: (jobId) => this.runner.isRunning(jobId),
+      retentionHours: opts.outputRetentionHours,
       log: (m) => this.log('warn', m),
     });
   }
@@ -114,6 +128,7 @@ export class Agent {
     // Resend what a previous run left unacknowledged, under this stream.
     for (const entry of this.journal.load()) this.enqueueJobEvent(entry.event, entry.at, entry.id);
     this.reapOrphans();
+    this.logs.startSweeping();
     try {
       this.inventory = await this.collector.inventory();
     } catch (e) {
@@ -223,6 +238,7 @@ export class Agent {
     clearTimeout(this.reconnectTimer);
     clearInterval(this.sampleTimer);
     clearInterval(this.heartbeatTimer);
+    this.logs.stop();
     const ws = this.ws;
     this.ws = undefined;
     ws?.removeAllListeners();
@@ -254,6 +270,7 @@ export class Agent {
       this.ready = false;
       this.ws = undefined;
       clearInterval(this.heartbeatTimer);
+      this.logs.closeAll(); // output requests belong to the connection that asked
       this.notify();
       this.scheduleReconnect();
     });
@@ -291,6 +308,8 @@ export class Agent {
         running: this.runner.running(),
         runningAttempts: this.runner.attempts(),
         isolation: this.runner.isolation,
+        ...(this.opts.address ? { address: this.opts.address } : {}),
+        outputDir: this.runner.outputRoot,
       }),
     );
   }
@@ -334,6 +353,20 @@ export class Agent {
         break;
       case 'stop':
         this.stopJob(parsed);
+        break;
+      case 'logs_open':
+        this.logs.open(parsed, {
+          send: (m) => ws.readyState === WebSocket.OPEN && ws.send(JSON.stringify(m)),
+          buffered: () => ws.bufferedAmount,
+          open: () => this.ws === ws && ws.readyState === WebSocket.OPEN,
+        });
+        break;
+      case 'logs_close':
+        this.logs.close(parsed.requestId);
+        break;
+      case 'logs_pause':
+      case 'logs_resume':
+        this.logs.pause(parsed.requestId, parsed.type === 'logs_pause');
         break;
       case 'error':
         this.s.serverErrors++;
@@ -459,6 +492,7 @@ export class Agent {
     } catch (e) {
       this.log('warn', `running-state write failed: ${(e as Error).message}`);
     }
+    if (event.kind === 'exited') this.logs.ended(event.jobId);
     if (event.kind === 'exited' && event.attempt !== undefined) {
       try {
         this.finished.record(event.jobId, event.attempt);

@@ -42,6 +42,7 @@ async function main(): Promise<number> {
     gatewayUrl: c.gatewayUrl!,
     nodeName: c.nodeName,
     nodeToken: c.nodeToken!,
+    address: c.address,
     collector: makeCollector(c, (m) => log('warn', m)),
     workDir: c.workDir,
     graceSeconds: c.graceSeconds,
@@ -50,6 +51,7 @@ async function main(): Promise<number> {
     backoffBaseMs: c.backoffBaseSeconds * 1000,
     backoffCapMs: c.backoffCapSeconds * 1000,
     logCapBytes: c.logCapBytes,
+    outputRetentionHours: c.outputRetentionHours,
     runAs: c.runAsUid !== undefined && c.runAsGid !== undefined ? { uid: c.runAsUid, gid: c.runAsGid, user: c.runAsUser, home: c.runAsHome } : undefined,
     isolation: {
       cgroup: c.cgroup,

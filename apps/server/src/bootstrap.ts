@@ -13,6 +13,7 @@ import { Clock, SystemClock } from './core/clock';
 import { Wakeups } from './core/wakeups';
 import { DemoHandle, startDemo } from './demo/demo';
 import { FleetService } from './gateway/fleet.service';
+import { LogRelay } from './gateway/log-relay';
 import { AgentGateway } from './gateway/transport';
 
 export interface RunningServer {
@@ -76,9 +77,11 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
   let gateway: AgentGateway | undefined;
   if (config.roles.has('gateway')) {
     const fleet = app.get(FleetService);
+    const relay = app.get(LogRelay);
     const gwLog = new Logger('AgentGateway');
     gateway = new AgentGateway({
       fleet,
+      logs: relay,
       server: app.getHttpServer(),
       path: '/agent',
       heartbeatSeconds: config.agentHeartbeatSeconds,
@@ -87,6 +90,9 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     });
     await gateway.start();
     fleet.attach(gateway);
+    relay.attach(gateway);
+    // Api replicas find this process through gateway_instances to read its agents' job output.
+    await relay.announce(fleet.instanceId, config.gatewayInternalUrl ?? url);
   }
   let demo: DemoHandle | undefined;
   if (config.demo && auth) {

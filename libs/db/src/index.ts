@@ -6,3 +6,5 @@ export * from './repositories/identity.repository';
 export * from './repositories/nodes.repository';
 export * from './repositories/jobs.repository';
 export * from './repositories/usage.repository';
+export * from './repositories/dependencies.repository';
+export * from './repositories/log-relay.repository';

@@ -1,10 +1,14 @@
 import { Module } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
+import { DatabaseHandle, LogRelayRepository } from '@nuri/db';
 import { AuthModule } from '../auth/auth.module';
+import { DATABASE } from '../core/core.module';
 import { ApiExceptionFilter } from './common/exception.filter';
 import { HealthController } from './health.controller';
 import { JobsController } from './jobs/jobs.controller';
 import { JobsService } from './jobs/jobs.service';
+import { LogsController } from './jobs/logs.controller';
+import { LogsService } from './jobs/logs.service';
 import { MeController } from './me/me.controller';
 import { NodesController } from './nodes/nodes.controller';
 import { NodesService } from './nodes/nodes.service';
@@ -26,8 +30,13 @@ const SERVICES = [JobsService, NodesService, TenantsService, UsersService, Token
  */
 @Module({
   imports: [AuthModule],
-  controllers: [HealthController, MeController, JobsController, NodesController, TenantsController, UsersController, TokensController, OpenApiController],
-  providers: [...SERVICES, { provide: APP_FILTER, useClass: ApiExceptionFilter }],
+  controllers: [HealthController, MeController, JobsController, LogsController, NodesController, TenantsController, UsersController, TokensController, OpenApiController],
+  providers: [
+    ...SERVICES,
+    LogsService,
+    { provide: LogRelayRepository, useFactory: (d: DatabaseHandle) => new LogRelayRepository(d.db), inject: [DATABASE] },
+    { provide: APP_FILTER, useClass: ApiExceptionFilter },
+  ],
   exports: [...SERVICES, AuthModule],
 })
 export class ApiModule {}

@@ -2,7 +2,7 @@ import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdo
 import type { AgentHello, ServerMessage } from '@nuri/contracts';
 import { WIRE_VERSION } from '@nuri/contracts';
 import type { ServerConfig } from '@nuri/config';
-import { JobsRepository, NodesRepository, RunningWithPlacement } from '@nuri/db';
+import { JobsRepository, LogRelayRepository, NodesRepository, RunningWithPlacement } from '@nuri/db';
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import type { z } from 'zod';
 import { Clock } from '../core/clock';
@@ -70,7 +70,8 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
   private readonly reconciles = new Coalesced(() => this.reconcileRound());
   private wakePending?: NodeJS.Timeout;
   private aliveTimer?: NodeJS.Timeout;
-  private readonly instanceId = randomUUID();
+  /** This gateway process (gateway_instances.id; nodes.gateway_id of the agents it holds). */
+  readonly instanceId = randomUUID();
 
   constructor(
     @Inject(CONFIG) private readonly config: ServerConfig,
@@ -80,6 +81,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
     private readonly jobs: JobsRepository,
     private readonly lifecycle: JobLifecycle,
     private readonly metrics: NuriMetrics,
+    private readonly relayRepo: LogRelayRepository,
   ) {}
 
   attach(link: AgentLink): void {
@@ -146,6 +148,8 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
       this.nodeRepo.streamSeq(nodeId, hello.stream),
       this.jobs.running({ onNode: nodeId }),
       this.nodeRepo.setIsolation(nodeId, hello.isolation ?? null), // the node view shows it
+      hello.address ? this.nodeRepo.setAddress(nodeId, hello.address) : undefined, // MASTER_ADDR of jobs with rank 0 here
+      this.relayRepo.setOutputDir(nodeId, hello.outputDir ?? null), // JobView.output says where each rank's output is
     ]);
     if (up) this.log.log(`node ${nodeName} is up`);
     const pruned = await this.nodeRepo.pruneStreams(nodeId, hello.stream, new Date(now.getTime() - STREAM_RETENTION_MS));
@@ -346,7 +350,8 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
       const f = fresh.get(s.jobId);
       const runsHere = f?.state === 'running' && f.onNode;
       if (s.kind === 'requested') {
-        if (!runsHere || !f.stop_requested || (s.attempt !== undefined && f.attempts !== s.attempt)) continue;
+        // A rank that already exited here (its job runs on elsewhere) has nothing to stop.
+        if (!runsHere || !f.stop_requested || f.rankExited || (s.attempt !== undefined && f.attempts !== s.attempt)) continue;
         const preempt = f.stop_requested === 'preempt';
         d.stopsSent.add(s.jobId);
         out.push({
@@ -369,7 +374,10 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
     }
     for (const job of starts) {
       const row = fresh.get(job.id);
-      if (!row || row.state !== 'running' || !row.onNode || row.stop_requested || (job.attempts !== undefined && row.attempts !== job.attempts)) continue;
+      // rankExited: this node's rank of a multi-node job ended (exit 0) while others run: never again.
+      if (!row || row.state !== 'running' || !row.onNode || row.stop_requested || row.rankExited || (job.attempts !== undefined && row.attempts !== job.attempts)) continue;
+      const rank = row.rankNodes.findIndex((n) => n.name === nodeName);
+      if (rank < 0) continue;
       d.started.add(job.id);
       d.attempts.set(job.id, row.attempts);
       const gpuIndices = job.placement.find((p) => p.nodeId === d.nodeId)!.gpuIndices;
@@ -385,6 +393,17 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
         timeLimitSeconds: row.time_limit_seconds,
         graceSeconds: this.config.timeoutGraceSeconds,
         attempt: row.attempts,
+        // Rank order is the placement's by node name (as JobView shows it); rank 0's address is MASTER_ADDR.
+        launch: {
+          rank,
+          nodes: row.rankNodes.map((n) => n.name),
+          masterAddr: row.rankNodes[0].address ?? row.rankNodes[0].name,
+          // Null only for a job started by a server from before master ports: the range's first.
+          masterPort: row.master_port ?? this.config.masterPorts.first,
+          gpusPerNode: Math.max(1, gpuIndices.length),
+        },
+        ...(row.script !== null ? { script: row.script } : {}),
+        ...(row.array_id !== null && row.array_task_id !== null ? { array: { id: row.array_id, taskId: row.array_task_id } } : {}),
       });
     }
     return out;

@@ -2,7 +2,8 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, WebSocket, type RawData } from 'ws';
-import { AgentMessage, WIRE_VERSION, type ServerMessage } from '@nuri/contracts';
+import { AgentLogsData, AgentLogsEnd, AgentMessage, WIRE_VERSION, type ServerMessage } from '@nuri/contracts';
+import type { z } from 'zod';
 import type { AgentLink, FleetPort, SequencedMessage } from '../fleet-port';
 import { TokenBucket } from './token-bucket';
 
@@ -38,6 +39,14 @@ export interface AgentGatewayOptions {
   /** Upgrades being authenticated at once (each a database read); more are refused (503). Default 512. */
   maxAuthInFlight?: number;
   log?: (level: 'debug' | 'info' | 'warn' | 'error', msg: string) => void;
+  /**
+   * Job output relay (LogRelay): agents' answers to logs_open, and the end of a node's
+   * connection (what it was sending cannot complete). Without it, answers are dropped.
+   */
+  logs?: {
+    message(node: string, msg: z.infer<typeof AgentLogsData> | z.infer<typeof AgentLogsEnd>): void;
+    closed(node: string): void;
+  };
   /** Called on every counter increment (metrics hook); `stats` holds the running totals. */
   onCount?: (counter: keyof GatewayCounters, node: string | undefined) => void;
 }
@@ -80,7 +89,7 @@ interface Conn {
   helloTimer?: NodeJS.Timeout;
 }
 
-const KNOWN_TYPES = new Set(['hello', 'heartbeat', 'samples', 'job_event', 'gpu_fault']);
+const KNOWN_TYPES = new Set(['hello', 'heartbeat', 'samples', 'job_event', 'gpu_fault', 'logs_data', 'logs_end']);
 const NODE_HEADER_MAX = 253;
 
 /**
@@ -279,6 +288,7 @@ export class AgentGateway implements AgentLink {
     this.conns.delete(c);
     if (this.byNode.get(c.node) === c) {
       this.byNode.delete(c.node);
+      this.opts.logs?.closed(c.node);
       this.opts.fleet.disconnected(c.node).catch((e: Error) => this.log('error', `disconnected(${c.node}) failed: ${e.message}`));
     }
   }
@@ -313,6 +323,8 @@ export class AgentGateway implements AgentLink {
   private onMessage(c: Conn, data: RawData, isBinary: boolean): void {
     c.alive = true;
     if (c.closed) return;
+    const text = isBinary ? null : data.toString();
+    if (text !== null && c.hello && this.relayLogs(c, text)) return;
     c.queued++;
     if (c.queued > (this.opts.maxQueued ?? 2000)) {
       this.count('closedForAbuse', c.node);
@@ -320,7 +332,6 @@ export class AgentGateway implements AgentLink {
       this.closeConn(c, 1008, 'rate limit');
       return;
     }
-    const text = isBinary ? null : data.toString();
     c.chain = c.chain
       .then(async () => {
         if (!c.bucket.tryTake()) {
@@ -376,6 +387,7 @@ export class AgentGateway implements AgentLink {
       this.byNode.set(c.node, c);
       if (old && old !== c) {
         this.count('replacedConnections', c.node);
+        this.opts.logs?.closed(c.node); // output requests went to the old connection
         this.closeConn(old, 4000, 'replaced by a newer connection');
       }
       this.sendTo(c, { v: WIRE_VERSION, type: 'welcome', node: c.node, heartbeatSeconds: this.opts.heartbeatSeconds ?? 5, ackedSeq: r.ackedSeq });
@@ -387,10 +399,33 @@ export class AgentGateway implements AgentLink {
       await this.opts.fleet.heartbeat(c.node, msg.at);
       return;
     }
-    if (msg.type === 'logs_data' || msg.type === 'logs_end') return; // output relay: not yet wired (issue 12)
+    if (msg.type === 'logs_data' || msg.type === 'logs_end') {
+      this.opts.logs?.message(c.node, msg); // sent before the hello was applied: relayed in order here
+      return;
+    }
     const result = await this.opts.fleet.apply(c.node, c.stream, msg as SequencedMessage);
     this.count(result === 'applied' ? 'applied' : 'duplicates', c.node);
     if (!c.closed) this.sendTo(c, { v: WIRE_VERSION, type: 'ack', stream: c.stream, seq: msg.seq });
+  }
+
+  /**
+   * Job output goes straight to the relay, beside the ordered chain: it touches no database,
+   * is not acknowledged, and must not wait behind (nor take the rate of) what the fleet applies.
+   * Its own order is kept (it is handled as it arrives). False: not output, the chain takes it.
+   */
+  private relayLogs(c: Conn, text: string): boolean {
+    if (!this.opts.logs || !text.includes('"logs_')) return false;
+    let raw: { type?: unknown };
+    try {
+      raw = JSON.parse(text) as { type?: unknown };
+    } catch {
+      return false;
+    }
+    const schema = raw?.type === 'logs_data' ? AgentLogsData : raw?.type === 'logs_end' ? AgentLogsEnd : undefined;
+    const parsed = schema?.safeParse(raw);
+    if (!parsed?.success) return false; // not output, or invalid: the chain answers it as usual
+    this.opts.logs.message(c.node, parsed.data);
+    return true;
   }
 
   private violation(c: Conn, counter: keyof GatewayCounters, code: string, message: string): void {
