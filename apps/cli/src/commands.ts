@@ -89,7 +89,8 @@ export async function jobs(ctx: Ctx, o: JobsOpts, hintArgs: string[]): Promise<v
       const tasks = page.items.filter((t) => t.array?.id === j.array!.id);
       const counts = new Map<JobStateName, number>();
       for (const t of tasks) counts.set(t.state, (counts.get(t.state) ?? 0) + 1);
-      const state = [...counts].map(([s, n]) => `${n} ${STATE_CODE[s]}`).join(', ');
+      const order: JobStateName[] = ['running', 'pending', 'completed', 'failed', 'cancelled', 'timeout', 'node_failed'];
+      const state = order.filter((s) => counts.has(s)).map((s) => `${counts.get(s)} ${STATE_CODE[s]}`).join(', ');
       const cap = j.array.maxRunning ? `, at most ${j.array.maxRunning} at once` : '';
       row(shortId(j.array.id), j, state, '-', '-', `array of ${j.array.size}${cap} (nuri jobs --array ${shortId(j.array.id)} -r)`);
       continue;
@@ -214,8 +215,9 @@ export async function cancel(ctx: Ctx, refs: string[], o: CancelOpts): Promise<v
   if (!refs.length) await send({});
   if (o.json) return json(ctx, result);
   const n = (k: number, what: string) => `${k} ${what}${k === 1 ? '' : 's'}`;
-  if (!result.cancelled.length && !result.stopping.length) ctx.out('nothing to cancel: no pending or running job matched');
-  else {
+  if (!result.cancelled.length && !result.stopping.length) {
+    if (!ended.length) ctx.out('nothing to cancel: no pending or running job matched');
+  } else {
     const parts = [];
     if (result.cancelled.length) parts.push(`cancelled ${n(result.cancelled.length, 'pending job')}`);
     if (result.stopping.length) parts.push(`stopping ${n(result.stopping.length, 'running job')} (SIGTERM, then SIGKILL after the grace period)`);

@@ -177,7 +177,7 @@ export async function runCli(argv: string[], io: Io): Promise<number> {
   const program = buildProgram(io, ctx, argv);
   try {
     await program.parseAsync(argv, { from: 'user' });
-    return 0;
+    return io.signal?.aborted ? 130 : 0; // Ctrl-C while following logs
   } catch (e) {
     if (e instanceof CommanderError) {
       if (e.exitCode === 0) return 0;
