@@ -51,6 +51,20 @@ export interface JobDetail extends JobRecord {
   placement: { node: string; gpus: number[] }[];
   /** What the job waits for, with the state of each job waited on. */
   dependencies: { kind: JobDependenciesTable['kind']; job: string; state: State }[];
+  /** Where each rank of its latest start keeps its output (also once requeued); empty: never started. */
+  output: { rank: number; node: string; path: string }[];
+}
+
+/**
+ * Rank r's output is on the r-th node of the latest start (by name), in its agent's output
+ * directory; '' when that agent never said where (an agent from before the output relay).
+ */
+function outputOf(jobId: string, latest: { node: string; outputDir: string | null }[]): JobDetail['output'] {
+  const dirs = new Map(latest.map((a) => [a.node, a.outputDir]));
+  return [...dirs.keys()].sort(compareNodeNames).map((node, rank) => {
+    const dir = dirs.get(node);
+    return { rank, node, path: dir ? `${dir}/${jobId}/output.log` : '' };
+  });
 }
 
 /** A job as the gateway re-reads it just before a start or stop to one node (liveState). */
@@ -319,7 +333,7 @@ export class JobsRepository {
       job.state === 'pending' && job.attempts === 0 ? Promise.resolve([]) : this.db
         .selectFrom('allocations')
         .innerJoin('nodes', 'nodes.id', 'allocations.node_id')
-        .select(['nodes.name as node', 'allocations.gpu_index as gpu', 'allocations.created_at as at'])
+        .select(['nodes.name as node', 'allocations.gpu_index as gpu', 'allocations.created_at as at', 'nodes.output_dir as outputDir'])
         .where('job_id', '=', id)
         .orderBy('allocations.created_at', 'desc')
         .orderBy('nodes.name')
@@ -336,6 +350,7 @@ export class JobsRepository {
       transitions,
       placement: [...placement].sort(([a], [b]) => a.localeCompare(b)).map(([node, gpus]) => ({ node, gpus: gpus.sort((x, y) => x - y) })),
       dependencies: dependencies.map((d) => ({ kind: d.kind, job: d.dependsOn, state: d.state })),
+      output: outputOf(id, allocs.filter((a) => a.at.getTime() === latest)),
     };
   }
 
@@ -353,7 +368,7 @@ export class JobsRepository {
       this.db
         .selectFrom('allocations')
         .innerJoin('nodes', 'nodes.id', 'allocations.node_id')
-        .select(['allocations.job_id', 'nodes.name as node', 'allocations.gpu_index as gpu', 'allocations.created_at as at'])
+        .select(['allocations.job_id', 'nodes.name as node', 'allocations.gpu_index as gpu', 'allocations.created_at as at', 'nodes.output_dir as outputDir'])
         .where('job_id', 'in', ids)
         .execute(),
       new DependenciesRepository(this.db).ofJobs(ids),
@@ -376,6 +391,7 @@ export class JobsRepository {
         transitions: transitions.filter((t) => t.job_id === job.id).map(({ job_id: _, ...t }) => t),
         placement: [...placement].sort(([a], [b]) => a.localeCompare(b)).map(([node, gpus]) => ({ node, gpus: gpus.sort((x, y) => x - y) })),
         dependencies: depsOf.get(job.id) ?? [],
+        output: outputOf(job.id, mine.filter((a) => a.at.getTime() === latest)),
       };
     });
   }

@@ -33,7 +33,7 @@ export function jobView(j: JobDetail): JobView {
     script: j.script !== null,
     array: j.array_id === null ? null : { id: j.array_id, taskId: j.array_task_id!, size: j.array_size!, maxRunning: j.array_max_running },
     dependencies: j.dependencies.map((d) => ({ kind: d.kind, job: d.job, state: d.state, satisfied: dependencyStatus(d.kind, d.state) === 'met' })),
-    output: [],
+    output: j.output,
   };
 }
 

@@ -13,6 +13,7 @@ import {
   ListJobsQuery,
   ListTokensQuery,
   ListUsersQuery,
+  LogsQuery,
   RevokeTokenQuery,
   MeView,
   GpuParams,
@@ -85,6 +86,26 @@ export const ROUTES: RouteDoc[] = [
     summary: 'Cancel a job (full id or unique prefix): pending → cancelled at once (200); running → stop requested (202); finished → 409. Researchers cancel only their own jobs',
     params: JobParams,
     responses: { 200: JobView, 202: JobView },
+  },
+  {
+    method: 'get',
+    path: '/v1/jobs/:id/logs',
+    summary:
+      "One rank's output (stdout and stderr interleaved as written) as text/plain, read from its node's agent: ?rank= (default 0; the rank-th node of the placement), ?tail= last lines, ?follow=true streams until that rank's process ends. 409 before the job first started, 404 once the agent's retention removed it, 503 naming the node when its agent is not connected",
+    params: JobParams,
+    query: LogsQuery,
+    contentType: 'text/plain',
+    responses: { 200: z.string() },
+  },
+  {
+    method: 'get',
+    path: '/internal/v1/logs',
+    summary:
+      'Gateway processes only: relays a job output to the api replica that asked, with the single-use grant it wrote (Authorization: Bearer <grant>; 401 otherwise). Not for users: GET /v1/jobs/{id}/logs',
+    auth: false,
+    external: true,
+    contentType: 'text/plain',
+    responses: { 200: z.string() },
   },
 
   { method: 'get', path: '/v1/nodes', summary: "Nodes with their GPUs; a GPU's job id shows only to the job's tenant", responses: { 200: z.array(NodeView) } },
