@@ -109,12 +109,31 @@ describe('job output (GET /v1/jobs/:id/logs)', () => {
     };
     await read((t) => t.includes('started\n'));
     expect(text).toBe('started\n');
+
+    // A second reader that goes away: the agent stops reading for it (logs_close through the gateway).
+    const ac = new AbortController();
+    const gone = await fetch(`${api.url}/v1/jobs/${job.id}/logs?follow=true`, { headers: { authorization: `Bearer ${researcher}` }, signal: ac.signal });
+    await gone.body!.getReader().read();
+    expect(keeper.logs.active).toBe(2);
+    ac.abort();
+    await until('the abandoned follow to stop on the agent', async () => keeper.logs.active === 1);
+
     writeFileSync(join(keeper.runner.jobDir(job.id), 'go'), '');
     // Everything after the request arrives, then the response ends by itself.
     expect(await read(() => false)).toBe(true);
     expect(text).toBe('started\nafter the request\nbye\n');
     await state(job.id, 'completed');
     await json(researcher, 'POST', `/v1/jobs/${waiting.id}/cancel`);
+  }, 90_000);
+
+  it('relays a large output whole, in order', async () => {
+    const job = await submit('chatty', 'h100', 'i=0; while [ $i -lt 40000 ]; do echo "line $i of a long output"; i=$((i+1)); done');
+    await state(job.id, 'completed');
+    const text = await (await logs(researcher, job.id)).text();
+    const lines = text.split('\n');
+    expect(lines).toHaveLength(40001);
+    expect(lines[39999]).toBe('line 39999 of a long output');
+    expect(lines.every((l, i) => i === 40000 || l === `line ${i} of a long output`)).toBe(true);
   }, 90_000);
 
   it('answers 404 for another tenant, for a rank the job does not have, and 400 naming a bad query', async () => {

@@ -4,7 +4,7 @@ import { LogRelayRepository, Principal } from '@nuri/db';
 import { randomBytes } from 'node:crypto';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import type { Request, Response } from 'express';
+import type { Response } from 'express';
 import { hashToken } from '../../auth/tokens';
 import { Clock } from '../../core/clock';
 import { ApiException, conflict, notFound } from '../common/errors';
@@ -35,7 +35,7 @@ export class LogsService {
     private readonly clock: Clock,
   ) {}
 
-  async stream(caller: Principal, ref: string, q: LogsQuery, req: Request, res: Response): Promise<void> {
+  async stream(caller: Principal, ref: string, q: LogsQuery, res: Response): Promise<void> {
     const job = await this.jobs.resolve(caller, ref);
     const nodes = job.attempts > 0 ? await this.relay.rankNodes(job.id) : [];
     if (!nodes.length) throw conflict('no output yet: the job has not started');
@@ -48,7 +48,7 @@ export class LogsService {
 
     const token = randomBytes(32).toString('base64url');
     await this.relay.grant({ tokenHash: hashToken(token), jobId: job.id, nodeId: where.nodeId, rank: q.rank, tail: q.tail ?? null, follow: q.follow, expiresAt: new Date(now.getTime() + GRANT_TTL_MS) }, now);
-    const upstream = await this.call(where.gatewayUrl, token, node, req);
+    const upstream = await this.call(where.gatewayUrl, token, node, res);
     if (upstream.statusCode !== 200) throw await this.refusal(upstream, node);
 
     res.status(200);
@@ -65,13 +65,14 @@ export class LogsService {
   }
 
   /** Calls the gateway's relay; the call is dropped when the reader leaves before it answers. */
-  private call(base: string, token: string, node: string, req: Request): Promise<IncomingMessage> {
+  private call(base: string, token: string, node: string, res: Response): Promise<IncomingMessage> {
     return new Promise((resolve, reject) => {
       const url = new URL(RELAY_PATH, base);
       const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
       const r = send(url, { method: 'GET', headers: { authorization: `Bearer ${token}` } }, resolve);
       r.on('error', () => reject(unavailable(`output of node ${node} could not be read: the gateway holding its agent (${base}) is unreachable`)));
-      req.on('close', () => r.destroy());
+      // The response closes early only when the reader went away (it is not written yet).
+      res.once('close', () => r.destroy());
       r.end();
     });
   }
