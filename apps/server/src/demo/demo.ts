@@ -89,6 +89,8 @@ export async function startDemo(
         gatewayUrl,
         nodeName: n.name,
         nodeToken: token,
+        // Every demo node is this machine: a multi-node job's ranks meet on loopback.
+        address: '127.0.0.1',
         simulated: { gpus: 8, model: n.gpuType },
         workDir: join(config.agentWorkDir, n.name),
         // As root, each job runs as its own uid (a range per node), so it cannot read this
