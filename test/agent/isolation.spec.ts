@@ -331,7 +331,8 @@ describe('job output cannot be redirected', () => {
     h.runner.start(job('plant', plant, { env, attempt: 2 }));
     await until(() => h.events.filter((e) => e.kind === 'exited').length === 2, 'second attempt');
     expect(lstatSync(h.runner.logPath('plant')).isSymbolicLink()).toBe(false);
-    expect(h.output('plant')).toBe('refused\nmore\nrefused\nmore\n');
+    // The later attempt appends under a line naming it: the earlier attempt's output stays.
+    expect(h.output('plant')).toMatch(/^refused\nmore\n\n\[nuri-agent: attempt 2 of job plant starts at [0-9T:.Z-]+\]\nrefused\nmore\n$/);
     expect(readFileSync(victim, 'utf8')).toBe('precious\n');
   });
 });
