@@ -35,7 +35,7 @@ describe('the embedded default', () => {
     const res = await fetch(`${server.url}/v1/jobs`, {
       method: 'POST',
       headers,
-      body: JSON.stringify({ name: 'kept', gpus: 1, gpuType: 'any', timeLimitSeconds: 30, command: ['sh', '-c', 'exit 0'] }),
+      body: JSON.stringify({ name: 'kept', gpus: 1, gpuType: 'any', timeLimitSeconds: 30, command: ['sh', '-c', 'echo kept output; exit 0'] }),
     });
     expect(res.status).toBe(201);
     const { id } = (await res.json()) as { id: string };
@@ -46,6 +46,10 @@ describe('the embedded default', () => {
       await new Promise((r) => setTimeout(r, 100));
     }
     expect(job).toMatchObject({ state: 'completed', exitCode: 0 });
+    // Its output through the API: api and gateway in one process, on the embedded database.
+    const logs = await fetch(`${server.url}/v1/jobs/${id}/logs`, { headers });
+    expect(logs.status).toBe(200);
+    expect(await logs.text()).toBe('kept output\n');
     await server.close();
 
     // Same data directory: the job, its transitions and the seeded center are still there;
