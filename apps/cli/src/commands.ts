@@ -119,7 +119,7 @@ function info(j: JobView, now: Date): string {
     return parts.filter(Boolean).join(' ');
   }
   if (j.state === 'running') return j.placement.map((p) => p.node).join(',');
-  return [j.exitCode !== null ? `exit ${j.exitCode}` : '', j.reason ?? ''].filter(Boolean).join(' ');
+  return j.reason ?? (j.exitCode !== null ? `exit code ${j.exitCode}` : '');
 }
 
 export async function show(ctx: Ctx, ref: string, asJson: boolean): Promise<void> {

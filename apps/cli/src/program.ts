@@ -3,8 +3,7 @@ import { Argument, Command, CommanderError, Option } from 'commander';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { NuriClient } from './client';
-import * as c from './commands';
-import { completionScript } from './completion';
+import type * as C from './commands';
 import { ApiError, UnreachableError, UsageError } from './errors';
 import { addSubmitOptions, buildSubmit, SUBMIT_HELP_AFTER } from './submit';
 
@@ -29,12 +28,15 @@ export function packageVersion(): string {
   return 'unknown';
 }
 
+/** What the commands do, loaded when one runs (not for --help or a usage error): start-up cost is paid on every run. */
+const c = () => import('./commands');
+
 const CONNECTION_HELP = `
 Connection: NURI_URL (default http://127.0.0.1:8080; with or without /v1) and NURI_TOKEN.
 Job ids: the 8 characters "nuri jobs" prints, or any unique prefix of 6 or more; an array's
 tasks are <array id>_<index>. Every command takes --json for the API's JSON.`;
 
-export function buildProgram(io: Io, ctx: c.Ctx, argv: readonly string[]): Command {
+export function buildProgram(io: Io, ctx: C.Ctx, argv: readonly string[]): Command {
   const program = new Command('nuri')
     .description('nuri — the Nuri GPU scheduler from a terminal')
     .version(packageVersion(), '-V, --version', 'print the version')
@@ -62,7 +64,7 @@ export function buildProgram(io: Io, ctx: c.Ctx, argv: readonly string[]): Comma
       const commandMode = words.length > 0 && argv[argv.length - words.length - 1] === '--';
       const { json, ...flags } = opts;
       const { body, warnings } = await buildSubmit({ flags: flags as never, words, commandMode, cwd: io.cwd, env: io.env });
-      await c.submit(ctx, body, warnings, !!json);
+      await (await c()).submit(ctx, body, warnings, !!json);
     });
 
   program
@@ -79,9 +81,9 @@ export function buildProgram(io: Io, ctx: c.Ctx, argv: readonly string[]): Comma
     .option('--limit <n>', 'at most this many jobs (1-500, default 50)')
     .option('--after <cursor>', 'the next page (nuri jobs says the cursor when there is more)')
     .addOption(jsonOpt())
-    .action(async (opts: c.JobsOpts) => {
+    .action(async (opts: C.JobsOpts) => {
       const args = argv.slice(argv.indexOf('jobs') + 1).filter((a, i, all) => a !== '--after' && all[i - 1] !== '--after' && !a.startsWith('--after='));
-      await c.jobs(ctx, opts, args);
+      await (await c()).jobs(ctx, opts, args);
     });
 
   program
@@ -89,7 +91,7 @@ export function buildProgram(io: Io, ctx: c.Ctx, argv: readonly string[]): Comma
     .summary("a job's state, reason, placement, output and history")
     .argument('<id>', 'job id, unique prefix (6+), or <array id>_<index>')
     .addOption(jsonOpt())
-    .action((id: string, o: { json?: boolean }) => c.show(ctx, id, !!o.json));
+    .action((id: string, o: { json?: boolean }) => c().then((m) => m.show(ctx, id, !!o.json)));
 
   program
     .command('logs')
@@ -99,7 +101,7 @@ export function buildProgram(io: Io, ctx: c.Ctx, argv: readonly string[]): Comma
     .option('-f, --follow', 'keep printing until the job ends')
     .option('-r, --rank <n>', "which node's output in a multi-node job (default 0)")
     .option('-n, --tail <lines>', 'only the last lines')
-    .action((id: string, o: { follow?: boolean; rank?: string; tail?: string }) => c.logs(ctx, id, o));
+    .action((id: string, o: { follow?: boolean; rank?: string; tail?: string }) => c().then((m) => m.logs(ctx, id, o)));
 
   program
     .command('cancel')
@@ -113,45 +115,45 @@ export function buildProgram(io: Io, ctx: c.Ctx, argv: readonly string[]): Comma
     .option('-t, --state <states>', 'pending (PD), running (R), or both')
     .option('-u, --user <user>', "one user's jobs")
     .addOption(jsonOpt())
-    .action((ids: string[], o: c.CancelOpts) => c.cancel(ctx, ids, o));
+    .action((ids: string[], o: C.CancelOpts) => c().then((m) => m.cancel(ctx, ids, o)));
 
   program
     .command('nodes')
     .summary('nodes and their GPUs')
     .addOption(jsonOpt())
-    .action((o: { json?: boolean }) => c.nodes(ctx, !!o.json));
+    .action((o: { json?: boolean }) => c().then((m) => m.nodes(ctx, !!o.json)));
 
   program
     .command('whoami')
     .summary('who the token belongs to')
     .addOption(jsonOpt())
-    .action((o: { json?: boolean }) => c.whoami(ctx, !!o.json));
+    .action((o: { json?: boolean }) => c().then((m) => m.whoami(ctx, !!o.json)));
 
   const users = program
     .command('users')
     .summary('list, disable and enable users (tenant admins, operators)')
     .option('--tenant <tenant>', "one tenant's users")
     .addOption(jsonOpt())
-    .action((o: { tenant?: string; json?: boolean }) => c.usersList(ctx, o.tenant, !!o.json));
+    .action((o: { tenant?: string; json?: boolean }) => c().then((m) => m.usersList(ctx, o.tenant, !!o.json)));
   users
     .command('disable')
     .description('disable a user: every token of theirs is refused at once')
     .argument('<user>')
     .addOption(jsonOpt())
-    .action((name: string, o: { json?: boolean }) => c.userAction(ctx, 'disable', name, !!o.json));
+    .action((name: string, o: { json?: boolean }) => c().then((m) => m.userAction(ctx, 'disable', name, !!o.json)));
   users
     .command('enable')
     .description('enable a user again: their unexpired, unrevoked tokens work again')
     .argument('<user>')
     .addOption(jsonOpt())
-    .action((name: string, o: { json?: boolean }) => c.userAction(ctx, 'enable', name, !!o.json));
+    .action((name: string, o: { json?: boolean }) => c().then((m) => m.userAction(ctx, 'enable', name, !!o.json)));
 
   program
     .command('completion')
     .summary('print a shell completion script')
     .description('Print a completion script: add  eval "$(nuri completion bash)"  to ~/.bashrc, or  eval "$(nuri completion zsh)"  to ~/.zshrc.')
     .addArgument(new Argument('<shell>', 'bash or zsh').choices(['bash', 'zsh']))
-    .action((shell: 'bash' | 'zsh') => io.stdout(completionScript(program, shell)));
+    .action(async (shell: 'bash' | 'zsh') => io.stdout((await import('./completion')).completionScript(program, shell)));
 
   return program;
 }
@@ -159,7 +161,7 @@ export function buildProgram(io: Io, ctx: c.Ctx, argv: readonly string[]): Comma
 /** Runs one command line; the exit code: 0 done, 1 the server refused or could not be reached, 2 a usage error (nothing sent). */
 export async function runCli(argv: string[], io: Io): Promise<number> {
   let client: NuriClient | undefined;
-  const ctx: c.Ctx = {
+  const ctx: C.Ctx = {
     client: () => {
       if (client) return client;
       const token = io.env.NURI_TOKEN;
