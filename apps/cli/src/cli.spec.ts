@@ -207,6 +207,24 @@ describe('the nuri CLI against a running center', () => {
     expect(await ok('cancel', arr)).toMatch(/^cancelled 2 pending jobs; stopping 1 running job/);
   });
 
+  it('shows what a job waits for, and gives operators a TENANT column', async () => {
+    const first = idOf(await ok('submit', '-G', '1', '-p', 'h100', '-t', '10', '-J', 'dep-first', '--', 'sleep', '60'));
+    const then = idOf(await ok('submit', '-G', '1', '-p', 'h100', '-t', '10', '-J', 'dep-then', '-d', `afterok:${first.slice(0, 8)}`, '--', 'true'));
+    const shown = await until(then, new RegExp(`after: {5}afterok ${first} \\((pending|running)\\) — not met yet`));
+    expect(shown).toMatch(/state: {5}pending — /);
+    const researcher = token;
+    try {
+      token = server.demo!.operatorToken;
+      const listing = (await ok('jobs', '--tenant', 'naver', '--name', 'dep-then')).split('\n');
+      expect(listing[0]).toMatch(/^ID\s+NAME\s+USER\s+TENANT\s+STATE\s/);
+      expect(listing[1]).toMatch(new RegExp(`^${then.slice(0, 8)}\\s+dep-then\\s+naver-researcher\\s+naver\\s+PD\\s`));
+    } finally {
+      token = researcher;
+    }
+    expect(await ok('cancel', '-n', 'dep-first')).toMatch(/^(cancelled 1 pending job|stopping 1 running job)/);
+    await until(then, /state: {5}cancelled/);
+  });
+
   it("passes the server's refusals through with the field and rule, and exits 1", async () => {
     const missing = await cli('show', 'ffffff');
     expect(missing).toMatchObject({ code: 1, err: expect.stringMatching(/\(HTTP 404\)/) });
