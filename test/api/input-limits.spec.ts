@@ -97,7 +97,7 @@ const EXAMPLES: Example[] = [
     method: 'POST',
     route: '/v1/jobs',
     path: '/v1/jobs',
-    body: job({ name: 'train', command: ['python', 'train.py'], env: { LR: '3e-4' }, workingDir: '/scratch/alice', priority: 'high', gpuType: 'h100' }),
+    body: job({ name: 'train', command: ['--lr', '3e-4'], script: '#!/bin/sh\npython train.py "$@"\n', array: '0-3%2', env: { LR: '3e-4' }, workingDir: '/scratch/alice', priority: 'high', gpuType: 'h100' }),
   },
   { who: 'op', method: 'POST', route: '/v1/nodes', path: '/v1/nodes', body: { name: 'h100-new', gpuType: 'h100', gpus: 8, rack: 'r9', leafSwitch: 'l9' } },
   { who: 'op', method: 'POST', route: '/v1/nodes/:name/drain', path: '/v1/nodes/h100-1/drain', body: { reason: 'firmware update' } },
