@@ -49,6 +49,10 @@ describe('the built nuri binary', () => {
         s.close(() => done(p));
       });
     });
+    expect(await nuri(['jobs'], { NURI_URL: 'nuri.example:8080', NURI_TOKEN: 'x' })).toMatchObject({
+      code: 2,
+      err: 'nuri: NURI_URL: "nuri.example:8080" is not an http:// or https:// URL (e.g. http://nuri.example:8080)\n',
+    });
     const r = await nuri(['jobs'], { NURI_URL: `http://127.0.0.1:${port}/v1/`, NURI_TOKEN: 'x' });
     expect(r).toEqual({
       code: 1,

@@ -5,6 +5,9 @@ import { runCli } from './program';
 const interrupted = new AbortController();
 process.once('SIGINT', () => interrupted.abort());
 
+// A reader that went away (nuri logs -f | head) ends the command quietly, as with any Unix tool.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => process.exit(e.code === 'EPIPE' ? 0 : 1));
+
 runCli(process.argv.slice(2), {
   stdout: (t) => process.stdout.write(t),
   stderr: (t) => process.stderr.write(t),

@@ -166,7 +166,9 @@ export async function runCli(argv: string[], io: Io): Promise<number> {
       if (client) return client;
       const token = io.env.NURI_TOKEN;
       if (!token) throw new UsageError('set NURI_TOKEN to your API token (the demo prints one at start)');
-      return (client = new NuriClient(io.env.NURI_URL || 'http://127.0.0.1:8080', token));
+      const url = io.env.NURI_URL || 'http://127.0.0.1:8080';
+      if (!/^https?:\/\/[^/]/.test(url)) throw new UsageError(`NURI_URL: "${url}" is not an http:// or https:// URL (e.g. http://nuri.example:8080)`);
+      return (client = new NuriClient(url, token));
     },
     out: (line) => io.stdout(`${line}\n`),
     err: (line) => io.stderr(`${line}\n`),
