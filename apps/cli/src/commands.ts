@@ -101,7 +101,9 @@ export async function jobs(ctx: Ctx, o: JobsOpts, hintArgs: string[]): Promise<v
   }
   table(rows).forEach((l) => ctx.out(l));
   if (!page.items.length) ctx.err(o.all || o.state ? 'no jobs' : 'no pending or running jobs (--all for every state)');
-  if (page.nextCursor) ctx.err(`more: nuri jobs ${[...hintArgs, '--after', page.nextCursor].join(' ')}`);
+  // Quoted as a shell needs it, so the hint can be pasted back.
+  const sh = (a: string) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`);
+  if (page.nextCursor) ctx.err(`more: nuri jobs ${[...hintArgs, '--after', page.nextCursor].map(sh).join(' ')}`);
 }
 
 function times(j: JobView, now: Date): { elapsed: string; left: string } {
