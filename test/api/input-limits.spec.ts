@@ -115,6 +115,7 @@ const EXAMPLES: Example[] = [
   { who: 'alice', method: 'POST', route: '/v1/tokens', path: '/v1/tokens', body: { user: 'alice', description: 'ci', expiresInSeconds: 3600 } },
   { who: 'alice', method: 'POST', route: '/v1/jobs/cancel', path: '/v1/jobs/cancel', body: { ids: ['abcdef12'], array: 'abcdef', name: 'train', states: ['pending'], user: 'alice' } },
   { who: 'alice', method: 'GET', route: '/v1/jobs', path: '/v1/jobs', query: { state: 'pending,running', user: 'alice', name: 'train', array: 'abcdef', limit: '10' } },
+  { who: 'alice', method: 'GET', route: '/v1/jobs/:id/logs', path: '/v1/jobs/00000000-0000-4000-8000-000000000000/logs', query: { rank: '0', tail: '10', follow: 'false' } },
   { who: 'op', method: 'GET', route: '/v1/users', path: '/v1/users', query: { tenant: 'naver' } },
   { who: 'nadmin', method: 'GET', route: '/v1/tokens', path: '/v1/tokens', query: { user: 'ann' } },
 ];
