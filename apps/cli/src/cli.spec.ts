@@ -111,6 +111,14 @@ describe('the nuri CLI against a running center', () => {
     expect(await ok('show', id)).toMatch(/state: {5}completed/);
   });
 
+  it('follows a job that is still pending: waits for it to start, then streams its output', async () => {
+    const blocker = idOf(await ok('submit', '-G', '1', '-t', '5', '-J', 'blocker', '--', 'sleep', '2'));
+    const id = idOf(await ok('submit', '-G', '1', '-t', '5', '-J', 'waits', '-d', `afterok:${blocker.slice(0, 8)}`, '--', 'sh', '-c', 'echo after the wait'));
+    const r = await cli('logs', '-f', id.slice(0, 8));
+    expect(r).toMatchObject({ code: 0, out: 'after the wait' });
+    expect(r.err).toMatch(new RegExp(`^nuri: job ${id.slice(0, 8)} is pending \\(waiting for job ${blocker.slice(0, 8)} \\(afterok\\)\\); its output follows once it starts`));
+  });
+
   it('ends logs -f cleanly on Ctrl-C (the built binary, exit 130, nothing on stderr)', async () => {
     const id = idOf(await ok('submit', '-G', '1', '-t', '5', '-J', 'interrupt-me', '--', 'sh', '-c', 'echo started; sleep 60'));
     const built = buildCli();

@@ -1,7 +1,7 @@
 /** What each command does once its flags are parsed: one request or a few, then text (or --json). */
 import type { CancelJobsResult, JobView, NodeView, UserView } from '@nuri/contracts';
 import type { NuriClient } from './client';
-import { UsageError } from './errors';
+import { ApiError, UsageError } from './errors';
 import { clock, humanDuration, JobStateName, parseStates, shortId, STATE_CODE, table, when } from './format';
 
 export interface Ctx {
@@ -173,7 +173,38 @@ export async function logs(ctx: Ctx, ref: string, o: { follow?: boolean; rank?: 
   }
   if (o.follow) q.set('follow', 'true');
   const id = await resolveRef(ctx, ref);
-  await ctx.client().stream(`/v1/jobs/${encodeURIComponent(id)}/logs${q.size ? `?${q}` : ''}`, ctx.write, ctx.signal);
+  const path = `/v1/jobs/${encodeURIComponent(id)}/logs${q.size ? `?${q}` : ''}`;
+  if (!o.follow) return ctx.client().stream(path, ctx.write, ctx.signal);
+  // Following a job that has not started (or whose agent has not opened its output yet)
+  // waits for it, as `tail -f` on a Slurm output file would, instead of refusing.
+  let said = false;
+  let startedAt = 0;
+  for (;;) {
+    try {
+      return await ctx.client().stream(path, ctx.write, ctx.signal);
+    } catch (e) {
+      if (ctx.signal?.aborted || !(e instanceof ApiError)) throw e;
+      const j = await ctx.client().call<JobView>('GET', `/v1/jobs/${encodeURIComponent(id)}`);
+      const notYet = e.status === 409 && j.state === 'pending';
+      // Just started: the agent may not have opened the output yet; give it a few seconds.
+      const opening = e.status === 404 && j.state === 'running' && (startedAt ||= Date.now()) > Date.now() - 10_000;
+      if (!notYet && !opening) throw e;
+      if (notYet && !said) {
+        ctx.err(`nuri: job ${shortId(j.id)} is pending${j.reason ? ` (${j.reason})` : ''}; its output follows once it starts (Ctrl-C to stop)`);
+        said = true;
+      }
+      if (!(await pause(notYet ? 2000 : 500, ctx.signal))) return;
+    }
+  }
+}
+
+/** Waits `ms` unless `signal` aborts first; false when it did. */
+function pause(ms: number, signal?: AbortSignal): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve(false);
+    const t = setTimeout(() => resolve(true), ms);
+    signal?.addEventListener('abort', () => (clearTimeout(t), resolve(false)), { once: true });
+  });
 }
 
 export interface CancelOpts {
