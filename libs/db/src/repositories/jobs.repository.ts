@@ -7,8 +7,11 @@ import type { Db } from './tenants.repository';
 type State = JobsTable['state'];
 const LIVE: State[] = ['pending', 'running'];
 
-/** Rank order of a multi-node job: its nodes sorted by name (rank 0 first), as JobView.placement lists them. */
-export const compareNodeNames = (a: string, b: string): number => a.localeCompare(b);
+/**
+ * Rank order of a multi-node job: its nodes sorted by name (rank 0 first), as JobView.placement
+ * lists them. By code point, not locale: every process must agree whatever its locale.
+ */
+export const compareNodeNames = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
 /** Where MASTER_PORT is chosen from when the caller passes no range (the server's NURI_MASTER_PORTS default). */
 export const DEFAULT_MASTER_PORTS = { first: 29500, last: 30499 } as const;
@@ -348,7 +351,7 @@ export class JobsRepository {
     return {
       ...job,
       transitions,
-      placement: [...placement].sort(([a], [b]) => a.localeCompare(b)).map(([node, gpus]) => ({ node, gpus: gpus.sort((x, y) => x - y) })),
+      placement: [...placement].sort(([a], [b]) => compareNodeNames(a, b)).map(([node, gpus]) => ({ node, gpus: gpus.sort((x, y) => x - y) })),
       dependencies: dependencies.map((d) => ({ kind: d.kind, job: d.dependsOn, state: d.state })),
       output: outputOf(id, allocs.filter((a) => a.at.getTime() === latest)),
     };
@@ -389,7 +392,7 @@ export class JobsRepository {
       return {
         ...job,
         transitions: transitions.filter((t) => t.job_id === job.id).map(({ job_id: _, ...t }) => t),
-        placement: [...placement].sort(([a], [b]) => a.localeCompare(b)).map(([node, gpus]) => ({ node, gpus: gpus.sort((x, y) => x - y) })),
+        placement: [...placement].sort(([a], [b]) => compareNodeNames(a, b)).map(([node, gpus]) => ({ node, gpus: gpus.sort((x, y) => x - y) })),
         dependencies: depsOf.get(job.id) ?? [],
         output: outputOf(job.id, mine.filter((a) => a.at.getTime() === latest)),
       };
