@@ -108,9 +108,10 @@ describe('batch script directives', () => {
   });
 
   it('refuses an unknown directive, a bad value or a stray word with the file and line number', async () => {
-    expect(await refusal(build([script('m.sh', '#!/bin/bash\n#SBATCH -J x\n#SBATCH -t 5\n#SBATCH --mail-user=me@example.com\n')]))).toBe(
-      'm.sh:4: #SBATCH --mail-user: not supported by Nuri (Nuri sends no mail; watch the job with nuri show or nuri logs -f)',
+    expect(await refusal(build([script('m.sh', '#!/bin/bash\n#SBATCH -J x\n#SBATCH -t 5\n#SBATCH --gpus-per-task=1\n')]))).toBe(
+      'm.sh:4: #SBATCH --gpus-per-task: not supported by Nuri (Nuri runs the command once per node with all its GPUs; start one process per GPU with torchrun)',
     );
+    expect(await refusal(build([script('c.sh', '#!/bin/bash\n#SBATCH -G 1 -t 5\n#SBATCH --constraint=a100\n')]))).toBe('c.sh:3: #SBATCH --constraint: not supported by Nuri');
     expect(await refusal(build([script('n.sh', '#!/bin/bash\n#NURI --frobnicate\n')]))).toBe('n.sh:2: #NURI --frobnicate: not supported by Nuri');
     expect(await refusal(build([script('t.sh', '#!/bin/bash\n#SBATCH -G 1\n#SBATCH --time=lunch\n')]))).toMatch(
       /^t\.sh:3: #SBATCH --time: "lunch" is not a time limit/,
@@ -158,6 +159,64 @@ describe('batch script directives', () => {
       `o.sh:3: #SBATCH --output: ignored: Nuri keeps every job's output (stdout and stderr) itself; read it with "nuri logs <id>"`,
       `--error: ignored: Nuri keeps every job's output (stdout and stderr) itself; read it with "nuri logs <id>"`,
     ]);
+  });
+
+  it('runs a typical multi-node Slurm batch file: task counts that mean one task per node pass, resource flags Nuri does not use are warned about', async () => {
+    const text = [
+      '#!/bin/bash',
+      '#SBATCH --job-name=llama-pretrain',
+      '#SBATCH --nodes=2',
+      '#SBATCH --ntasks-per-node=1',
+      '#SBATCH --gpus-per-node=8',
+      '#SBATCH --cpus-per-task=96',
+      '#SBATCH --mem=0',
+      '#SBATCH --exclusive',
+      '#SBATCH --time=2-00:00:00',
+      '#SBATCH --partition=h100',
+      '#SBATCH --output=%x-%j.out',
+      '#SBATCH --account=nlp',
+      '#SBATCH --mail-type=END,FAIL --mail-user=me@example.com',
+      '#SBATCH --signal=B:USR1@120 --open-mode=append --requeue',
+      'srun torchrun train.py',
+    ].join('\n');
+    const { body, warnings } = await build([script('llama.sh', text)]);
+    expect(body).toMatchObject({ name: 'llama-pretrain', gpus: 16, gpuType: 'h100', timeLimitSeconds: 2 * 86400, requeue: true, command: [] });
+    expect(warnings).toEqual([
+      `llama.sh:11: #SBATCH --output: ignored: Nuri keeps every job's output (stdout and stderr) itself; read it with "nuri logs <id>"`,
+      'llama.sh:6: #SBATCH --cpus-per-task: ignored: Nuri schedules GPUs only; a job uses the CPUs of its node (a job on whole nodes has them to itself)',
+      "llama.sh:7: #SBATCH --mem: ignored: Nuri takes no memory request; a node's operator may cap each job's memory per GPU it holds",
+      'llama.sh:8: #SBATCH --exclusive: ignored: a job on whole 8-GPU nodes has them to itself',
+      "llama.sh:12: #SBATCH --account: ignored: the tenant charged is your token's (nuri whoami)",
+      'llama.sh:13: #SBATCH --mail-type: ignored: Nuri sends no mail; watch the job with nuri show or nuri logs -f',
+      'llama.sh:13: #SBATCH --mail-user: ignored: Nuri sends no mail; watch the job with nuri show or nuri logs -f',
+      'llama.sh:14: #SBATCH --signal: ignored: Nuri sends no early signal: at the time limit the job gets SIGTERM, then SIGKILL after a grace period',
+      "llama.sh:14: #SBATCH --open-mode: ignored: Nuri keeps the output itself, and a later attempt's output follows the earlier one's (nuri logs)",
+    ]);
+  });
+
+  it('takes -n/--ntasks only as the node count and --ntasks-per-node only as 1, refusing other counts with the torchrun hint', async () => {
+    const cmd = (flags: Record<string, unknown>) => build(['true'], { time: '5', ...flags }, { commandMode: true });
+    expect((await cmd({ nodes: '2', ntasks: '2', ntasksPerNode: '1' })).warnings).toEqual([]);
+    expect((await cmd({ gpus: '4', ntasks: '1' })).body.gpus).toBe(4);
+    expect((await build([script('n3.sh', '#!/bin/sh\n#SBATCH -N 3 -n 3 -t 5\n')])).body.gpus).toBe(24);
+    expect(await refusal(cmd({ nodes: '2', ntasks: '16' }))).toBe(
+      '--ntasks 16: Nuri runs the batch script once per node (one task per node); start one process per GPU with torchrun, so this job of 2 node(s) has 2 task(s)',
+    );
+    expect(await refusal(build([script('t8.sh', '#!/bin/sh\n#SBATCH -N 2 -t 5\n#SBATCH --ntasks-per-node=8\n')]))).toBe(
+      't8.sh:3: #SBATCH --ntasks-per-node 8: Nuri runs the batch script once per node (one task per node); start one process per GPU with torchrun (--ntasks-per-node=1)',
+    );
+    expect(await refusal(cmd({ gpus: '1', ntasksPerNode: 'x' }))).toBe('--ntasks-per-node: "x" is not a whole number from 1 to 4096');
+  });
+
+  it('says a single-node job of fewer than 8 GPUs is not exclusive, from the command line too', async () => {
+    const { warnings } = await build(['true'], { gpus: '2', time: '5', exclusive: true, cpusPerTask: '8', memPerGpu: '80G', account: 'nlp' }, { commandMode: true });
+    expect(warnings).toEqual([
+      '--cpus-per-task: ignored: Nuri schedules GPUs only; a job uses the CPUs of its node (a job on whole nodes has them to itself)',
+      "--mem-per-gpu: ignored: Nuri takes no memory request; a node's operator may cap each job's memory per GPU it holds",
+      "--exclusive: ignored: this job holds 2 of its node's 8 GPUs, and other jobs may run on the rest (ask for 8 GPUs to have the node to itself)",
+      "--account: ignored: the tenant charged is your token's (nuri whoami)",
+    ]);
+    expect((await build([script('x.sh', '#!/bin/sh\n#SBATCH -G 8 -t 5 --exclusive=user\n')])).warnings).toEqual(['x.sh:2: #SBATCH --exclusive: ignored: a job on whole 8-GPU nodes has them to itself']);
   });
 
   it('resolves a relative working directory against the submit directory', async () => {
@@ -247,8 +306,9 @@ describe('refusals on the command line', () => {
       [['submit', '--', 'true'], /^nuri: say how many GPUs/],
       [['submit', '-G', '1', '-t', '5', '--array', 'x', '--', 'true'], /^nuri: --array: an array like 0-99/],
       [['submit', '-G', '1', '-t', '5', '--env', 'MASTER_ADDR=x', '--', 'true'], /^nuri: --env: MASTER_ADDR is set by Nuri on the node/],
-      [['submit', '-G', '1', '-t', '5', '--mail-user', 'x', '--', 'true'], /^nuri: unknown option '--mail-user' \(see nuri submit --help\)/],
-      [['submit', script('bad.sh', '#!/bin/sh\n#SBATCH --mem=10G\n')], /^nuri: bad\.sh:2: #SBATCH --mem: not supported by Nuri/],
+      [['submit', '-G', '1', '-t', '5', '--constraint', 'x', '--', 'true'], /^nuri: unknown option '--constraint' \(see nuri submit --help\)/],
+      [['submit', script('bad.sh', '#!/bin/sh\n#SBATCH --reservation=big\n')], /^nuri: bad\.sh:2: #SBATCH --reservation: not supported by Nuri/],
+      [['submit', '-N', '2', '--ntasks-per-node', '8', '-t', '5', '--', 'true'], /^nuri: --ntasks-per-node 8: Nuri runs the batch script once per node/],
       [['jobs', '--state', 'XX'], /^nuri: --state: "XX" is not a job state/],
       [['jobs', '--limit', '0'], /^nuri: --limit: "0" is not a whole number from 1 to 500/],
       [['cancel'], /^nuri: say what to cancel/],

@@ -41,7 +41,10 @@ const NOT_EXPORTED_BY_ALL = ['NURI_TOKEN', 'HOME', 'USER', 'LOGNAME', 'PWD', 'OL
 
 type Key =
   | 'jobName' | 'name' | 'nodes' | 'gpus' | 'gpusPerNode' | 'gres' | 'time' | 'partition' | 'type' | 'qos' | 'priority'
-  | 'chdir' | 'workdir' | 'array' | 'dependency' | 'export' | 'env' | 'requeue' | 'output' | 'error';
+  | 'chdir' | 'workdir' | 'array' | 'dependency' | 'export' | 'env' | 'requeue' | 'output' | 'error'
+  // Slurm's, for batch files written for it: checked against Nuri's model, or ignored with a warning.
+  | 'ntasks' | 'ntasksPerNode' | 'cpusPerTask' | 'mem' | 'memPerGpu' | 'memPerCpu' | 'exclusive' | 'account'
+  | 'mailType' | 'mailUser' | 'signal' | 'openMode';
 
 interface OptDef {
   flags: string;
@@ -74,6 +77,19 @@ export const SUBMIT_OPTIONS: OptDef[] = [
   { flags: '--no-requeue', key: 'requeue', help: 'never requeue it: end it instead' },
   { flags: '-o, --output <path>', key: 'output', help: 'accepted from Slurm and ignored with a warning: Nuri keeps the output (nuri logs)' },
   { flags: '-e, --error <path>', key: 'error', help: 'accepted from Slurm and ignored with a warning: Nuri keeps the output (nuri logs)' },
+  // Hidden: they exist so Slurm batch files run unchanged; the help's text after the flags names them.
+  { flags: '-n, --ntasks <n>', key: 'ntasks', help: 'Slurm tasks: only the node count (one task per node)', hidden: true },
+  { flags: '--ntasks-per-node <n>', key: 'ntasksPerNode', help: 'Slurm tasks per node: only 1', hidden: true },
+  { flags: '-c, --cpus-per-task <n>', key: 'cpusPerTask', help: 'ignored with a warning', hidden: true },
+  { flags: '--mem <size>', key: 'mem', help: 'ignored with a warning', hidden: true },
+  { flags: '--mem-per-gpu <size>', key: 'memPerGpu', help: 'ignored with a warning', hidden: true },
+  { flags: '--mem-per-cpu <size>', key: 'memPerCpu', help: 'ignored with a warning', hidden: true },
+  { flags: '--exclusive', key: 'exclusive', help: 'ignored with a warning', hidden: true },
+  { flags: '-A, --account <name>', key: 'account', help: 'ignored with a warning', hidden: true },
+  { flags: '--mail-type <types>', key: 'mailType', help: 'ignored with a warning', hidden: true },
+  { flags: '--mail-user <address>', key: 'mailUser', help: 'ignored with a warning', hidden: true },
+  { flags: '--signal <spec>', key: 'signal', help: 'ignored with a warning', hidden: true },
+  { flags: '--open-mode <mode>', key: 'openMode', help: 'ignored with a warning', hidden: true },
 ];
 
 export const SUBMIT_HELP_AFTER = `
@@ -89,6 +105,12 @@ A flag on the command line wins over the same directive; the GPU shape (-N, -G,
 it from the script. A directive Nuri does not know is refused with its line number.
 -o/--output and -e/--error are ignored with a warning: every job's output (stdout and stderr)
 is kept by Nuri; read it with "nuri logs <id>".
+Slurm's task flags fit Nuri's model only as one task per node: -n/--ntasks equal to the node
+count and --ntasks-per-node=1 are accepted, other values refused (start one process per GPU
+with torchrun). -c/--cpus-per-task, --mem, --mem-per-gpu, --mem-per-cpu, --exclusive,
+-A/--account, --mail-type, --mail-user, --signal and --open-mode are accepted and ignored
+with a warning saying what Nuri does instead. In the job, srun runs its command (once per
+node, as the script already is) and scontrol show hostnames lists the job's nodes.
 
 Environment: nothing from your shell is sent unless asked (unlike sbatch, whose default is
 ALL), since a job's environment is stored with it and shown to your tenant.
@@ -167,11 +189,10 @@ export function shellWords(s: string): string[] {
 
 /** Hints for directives that are common in Slurm scripts and mean nothing (or something else) here. */
 const HINTS: Record<string, string> = {
-  '--ntasks-per-node': 'Nuri runs the command once per node; start one process per GPU with torchrun',
-  '--ntasks': 'Nuri runs the command once per node; start one process per GPU with torchrun',
-  '--mail-user': 'Nuri sends no mail; watch the job with nuri show or nuri logs -f',
-  '--mail-type': 'Nuri sends no mail; watch the job with nuri show or nuri logs -f',
+  '--gpus-per-task': 'Nuri runs the command once per node with all its GPUs; start one process per GPU with torchrun',
+  '--ntasks-per-gpu': 'Nuri runs the command once per node with all its GPUs; start one process per GPU with torchrun',
 };
+const PER_NODE = 'Nuri runs the batch script once per node (one task per node); start one process per GPU with torchrun';
 
 /** Reads a script's directives with the submit flags' own table. */
 export function parseDirectives(file: string, text: string): Merged {
@@ -184,7 +205,8 @@ export function parseDirectives(file: string, text: string): Merged {
       .allowExcessArguments(false)
       .configureOutput({ writeErr: () => undefined, writeOut: () => undefined, outputError: () => undefined });
     try {
-      cmd.parse(d.tokens, { from: 'user' });
+      // --exclusive=user|mcs|topo means nothing more here than --exclusive (ignored with a warning).
+      cmd.parse(d.tokens.map((t) => (t.startsWith('--exclusive=') ? '--exclusive' : t)), { from: 'user' });
     } catch (e) {
       if (!(e instanceof CommanderError)) throw e;
       const quoted = /'([^']+)'/.exec(e.message)?.[1];
@@ -387,6 +409,31 @@ export async function buildSubmit(req: SubmitRequest): Promise<{ body: SubmitBod
   else throw new UsageError('say how many GPUs: -G/--gpus N in all, -N/--nodes N (whole 8-GPU nodes), --gpus-per-node N or --gres=gpu:N');
   if (gpus > GPUS_PER_NODE && gpus % GPUS_PER_NODE !== 0)
     throw new UsageError(`${totalS?.label ?? '-G/--gpus'} ${gpus}: 1 to ${GPUS_PER_NODE} GPUs on one node, or a multiple of ${GPUS_PER_NODE} for whole nodes`);
+
+  // Slurm tasks: Nuri's model is one task per node (the script itself), so only that is taken.
+  const nodeCount = gpus > GPUS_PER_NODE ? gpus / GPUS_PER_NODE : 1;
+  const tpn = str('ntasksPerNode');
+  if (tpn && positiveInt(tpn.label, tpn.value, 4096) !== 1) throw new UsageError(`${tpn.label} ${tpn.value}: ${PER_NODE} (--ntasks-per-node=1)`);
+  const tasks = str('ntasks');
+  if (tasks && positiveInt(tasks.label, tasks.value, 1 << 20) !== nodeCount)
+    throw new UsageError(`${tasks.label} ${tasks.value}: ${PER_NODE}, so this job of ${nodeCount} node(s) has ${nodeCount} task(s)`);
+  const ignored = (k: Key, why: string) => {
+    const s = o[k] as Sourced<unknown> | undefined;
+    if (s) warnings.push(`${s.label}: ignored: ${why}`);
+  };
+  ignored('cpusPerTask', 'Nuri schedules GPUs only; a job uses the CPUs of its node (a job on whole nodes has them to itself)');
+  for (const k of ['mem', 'memPerGpu', 'memPerCpu'] as const)
+    ignored(k, "Nuri takes no memory request; a node's operator may cap each job's memory per GPU it holds");
+  ignored(
+    'exclusive',
+    gpus >= GPUS_PER_NODE
+      ? `a job on whole ${GPUS_PER_NODE}-GPU nodes has them to itself`
+      : `this job holds ${gpus} of its node's ${GPUS_PER_NODE} GPUs, and other jobs may run on the rest (ask for ${GPUS_PER_NODE} GPUs to have the node to itself)`,
+  );
+  ignored('account', 'the tenant charged is your token\'s (nuri whoami)');
+  for (const k of ['mailType', 'mailUser'] as const) ignored(k, 'Nuri sends no mail; watch the job with nuri show or nuri logs -f');
+  ignored('signal', 'Nuri sends no early signal: at the time limit the job gets SIGTERM, then SIGKILL after a grace period');
+  ignored('openMode', "Nuri keeps the output itself, and a later attempt's output follows the earlier one's (nuri logs)");
 
   // GPU type.
   const part = pick('partition', 'type');
