@@ -25,6 +25,7 @@ import {
   resolveCommand,
   writeJobScript,
 } from './isolation';
+import { compatBinDir, installSlurmCompat, withCompatPath } from './slurm-compat';
 
 /**
  * Runs jobs as real child processes and reports `started` and `exited` events through
@@ -40,7 +41,8 @@ import {
  *     directories only the agent can write, opened without following symlinks.
  *
  * Environment of a job (nothing else from the agent leaks in):
- *   PATH  = `DEFAULT_PATH`, unless the job sets PATH
+ *   PATH  = the job's PATH, else `DEFAULT_PATH`; then (forced) `<workDir>/compat/bin` appended,
+ *           where the agent keeps `srun` and `scontrol` for Slurm batch files (slurm-compat.ts)
  *   HOME  = the run-as user's home if configured (and absolute), else the job's directory (absolute)
  *   USER, LOGNAME = the run-as user's name, or `nuri-<uid>` for a uid from the range
  *   LANG  = C.UTF-8 unless the job sets it
@@ -53,8 +55,12 @@ import {
  *   NURI_NUM_NODES, NURI_NODELIST (names in rank order, comma-separated), NURI_GPUS_PER_NODE;
  *   for torch.distributed / torchrun: MASTER_ADDR (rank 0's address), MASTER_PORT,
  *   WORLD_SIZE (nodes x GPUs per node), NNODES, NODE_RANK, LOCAL_WORLD_SIZE; for scripts
- *   written for Slurm: SLURM_JOB_ID, SLURM_NNODES, SLURM_NODEID, SLURM_JOB_NODELIST; in an
- *   array: NURI_ARRAY_JOB_ID, NURI_ARRAY_TASK_ID, SLURM_ARRAY_JOB_ID, SLURM_ARRAY_TASK_ID.
+ *   written for Slurm, as one task per node (the script is that task): SLURM_JOB_ID,
+ *   SLURM_NNODES, SLURM_JOB_NUM_NODES, SLURM_NODEID, SLURM_PROCID (= node rank), SLURM_LOCALID=0,
+ *   SLURM_NTASKS (= nodes), SLURM_NTASKS_PER_NODE=1, SLURM_TASKS_PER_NODE, SLURM_GPUS_ON_NODE,
+ *   SLURM_JOB_NODELIST, SLURM_NODELIST, SLURMD_NODENAME (no SLURM_JOB_NAME or SLURM_SUBMIT_DIR:
+ *   the start does not carry them); in an array: NURI_ARRAY_JOB_ID, NURI_ARRAY_TASK_ID,
+ *   SLURM_ARRAY_JOB_ID, SLURM_ARRAY_TASK_ID.
  *
  * A batch script (`StartJob.script`) is written to `<jobDir>/nuri-script` (the job's uid,
  * 0500, never through a link) and run as `[script, ...command]`: the kernel reads its `#!`.
@@ -77,8 +83,17 @@ export function launchEnv(jobId: string, node: string, launch: NonNullable<Start
     LOCAL_WORLD_SIZE: String(launch.gpusPerNode),
     SLURM_JOB_ID: jobId,
     SLURM_NNODES: String(launch.nodes.length),
+    SLURM_JOB_NUM_NODES: String(launch.nodes.length),
     SLURM_NODEID: String(launch.rank),
+    SLURM_PROCID: String(launch.rank),
+    SLURM_LOCALID: '0',
+    SLURM_NTASKS: String(launch.nodes.length),
+    SLURM_NTASKS_PER_NODE: '1',
+    SLURM_TASKS_PER_NODE: launch.nodes.length > 1 ? `1(x${launch.nodes.length})` : '1',
+    SLURM_GPUS_ON_NODE: String(launch.gpusPerNode),
     SLURM_JOB_NODELIST: nodes,
+    SLURM_NODELIST: nodes,
+    SLURMD_NODENAME: node,
     ...(array
       ? { NURI_ARRAY_JOB_ID: array.id, NURI_ARRAY_TASK_ID: String(array.taskId), SLURM_ARRAY_JOB_ID: array.id, SLURM_ARRAY_TASK_ID: String(array.taskId) }
       : {}),
@@ -152,6 +167,8 @@ export class JobRunner {
   private readonly workDir: string;
   private readonly jobsDir: string;
   private readonly outputDir: string;
+  /** Where the Slurm shims are (slurm-compat.ts); appended to every job's PATH. */
+  private readonly compatBin: string;
   private readonly runAs: RunAs | undefined;
   private readonly uids: UidAllocator | undefined;
   private readonly cgroups: CgroupManager | undefined;
@@ -173,6 +190,7 @@ export class JobRunner {
     this.workDir = existsSync(opts.workDir) ? realpathSync(opts.workDir) : resolve(opts.workDir);
     this.jobsDir = resolve(opts.jobsDir ?? join(this.workDir, 'jobs'));
     this.outputDir = join(this.workDir, 'output');
+    this.compatBin = compatBinDir(this.workDir);
     const iso = opts.isolation ?? {};
     const warn = (m: string) => opts.log?.(m);
     const root = asRoot();
@@ -357,7 +375,6 @@ export class JobRunner {
     const launch = job.launch ?? { rank: 0, nodes: [node], masterAddr: '127.0.0.1', masterPort: 29500, gpusPerNode: Math.max(1, job.gpuIndices.length) };
 
     const env: Record<string, string> = {
-      PATH: DEFAULT_PATH,
       HOME: who?.home && isAbsolute(who.home) ? who.home : dir,
       LANG: 'C.UTF-8',
       // CUDA numbers GPUs as nvidia-smi and /dev/nvidia<N> do (its default, fastest first,
@@ -365,6 +382,7 @@ export class JobRunner {
       CUDA_DEVICE_ORDER: 'PCI_BUS_ID',
       ...(who?.user ? { USER: who.user, LOGNAME: who.user } : {}),
       ...job.env,
+      PATH: withCompatPath(job.env.PATH ?? DEFAULT_PATH, this.compatBin),
       CUDA_VISIBLE_DEVICES: job.gpuIndices.join(','),
       NURI_JOB_ID: job.jobId,
       ...launchEnv(job.jobId, node, launch, job.array),
@@ -600,6 +618,7 @@ export class JobRunner {
     mkdirSync(this.workDir, { recursive: true });
     agentDir(this.workDir, 0o711);
     agentDir(this.outputDir, 0o700);
+    installSlurmCompat(this.workDir);
     mkdirSync(dirname(this.jobsDir), { recursive: true });
     agentDir(this.jobsDir, 0o711);
     this.dirsReady = true;
