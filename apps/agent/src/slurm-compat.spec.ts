@@ -35,7 +35,7 @@ describe.each(SHELLS)('with %s', (shell) => {
   it('srun skips its options (with values, attached, as flags) and runs the command with its arguments exactly as given', () => {
     const r = run('srun', [
       '--kill-on-bad-exit=1', '--ntasks', '2', '--nodes=2', '-N2', '-n', '2', '--ntasks-per-node', '1', '-l', '-u', '--label', '--unbuffered',
-      '-K', '--kill-on-bad-exit', '--export', 'ALL', '--container-image', 'nvcr.io/nvidia/pytorch:24.01-py3', '--mpi', 'pmix', '--cpu-bind', 'cores',
+      '-K', '-K1', '--kill-on-bad-exit', '--export', 'ALL', '--container-image', 'nvcr.io/nvidia/pytorch:24.01-py3', '--mpi', 'pmix', '--cpu-bind', 'cores',
       '--cpus-per-task', '96', '--gpus-per-node', '8', '-c', '8', '-c8', '-G', '8', '-t', '10', '-J', 'x y', '-o', 'out', '-e', 'err', '-w', 'h100-01',
       '-D', '/tmp', '--container-mounts=/data:/data', '--', 'printf', '[%s]\\n', ...ARGS,
     ]);

@@ -54,7 +54,7 @@ while [ $# -gt 0 ]; do
       [ $# -ge 2 ] || { note "$opt needs a value"; exit 2; }
       shift 2 ;;
     -c?* | -G?* | -t?* | -J?* | -o?* | -e?* | -i?* | -w?* | -x?* | -D?* | -p?* | -A?* | -m?* | -C?* | -d?* | -q?* | -T?* | -W?*) shift ;;
-    -l | -u | -K | -k | -Q | -v | -X | -s | -O) shift ;;
+    -l | -u | -K | -K?* | -k | -Q | -v | -X | -s | -O) shift ;;
     -*) note "$opt: not an option srun knows in a Nuri job (give its value as $opt=value, or run the command without srun)"; exit 2 ;;
     *) break ;;
   esac
