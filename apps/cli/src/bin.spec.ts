@@ -1,7 +1,8 @@
 import { execFile, spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { resolve } from 'node:path';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildCli } from './testing';
 
@@ -59,6 +60,26 @@ describe('the built nuri binary', () => {
       out: '',
       err: `nuri: cannot reach the Nuri server at http://127.0.0.1:${port} (connect ECONNREFUSED 127.0.0.1:${port}); set NURI_URL\n`,
     });
+  });
+
+  it('submits and lists without loading a schema library (its start cost), and names the server it could not reach', async () => {
+    // A preload that says at exit which of zod's files were loaded.
+    const dir = mkdtempSync(join(tmpdir(), 'nuri-bin-'));
+    const preload = join(dir, 'loaded.js');
+    writeFileSync(preload, "process.on('exit', () => { if (Object.keys(require.cache).some((k) => k.includes('/node_modules/zod/'))) process.stderr.write('zod loaded\\n'); });");
+    writeFileSync(join(dir, 'job.sh'), '#!/bin/sh\n#SBATCH -t 10\n#SBATCH -G 1\necho hi\n');
+    try {
+      const env = { NURI_URL: 'http://127.0.0.1:9/', NURI_TOKEN: 'x' };
+      for (const argv of [['submit', join(dir, 'job.sh')], ['submit', '-G', '1', '-t', '5', '--', 'true'], ['submit', '--array', '0-7%2', '-d', 'afterok:abcdef12', '-G', '1', '-t', '5', '--', 'true'], ['jobs'], ['logs', 'abcdef12']]) {
+        const r = await new Promise<{ code: number | null; err: string }>((done) =>
+          execFile(process.execPath, ['-r', preload, cli.main, ...argv], { env: { PATH: process.env.PATH, ...env } }, (e, _out, err) => done({ code: e ? ((e as { code?: number }).code ?? null) : 0, err })),
+        );
+        expect({ argv, ...r }).toEqual({ argv, code: 1, err: expect.stringMatching(/^nuri: cannot reach the Nuri server at http:\/\/127\.0\.0\.1:9 /) });
+        expect(r.err).not.toContain('zod loaded');
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('prints a bash completion script bash accepts, which completes commands, flags and choices', async () => {

@@ -1,9 +1,9 @@
 /** Text output helpers: durations, Slurm state codes, tables aligned by display width. */
+import { JOB_STATES } from '@nuri/contracts/constants';
 import stringWidth from 'string-width';
 import { UsageError } from './errors';
 
-/** The job states of the API (copied from @nuri/contracts so the CLI starts without zod; a spec checks they agree). */
-export const JOB_STATES = ['pending', 'running', 'completed', 'failed', 'cancelled', 'timeout', 'node_failed'] as const;
+export { JOB_STATES };
 export type JobStateName = (typeof JOB_STATES)[number];
 
 /** Slurm's state codes and long names, as squeue and sacct print them. */

@@ -2,33 +2,13 @@
  * `nuri submit`: its flags, the `#NURI`/`#SBATCH` directives of a batch script (the same flags,
  * parsed by the same table), and the request body built from both (flags win).
  */
+// The contracts' plain constants come from their zod-free module: the CLI starts without zod.
+import { GPUS_PER_NODE, parseArraySpec, parseDependencySpec, RESERVED_ENV, SCRIPT_MAX_BYTES } from '@nuri/contracts/constants';
 import { Command, CommanderError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { UsageError } from './errors';
 
-/** Names the agent sets itself (copied from @nuri/contracts' RESERVED_ENV so the CLI starts without zod; a spec checks they agree). */
-export const RESERVED_ENV = [
-  'CUDA_VISIBLE_DEVICES',
-  'NVIDIA_VISIBLE_DEVICES',
-  'NURI_JOB_ID',
-  'NURI_NODE',
-  'NURI_NODE_RANK',
-  'NURI_NUM_NODES',
-  'NURI_NODELIST',
-  'NURI_GPUS_PER_NODE',
-  'NURI_ARRAY_JOB_ID',
-  'NURI_ARRAY_TASK_ID',
-  'SLURM_ARRAY_TASK_ID',
-  'MASTER_ADDR',
-  'MASTER_PORT',
-  'WORLD_SIZE',
-  'NNODES',
-  'NODE_RANK',
-  'LOCAL_WORLD_SIZE',
-];
-export const GPUS_PER_NODE = 8;
-export const SCRIPT_MAX_BYTES = 256 * 1024;
 const ENV_VALUE_MAX = 8192;
 const MAX_SECONDS = 14 * 24 * 3600;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -491,20 +471,16 @@ export async function buildSubmit(req: SubmitRequest): Promise<{ body: SubmitBod
     body.env[name] = kv.slice(eq + 1);
   }
 
-  // Arrays and dependencies: checked here with the API's own parsers (loaded only when asked, zod is slow to load).
-  const arr = str('array');
-  const dep = str('dependency');
-  if (arr || dep) {
-    const { ArraySpec, DependencySpec } = await import('@nuri/contracts');
-    for (const [s, schema, key] of [
-      [arr, ArraySpec, 'array'],
-      [dep, DependencySpec, 'dependency'],
-    ] as const) {
-      if (!s) continue;
-      const r = schema.safeParse(s.value);
-      if (!r.success) throw new UsageError(`${s.label}: ${r.error.issues[0]?.message ?? 'not valid'}`);
-      body[key] = s.value;
-    }
+  // Arrays and dependencies: checked here with the API's own parsers (zod-free), before anything is sent.
+  for (const [key, parse] of [
+    ['array', parseArraySpec],
+    ['dependency', parseDependencySpec],
+  ] as const) {
+    const s = str(key);
+    if (!s) continue;
+    const r = parse(s.value);
+    if ('error' in r) throw new UsageError(`${s.label}: ${r.error}`);
+    body[key] = s.value;
   }
   return { body, warnings };
 }

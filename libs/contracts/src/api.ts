@@ -1,37 +1,9 @@
 import { z } from 'zod';
-import { GPUS_PER_NODE, GpuModel, GpuTypeWanted, int32, JobState, NodeState, PriorityClass, Role, Slug, text } from './common';
+import { GpuModel, GpuTypeWanted, int32, JobState, NodeState, PriorityClass, Role, Slug, text } from './common';
+import { DEPENDENCY_KINDS, GPUS_PER_NODE, JOB_REF_PATTERN, JOB_REF_RULE, parseArraySpec, parseDependencySpec, RESERVED_ENV, SCRIPT_MAX_BYTES } from './constants';
 import { NodeIsolation } from './wire';
 
 const EnvName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name');
-/**
- * Variables the agent sets itself; a job may not override them: its GPUs, its identity, and
- * the multi-node launch variables `torchrun`/`torch.distributed` read (they must agree on
- * every rank, so one set by hand on one rank would split the job).
- */
-export const RESERVED_ENV = [
-  'CUDA_VISIBLE_DEVICES',
-  'NVIDIA_VISIBLE_DEVICES',
-  'NURI_JOB_ID',
-  'NURI_NODE',
-  'NURI_NODE_RANK',
-  'NURI_NUM_NODES',
-  'NURI_NODELIST',
-  'NURI_GPUS_PER_NODE',
-  'NURI_ARRAY_JOB_ID',
-  'NURI_ARRAY_TASK_ID',
-  'SLURM_ARRAY_TASK_ID',
-  'MASTER_ADDR',
-  'MASTER_PORT',
-  'WORLD_SIZE',
-  'NNODES',
-  'NODE_RANK',
-  'LOCAL_WORLD_SIZE',
-];
-
-/** A batch script's size limit: it travels in the job's row and its start message. */
-export const SCRIPT_MAX_BYTES = 256 * 1024;
-/** Most tasks one array submission creates. */
-export const ARRAY_MAX_TASKS = 10_000;
 
 /**
  * A job array as Slurm writes it: `0-99`, `1,3,5`, `0-15:4`, any of them joined by commas,
@@ -40,39 +12,21 @@ export const ARRAY_MAX_TASKS = 10_000;
 export const ArraySpec = text()
   .max(1024)
   .transform((spec, ctx) => {
-    const m = /^([0-9][0-9,:\-]*)(?:%([0-9]+))?$/.exec(spec.trim());
-    const bad = (message: string) => {
-      ctx.addIssue({ code: 'custom', message });
+    const r = parseArraySpec(spec);
+    if ('error' in r) {
+      ctx.addIssue({ code: 'custom', message: r.error });
       return z.NEVER;
-    };
-    if (!m) return bad('an array like 0-99, 1,3,5 or 0-15:4, optionally with %N (most running at once)');
-    const indices = new Set<number>();
-    for (const part of m[1]!.split(',')) {
-      const r = /^([0-9]+)(?:-([0-9]+)(?::([0-9]+))?)?$/.exec(part);
-      if (!r) return bad(`"${part}" is not an index, a range a-b or a stepped range a-b:s`);
-      const from = Number(r[1]), to = r[2] === undefined ? from : Number(r[2]), step = r[3] === undefined ? 1 : Number(r[3]);
-      if (to < from) return bad(`"${part}": the range ends before it starts`);
-      if (step < 1) return bad(`"${part}": the step must be at least 1`);
-      if (to > 1_000_000) return bad(`"${part}": indices go up to 1000000`);
-      for (let i = from; i <= to; i += step) {
-        indices.add(i);
-        if (indices.size > ARRAY_MAX_TASKS) return bad(`at most ${ARRAY_MAX_TASKS} tasks per array`);
-      }
     }
-    const maxRunning = m[2] === undefined ? null : Number(m[2]);
-    if (maxRunning !== null && (maxRunning < 1 || maxRunning > ARRAY_MAX_TASKS)) return bad(`%N must be between 1 and ${ARRAY_MAX_TASKS}`);
-    return { indices: [...indices].sort((a, b) => a - b), maxRunning };
+    return r;
   });
 export type ArraySpec = z.infer<typeof ArraySpec>;
 
 /** What a dependency waits for: `afterok` (every job completed), `afternotok` (every job ended, none completed), `afterany` (every job ended). */
-export const DependencyKind = z.enum(['afterok', 'afternotok', 'afterany']);
+export const DependencyKind = z.enum(DEPENDENCY_KINDS);
 export type DependencyKind = z.infer<typeof DependencyKind>;
 
 /** A job reference: a full id, or a unique prefix of at least 6 characters of one. */
-export const JobRef = z
-  .string()
-  .regex(/^[0-9a-fA-F][0-9a-fA-F-]{5,35}$/, 'a job id, or a unique prefix of at least 6 characters of one');
+export const JobRef = z.string().regex(JOB_REF_PATTERN, JOB_REF_RULE);
 
 /**
  * `afterok:<id>[:<id>…][,afterany:<id>…]` as Slurm writes it (also `?` between kinds, read
@@ -82,25 +36,12 @@ export const JobRef = z
 export const DependencySpec = text()
   .max(4096)
   .transform((spec, ctx) => {
-    const out: { kind: DependencyKind; jobs: string[] }[] = [];
-    for (const part of spec.split(/[,?]/).map((p) => p.trim()).filter(Boolean)) {
-      const [kind, ...ids] = part.split(':');
-      const k = DependencyKind.safeParse(kind);
-      if (!k.success) {
-        ctx.addIssue({ code: 'custom', message: `"${kind}" is not a dependency type (afterok, afternotok, afterany)` });
-        return z.NEVER;
-      }
-      if (!ids.length || ids.some((id) => !JobRef.safeParse(id).success)) {
-        ctx.addIssue({ code: 'custom', message: `"${part}": give ${kind}:<job id>[:<job id>…] (ids or unique prefixes of at least 6 characters)` });
-        return z.NEVER;
-      }
-      out.push({ kind: k.data, jobs: ids });
-    }
-    if (!out.length) {
-      ctx.addIssue({ code: 'custom', message: 'empty: give e.g. afterok:<job id>' });
+    const r = parseDependencySpec(spec);
+    if ('error' in r) {
+      ctx.addIssue({ code: 'custom', message: r.error });
       return z.NEVER;
     }
-    return out;
+    return r;
   });
 export type DependencySpec = z.infer<typeof DependencySpec>;
 

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { JOB_STATES } from './constants';
 
 /** GPU models a node can carry. Lower-case everywhere on the wire and in the database. */
 export const GpuModel = z.enum(['h100', 'h800']);
@@ -8,7 +9,7 @@ export type GpuModel = z.infer<typeof GpuModel>;
 export const GpuTypeWanted = z.enum(['h100', 'h800', 'any']);
 export type GpuTypeWanted = z.infer<typeof GpuTypeWanted>;
 
-export const JobState = z.enum(['pending', 'running', 'completed', 'failed', 'cancelled', 'timeout', 'node_failed']);
+export const JobState = z.enum(JOB_STATES);
 export type JobState = z.infer<typeof JobState>;
 export const TERMINAL_JOB_STATES: readonly JobState[] = ['completed', 'failed', 'cancelled', 'timeout', 'node_failed'];
 export const isTerminal = (s: JobState): boolean => TERMINAL_JOB_STATES.includes(s);
@@ -24,7 +25,6 @@ export type PriorityClass = z.infer<typeof PriorityClass>;
 /** Numeric rank of a priority class: higher runs first within a tenant. */
 export const PRIORITY_RANK: Record<PriorityClass, number> = { low: 0, normal: 1, high: 2 };
 
-export const GPUS_PER_NODE = 8;
 
 /**
  * The rule every string of a request obeys: no NUL character. PostgreSQL refuses U+0000 in
