@@ -1,15 +1,10 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Agent } from '../../apps/agent/src/agent';
-import { RunningServer, startServer } from '../../apps/server/src/bootstrap';
-import { createTestDatabase, TestDatabase } from '../../libs/db/src/testing';
-import { bareCenterConfig } from '../support/config';
+import type { RunningServer } from '../../apps/server/src/bootstrap';
+import type { TestDatabase } from '../../libs/db/src/testing';
+import { startCenter, type TestCenter } from '../support/center';
 import { apiClient, until } from '../support/http';
 
-const OPERATOR = 'nuri_operator-bootstrap-token-for-arrays';
 const WAIT_MS = 60_000;
 
 /**
@@ -19,8 +14,7 @@ const WAIT_MS = 60_000;
 describe('job arrays and batch scripts', () => {
   let db: TestDatabase;
   let server: RunningServer;
-  let agent: Agent;
-  let work: string;
+  let c: TestCenter;
   let token: string;
 
   const api = apiClient(() => server.url);
@@ -36,22 +30,12 @@ describe('job arrays and batch scripts', () => {
   const jobCount = async () => Number((await sql<{ n: string }>`select count(*) as n from jobs`.execute(db.handle.db)).rows[0]!.n);
 
   beforeAll(async () => {
-    db = await createTestDatabase();
-    work = mkdtempSync(join(tmpdir(), 'nuri-arrays-'));
-    server = await startServer(bareCenterConfig(db.url, OPERATOR, { NURI_SCHEDULER_TICK_MS: '300' }));
-    await api(OPERATOR, 'POST', '/v1/tenants', { name: 'naver', displayName: 'Naver', quotas: [{ gpuType: 'h100', guaranteed: 8, limit: 8 }] });
-    await api(OPERATOR, 'POST', '/v1/users', { name: 'alice', tenant: 'naver', role: 'researcher' });
-    token = (await api(OPERATOR, 'POST', '/v1/tokens', { user: 'alice' })).body.token;
-    const node = (await api(OPERATOR, 'POST', '/v1/nodes', { name: 'n1', gpuType: 'h100', rack: 'r1', leafSwitch: 'l1' })).body;
-    agent = new Agent({ gatewayUrl: `ws://127.0.0.1:${server.port}/agent`, nodeName: 'n1', nodeToken: node.agentToken, workDir: join(work, 'n1'), simulated: { gpus: 8, model: 'h100' } });
-    await agent.start();
-    await agent.waitFor(() => agent.stats().connected);
+    c = await startCenter({ name: 'arrays', vars: { NURI_SCHEDULER_TICK_MS: '300' }, tenants: [{ name: 'naver', user: 'alice', guaranteed: 8, limit: 8 }], nodes: ['n1'] });
+    ({ db, server } = c);
+    token = c.tokens.alice!;
   });
   afterAll(async () => {
-    await agent?.stop();
-    await server?.close();
-    await db?.drop();
-    if (work) rmSync(work, { recursive: true, force: true });
+    await c?.stop();
   });
 
   it('0-15:4 submits one job per index, the first task answering for the array', async () => {

@@ -1,14 +1,8 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Agent } from '../../apps/agent/src/agent';
-import { RunningServer, startServer } from '../../apps/server/src/bootstrap';
-import { createTestDatabase, TestDatabase } from '../../libs/db/src/testing';
-import { bareCenterConfig } from '../support/config';
+import type { RunningServer } from '../../apps/server/src/bootstrap';
+import { startCenter, type TestCenter } from '../support/center';
 import { apiClient, until } from '../support/http';
 
-const OPERATOR = 'nuri_operator-bootstrap-token-for-aging-e2e';
 
 /**
  * Start estimates are calibrated from observed waits (StartCalibration), in the live scheduler
@@ -19,32 +13,25 @@ const OPERATOR = 'nuri_operator-bootstrap-token-for-aging-e2e';
  * past it queues by age with normal work instead of behind all of it.
  */
 describe('aging and start estimates in the live scheduler', () => {
-  let db: TestDatabase;
   let server: RunningServer;
-  let agent: Agent;
-  let work: string;
+  let c: TestCenter;
   let token = '';
   const api = apiClient(() => server.url);
   const call = async (method: string, path: string, body?: unknown, as = token) => (await api(as, method, path, body)).body;
   const job = (id: string) => call('GET', `/v1/jobs/${id}`);
 
   beforeAll(async () => {
-    db = await createTestDatabase();
-    work = mkdtempSync(join(tmpdir(), 'nuri-aging-'));
-    server = await startServer(bareCenterConfig(db.url, OPERATOR, { NURI_SCHEDULER_TICK_MS: '200', NURI_STARVATION_SECONDS: '2', NURI_TIMEOUT_GRACE_SECONDS: '1' }));
-    await call('POST', '/v1/tenants', { name: 'solo', displayName: 'solo', quotas: [{ gpuType: 'h100', guaranteed: 8, limit: 16 }] }, OPERATOR);
-    await call('POST', '/v1/users', { name: 'solo-user', tenant: 'solo', role: 'researcher' }, OPERATOR);
-    token = (await call('POST', '/v1/tokens', { user: 'solo-user' }, OPERATOR)).token;
-    const node = await call('POST', '/v1/nodes', { name: 'n1', gpuType: 'h100', rack: 'r1', leafSwitch: 'l1' }, OPERATOR);
-    agent = new Agent({ gatewayUrl: `ws://127.0.0.1:${server.port}/agent`, nodeName: 'n1', nodeToken: node.agentToken, workDir: join(work, 'n1'), simulated: { gpus: 8, model: 'h100' } });
-    await agent.start();
-    await agent.waitFor(() => agent.stats().connected);
+    c = await startCenter({
+      name: 'aging',
+      vars: { NURI_SCHEDULER_TICK_MS: '200', NURI_STARVATION_SECONDS: '2', NURI_TIMEOUT_GRACE_SECONDS: '1' },
+      tenants: [{ name: 'solo', user: 'solo-user', guaranteed: 8, limit: 16 }],
+      nodes: ['n1'],
+    });
+    server = c.server;
+    token = c.tokens['solo-user']!;
   });
   afterAll(async () => {
-    await agent?.stop();
-    await server?.close();
-    await db?.drop();
-    if (work) rmSync(work, { recursive: true, force: true });
+    await c?.stop();
   });
 
   it('a starving low-priority job goes ahead of younger normal work', async () => {

@@ -1,14 +1,11 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Agent } from '../../apps/agent/src/agent';
-import { RunningServer, startServer } from '../../apps/server/src/bootstrap';
-import { createTestDatabase, TestDatabase } from '../../libs/db/src/testing';
-import { bareCenterConfig } from '../support/config';
+import type { Agent } from '../../apps/agent/src/agent';
+import type { RunningServer } from '../../apps/server/src/bootstrap';
+import { startCenter, type TestCenter } from '../support/center';
 import { apiClient, until } from '../support/http';
 
-const OPERATOR = 'nuri_operator-bootstrap-token-for-the-multinode-test';
 const NODES = ['h100-01', 'h100-02'];
 
 /**
@@ -17,10 +14,9 @@ const NODES = ['h100-01', 'h100-02'];
  * launched through the real server, scheduler and gateway on a real PostgreSQL.
  */
 describe('a job on two nodes', () => {
-  let db: TestDatabase;
+  let c: TestCenter;
   let server: RunningServer;
   let researcher: string;
-  let scratch: string;
   const agents: Agent[] = [];
   const api = apiClient(() => server.url);
   const call = async (method: string, path: string, body?: unknown) => (await api(researcher, method, path, body)).body;
@@ -42,35 +38,20 @@ describe('a job on two nodes', () => {
   };
 
   beforeAll(async () => {
-    db = await createTestDatabase();
-    scratch = mkdtempSync(join(tmpdir(), 'nuri-multinode-'));
-    server = await startServer(bareCenterConfig(db.url, OPERATOR, { NURI_SCHEDULER_TICK_MS: '300', NURI_TIMEOUT_GRACE_SECONDS: '2' }));
-    const op = async (path: string, body: unknown) => (await api(OPERATOR, 'POST', path, body)).body;
-    await op('/v1/tenants', { name: 'naver', displayName: 'Naver', quotas: [{ gpuType: 'h100', guaranteed: 16, limit: 16 }] });
-    await op('/v1/users', { name: 'jun', tenant: 'naver', role: 'researcher' });
-    researcher = (await op('/v1/tokens', { user: 'jun' })).token;
-    // Registered out of name order: ranks follow names, not registration.
-    for (const name of [...NODES].reverse()) {
-      const node = await op('/v1/nodes', { name, gpuType: 'h100', rack: 'r1', leafSwitch: 'l1' });
-      const agent = new Agent({
-        gatewayUrl: `ws://127.0.0.1:${server.port}/agent`,
-        nodeName: name,
-        nodeToken: node.agentToken,
-        address: '127.0.0.1',
-        workDir: join(scratch, name),
-        simulated: { gpus: 8, model: 'h100' },
-        graceSeconds: 1,
-      });
-      agents[NODES.indexOf(name)] = agent;
-    }
-    await Promise.all(agents.map((a) => a.start()));
-    await Promise.all(agents.map((a) => a.waitFor(() => a.stats().connected, 20_000)));
+    c = await startCenter({
+      name: 'multinode',
+      vars: { NURI_SCHEDULER_TICK_MS: '300', NURI_TIMEOUT_GRACE_SECONDS: '2' },
+      tenants: [{ name: 'naver', user: 'jun', guaranteed: 16, limit: 16 }],
+      // Registered out of name order: ranks follow names, not registration.
+      nodes: [...NODES].reverse(),
+      agent: { address: '127.0.0.1', graceSeconds: 1 },
+    });
+    server = c.server;
+    researcher = c.tokens.jun!;
+    agents.push(...NODES.map((n) => c.agents[n]!));
   });
   afterAll(async () => {
-    await Promise.all(agents.map((a) => a.stop()));
-    await server?.close();
-    await db?.drop();
-    if (scratch) rmSync(scratch, { recursive: true, force: true });
+    await c?.stop();
   });
 
   // Rank 0 listens on MASTER_ADDR:MASTER_PORT; rank 1 connects (retrying until rank 0 is up)
@@ -101,7 +82,7 @@ describe('a job on two nodes', () => {
     const job = await ended(id);
     expect(job).toMatchObject({ state: 'completed', exitCode: 0 });
     expect(job.placement.map((p: { node: string }) => p.node)).toEqual(NODES);
-    const port = (await db.handle.db.selectFrom('jobs').select('master_port').where('id', '=', id).executeTakeFirstOrThrow()).master_port;
+    const port = (await c.db.handle.db.selectFrom('jobs').select('master_port').where('id', '=', id).executeTakeFirstOrThrow()).master_port;
     expect(port).toBeGreaterThanOrEqual(29500);
     for (const rank of [0, 1]) {
       const out = output(rank, id);
@@ -132,7 +113,7 @@ describe('a job on two nodes', () => {
   }, 120_000);
 
   it('keeps the job running, its GPUs held, after rank 0 exits 0 while rank 1 still runs, and completes it when rank 1 does', async () => {
-    const go = join(scratch, 'go');
+    const go = join(c.work, 'go');
     const program = `
       const fs = require('node:fs');
       if (process.env.NODE_RANK === '0') console.log('rank 0 done early');
@@ -140,14 +121,14 @@ describe('a job on two nodes', () => {
     const id = await submit({ name: 'rank0-early', gpus: 16, command: ['node', '-e', program] });
     await until('rank 0 to have exited', async () => output(0, id).includes('rank 0 done early') && !agents[0].runner.isRunning(id), 30_000);
     // The gateway applied rank 0's exit: it is recorded, and the job runs on.
-    await until('rank 0 exit recorded', async () => db.handle.db.selectFrom('job_rank_exits').select('rank').where('job_id', '=', id).executeTakeFirst(), 20_000);
+    await until('rank 0 exit recorded', async () => c.db.handle.db.selectFrom('job_rank_exits').select('rank').where('job_id', '=', id).executeTakeFirst(), 20_000);
     // Give a reconcile round the chance to (wrongly) start rank 0 again.
     await new Promise((r) => setTimeout(r, 1500));
     expect(output(0, id).match(/rank 0 done early/g)).toHaveLength(1);
     const mid = await call('GET', `/v1/jobs/${id}`);
     expect(mid).toMatchObject({ state: 'running' });
     expect(mid.placement.map((p: { node: string }) => p.node)).toEqual(NODES);
-    const nodes = (await api(OPERATOR, 'GET', '/v1/nodes')).body;
+    const nodes = (await api(c.operator, 'GET', '/v1/nodes')).body;
     const list = Array.isArray(nodes) ? nodes : nodes.items;
     const h1 = list.find((n: { name: string }) => n.name === 'h100-01');
     expect(h1.gpus.filter((g: { job: string | null; allocated: boolean }) => g.job === id && g.allocated)).toHaveLength(8);

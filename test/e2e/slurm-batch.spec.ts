@@ -1,17 +1,13 @@
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Agent } from '../../apps/agent/src/agent';
 import { DEFAULT_PATH } from '../../apps/agent/src/runner';
 import { runCli } from '../../apps/cli/src/program';
-import { RunningServer, startServer } from '../../apps/server/src/bootstrap';
-import { createTestDatabase, TestDatabase } from '../../libs/db/src/testing';
-import { bareCenterConfig } from '../support/config';
+import type { RunningServer } from '../../apps/server/src/bootstrap';
+import { startCenter, type TestCenter } from '../support/center';
 import { apiClient, until } from '../support/http';
 
-const OPERATOR = 'nuri_operator-bootstrap-token-for-the-slurm-batch-test';
 /**
  * Node names are host names on a real cluster, and batch files rely on it: the first one is
  * MASTER_ADDR. Here rank 0 (names in code-point order) is `localhost`, which resolves
@@ -104,12 +100,11 @@ const WARNED = [
 ];
 
 describe('a Slurm batch file for multi-node PyTorch, submitted with nuri unchanged', () => {
-  let db: TestDatabase;
+  let c: TestCenter;
   let server: RunningServer;
   let researcher: string;
   let scratch: string;
   let project: string;
-  const agents: Agent[] = [];
   const api = apiClient(() => server.url);
 
   const cli = async (cwd: string, ...argv: string[]) => {
@@ -139,41 +134,24 @@ describe('a Slurm batch file for multi-node PyTorch, submitted with nuri unchang
   };
 
   beforeAll(async () => {
-    db = await createTestDatabase();
-    scratch = mkdtempSync(join(tmpdir(), 'nuri-slurm-batch-'));
+    c = await startCenter({
+      name: 'slurm-batch',
+      vars: { NURI_SCHEDULER_TICK_MS: '300', NURI_TIMEOUT_GRACE_SECONDS: '2' },
+      tenants: [{ name: 'naver', user: 'jun', guaranteed: 16, limit: 16 }],
+      nodes: NODES,
+      agent: { address: '127.0.0.1', graceSeconds: 1 },
+    });
+    ({ server, work: scratch } = c);
+    researcher = c.tokens.jun!;
     chmodSync(scratch, 0o755);
     // The researcher's project: the batch file, train.py, and torchrun (the stand-in) on the PATH it exports.
     project = join(scratch, 'project');
     mkdirSync(join(project, 'bin'), { recursive: true });
     writeFileSync(join(project, 'bin', 'torchrun'), TORCHRUN, { mode: 0o755 });
     writeFileSync(join(project, 'train.py'), 'raise SystemExit("the stand-in torchrun does not run it")\n');
-    server = await startServer(bareCenterConfig(db.url, OPERATOR, { NURI_SCHEDULER_TICK_MS: '300', NURI_TIMEOUT_GRACE_SECONDS: '2' }));
-    const op = async (path: string, body: unknown) => (await api(OPERATOR, 'POST', path, body)).body;
-    await op('/v1/tenants', { name: 'naver', displayName: 'Naver', quotas: [{ gpuType: 'h100', guaranteed: 16, limit: 16 }] });
-    await op('/v1/users', { name: 'jun', tenant: 'naver', role: 'researcher' });
-    researcher = (await op('/v1/tokens', { user: 'jun' })).token;
-    for (const name of NODES) {
-      const node = await op('/v1/nodes', { name, gpuType: 'h100', rack: 'r1', leafSwitch: 'l1' });
-      agents.push(
-        new Agent({
-          gatewayUrl: `ws://127.0.0.1:${server.port}/agent`,
-          nodeName: name,
-          nodeToken: node.agentToken,
-          address: '127.0.0.1',
-          workDir: join(scratch, name),
-          simulated: { gpus: 8, model: 'h100' },
-          graceSeconds: 1,
-        }),
-      );
-    }
-    await Promise.all(agents.map((a) => a.start()));
-    await Promise.all(agents.map((a) => a.waitFor(() => a.stats().connected, 20_000)));
   }, 60_000);
   afterAll(async () => {
-    await Promise.all(agents.map((a) => a.stop()));
-    await server?.close();
-    await db?.drop();
-    if (scratch) rmSync(scratch, { recursive: true, force: true });
+    await c?.stop();
   });
 
   it("runs on both nodes with Nuri's MASTER_PORT: the ranks meet at the first host name, the job completes, nuri logs shows each rank, submit warned (not refused)", async () => {
@@ -183,7 +161,7 @@ describe('a Slurm batch file for multi-node PyTorch, submitted with nuri unchang
     expect(err).not.toMatch(/not supported/);
     expect(job, JSON.stringify(job)).toMatchObject({ state: 'completed', exitCode: 0, name: 'llama-pretrain', gpus: 16, timeLimitSeconds: 2 * 86400 });
     expect(job.placement.map((p: { node: string }) => p.node)).toEqual(NODES);
-    const port = (await db.handle.db.selectFrom('jobs').select('master_port').where('id', '=', job.id).executeTakeFirstOrThrow()).master_port;
+    const port = (await c.db.handle.db.selectFrom('jobs').select('master_port').where('id', '=', job.id).executeTakeFirstOrThrow()).master_port;
     for (const rank of [0, 1])
       expect(await logs(rank, short)).toContain(
         `node_rank=${rank} nnodes=2 nproc_per_node=8 rdzv_id=${job.id} endpoint=localhost:${port} script=train.py ['--config', 'cfg.yaml']\n`,
