@@ -50,7 +50,7 @@ describe('job dependencies', () => {
   it('afterok: the dependent job waits, naming the job, until it completed, then runs', async () => {
     const a = await submit({ name: 'a', command: ['sleep', '2'] });
     const b = await submit({ name: 'b', dependency: `afterok:${a.id}` });
-    expect(b.dependencies).toEqual([{ kind: 'afterok', job: a.id, state: expect.stringMatching(/^(pending|running)$/), satisfied: false }]);
+    expect(b.dependencies).toEqual([{ kind: 'afterok', job: a.id, tasks: 1, state: expect.stringMatching(/^(pending|running)$/), satisfied: false }]);
     const waiting = await when(b.id, 'says what it waits for', (j) => j.reason !== null);
     expect(waiting.state).toBe('pending');
     expect(waiting.reason).toBe(`waiting for job ${a.id.slice(0, 8)} (afterok)`);
@@ -61,7 +61,7 @@ describe('job dependencies', () => {
     expect(done.state).toBe('completed');
     // It ran only after A ended.
     expect(done.startedAt >= aDone.endedAt).toBe(true);
-    expect(done.dependencies).toEqual([{ kind: 'afterok', job: a.id, state: 'completed', satisfied: true }]);
+    expect(done.dependencies).toEqual([{ kind: 'afterok', job: a.id, tasks: 1, state: 'completed', satisfied: true }]);
   });
 
   it('afterok on a job that fails: the dependent is cancelled saying why, and so is what depends on it', async () => {
@@ -104,9 +104,12 @@ describe('job dependencies', () => {
     // One task at a time, so the array takes several seconds and its tasks end apart.
     const arr = await submit({ name: 'arr', command: ['sleep', '1'], array: '0-2%1' });
     const after = await submit({ name: 'after', dependency: `afterany:${arr.id}` });
-    expect(after.dependencies).toHaveLength(3);
-    expect(after.dependencies[0].job).toBe(arr.id);
-    const tasks = after.dependencies.map((d: any) => d.job as string);
+    // One entry for the whole array, named by its id; a dependency on one task of it is that task alone.
+    expect(after.dependencies).toEqual([{ kind: 'afterany', job: arr.id, tasks: 3, state: expect.stringMatching(/^(pending|running)$/), satisfied: false }]);
+    const tasks = ((await api(tokens.alice!, 'GET', `/v1/jobs?array=${arr.id}`)).body.items as any[]).map((j) => j.id as string);
+    expect(tasks).toHaveLength(3);
+    const one = await submit({ name: 'one-task', dependency: `afterany:${tasks[1]}` });
+    expect(one.dependencies).toEqual([{ kind: 'afterany', job: tasks[1], tasks: 1, state: expect.stringMatching(/^(pending|running)$/), satisfied: false }]);
     let sawWaitingOnLater = false;
     const done = await until('the dependent of the array ended', async () => {
       const j = await get(after.id);
@@ -117,6 +120,7 @@ describe('job dependencies', () => {
       return !['pending', 'running'].includes(j.state) && j;
     }, WAIT_MS);
     expect(done.state).toBe('completed');
+    expect(done.dependencies).toEqual([{ kind: 'afterany', job: arr.id, tasks: 3, state: 'completed', satisfied: true }]);
     const ends = await Promise.all(tasks.map(async (t: string) => (await get(t)).endedAt as string));
     for (const e of ends) expect(done.startedAt >= e).toBe(true);
     // Its reason followed the array: it named a later task once the first had ended.
@@ -159,7 +163,7 @@ describe('job dependencies', () => {
     }
     expect(await jobCount()).toBe(before);
     // The full id of one of the two resolves.
-    expect((await submit({ name: 'ok', dependency: `afterok:${p1}` })).dependencies).toEqual([{ kind: 'afterok', job: p1, state: 'completed', satisfied: true }]);
+    expect((await submit({ name: 'ok', dependency: `afterok:${p1}` })).dependencies).toEqual([{ kind: 'afterok', job: p1, tasks: 1, state: 'completed', satisfied: true }]);
   });
 });
 
@@ -177,10 +181,10 @@ describe('job dependencies on the embedded database', () => {
   it('withholds, names and cancels as on PostgreSQL', async () => {
     const a = (await h.call('alice', 'POST', '/v1/jobs', job({ array: '0-2%1' }))).body;
     const b = (await h.call('ann', 'POST', '/v1/jobs', job({ dependency: `afterok:${a.id.slice(0, 7)}` }))).body;
-    expect(b.dependencies.map((d: any) => d.job)).toHaveLength(3);
+    expect(b.dependencies).toEqual([{ kind: 'afterok', job: a.id, tasks: 3, state: 'pending', satisfied: false }]);
     const waiting = await until('b waits', async () => { const j = await get(b.id); return j.reason?.startsWith('waiting') && j; }, WAIT_MS);
     expect(waiting.reason).toBe(`waiting for job ${a.id.slice(0, 8)} (afterok)`);
-    const task2 = b.dependencies[2].job;
+    const task2 = ((await h.call('alice', 'GET', `/v1/jobs?array=${a.id}`)).body.items as any[])[2].id as string;
     expect((await get(task2)).reason).toBe('array limit: at most 1 of its tasks run at once');
     expect((await h.call('alice', 'POST', `/v1/jobs/${task2}/cancel`)).status).toBe(200);
     const cancelled = await until('b cancelled', async () => { const j = await get(b.id); return j.state === 'cancelled' && j; }, WAIT_MS);

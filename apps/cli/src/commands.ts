@@ -146,7 +146,7 @@ export async function show(ctx: Ctx, ref: string, asJson: boolean): Promise<void
     ctx.out(`  array:     task ${j.array.taskId} of array ${j.array.id} (${j.array.size} tasks${cap}); this task is ${shortId(j.array.id)}_${j.array.taskId}`);
   }
   for (const d of j.dependencies ?? [])
-    ctx.out(`  after:     ${d.kind} ${d.job} (${d.state}) — ${d.satisfied ? 'met' : 'not met yet'}`);
+    ctx.out(`  after:     ${d.kind} ${d.job}${d.tasks > 1 ? ` (array of ${d.tasks} tasks, deciding: ${d.state})` : ` (${d.state})`} — ${d.satisfied ? 'met' : 'not met yet'}`);
   if (j.placement.length) ctx.out(`  placed on: ${j.placement.map((p) => `${p.node} GPUs ${p.gpus.join(',')}`).join('; ')}`);
   if (j.startedAt) ctx.out(`  started:   ${when(j.startedAt, now)}${j.endedAt ? `, ended ${when(j.endedAt, now)}` : ''}`);
   if (j.exitCode !== null) ctx.out(`  exit code: ${j.exitCode}`);

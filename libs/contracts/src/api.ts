@@ -136,8 +136,12 @@ export const JobView = z.object({
   array: z
     .object({ id: z.string(), taskId: z.number(), size: z.number(), maxRunning: z.number().nullable() })
     .nullable(),
-  /** What the job waits for, and whether each condition is met yet. */
-  dependencies: z.array(z.object({ kind: DependencyKind, job: z.string(), state: JobState, satisfied: z.boolean() })),
+  /**
+   * What the job waits for, and whether each condition is met yet. A dependency on a whole
+   * array is one entry: `job` is the array's id, `tasks` its size, `state` that of the task
+   * deciding it (one that never will meet it, else one still waited on).
+   */
+  dependencies: z.array(z.object({ kind: DependencyKind, job: z.string(), tasks: z.number(), state: JobState, satisfied: z.boolean() })),
   /**
    * Where the job's output is: one entry per rank (node), readable with GET /v1/jobs/:id/logs
    * while the node's agent keeps it. Empty until the job first started.

@@ -11,6 +11,8 @@ export interface DependencyRow {
   kind: DependencyKindValue;
   dependsOn: string;
   state: State;
+  /** How many jobs the entry stands for: an array's tasks, else 1. */
+  tasks?: number;
 }
 
 /**
@@ -76,21 +78,40 @@ export class DependenciesRepository {
     return new Map(rows.map((r) => [r.array_id!, Number(r.n)]));
   }
 
-  /** The dependencies of these jobs with the state of each job depended on (a page of views: one query). */
+  /**
+   * The dependencies of these jobs as views show them (a page of views: one query). A
+   * dependency on every task of an array is one entry named by the array's id, with its task
+   * count and the state of the task that decides it (one that never will be met, else one
+   * still waited on, else any), so a job waiting on a 10,000-task array is not 10,000 entries.
+   */
   async ofJobs(ids: string[]): Promise<DependencyRow[]> {
     if (!ids.length) return [];
-    const rows = await this.db
-      .selectFrom('job_dependencies as d')
-      .innerJoin('jobs as t', 't.id', 'd.depends_on')
-      .select(['d.job_id', 'd.kind', 'd.depends_on', 't.state'])
-      .where('d.job_id', 'in', ids)
-      .orderBy('d.job_id')
-      .orderBy('d.kind')
-      .orderBy('t.submitted_at')
-      .orderBy('t.array_task_id')
-      .orderBy('t.id')
-      .execute();
-    return rows.map((r) => ({ jobId: r.job_id, kind: r.kind, dependsOn: r.depends_on, state: r.state }));
+    const rows = await sql<{ job_id: string; kind: DependencyKindValue; dep: string; state: State; tasks: string }>`
+      with deps as (
+        select d.job_id, d.kind, t.id, t.state, t.array_id, t.array_size, t.array_task_id, t.submitted_at,
+          count(*) over (partition by d.job_id, d.kind, t.array_id) as in_array
+        from job_dependencies d
+        join jobs t on t.id = d.depends_on
+        where d.job_id in (${sql.join(ids.map((id) => sql`${id}::uuid`))})
+      ), grouped as (
+        select deps.*, case when array_id is not null and in_array = array_size then array_id else id end as dep
+        from deps
+      )
+      select * from (
+        select distinct on (job_id, kind, dep) job_id, kind, dep, state,
+          count(*) over (partition by job_id, kind, dep) as tasks,
+          min(submitted_at) over (partition by job_id, kind, dep) as first_at
+        from grouped
+        order by job_id, kind, dep,
+          case
+            when state in ('pending', 'running') then 1
+            when (kind = 'afterok' and state = 'completed') or (kind = 'afternotok' and state <> 'completed') or kind = 'afterany' then 2
+            else 0
+          end,
+          array_task_id
+      ) decided
+      order by job_id, kind, first_at, dep`.execute(this.db);
+    return rows.rows.map((r) => ({ jobId: r.job_id, kind: r.kind, dependsOn: r.dep, state: r.state, tasks: Number(r.tasks) }));
   }
 
   /**

@@ -53,7 +53,7 @@ export interface JobDetail extends JobRecord {
   transitions: { at: Date; from: State | null; to: State; reason: string }[];
   placement: { node: string; gpus: number[] }[];
   /** What the job waits for, with the state of each job waited on. */
-  dependencies: { kind: JobDependenciesTable['kind']; job: string; state: State }[];
+  dependencies: { kind: JobDependenciesTable['kind']; job: string; state: State; tasks: number }[];
   /** Where each rank of its latest start keeps its output (also once requeued); empty: never started. */
   output: { rank: number; node: string; path: string }[];
 }
@@ -352,7 +352,7 @@ export class JobsRepository {
       ...job,
       transitions,
       placement: [...placement].sort(([a], [b]) => compareNodeNames(a, b)).map(([node, gpus]) => ({ node, gpus: gpus.sort((x, y) => x - y) })),
-      dependencies: dependencies.map((d) => ({ kind: d.kind, job: d.dependsOn, state: d.state })),
+      dependencies: dependencies.map((d) => ({ kind: d.kind, job: d.dependsOn, state: d.state, tasks: d.tasks ?? 1 })),
       output: outputOf(id, allocs.filter((a) => a.at.getTime() === latest)),
     };
   }
@@ -379,7 +379,7 @@ export class JobsRepository {
     const depsOf = new Map<string, JobDetail['dependencies']>();
     for (const d of dependencies) {
       const list = depsOf.get(d.jobId);
-      const dep = { kind: d.kind, job: d.dependsOn, state: d.state };
+      const dep = { kind: d.kind, job: d.dependsOn, state: d.state, tasks: d.tasks ?? 1 };
       if (list) list.push(dep);
       else depsOf.set(d.jobId, [dep]);
     }

@@ -32,7 +32,7 @@ export function jobView(j: JobDetail): JobView {
     transitions: j.transitions.map((t) => ({ at: t.at.toISOString(), from: t.from, to: t.to, reason: t.reason })),
     script: j.script !== null,
     array: j.array_id === null ? null : { id: j.array_id, taskId: j.array_task_id!, size: j.array_size!, maxRunning: j.array_max_running },
-    dependencies: j.dependencies.map((d) => ({ kind: d.kind, job: d.job, state: d.state, satisfied: dependencyStatus(d.kind, d.state) === 'met' })),
+    dependencies: j.dependencies.map((d) => ({ kind: d.kind, job: d.job, tasks: d.tasks, state: d.state, satisfied: dependencyStatus(d.kind, d.state) === 'met' })),
     output: j.output,
   };
 }
