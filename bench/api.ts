@@ -26,7 +26,9 @@ async function main() {
   let child: ChildProcess | undefined;
   try {
     const t0 = Date.now();
-    child = spawn(process.execPath, [resolve(__dirname, '../apps/server/src/main.js')], {
+    // BENCH_NODE_ARGS: flags for the server's node (e.g. --cpu-prof to profile it).
+    const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    child = spawn(process.execPath, [...nodeArgs, resolve(__dirname, '../apps/server/src/main.js')], {
       env: {
         ...process.env,
         PORT: String(PORT),

@@ -67,10 +67,27 @@ export class Wakeups {
     this.retry.unref?.();
   }
 
-  /** Fire and forget: a lost wake-up only delays work until the periodic tick. */
+  /**
+   * Fire and forget: a lost wake-up only delays work until the periodic tick. Over PostgreSQL,
+   * wakes asked while a NOTIFY is in flight are coalesced into one per reason sent after it (so
+   * still after every commit that asked): 2,000 submits a second are not 2,000 NOTIFYs.
+   */
   wake(reason: WakeReason): void {
-    if (this.notifier) this.notifier.query('select pg_notify($1, $2)', ['nuri_wake', reason]).catch(() => undefined);
-    else this.events.emit('wake', reason);
+    if (!this.notifier) return void this.events.emit('wake', reason);
+    this.unsent.add(reason);
+    if (!this.notifying) this.notifyUnsent();
+  }
+
+  private readonly unsent = new Set<WakeReason>();
+  private notifying = false;
+
+  private notifyUnsent(): void {
+    const reasons = [...this.unsent];
+    this.unsent.clear();
+    this.notifying = reasons.length > 0 && !!this.notifier;
+    if (!this.notifying) return;
+    const sent = reasons.map((r) => this.notifier!.query('select pg_notify($1, $2)', ['nuri_wake', r]).catch(() => undefined));
+    void Promise.all(sent).then(() => this.notifyUnsent());
   }
 
   onWake(fn: (reason: WakeReason) => void): () => void {

@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { CancelJobs, CancelJobsResult, DependencyKind, DependencySpec, GPUS_PER_NODE, isTerminal, JobView, ListJobsQuery, SubmitJob } from '@nuri/contracts';
-import { CancelCandidate, DependenciesRepository, IdentityRepository, isUuid, JobRecord, JobsRepository, NodesRepository, Principal, TenantsRepository } from '@nuri/db';
+import { CancelCandidate, DependenciesRepository, IdentityRepository, isUuid, JobRecord, JobsRepository, NodesRepository, Principal, TenantsRepository, TenantWithQuotas } from '@nuri/db';
 import { NuriMetrics } from '@nuri/metrics';
 import { Clock } from '../../core/clock';
 import { Wakeups } from '../../core/wakeups';
@@ -34,6 +34,9 @@ export function decodeCursor(cursor: string, byTask = false): { submittedAt: Dat
   throw invalidField('cursor', 'not a cursor this API returned');
 }
 
+/** How long admission reuses node counts and a tenant's quotas (see `admit`). */
+const ADMIT_CACHE_MS = 1000;
+
 /** The most candidates an ambiguous prefix lists. */
 const AMBIGUOUS_SHOWN = 10;
 
@@ -61,7 +64,7 @@ export class JobsService {
       throw forbidden('operators belong to no tenant and cannot submit jobs; submit with a token of a tenant user');
     await this.admit(caller.tenantName, input);
     const dependencies = input.dependency ? await this.dependenciesOf(caller.tenantId, input.dependency) : [];
-    const id = await this.jobs.insert({
+    const job = {
       tenant_id: caller.tenantId,
       user_id: caller.userId,
       name: input.name,
@@ -75,10 +78,15 @@ export class JobsService {
       requeue: input.requeue,
       submitted_at: this.clock.now(),
       script: input.script ?? null,
-    }, { array: input.array, dependencies });
+    };
+    // A plain job is answered from what was inserted (one round trip); an array or a job with
+    // dependencies is read back.
+    const plain = !input.array && !dependencies.length;
+    const fresh = plain ? await this.jobs.insertPlain(job, { tenantName: caller.tenantName, userName: caller.userName }) : undefined;
+    const id = fresh ? fresh.id : await this.jobs.insert(job, { array: input.array, dependencies });
     this.wakeups.wake('submit');
     for (let i = input.array?.indices.length ?? 1; i > 0; i--) this.metrics.recordJobTransition(caller.tenantName, input.gpuType, null, 'pending');
-    return this.view(id);
+    return fresh ? jobView(fresh) : this.view(id);
   }
 
   /**
@@ -112,19 +120,50 @@ export class JobsService {
   /**
    * Refuses at submission what could never run: a GPU type no node has, or more GPUs than
    * the tenant's limit for the type (for `any`: than the largest limit among types that exist).
+   * Node counts and the tenant's quotas are reused for ADMIT_CACHE_MS (two queries saved per
+   * submit); a refusal is always decided on fresh figures, so a stale cache can only let through,
+   * for that long, a job that a just-lowered limit or a just-removed node makes unrunnable (it
+   * then waits with the scheduler's reason, as it would had it come a moment earlier).
    */
   private async admit(tenantName: string, input: SubmitJob): Promise<void> {
-    const [counts, tenant] = await Promise.all([this.nodes.countByType(), this.tenants.findByName(tenantName)]);
+    if (!this.refusal(await this.admission(tenantName, false), input)) return;
+    const refused = this.refusal(await this.admission(tenantName, true), input);
+    if (refused) throw refused;
+  }
+
+  private countsCache?: { at: number; value: Promise<Record<'h100' | 'h800', number>> };
+  private readonly tenantCache = new Map<string, { at: number; value: Promise<TenantWithQuotas | undefined> }>();
+
+  private async admission(tenantName: string, fresh: boolean): Promise<{ counts: Record<'h100' | 'h800', number>; tenant: TenantWithQuotas | undefined }> {
+    const now = performance.now();
+    if (fresh || !this.countsCache || now - this.countsCache.at > ADMIT_CACHE_MS) {
+      const value = this.nodes.countByType();
+      this.countsCache = { at: now, value };
+      value.catch(() => this.countsCache?.value === value && (this.countsCache = undefined));
+    }
+    let t = this.tenantCache.get(tenantName);
+    if (fresh || !t || now - t.at > ADMIT_CACHE_MS) {
+      const value = this.tenants.findByName(tenantName);
+      t = { at: now, value };
+      this.tenantCache.set(tenantName, t);
+      value.catch(() => this.tenantCache.get(tenantName)?.value === value && this.tenantCache.delete(tenantName));
+    }
+    const [counts, tenant] = await Promise.all([this.countsCache.value, t.value]);
+    return { counts, tenant };
+  }
+
+  private refusal({ counts, tenant }: { counts: Record<'h100' | 'h800', number>; tenant: TenantWithQuotas | undefined }, input: SubmitJob): Error | undefined {
     const types = input.gpuType === 'any' ? (['h100', 'h800'] as const).filter((t) => counts[t] > 0) : counts[input.gpuType] > 0 ? [input.gpuType] : [];
-    if (!types.length) throw invalidField('gpuType', 'no node of that type exists');
+    if (!types.length) return invalidField('gpuType', 'no node of that type exists');
     const limitOf = (t: 'h100' | 'h800') => tenant?.quotas.find((q) => q.gpuType === t)?.limit ?? 0;
     const limit = Math.max(...types.map(limitOf));
     if (input.gpus > limit)
-      throw invalidField('gpus', `exceeds the tenant's limit of ${limit} ${input.gpuType === 'any' ? 'GPUs of any type' : `${input.gpuType} GPUs`}: it could never run`);
+      return invalidField('gpus', `exceeds the tenant's limit of ${limit} ${input.gpuType === 'any' ? 'GPUs of any type' : `${input.gpuType} GPUs`}: it could never run`);
     if (input.gpus > GPUS_PER_NODE) {
       const nodes = Math.max(...types.map((t) => counts[t]));
-      if (input.gpus / GPUS_PER_NODE > nodes) throw invalidField('gpus', `needs ${input.gpus / GPUS_PER_NODE} whole nodes; only ${nodes} exist`);
+      if (input.gpus / GPUS_PER_NODE > nodes) return invalidField('gpus', `needs ${input.gpus / GPUS_PER_NODE} whole nodes; only ${nodes} exist`);
     }
+    return undefined;
   }
 
   async get(caller: Principal, ref: string): Promise<JobView> {
