@@ -77,6 +77,35 @@ describe('authentication', () => {
     expect((await h.call('nadmin', 'DELETE', `/v1/tokens/${forAnn.body.id}`)).status).toBe(204);
   });
 
+  it('refuses a token revoked, or a user disabled, by another replica within NURI_AUTH_CACHE_MS', async () => {
+    // Another replica's change is only in the database: this replica's cached check lasts its bound.
+    const c = new Harness('pglite', { env: { NURI_AUTH_CACHE_MS: '300' } });
+    await c.start();
+    try {
+      await c.seed();
+      const bound = async (who: string, change: () => Promise<unknown>) => {
+        expect((await c.call(who, 'GET', '/v1/me')).status).toBe(200);
+        await change();
+        const t = Date.now();
+        while ((await c.call(who, 'GET', '/v1/me')).status === 200) {
+          expect(Date.now() - t).toBeLessThan(300 + 200);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        expect((await c.call(who, 'GET', '/v1/me')).status).toBe(401);
+      };
+      const alice = (await c.identity.findUser('alice'))!;
+      await bound('alice', () => c.db.db.updateTable('api_tokens').set({ revoked_at: new Date() }).where('user_id', '=', alice.id).execute());
+      const bob = (await c.identity.findUser('bob'))!;
+      await bound('bob', () => c.identity.setUserDisabled(bob.id, new Date()));
+      // Through this replica a disable takes effect at once.
+      expect((await c.call('ann', 'GET', '/v1/me')).status).toBe(200);
+      expect((await c.call('nadmin', 'POST', '/v1/users/ann/disable')).status).toBe(200);
+      expect((await c.call('ann', 'GET', '/v1/me')).status).toBe(401);
+    } finally {
+      await c.stop();
+    }
+  });
+
   it('bootstraps the operator idempotently', async () => {
     const auth = h.service(AuthService);
     await auth.ensureBootstrapOperator('bootstrap-token-for-tests-0123456789');

@@ -29,6 +29,9 @@ export const ServerConfigSchema = z
     // Longest lifetime of a token made through the API; unset or 0: no maximum.
     NURI_TOKEN_MAX_LIFETIME_SECONDS: z.coerce.number().int().min(0).max(3650 * 24 * 3600).default(0),
     // When set, GET /metrics on every process wants `Authorization: Bearer <it>`.
+    // How long an API replica reuses a token's successful check (ms); a revoked token or a disabled
+    // user is refused at most this long after, by replicas other than the one that did it. 0: off.
+    NURI_AUTH_CACHE_MS: z.coerce.number().int().min(0).max(10_000).default(2_000),
     NURI_METRICS_TOKEN: z.string().min(24, 'at least 24 characters').regex(/^\S+$/, 'no whitespace').optional(),
     NURI_DEMO: bool.optional(),
     NURI_DEMO_NODES: z.coerce.number().int().min(1).max(512).default(16),
@@ -79,6 +82,7 @@ export const ServerConfigSchema = z
     gatewayInternalUrl: c.NURI_GATEWAY_INTERNAL_URL,
     tokenMaxLifetimeSeconds: c.NURI_TOKEN_MAX_LIFETIME_SECONDS || undefined,
     metricsToken: c.NURI_METRICS_TOKEN,
+    authCacheMs: c.NURI_AUTH_CACHE_MS,
     // The zero-configuration start is a demo center; with a real database it is opt-in.
     demo: c.NURI_DEMO ?? c.DATABASE_URL === undefined,
     demoNodes: c.NURI_DEMO_NODES,

@@ -1,12 +1,15 @@
 import { CanActivate, ExecutionContext, Injectable } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
-import type { Request } from 'express';
+import type { Request, Response } from 'express';
 import { forbidden, unauthorized } from '../api/common/errors';
 import { AuthService } from './auth.service';
 import { AuthedRequest, PUBLIC_KEY, RoleName, ROLES_KEY } from './principal';
 
 /** Paths other modules serve that need no token (their controllers are not ours to mark). */
 const PUBLIC_PATHS = new Set(['/healthz', '/metrics', '/v1/openapi.json']);
+
+/** Routes whose changes can refuse a token that was accepted (see AuthService's cache). */
+const IDENTITY_PATHS = /^\/v1\/(users|tokens)(\/|$)/;
 
 /**
  * Global guard: every HTTP route needs `Authorization: Bearer <token>` unless it is public.
@@ -27,6 +30,11 @@ export class AuthGuard implements CanActivate {
     const header = req.headers.authorization;
     const m = typeof header === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
     if (!m) throw unauthorized('an Authorization: Bearer <token> header is required');
+    if (req.method !== 'GET' && IDENTITY_PATHS.test(req.path)) {
+      // A change to users or tokens (revoke, disable): cached checks go once it is answered, so
+      // the next request through this replica sees it.
+      ctx.switchToHttp().getResponse<Response>().once('finish', () => this.auth.forgetAll());
+    }
     const r = await this.auth.check(m[1]!);
     if ('refused' in r)
       throw unauthorized(r.refused === 'user_disabled' ? "the token's user is disabled" : 'the token is unknown, expired or revoked');

@@ -1,17 +1,39 @@
-import { Injectable } from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
+import type { ServerConfig } from '@nuri/config';
 import { IdentityRepository, Principal, TokenRefusal } from '@nuri/db';
 import { Clock } from '../core/clock';
+import { CONFIG } from '../core/core.module';
 import { hashToken, newApiToken } from './tokens';
 
 export const BOOTSTRAP_OPERATOR = 'admin';
 
-/** Tokens in, principals out. The only place a token's plaintext exists is the response that creates it. */
+/** The most tokens the check cache holds: past it, it starts again empty. */
+const CACHE_MAX = 10_000;
+
+/**
+ * Tokens in, principals out. The only place a token's plaintext exists is the response that creates it.
+ * A successful check is reused for NURI_AUTH_CACHE_MS (by hash; expiry still checked each time),
+ * which saves a query on every request. `forgetAll` (called by the guard after any change to
+ * users or tokens through this replica) makes a revoke or a disable take effect here at once;
+ * on other replicas within that bound. Refusals are never cached.
+ */
 @Injectable()
 export class AuthService {
+  private readonly ttlMs: number;
+  private readonly cache = new Map<string, { at: number; principal: Principal }>();
+
   constructor(
     private readonly identity: IdentityRepository,
     private readonly clock: Clock,
-  ) {}
+    @Inject(CONFIG) config: Pick<ServerConfig, 'authCacheMs'>,
+  ) {
+    this.ttlMs = config.authCacheMs;
+  }
+
+  /** Drops every cached check: the next request of each token reads the database again. */
+  forgetAll(): void {
+    this.cache.clear();
+  }
 
   /** The principal of a bearer token, or undefined for an unknown, expired or revoked one, or one of a disabled user. */
   async authenticate(token: string): Promise<Principal | undefined> {
@@ -22,7 +44,18 @@ export class AuthService {
   /** As `authenticate`, saying why a token is refused. */
   async check(token: string): Promise<{ principal: Principal } | { refused: TokenRefusal }> {
     if (!token || token.length > 512) return { refused: 'invalid' };
-    return this.identity.authenticateHash(hashToken(token), this.clock.now());
+    const hash = hashToken(token);
+    const now = this.clock.now();
+    const hit = this.cache.get(hash);
+    // Monotonic time for the bound: the injected clock may stand still (tests) or jump.
+    const t = performance.now();
+    if (hit && t - hit.at < this.ttlMs && (!hit.principal.tokenExpiresAt || hit.principal.tokenExpiresAt > now)) return { principal: hit.principal };
+    const r = await this.identity.authenticateHash(hash, now);
+    if (this.ttlMs > 0 && 'principal' in r) {
+      if (this.cache.size >= CACHE_MAX) this.cache.clear();
+      this.cache.set(hash, { at: t, principal: r.principal });
+    } else this.cache.delete(hash);
+    return r;
   }
 
   /**
