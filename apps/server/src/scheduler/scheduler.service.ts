@@ -22,6 +22,7 @@ import { Wakeups } from '../core/wakeups';
 import { JobLifecycle } from '../lifecycle/job-lifecycle';
 import { gatePending } from './gating';
 import { afterStarts, gpuCounts, jobCounts, SchedulerMetricsState, tenantRows } from './scheduler-metrics';
+import { Annotation, annotationStale } from './annotations';
 import { buildSnapshot } from './snapshot';
 
 /** Advisory lock key that elects the one active scheduler ("nuri" in ASCII). */
@@ -34,6 +35,10 @@ export interface PassResult {
   started: string[];
   skipped: { jobId: string; why: string }[];
   durationMs: number;
+  /** Milliseconds by stage (reads: when each finished, from the pass's start), for the profile bench. */
+  stages: Record<string, number>;
+  /** Pending jobs whose reason, estimate or position was written this pass. */
+  annotated: number;
 }
 
 /**
@@ -67,8 +72,8 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
    * limits again until it has seen enough starts.
    */
   private readonly calibration = new StartCalibration();
-  /** What was last written for each pending job, so a pass writes only changes. */
-  private readonly lastAnnotation = new Map<string, string>();
+  /** What was last written for each pending job, so a pass writes only changes (see `annotate`). */
+  private readonly lastAnnotation = new Map<string, Annotation>();
   private readonly passMetrics: SchedulerMetricsState;
 
   constructor(
@@ -175,27 +180,38 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
 
   async pass(): Promise<PassResult> {
     const t0 = performance.now();
+    const stages: Record<string, number> = {};
+    let mark = t0;
+    const stage = (name: string) => {
+      const t = performance.now();
+      stages[name] = t - mark;
+      mark = t;
+    };
+    const read = <T>(name: string, p: Promise<T>) => p.then((v) => ((stages[`read.${name}`] = performance.now() - t0), v));
     const now = this.clock.now();
     const countJobs = this.passMetrics.jobCountsDue(now.getTime(), JOB_COUNTS_INTERVAL_MS);
     // A node whose agent was not heard from within the down timeout takes no new job, even
     // before the tick marks it down (or while an outage's allowance keeps it from being marked).
     const heardSince = new Date(now.getTime() - this.config.nodeDownAfterSeconds * 1000);
     const [tenants, usage, nodes, [queued, undecided], running, jobsByState, runningPerArray] = await Promise.all([
-      this.tenants.list(),
-      this.usage.all(),
-      this.nodes.list(),
+      read('tenants', this.tenants.list()),
+      read('usage', this.usage.all()),
+      read('nodes', this.nodes.list()),
       // Dependencies are read after the pending jobs: a job seen pending was committed with
       // its dependency rows, so none of them can be missed (and a met one stays met).
-      this.jobs.pending().then(async (p) => [p, await this.dependencies.undecidedOfPending()] as const),
-      this.jobs.running(),
-      countJobs ? this.jobs.countByState() : Promise.resolve(null),
+      read('pending', this.jobs.pending()).then(async (p) => [p, await read('dependencies', this.dependencies.undecidedOfPending())] as const),
+      read('running', this.jobs.running()),
+      read('countByState', countJobs ? this.jobs.countByState() : Promise.resolve(null)),
       // Only this leader starts jobs, so no task starts between this count and the commit.
-      this.dependencies.runningOfThrottledArrays(),
+      read('throttled', this.dependencies.runningOfThrottledArrays()),
     ]);
+    stage('reads');
     const tenantNames = new Map(tenants.map((t) => [t.id, t.name]));
     // Dependencies and array throttles are decided here, before the core (which knows neither).
     const gate = gatePending(queued, undecided, runningPerArray);
+    stage('gate');
     await this.cancelDoomed(gate.doomed, now, tenantNames);
+    stage('cancelDoomed');
     const doomed = new Set(gate.doomed.map((d) => d.job.id));
     const pending = gate.eligible;
     const snapshot = buildSnapshot({
@@ -215,13 +231,16 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
         starvationSeconds: this.config.starvationSeconds,
       },
     });
+    stage('buildSnapshot');
     const plan = this.core.plan(snapshot);
+    stage('plan');
     const { started, skipped } = await this.jobs.commitStarts(
       plan.starts.map((s) => ({ jobId: s.jobId, gpuModel: s.gpuModel, placement: s.placement.map((p) => ({ nodeId: p.nodeId, gpuIndices: p.gpuIndices })) })),
       now,
       heardSince,
       this.config.masterPorts,
     );
+    stage('commit');
     for (const s of skipped) this.log.warn(`start of ${s.jobId} refused at commit: ${s.why}`);
     const runningById = new Map(running.map((r) => [r.id, r]));
     for (const p of plan.preemptions) {
@@ -232,12 +251,15 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
         if (victim && tenant !== undefined) this.metrics.recordPreemption(tenant, victim.gpuModel, 'guarantee_reclaim');
       }
     }
+    stage('preempt');
     this.calibration.observe(now.getTime(), plan, started);
     this.metrics.setStartEstimateScale(this.calibration.scale());
-    await this.annotate(plan, new Set(started), now.getTime(), gate.withheld);
+    const annotated = await this.annotate(plan, new Set(started), now.getTime(), gate.withheld);
+    stage('annotate');
     this.recordPassMetrics(now, { tenants, nodes, pending: queued.filter((j) => !doomed.has(j.id)), running }, plan, started, jobsByState, tenantNames);
+    stage('metrics');
     if (started.length || plan.preemptions.length) this.wakeups.wake('dispatch');
-    return { plan, started, skipped, durationMs: performance.now() - t0 };
+    return { plan, started, skipped, durationMs: performance.now() - t0, stages, annotated };
   }
 
   /**
@@ -291,28 +313,23 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
   }
 
   /** Stores each pending job's reason, estimate and position: the plan's, or for a job kept from the core, why (no estimate, no position). */
-  private async annotate(plan: Plan, started: Set<string>, now: number, withheld: { job: JobRow; reason: string }[]): Promise<void> {
+  private async annotate(plan: Plan, started: Set<string>, now: number, withheld: { job: JobRow; reason: string }[]): Promise<number> {
     const rows: { id: string; reason: string; estimatedStartAt: Date | null; queuePosition: number | null }[] = [];
     const live = new Set<string>();
-    for (const w of withheld) {
-      live.add(w.job.id);
-      const key = `${w.reason}||`;
-      if (this.lastAnnotation.get(w.job.id) === key) continue;
-      this.lastAnnotation.set(w.job.id, key);
-      rows.push({ id: w.job.id, reason: w.reason, estimatedStartAt: null, queuePosition: null });
-    }
+    const note = (id: string, next: Annotation) => {
+      live.add(id);
+      if (!annotationStale(this.lastAnnotation.get(id), next, now)) return;
+      this.lastAnnotation.set(id, next);
+      rows.push({ id, reason: next.reason, estimatedStartAt: next.eta === null ? null : new Date(next.eta), queuePosition: next.position });
+    };
+    for (const w of withheld) note(w.job.id, { reason: w.reason, eta: null, position: null });
     const scale = this.calibration.scale();
     for (const p of plan.pending) {
       if (started.has(p.jobId)) continue;
-      live.add(p.jobId);
-      const est = calibratedEstimate(p, now, scale);
-      const eta = est === null ? null : new Date(est);
-      const key = `${p.message}|${eta?.getTime() ?? ''}|${p.queuePosition}`;
-      if (this.lastAnnotation.get(p.jobId) === key) continue;
-      this.lastAnnotation.set(p.jobId, key);
-      rows.push({ id: p.jobId, reason: p.message, estimatedStartAt: eta, queuePosition: p.queuePosition });
+      note(p.jobId, { reason: p.message, eta: calibratedEstimate(p, now, scale), position: p.queuePosition });
     }
     for (const id of this.lastAnnotation.keys()) if (!live.has(id)) this.lastAnnotation.delete(id);
     await this.jobs.annotatePending(rows);
+    return rows.length;
   }
 }

@@ -1,0 +1,30 @@
+import { describe, expect, it } from 'vitest';
+import { annotationStale } from './annotations';
+
+const NOW = Date.UTC(2026, 0, 1);
+const a = (position: number | null, eta: number | null = null, reason = 'behind') => ({ reason, eta, position });
+
+describe('annotationStale', () => {
+  it('always rewrites a new job, a changed reason and a position appearing or going', () => {
+    expect(annotationStale(undefined, a(5000), NOW)).toBe(true);
+    expect(annotationStale(a(5000), a(5000, null, 'other'), NOW)).toBe(true);
+    expect(annotationStale(a(5000), a(null), NOW)).toBe(true);
+    expect(annotationStale(a(null), a(5000), NOW)).toBe(true);
+  });
+
+  it('keeps the first 100 positions exact and lets later ones drift by up to 10%', () => {
+    expect(annotationStale(a(101), a(100), NOW)).toBe(true);
+    expect(annotationStale(a(5000), a(5000), NOW)).toBe(false);
+    expect(annotationStale(a(5000), a(4600), NOW)).toBe(false);
+    expect(annotationStale(a(5000), a(4400), NOW)).toBe(true);
+  });
+
+  it('rewrites an estimate that moved by more than a minute and 10% of the wait left', () => {
+    const hour = 3600_000;
+    expect(annotationStale(a(1, NOW + hour), a(1, NOW + hour + 59_000), NOW)).toBe(false);
+    expect(annotationStale(a(1, NOW + 5 * 60_000), a(1, NOW + 6 * 60_000 + 1), NOW)).toBe(true);
+    expect(annotationStale(a(1, NOW + 10 * hour), a(1, NOW + 10.5 * hour), NOW)).toBe(false);
+    expect(annotationStale(a(1, NOW + 10 * hour), a(1, NOW + 12 * hour), NOW)).toBe(true);
+    expect(annotationStale(a(1, NOW + hour), a(1, null), NOW)).toBe(true);
+  });
+});
