@@ -5,7 +5,7 @@
  * Loopback only; every loop is bounded in count and time.
  */
 import { ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Client } from 'pg';
@@ -26,9 +26,10 @@ async function main() {
   let child: ChildProcess | undefined;
   try {
     const t0 = Date.now();
-    // BENCH_NODE_ARGS: flags for the server's node (e.g. --cpu-prof to profile it).
+    // BENCH_NODE_ARGS: flags for the server's node (e.g. --cpu-prof to profile it); BENCH_SERVER:
+    // another build's main.js (to compare before and after in one sitting).
     const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
-    child = spawn(process.execPath, [...nodeArgs, resolve(__dirname, '../apps/server/src/main.js')], {
+    child = spawn(process.execPath, [...nodeArgs, process.env.BENCH_SERVER ?? resolve(__dirname, '../apps/server/src/main.js')], {
       env: {
         ...process.env,
         PORT: String(PORT),
@@ -89,7 +90,21 @@ async function main() {
 
     // Throughput: 16 clients submit as fast as they can for SECONDS. Jobs ask for more GPUs
     // than the tenant may use at once, so they queue and the measure is acceptance alone.
+    // Load-independent figures beside the rate (the machine is shared): the server's CPU time and
+    // the database's transactions per accepted job (the scheduler's included).
+    const cpuMs = () => {
+      const f = readFileSync(`/proc/${child!.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
+    };
+    const stats = new Client({ connectionString: scratch.url });
+    stats.on('error', () => undefined);
+    await stats.connect();
+    const xacts = async () =>
+      Number((await stats.query('select xact_commit + xact_rollback as n from pg_stat_database where datname = current_database()')).rows[0].n);
     const throughput = async () => {
+      const cpu0 = cpuMs();
+      await stats.query('select pg_stat_clear_snapshot()');
+      const x0 = await xacts();
       let accepted = 0;
       const lat: number[] = [];
       const until = Date.now() + SECONDS * 1000;
@@ -105,7 +120,15 @@ async function main() {
         }),
       );
       const elapsed = (performance.now() - started) / 1000;
-      return `${(accepted / elapsed).toFixed(0)} jobs/s accepted in ${elapsed.toFixed(1)} s; latency p50 ${percentile(lat, 50).toFixed(1)} ms, p99 ${percentile(lat, 99).toFixed(1)} ms`;
+      const cpu = (cpuMs() - cpu0) / accepted;
+      // The statistics collector lags: let it catch up before reading the count.
+      await new Promise((r) => setTimeout(r, 1000));
+      await stats.query('select pg_stat_clear_snapshot()');
+      const tx = ((await xacts()) - x0) / accepted;
+      return (
+        `${(accepted / elapsed).toFixed(0)} jobs/s accepted in ${elapsed.toFixed(1)} s; latency p50 ${percentile(lat, 50).toFixed(1)} ms, p99 ${percentile(lat, 99).toFixed(1)} ms\n` +
+        `  per accepted job: server CPU ${cpu.toFixed(2)} ms, ${tx.toFixed(2)} database transactions`
+      );
     };
     // Read latencies: the first page of pending jobs, a page deeper by cursor, one job's detail.
     const reads = async () => {
@@ -155,6 +178,7 @@ async function main() {
       console.log(`reads, ${READS} each, against ${PENDING} pending jobs:`);
       console.log(await reads());
     }
+    await stats.end();
   } finally {
     child?.kill('SIGTERM');
     await new Promise((r) => (child && child.exitCode === null ? child.once('exit', r) : r(null)));
