@@ -1,4 +1,4 @@
-import type { JobRow, NodeWithGpus, RunningWithPlacement, TenantWithQuotas } from '@nuri/db';
+import type { NodeWithGpus, PendingJobRow, RunningWithPlacement, TenantWithQuotas } from '@nuri/db';
 import {
   LIVE_JOB_STATES,
   type GpuCountRow,
@@ -16,7 +16,7 @@ export interface PassMetricsInputs {
   now: Date;
   tenants: TenantWithQuotas[];
   nodes: NodeWithGpus[];
-  pending: JobRow[];
+  pending: PendingJobRow[];
   running: RunningWithPlacement[];
 }
 
@@ -25,11 +25,11 @@ export interface PassMetricsInputs {
  * join `running` and hold their GPUs, so the gauges show the state the pass left behind.
  */
 export function afterStarts(
-  i: { nodes: NodeWithGpus[]; pending: JobRow[]; running: RunningWithPlacement[] },
+  i: { nodes: NodeWithGpus[]; pending: PendingJobRow[]; running: RunningWithPlacement[] },
   plan: { starts: readonly { jobId: string; gpuModel: GpuTypeLabel; placement: readonly { nodeId: string; gpuIndices: readonly number[] }[] }[] },
   started: readonly string[],
   now: Date,
-): { nodes: NodeWithGpus[]; pending: JobRow[]; running: RunningWithPlacement[] } {
+): { nodes: NodeWithGpus[]; pending: PendingJobRow[]; running: RunningWithPlacement[] } {
   if (!started.length) return i;
   const ok = new Set(started);
   const pendingById = new Map(i.pending.map((j) => [j.id, j]));
@@ -83,7 +83,7 @@ export function gpuCounts(nodes: readonly NodeWithGpus[]): GpuCountRow[] {
  * guarantee (ties: h100), so it is counted once and shows up in the shortfall gauge.
  * Rows exist for every type a tenant has a quota for, holds GPUs of, or waits for.
  */
-export function tenantRows(i: PassMetricsInputs, pendingSince: (job: JobRow) => Date): TenantRow[] {
+export function tenantRows(i: PassMetricsInputs, pendingSince: (job: PendingJobRow) => Date): TenantRow[] {
   const nowMs = i.now.getTime();
   const key = (tenantId: string, t: GpuTypeLabel) => `${tenantId}/${t}`;
   const rows = new Map<string, TenantRow>();
@@ -106,8 +106,8 @@ export function tenantRows(i: PassMetricsInputs, pendingSince: (job: JobRow) => 
     const r = row(j.tenantId, j.gpuModel);
     if (r) r.allocated += j.gpus;
   }
-  const pendingAny: JobRow[] = [];
-  const pend = (r: TenantRow | undefined, j: JobRow) => {
+  const pendingAny: PendingJobRow[] = [];
+  const pend = (r: TenantRow | undefined, j: PendingJobRow) => {
     if (!r) return;
     r.pendingGpus += j.gpus;
     const age = Math.max(0, (nowMs - pendingSince(j).getTime()) / 1000);
@@ -161,7 +161,7 @@ export class SchedulerMetricsState {
   }
 
   /** Since when the job has been waiting: its submission or its last requeue (recorded with the transition, so exact across leaders). */
-  pendingSince = (j: JobRow): Date => j.queued_at;
+  pendingSince = (j: PendingJobRow): Date => j.queued_at;
 
   /**
    * Usage: every running job's GPUs × time since it was last counted (or started). A job

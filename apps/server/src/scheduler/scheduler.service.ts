@@ -8,7 +8,7 @@ import {
   NodesRepository,
   TenantsRepository,
   UsageRepository,
-  type JobRow,
+  type PendingJobRow,
   type NodeWithGpus,
   type RunningWithPlacement,
   type TenantWithQuotas,
@@ -270,7 +270,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
    */
   private recordPassMetrics(
     now: Date,
-    i: { tenants: TenantWithQuotas[]; nodes: NodeWithGpus[]; pending: JobRow[]; running: RunningWithPlacement[] },
+    i: { tenants: TenantWithQuotas[]; nodes: NodeWithGpus[]; pending: PendingJobRow[]; running: RunningWithPlacement[] },
     plan: Plan,
     started: readonly string[],
     jobsByState: Awaited<ReturnType<JobsRepository['countByState']>> | null,
@@ -300,7 +300,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
    * Ends pending jobs whose dependency can never be met, cancelled with the reason, and wakes
    * the scheduler again: jobs that depended on these may now be doomed in turn.
    */
-  private async cancelDoomed(doomed: { job: JobRow; reason: string }[], now: Date, tenantNames: ReadonlyMap<string, string>): Promise<void> {
+  private async cancelDoomed(doomed: { job: PendingJobRow; reason: string }[], now: Date, tenantNames: ReadonlyMap<string, string>): Promise<void> {
     if (!doomed.length) return;
     const cancelled = new Set(await this.dependencies.cancelWithReasons(doomed.map((d) => ({ id: d.job.id, reason: d.reason })), now));
     for (const d of doomed) {
@@ -313,7 +313,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
   }
 
   /** Stores each pending job's reason, estimate and position: the plan's, or for a job kept from the core, why (no estimate, no position). */
-  private async annotate(plan: Plan, started: Set<string>, now: number, withheld: { job: JobRow; reason: string }[]): Promise<number> {
+  private async annotate(plan: Plan, started: Set<string>, now: number, withheld: { job: PendingJobRow; reason: string }[]): Promise<number> {
     const rows: { id: string; reason: string; estimatedStartAt: Date | null; queuePosition: number | null }[] = [];
     const live = new Set<string>();
     const note = (id: string, next: Annotation) => {

@@ -1,5 +1,5 @@
 import { PRIORITY_RANK } from '@nuri/contracts';
-import type { JobRow, NodeWithGpus, RunningWithPlacement, TenantWithQuotas } from '@nuri/db';
+import type { NodeWithGpus, PendingJobRow, RunningWithPlacement, TenantWithQuotas } from '@nuri/db';
 import type { PolicyConfig, Snapshot } from '@nuri/scheduling';
 
 export interface SnapshotInputs {
@@ -7,7 +7,7 @@ export interface SnapshotInputs {
   tenants: TenantWithQuotas[];
   usage: { tenantId: string; decayed: number; asOf: Date }[];
   nodes: NodeWithGpus[];
-  pending: JobRow[];
+  pending: PendingJobRow[];
   running: RunningWithPlacement[];
   /** Nodes whose agent was last heard before this take no new job (absent: no such check). */
   heardSince?: Date;

@@ -80,6 +80,22 @@ export interface LiveJob extends JobRecord {
   rankNodes: { name: string; address: string | null }[];
 }
 
+const PENDING_COLUMNS = [
+  'id',
+  'tenant_id',
+  'gpus',
+  'gpu_type',
+  'priority',
+  'submitted_at',
+  'queued_at',
+  'time_limit_seconds',
+  'array_id',
+  'array_task_id',
+  'array_max_running',
+] as const satisfies readonly (keyof JobRow)[];
+/** A pending job as the scheduler reads it (`JobsRepository.pending`). */
+export type PendingJobRow = Pick<JobRow, (typeof PENDING_COLUMNS)[number]>;
+
 export interface RunningWithPlacement {
   id: string;
   tenantId: string;
@@ -456,8 +472,9 @@ export class JobsRepository {
     return q.execute();
   }
 
-  async pending(): Promise<JobRow[]> {
-    return this.db.selectFrom('jobs').selectAll().where('state', '=', 'pending').execute();
+  /** Every pending job, with only what the scheduler uses (not command, env or script: most of a row's bytes). */
+  async pending(): Promise<PendingJobRow[]> {
+    return this.db.selectFrom('jobs').select(PENDING_COLUMNS).where('state', '=', 'pending').execute();
   }
 
   /** Running jobs with their live placement; `onNode`: only jobs with a GPU on that node (whole placement still returned). */
