@@ -497,12 +497,13 @@ export class JobsRepository {
         'jobs.attempts',
         'allocations.node_id',
         'nodes.name as node_name',
-        'allocations.gpu_index',
+        // One row per job and node, not per GPU: 8 times fewer rows for whole-node jobs.
+        sql<number[]>`array_agg(allocations.gpu_index order by allocations.gpu_index)`.as('gpu_indices'),
       ])
       .where('jobs.state', '=', 'running')
+      .groupBy(['jobs.id', 'allocations.node_id', 'nodes.name'])
       .orderBy('jobs.id')
-      .orderBy('nodes.name')
-      .orderBy('allocations.gpu_index');
+      .orderBy('nodes.name');
     if (filter.onNode)
       q = q.where('jobs.id', 'in', (eb) => eb.selectFrom('allocations as a').select('a.job_id').where('a.node_id', '=', filter.onNode!).where('a.released_at', 'is', null));
     const rows = await q.execute();
@@ -526,9 +527,7 @@ export class JobsRepository {
         };
         byJob.set(r.id, j);
       }
-      let p = j.placement.find((x) => x.nodeId === r.node_id);
-      if (!p) j.placement.push((p = { nodeId: r.node_id, nodeName: r.node_name, gpuIndices: [] }));
-      p.gpuIndices.push(r.gpu_index);
+      j.placement.push({ nodeId: r.node_id, nodeName: r.node_name, gpuIndices: r.gpu_indices });
     }
     return [...byJob.values()];
   }

@@ -40,16 +40,16 @@ export class NodesRepository {
     if (filter.names) nq = nq.where('name', 'in', filter.names.length ? filter.names : ['']);
     const nodes = await nq.execute();
     if (!nodes.length) return [];
-    const ids = nodes.map((n) => n.id);
-    const [gpus, allocs] = await Promise.all([
-      this.db.selectFrom('gpus').selectAll().where('node_id', 'in', ids).orderBy('node_id').orderBy('index').execute(),
-      this.db
-        .selectFrom('allocations')
-        .select(['node_id', 'gpu_index', 'job_id'])
-        .where('released_at', 'is', null)
-        .where('node_id', 'in', ids)
-        .execute(),
-    ]);
+    // Unfiltered (the scheduler's pass, every node), no list of 4,000 ids to send and match:
+    // rows of a node added since are left out below.
+    const ids = filter.names ? nodes.map((n) => n.id) : null;
+    let gq = this.db.selectFrom('gpus').selectAll().orderBy('node_id').orderBy('index');
+    let aq = this.db.selectFrom('allocations').select(['node_id', 'gpu_index', 'job_id']).where('released_at', 'is', null);
+    if (ids) {
+      gq = gq.where('node_id', 'in', ids);
+      aq = aq.where('node_id', 'in', ids);
+    }
+    const [gpus, allocs] = await Promise.all([gq.execute(), aq.execute()]);
     const jobOn = new Map(allocs.map((a) => [`${a.node_id}/${a.gpu_index}`, a.job_id]));
     const byNode = new Map<string, NodeWithGpus['gpus']>();
     for (const g of gpus) {
