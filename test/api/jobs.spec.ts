@@ -23,6 +23,19 @@ describe.each<DbKind>(['postgres', 'pglite'])('jobs API on %s', (kind) => {
     expect((await h.call('op', 'GET', `/v1/jobs/${r.body.id}`)).status).toBe(200);
   });
 
+  it('answers concurrent submissions (committed together) each with its own job, as stored', async () => {
+    const before = await h.jobCount();
+    const rs = await Promise.all(Array.from({ length: 40 }, (_, i) => h.call(i % 2 ? 'alice' : 'bob', 'POST', '/v1/jobs', job({ name: `many-${i}`, env: { I: String(i) } }))));
+    expect(new Set(rs.map((r) => r.body.id)).size).toBe(40);
+    for (const [i, r] of rs.entries()) {
+      expect(r.status).toBe(201);
+      expect(r.body).toMatchObject({ name: `many-${i}`, env: { I: String(i) }, user: i % 2 ? 'alice' : 'bob', tenant: i % 2 ? 'naver' : 'kakao' });
+      const got = await h.call('op', 'GET', `/v1/jobs/${r.body.id}`);
+      expect({ ...got.body, reason: null, estimatedStartAt: null, queuePosition: null }).toEqual({ ...r.body, reason: null, estimatedStartAt: null, queuePosition: null });
+    }
+    expect(await h.jobCount()).toBe(before + 40);
+  });
+
   it('rejects invalid input naming field and rule, and changes nothing', async () => {
     const before = await h.jobCount();
     const cases: [unknown, string, RegExp][] = [

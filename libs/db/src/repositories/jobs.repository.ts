@@ -193,25 +193,38 @@ export class JobsRepository {
    * submit's answer needs no second round trip. The names are the caller's (not re-read).
    */
   async insertPlain(job: NewJobInput, names: { tenantName: string; userName: string }): Promise<JobDetail> {
-    const row = await this.db
-      .with('j', (db) =>
-        db
-          .insertInto('jobs')
-          .values({ ...job, state: 'pending', queued_at: job.submitted_at, command: JSON.stringify(job.command), env: JSON.stringify(job.env) })
-          .returningAll(),
+    return (await this.insertPlainMany([{ job, names }]))[0]!;
+  }
+
+  /**
+   * Many plain jobs, each with its first transition, in one statement (one commit): concurrent
+   * submissions grouped. Returned in the order given. The rows travel as one JSON parameter.
+   */
+  async insertPlainMany(items: { job: NewJobInput; names: { tenantName: string; userName: string } }[]): Promise<JobDetail[]> {
+    const rows = items.map(({ job }) => ({ ...job, id: randomUUID(), submitted_at: job.submitted_at.toISOString(), script: job.script ?? null }));
+    const r = await sql<JobRow>`
+      with j as (
+        insert into jobs (id, tenant_id, user_id, name, state, gpus, gpu_type, priority, time_limit_seconds, command, env, working_dir, requeue, submitted_at, queued_at, script)
+        select id, tenant_id, user_id, name, 'pending', gpus, gpu_type, priority, time_limit_seconds, command, env, working_dir, requeue, submitted_at, submitted_at, script
+        from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as x(id uuid, tenant_id uuid, user_id uuid, name text, gpus int, gpu_type text, priority text,
+          time_limit_seconds int, command jsonb, env jsonb, working_dir text, requeue boolean, submitted_at timestamptz, script text)
+        returning *
+      ), t as (
+        insert into job_transitions (job_id, at, from_state, to_state, reason) select id, submitted_at, null, 'pending', 'submitted' from j
       )
-      .with('t', (db) =>
-        db
-          .insertInto('job_transitions')
-          .columns(['job_id', 'at', 'from_state', 'to_state', 'reason'])
-          .expression((eb) =>
-            eb.selectFrom('j').select((_) => ['j.id' as const, 'j.submitted_at' as const, sql<null>`null`.as('from_state'), sql.lit('pending').as('to_state'), sql.lit('submitted').as('reason')]),
-          ),
-      )
-      .selectFrom('j')
-      .selectAll()
-      .executeTakeFirstOrThrow();
-    return { ...row, ...names, transitions: [{ at: row.submitted_at, from: null, to: 'pending', reason: 'submitted' }], placement: [], dependencies: [], output: [] };
+      select * from j`.execute(this.db);
+    const byId = new Map(r.rows.map((row) => [row.id, row]));
+    return rows.map(({ id }, i) => {
+      const row = byId.get(id)!;
+      return {
+        ...row,
+        ...items[i]!.names,
+        transitions: [{ at: row.submitted_at, from: null, to: 'pending' as const, reason: 'submitted' }],
+        placement: [],
+        dependencies: [],
+        output: [],
+      };
+    });
   }
 
   private insertWithExtras(job: NewJobInput, { array, dependencies = [] }: NewJobExtras): Promise<string> {

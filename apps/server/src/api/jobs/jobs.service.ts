@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { CancelJobs, CancelJobsResult, DependencyKind, DependencySpec, GPUS_PER_NODE, isTerminal, JobView, ListJobsQuery, SubmitJob } from '@nuri/contracts';
-import { CancelCandidate, DependenciesRepository, IdentityRepository, isUuid, JobRecord, JobsRepository, NodesRepository, Principal, TenantsRepository, TenantWithQuotas } from '@nuri/db';
+import { CancelCandidate, DependenciesRepository, IdentityRepository, isUuid, JobDetail, JobRecord, JobsRepository, NewJobInput, NodesRepository, Principal, TenantsRepository, TenantWithQuotas } from '@nuri/db';
 import { NuriMetrics } from '@nuri/metrics';
 import { Clock } from '../../core/clock';
 import { Wakeups } from '../../core/wakeups';
@@ -33,6 +33,9 @@ export function decodeCursor(cursor: string, byTask = false): { submittedAt: Dat
   }
   throw invalidField('cursor', 'not a cursor this API returned');
 }
+
+/** The most submissions one grouped insert takes. */
+const GROUP_MAX = 256;
 
 /** How long admission reuses node counts and a tenant's quotas (see `admit`). */
 const ADMIT_CACHE_MS = 1000;
@@ -82,11 +85,46 @@ export class JobsService {
     // A plain job is answered from what was inserted (one round trip); an array or a job with
     // dependencies is read back.
     const plain = !input.array && !dependencies.length;
-    const fresh = plain ? await this.jobs.insertPlain(job, { tenantName: caller.tenantName, userName: caller.userName }) : undefined;
+    const fresh = plain ? await this.insertGrouped(job, { tenantName: caller.tenantName, userName: caller.userName }) : undefined;
     const id = fresh ? fresh.id : await this.jobs.insert(job, { array: input.array, dependencies });
     this.wakeups.wake('submit');
     for (let i = input.array?.indices.length ?? 1; i > 0; i--) this.metrics.recordJobTransition(caller.tenantName, input.gpuType, null, 'pending');
     return fresh ? jobView(fresh) : this.view(id);
+  }
+
+  /** Plain submissions waiting for the insert in flight to end (see `insertGrouped`). */
+  private readonly waiting: { job: NewJobInput; names: { tenantName: string; userName: string }; done: (r: JobDetail | Error) => void }[] = [];
+  private inserting = false;
+
+  /**
+   * Group commit: while one insert is in flight, plain submissions that arrive wait and then go
+   * in together, one statement and one commit for up to GROUP_MAX of them; each is answered once
+   * its group committed. Alone, a submission goes at once. A group that fails is retried one by
+   * one, so a bad job fails alone.
+   */
+  private insertGrouped(job: NewJobInput, names: { tenantName: string; userName: string }): Promise<JobDetail> {
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ job, names, done: (r) => (r instanceof Error ? reject(r) : resolve(r)) });
+      if (!this.inserting) void this.insertWaiting();
+    });
+  }
+
+  private async insertWaiting(): Promise<void> {
+    this.inserting = true;
+    while (this.waiting.length) {
+      const group = this.waiting.splice(0, GROUP_MAX);
+      try {
+        const rows = await this.jobs.insertPlainMany(group);
+        group.forEach((g, i) => g.done(rows[i]!));
+      } catch (e) {
+        if (group.length === 1) group[0]!.done(e as Error);
+        else
+          await Promise.all(
+            group.map((g) => this.jobs.insertPlain(g.job, g.names).then(g.done, (err: Error) => g.done(err))),
+          );
+      }
+    }
+    this.inserting = false;
   }
 
   /**
