@@ -480,7 +480,8 @@ export class JobsRepository {
     q = q.orderBy('jobs.submitted_at', 'desc').orderBy('jobs.id', 'desc');
     if (f.after && 'submittedAt' in f.after) {
       const { submittedAt, id } = f.after;
-      q = q.where((eb) => eb.or([eb('jobs.submitted_at', '<', submittedAt), eb.and([eb('jobs.submitted_at', '=', submittedAt), eb('jobs.id', '<', id)])]));
+      // A row comparison, not the equivalent or/and: PostgreSQL uses it as the index scan's bound.
+      q = q.where((eb) => eb(eb.refTuple('jobs.submitted_at', 'jobs.id'), '<', eb.tuple(submittedAt, id)));
     }
     return q.execute();
   }
