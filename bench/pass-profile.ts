@@ -4,7 +4,8 @@
  * mixed sizes, types and priorities; the scheduler role started in-process; then passes, each
  * after a little churn (some running jobs end), printed stage by stage (PassResult.stages).
  *   npm run build -s && node dist/bench/pass-profile.js
- * BENCH_PENDING, BENCH_NODES and BENCH_PASSES change the size.
+ * BENCH_PENDING, BENCH_NODES and BENCH_PASSES change the size; BENCH_FILLFACTOR=100 seeds jobs
+ * without the room migration 0008 leaves for in-place (HOT) updates, to compare.
  */
 import { loadavg } from 'node:os';
 import { parseServerConfig } from '@nuri/config';
@@ -115,6 +116,8 @@ async function main() {
           .join(' ');
         console.log(`pass ${i}: ${fmt(r.durationMs)} ms, started ${r.started.length}, planned ${r.plan.pending.length}, annotated ${r.annotated} | ${stages} | load ${loadavg()[0]!.toFixed(2)}`);
       }
+      const hot = await sql<{ upd: number; hot: number }>`select n_tup_upd as upd, n_tup_hot_upd as hot from pg_stat_user_tables where relname = 'jobs'`.execute(server.database.db);
+      console.log(`jobs rows updated ${hot.rows[0]?.upd}, of which in place (HOT) ${hot.rows[0]?.hot}`);
     } finally {
       await server.app.close();
     }

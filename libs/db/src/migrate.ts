@@ -6,6 +6,7 @@ import * as m0005 from './migrations/0005_gateway_instances';
 import * as m0006 from './migrations/0006_researcher_jobs';
 import * as m0007 from './migrations/0007_log_relay';
 import * as m0003 from './migrations/0003_user_disable_token_parent';
+import * as m0008 from './migrations/0008_jobs_fillfactor';
 import * as m0009 from './migrations/0009_listing_indexes';
 
 /** Migrations are compiled in (not read from disk) so the same list runs from source, dist and tests. */
@@ -17,6 +18,7 @@ const migrations: Record<string, Migration> = {
   '0006_researcher_jobs': m0006,
   '0007_log_relay': m0007,
   '0003_user_disable_token_parent': m0003,
+  '0008_jobs_fillfactor': m0008,
   '0009_listing_indexes': m0009,
 };
 
