@@ -32,13 +32,19 @@ export function afterStarts(
 ): { nodes: NodeWithGpus[]; pending: PendingJobRow[]; running: RunningWithPlacement[] } {
   if (!started.length) return i;
   const ok = new Set(started);
-  const pendingById = new Map(i.pending.map((j) => [j.id, j]));
-  const taken = new Map<string, string>();
+  // Only the started jobs and their nodes are looked up: the pending list may be 100,000 long.
+  const pendingById = new Map<string, PendingJobRow>();
+  for (const j of i.pending) if (ok.has(j.id)) pendingById.set(j.id, j);
+  const taken = new Map<string, Map<number, string>>();
   const running = [...i.running];
   for (const s of plan.starts) {
     const j = pendingById.get(s.jobId);
     if (!ok.has(s.jobId) || !j) continue;
-    for (const p of s.placement) for (const g of p.gpuIndices) taken.set(`${p.nodeId}/${g}`, s.jobId);
+    for (const p of s.placement) {
+      const onNode = taken.get(p.nodeId) ?? new Map<number, string>();
+      for (const g of p.gpuIndices) onNode.set(g, s.jobId);
+      taken.set(p.nodeId, onNode);
+    }
     running.push({
       id: j.id,
       tenantId: j.tenant_id,
@@ -54,7 +60,10 @@ export function afterStarts(
     });
   }
   return {
-    nodes: i.nodes.map((n) => ({ ...n, gpus: n.gpus.map((g) => (taken.has(`${n.id}/${g.index}`) ? { ...g, jobId: taken.get(`${n.id}/${g.index}`)! } : g)) })),
+    nodes: i.nodes.map((n) => {
+      const onNode = taken.get(n.id);
+      return onNode ? { ...n, gpus: n.gpus.map((g) => (onNode.has(g.index) ? { ...g, jobId: onNode.get(g.index)! } : g)) } : n;
+    }),
     pending: i.pending.filter((j) => !ok.has(j.id)),
     running,
   };

@@ -256,7 +256,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     this.metrics.setStartEstimateScale(this.calibration.scale());
     const annotated = await this.annotate(plan, new Set(started), now.getTime(), gate.withheld);
     stage('annotate');
-    this.recordPassMetrics(now, { tenants, nodes, pending: queued.filter((j) => !doomed.has(j.id)), running }, plan, started, jobsByState, tenantNames);
+    this.recordPassMetrics(now, { tenants, nodes, pending: doomed.size ? queued.filter((j) => !doomed.has(j.id)) : queued, running }, plan, started, jobsByState, tenantNames);
     stage('metrics');
     if (started.length || plan.preemptions.length) this.wakeups.wake('dispatch');
     return { plan, started, skipped, durationMs: performance.now() - t0, stages, annotated };
@@ -277,7 +277,9 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     tenantNames: ReadonlyMap<string, string>,
   ): void {
     const m = this.metrics;
-    const pendingById = new Map(i.pending.map((j) => [j.id, j]));
+    const startedIds = new Set(started);
+    const pendingById = new Map<string, PendingJobRow>();
+    for (const j of i.pending) if (startedIds.has(j.id)) pendingById.set(j.id, j);
     for (const id of started) {
       const j = pendingById.get(id);
       const tenant = j && tenantNames.get(j.tenant_id);
