@@ -498,6 +498,7 @@ async function runMode(mode: string): Promise<ModeResult> {
 
 const ms = (x: number) => (Number.isFinite(x) ? `${x < 10 ? x.toFixed(1) : x.toFixed(0)} ms` : 'n/a');
 const within = (x: number) => (Number.isFinite(x) ? ms(x) : `> ${PASS_BOUND_MS / 1000} s (no pass completed)`);
+const le = (x: number) => (x === Infinity ? '+Inf' : `${x} s`);
 const mib = (b: number) => `${(b / 1048576).toFixed(0)} MiB`;
 
 async function main() {
@@ -510,7 +511,7 @@ async function main() {
   }
   const rows: [string, string, (r: ModeResult) => string][] = [
     ['scheduler pass p50 / p99 (per pass)', '≤ 1 s / ≤ 2 s', (r) => `${ms(percentile(r.passes, 50) * 1000)} / ${ms(percentile(r.passes, 99) * 1000)} (n=${r.passes.length}${r.averaged ? `, ${r.averaged} averaged` : ''})`],
-    ['  histogram p50 / p99 bucket, mean', '', (r) => `≤${r.histP50}s / ≤${r.histP99}s, ${ms(r.histMean * 1000)}`],
+    ['  histogram p50 / p99 bucket, mean', '', (r) => `≤${le(r.histP50)} / ≤${le(r.histP99)}, ${ms(r.histMean * 1000)}`],
     ['submit→running p50 / p99 (polled 10 ms)', '≤ 100 ms', (r) => `${ms(percentile(r.probe.lat, 50))} / ${ms(percentile(r.probe.lat, 99))} (n=${r.probe.lat.length}${r.probe.notStarted ? `, ${r.probe.notStarted} not started` : ''})`],
     ['POST /v1/jobs, 16 clients, idle queue', '≥ 2000/s', (r) => `${r.idle.perSec.toFixed(0)}/s (p99 ${ms(r.idle.p99)})`],
     ['POST /v1/jobs, 16 clients, seeded queue', '≥ 1000/s', (r) => `${r.seeded.perSec.toFixed(0)}/s (p99 ${ms(r.seeded.p99)})`],
