@@ -488,7 +488,35 @@ export class JobsRepository {
 
   /** Every pending job, with only what the scheduler uses (not command, env or script: most of a row's bytes). */
   async pending(): Promise<PendingJobRow[]> {
-    return this.db.selectFrom('jobs').select(PENDING_COLUMNS).where('state', '=', 'pending').execute();
+    // Times as epoch milliseconds, made Dates here: pg's timestamptz parser took about 150 ms
+    // for the 200,000 times of 100,000 pending jobs, new Date(ms) a tenth of that.
+    const rows = await this.db
+      .selectFrom('jobs')
+      .select(PENDING_COLUMNS.filter((c): c is Exclude<typeof c, 'submitted_at' | 'queued_at'> => c !== 'submitted_at' && c !== 'queued_at'))
+      .select([
+        sql<number>`(extract(epoch from date_trunc('milliseconds', submitted_at)) * 1000)::float8`.as('submitted_ms'),
+        sql<number>`(extract(epoch from date_trunc('milliseconds', queued_at)) * 1000)::float8`.as('queued_ms'),
+      ])
+      .where('state', '=', 'pending')
+      .execute();
+    const out: PendingJobRow[] = new Array(rows.length);
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i]!;
+      out[i] = {
+        id: r.id,
+        tenant_id: r.tenant_id,
+        gpus: r.gpus,
+        gpu_type: r.gpu_type,
+        priority: r.priority,
+        submitted_at: new Date(Math.round(r.submitted_ms)),
+        queued_at: new Date(Math.round(r.queued_ms)),
+        time_limit_seconds: r.time_limit_seconds,
+        array_id: r.array_id,
+        array_task_id: r.array_task_id,
+        array_max_running: r.array_max_running,
+      };
+    }
+    return out;
   }
 
   /** Running jobs with their live placement; `onNode`: only jobs with a GPU on that node (whole placement still returned). */

@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DatabaseHandle, openDatabase } from '../database';
 import { migrateToLatest } from '../migrate';
@@ -62,6 +63,15 @@ describe.each([
     expect(r3.started).toEqual([b]);
     expect((await s.jobs.detail(a))!).toMatchObject({ state: 'completed', exit_code: 0, placement: [{ node: 'n1', gpus: [0, 1] }] });
     await s.jobs.transition(b, ['running'], 'cancelled', 'test', at);
+  });
+
+  it('reads pending jobs\' times as every other read does, microseconds dropped (pending() reads them as epoch milliseconds)', async () => {
+    const id = await s.job('micro', 1);
+    await sql`update jobs set submitted_at = '2026-01-01T00:00:00.123999Z', queued_at = '1999-12-31T23:59:59.999999Z' where id = ${id}`.execute(tdb.handle.db);
+    const found = (await s.jobs.find(id))!;
+    expect(found.queued_at).toEqual(new Date('1999-12-31T23:59:59.999Z'));
+    expect((await s.jobs.pending()).find((j) => j.id === id)).toMatchObject({ submitted_at: found.submitted_at, queued_at: found.queued_at });
+    await s.jobs.transition(id, ['pending'], 'cancelled', 'test', t0);
   });
 
   it('records when a job last entered the queue: its submission, then its requeue', async () => {
