@@ -117,7 +117,7 @@ export class JobLifecycle {
     }
     await this.afterEnd(job, done.before, done.to, at);
     // Every node of the run, not only the reporter: the other ranks' exits come after the end and are ignored.
-    for (const n of await this.jobs.lastPlacementNodes(job.id)) await this.nodes.settleDraining(n);
+    for (const n of await this.jobs.lastPlacement(job.id)) await this.nodes.settleDraining(n.id);
     return true;
   }
 
@@ -176,7 +176,7 @@ export class JobLifecycle {
       this.log.warn(`job ${job.id}: no exit reported ${slack}s past its end; ended ${done.to} by the server`);
       this.metrics.recordJobEndedByServer(job.tenantName, job.gpu_type, 'agent_silent_past_end');
       await this.afterEnd(job, done.before, done.to, now);
-      for (const nodeId of await this.jobs.lastPlacementNodes(job.id)) await this.nodes.settleDraining(nodeId);
+      for (const n of await this.jobs.lastPlacement(job.id)) await this.nodes.settleDraining(n.id);
     }
     return ended;
   }

@@ -448,22 +448,6 @@ export class JobsRepository {
     return new Map(rows.map((r) => [r.id, r.tenant_id]));
   }
 
-  /**
-   * A cancel that arrives while a preemption stop is under way turns it into a cancel,
-   * so the job ends cancelled instead of being requeued. False when there was nothing to turn.
-   */
-  async turnStopIntoCancel(id: string): Promise<boolean> {
-    // stop_requested_at stays: the grace period runs from the first stop.
-    const r = await this.db
-      .updateTable('jobs')
-      .set({ stop_requested: 'cancel' })
-      .where('id', '=', id)
-      .where('state', '=', 'running')
-      .where('stop_requested', '=', 'preempt')
-      .executeTakeFirst();
-    return Number(r.numUpdatedRows) > 0;
-  }
-
   /** Newest first, keyset-paginated on (submitted_at, id). */
   async list(f: ListFilter): Promise<JobRecord[]> {
     let q = this.withNames().limit(f.limit);
@@ -710,16 +694,20 @@ export class JobsRepository {
       .execute();
   }
 
-  /** The nodes of a job's latest placement (live or just released). */
-  async lastPlacementNodes(id: string): Promise<string[]> {
+  /**
+   * The nodes of a job's latest placement (its last start's, live or released, also once
+   * requeued), in rank order: by name, as JobView.placement lists them.
+   */
+  async lastPlacement(id: string): Promise<{ id: string; name: string }[]> {
     const rows = await this.db
       .selectFrom('allocations')
-      .select('node_id')
+      .innerJoin('nodes', 'nodes.id', 'allocations.node_id')
+      .select(['nodes.id', 'nodes.name'])
       .distinct()
-      .where('job_id', '=', id)
-      .where('created_at', '=', (eb) => eb.selectFrom('allocations as a').select((a) => a.fn.max('a.created_at').as('m')).where('a.job_id', '=', id))
+      .where('allocations.job_id', '=', id)
+      .where('allocations.created_at', '=', (eb) => eb.selectFrom('allocations as a').select((a) => a.fn.max('a.created_at').as('m')).where('a.job_id', '=', id))
       .execute();
-    return rows.map((r) => r.node_id);
+    return rows.sort((a, b) => compareNodeNames(a.name, b.name));
   }
 
   /**

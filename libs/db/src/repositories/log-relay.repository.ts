@@ -1,5 +1,4 @@
 import { sql } from 'kysely';
-import { compareNodeNames } from './jobs.repository';
 import type { Db } from './tenants.repository';
 
 /** Where one rank's output is and how to reach the gateway holding its node's agent. */
@@ -84,22 +83,6 @@ export class LogRelayRepository {
     const node = await this.db.selectFrom('nodes').select('name').where('id', '=', r.node_id).executeTakeFirst();
     if (!node) return undefined;
     return { jobId: r.job_id, nodeId: r.node_id, nodeName: node.name, rank: r.rank, tail: r.tail, follow: r.follow };
-  }
-
-  /**
-   * The nodes of the job's latest placement (its last start's, also after it ended or was
-   * requeued), in rank order: by name, as JobView.placement lists them.
-   */
-  async rankNodes(jobId: string): Promise<string[]> {
-    const rows = await this.db
-      .selectFrom('allocations')
-      .innerJoin('nodes', 'nodes.id', 'allocations.node_id')
-      .select('nodes.name')
-      .distinct()
-      .where('allocations.job_id', '=', jobId)
-      .where('allocations.created_at', '=', (eb) => eb.selectFrom('allocations').select((e) => e.fn.max('created_at').as('c')).where('job_id', '=', jobId))
-      .execute();
-    return rows.map((r) => r.name).sort(compareNodeNames);
   }
 
   /** Where each node of `nodeNames` keeps its output (for JobView.output). */

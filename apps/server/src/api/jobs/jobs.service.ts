@@ -44,6 +44,17 @@ const ADMIT_CACHE_MS = 1000;
 const AMBIGUOUS_SHOWN = 10;
 
 /**
+ * What a job reference matched (`byIdPrefixes` returns up to AMBIGUOUS_SHOWN + 1 per ref):
+ * its one job, 'none', or, when ambiguous, the text listing the candidates.
+ */
+function pickRef(matches: JobRecord[] = []): JobRecord | 'none' | string {
+  if (!matches.length) return 'none';
+  if (matches.length === 1) return matches[0]!;
+  const shown = matches.slice(0, AMBIGUOUS_SHOWN).map((j) => j.id).join(', ');
+  return `matches ${shown}${matches.length > AMBIGUOUS_SHOWN ? ', …' : ''}; give more characters`;
+}
+
+/**
  * Jobs as users see them. Researchers and tenant admins act within their tenant: they read
  * all of its jobs; a researcher cancels only their own, a tenant admin any of the tenant's.
  * Operators see and cancel everything but submit nothing (they belong to no tenant).
@@ -137,13 +148,10 @@ export class JobsService {
     const found = await this.jobs.byIdPrefixes(refs, { tenantId }, AMBIGUOUS_SHOWN + 1);
     const named = new Map<string, JobRecord>();
     for (const ref of refs) {
-      const m = found.get(ref) ?? [];
-      if (!m.length) throw invalidField('dependency', `${ref}: no such job`);
-      if (m.length > 1) {
-        const shown = m.slice(0, AMBIGUOUS_SHOWN).map((j) => j.id).join(', ');
-        throw invalidField('dependency', `${ref}: ambiguous, matches ${shown}${m.length > AMBIGUOUS_SHOWN ? ', …' : ''}; give more characters`);
-      }
-      named.set(ref, m[0]!);
+      const m = pickRef(found.get(ref));
+      if (m === 'none') throw invalidField('dependency', `${ref}: no such job`);
+      if (typeof m === 'string') throw invalidField('dependency', `${ref}: ambiguous, ${m}`);
+      named.set(ref, m);
     }
     const tasks = await this.dependencies.tasksOf([...named.values()].filter((j) => j.array_id === j.id).map((j) => j.id));
     const out = new Map<string, { dependsOn: string; kind: DependencyKind }>();
@@ -226,13 +234,10 @@ export class JobsService {
       isOperator(caller) ? {} : { tenantId: caller.tenantId! },
     );
     return refs.map((ref) => {
-      const m = found.get(ref.toLowerCase()) ?? [];
-      if (!m.length) throw notFound(named ? `no such job ${ref}` : 'no such job');
-      if (m.length > 1) {
-        const shown = m.slice(0, AMBIGUOUS_SHOWN).map((j) => j.id).join(', ');
-        throw conflict(`ambiguous job id prefix ${ref}: matches ${shown}${m.length > AMBIGUOUS_SHOWN ? ', …' : ''}; give more characters`);
-      }
-      return m[0]!;
+      const m = pickRef(found.get(ref.toLowerCase()));
+      if (m === 'none') throw notFound(named ? `no such job ${ref}` : 'no such job');
+      if (typeof m === 'string') throw conflict(`ambiguous job id prefix ${ref}: ${m}`);
+      return m;
     });
   }
 
@@ -258,12 +263,7 @@ export class JobsService {
       if (q.tenant && q.tenant !== caller.tenantName) throw notFound(`no tenant ${q.tenant}`);
       tenantId = caller.tenantId!;
     }
-    let userId: string | undefined;
-    if (q.user) {
-      const u = await this.identity.findUser(q.user);
-      if (!u || (!isOperator(caller) && u.tenantId !== caller.tenantId)) throw notFound(`no user ${q.user}`);
-      userId = u.id;
-    }
+    const userId = q.user ? await this.userId(caller, q.user) : undefined;
     const arrayId = q.array ? await this.arrayOf(caller, q.array, 'array') : undefined;
     const byTask = arrayId !== undefined;
     const after = q.cursor ? decodeCursor(q.cursor, byTask) : undefined;
@@ -300,10 +300,9 @@ export class JobsService {
     const tenantId = isOperator(caller) ? undefined : caller.tenantId!;
     let userId = caller.role === 'researcher' ? caller.userId : undefined;
     if (c.user) {
-      const u = await this.identity.findUser(c.user);
-      if (!u || (!isOperator(caller) && u.tenantId !== caller.tenantId)) throw notFound(`no user ${c.user}`);
-      if (userId && u.id !== userId) throw forbidden(`researchers cancel only their own jobs, not ${c.user}'s`);
-      userId = u.id;
+      const id = await this.userId(caller, c.user);
+      if (userId && id !== userId) throw forbidden(`researchers cancel only their own jobs, not ${c.user}'s`);
+      userId = id;
     }
     let ids: string[] | undefined;
     if (c.ids) {
@@ -342,6 +341,13 @@ export class JobsService {
     const byId = new Map(jobs.map((j) => [j.id, j]));
     for (const id of cancelled) this.metrics.recordJobTransition(byId.get(id)!.tenantName, byId.get(id)!.gpu_type, 'pending', 'cancelled');
     return { cancelled: cancelled.sort(), stopping: stopping.sort() };
+  }
+
+  /** A user the caller may name in a filter (their tenant's; operators: anyone's); 404 otherwise. */
+  private async userId(caller: Principal, name: string): Promise<string> {
+    const u = await this.identity.findUser(name);
+    if (!u || (!isOperator(caller) && u.tenantId !== caller.tenantId)) throw notFound(`no user ${name}`);
+    return u.id;
   }
 
   private async visible(caller: Principal, id: string): Promise<JobRecord> {

@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import type { ApiError, LogsQuery } from '@nuri/contracts';
-import { LogRelayRepository, Principal } from '@nuri/db';
+import { JobsRepository, LogRelayRepository, Principal } from '@nuri/db';
 import { randomBytes } from 'node:crypto';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
@@ -31,13 +31,14 @@ const unavailable = (message: string) => new ApiException(503, { error: 'unavail
 export class LogsService {
   constructor(
     private readonly jobs: JobsService,
+    private readonly jobRows: JobsRepository,
     private readonly relay: LogRelayRepository,
     private readonly clock: Clock,
   ) {}
 
   async stream(caller: Principal, ref: string, q: LogsQuery, res: Response): Promise<void> {
     const job = await this.jobs.resolve(caller, ref);
-    const nodes = job.attempts > 0 ? await this.relay.rankNodes(job.id) : [];
+    const nodes = job.attempts > 0 ? (await this.jobRows.lastPlacement(job.id)).map((n) => n.name) : [];
     if (!nodes.length) throw conflict('no output yet: the job has not started');
     const node = nodes[q.rank];
     if (node === undefined) throw notFound(`no rank ${q.rank}: the job ran on ${nodes.length} node(s), ranks 0-${nodes.length - 1}`);
