@@ -16,7 +16,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Client } from 'pg';
-import { scratchDatabase } from './support';
+import { ask, scratchDatabase } from './support';
 import { hashToken } from '../apps/server/src/auth/tokens';
 import { migrateToLatest, openDatabase } from '../libs/db/src';
 import { nodeName, tokenFor } from './gateway-shared';
@@ -78,19 +78,6 @@ async function startGateway(dbUrl: string): Promise<{ child: ChildProcess; ready
   return { child, readyMs: Date.now() - t0 };
 }
 
-function ask<T>(gen: ChildProcess, op: string, reply: string, timeoutMs = 180_000): Promise<T> {
-  return new Promise((ok, fail) => {
-    const timer = setTimeout(() => fail(new Error(`load generator: no ${reply} in ${timeoutMs} ms`)), timeoutMs);
-    const on = (m: any) => {
-      if (m.op !== reply) return;
-      gen.off('message', on);
-      clearTimeout(timer);
-      ok(m as T);
-    };
-    gen.on('message', on);
-    gen.send({ op });
-  });
-}
 
 const mib = (b: number) => `${(b / 1048576).toFixed(0)} MiB`;
 
@@ -146,16 +133,16 @@ async function main() {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     await new Promise<void>((ok) => gen!.once('message', () => ok()));
-    const c = await ask<{ connected: number; ms: number }>(gen, 'connect', 'connected');
+    const c = await ask<{ connected: number; ms: number }>(gen, { op: 'connect' }, 'connected', 'load generator');
     console.log(`${c.connected}/${N} agents connected in ${c.ms} ms`);
 
     const cpuBefore = w.now().cpuMs;
-    await ask(gen, 'send', 'sending');
+    await ask(gen, { op: 'send' }, 'sending', 'load generator');
     const tSend = Date.now();
     const lats: { p50: number; p99: number; max: number; n: number }[] = [];
     for (let s = 0; s < SECONDS; s += 10) {
       await sleep(Math.min(10, SECONDS - s) * 1000);
-      const snap = await ask<any>(gen, 'snapshot', 'snapshot');
+      const snap = await ask<any>(gen, { op: 'snapshot' }, 'snapshot', 'load generator');
       lats.push(snap);
       const st = w.now();
       console.log(
@@ -178,7 +165,7 @@ async function main() {
     if (RESTART) {
       console.log(`\nkilling the gateway (SIGKILL) under load, restarting it at once`);
       w.stop();
-      await ask(gen, 'killed', 'noted');
+      await ask(gen, { op: 'killed' }, 'noted', 'load generator');
       gw.kill('SIGKILL');
       await new Promise((r) => gw!.once('exit', r));
       const second = await startGateway(scratch.url);
@@ -187,13 +174,13 @@ async function main() {
       console.log(`gateway back in ${second.readyMs} ms`);
       const tBack = Date.now();
       for (;;) {
-        const s = await ask<{ connected: number }>(gen, 'status', 'status');
+        const s = await ask<{ connected: number }>(gen, { op: 'status' }, 'status', 'load generator');
         if (s.connected >= N || Date.now() - tBack > 120_000) break;
         await sleep(250);
       }
       await sleep(AFTER * 1000);
     }
-    const d = await ask<any>(gen, 'drain', 'drained', 60_000);
+    const d = await ask<any>(gen, { op: 'drain' }, 'drained', 'load generator', 60_000);
     welcomes = d.welcomes;
     attempts = d.attempts;
     // Server side: every job event's seq is recorded for its stream (applied exactly once).

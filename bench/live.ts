@@ -29,7 +29,7 @@ import { hashToken } from '../apps/server/src/auth/tokens';
 import { DEMO_TENANTS } from '../apps/server/src/demo/demo-center';
 import { migrateToLatest, openDatabase } from '../libs/db/src';
 import { nodeName, tokenFor } from './gateway-shared';
-import { percentile, scratchDatabase } from './support';
+import { ask, percentile, scratchDatabase } from './support';
 
 const NODES = Number(process.env.BENCH_NODES ?? 4000);
 const PENDING = Number(process.env.BENCH_PENDING ?? 100_000);
@@ -190,24 +190,11 @@ class PassSampler {
 
 // ---- agents -------------------------------------------------------------------------------
 
-function ask<T>(gen: ChildProcess, msg: object, reply: string, timeoutMs = 180_000): Promise<T> {
-  return new Promise((ok, fail) => {
-    const timer = setTimeout(() => fail(new Error(`agents: no ${reply} in ${timeoutMs} ms`)), timeoutMs);
-    const on = (m: any) => {
-      if (m.op !== reply) return;
-      gen.off('message', on);
-      clearTimeout(timer);
-      ok(m as T);
-    };
-    gen.on('message', on);
-    gen.send(msg);
-  });
-}
 
 async function agentsBack(gen: ChildProcess, boundMs: number): Promise<{ connected: number; ms: number }> {
   const t = Date.now();
   for (;;) {
-    const s = await ask<{ connected: number }>(gen, { op: 'status' }, 'status');
+    const s = await ask<{ connected: number }>(gen, { op: 'status' }, 'status', 'agents');
     if (s.connected >= NODES || Date.now() - t > boundMs) return { connected: s.connected, ms: Date.now() - t };
     await sleep(250);
   }
@@ -405,7 +392,7 @@ async function runMode(mode: string): Promise<ModeResult> {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     await new Promise<void>((ok) => gen!.once('message', () => ok()));
-    const c = await ask<{ connected: number; ms: number }>(gen, { op: 'connect' }, 'connected');
+    const c = await ask<{ connected: number; ms: number }>(gen, { op: 'connect' }, 'connected', 'agents');
     console.log(`[${mode}] ready in ${ready} ms; ${c.connected}/${NODES} agents connected in ${c.ms} ms`);
     await sleep(2000);
     const idle = await throughput(apiPort, tokens.load, 'idle');

@@ -1,3 +1,4 @@
+import type { ChildProcess } from 'node:child_process';
 import { Client } from 'pg';
 import { testServerUrl } from '../libs/db/src/testing';
 
@@ -23,4 +24,22 @@ export async function scratchDatabase(name: string): Promise<{ url: string; drop
       await admin.end();
     },
   };
+}
+
+/**
+ * Sends `msg` to a forked helper process (a load generator) and waits for its message whose
+ * `op` is `reply`; fails naming `who` after `timeoutMs`.
+ */
+export function ask<T>(gen: ChildProcess, msg: object, reply: string, who: string, timeoutMs = 180_000): Promise<T> {
+  return new Promise((ok, fail) => {
+    const timer = setTimeout(() => fail(new Error(`${who}: no ${reply} in ${timeoutMs} ms`)), timeoutMs);
+    const on = (m: any) => {
+      if (m.op !== reply) return;
+      gen.off('message', on);
+      clearTimeout(timer);
+      ok(m as T);
+    };
+    gen.on('message', on);
+    gen.send(msg);
+  });
 }
