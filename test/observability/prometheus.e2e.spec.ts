@@ -1,7 +1,7 @@
 /**
  * The observability stack verified for real: the demo center (API, scheduler, gateway,
  * simulated agents over WebSocket, real PostgreSQL) scraped by a real Prometheus on
- * loopback, loading the repository's own prometheus.yml (relabelling included) and alert
+ * loopback, loading the repository's own prometheus.yml and alert
  * rules. Every panel query of every generated dashboard must come back with data; the
  * rules must load and evaluate cleanly; a critical XID injected on a simulated GPU must
  * fire NuriGpuCriticalXid; a live scrape must pass `promtool check metrics`.
@@ -234,16 +234,16 @@ describe('Prometheus end to end: the demo scraped, every dashboard panel answere
     // /metrics is closed without the token (Prometheus scrapes with it, from credentials_file).
     expect((await fetch(`${server.url}/metrics`)).status).toBe(401);
     expect((await fetch(`${server.url}/metrics`, { headers: { authorization: `Bearer ${server.demo!.operatorToken}` } })).status).toBe(401);
-    await until('up{scrape_job="nuri"} == 1', 30_000, async () => {
-      const up = await scalar('up{scrape_job="nuri"}');
+    await until('up{job="nuri"} == 1', 30_000, async () => {
+      const up = await scalar('up{job="nuri"}');
       if (up !== 1) throw new Error(`up is ${up}`);
       return true;
     });
-    // Per-GPU series carry Nuri's job label; the scrape job's own label is moved to scrape_job.
-    expect((await query('count(nuri_gpu_healthy{job="nuri"})')).data.result).toEqual([]);
+    // Per-GPU series name their job job_id; Prometheus' `job` is the scrape job's on every series, none renamed.
+    expect(await scalar('count(nuri_gpu_healthy)')).toBe(await scalar('count(nuri_gpu_healthy{job="nuri"})'));
     expect((await query('count({exported_job!=""})')).data.result).toEqual([]);
     await until(`the naver job's 8 GPUs labelled with it`, 30_000, async () => {
-      const n = await scalar(`count(nuri_gpu_healthy{job="${naverJob}",tenant="naver"})`);
+      const n = await scalar(`count(nuri_gpu_healthy{job_id="${naverJob}",tenant="naver"})`);
       if (n !== 8) throw new Error(`count is ${n}`);
       return true;
     });
@@ -290,6 +290,32 @@ describe('Prometheus end to end: the demo scraped, every dashboard panel answere
     expect((await query('count(nuri_http_request_duration_seconds_count{route=~".*[0-9a-f]{8}-[0-9a-f]{4}.*"})')).data.result).toEqual([]);
   }, 60_000);
 
+  it('sends /metrics gzip-compressed when asked, as Prometheus asks, and plain otherwise', async () => {
+    const { request } = await import('node:http');
+    const { gunzipSync } = await import('node:zlib');
+    const get = (headers: Record<string, string>) =>
+      new Promise<{ encoding?: string; body: Buffer }>((ok, fail) => {
+        request(`${server.url}/metrics`, { headers: { ...metricsAuth, ...headers } }, (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => ok({ encoding: res.headers['content-encoding'], body: Buffer.concat(chunks) }));
+          res.on('error', fail);
+        })
+          .on('error', fail)
+          .end();
+      });
+    const gz = await get({ 'accept-encoding': 'gzip' });
+    expect(gz.encoding).toBe('gzip');
+    const text = gunzipSync(gz.body).toString('utf8');
+    expect(text).toMatch(/^nuri_gpu_healthy\{/m);
+    expect(gz.body.length).toBeLessThan(Buffer.byteLength(text) / 4);
+    const plain = await get({});
+    expect(plain.encoding).toBeUndefined();
+    expect(plain.body.toString('utf8')).toMatch(/^nuri_gpu_healthy\{/m);
+    // Prometheus' scrape asked for gzip too: its own health for the target says the scrape worked.
+    expect(await scalar('up{job="nuri"}')).toBe(1);
+  }, 30_000);
+
   it('passes promtool check metrics on a live scrape', async () => {
     const text = await (await fetch(`${server.url}/metrics`, { headers: metricsAuth })).text();
     expect(text).toMatch(/^nuri_gpu_xid_errors_total\{/m);
@@ -331,6 +357,7 @@ describe('Prometheus end to end: the demo scraped, every dashboard panel answere
           return v;
         });
       for (const v of (json.templating as { list: Array<Record<string, any>> }).list) {
+        if (v.type === 'datasource') continue; // the Prometheus this test queries
         if (v.type === 'textbox') {
           values.set(v.name, String(v.query));
           continue;

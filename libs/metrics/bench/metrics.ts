@@ -2,12 +2,15 @@
  * Scrape benchmark: 4,000 nodes × 8 GPUs (32,000 GPUs) with tenants and jobs, every
  * control-plane metric populated, then full scrapes (render the whole exposition).
  * Targets: a scrape in ≤ 1 s, ≤ 200 MB added memory (state + one scrape).
+ * Then the same exposition gzipped as GET /metrics sends it to Prometheus (level 1, the
+ * server's), and at zlib's default level 6 for comparison: size on the wire and time.
  *
  *   npm run bench:metrics            (builds, then runs with --expose-gc)
  *   NODES=1000 DCGM=1 npm run bench:metrics
  */
 import { populateDemoControlPlane, populateDemoFleet } from '../src/demo';
 import { createMetrics } from '../src/nuri-metrics';
+import { gzipExposition } from '../src/registry';
 
 const NODES = Number(process.env.NODES ?? 4000);
 const GPUS = Number(process.env.GPUS_PER_NODE ?? 8);
@@ -48,6 +51,7 @@ async function main(): Promise<void> {
   let peakBytes = 0;
   let size = 0;
   let lines = 0;
+  let last: Buffer = Buffer.alloc(0);
   for (let i = 0; i < RUNS; i++) {
     heap();
     const mu = process.memoryUsage();
@@ -58,6 +62,7 @@ async function main(): Promise<void> {
     const ma = process.memoryUsage();
     peakBytes = Math.max(peakBytes, ma.heapUsed + ma.arrayBuffers - before);
     size = text.length;
+    last = text;
     if (i === 0) for (let j = text.indexOf(10); j >= 0; j = text.indexOf(10, j + 1)) lines++;
   }
   times.sort((a, b) => a - b);
@@ -71,6 +76,20 @@ async function main(): Promise<void> {
   console.log(`scrape: median ${median.toFixed(3)} s, worst ${worst.toFixed(3)} s over ${RUNS} runs (target <= ${TARGET_SCRAPE_S} s)`);
   console.log(`exposition: ${mb(size).toFixed(1)} MB, ${lines} lines`);
   console.log(`memory: state ${mb(stateBytes).toFixed(1)} MB + scrape peak ${mb(peakBytes).toFixed(1)} MB = ${addedMb.toFixed(1)} MB (target <= ${TARGET_MB} MB)`);
+  for (const level of [1, 6]) {
+    const gz: number[] = [];
+    let zipped = 0;
+    for (let i = 0; i < Math.min(RUNS, 3); i++) {
+      const z0 = process.hrtime.bigint();
+      zipped = (await gzipExposition(last, level)).length;
+      gz.push(Number(process.hrtime.bigint() - z0) / 1e9);
+    }
+    gz.sort((a, b) => a - b);
+    const gzMedian = gz[Math.floor(gz.length / 2)]!;
+    console.log(
+      `gzip level ${level}${level === 1 ? ' (served)' : ''}: ${mb(zipped).toFixed(2)} MB (${(size / zipped).toFixed(1)}x smaller), compress ${gzMedian.toFixed(3)} s; scrape + gzip ${(median + gzMedian).toFixed(3)} s`,
+    );
+  }
   const ok = worst <= TARGET_SCRAPE_S && addedMb <= TARGET_MB;
   console.log(ok ? 'PASS' : 'FAIL');
   if (process.env.BENCH_STRICT === '1' && !ok) process.exitCode = 1;

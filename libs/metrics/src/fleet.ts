@@ -201,7 +201,7 @@ export class FleetState {
       ['model', g.model],
       ['gpu_type', gpuType],
       ['tenant', g.tenant],
-      ['job', g.job],
+      ['job_id', g.job],
     ]);
     g.labelBytes = Buffer.byteLength(g.labels);
     if (!this.opts.dcgmCompat) return;
@@ -211,6 +211,8 @@ export class FleetState {
       ['device', `nvidia${g.index}`],
       ['modelName', g.model],
       ['Hostname', g.node.name],
+      ['tenant', g.tenant],
+      ['hpc_job', g.job],
     ]);
     g.dcgmLabelBytes = Buffer.byteLength(g.dcgmLabels);
   }

@@ -6,4 +6,4 @@ export { FleetState, gpuTypeFromModel, normalizeThrottleReason, type GpuIdentity
 export { escapeLabelValue, formatValue } from './exposition';
 export * from './parse';
 export { DASHBOARD_SPECS, generateDashboards, dashboardFileText } from './dashboards/dashboards';
-export { DATASOURCE_UID, buildDashboard, dashboardExpressions } from './dashboards/grafana';
+export { DATASOURCE_INPUT, DATASOURCE_UID, DATASOURCE_VARIABLE, buildDashboard, dashboardExpressions } from './dashboards/grafana';

@@ -39,10 +39,13 @@ describe('catalog', () => {
       if (m.type === 'histogram') expect(m.buckets?.length).toBeGreaterThan(3);
     }
   });
-  it('every GPU family carries node, gpu, uuid, model, gpu_type, tenant and job', () => {
+  it('every GPU family carries node, gpu, uuid, model, gpu_type, tenant and job_id', () => {
     for (const m of all.filter((d) => d.block === 'fleet' && d.name.startsWith('nuri_gpu_'))) {
-      expect(m.labels.slice(0, 7)).toEqual(['node', 'gpu', 'uuid', 'model', 'gpu_type', 'tenant', 'job']);
+      expect(m.labels.slice(0, 7)).toEqual(['node', 'gpu', 'uuid', 'model', 'gpu_type', 'tenant', 'job_id']);
     }
+  });
+  it('no family uses a label Prometheus sets on every target (job, instance)', () => {
+    for (const m of all) for (const l of m.labels) expect(['job', 'instance'], `${m.name}: ${l}`).not.toContain(l);
   });
 });
 
@@ -86,7 +89,7 @@ describe('GPU series', () => {
     const [s] = findSamples(await scrape(m), 'nuri_gpu_utilization_ratio');
     expect(s).toEqual({
       name: 'nuri_gpu_utilization_ratio',
-      labels: { node: 'n1', gpu: '0', uuid: 'GPU-aaaa-0', model: 'NVIDIA H100 80GB HBM3', gpu_type: 'h100', tenant: '', job: '' },
+      labels: { node: 'n1', gpu: '0', uuid: 'GPU-aaaa-0', model: 'NVIDIA H100 80GB HBM3', gpu_type: 'h100', tenant: '', job_id: '' },
       value: 0.5,
     });
   });
@@ -101,20 +104,20 @@ describe('GPU series', () => {
     ]);
     m.recordXid('n1', 0, 13);
     let p = await scrape(m);
-    expect(findSamples(p, 'nuri_gpu_utilization_ratio', { job: 'job-a', tenant: 'naver' })).toHaveLength(2);
-    expect(findSamples(p, 'nuri_gpu_xid_errors_total', { job: 'job-a', xid: '13' })).toHaveLength(1);
+    expect(findSamples(p, 'nuri_gpu_utilization_ratio', { job_id: 'job-a', tenant: 'naver' })).toHaveLength(2);
+    expect(findSamples(p, 'nuri_gpu_xid_errors_total', { job_id: 'job-a', xid: '13' })).toHaveLength(1);
 
     m.assignJobGpus('job-b', 'kakao', [{ node: 'n1', gpuIndices: [0] }]);
     p = await scrape(m);
-    expect(findSamples(p, 'nuri_gpu_utilization_ratio', { gpu: '0', job: 'job-a' })).toHaveLength(0);
-    expect(findSamples(p, 'nuri_gpu_utilization_ratio', { gpu: '0', job: 'job-b', tenant: 'kakao' })).toHaveLength(1);
+    expect(findSamples(p, 'nuri_gpu_utilization_ratio', { gpu: '0', job_id: 'job-a' })).toHaveLength(0);
+    expect(findSamples(p, 'nuri_gpu_utilization_ratio', { gpu: '0', job_id: 'job-b', tenant: 'kakao' })).toHaveLength(1);
     expect(findSamples(p, 'nuri_gpu_xid_errors_total')).toHaveLength(0); // counted per label set
 
     m.removeJobSeries('job-a');
     p = await scrape(m);
-    expect(findSamples(p, 'nuri_gpu_utilization_ratio', { job: 'job-a' })).toHaveLength(0);
-    expect(findSamples(p, 'nuri_gpu_utilization_ratio', { gpu: '1', job: '', tenant: '' })).toHaveLength(1);
-    expect(p.samples.filter((s) => s.labels.job === 'job-a')).toHaveLength(0);
+    expect(findSamples(p, 'nuri_gpu_utilization_ratio', { job_id: 'job-a' })).toHaveLength(0);
+    expect(findSamples(p, 'nuri_gpu_utilization_ratio', { gpu: '1', job_id: '', tenant: '' })).toHaveLength(1);
+    expect(p.samples.filter((s) => s.labels.job_id === 'job-a')).toHaveLength(0);
   });
 
   it('setGpuSample with full labels relabels when the job differs', async () => {
@@ -125,8 +128,8 @@ describe('GPU series', () => {
     const p = await scrape(m);
     const util = findSamples(p, 'nuri_gpu_utilization_ratio');
     expect(util).toHaveLength(1);
-    expect(util[0]!.labels).toMatchObject({ job: 'j2', gpu_type: 'h800', gpu: '3' });
-    expect(findSamples(p, 'nuri_gpu_temperature_celsius', { job: 'j2' })[0]!.value).toBe(60);
+    expect(util[0]!.labels).toMatchObject({ job_id: 'j2', gpu_type: 'h800', gpu: '3' });
+    expect(findSamples(p, 'nuri_gpu_temperature_celsius', { job_id: 'j2' })[0]!.value).toBe(60);
   });
 
   it('removeNodeGpuSeries keeps the node series; removeNodeSeries removes everything', async () => {
@@ -258,6 +261,8 @@ describe('DCGM compatibility', () => {
       device: 'nvidia0',
       modelName: 'NVIDIA H100 80GB HBM3',
       Hostname: 'host-1',
+      tenant: '',
+      hpc_job: '',
     });
     expect(v('DCGM_FI_DEV_GPU_UTIL')).toBe(29);
     expect(v('DCGM_FI_DEV_FB_USED')).toBe(2048);
@@ -288,7 +293,8 @@ describe('scheduler, tenants, gateway, API', () => {
     let p = await scrape(m);
     expect(findSamples(p, 'nuri_tenant_guarantee_shortfall_gpus', { tenant: 'a' })[0]!.value).toBe(8);
     expect(findSamples(p, 'nuri_tenant_guarantee_shortfall_gpus', { tenant: 'b' })[0]!.value).toBe(0);
-    expect(findSamples(p, 'nuri_scheduler_oldest_pending_age_seconds').map((s) => s.labels.tenant)).toEqual(['a']);
+    // b has nothing pending: its oldest pending age is 0, not absent.
+    expect(Object.fromEntries(findSamples(p, 'nuri_scheduler_oldest_pending_age_seconds').map((s) => [s.labels.tenant, s.value]))).toEqual({ a: 600, b: 0 });
     m.setTenants([{ tenant: 'b', gpuType: 'h100', guaranteed: 16, limit: 32, allocated: 20, pendingGpus: 0 }]);
     p = await scrape(m);
     expect(findSamples(p, 'nuri_tenant_quota_guaranteed_gpus').map((s) => s.labels.tenant)).toEqual(['b']);
@@ -351,5 +357,74 @@ describe('scheduler, tenants, gateway, API', () => {
     expect(await idle()).toEqual({ naver: 2, kakao: 1 });
     m.assignJobGpus('j3', 'kakao', [{ node: 'n1', gpuIndices: [2] }]); // a new job starts the clock over
     expect(await idle()).toEqual({ naver: 2, kakao: 0 });
+  });
+});
+
+describe('Prometheus and dcgm-exporter conventions', () => {
+  it('DCGM-compatible series carry the holder: tenant and hpc_job (dcgm-exporter\'s job label), and change with it', async () => {
+    const m = createMetrics({ now: clock().now, dcgmCompat: true });
+    node(m, 'host-1', 2);
+    m.assignJobGpus('j-77', 'naver', [{ node: 'host-1', gpuIndices: [1] }]);
+    m.applyGpuSamples('host-1', T0, [0, 1].map((index) => ({ index, uuid: `GPU-aaaa-${index}`, utilization: 0.5 })));
+    let p = await scrape(m);
+    expect(findSamples(p, 'DCGM_FI_DEV_GPU_UTIL', { gpu: '1' })[0]!.labels).toMatchObject({ tenant: 'naver', hpc_job: 'j-77' });
+    expect(findSamples(p, 'DCGM_FI_DEV_GPU_UTIL', { gpu: '0' })[0]!.labels).toMatchObject({ tenant: '', hpc_job: '' });
+    expect(findSamples(p, 'nuri_gpu_utilization_ratio', { gpu: '1' })[0]!.labels).toMatchObject({ tenant: 'naver', job_id: 'j-77' });
+    expect(p.samples.filter((s) => 'job' in s.labels)).toEqual([]);
+    m.removeJobSeries('j-77');
+    p = await scrape(m);
+    expect(findSamples(p, 'DCGM_FI_DEV_GPU_UTIL', { hpc_job: 'j-77' })).toEqual([]);
+  });
+
+  it('gauges and counters with known tenants, states and types are exported at 0 before anything happened', async () => {
+    const m = createMetrics({ now: () => T0 });
+    // Before any scheduler pass: the gateway's message counters are there at 0.
+    let p = await scrape(m);
+    expect(findSamples(p, 'nuri_gateway_messages_total')).toHaveLength(6 * 3);
+    expect(findSamples(p, 'nuri_gateway_messages_total').every((s) => s.value === 0)).toBe(true);
+    // A pass over an idle center (nothing pending, nothing running, nothing used yet).
+    m.setLeader(true);
+    m.setSchedulerSnapshot({
+      tenants: [
+        { tenant: 'naver', gpuType: 'h100', guaranteed: 8, limit: 16, allocated: 0, pendingGpus: 0 },
+        { tenant: 'kakao', gpuType: 'h800', guaranteed: 8, limit: 16, allocated: 0, pendingGpus: 0 },
+      ],
+      jobs: [],
+      gpus: [{ gpuType: 'h100', state: 'free', count: 16 }],
+    });
+    p = await scrape(m);
+    const zero = (name: string, labels: Record<string, string>) => {
+      const found = findSamples(p, name, labels);
+      expect(found.length, `${name} ${JSON.stringify(labels)}`).toBeGreaterThan(0);
+      for (const s of found) expect(s.value, `${name} ${JSON.stringify(s.labels)}`).toBe(0);
+    };
+    for (const tenant of ['naver', 'kakao']) {
+      for (const state of ['pending', 'running']) for (const gpuType of ['h100', 'h800', 'any']) zero('nuri_scheduler_jobs', { tenant, state, gpu_type: gpuType });
+      zero('nuri_tenant_gpu_seconds_total', { tenant, gpu_type: 'h100' });
+      zero('nuri_tenant_gpu_seconds_total', { tenant, gpu_type: 'h800' });
+      zero('nuri_tenant_idle_allocated_gpus', { tenant });
+      zero('nuri_scheduler_job_transitions_total', { tenant, from: 'none', to: 'pending', gpu_type: 'any' });
+      zero('nuri_scheduler_job_transitions_total', { tenant, from: 'running', to: 'completed', gpu_type: 'h100' });
+      zero('nuri_scheduler_preemptions_total', { tenant, reason: 'guarantee_reclaim' });
+      zero('nuri_scheduler_jobs_ended_by_server_total', { tenant, reason: 'node_down' });
+    }
+    zero('nuri_scheduler_oldest_pending_age_seconds', { tenant: 'naver', gpu_type: 'h100' });
+    zero('nuri_scheduler_gpus', { gpu_type: 'h100', state: 'allocated' });
+    expect(findSamples(p, 'nuri_scheduler_gpus', { gpu_type: 'h100', state: 'free' })[0]!.value).toBe(16);
+
+    // Real values replace the zeros; a counter started at 0 keeps counting from there.
+    m.addUsage('naver', 'h100', 60);
+    m.setSchedulerSnapshot({
+      tenants: [{ tenant: 'naver', gpuType: 'h100', guaranteed: 8, limit: 16, allocated: 2, pendingGpus: 4, oldestPendingSeconds: 90 }],
+      jobs: [{ state: 'pending', tenant: 'naver', gpuType: 'h100', count: 3 }],
+    });
+    p = await scrape(m);
+    expect(findSamples(p, 'nuri_scheduler_jobs', { tenant: 'naver', state: 'pending', gpu_type: 'h100' })[0]!.value).toBe(3);
+    expect(findSamples(p, 'nuri_scheduler_jobs', { tenant: 'naver', state: 'running', gpu_type: 'h100' })[0]!.value).toBe(0);
+    expect(findSamples(p, 'nuri_scheduler_oldest_pending_age_seconds', { tenant: 'naver' })[0]!.value).toBe(90);
+    expect(findSamples(p, 'nuri_tenant_gpu_seconds_total', { tenant: 'naver', gpu_type: 'h100' })[0]!.value).toBe(60);
+    // A tenant the pass no longer names drops out of the gauges (its counters stay, as counters do).
+    expect(findSamples(p, 'nuri_scheduler_jobs', { tenant: 'kakao' })).toEqual([]);
+    expect(findSamples(p, 'nuri_tenant_gpu_seconds_total', { tenant: 'kakao' })).toHaveLength(2);
   });
 });

@@ -95,10 +95,16 @@ export interface MetricDef {
   readonly buckets?: readonly number[];
 }
 
-/** Labels of every per-GPU series, in this order. tenant and job are '' when the GPU is idle. */
-export const GPU_LABELS = ['node', 'gpu', 'uuid', 'model', 'gpu_type', 'tenant', 'job'] as const;
-/** dcgm-exporter's labels (camel case is theirs; `promtool check metrics` flags `modelName`). */
-export const DCGM_LABELS = ['gpu', 'UUID', 'device', 'modelName', 'Hostname'] as const;
+/**
+ * Labels of every per-GPU series, in this order. tenant and job_id are '' when the GPU is idle.
+ * `job_id`, not `job`: Prometheus sets `job` to the scrape job on every target.
+ */
+export const GPU_LABELS = ['node', 'gpu', 'uuid', 'model', 'gpu_type', 'tenant', 'job_id'] as const;
+/**
+ * dcgm-exporter's labels (camel case is theirs; `promtool check metrics` flags `modelName`),
+ * plus the holder: `hpc_job` is the label dcgm-exporter gives the job id, and `tenant` ours.
+ */
+export const DCGM_LABELS = ['gpu', 'UUID', 'device', 'modelName', 'Hostname', 'tenant', 'hpc_job'] as const;
 
 const def = <const T extends MetricDef>(d: T): T => d;
 

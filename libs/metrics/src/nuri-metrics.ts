@@ -11,17 +11,18 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram } from 'prom-client';
 import { FleetState, gpuTypeFromModel, type GpuIdentity, type GpuSampleValues } from './fleet';
 import { DEFAULT_IDLE_CONFIG, guaranteeShortfall, type IdleConfig } from './idle';
 import {
+  AgentMessageResultLabel,
+  AgentMessageTypeLabel,
+  GpuCapacityStateLabel,
+  GpuTypeLabel,
+  JobGpuTypeLabel,
+  LIVE_JOB_STATES,
   METRICS,
-  type AgentMessageResultLabel,
-  type AgentMessageTypeLabel,
-  type GpuCapacityStateLabel,
-  type GpuTypeLabel,
-  type JobGpuTypeLabel,
+  PreemptionReasonLabel,
+  ServerEndReasonLabel,
   type JobStateLabel,
   type MetricDef,
   type NodeStateLabel,
-  type PreemptionReasonLabel,
-  type ServerEndReasonLabel,
 } from './metrics';
 import { createRegistry, type NuriRegistry } from './registry';
 
@@ -90,6 +91,22 @@ const PROCESS_METRICS_PROMTOOL_REJECTS = ['nodejs_active_handles_total', 'nodejs
 
 type Labels<D extends MetricDef> = D['labels'][number];
 
+/**
+ * Job transitions that happen (a submission is from `none`), exported at 0 for every tenant so
+ * rate() panels show 0, not "No data", before the first one.
+ */
+const JOB_TRANSITIONS: ReadonlyArray<readonly [string, JobStateLabel]> = [
+  ['none', 'pending'],
+  ['pending', 'running'],
+  ['pending', 'cancelled'],
+  ['running', 'pending'],
+  ['running', 'completed'],
+  ['running', 'failed'],
+  ['running', 'cancelled'],
+  ['running', 'timeout'],
+  ['running', 'node_failed'],
+];
+
 export class NuriMetrics {
   readonly registry: NuriRegistry;
   readonly fleet: FleetState;
@@ -117,6 +134,10 @@ export class NuriMetrics {
   private readonly messages: Counter<Labels<typeof METRICS.gatewayMessages>>;
   private readonly ingestLag: Histogram;
   private readonly http: Histogram<Labels<typeof METRICS.httpRequestDuration>>;
+  /** Tenants of the leader's last snapshot: their series are exported at 0 when they have no value. */
+  private tenantNames: readonly string[] = [];
+  /** Tenants whose counters were already started at 0 (a counter is never reset). */
+  private readonly countedTenants = new Set<string>();
 
   constructor(options: NuriMetricsOptions = {}) {
     this.registry = options.registry ?? createRegistry();
@@ -161,11 +182,13 @@ export class NuriMetrics {
     this.usage = counter(METRICS.tenantUsage);
     gauge(METRICS.tenantIdleAllocated, (g) => {
       g.reset();
+      for (const tenant of this.tenantNames) g.set({ tenant }, 0);
       for (const [tenant, count] of this.fleet.idleAllocatedByTenant()) g.set({ tenant }, count);
     });
     this.connections = gauge(METRICS.gatewayConnections);
     this.connections.set(0);
     this.messages = counter(METRICS.gatewayMessages);
+    for (const type of AgentMessageTypeLabel.options) for (const result of AgentMessageResultLabel.options) this.messages.inc({ type, result }, 0);
     this.ingestLag = histogram(METRICS.gatewayIngestLag);
     this.http = histogram(METRICS.httpRequestDuration);
 
@@ -354,19 +377,26 @@ export class NuriMetrics {
     this.estimateScale.set(scale);
   }
 
+  /** Every live state, requested type and known tenant is exported, at 0 when no job is in it. */
   setJobCounts(rows: readonly JobCountRow[]): void {
     this.jobs.reset();
+    for (const tenant of this.tenantNames)
+      for (const state of LIVE_JOB_STATES) for (const gpuType of JobGpuTypeLabel.options) this.jobs.set({ state, tenant, gpu_type: gpuType }, 0);
     for (const r of rows) this.jobs.set({ state: r.state, tenant: r.tenant, gpu_type: r.gpuType }, r.count);
   }
 
   setGpuCounts(rows: readonly GpuCountRow[]): void {
     this.gpus.reset();
+    const types = new Set(rows.map((r) => r.gpuType));
+    for (const gpuType of types) for (const state of GpuCapacityStateLabel.options) this.gpus.set({ gpu_type: gpuType, state }, 0);
     for (const r of rows) this.gpus.set({ gpu_type: r.gpuType, state: r.state }, r.count);
   }
 
   /** Quotas, allocation, queue and guarantee shortfall per tenant and GPU type. */
   setTenants(rows: readonly TenantRow[]): void {
     for (const g of [this.quotaGuaranteed, this.quotaLimit, this.allocated, this.shortfall, this.pendingGpus, this.oldestPending]) g.reset();
+    this.tenantNames = [...new Set(rows.map((r) => r.tenant))];
+    for (const tenant of this.tenantNames) this.startTenantCounters(tenant);
     for (const r of rows) {
       const l = { tenant: r.tenant, gpu_type: r.gpuType };
       this.quotaGuaranteed.set(l, r.guaranteed);
@@ -374,15 +404,31 @@ export class NuriMetrics {
       this.allocated.set(l, r.allocated);
       this.pendingGpus.set(l, r.pendingGpus);
       this.shortfall.set(l, guaranteeShortfall(r.guaranteed, r.allocated, r.pendingGpus));
-      if (r.oldestPendingSeconds !== undefined) this.oldestPending.set(l, r.oldestPendingSeconds);
+      // 0 when nothing is pending: a panel shows 0, an age alert stays quiet.
+      this.oldestPending.set(l, r.oldestPendingSeconds ?? 0);
+    }
+  }
+
+  /** The tenant's counters at 0 for every known label value, once (the first pass that names it). */
+  private startTenantCounters(tenant: string): void {
+    if (this.countedTenants.has(tenant)) return;
+    this.countedTenants.add(tenant);
+    for (const gpuType of GpuTypeLabel.options) {
+      this.usage.inc({ tenant, gpu_type: gpuType }, 0);
+      for (const reason of PreemptionReasonLabel.options) this.preemptions.inc({ tenant, gpu_type: gpuType, reason }, 0);
+    }
+    for (const gpuType of JobGpuTypeLabel.options) {
+      for (const [from, to] of JOB_TRANSITIONS) this.jobTransitions.inc({ tenant, gpu_type: gpuType, from, to }, 0);
+      for (const reason of ServerEndReasonLabel.options) this.endedByServer.inc({ tenant, gpu_type: gpuType, reason }, 0);
     }
   }
 
   /** After each pass, by the leader: replaces the jobs, GPU and tenant gauges. */
   setSchedulerSnapshot(s: SchedulerSnapshotMetrics): void {
+    // Tenants first: they name the job series exported at 0.
+    if (s.tenants) this.setTenants(s.tenants);
     if (s.jobs) this.setJobCounts(s.jobs);
     if (s.gpus) this.setGpuCounts(s.gpus);
-    if (s.tenants) this.setTenants(s.tenants);
   }
 
   /** GPU time used since the last call (allocated GPUs × elapsed seconds). */

@@ -1,4 +1,6 @@
 import { Registry } from 'prom-client';
+import { promisify } from 'node:util';
+import { constants, gzip } from 'node:zlib';
 import { ExpositionWriter } from './exposition';
 
 /** Writes one or more complete metric families (HELP, TYPE, samples) in Prometheus text. */
@@ -36,4 +38,16 @@ export class NuriRegistry extends Registry {
 /** A fresh, empty registry: one per server process, one per test. */
 export function createRegistry(): NuriRegistry {
   return new NuriRegistry();
+}
+
+const gzipAsync = promisify(gzip);
+
+/**
+ * The exposition gzip-compressed, as GET /metrics sends it when the scraper accepts gzip
+ * (Prometheus always does). Level 1: exposition text is repetitive enough that the fastest
+ * level already shrinks it ~11x (bench:metrics: 78.9 → 6.8 MB at 32,000 GPUs in 0.2 s; level 6: 5.7 MB in 1.3 s).
+ * zlib runs on the libuv thread pool, so the event loop is not held while it compresses.
+ */
+export function gzipExposition(body: Buffer, level = 1): Promise<Buffer> {
+  return gzipAsync(body, { level, strategy: constants.Z_DEFAULT_STRATEGY });
 }

@@ -1,6 +1,6 @@
 import { Controller, Get, Inject, Req, Res } from '@nestjs/common';
 import type { ServerConfig } from '@nuri/config';
-import { NuriMetrics } from '@nuri/metrics';
+import { gzipExposition, NuriMetrics } from '@nuri/metrics';
 import type { Request, Response } from 'express';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { CONFIG } from '../core/core.module';
@@ -40,6 +40,13 @@ export class MetricsController {
         .json({ error: 'unauthorized', message: 'GET /metrics needs Authorization: Bearer <NURI_METRICS_TOKEN>' });
       return;
     }
-    res.type(this.metrics.contentType).send(await this.metrics.metricsBuffer());
+    const body = await this.metrics.metricsBuffer();
+    res.type(this.metrics.contentType).vary('Accept-Encoding');
+    // Prometheus asks for gzip: at 32,000 GPUs that is a few MB on the wire instead of ~80 MB.
+    if (req.acceptsEncodings('gzip', 'identity') === 'gzip') {
+      res.set('Content-Encoding', 'gzip').send(await gzipExposition(body));
+      return;
+    }
+    res.send(body);
   }
 }

@@ -17,7 +17,7 @@ const jobVar: VariableSpec = {
   kind: 'query',
   name: 'job',
   label: 'Job',
-  query: labelValues(M.gpuHealthy, 'job', 'job!="",tenant=~"$tenant"'),
+  query: labelValues(M.gpuHealthy, 'job_id', 'job_id!="",tenant=~"$tenant"'),
   multi: false,
   includeAll: false,
 };
@@ -55,7 +55,7 @@ export const CENTER: DashboardSpec = {
           max: 1,
           queries: [
             { expr: `avg by (gpu_type) (${M.gpuUtilization}{${gpuType}})`, legend: '{{gpu_type}} all GPUs' },
-            { expr: `avg by (gpu_type) (${M.gpuUtilization}{${gpuType},job!=""})`, legend: '{{gpu_type}} allocated GPUs' },
+            { expr: `avg by (gpu_type) (${M.gpuUtilization}{${gpuType},job_id!=""})`, legend: '{{gpu_type}} allocated GPUs' },
           ],
         },
       ],
@@ -78,7 +78,8 @@ export const CENTER: DashboardSpec = {
       title: 'Power',
       panels: [
         { kind: 'timeseries', title: 'Power draw by type', unit: 'watt', stack: true, queries: [{ expr: `sum by (gpu_type) (${M.gpuPower}{${gpuType}})`, legend: '{{gpu_type}}' }] },
-        { kind: 'timeseries', title: 'Energy per hour by type', unit: 'joule', queries: [{ expr: `sum by (gpu_type) (increase(${M.gpuEnergy}{${gpuType}}[1h]))`, legend: '{{gpu_type}}' }] },
+        // kWh, as power is billed (the counter is in joules: 1 kWh = 3.6e6 J).
+        { kind: 'timeseries', title: 'Energy per hour by type', unit: 'kwatth', queries: [{ expr: `sum by (gpu_type) (increase(${M.gpuEnergy}{${gpuType}}[1h])) / 3.6e6`, legend: '{{gpu_type}}' }] },
       ],
     },
   ],
@@ -224,7 +225,7 @@ export const NODES: DashboardSpec = {
         {
           kind: 'table',
           title: `XID errors (critical: ${CRITICAL_XIDS.join(', ')})`,
-          queries: [{ expr: `sum by (node, gpu, uuid, xid, tenant, job) (${M.gpuXidErrors}{${nodeSel}})` }],
+          queries: [{ expr: `sum by (node, gpu, uuid, xid, tenant, job_id) (${M.gpuXidErrors}{${nodeSel}})` }],
         },
         { kind: 'timeseries', title: 'Critical XIDs', queries: [{ expr: `sum by (node, xid) (${M.gpuXidErrors}{${nodeSel},xid=~"${criticalXids}"})`, legend: '{{node}} XID {{xid}}' }] },
         { kind: 'table', title: 'ECC errors', queries: [{ expr: `sum by (node, gpu, uuid, error_type) (${M.gpuEccErrors}{${nodeSel}}) > 0` }] },
@@ -234,7 +235,7 @@ export const NODES: DashboardSpec = {
   ],
 };
 
-const jobSel = 'job="$job"';
+const jobSel = 'job_id="$job"';
 
 export const JOB: DashboardSpec = {
   uid: 'nuri-job',
@@ -248,7 +249,7 @@ export const JOB: DashboardSpec = {
         { kind: 'stat', title: 'GPUs', queries: [{ expr: `count(${M.gpuHealthy}{${jobSel}})` }] },
         { kind: 'stat', title: 'Mean utilization', unit: 'percentunit', queries: [{ expr: `avg(${M.gpuUtilization}{${jobSel}})` }] },
         { kind: 'stat', title: 'Power now', unit: 'watt', queries: [{ expr: `sum(${M.gpuPower}{${jobSel}})` }] },
-        { kind: 'stat', title: 'Energy in range', unit: 'joule', queries: [{ expr: `sum(increase(${M.gpuEnergy}{${jobSel}}[$__range]))`, instant: true }] },
+        { kind: 'stat', title: 'Energy in range', unit: 'kwatth', decimals: 2, queries: [{ expr: `sum(increase(${M.gpuEnergy}{${jobSel}}[$__range])) / 3.6e6`, instant: true }] },
         { kind: 'table', title: 'Placement', width: 24, height: 6, queries: [{ expr: `max by (node, gpu, uuid, model, tenant) (${M.gpuHealthy}{${jobSel}})` }] },
       ],
     },

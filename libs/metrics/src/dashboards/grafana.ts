@@ -6,7 +6,15 @@
 
 /** The Prometheus datasource uid the provisioning file (grafana/provisioning) creates. */
 export const DATASOURCE_UID = 'nuri-prometheus';
-export const DATASOURCE = { type: 'prometheus', uid: DATASOURCE_UID } as const;
+/**
+ * What Grafana's import asks for (`__inputs`): the chosen datasource replaces `${DS_PROMETHEUS}`,
+ * the `datasource` variable's starting value. A provisioned copy has no import step: the
+ * unknown value falls back to the default Prometheus datasource, which the provisioning file
+ * makes Nuri's. Panels and queries follow the variable, so switching it needs no JSON edit.
+ */
+export const DATASOURCE_INPUT = 'DS_PROMETHEUS';
+export const DATASOURCE_VARIABLE = 'datasource';
+export const DATASOURCE = { type: 'prometheus', uid: `\${${DATASOURCE_VARIABLE}}` } as const;
 
 export type Unit =
   | 'none'
@@ -16,6 +24,7 @@ export type Unit =
   | 'celsius'
   | 'watt'
   | 'joule'
+  | 'kwatth'
   | 'hertz'
   | 's'
   | 'dtdurations'
@@ -205,7 +214,29 @@ export function buildDashboard(d: DashboardSpec): Record<string, unknown> {
     weekStart: '',
     annotations: { list: [] },
     links: [{ type: 'dashboards', tags: ['nuri'], asDropdown: true, title: 'Nuri', includeVars: false, keepTime: true }],
-    templating: { list: d.variables.map(variable) },
+    __inputs: [
+      { name: DATASOURCE_INPUT, label: 'Prometheus', description: 'The Prometheus that scrapes Nuri', type: 'datasource', pluginId: 'prometheus', pluginName: 'Prometheus' },
+    ],
+    __requires: [
+      { type: 'grafana', id: 'grafana', name: 'Grafana', version: '10.0.0' },
+      { type: 'datasource', id: 'prometheus', name: 'Prometheus', version: '1.0.0' },
+    ],
+    templating: {
+      list: [
+        {
+          type: 'datasource',
+          name: DATASOURCE_VARIABLE,
+          label: 'Data source',
+          query: 'prometheus',
+          current: { selected: false, text: `\${${DATASOURCE_INPUT}}`, value: `\${${DATASOURCE_INPUT}}` },
+          options: [],
+          refresh: 1,
+          regex: '',
+          hide: 0,
+        },
+        ...d.variables.map(variable),
+      ],
+    },
     panels,
   };
 }
