@@ -7,6 +7,10 @@
 import { GpuModel, Placement, RunningJob, Snapshot, SnapshotNode, SnapshotTenant } from './types';
 
 export const MODELS: readonly GpuModel[] = ['h100', 'h800'];
+/** Type index, as in MODELS and per-(tenant, type) arrays: 0 h100, 1 h800. */
+export const modelIndex = (m: GpuModel) => (m === 'h100' ? 0 : 1);
+/** GPUs on a whole node: a job of more is a multi-node job on whole nodes. */
+export const NODE_GPUS = 8;
 
 export interface HeldGpus {
   /** When these GPUs free up (ms), from the holder's time limit or its grace period. */
@@ -397,10 +401,17 @@ export class Cluster {
   }
 
   /**
-   * Running jobs on borrowed capacity (see borrowedJobs in policy.ts), kept per (tenant, type)
-   * group and recomputed only for groups whose jobs or guarantee changed.
+   * Running jobs on borrowed capacity (see borrowedJobs in reclaim.ts), kept per (tenant, type)
+   * group and recomputed only for groups whose jobs or guarantee changed. `split` gives the
+   * order in which jobs fill the guarantee and the from-scratch answer (passed in, so that the
+   * rule is written once, in reclaim.ts).
    */
-  borrowed(snapshot: Snapshot, tenants: Map<string, SnapshotTenant>, fromScratch: (s: Snapshot, t: Map<string, SnapshotTenant>) => Set<string>): Set<string> {
+  borrowed(
+    snapshot: Snapshot,
+    tenants: Map<string, SnapshotTenant>,
+    split: { fromScratch: (s: Snapshot, t: Map<string, SnapshotTenant>) => Set<string>; order: (a: RunningJob, b: RunningJob) => number },
+  ): Set<string> {
+    const fromScratch = split.fromScratch;
     if (this.conflicted) return fromScratch(snapshot, tenants);
     for (const gr of this.groups.values()) {
       const guaranteed = tenants.get(gr.tenantId)?.quotas[gr.model]?.guaranteed ?? 0;
@@ -413,7 +424,7 @@ export class Cluster {
         this.groups.delete(gr.key);
         continue;
       }
-      gr.list.sort((a, b) => splitOrder(a.job, b.job));
+      gr.list.sort((a, b) => split.order(a.job, b.job));
       let cum = 0;
       for (const rec of gr.list) {
         cum += rec.job.gpus;
@@ -670,23 +681,6 @@ export function earliestFit(st: NodeState, need: number, durMs: number, from: nu
   return Infinity;
 }
 
-/**
- * The order in which a tenant's running jobs on one type fill its guarantee (the rest are
- * borrowed, and only borrowed jobs can be preempted for another tenant): multi-node jobs first,
- * then by start time, then id. Multi-node first because preempting a gang job is the costliest
- * preemption there is (all its nodes, the most work, and it must gather whole nodes again): with
- * the oldest jobs first a 64-GPU job that started after the tenant's small jobs was always
- * borrowed and, as the most recently started, the first victim of every reclaim (the simulator
- * showed one preempted five times in a day, 17 minutes to 2 hours after each start, to free 8
- * GPUs each time). Now the tenant's single-node jobs are the borrowed ones and a reclaim takes
- * them, the cheaper victims. Still no preemption cycles: a tenant reclaims only while all it
- * runs plus the job fits in its guarantee, so none of its jobs is borrowed and the tenant it
- * took the GPUs from cannot take them back, whatever the order.
- */
-export function splitOrder(a: RunningJob, b: RunningJob): number {
-  return +(b.gpus > 8) - +(a.gpus > 8) || a.startedAt - b.startedAt || cmp(a.id, b.id);
-}
-
 export function cmp(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
@@ -694,7 +688,7 @@ export function cmp(a: string, b: string): number {
 /**
  * Min-heap of (time, node index) pairs with the node version each entry was computed at, for
  * "earliest node that fits g GPUs" queries. Entries go stale when their node changes; callers
- * drop or refresh stale entries when they reach the top (see policy.ts earliestSingle).
+ * drop or refresh stale entries when they reach the top (see reserve.ts earliestUnreserved).
  */
 export class FitHeap {
   t: number[] = [];

@@ -72,14 +72,9 @@ export interface Columns {
   limit: Float64Array;
   sub: Float64Array;
   prio: Float64Array;
-  /**
-   * The same fields interleaved, REC doubles a job: [gpus, type, tenant, limit, sub, prio,
-   * (index, set when ranked), queued].
-   * A pass reads jobs in rank order, i.e. at random positions: one cache line a job instead of
-   * one a column.
-   */
+  /** The same fields as packed records (see REC and the R_ offsets). */
   rec: Float64Array;
-  /** Set by rankPending: the records in rank order, with the job's index at slot 6. */
+  /** Set by rankPending: the records in rank order, with the job's index at R_INDEX. */
   ranked: Float64Array | null;
   /** Set by rankPending: job ids in rank order. */
   rankedIds: string[] | null;
@@ -99,26 +94,43 @@ export function gatherIds(id: readonly string[], perm: Int32Array): string[] {
   return out;
 }
 
-/** Records in the given order, each with its index at slot 6 (slot 7: queued time). A tight loop of independent loads: the misses overlap. */
+/**
+ * A packed job record: REC doubles a job, read through these offsets. The pass reads jobs in
+ * rank order, i.e. at random positions: one cache line a job instead of one a column.
+ */
+export const REC = 8;
+export const R_GPUS = 0;
+/** Type wish as typeCode: 0 any, 1 h100, 2 h800. */
+export const R_TYPE = 1;
+/** Index into Columns.tenantIds. */
+export const R_TENANT = 2;
+export const R_LIMIT = 3;
+export const R_SUBMITTED = 4;
+/** Priority after aging (see buildColumns). */
+export const R_PRIORITY = 5;
+/** The job's index in the columns (input order): set by gather. */
+export const R_INDEX = 6;
+/** When the job last entered the queue (queuedAt, else submittedAt). */
+export const R_QUEUED = 7;
+
+/** Records in the given order, each with its index at R_INDEX. A tight loop of independent loads: the misses overlap. */
 export function gather(rec: Float64Array, perm: Int32Array, name: string): Float64Array {
   const n = perm.length;
   const out = scratch(name, f64, n * REC);
   for (let p = 0; p < n; p++) {
     const a = perm[p] * REC;
     const b = p * REC;
-    out[b] = rec[a];
-    out[b + 1] = rec[a + 1];
-    out[b + 2] = rec[a + 2];
-    out[b + 3] = rec[a + 3];
-    out[b + 4] = rec[a + 4];
-    out[b + 5] = rec[a + 5];
-    out[b + 6] = perm[p];
-    out[b + 7] = rec[a + 7];
+    out[b + R_GPUS] = rec[a + R_GPUS];
+    out[b + R_TYPE] = rec[a + R_TYPE];
+    out[b + R_TENANT] = rec[a + R_TENANT];
+    out[b + R_LIMIT] = rec[a + R_LIMIT];
+    out[b + R_SUBMITTED] = rec[a + R_SUBMITTED];
+    out[b + R_PRIORITY] = rec[a + R_PRIORITY];
+    out[b + R_INDEX] = perm[p];
+    out[b + R_QUEUED] = rec[a + R_QUEUED];
   }
   return out;
 }
-
-export const REC = 8;
 
 /**
  * Per-pass scratch arrays, kept between passes and grown as needed: a 100,000-job pass used to
@@ -158,13 +170,13 @@ export function buildColumns(snapshot: Snapshot): Columns {
     id[i] = j.id;
     tname[i] = j.tenantId;
     const b = i * REC;
-    rec[b] = gpus[i] = j.gpus;
-    rec[b + 1] = type[i] = typeCode(j.gpuType);
-    rec[b + 3] = limit[i] = j.timeLimitSeconds;
-    rec[b + 4] = sub[i] = j.submittedAt;
+    rec[b + R_GPUS] = gpus[i] = j.gpus;
+    rec[b + R_TYPE] = type[i] = typeCode(j.gpuType);
+    rec[b + R_LIMIT] = limit[i] = j.timeLimitSeconds;
+    rec[b + R_SUBMITTED] = sub[i] = j.submittedAt;
     // Aging: a starving job ranks within its tenant with at least the floor's priority.
-    rec[b + 5] = prio[i] = j.priority < floor && (j.queuedAt ?? j.submittedAt) <= starvedBy ? floor : j.priority;
-    rec[b + 7] = j.queuedAt ?? j.submittedAt;
+    rec[b + R_PRIORITY] = prio[i] = j.priority < floor && (j.queuedAt ?? j.submittedAt) <= starvedBy ? floor : j.priority;
+    rec[b + R_QUEUED] = j.queuedAt ?? j.submittedAt;
   }
   // Tenants in id order: known ones from the snapshot plus any named only by a job.
   const tix = new Map<string, number>();
@@ -187,7 +199,7 @@ export function buildColumns(snapshot: Snapshot): Columns {
       last = t;
     }
     tenant[i] = lastK;
-    rec[i * REC + 2] = lastK;
+    rec[i * REC + R_TENANT] = lastK;
   }
   return { n, jobs, id, tenant, tenantIds, gpus, type, limit, sub, prio, rec, ranked: null, rankedIds: null, rankedWithin: null };
 }
@@ -285,53 +297,92 @@ export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<stri
   const rankedIds: string[] = new Array(n);
   c.rankedIds = rankedIds;
   const order = scratch('order', i32, n);
-  const { tenantIds } = c;
-
-  const starving = snapshot.now - starvationMsOf(snapshot.config);
-  const now = snapshot.now;
-  const tenants = new Map<string, SnapshotTenant>(snapshot.tenants.map((t) => [t.id, t]));
-  const tix = new Map(tenantIds.map((t, k) => [t, k]));
-  const committed = new Float64Array(tenantIds.length);
-  for (const r of snapshot.running) {
-    const k = tix.get(r.tenantId);
-    if (k === undefined) continue;
-    const left = Math.max(0, r.startedAt + r.timeLimitSeconds * 1000 - now) / 1000;
-    committed[k] += left * r.gpus;
-  }
-  interface Q {
-    /** First position of the tenant's slice not yet ranked. */
-    head: number;
-    end: number;
-    /** Guarantee pointer: no position before it (from head on) fits in what is left of the guarantee. */
-    gp: number;
-    /** The position this tenant would rank next, and in which tier. */
-    next: number;
-    tier: number;
-    /** GPUs in use, plus those of the tenant's ranked jobs that fitted in its guarantee, per type. */
-    v1: number;
-    v8: number;
-    g1: number;
-    g8: number;
-    share: number;
-    weight: number;
-  }
   // Positions ranked out of their tenant's order (a job that fits in the guarantee while the
   // head does not), so the head skips them.
   const done = scratch('done', u8, n);
   done.fill(0);
   const within = scratch('within', u8, n);
   c.rankedWithin = within;
-  const qs: Q[] = [];
-  // perm is grouped by tenant index, so each tenant's queue is one slice of it.
+  const r: Ranking = { pr, done, starving: snapshot.now - starvationMsOf(snapshot.config) };
+  const qs = tenantQueues(snapshot, c, used, r);
+  let live = qs.length;
+  let o = 0;
+  while (live > 0) {
+    const q = nextQueue(qs, pr);
+    const pos = q.next;
+    done[pos] = 1;
+    while (q.head < q.end && done[q.head] === 1) q.head++;
+    const pb = pos * REC;
+    const ob = o * REC;
+    for (let f = 0; f < REC; f++) ranked[ob + f] = pr[pb + f];
+    rankedIds[o] = pids[pos];
+    const g = pr[pb + R_GPUS];
+    // Only a job that fits in what is left of its tenant's guarantee is charged to it (and may
+    // reclaim in the pass): a starving 64-GPU job of a tenant guaranteed 52 ranks first but
+    // asks for borrowed capacity, and must not use up the guarantee of the tenant's smaller jobs.
+    const inG = fits(pr, q, pos);
+    within[o] = inG ? 1 : 0;
+    order[o++] = perm[pos];
+    if (inG) charge(q, g, pr[pb + R_TYPE]);
+    q.share += g * pr[pb + R_LIMIT];
+    if (q.head < q.end) choose(r, q);
+    else live--;
+  }
+  return order;
+}
+
+/** One nuri ranking in progress: records in (tenant, priority, submission) order and what is ranked. */
+interface Ranking {
+  pr: Float64Array;
+  done: Uint8Array;
+  /** Jobs that entered the queue at or before this time are starving. */
+  starving: number;
+}
+
+/** A tenant's queue: one slice of the records in perm order. */
+interface Queue {
+  /** First position of the tenant's slice not yet ranked. */
+  head: number;
+  end: number;
+  /** Guarantee pointer: no position before it (from head on) fits in what is left of the guarantee. */
+  gp: number;
+  /** The position this tenant would rank next, and in which tier. */
+  next: number;
+  tier: number;
+  /** GPUs in use, plus those of the tenant's ranked jobs that fitted in its guarantee, per type. */
+  v1: number;
+  v8: number;
+  g1: number;
+  g8: number;
+  share: number;
+  weight: number;
+}
+
+/** Each tenant's queue (perm is grouped by tenant index), its fair-share key and next job chosen. */
+function tenantQueues(snapshot: Snapshot, c: Columns, used: Map<string, Usage>, r: Ranking): Queue[] {
+  const { tenantIds } = c;
+  const pr = r.pr;
+  const n = c.n;
+  const now = snapshot.now;
+  const tenants = new Map<string, SnapshotTenant>(snapshot.tenants.map((t) => [t.id, t]));
+  const tix = new Map(tenantIds.map((t, k) => [t, k]));
+  const committed = new Float64Array(tenantIds.length);
+  for (const x of snapshot.running) {
+    const k = tix.get(x.tenantId);
+    if (k === undefined) continue;
+    const left = Math.max(0, x.startedAt + x.timeLimitSeconds * 1000 - now) / 1000;
+    committed[k] += left * x.gpus;
+  }
+  const qs: Queue[] = [];
   let a = 0;
   while (a < n) {
-    const k = pr[a * REC + 2];
+    const k = pr[a * REC + R_TENANT];
     let b = a + 1;
-    while (b < n && pr[b * REC + 2] === k) b++;
+    while (b < n && pr[b * REC + R_TENANT] === k) b++;
     const id = tenantIds[k];
     const t = tenants.get(id);
     const u = used.get(id) ?? { h100: 0, h800: 0 };
-    const q: Q = {
+    const q: Queue = {
       head: a,
       end: b,
       gp: a,
@@ -344,92 +395,80 @@ export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<stri
       share: (t?.decayedUsage ?? 0) + committed[k],
       weight: Math.max(t?.weight ?? 1, 1e-9),
     };
-    choose(q);
+    choose(r, q);
     qs.push(q);
     a = b;
   }
-  function fits(q: Q, pos: number): boolean {
-    const g = pr[pos * REC];
-    const ty = pr[pos * REC + 1];
-    return (ty !== 2 && q.v1 + g <= q.g1) || (ty !== 1 && q.v8 + g <= q.g8);
+  return qs;
+}
+
+/** The queue whose next job ranks next: lowest tier; in tier 0 the oldest submission, else the lowest fair-share key. */
+function nextQueue(qs: readonly Queue[], pr: Float64Array): Queue {
+  let best: Queue | null = null;
+  for (const q of qs) {
+    if (q.head >= q.end) continue;
+    if (
+      !best ||
+      q.tier < best.tier ||
+      (q.tier === best.tier &&
+        (q.tier === 0 ? pr[q.next * REC + R_SUBMITTED] < pr[best.next * REC + R_SUBMITTED] : q.share / q.weight < best.share / best.weight))
+    )
+      best = q;
   }
-  /**
-   * The tenant's next job and its tier:
-   *   0. its head has waited past the starvation threshold since it last entered the queue;
-   *   1. otherwise its first job, in its own order, that fits in what is left of its guarantee.
-   *      Not only the head: when the head is larger than the guarantee (a 64-GPU job of a tenant
-   *      guaranteed 52), the tenant's smaller jobs still ask for capacity that is theirs by right,
-   *      and the pass lets them reclaim it. Ranked after the borrowers, such a job reclaimed GPUs
-   *      that the borrowers' next jobs took back in the following pass, and reclaimed again after
-   *      the minimum runtime, every few minutes (seen in the simulator: one 1-GPU job preempted 11
-   *      times for the same job);
-   *   2. otherwise its head, by fair share.
-   * Ranked jobs only add to v1/v8, so a job that does not fit now never fits later in the pass:
-   * the pointer only moves forward.
-   */
-  function choose(q: Q): void {
-    const h = q.head;
-    // Starving counts from when the job last entered the queue: a job just requeued after a
-    // preemption is not starving, or it would jump ahead of the job it was preempted for.
-    if (pr[h * REC + 7] <= starving) {
-      q.next = h;
-      q.tier = 0;
-      return;
-    }
-    if (q.gp < h) q.gp = h;
-    while (q.gp < q.end && (done[q.gp] === 1 || !fits(q, q.gp))) q.gp++;
-    if (q.gp < q.end) {
-      q.next = q.gp;
-      q.tier = 1;
-      return;
-    }
+  return best!;
+}
+
+function fits(pr: Float64Array, q: Queue, pos: number): boolean {
+  const g = pr[pos * REC + R_GPUS];
+  const ty = pr[pos * REC + R_TYPE];
+  return (ty !== 2 && q.v1 + g <= q.g1) || (ty !== 1 && q.v8 + g <= q.g8);
+}
+
+/**
+ * Charge a job that fitted to the model with the most guaranteed headroom left (the one it would
+ * reclaim on); on a tie the preferred type (H100 for multi-node `any`, H800 for single-node `any`).
+ */
+function charge(q: Queue, g: number, ty: number): void {
+  let on1: boolean;
+  if (ty === 1) on1 = true;
+  else if (ty === 2) on1 = false;
+  else if (g > 8) on1 = !(q.g8 - q.v8 > q.g1 - q.v1);
+  else on1 = q.g1 - q.v1 > q.g8 - q.v8;
+  if (on1) q.v1 += g;
+  else q.v8 += g;
+}
+
+/**
+ * The tenant's next job and its tier:
+ *   0. its head has waited past the starvation threshold since it last entered the queue;
+ *   1. otherwise its first job, in its own order, that fits in what is left of its guarantee.
+ *      Not only the head: when the head is larger than the guarantee (a 64-GPU job of a tenant
+ *      guaranteed 52), the tenant's smaller jobs still ask for capacity that is theirs by right,
+ *      and the pass lets them reclaim it. Ranked after the borrowers, such a job reclaimed GPUs
+ *      that the borrowers' next jobs took back in the following pass, and reclaimed again after
+ *      the minimum runtime, every few minutes (seen in the simulator: one 1-GPU job preempted 11
+ *      times for the same job);
+ *   2. otherwise its head, by fair share.
+ * Ranked jobs only add to v1/v8, so a job that does not fit now never fits later in the pass:
+ * the pointer only moves forward.
+ */
+function choose(r: Ranking, q: Queue): void {
+  const { pr, done } = r;
+  const h = q.head;
+  // Starving counts from when the job last entered the queue: a job just requeued after a
+  // preemption is not starving, or it would jump ahead of the job it was preempted for.
+  if (pr[h * REC + R_QUEUED] <= r.starving) {
     q.next = h;
-    q.tier = 2;
+    q.tier = 0;
+    return;
   }
-  let live = qs.length;
-  let o = 0;
-  while (live > 0) {
-    let best: Q | null = null;
-    for (const q of qs) {
-      if (q.head >= q.end) continue;
-      if (
-        !best ||
-        q.tier < best.tier ||
-        (q.tier === best.tier &&
-          (q.tier === 0 ? pr[q.next * REC + 4] < pr[best.next * REC + 4] : q.share / q.weight < best.share / best.weight))
-      )
-        best = q;
-    }
-    const q = best!;
-    const pos = q.next;
-    done[pos] = 1;
-    while (q.head < q.end && done[q.head] === 1) q.head++;
-    const pb = pos * REC;
-    const ob = o * REC;
-    for (let f = 0; f < REC; f++) ranked[ob + f] = pr[pb + f];
-    rankedIds[o] = pids[pos];
-    const g = pr[pb];
-    const ty = pr[pb + 1];
-    // Only a job that fits in what is left of its tenant's guarantee is charged to it (and may
-    // reclaim in the pass): a starving 64-GPU job of a tenant guaranteed 52 ranks first but
-    // asks for borrowed capacity, and must not use up the guarantee of the tenant's smaller jobs.
-    const inG = fits(q, pos);
-    within[o] = inG ? 1 : 0;
-    order[o++] = perm[pos];
-    if (inG) {
-      // Charge the model with the most guaranteed headroom left (the one it would reclaim on);
-      // on a tie the preferred type (H100 for multi-node `any`, H800 for single-node `any`).
-      let on1: boolean;
-      if (ty === 1) on1 = true;
-      else if (ty === 2) on1 = false;
-      else if (g > 8) on1 = !(q.g8 - q.v8 > q.g1 - q.v1);
-      else on1 = q.g1 - q.v1 > q.g8 - q.v8;
-      if (on1) q.v1 += g;
-      else q.v8 += g;
-    }
-    q.share += g * pr[pb + 3];
-    if (q.head < q.end) choose(q);
-    else live--;
+  if (q.gp < h) q.gp = h;
+  while (q.gp < q.end && (done[q.gp] === 1 || !fits(pr, q, q.gp))) q.gp++;
+  if (q.gp < q.end) {
+    q.next = q.gp;
+    q.tier = 1;
+    return;
   }
-  return order;
+  q.next = h;
+  q.tier = 2;
 }
