@@ -8,3 +8,5 @@ export * from './repositories/jobs.repository';
 export * from './repositories/usage.repository';
 export * from './repositories/dependencies.repository';
 export * from './repositories/log-relay.repository';
+export * from './repositories/ledger.repository';
+export * from './repositories/prices.repository';

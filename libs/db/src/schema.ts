@@ -202,6 +202,47 @@ export interface TenantUsageTable {
   as_of: Timestamp;
 }
 
+/** One job attempt's use of GPUs (migration 0011): opened at its start, closed at its end, in those transactions. */
+export interface UsageLedgerTable {
+  job_id: string;
+  attempt: number;
+  tenant_id: string;
+  user_id: string;
+  gpu_type: 'h100' | 'h800';
+  gpus: number;
+  started_at: Timestamp;
+  /** Null while the attempt runs (it accrues up to now). */
+  ended_at: Timestamp | null;
+  end_state: JobsTable['state'] | null;
+  /** GPU-seconds covered by utilization samples, of them the utilization-weighted ones, and those under the idle ratio. */
+  sampled_gpu_seconds: Generated<number>;
+  busy_gpu_seconds: Generated<number>;
+  idle_gpu_seconds: Generated<number>;
+  /** Since when every GPU of the attempt (on the node last reported) has been under the idle ratio; null: busy. */
+  idle_since: Timestamp | null;
+  telemetry_at: Timestamp | null;
+}
+
+/** usage_ledger rolled up by UTC day (closed attempts split at midnight; idle on the day stored). */
+export interface UsageDailyTable {
+  tenant_id: string;
+  user_id: string;
+  gpu_type: 'h100' | 'h800';
+  day: ColumnType<string, string, string>;
+  gpu_seconds: number;
+  idle_gpu_seconds: number;
+}
+
+/** A price per GPU-hour from a UTC date on, for a GPU type, and a tenant (contract) or all (null). */
+export interface GpuPricesTable {
+  id: Generated<string>;
+  gpu_type: 'h100' | 'h800';
+  tenant_id: string | null;
+  effective_from: ColumnType<string, string, string>;
+  usd_per_gpu_hour: ColumnType<string, string | number, string | number>;
+  created_at: CreatedAt;
+}
+
 export interface Database {
   tenants: TenantsTable;
   quotas: QuotasTable;
@@ -219,6 +260,9 @@ export interface Database {
   gateway_instances: GatewayInstancesTable;
   log_grants: LogGrantsTable;
   tenant_usage: TenantUsageTable;
+  usage_ledger: UsageLedgerTable;
+  usage_daily: UsageDailyTable;
+  gpu_prices: GpuPricesTable;
 }
 
 export type JobRow = Selectable<JobsTable>;

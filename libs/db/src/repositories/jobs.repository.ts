@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import type { JobDependenciesTable, JobRow, JobsTable } from '../schema';
 import { DependenciesRepository } from './dependencies.repository';
+import { LedgerRepository } from './ledger.repository';
 import type { Db } from './tenants.repository';
 
 type State = JobsTable['state'];
@@ -601,6 +602,8 @@ export class JobsRepository {
         // a GPU is released before the commit that hands it on creates its next allocation,
         // so allocation history never overlaps (an agent's exit time or a pass's start could).
         await tx.updateTable('allocations').set({ released_at: sql<Date>`statement_timestamp()` }).where('job_id', '=', id).where('released_at', 'is', null).execute();
+      // The attempt's ledger row closes at the transition's own time, in its transaction: charged exactly, once.
+      if (before.state === 'running' && to !== 'running') await new LedgerRepository(tx).close(id, at, to);
       return true;
     };
     return db === this.db ? this.db.transaction().execute(run) : run(db);
@@ -853,6 +856,8 @@ export class JobsRepository {
           .execute();
         started.push(s.jobId);
       }
+      // The usage ledger opens each attempt in the transaction that starts it (issue 15).
+      await new LedgerRepository(tx).open(started);
       return { started, skipped };
     });
   }
