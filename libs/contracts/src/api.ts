@@ -407,3 +407,6 @@ export type RevokeTokenQuery = z.infer<typeof RevokeTokenQuery>;
 /** The caller, as the API sees them (GET /v1/me). */
 export const MeView = z.object({ user: z.string(), tenant: z.string().nullable(), role: Role });
 export type MeView = z.infer<typeof MeView>;
+
+// Accounting: usage, prices, statements, history, quota, idle jobs.
+export * from './usage';

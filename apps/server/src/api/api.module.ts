@@ -1,6 +1,6 @@
 import { Module } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
-import { DatabaseHandle, LogRelayRepository } from '@nuri/db';
+import { DatabaseHandle, LedgerRepository, LogRelayRepository, PricesRepository } from '@nuri/db';
 import { AuthModule } from '../auth/auth.module';
 import { DATABASE } from '../core/core.module';
 import { ApiExceptionFilter } from './common/exception.filter';
@@ -20,8 +20,12 @@ import { TokensController } from './tokens/tokens.controller';
 import { TokensService } from './tokens/tokens.service';
 import { UsersController } from './users/users.controller';
 import { UsersService } from './users/users.service';
+import { PricesController } from './prices/prices.controller';
+import { PricesService } from './prices/prices.service';
+import { StatementController, UsageController } from './usage/usage.controller';
+import { UsageService } from './usage/usage.service';
 
-const SERVICES = [JobsService, NodesService, TenantsService, UsersService, TokensService, OpenApiService];
+const SERVICES = [JobsService, NodesService, TenantsService, UsersService, TokensService, OpenApiService, UsageService, PricesService];
 
 /**
  * The REST API under /v1, and GET /healthz. A global guard (AuthModule) wants a bearer
@@ -30,11 +34,26 @@ const SERVICES = [JobsService, NodesService, TenantsService, UsersService, Token
  */
 @Module({
   imports: [AuthModule],
-  controllers: [HealthController, MeController, JobsController, LogsController, NodesController, TenantsController, UsersController, TokensController, OpenApiController],
+  controllers: [
+    HealthController,
+    MeController,
+    JobsController,
+    LogsController,
+    NodesController,
+    TenantsController,
+    UsersController,
+    TokensController,
+    OpenApiController,
+    UsageController,
+    StatementController,
+    PricesController,
+  ],
   providers: [
     ...SERVICES,
     LogsService,
     { provide: LogRelayRepository, useFactory: (d: DatabaseHandle) => new LogRelayRepository(d.db), inject: [DATABASE] },
+    { provide: LedgerRepository, useFactory: (d: DatabaseHandle) => new LedgerRepository(d.db), inject: [DATABASE] },
+    { provide: PricesRepository, useFactory: (d: DatabaseHandle) => new PricesRepository(d.db), inject: [DATABASE] },
     { provide: APP_FILTER, useClass: ApiExceptionFilter },
   ],
   exports: [...SERVICES, AuthModule],

@@ -4,6 +4,8 @@ export { NodesService } from './nodes/nodes.service';
 export { TenantsService } from './tenants/tenants.service';
 export { UsersService } from './users/users.service';
 export { TokensService } from './tokens/tokens.service';
+export { UsageService } from './usage/usage.service';
+export { PricesService } from './prices/prices.service';
 export { AuthService } from '../auth/auth.service';
 export { hashToken } from '../auth/tokens';
 export { ROUTES } from './openapi/routes';

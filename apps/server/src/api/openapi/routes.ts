@@ -29,6 +29,7 @@ import {
 } from '@nuri/contracts';
 import { z } from 'zod';
 import type { RoleName } from '../../auth/principal';
+import { USAGE_ROUTES } from '../usage/routes';
 
 export interface RouteDoc {
   method: 'get' | 'post' | 'put' | 'patch' | 'delete';
@@ -143,6 +144,7 @@ export const ROUTES: RouteDoc[] = [
   },
   { method: 'get', path: '/v1/tokens', summary: 'Live tokens of yourself or of ?user= you manage', query: ListTokensQuery, responses: { 200: z.array(TokenView) } },
   { method: 'delete', path: '/v1/tokens/:id', summary: 'Revoke a token; ?cascade=true also every token created with it, and theirs in turn', params: IdParams, query: RevokeTokenQuery, responses: { 204: null } },
+  ...USAGE_ROUTES,
 ];
 
 export { ApiError };

@@ -1,0 +1,48 @@
+import { Injectable } from '@nestjs/common';
+import type { PriceView, SetPrices } from '@nuri/contracts';
+import { Principal, PricesRepository, TenantsRepository } from '@nuri/db';
+import { Clock } from '../../core/clock';
+import { isOperator } from '../../auth/principal';
+import { invalidField } from '../common/errors';
+
+/**
+ * GPU prices: per type, optionally per tenant (a contract price), each from a UTC date on.
+ * A price takes effect today at the earliest: what was already charged is never repriced.
+ */
+@Injectable()
+export class PricesService {
+  constructor(
+    private readonly prices: PricesRepository,
+    private readonly tenants: TenantsRepository,
+    private readonly clock: Clock,
+  ) {}
+
+  /** Operators see every price; others the defaults and their own tenant's contract prices. */
+  async list(caller: Principal): Promise<PriceView[]> {
+    const rows = await this.prices.list(isOperator(caller) ? {} : { tenantId: caller.tenantId ?? '00000000-0000-0000-0000-000000000000' });
+    return rows.map((r) => ({ gpuType: r.gpuType, tenant: r.tenantName, effectiveFrom: r.effectiveFrom, usdPerGpuHour: r.usdPerGpuHour }));
+  }
+
+  /** Sets prices, all or none. `backdate` only for seeding (the demo, tests): the API never passes it. */
+  async set(caller: Principal | null, input: SetPrices, opts: { backdate?: boolean } = {}): Promise<PriceView[]> {
+    const today = this.clock.now().toISOString().slice(0, 10);
+    const seen = new Set<string>();
+    const rows = [];
+    for (const [i, p] of input.prices.entries()) {
+      if (!opts.backdate && p.effectiveFrom < today)
+        throw invalidField(`prices.${i}.effectiveFrom`, `must be today (${today}) or later: a price never changes what was already charged`);
+      const key = `${p.gpuType}/${p.tenant ?? ''}/${p.effectiveFrom}`;
+      if (seen.has(key)) throw invalidField(`prices.${i}`, 'one price per GPU type, tenant and date');
+      seen.add(key);
+      let tenantId: string | null = null;
+      if (p.tenant) {
+        const t = await this.tenants.findByName(p.tenant);
+        if (!t) throw invalidField(`prices.${i}.tenant`, `no tenant ${p.tenant}`);
+        tenantId = t.id;
+      }
+      rows.push({ gpuType: p.gpuType, tenantId, effectiveFrom: p.effectiveFrom, usdPerGpuHour: p.usdPerGpuHour });
+    }
+    await this.prices.set(rows);
+    return caller ? this.list(caller) : [];
+  }
+}
