@@ -86,6 +86,8 @@ export const AgentConfig = z
     logCapBytes: num.int().min(1024).default(64 * 1024 * 1024),
     /** Hours a job's output is kept after it ended (may be fractional); then the agent removes it. */
     outputRetentionHours: num.positive().max(100_000).default(168),
+    /** json: one JSON object a line on stderr (for log collectors); text: a timestamped line. */
+    logFormat: z.enum(['text', 'json']).default('text'),
   })
   .superRefine((c, ctx) => {
     if (c.once) return;

@@ -12,6 +12,17 @@ function makeCollector(c: AgentConfig, log: (m: string) => void): Collector {
   return new NvidiaSmiCollector({ binary: c.nvidiaSmi, xidSource, log });
 }
 
+/**
+ * One log line on stderr: `<time> <level> <message>`, or with `json` one JSON object
+ * (time, level, node, message, and the job the message names as `job`).
+ */
+export function logLine(format: AgentConfig['logFormat'], node: string, level: string, msg: string, at = new Date()): string {
+  if (format !== 'json') return `${at.toISOString()} ${level} ${msg}\n`;
+  // The agent names jobs by their uuid (the server's logFields does the same, with nodes).
+  const job = /\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b/i.exec(msg)?.[0]?.toLowerCase();
+  return `${JSON.stringify({ time: at.toISOString(), level, node, message: msg, ...(job ? { job } : {}) })}\n`;
+}
+
 /** `--once`: one inventory and one sample as JSON on stdout. */
 export async function once(c: AgentConfig): Promise<number> {
   const collector = makeCollector(c, (m) => process.stderr.write(`${m}\n`));
@@ -36,7 +47,7 @@ async function main(): Promise<number> {
     throw e;
   }
   if (c.once) return once(c);
-  const log = (level: string, msg: string) => process.stderr.write(`${new Date().toISOString()} ${level} ${msg}\n`);
+  const log = (level: string, msg: string) => process.stderr.write(logLine(c.logFormat, c.nodeName, level, msg));
   mkdirSync(c.workDir, { recursive: true });
   const agent = new Agent({
     gatewayUrl: c.gatewayUrl!,

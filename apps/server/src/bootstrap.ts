@@ -15,6 +15,7 @@ import { DemoHandle, startDemo } from './demo/demo';
 import { FleetService } from './gateway/fleet.service';
 import { LogRelay } from './gateway/log-relay';
 import { AgentGateway } from './gateway/transport';
+import { NuriLogger } from './logging';
 
 export interface RunningServer {
   app: INestApplication;
@@ -49,7 +50,7 @@ async function step(what: string, fn: () => Promise<unknown> | undefined): Promi
   const timeout = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), SHUTDOWN_STEP_MS)));
   try {
     const outcome = await Promise.race([Promise.resolve(fn()).then(() => 'done' as const), timeout]);
-    if (outcome === 'timeout') console.error(`nuri: shutdown gave up waiting for the ${what} after ${SHUTDOWN_STEP_MS / 1000}s`);
+    if (outcome === 'timeout') new Logger('Shutdown').error(`gave up waiting for the ${what} after ${SHUTDOWN_STEP_MS / 1000}s`);
   } finally {
     clearTimeout(timer);
   }
@@ -64,7 +65,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     await wakeups.connect(config.databaseUrl, config.roles.has('scheduler') || config.roles.has('gateway'));
   const clock = options.clock ?? new SystemClock();
   const app = await NestFactory.create(AppModule.forRoles(config, database, clock, wakeups, options.modules), {
-    logger: LEVELS[config.logLevel],
+    logger: new NuriLogger(config.logFormat, LEVELS[config.logLevel]),
   });
   app.enableShutdownHooks();
   const auth = config.roles.has('api') ? app.get(AuthService) : undefined;

@@ -1,5 +1,11 @@
+import { Logger } from '@nestjs/common';
 import { ConfigError, parseServerConfig } from '@nuri/config';
 import { startServer } from './bootstrap';
+
+/** The start-up banner and fatal errors: plain lines, or JSON records with NURI_LOG_FORMAT=json. */
+const json = process.env.NURI_LOG_FORMAT === 'json';
+// The app's logger (NuriLogger, set by startServer) writes the JSON records.
+const say = (line: string) => (json ? new Logger('Nuri').log(line.trim()) : console.log(line));
 
 async function main() {
   const started = Date.now();
@@ -7,18 +13,18 @@ async function main() {
   const server = await startServer(config);
   const roles = [...config.roles].join(', ');
   const db = config.databaseUrl ? 'PostgreSQL' : `embedded PostgreSQL in ${config.dataDir}`;
-  console.log(`\nNuri is ready in ${Date.now() - started} ms: roles ${roles}; ${db}`);
-  console.log(`  API:     ${server.url}/v1   (OpenAPI: ${server.url}/v1/openapi.json, metrics: ${server.url}/metrics)`);
-  if (server.gateway) console.log(`  Agents:  ${server.url.replace(/^http/, 'ws')}/agent`);
+  say(`\nNuri is ready in ${Date.now() - started} ms: roles ${roles}; ${db}`);
+  say(`  API:     ${server.url}/v1   (OpenAPI: ${server.url}/v1/openapi.json, metrics: ${server.url}/metrics)`);
+  if (server.gateway) say(`  Agents:  ${server.url.replace(/^http/, 'ws')}/agent`);
   if (server.demo) {
     const d = server.demo;
-    console.log(`  Demo:    ${d.agents.length} simulated nodes; tenants naver, kakao, lg-ai, skt, kt`);
-    console.log(`  Researcher token (${d.researcher}): ${d.researcherToken}`);
-    console.log(`  Operator token:  ${d.operatorToken}`);
-    console.log(`\nSubmit a job:\n  curl -s -X POST ${server.url}/v1/jobs -H 'Authorization: Bearer ${d.researcherToken}' \\`);
-    console.log(`    -H 'Content-Type: application/json' -d '{"name":"hello","gpus":1,"gpuType":"h100","timeLimitSeconds":60,"command":["sh","-c","echo hello from $CUDA_VISIBLE_DEVICES; sleep 2"]}'`);
-    console.log(`Then: curl -s ${server.url}/v1/jobs/<id> -H 'Authorization: Bearer ${d.researcherToken}'`);
-    console.log(`Or with the CLI: NURI_URL=${server.url} NURI_TOKEN=${d.researcherToken} npm run -s cli -- jobs\n`);
+    say(`  Demo:    ${d.agents.length} simulated nodes; tenants naver, kakao, lg-ai, skt, kt`);
+    say(`  Researcher token (${d.researcher}): ${d.researcherToken}`);
+    say(`  Operator token:  ${d.operatorToken}`);
+    say(`\nSubmit a job:\n  curl -s -X POST ${server.url}/v1/jobs -H 'Authorization: Bearer ${d.researcherToken}' \\`);
+    say(`    -H 'Content-Type: application/json' -d '{"name":"hello","gpus":1,"gpuType":"h100","timeLimitSeconds":60,"command":["sh","-c","echo hello from $CUDA_VISIBLE_DEVICES; sleep 2"]}'`);
+    say(`Then: curl -s ${server.url}/v1/jobs/<id> -H 'Authorization: Bearer ${d.researcherToken}'`);
+    say(`Or with the CLI: NURI_URL=${server.url} NURI_TOKEN=${d.researcherToken} npm run -s cli -- jobs\n`);
   }
   let stopping = false;
   const stop = async () => {
@@ -32,6 +38,8 @@ async function main() {
 }
 
 main().catch((e) => {
-  console.error(e instanceof ConfigError ? e.message : e);
+  const message = e instanceof ConfigError ? e.message : e instanceof Error ? (e.stack ?? e.message) : String(e);
+  if (json) process.stderr.write(`${JSON.stringify({ level: 'fatal', pid: process.pid, timestamp: Date.now(), message, context: 'Nuri' })}\n`);
+  else console.error(message);
   process.exit(1);
 });

@@ -50,6 +50,8 @@ export const ServerConfigSchema = z
     NURI_AGENT_HEARTBEAT_SECONDS: z.coerce.number().int().min(1).default(5),
     NURI_SAMPLE_INTERVAL_MS: z.coerce.number().int().min(100).default(5_000),
     NURI_LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug']).default('log'),
+    // json: one JSON object a line (for log collectors); text: Nest's lines, coloured only on a terminal.
+    NURI_LOG_FORMAT: z.enum(['text', 'json']).default('text'),
     NURI_DCGM_COMPAT: bool.default(false),
     NURI_IDLE_UTILIZATION_RATIO: z.coerce.number().min(0).max(1).default(0.05),
     NURI_IDLE_SECONDS: z.coerce.number().int().min(1).default(30 * 60),
@@ -99,6 +101,7 @@ export const ServerConfigSchema = z
     agentHeartbeatSeconds: c.NURI_AGENT_HEARTBEAT_SECONDS,
     sampleIntervalMs: c.NURI_SAMPLE_INTERVAL_MS,
     logLevel: c.NURI_LOG_LEVEL,
+    logFormat: c.NURI_LOG_FORMAT,
     // Also export dcgm-exporter metric names, so existing DCGM dashboards work unchanged.
     dcgmCompat: c.NURI_DCGM_COMPAT,
     // An allocated GPU under this utilization for this long counts as idle (metrics, alerts).
