@@ -8,6 +8,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { CRITICAL_XIDS } from '@nuri/contracts/gpu';
 import { createMetrics, exposedSeriesNames, METRICS } from '@nuri/metrics';
 import { populateDemoControlPlane, populateDemoFleet } from '../../libs/metrics/src/demo';
 
@@ -125,7 +126,7 @@ describe('promtool', () => {
     expect([...used].filter((n) => !known.has(n))).toEqual([]);
     // The critical XID list in the rule is the library's.
     const xids = /xid=~"([0-9|]+)"/.exec(text)![1]!.split('|').map(Number);
-    expect(xids).toEqual([48, 62, 64, 74, 79, 95, 119, 120]);
+    expect(xids).toEqual(CRITICAL_XIDS);
     expect(METRICS.gpuXidErrors.name).toBe('nuri_gpu_xid_errors_total');
   });
 

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { hostname, networkInterfaces } from 'node:os';
+import { GPU_MODELS } from '@nuri/contracts/gpu';
 import { z } from 'zod';
 import { DEFAULT_PIDS_MAX, parseBytes, parseUidRange } from './isolation';
 
@@ -35,7 +36,7 @@ export const AgentConfig = z
     graceSeconds: num.int().min(0).max(3600).default(30),
     sampleIntervalSeconds: num.positive().max(3600).default(5),
     simGpus: num.int().min(1).max(64).default(8),
-    simModel: z.enum(['h100', 'h800']).default('h100'),
+    simModel: z.enum(GPU_MODELS).default('h100'),
     xidFile: z.string().min(1).optional(),
     xidCommand: z.string().min(1).optional(),
     runAsUid: num.int().min(0).optional(),

@@ -4,6 +4,7 @@
  */
 // The contracts' plain constants come from their zod-free module: the CLI starts without zod.
 import { GPUS_PER_NODE, parseArraySpec, parseDependencySpec, RESERVED_ENV, SCRIPT_MAX_BYTES } from '@nuri/contracts/constants';
+import { GPU_MODELS } from '@nuri/contracts/gpu';
 import { Command, CommanderError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
@@ -420,11 +421,11 @@ export async function buildSubmit(req: SubmitRequest): Promise<{ body: SubmitBod
   let gpuType = 'any';
   if (part) {
     gpuType = part.value.toLowerCase();
-    if (!['h100', 'h800', 'any'].includes(gpuType)) throw new UsageError(`${part.label}: "${part.value}" is not a GPU type (h100, h800, any)`);
+    if (gpuType !== 'any' && !(GPU_MODELS as readonly string[]).includes(gpuType)) throw new UsageError(`${part.label}: "${part.value}" is not a GPU type (${GPU_MODELS.join(', ')}, any)`);
     if (gresType && gresType.value !== gpuType) throw new UsageError(`${part.label} ${gpuType} and ${gresType.label} ${gresType.value} disagree on the GPU type`);
   } else if (gresType) {
     gpuType = gresType.value;
-    if (!['h100', 'h800'].includes(gpuType)) throw new UsageError(`${gresType.label}: "${gresType.value}" is not a GPU type (h100, h800)`);
+    if (!(GPU_MODELS as readonly string[]).includes(gpuType)) throw new UsageError(`${gresType.label}: "${gresType.value}" is not a GPU type (${GPU_MODELS.join(', ')})`);
   }
 
   const timeS = str('time');

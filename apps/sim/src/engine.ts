@@ -18,6 +18,7 @@ import {
   calibratedEstimate,
 } from '@nuri/scheduling';
 import { TraceJob } from './trace';
+import { GPU_MODELS } from '@nuri/contracts/gpu';
 
 export interface NodeSpec {
   h100: number;
@@ -27,7 +28,7 @@ export interface NodeSpec {
 
 export function buildNodes(spec: NodeSpec): SnapshotNode[] {
   const nodes: SnapshotNode[] = [];
-  for (const m of ['h100', 'h800'] as GpuModel[])
+  for (const m of GPU_MODELS)
     for (let i = 0; i < spec[m]; i++) {
       const leaf = `${m}-leaf${String(Math.floor(i / spec.perLeaf)).padStart(3, '0')}`;
       nodes.push({
@@ -77,7 +78,7 @@ export function autoQuotas(
   const cap = (m: GpuModel) => nodes.filter((n) => n.gpuType === m).length * 8;
   const tenants = [...load.keys()].sort().map((id) => {
     const quotas: Partial<Record<GpuModel, TenantQuota>> = {};
-    for (const m of ['h100', 'h800'] as GpuModel[]) {
+    for (const m of GPU_MODELS) {
       const c = cap(m);
       if (c === 0) continue;
       const guaranteed = Math.floor((c * guaranteeShare * load.get(id)!) / total);

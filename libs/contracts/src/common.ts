@@ -1,12 +1,13 @@
 import { z } from 'zod';
 import { JOB_STATES } from './constants';
+import { GPU_MODELS } from './gpu';
 
 /** GPU models a node can carry. Lower-case everywhere on the wire and in the database. */
-export const GpuModel = z.enum(['h100', 'h800']);
+export const GpuModel = z.enum(GPU_MODELS);
 export type GpuModel = z.infer<typeof GpuModel>;
 
 /** What a job may ask for: a model, or `any` to go wherever it starts first. */
-export const GpuTypeWanted = z.enum(['h100', 'h800', 'any']);
+export const GpuTypeWanted = z.enum([...GPU_MODELS, 'any']);
 export type GpuTypeWanted = z.infer<typeof GpuTypeWanted>;
 
 export const JobState = z.enum(JOB_STATES);

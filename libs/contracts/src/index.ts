@@ -1,4 +1,5 @@
 export * from './constants';
+export * from './gpu';
 export * from './common';
 export * from './api';
 export * from './wire';

@@ -10,16 +10,17 @@
  * The DCGM-compatible families at the end deliberately copy dcgm-exporter's names,
  * units and labels instead (only rendered when `dcgmCompat` is on).
  */
+import { CRITICAL_XIDS, GPU_MODELS, NVML_THROTTLE_BITS, THROTTLE_REASONS } from '@nuri/contracts/gpu';
 import { z } from 'zod';
 
 // ---------------------------------------------------------------------------------------
 // Label values: closed sets are zod enums (validated at the boundary, typed at call sites).
 // ---------------------------------------------------------------------------------------
 
-export const GpuTypeLabel = z.enum(['h100', 'h800']);
+export const GpuTypeLabel = z.enum(GPU_MODELS);
 export type GpuTypeLabel = z.infer<typeof GpuTypeLabel>;
 /** Job metrics use the GPU type a job asked for, which may be `any`. */
-export const JobGpuTypeLabel = z.enum(['h100', 'h800', 'any']);
+export const JobGpuTypeLabel = z.enum([...GPU_MODELS, 'any']);
 export type JobGpuTypeLabel = z.infer<typeof JobGpuTypeLabel>;
 export const JobStateLabel = z.enum(['pending', 'running', 'completed', 'failed', 'cancelled', 'timeout', 'node_failed']);
 export type JobStateLabel = z.infer<typeof JobStateLabel>;
@@ -45,34 +46,12 @@ export type EccErrorTypeLabel = z.infer<typeof EccErrorTypeLabel>;
  * NVML clock event (throttle) reasons, as nvidia-smi names them; anything else an agent
  * sends is exported as `other` so a buggy agent cannot blow up cardinality.
  */
-export const ThrottleReasonLabel = z.enum([
-  'gpu_idle',
-  'applications_clocks_setting',
-  'sw_power_cap',
-  'hw_slowdown',
-  'sync_boost',
-  'sw_thermal_slowdown',
-  'hw_thermal_slowdown',
-  'hw_power_brake_slowdown',
-  'display_clock_setting',
-  'other',
-]);
+export const ThrottleReasonLabel = z.enum([...THROTTLE_REASONS, 'other']);
 export type ThrottleReasonLabel = z.infer<typeof ThrottleReasonLabel>;
-/** NVML bit of each reason (nvml.h nvmlClocksEventReason*), for DCGM_FI_DEV_CLOCK_THROTTLE_REASONS. */
-export const THROTTLE_REASON_BITS: Readonly<Record<ThrottleReasonLabel, number>> = {
-  gpu_idle: 0x1,
-  applications_clocks_setting: 0x2,
-  sw_power_cap: 0x4,
-  hw_slowdown: 0x8,
-  sync_boost: 0x10,
-  sw_thermal_slowdown: 0x20,
-  hw_thermal_slowdown: 0x40,
-  hw_power_brake_slowdown: 0x80,
-  display_clock_setting: 0x100,
-  other: 0,
-};
+/** NVML bit of each reason (see @nuri/contracts/gpu), for DCGM_FI_DEV_CLOCK_THROTTLE_REASONS. */
+export const THROTTLE_REASON_BITS: Readonly<Record<ThrottleReasonLabel, number>> = { ...NVML_THROTTLE_BITS, other: 0 };
 /** XID codes that mean the GPU (or its job) needs attention now; the alert rules use the same list. */
-export const CRITICAL_XIDS: readonly number[] = [48, 62, 64, 74, 79, 95, 119, 120];
+export { CRITICAL_XIDS };
 
 // ---------------------------------------------------------------------------------------
 // The catalog.

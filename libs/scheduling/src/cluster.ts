@@ -4,9 +4,10 @@
  * free-GPU count (best fit in O(log n)) and grouped by leaf switch (gang placement), so a
  * pass costs about O(jobs log nodes) rather than O(jobs x nodes).
  */
+import { GPU_MODELS } from '@nuri/contracts/gpu';
 import { GpuModel, Placement, RunningJob, Snapshot, SnapshotNode, SnapshotTenant } from './types';
 
-export const MODELS: readonly GpuModel[] = ['h100', 'h800'];
+export const MODELS: readonly GpuModel[] = GPU_MODELS;
 /** Type index, as in MODELS and per-(tenant, type) arrays: 0 h100, 1 h800. */
 export const modelIndex = (m: GpuModel) => (m === 'h100' ? 0 : 1);
 /** GPUs on a whole node: a job of more is a multi-node job on whole nodes. */

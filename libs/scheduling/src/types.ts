@@ -4,7 +4,9 @@
  * and ties are broken by ids so the same snapshot always yields the same plan.
  * Times are milliseconds since the epoch (or since the start of a simulation).
  */
-export type GpuModel = 'h100' | 'h800';
+import type { GpuModelName } from '@nuri/contracts/gpu';
+
+export type GpuModel = GpuModelName;
 export type GpuTypeWanted = GpuModel | 'any';
 
 export interface SnapshotGpu {

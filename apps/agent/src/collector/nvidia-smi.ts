@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import type { GpuInventory, GpuModel, GpuSample } from '@nuri/contracts';
+import { NVML_THROTTLE_BITS } from '@nuri/contracts/gpu';
 import { modelOf, type CollectContext, type Collector, type GpuFault } from './types';
 import { XidWatcher, type XidSource } from './xid';
 
@@ -23,18 +24,8 @@ export const QUERY_FIELDS = [
   'clocks_event_reasons.active',
 ];
 
-/** Bits of clocks_event_reasons.active (a.k.a. clocks_throttle_reasons.active). */
-const REASON_BITS: Array<[number, string]> = [
-  [0x1, 'gpu_idle'],
-  [0x2, 'applications_clocks_setting'],
-  [0x4, 'sw_power_cap'],
-  [0x8, 'hw_slowdown'],
-  [0x10, 'sync_boost'],
-  [0x20, 'sw_thermal_slowdown'],
-  [0x40, 'hw_thermal_slowdown'],
-  [0x80, 'hw_power_brake_slowdown'],
-  [0x100, 'display_clock_setting'],
-];
+/** Bits of clocks_event_reasons.active (a.k.a. clocks_throttle_reasons.active), from the one list in contracts. */
+const REASON_BITS: Array<[number, string]> = Object.entries(NVML_THROTTLE_BITS).map(([name, bit]) => [bit, name]);
 
 export interface ParsedGpu {
   inventory: GpuInventory;

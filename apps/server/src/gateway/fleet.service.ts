@@ -1,6 +1,6 @@
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import type { AgentHello, ServerMessage } from '@nuri/contracts';
-import { WIRE_VERSION } from '@nuri/contracts';
+import { WIRE_VERSION, isCriticalXid } from '@nuri/contracts';
 import type { ServerConfig } from '@nuri/config';
 import { JobsRepository, LogRelayRepository, NodesRepository, RunningWithPlacement } from '@nuri/db';
 import { randomUUID, timingSafeEqual } from 'node:crypto';
@@ -14,9 +14,6 @@ import { hashToken } from '../auth/tokens';
 import { JobLifecycle } from '../lifecycle/job-lifecycle';
 import type { AgentLink, FleetPort, SequencedMessage } from './fleet-port';
 import type { GatewayCounters } from './transport/agent-gateway';
-
-/** XIDs that mean the GPU can no longer be trusted with work (NVIDIA's XID catalogue). */
-export const CRITICAL_XIDS = new Set([48, 62, 64, 74, 79, 95, 119, 120]);
 
 interface Dispatch {
   nodeId: string;
@@ -118,7 +115,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
     clearInterval(this.aliveTimer);
     for (const t of this.goneTimers.values()) clearTimeout(t);
     this.unsubscribe?.();
-    await this.flushSeen().catch(() => undefined);
+    await this.flushSeen().catch((e: Error) => this.log.error(`recording agents last seen at shutdown failed: ${e.message}`));
   }
 
   async authenticate(nodeName: string, token: string): Promise<boolean> {
@@ -430,7 +427,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
   }
 
   private async gpuFault(nodeId: string, nodeName: string, m: Extract<SequencedMessage, { type: 'gpu_fault' }>, at: Date): Promise<void> {
-    const fatal = m.kind === 'remap_failure' || m.kind === 'vanished' || (m.kind === 'xid' && m.code !== undefined && CRITICAL_XIDS.has(m.code));
+    const fatal = m.kind === 'remap_failure' || m.kind === 'vanished' || (m.kind === 'xid' && m.code !== undefined && isCriticalXid(m.code));
     const cause = m.kind === 'xid' ? `XID ${m.code}: ${m.message}` : `${m.kind}: ${m.message}`;
     if (!fatal) {
       this.metrics.recordGpuFault(nodeName, { index: m.index, kind: m.kind, code: m.code });

@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { CancelJobs, CancelJobsResult, DependencyKind, DependencySpec, GPUS_PER_NODE, isTerminal, JobView, ListJobsQuery, SubmitJob } from '@nuri/contracts';
+import { CancelJobs, CancelJobsResult, DependencyKind, DependencySpec, GPU_MODELS, GPUS_PER_NODE, isTerminal, JobView, ListJobsQuery, SubmitJob } from '@nuri/contracts';
 import { CancelCandidate, DependenciesRepository, IdentityRepository, isUuid, JobDetail, JobRecord, JobsRepository, NewJobInput, NodesRepository, Principal, TenantsRepository, TenantWithQuotas } from '@nuri/db';
 import { NuriMetrics } from '@nuri/metrics';
 import { Clock } from '../../core/clock';
@@ -199,7 +199,7 @@ export class JobsService {
   }
 
   private refusal({ counts, tenant }: { counts: Record<'h100' | 'h800', number>; tenant: TenantWithQuotas | undefined }, input: SubmitJob): Error | undefined {
-    const types = input.gpuType === 'any' ? (['h100', 'h800'] as const).filter((t) => counts[t] > 0) : counts[input.gpuType] > 0 ? [input.gpuType] : [];
+    const types = input.gpuType === 'any' ? GPU_MODELS.filter((t) => counts[t] > 0) : counts[input.gpuType] > 0 ? [input.gpuType] : [];
     if (!types.length) return invalidField('gpuType', 'no node of that type exists');
     const limitOf = (t: 'h100' | 'h800') => tenant?.quotas.find((q) => q.gpuType === t)?.limit ?? 0;
     const limit = Math.max(...types.map(limitOf));
