@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { GpuModel, GpuTypeWanted, int32, JobState, NodeState, PriorityClass, Role, Slug, text } from './common';
-import { DEPENDENCY_KINDS, GPUS_PER_NODE, JOB_REF_PATTERN, JOB_REF_RULE, parseArraySpec, parseDependencySpec, RESERVED_ENV, SCRIPT_MAX_BYTES } from './constants';
+import { DEPENDENCY_KINDS, GPUS_PER_NODE, JOB_REF_PATTERN, JOB_REF_RULE, parseArraySpec, PENDING_REASON_CODES, parseDependencySpec, RESERVED_ENV, SCRIPT_MAX_BYTES } from './constants';
 import { NodeIsolation } from './wire';
 
 const EnvName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name');
@@ -108,6 +108,8 @@ export const JobView = z.object({
   name: z.string(),
   state: JobState,
   reason: z.string().nullable(),
+  /** Why a pending job waits, as a code a program can branch on (null once it runs or ends). */
+  reasonCode: z.enum(PENDING_REASON_CODES).nullable(),
   gpus: z.number(),
   gpuType: GpuTypeWanted,
   priority: PriorityClass,

@@ -46,6 +46,24 @@ export const JOB_REF_RULE = 'a job id, or a unique prefix of at least 6 characte
 
 export const DEPENDENCY_KINDS = ['afterok', 'afternotok', 'afterany'] as const;
 
+/**
+ * Why a pending job waits, as data (`JobView.reasonCode`) beside the sentence (`reason`): the
+ * scheduling core's codes, then the two the live scheduler decides before the core (a
+ * dependency not yet met, an array at its cap on running tasks).
+ */
+export const PENDING_REASON_CODES = [
+  'over_quota_limit',
+  'waiting_for_reclaim',
+  'waiting_for_resources',
+  'behind_higher_ranked',
+  'reservation_for_larger_job',
+  'no_node_of_type',
+  'nodes_unavailable',
+  'waiting_for_dependency',
+  'array_throttled',
+] as const;
+export type PendingReasonCodeName = (typeof PENDING_REASON_CODES)[number];
+
 /** `0-99`, `1,3,5`, `0-15:4`, joined by commas, optionally `%N`: sorted unique indices and the cap, or what is wrong. */
 export function parseArraySpec(spec: string): { indices: number[]; maxRunning: number | null } | { error: string } {
   const m = /^([0-9][0-9,:\-]*)(?:%([0-9]+))?$/.exec(spec.trim());

@@ -1,10 +1,15 @@
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { Kysely, sql } from 'kysely';
 import { describe, expect, it } from 'vitest';
 import { DatabaseHandle, openDatabase } from './database';
 import { migrateDown, migrateTo, migrateToLatest } from './migrate';
 
-// Every migration, in order; whoever adds one appends it here (0003: users.disabled_at, api_tokens.issued_by; 0004: nodes.isolation; 0005: gateway_instances; 0006: researcher jobs; 0007: log relay; 0008: jobs fillfactor; 0009: listing indexes).
-const ALL = ['0001_init', '0002_queued_at', '0003_user_disable_token_parent', '0004_node_isolation', '0005_gateway_instances', '0006_researcher_jobs', '0007_log_relay', '0008_jobs_fillfactor', '0009_listing_indexes'];
+// Every migration file in migrations/, in order: one left out of migrate.ts's list fails here.
+const ALL = readdirSync(join(__dirname, 'migrations'))
+  .filter((f) => /^\d{4}_.*\.ts$/.test(f))
+  .map((f) => f.replace(/\.ts$/, ''))
+  .sort();
 /** The 0002 tests below work between 0001 and 0002 only, whatever comes after. */
 const at0001 = async (db: Kysely<any>) => (await migrateTo(db, '0001_init')).filter((m) => m <= '0002_queued_at');
 

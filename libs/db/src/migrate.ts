@@ -8,6 +8,7 @@ import * as m0007 from './migrations/0007_log_relay';
 import * as m0003 from './migrations/0003_user_disable_token_parent';
 import * as m0008 from './migrations/0008_jobs_fillfactor';
 import * as m0009 from './migrations/0009_listing_indexes';
+import * as m0010 from './migrations/0010_change_tracking';
 import * as m0011 from './migrations/0011_usage_ledger';
 import * as m0012 from './migrations/0012_gpu_prices';
 
@@ -22,6 +23,7 @@ const migrations: Record<string, Migration> = {
   '0003_user_disable_token_parent': m0003,
   '0008_jobs_fillfactor': m0008,
   '0009_listing_indexes': m0009,
+  '0010_change_tracking': m0010,
   '0011_usage_ledger': m0011,
   '0012_gpu_prices': m0012,
 };

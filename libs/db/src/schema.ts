@@ -128,6 +128,10 @@ export interface JobsTable {
   array_task_id: number | null;
   array_size: number | null;
   array_max_running: number | null;
+  /** The pending reason as data: the scheduling core's code for `reason` (null: not pending, or not yet explained). */
+  reason_code: string | null;
+  /** The id (xid8, as text) of the transaction that last wrote a scheduling column (migration 0010's trigger). */
+  change_xid: ColumnType<string | null, never, never>;
 }
 
 export interface JobDependenciesTable {

@@ -1,13 +1,20 @@
 import { describe, expect, it } from 'vitest';
-import { annotationStale } from './annotations';
+import { annotationStale, type Annotation } from './annotations';
 
 const NOW = Date.UTC(2026, 0, 1);
-const a = (position: number | null, eta: number | null = null, reason = 'behind') => ({ reason, eta, position });
+const a = (position: number | null, eta: number | null = null, reason = 'Over quota', code: Annotation['code'] = 'over_quota_limit'): Annotation => ({ code, reason, eta, position });
+const behind = (position: number, ahead: number): Annotation => ({
+  code: 'behind_higher_ranked',
+  reason: `Waiting for 8 GPUs: ${ahead <= 100 ? ahead : `about ${ahead}`} higher-ranked jobs wait for the same GPUs.`,
+  eta: null,
+  position,
+});
 
 describe('annotationStale', () => {
-  it('always rewrites a new job, a changed reason and a position appearing or going', () => {
+  it('always rewrites a new job, a changed reason or code, and a position appearing or going', () => {
     expect(annotationStale(undefined, a(5000), NOW)).toBe(true);
     expect(annotationStale(a(5000), a(5000, null, 'other'), NOW)).toBe(true);
+    expect(annotationStale(a(5000), a(5000, null, 'Over quota', 'waiting_for_reclaim'), NOW)).toBe(true);
     expect(annotationStale(a(5000), a(null), NOW)).toBe(true);
     expect(annotationStale(a(null), a(5000), NOW)).toBe(true);
   });
@@ -17,6 +24,14 @@ describe('annotationStale', () => {
     expect(annotationStale(a(5000), a(5000), NOW)).toBe(false);
     expect(annotationStale(a(5000), a(4600), NOW)).toBe(false);
     expect(annotationStale(a(5000), a(4400), NOW)).toBe(true);
+  });
+
+  it('rewrites a "behind higher-ranked jobs" count with its position: exact near the head, within 10% beyond', () => {
+    expect(annotationStale(behind(50, 40), behind(49, 39), NOW)).toBe(true);
+    expect(annotationStale(behind(5000, 4200), behind(4950, 4100), NOW)).toBe(false);
+    expect(annotationStale(behind(5000, 4200), behind(4400, 3600), NOW)).toBe(true);
+    // Any other reason's sentence is exact.
+    expect(annotationStale(a(5000, null, 'held for job a'), a(5000, null, 'held for job b'), NOW)).toBe(true);
   });
 
   it('rewrites an estimate that moved by more than a minute and 10% of the wait left', () => {

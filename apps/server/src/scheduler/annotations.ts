@@ -1,5 +1,8 @@
+import type { PendingReasonCodeName } from '@nuri/contracts';
+
 /** What a pending job shows while it waits: its reason, estimated start (ms) and queue position. */
 export interface Annotation {
+  code: PendingReasonCodeName;
   reason: string;
   eta: number | null;
   position: number | null;
@@ -16,18 +19,25 @@ const ETA_SLACK = 0.1;
  * Whether a pending job's stored annotation must be rewritten. After every start all the
  * positions behind it move by one, and once estimates are calibrated every estimate moves with
  * the clock: rewriting them all took seconds a pass at 100,000 pending jobs. A reason is always
- * exact; a position beyond the first 100 and an estimate more than 10 minutes out are
- * rewritten when they drift by 10% (the reason itself says "about 12000 jobs ahead").
+ * exact (its code and sentence); a position beyond the first 100 and an estimate more than 10
+ * minutes out are rewritten when they drift by 10% (the reason itself says "about 12000 jobs
+ * ahead"). So is a "behind higher-ranked jobs" sentence whose count moved (it names how many wait
+ * ahead, and after each start tens of thousands of those counts move by one or two): it is
+ * rewritten with its position, exactly within the first 100, else when the position drifts.
  */
 export function annotationStale(old: Annotation | undefined, next: Annotation, now: number): boolean {
-  if (!old || old.reason !== next.reason) return true;
-  if (old.position !== next.position) {
-    if (old.position === null || next.position === null || Math.min(old.position, next.position) <= EXACT_POSITIONS) return true;
-    if (Math.abs(old.position - next.position) > POSITION_SLACK * next.position) return true;
-  }
+  if (!old || old.code !== next.code) return true;
+  if (old.reason !== next.reason && (next.code !== 'behind_higher_ranked' || positionStale(old.position, next.position))) return true;
+  if (positionStale(old.position, next.position)) return true;
   if (old.eta !== next.eta) {
     if (old.eta === null || next.eta === null) return true;
     if (Math.abs(old.eta - next.eta) > Math.max(ETA_EXACT_MS, ETA_SLACK * (next.eta - now))) return true;
   }
   return false;
+}
+
+function positionStale(old: number | null, next: number | null): boolean {
+  if (old === next) return false;
+  if (old === null || next === null || Math.min(old, next) <= EXACT_POSITIONS) return true;
+  return Math.abs(old - next) > POSITION_SLACK * next;
 }

@@ -38,7 +38,7 @@ export interface Gate<J> {
   /** What the core may plan this pass. */
   eligible: J[];
   /** Pending jobs kept from the core this pass, with the reason they show. */
-  withheld: { job: J; reason: string }[];
+  withheld: { job: J; reason: string; code: 'waiting_for_dependency' | 'array_throttled' }[];
   /** Pending jobs whose dependency can never be met: they end cancelled with this reason. */
   doomed: { job: J; reason: string }[];
 }
@@ -66,7 +66,7 @@ export function gatePending<J extends GateJob>(pending: readonly J[], deps: read
     if (!b) free.push(j);
     else if (b.status === 'never')
       gate.doomed.push({ job: j, reason: `dependency ${b.dep.kind}:${short(b.dep.dependsOn)} can never be met: job ${short(b.dep.dependsOn)} ended ${b.dep.state}` });
-    else gate.withheld.push({ job: j, reason: `waiting for job ${short(b.dep.dependsOn)} (${b.dep.kind})` });
+    else gate.withheld.push({ job: j, reason: `waiting for job ${short(b.dep.dependsOn)} (${b.dep.kind})`, code: 'waiting_for_dependency' });
   }
   // The throttle: per capped array, the lowest task indices free to start take its free slots.
   const byArray = new Map<string, J[]>();
@@ -86,7 +86,7 @@ export function gatePending<J extends GateJob>(pending: readonly J[], deps: read
   for (const j of free) {
     const why = held.get(j.id);
     if (why === undefined) gate.eligible.push(j);
-    else gate.withheld.push({ job: j, reason: why });
+    else gate.withheld.push({ job: j, reason: why, code: 'array_throttled' });
   }
   return gate;
 }

@@ -13,6 +13,7 @@ import {
   type RunningWithPlacement,
   type TenantWithQuotas,
 } from '@nuri/db';
+import type { PendingReasonCodeName } from '@nuri/contracts';
 import { NuriMetrics } from '@nuri/metrics';
 import { Plan, Scheduler, StartCalibration, calibratedEstimate } from '@nuri/scheduling';
 import { Clock } from '../core/clock';
@@ -23,11 +24,12 @@ import { JobLifecycle } from '../lifecycle/job-lifecycle';
 import { gatePending } from './gating';
 import { afterStarts, gpuCounts, jobCounts, SchedulerMetricsState, tenantRows } from './scheduler-metrics';
 import { Annotation, annotationStale } from './annotations';
+import { LiveJobs } from './live-jobs';
 import { buildSnapshot } from './snapshot';
 
 /** Advisory lock key that elects the one active scheduler ("nuri" in ASCII). */
 export const SCHEDULER_LOCK_KEY = 0x6e757269;
-/** The jobs-by-state gauge is a GROUP BY over the whole jobs table: refreshed at most this often. */
+/** The jobs-by-state gauge walks every live job: refreshed at most this often. */
 const JOB_COUNTS_INTERVAL_MS = 5000;
 
 export interface PassResult {
@@ -75,6 +77,8 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
   /** What was last written for each pending job, so a pass writes only changes (see `annotate`). */
   private readonly lastAnnotation = new Map<string, Annotation>();
   private readonly passMetrics: SchedulerMetricsState;
+  /** Pending and running jobs in memory, refreshed from the changes since the last pass. */
+  private readonly live: LiveJobs;
 
   constructor(
     @Inject(CONFIG) private readonly config: ServerConfig,
@@ -90,6 +94,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     private readonly dependencies: DependenciesRepository,
   ) {
     this.passMetrics = new SchedulerMetricsState(metrics);
+    this.live = new LiveJobs(jobs);
   }
 
   get isLeader(): boolean {
@@ -133,6 +138,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
         this.lock = null;
         await lost.release().catch(() => undefined);
         this.passMetrics.leader(null);
+        this.live.invalidate();
         // Let a standby with a healthy session take over rather than racing it back.
         this.standDownTicks = 3;
       }
@@ -140,6 +146,8 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       else if (!this.lock) {
         this.lock = await this.database.tryAdvisoryLock(SCHEDULER_LOCK_KEY);
         if (this.lock) {
+          // A new leader trusts nothing it remembers: the first pass reads every live job.
+          this.live.invalidate();
           this.leaderSince = this.clock.now();
           this.log.log('became the active scheduler');
           this.passMetrics.leader(this.leaderSince.getTime());
@@ -169,6 +177,8 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       timed(true);
     } catch (e) {
       timed(false);
+      // What the failed pass read may be half applied: read everything again next time.
+      this.live.invalidate();
       this.log.error(`pass failed: ${(e as Error).stack ?? e}`);
     }
   }
@@ -193,19 +203,31 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     // A node whose agent was not heard from within the down timeout takes no new job, even
     // before the tick marks it down (or while an outage's allowance keeps it from being marked).
     const heardSince = new Date(now.getTime() - this.config.nodeDownAfterSeconds * 1000);
-    const [tenants, usage, nodes, [queued, undecided], running, jobsByState, runningPerArray] = await Promise.all([
+    // A full reload (new leader, failed pass) also reads what is stored for each pending job,
+    // so this pass writes only what differs from it, not 100,000 rows.
+    const reload = !this.live.loaded;
+    const [tenants, usage, nodeRows, undecided, runningPerArray, stored] = await Promise.all([
       read('tenants', this.tenants.list()),
       read('usage', this.usage.all()),
-      read('nodes', this.nodes.list()),
-      // Dependencies are read after the pending jobs: a job seen pending was committed with
-      // its dependency rows, so none of them can be missed (and a met one stays met).
-      read('pending', this.jobs.pending()).then(async (p) => [p, await read('dependencies', this.dependencies.undecidedOfPending())] as const),
-      read('running', this.jobs.running()),
-      read('countByState', countJobs ? this.jobs.countByState() : Promise.resolve(null)),
+      // GPUs' jobs come from the running jobs below, not from reading every live allocation.
+      read('nodes', this.nodes.list({ allocations: false })),
+      // Dependencies are read after the jobs: a job seen pending was committed with its
+      // dependency rows, so none of them can be missed (and a met one stays met).
+      read('jobs', this.live.refresh()).then(() => read('dependencies', this.dependencies.undecidedOfPending())),
       // Only this leader starts jobs, so no task starts between this count and the commit.
       read('throttled', this.dependencies.runningOfThrottledArrays()),
+      reload ? read('annotations', this.jobs.pendingAnnotations()) : null,
     ]);
+    if (stored) {
+      this.lastAnnotation.clear();
+      for (const [id, a] of stored) if (a.code !== null && a.reason !== null) this.lastAnnotation.set(id, { code: a.code as PendingReasonCodeName, reason: a.reason, eta: a.eta, position: a.position });
+    }
     stage('reads');
+    const queued = this.live.pending();
+    const running = this.live.running();
+    const nodes = withRunningJobs(nodeRows, running);
+    const jobsByState = countJobs ? this.live.countByState() : null;
+    stage('live');
     const tenantNames = new Map(tenants.map((t) => [t.id, t.name]));
     // Dependencies and array throttles are decided here, before the core (which knows neither).
     const gate = gatePending(queued, undecided, runningPerArray);
@@ -273,7 +295,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     i: { tenants: TenantWithQuotas[]; nodes: NodeWithGpus[]; pending: PendingJobRow[]; running: RunningWithPlacement[] },
     plan: Plan,
     started: readonly string[],
-    jobsByState: Awaited<ReturnType<JobsRepository['countByState']>> | null,
+    jobsByState: ReturnType<LiveJobs['countByState']> | null,
     tenantNames: ReadonlyMap<string, string>,
   ): void {
     const m = this.metrics;
@@ -289,6 +311,8 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       }
     }
     this.passMetrics.accountUsage(now, i.running, tenantNames);
+    // The gauges below walk every pending job and node: on a big queue at most every few seconds.
+    if (!this.passMetrics.gaugesDue(now.getTime(), i.pending.length) && !jobsByState) return;
     const after = afterStarts(i, plan, started, now);
     m.setSchedulerSnapshot({
       gpus: gpuCounts(after.nodes),
@@ -315,23 +339,42 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
   }
 
   /** Stores each pending job's reason, estimate and position: the plan's, or for a job kept from the core, why (no estimate, no position). */
-  private async annotate(plan: Plan, started: Set<string>, now: number, withheld: { job: PendingJobRow; reason: string }[]): Promise<number> {
-    const rows: { id: string; reason: string; estimatedStartAt: Date | null; queuePosition: number | null }[] = [];
-    const live = new Set<string>();
+  private async annotate(plan: Plan, started: Set<string>, now: number, withheld: { job: PendingJobRow; reason: string; code: PendingReasonCodeName }[]): Promise<number> {
+    const rows: { id: string; reason: string; reasonCode: PendingReasonCodeName; estimatedStartAt: Date | null; queuePosition: number | null }[] = [];
+    // Forget what was written for jobs written since (after a full reload: all not in the queue).
+    const touched = this.live.takeTouched();
+    if (touched) for (const id of touched) this.lastAnnotation.delete(id);
+    const live = touched ? null : new Set<string>();
     const note = (id: string, next: Annotation) => {
-      live.add(id);
+      live?.add(id);
       if (!annotationStale(this.lastAnnotation.get(id), next, now)) return;
       this.lastAnnotation.set(id, next);
-      rows.push({ id, reason: next.reason, estimatedStartAt: next.eta === null ? null : new Date(next.eta), queuePosition: next.position });
+      rows.push({ id, reason: next.reason, reasonCode: next.code, estimatedStartAt: next.eta === null ? null : new Date(next.eta), queuePosition: next.position });
     };
-    for (const w of withheld) note(w.job.id, { reason: w.reason, eta: null, position: null });
+    for (const w of withheld) note(w.job.id, { code: w.code, reason: w.reason, eta: null, position: null });
     const scale = this.calibration.scale();
     for (const p of plan.pending) {
       if (started.has(p.jobId)) continue;
-      note(p.jobId, { reason: p.message, eta: calibratedEstimate(p, now, scale), position: p.queuePosition });
+      note(p.jobId, { code: p.reason, reason: p.message, eta: calibratedEstimate(p, now, scale), position: p.queuePosition });
     }
-    for (const id of this.lastAnnotation.keys()) if (!live.has(id)) this.lastAnnotation.delete(id);
+    if (live) for (const id of this.lastAnnotation.keys()) if (!live.has(id)) this.lastAnnotation.delete(id);
     await this.jobs.annotatePending(rows);
     return rows.length;
   }
+}
+
+/** Nodes as read without allocations, each GPU's job filled in from the running jobs' placements. */
+function withRunningJobs(nodes: NodeWithGpus[], running: readonly RunningWithPlacement[]): NodeWithGpus[] {
+  const held = new Map<string, Map<number, string>>();
+  for (const r of running) {
+    for (const p of r.placement) {
+      let onNode = held.get(p.nodeId);
+      if (!onNode) held.set(p.nodeId, (onNode = new Map()));
+      for (const g of p.gpuIndices) onNode.set(g, r.id);
+    }
+  }
+  return nodes.map((n) => {
+    const onNode = held.get(n.id);
+    return onNode ? { ...n, gpus: n.gpus.map((g) => ({ ...g, jobId: onNode.get(g.index) ?? null })) } : n;
+  });
 }

@@ -1,6 +1,6 @@
 import { PRIORITY_RANK } from '@nuri/contracts';
 import type { NodeWithGpus, PendingJobRow, RunningWithPlacement, TenantWithQuotas } from '@nuri/db';
-import type { PolicyConfig, Snapshot } from '@nuri/scheduling';
+import { accrueUsage, decayUsage, type PolicyConfig, type Snapshot } from '@nuri/scheduling';
 
 export interface SnapshotInputs {
   now: Date;
@@ -17,8 +17,31 @@ export interface SnapshotInputs {
 
 /** Decays a usage figure recorded at `asOf` to `now`. */
 export function decay(value: number, asOf: Date, now: Date, halfLifeSeconds: number): number {
-  const dt = Math.max(0, (now.getTime() - asOf.getTime()) / 1000);
-  return value * Math.pow(0.5, dt / halfLifeSeconds);
+  return decayUsage(value, (now.getTime() - asOf.getTime()) / 1000, halfLifeSeconds);
+}
+
+/**
+ * The core's view of a pending row, made once per row object: the leader keeps its pending
+ * rows between passes (LiveJobs) and replaces a row when the job changes, so 100,000 jobs are
+ * not converted again every pass. The core never mutates its snapshot.
+ */
+const corePendingOf = new WeakMap<PendingJobRow, Snapshot['pending'][number]>();
+function corePending(j: PendingJobRow): Snapshot['pending'][number] {
+  let c = corePendingOf.get(j);
+  if (!c) {
+    c = {
+      id: j.id,
+      tenantId: j.tenant_id,
+      gpus: j.gpus,
+      gpuType: j.gpu_type,
+      priority: PRIORITY_RANK[j.priority],
+      submittedAt: j.submitted_at.getTime(),
+      queuedAt: j.queued_at.getTime(),
+      timeLimitSeconds: j.time_limit_seconds,
+    };
+    corePendingOf.set(j, c);
+  }
+  return c;
 }
 
 /**
@@ -30,7 +53,7 @@ export function buildSnapshot(i: SnapshotInputs): Snapshot {
   const nowMs = i.now.getTime();
   const usage = new Map<string, number>();
   for (const u of i.usage) usage.set(u.tenantId, (usage.get(u.tenantId) ?? 0) + decay(u.decayed, u.asOf, i.now, i.halfLifeSeconds));
-  for (const r of i.running) usage.set(r.tenantId, (usage.get(r.tenantId) ?? 0) + (r.gpus * Math.max(0, nowMs - r.startedAt.getTime())) / 1000);
+  for (const r of i.running) usage.set(r.tenantId, (usage.get(r.tenantId) ?? 0) + accrueUsage(0, r.gpus, (nowMs - r.startedAt.getTime()) / 1000, i.halfLifeSeconds));
   return {
     now: nowMs,
     config: i.policy,
@@ -50,16 +73,7 @@ export function buildSnapshot(i: SnapshotInputs): Snapshot {
       schedulable: n.state === 'up' && (!i.heardSince || (n.lastHeartbeatAt !== null && n.lastHeartbeatAt >= i.heardSince)),
       gpus: n.gpus.map((g) => ({ index: g.index, healthy: g.healthy })),
     })),
-    pending: i.pending.map((j) => ({
-      id: j.id,
-      tenantId: j.tenant_id,
-      gpus: j.gpus,
-      gpuType: j.gpu_type,
-      priority: PRIORITY_RANK[j.priority],
-      submittedAt: j.submitted_at.getTime(),
-      queuedAt: j.queued_at.getTime(),
-      timeLimitSeconds: j.time_limit_seconds,
-    })),
+    pending: i.pending.map(corePending),
     running: i.running.map((r) => ({
       id: r.id,
       tenantId: r.tenantId,

@@ -97,10 +97,28 @@ const PENDING_COLUMNS = [
 /** A pending job as the scheduler reads it (`JobsRepository.pending`). */
 export type PendingJobRow = Pick<JobRow, (typeof PENDING_COLUMNS)[number]>;
 
+function toPendingRow(r: Omit<PendingJobRow, 'submitted_at' | 'queued_at'> & { submitted_ms: number; queued_ms: number }): PendingJobRow {
+  return {
+    id: r.id,
+    tenant_id: r.tenant_id,
+    gpus: r.gpus,
+    gpu_type: r.gpu_type,
+    priority: r.priority,
+    submitted_at: new Date(Math.round(r.submitted_ms)),
+    queued_at: new Date(Math.round(r.queued_ms)),
+    time_limit_seconds: r.time_limit_seconds,
+    array_id: r.array_id,
+    array_task_id: r.array_task_id,
+    array_max_running: r.array_max_running,
+  };
+}
+
 export interface RunningWithPlacement {
   id: string;
   tenantId: string;
   gpus: number;
+  /** The type asked for (`any` or a model); optional for hand-built values. */
+  gpuType?: JobRow['gpu_type'];
   gpuModel: 'h100' | 'h800';
   priority: JobRow['priority'];
   submittedAt: Date;
@@ -338,7 +356,7 @@ export class JobsRepository {
     if (!ids.length) return [];
     const r = await sql<{ job_id: string }>`
       with c as (
-        update jobs set state = 'cancelled', reason = ${reason}::text, ended_at = ${at}::timestamptz, estimated_start_at = null, queue_position = null
+        update jobs set state = 'cancelled', reason = ${reason}::text, ended_at = ${at}::timestamptz, estimated_start_at = null, queue_position = null, reason_code = null
         where id = any(${ids}::uuid[]) and state = 'pending'
         returning id
       )
@@ -473,39 +491,63 @@ export class JobsRepository {
 
   /** Every pending job, with only what the scheduler uses (not command, env or script: most of a row's bytes). */
   async pending(): Promise<PendingJobRow[]> {
-    // Times as epoch milliseconds, made Dates here: pg's timestamptz parser took about 150 ms
-    // for the 200,000 times of 100,000 pending jobs, new Date(ms) a tenth of that.
+    const rows = await this.pendingColumns().where('state', '=', 'pending').execute();
+    const out: PendingJobRow[] = new Array(rows.length);
+    for (let i = 0; i < rows.length; i++) out[i] = toPendingRow(rows[i]!);
+    return out;
+  }
+
+  /**
+   * The oldest transaction still running, as text (xid8): every job row written by a
+   * transaction that commits after this call carries a `change_xid` at or above it
+   * (migration 0010). Taken before a read, it is where the next `changedSince` starts.
+   */
+  async changeHorizon(): Promise<string> {
+    const r = await sql<{ x: string }>`select pg_snapshot_xmin(pg_current_snapshot())::text as x`.execute(this.db);
+    return r.rows[0]!.x;
+  }
+
+  /**
+   * Jobs written since `horizon` (from `changeHorizon`), whatever their state now, with the
+   * columns the scheduler reads of a pending job: the leader's in-memory queue applies them
+   * instead of reading every pending job each pass. Served by the jobs_change_xid index.
+   */
+  async changedSince(horizon: string): Promise<(PendingJobRow & { state: State })[]> {
+    const rows = await this.pendingColumns()
+      .select('state')
+      .where(sql<boolean>`change_xid >= ${horizon}::xid8`)
+      .execute();
+    return rows.map((r) => Object.assign(toPendingRow(r), { state: r.state }));
+  }
+
+  /** What is stored for each pending job's wait (reason, its code, estimate in ms, position): a new leader writes only what differs. */
+  async pendingAnnotations(): Promise<Map<string, { code: string | null; reason: string | null; eta: number | null; position: number | null }>> {
     const rows = await this.db
+      .selectFrom('jobs')
+      .select(['id', 'reason_code', 'reason', 'queue_position', sql<number | null>`(extract(epoch from date_trunc('milliseconds', estimated_start_at)) * 1000)::float8`.as('eta_ms')])
+      .where('state', '=', 'pending')
+      .execute();
+    return new Map(rows.map((r) => [r.id, { code: r.reason_code, reason: r.reason, eta: r.eta_ms === null ? null : Math.round(r.eta_ms), position: r.queue_position }]));
+  }
+
+  private pendingColumns() {
+    // Times as epoch milliseconds, made Dates in toPendingRow: pg's timestamptz parser took
+    // about 150 ms for the 200,000 times of 100,000 pending jobs, new Date(ms) a tenth of that.
+    return this.db
       .selectFrom('jobs')
       .select(PENDING_COLUMNS.filter((c): c is Exclude<typeof c, 'submitted_at' | 'queued_at'> => c !== 'submitted_at' && c !== 'queued_at'))
       .select([
         sql<number>`(extract(epoch from date_trunc('milliseconds', submitted_at)) * 1000)::float8`.as('submitted_ms'),
         sql<number>`(extract(epoch from date_trunc('milliseconds', queued_at)) * 1000)::float8`.as('queued_ms'),
-      ])
-      .where('state', '=', 'pending')
-      .execute();
-    const out: PendingJobRow[] = new Array(rows.length);
-    for (let i = 0; i < rows.length; i++) {
-      const r = rows[i]!;
-      out[i] = {
-        id: r.id,
-        tenant_id: r.tenant_id,
-        gpus: r.gpus,
-        gpu_type: r.gpu_type,
-        priority: r.priority,
-        submitted_at: new Date(Math.round(r.submitted_ms)),
-        queued_at: new Date(Math.round(r.queued_ms)),
-        time_limit_seconds: r.time_limit_seconds,
-        array_id: r.array_id,
-        array_task_id: r.array_task_id,
-        array_max_running: r.array_max_running,
-      };
-    }
-    return out;
+      ]);
   }
 
-  /** Running jobs with their live placement; `onNode`: only jobs with a GPU on that node (whole placement still returned). */
-  async running(filter: { onNode?: string } = {}): Promise<RunningWithPlacement[]> {
+  /**
+   * Running jobs with their live placement; `onNode`: only jobs with a GPU on that node
+   * (whole placement still returned); `ids`: only these jobs (those still running).
+   */
+  async running(filter: { onNode?: string; ids?: readonly string[] } = {}): Promise<RunningWithPlacement[]> {
+    if (filter.ids && !filter.ids.length) return [];
     let q = this.db
       .selectFrom('jobs')
       .innerJoin('allocations', (j) => j.onRef('allocations.job_id', '=', 'jobs.id').on('allocations.released_at', 'is', null))
@@ -514,6 +556,7 @@ export class JobsRepository {
         'jobs.id',
         'jobs.tenant_id',
         'jobs.gpus',
+        'jobs.gpu_type',
         'jobs.gpu_model',
         'jobs.priority',
         'jobs.submitted_at',
@@ -533,6 +576,7 @@ export class JobsRepository {
       .orderBy('nodes.name');
     if (filter.onNode)
       q = q.where('jobs.id', 'in', (eb) => eb.selectFrom('allocations as a').select('a.job_id').where('a.node_id', '=', filter.onNode!).where('a.released_at', 'is', null));
+    if (filter.ids) q = q.where('jobs.id', '=', sql<string>`any(${[...filter.ids]}::uuid[])`);
     const rows = await q.execute();
     const byJob = new Map<string, RunningWithPlacement>();
     for (const r of rows) {
@@ -542,6 +586,7 @@ export class JobsRepository {
           id: r.id,
           tenantId: r.tenant_id,
           gpus: r.gpus,
+          gpuType: r.gpu_type,
           gpuModel: r.gpu_model!,
           priority: r.priority,
           submittedAt: r.submitted_at,
@@ -590,7 +635,7 @@ export class JobsRepository {
           ...patch,
           state: to,
           reason: to === 'pending' ? reason : terminal ? reason : null,
-          ...(terminal ? { ended_at: patch.ended_at ?? at, estimated_start_at: null, queue_position: null } : {}),
+          ...(terminal ? { ended_at: patch.ended_at ?? at, estimated_start_at: null, queue_position: null, reason_code: null } : {}),
           // A requeue re-enters the queue now: starvation counts from here, not from submission.
           ...(to === 'pending' ? { stop_requested: null, stop_requested_at: null, started_at: null, gpu_model: null, queued_at: at } : {}),
         })
@@ -846,7 +891,7 @@ export class JobsRepository {
         portsUsed.set(rank0!, new Set([...(portsUsed.get(rank0!) ?? []), port!]));
         await tx
           .updateTable('jobs')
-          .set({ state: 'running', reason: null, started_at: at, gpu_model: s.gpuModel, estimated_start_at: null, queue_position: null, master_port: port!, attempts: sql`attempts + 1` })
+          .set({ state: 'running', reason: null, started_at: at, gpu_model: s.gpuModel, estimated_start_at: null, queue_position: null, reason_code: null, master_port: port!, attempts: sql`attempts + 1` })
           .where('id', '=', s.jobId)
           .execute();
         await tx.insertInto('job_transitions').values({ job_id: s.jobId, at, from_state: 'pending', to_state: 'running', reason: `placed on ${s.placement.length} node(s)` }).execute();
@@ -889,16 +934,16 @@ export class JobsRepository {
   }
 
   /** Stores the plan's explanation for pending jobs (only rows that changed are passed in); no position for a job kept from the plan. */
-  async annotatePending(rows: { id: string; reason: string; estimatedStartAt: Date | null; queuePosition: number | null }[]): Promise<void> {
+  async annotatePending(rows: { id: string; reason: string; reasonCode: string | null; estimatedStartAt: Date | null; queuePosition: number | null }[]): Promise<void> {
     // One statement per 20,000 rows, each column one array parameter: after a start every
     // position behind it moves, so a pass may rewrite most of the queue (a VALUES list of 500
     // rows per statement took about 3 s for 100,000).
     for (let i = 0; i < rows.length; i += 20_000) {
       const chunk = rows.slice(i, i + 20_000);
       await sql`
-        update jobs set reason = v.reason, estimated_start_at = v.eta, queue_position = v.pos
-        from unnest(${chunk.map((r) => r.id)}::uuid[], ${chunk.map((r) => r.reason)}::text[],
-                    ${chunk.map((r) => r.estimatedStartAt?.toISOString() ?? null)}::timestamptz[], ${chunk.map((r) => r.queuePosition)}::int[]) as v(id, reason, eta, pos)
+        update jobs set reason = v.reason, reason_code = v.code, estimated_start_at = v.eta, queue_position = v.pos
+        from unnest(${chunk.map((r) => r.id)}::uuid[], ${chunk.map((r) => r.reason)}::text[], ${chunk.map((r) => r.reasonCode)}::text[],
+                    ${chunk.map((r) => r.estimatedStartAt?.toISOString() ?? null)}::timestamptz[], ${chunk.map((r) => r.queuePosition)}::int[]) as v(id, reason, code, eta, pos)
         where jobs.id = v.id and jobs.state = 'pending'`.execute(this.db);
     }
   }

@@ -35,7 +35,11 @@ export class NodesRepository {
     });
   }
 
-  async list(filter: { names?: string[] } = {}): Promise<NodeWithGpus[]> {
+  /**
+   * Nodes with their GPUs. `allocations: false` leaves every GPU's `jobId` null and skips
+   * reading the live allocations (the leader knows them from its running jobs).
+   */
+  async list(filter: { names?: string[]; allocations?: boolean } = {}): Promise<NodeWithGpus[]> {
     let nq = this.db.selectFrom('nodes').selectAll().orderBy('name');
     if (filter.names) nq = nq.where('name', 'in', filter.names.length ? filter.names : ['']);
     const nodes = await nq.execute();
@@ -49,7 +53,7 @@ export class NodesRepository {
       gq = gq.where('node_id', 'in', ids);
       aq = aq.where('node_id', 'in', ids);
     }
-    const [gpus, allocs] = await Promise.all([gq.execute(), aq.execute()]);
+    const [gpus, allocs] = await Promise.all([gq.execute(), filter.allocations === false ? [] : aq.execute()]);
     const jobOn = new Map(allocs.map((a) => [`${a.node_id}/${a.gpu_index}`, a.job_id]));
     const byNode = new Map<string, NodeWithGpus['gpus']>();
     for (const g of gpus) {

@@ -13,6 +13,7 @@ export function jobView(j: JobDetail): JobView {
     name: j.name,
     state: j.state,
     reason: j.reason,
+    reasonCode: j.state === 'pending' ? (j.reason_code as JobView['reasonCode']) : null,
     gpus: j.gpus,
     gpuType: j.gpu_type,
     priority: j.priority,

@@ -1,0 +1,153 @@
+import { IdentityRepository, JobsRepository, NodesRepository, TenantsRepository } from '@nuri/db';
+import { createTestDatabase, type TestDatabase } from '../../../../libs/db/src/testing';
+import fc from 'fast-check';
+import { sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LiveJobs } from './live-jobs';
+
+const t0 = new Date('2026-01-01T00:00:00Z');
+
+/**
+ * The leader's in-memory queue against a real PostgreSQL: after any sequence of writes through
+ * the repository (submits, starts, ends, requeues, cancels, stop requests), a refresh that
+ * applies only the changes must hold exactly what a full reload reads.
+ */
+describe('LiveJobs: the incremental queue equals a full reload', () => {
+  let tdb: TestDatabase;
+  let jobs: JobsRepository;
+  let nodeIds: string[];
+  let submit: (gpus: number, priority?: 'low' | 'normal' | 'high') => Promise<string>;
+
+  beforeAll(async () => {
+    tdb = await createTestDatabase();
+    const db = tdb.handle.db;
+    const tenantId = await new TenantsRepository(db).create({ name: 'kakao', displayName: 'Kakao', weight: 1, quotas: [{ gpuType: 'h100', guaranteed: 64, limit: 64 }] });
+    const userId = await new IdentityRepository(db).createUser({ name: 'bob', tenantId, role: 'researcher' });
+    const nodes = new NodesRepository(db);
+    nodeIds = [];
+    for (const name of ['g1', 'g2', 'g3', 'g4']) {
+      const id = await nodes.create({ name, gpuType: 'h100', gpus: 8, rack: 'r1', leafSwitch: 'l1', tokenHash: 'x' });
+      await nodes.setState(id, 'up', 'test');
+      nodeIds.push(id);
+    }
+    jobs = new JobsRepository(db);
+    let n = 0;
+    submit = (gpus, priority = 'normal') =>
+      jobs.insert({ tenant_id: tenantId, user_id: userId, name: `j${n++}`, gpus, gpu_type: 'h100', priority, time_limit_seconds: 60, command: ['true'], env: {}, working_dir: null, requeue: true, submitted_at: t0 });
+  });
+  afterAll(async () => tdb?.drop());
+
+  const byId = <T extends { id: string }>(xs: T[]) => [...xs].sort((a, b) => (a.id < b.id ? -1 : 1));
+  const expectSameAsReload = async (live: LiveJobs) => {
+    const fresh = new LiveJobs(jobs);
+    await fresh.refresh();
+    expect(byId(live.pending())).toEqual(byId(fresh.pending()));
+    expect(byId(live.running())).toEqual(byId(fresh.running()));
+    expect(live.countByState().sort((a, b) => (a.state < b.state ? -1 : 1))).toEqual(fresh.countByState().sort((a, b) => (a.state < b.state ? -1 : 1)));
+  };
+
+  /** Starts a pending job on the first node with room (one node per job here), as the leader's commit does. */
+  const start = async (id: string) => {
+    const running = await jobs.running();
+    const held = new Map<string, Set<number>>();
+    for (const r of running) for (const p of r.placement) for (const g of p.gpuIndices) (held.get(p.nodeId) ?? held.set(p.nodeId, new Set()).get(p.nodeId)!).add(g);
+    const job = await jobs.find(id);
+    if (!job || job.state !== 'pending') return;
+    for (const nodeId of nodeIds) {
+      const free = [0, 1, 2, 3, 4, 5, 6, 7].filter((g) => !held.get(nodeId)?.has(g));
+      if (free.length >= job.gpus) {
+        await jobs.commitStarts([{ jobId: id, gpuModel: 'h100', placement: [{ nodeId, gpuIndices: free.slice(0, job.gpus) }] }], t0);
+        return;
+      }
+    }
+  };
+
+  type Op =
+    | { op: 'submit'; gpus: number; priority: 'low' | 'normal' | 'high' }
+    | { op: 'start' | 'finish' | 'requeue' | 'cancel' | 'stop' | 'annotate'; pick: number }
+    | { op: 'refresh' };
+  const opArb: fc.Arbitrary<Op> = fc.oneof(
+    fc.record({ op: fc.constant('submit' as const), gpus: fc.constantFrom(1, 2, 4, 8), priority: fc.constantFrom('low' as const, 'normal' as const, 'high' as const) }),
+    fc.record({ op: fc.constantFrom('start' as const, 'finish' as const, 'requeue' as const, 'cancel' as const, 'stop' as const, 'annotate' as const), pick: fc.nat(50) }),
+    fc.constant({ op: 'refresh' as const }),
+  );
+
+  it('after random writes and refreshes (property, real PostgreSQL)', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(opArb, { minLength: 5, maxLength: 30 }), async (ops) => {
+        const live = new LiveJobs(jobs);
+        await live.refresh();
+        for (const o of ops) {
+          if (o.op === 'refresh') {
+            await live.refresh();
+            continue;
+          }
+          if (o.op === 'submit') {
+            await submit(o.gpus, o.priority);
+            continue;
+          }
+          const pool: { id: string }[] = o.op === 'start' || o.op === 'cancel' || o.op === 'annotate' ? await jobs.pending() : await jobs.running();
+          const target = pool.length ? byId(pool)[o.pick % pool.length]!.id : undefined;
+          if (!target) continue;
+          if (o.op === 'start') await start(target);
+          else if (o.op === 'finish') await jobs.transition(target, ['running'], 'completed', 'exit code 0', t0, { exit_code: 0 });
+          else if (o.op === 'requeue') await jobs.transition(target, ['running'], 'pending', 'preempted', t0);
+          else if (o.op === 'cancel') await jobs.cancelPending([target], 'cancelled by test', t0);
+          else if (o.op === 'stop') await jobs.requestStop(target, 'preempt', t0);
+          else await jobs.annotatePending([{ id: target, reason: 'a reason', reasonCode: 'behind_higher_ranked', estimatedStartAt: t0, queuePosition: 3 }]);
+        }
+        await live.refresh();
+        await expectSameAsReload(live);
+      }),
+      { numRuns: 25 },
+    );
+  });
+
+  it('sees a write whose transaction began before a refresh and committed after it', async () => {
+    const live = new LiveJobs(jobs);
+    await live.refresh();
+    const db = tdb.handle.db;
+    // A submit stays open across a refresh (which must not see it yet), then commits.
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let opened!: () => void;
+    const isOpen = new Promise<void>((r) => (opened = r));
+    let slowId = '';
+    const slow = db.transaction().execute(async (tx) => {
+      const row = await tx
+        .insertInto('jobs')
+        .values({ tenant_id: (await tx.selectFrom('tenants').select('id').executeTakeFirstOrThrow()).id, user_id: (await tx.selectFrom('users').select('id').executeTakeFirstOrThrow()).id, name: 'slow', state: 'pending', gpus: 1, gpu_type: 'h100', priority: 'normal', time_limit_seconds: 60, command: JSON.stringify(['true']), env: '{}', working_dir: null, requeue: false, submitted_at: t0, queued_at: t0 } as never)
+        .returning('id')
+        .executeTakeFirstOrThrow();
+      slowId = row.id;
+      opened();
+      await gate;
+    });
+    await Promise.race([isOpen, slow]);
+    const fast = await submit(2);
+    await live.refresh();
+    expect(live.pending().map((j) => j.id)).toContain(fast);
+    expect(live.pending().map((j) => j.id)).not.toContain(slowId);
+    release();
+    await slow;
+    await live.refresh();
+    expect(live.pending().map((j) => j.id)).toContain(slowId);
+    await expectSameAsReload(live);
+  });
+
+  it("does not count the pass's own annotations as changes", async () => {
+    const live = new LiveJobs(jobs);
+    await live.refresh();
+    const pending = await jobs.pending();
+    expect(pending.length).toBeGreaterThan(0);
+    await jobs.annotatePending(pending.map((j) => ({ id: j.id, reason: 'waiting', reasonCode: 'waiting_for_resources', estimatedStartAt: null, queuePosition: 1 })));
+    live.takeTouched();
+    expect(await live.refresh()).toEqual({ full: false, rows: 0 });
+    expect(live.takeTouched()).toEqual([]);
+    // A change of a scheduled column is one.
+    await sql`update jobs set priority = 'high' where id = ${pending[0]!.id}`.execute(tdb.handle.db);
+    expect(await live.refresh()).toEqual({ full: false, rows: 1 });
+    expect(live.takeTouched()).toEqual([pending[0]!.id]);
+    expect(live.pending().find((j) => j.id === pending[0]!.id)?.priority).toBe('high');
+  });
+});
