@@ -39,7 +39,9 @@ export function configFor(mode: PolicyMode, base: PolicyConfig = DEFAULT_POLICY_
 
 /**
  * Decay a usage figure over elapsed seconds with the given half-life (exponential decay,
- * as Slurm's fair share): callers keep `decayedUsage` current with this and pass it in.
+ * as Slurm's fair share): callers keep `decayedUsage` current with this and pass it in. The
+ * one decay of usage: the usage repository (stored usage), the live snapshot and the simulator
+ * use it and accrueUsage, its integral over a run.
  */
 export function decayUsage(usage: number, elapsedSeconds: number, halfLifeSeconds: number): number {
   if (!(halfLifeSeconds > 0) || elapsedSeconds <= 0) return usage;

@@ -201,6 +201,6 @@ export class JobLifecycle {
   private async account(job: JobRow, at: Date): Promise<void> {
     if (!job.started_at || !job.gpu_model) return;
     const seconds = Math.max(0, (at.getTime() - job.started_at.getTime()) / 1000);
-    await this.usage.add(job.tenant_id, job.gpu_model, seconds * job.gpus, at, this.config.fairShareHalfLifeSeconds);
+    await this.usage.add(job.tenant_id, job.gpu_model, { gpus: job.gpus, seconds }, at, this.config.fairShareHalfLifeSeconds);
   }
 }
