@@ -2,16 +2,17 @@ import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdo
 import type { AgentHello, ServerMessage } from '@nuri/contracts';
 import { WIRE_VERSION, isCriticalXid } from '@nuri/contracts';
 import type { ServerConfig } from '@nuri/config';
-import { JobsRepository, LogRelayRepository, NodesRepository, RunningWithPlacement } from '@nuri/db';
+import { DatabaseHandle, JobsRepository, LedgerRepository, LogRelayRepository, NodesRepository, RunningWithPlacement } from '@nuri/db';
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import type { z } from 'zod';
 import { Clock } from '../core/clock';
 import { Coalesced } from '../core/coalesced';
-import { CONFIG } from '../core/core.module';
+import { CONFIG, DATABASE } from '../core/core.module';
 import { Wakeups } from '../core/wakeups';
 import { NuriMetrics } from '@nuri/metrics';
 import { hashToken } from '../auth/tokens';
 import { JobLifecycle } from '../lifecycle/job-lifecycle';
+import { AttemptTelemetry } from './attempt-telemetry';
 import type { AgentLink, FleetPort, SequencedMessage } from './fleet-port';
 import type { GatewayCounters } from './transport/agent-gateway';
 
@@ -28,6 +29,8 @@ interface Dispatch {
 
 /** How often a gateway says it is alive (the leader treats one unseen for GATEWAY_LIVE_MS as gone). */
 const GATEWAY_ALIVE_EVERY_MS = 1000;
+/** How often what the samples say of running attempts (utilization, idle GPU-seconds) is stored in the ledger. */
+const TELEMETRY_STORE_EVERY_MS = 15_000;
 /** Streams of a node unheard for this long are forgotten when it says hello again. */
 const STREAM_RETENTION_MS = 10 * 60_000;
 
@@ -69,6 +72,10 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
   private aliveTimer?: NodeJS.Timeout;
   /** This gateway process (gateway_instances.id; nodes.gateway_id of the agents it holds). */
   readonly instanceId = randomUUID();
+  /** Utilization and idle time per running attempt, integrated from samples (issue 15). */
+  private readonly telemetry: AttemptTelemetry;
+  private readonly ledger: LedgerRepository;
+  private telemetryTimer?: NodeJS.Timeout;
 
   constructor(
     @Inject(CONFIG) private readonly config: ServerConfig,
@@ -79,7 +86,11 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
     private readonly lifecycle: JobLifecycle,
     private readonly metrics: NuriMetrics,
     private readonly relayRepo: LogRelayRepository,
-  ) {}
+    @Inject(DATABASE) database: DatabaseHandle,
+  ) {
+    this.ledger = new LedgerRepository(database.db);
+    this.telemetry = new AttemptTelemetry(config.idle.thresholdRatio);
+  }
 
   attach(link: AgentLink): void {
     this.link = link;
@@ -107,6 +118,8 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
     this.timer = setTimeout(loop, 1000);
     this.seenTimer = setInterval(() => void this.flushSeen(), 1000);
     this.seenTimer.unref?.();
+    this.telemetryTimer = setInterval(() => void this.storeTelemetry(), TELEMETRY_STORE_EVERY_MS);
+    this.telemetryTimer.unref?.();
   }
 
   async onApplicationShutdown(): Promise<void> {
@@ -115,7 +128,9 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
     clearInterval(this.aliveTimer);
     for (const t of this.goneTimers.values()) clearTimeout(t);
     this.unsubscribe?.();
+    clearInterval(this.telemetryTimer);
     await this.flushSeen().catch((e: Error) => this.log.error(`recording agents last seen at shutdown failed: ${e.message}`));
+    await this.storeTelemetry();
   }
 
   async authenticate(nodeName: string, token: string): Promise<boolean> {
@@ -194,6 +209,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
     const at = new Date(m.at);
     if (m.type === 'samples') {
       this.metrics.applySamplesMessage(nodeName, stream, m);
+      this.telemetry.sample(nodeId, m.at, m.gpus);
     } else if (m.type === 'job_event') {
       // Effects are idempotent (state-guarded), so applying then advancing the stream is
       // exactly-once even if the process dies in between.
@@ -206,6 +222,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
           d.attempts.delete(e.jobId);
           d.stopsSent.delete(e.jobId);
         }
+        await this.storeTelemetry(e.jobId); // the attempt's utilization up to its end, before the end is recorded
         if (await this.lifecycle.exited(nodeId, e, at)) this.metrics.removeJobSeries(e.jobId);
       } else if (d) {
         d.started.add(e.jobId);
@@ -234,6 +251,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
     this.metrics.setAgentConnections(this.nodes.size);
     if (!d) return;
     this.seen.delete(d.nodeId);
+    this.telemetry.forget(d.nodeId);
     await this.nodeRepo.markConnected(d.nodeId, false, this.clock.now());
     clearTimeout(this.goneTimers.get(nodeName));
     const t = setTimeout(() => {
@@ -313,6 +331,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
    * that runs now, a stop never for a job that does run here.
    */
   private async reconcileMessages(nodeName: string, d: Dispatch, here: RunningWithPlacement[]): Promise<ServerMessage[]> {
+    this.telemetry.placed(d.nodeId, here);
     const wanted = new Set<string>();
     const starts: RunningWithPlacement[] = [];
     const stops: { jobId: string; kind: 'requested' | 'reconcile'; attempt?: number }[] = [];
@@ -404,6 +423,18 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
       });
     }
     return out;
+  }
+
+  /** Stores the utilization and idle time integrated since the last store (of one job's attempts, or all); kept for the next try if it fails. */
+  private async storeTelemetry(jobId?: string): Promise<void> {
+    const deltas = this.telemetry.take(jobId);
+    if (!deltas.length) return;
+    try {
+      await this.ledger.addTelemetry(deltas, this.clock.now());
+    } catch (e) {
+      this.telemetry.restore(deltas);
+      this.log.error(`storing attempt telemetry failed: ${(e as Error).message}`);
+    }
   }
 
   /** One node_change wake-up for a burst of hellos (thousands of agents reconnecting), not one each. */
