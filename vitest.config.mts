@@ -21,5 +21,7 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    // A throwaway PostgreSQL when none answers at DATABASE_URL (test/support/global-postgres.ts).
+    globalSetup: ['test/support/global-postgres.ts'],
   },
 });
