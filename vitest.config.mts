@@ -14,6 +14,8 @@ export default defineConfig({
       '@nuri/scheduling': lib('scheduling'),
       '@nuri/metrics': lib('metrics'),
       '@nuri/config': lib('config'),
+      // The agent's public entry, for the demo center that runs the production agent in-process.
+      '@nuri/agent': resolve(import.meta.dirname, 'apps', 'agent', 'src'),
     },
   },
   test: {

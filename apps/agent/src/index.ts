@@ -5,3 +5,4 @@ export { JobRunner, DEFAULT_PATH, type RunAs, type JobRunnerOptions } from './ru
 export { Journal, RunningState } from './journal';
 export { Outbox } from './outbox';
 export { fullJitterDelay } from './backoff';
+export { blockedAncestor } from './isolation';

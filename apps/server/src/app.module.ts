@@ -4,7 +4,7 @@ import type { DatabaseHandle } from '@nuri/db';
 import { ApiModule, HealthModule } from './api/api.module';
 import { Clock } from './core/clock';
 import { CoreModule } from './core/core.module';
-import { Wakeups } from './core/wakeups';
+import { Wakeups } from '@nuri/db';
 import { GatewayModule } from './gateway/gateway.module';
 import { MetricsModule } from './metrics/metrics.module';
 import { SchedulerModule } from './scheduler/scheduler.module';

@@ -10,7 +10,7 @@ import { TenantsService } from './api/tenants/tenants.service';
 import { UsersService } from './api/users/users.service';
 import { AuthService } from './auth/auth.service';
 import { Clock, SystemClock } from './core/clock';
-import { Wakeups } from './core/wakeups';
+import { Wakeups } from '@nuri/db';
 import { DemoHandle, startDemo } from './demo/demo';
 import { FleetService } from './gateway/fleet.service';
 import { LogRelay } from './gateway/log-relay';
@@ -60,7 +60,7 @@ async function step(what: string, fn: () => Promise<unknown> | undefined): Promi
 export async function startServer(config: ServerConfig, options: StartOptions = {}): Promise<RunningServer> {
   const database = options.database ?? (await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir }));
   await migrateToLatest(database.db);
-  const wakeups = new Wakeups();
+  const wakeups = new Wakeups(new Logger('Wakeups'));
   if (database.kind === 'postgres' && config.databaseUrl)
     await wakeups.connect(config.databaseUrl, config.roles.has('scheduler') || config.roles.has('gateway'));
   const clock = options.clock ?? new SystemClock();

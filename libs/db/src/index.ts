@@ -10,3 +10,4 @@ export * from './repositories/dependencies.repository';
 export * from './repositories/log-relay.repository';
 export * from './repositories/ledger.repository';
 export * from './repositories/prices.repository';
+export * from './wakeups';

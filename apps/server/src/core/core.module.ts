@@ -1,9 +1,9 @@
-import { DynamicModule, Global, Module } from '@nestjs/common';
+import { DynamicModule, Global, Logger, Module } from '@nestjs/common';
 import type { ServerConfig } from '@nuri/config';
 import { DatabaseHandle, DependenciesRepository, IdentityRepository, JobsRepository, NodesRepository, TenantsRepository, UsageRepository } from '@nuri/db';
 import { NuriMetrics } from '@nuri/metrics';
 import { Clock, SystemClock } from './clock';
-import { Wakeups } from './wakeups';
+import { Wakeups } from '@nuri/db';
 
 /** Injection tokens for values that are not classes. */
 export const CONFIG = Symbol('CONFIG');
@@ -24,7 +24,7 @@ export class CoreModule {
         { provide: CONFIG, useValue: config },
         { provide: DATABASE, useValue: database },
         { provide: Clock, useValue: clock },
-        { provide: Wakeups, useValue: wakeups ?? new Wakeups() },
+        { provide: Wakeups, useValue: wakeups ?? new Wakeups(new Logger('Wakeups')) },
         { provide: NuriMetrics, useValue: metrics ?? new NuriMetrics({ processMetrics: true, dcgmCompat: config.dcgmCompat, idle: config.idle, now: () => clock.now().getTime() }) },
         { provide: TenantsRepository, useValue: new TenantsRepository(db) },
         { provide: IdentityRepository, useValue: new IdentityRepository(db) },

@@ -2,13 +2,12 @@ import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdo
 import type { AgentHello, ServerMessage } from '@nuri/contracts';
 import { WIRE_VERSION, isCriticalXid } from '@nuri/contracts';
 import type { ServerConfig } from '@nuri/config';
-import { DatabaseHandle, JobsRepository, LedgerRepository, LogRelayRepository, NodesRepository, RunningWithPlacement } from '@nuri/db';
+import { DatabaseHandle, JobsRepository, LedgerRepository, LogRelayRepository, NodesRepository, RunningWithPlacement, Wakeups } from '@nuri/db';
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import type { z } from 'zod';
 import { Clock } from '../core/clock';
 import { Coalesced } from '../core/coalesced';
 import { CONFIG, DATABASE } from '../core/core.module';
-import { Wakeups } from '../core/wakeups';
 import { NuriMetrics } from '@nuri/metrics';
 import { hashToken } from '../auth/tokens';
 import { JobLifecycle } from '../lifecycle/job-lifecycle';

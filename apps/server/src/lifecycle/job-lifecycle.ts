@@ -5,7 +5,7 @@ import { GangState, JobRecord, JobRow, JobsRepository, NodesRepository, RunDecis
 import { NuriMetrics } from '@nuri/metrics';
 import { Clock } from '../core/clock';
 import { CONFIG } from '../core/core.module';
-import { Wakeups } from '../core/wakeups';
+import { Wakeups } from '@nuri/db';
 
 type Exited = Extract<JobEvent, { kind: 'exited' }>;
 type Outcome = { to: JobRow['state']; reason: string };

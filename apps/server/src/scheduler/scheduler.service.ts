@@ -19,7 +19,7 @@ import { Plan, Scheduler, StartCalibration, calibratedEstimate } from '@nuri/sch
 import { Clock } from '../core/clock';
 import { Coalesced } from '../core/coalesced';
 import { CONFIG, DATABASE } from '../core/core.module';
-import { Wakeups } from '../core/wakeups';
+import { Wakeups } from '@nuri/db';
 import { JobLifecycle } from '../lifecycle/job-lifecycle';
 import { gatePending } from './gating';
 import { afterStarts, gpuCounts, jobCounts, SchedulerMetricsState, tenantRows } from './scheduler-metrics';

@@ -3,7 +3,7 @@ import { CancelJobs, CancelJobsResult, DependencyKind, DependencySpec, GPU_MODEL
 import { CancelCandidate, DependenciesRepository, IdentityRepository, isUuid, JobDetail, JobRecord, JobsRepository, NewJobInput, NodesRepository, Principal, TenantsRepository, TenantWithQuotas } from '@nuri/db';
 import { NuriMetrics } from '@nuri/metrics';
 import { Clock } from '../../core/clock';
-import { Wakeups } from '../../core/wakeups';
+import { Wakeups } from '@nuri/db';
 import { isOperator, seesTenant } from '../../auth/principal';
 import { conflict, forbidden, invalidField, notFound } from '../common/errors';
 import { jobView } from '../common/views';

@@ -3,7 +3,7 @@ import { CreateNode, DrainNode, NodeView } from '@nuri/contracts';
 import { JobsRepository, NodesRepository, NodeWithGpus, Principal } from '@nuri/db';
 import { NuriMetrics } from '@nuri/metrics';
 import { Clock } from '../../core/clock';
-import { Wakeups } from '../../core/wakeups';
+import { Wakeups } from '@nuri/db';
 import { isOperator } from '../../auth/principal';
 import { hashToken, newAgentToken } from '../../auth/tokens';
 import { conflict, notFound, uniqueOr409 } from '../common/errors';

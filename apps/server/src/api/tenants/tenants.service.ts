@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { CreateTenant, SetQuotas, TenantView, UpdateTenant } from '@nuri/contracts';
 import { Principal, TenantsRepository, TenantWithQuotas } from '@nuri/db';
-import { Wakeups } from '../../core/wakeups';
+import { Wakeups } from '@nuri/db';
 import { isOperator } from '../../auth/principal';
 import { invalidField, notFound, uniqueOr409 } from '../common/errors';
 import { tenantView } from '../common/views';

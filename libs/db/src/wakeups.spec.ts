@@ -1,7 +1,13 @@
 import { Client } from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, TestDatabase } from '../../../../libs/db/src/testing';
-import { Wakeups, type WakeReason } from './wakeups';
+import { createTestDatabase, TestDatabase } from './testing';
+import { Wakeups, type WakeReason, type WakeupsLog } from './wakeups';
+
+/** A logger that keeps what it was told, by level. */
+function recorder(): WakeupsLog & { lines: string[] } {
+  const lines: string[] = [];
+  return { lines, log: (m) => lines.push(`log ${m}`), warn: (m) => lines.push(`warn ${m}`), error: (m) => lines.push(`error ${m}`) };
+}
 
 describe('wake-ups across processes (real PostgreSQL)', () => {
   let db: TestDatabase;
@@ -15,8 +21,9 @@ describe('wake-ups across processes (real PostgreSQL)', () => {
   });
 
   it('keeps arriving after the listening connection is killed: it reconnects and wakes everyone once for what it missed', async () => {
-    const listener = new Wakeups();
-    const sender = new Wakeups();
+    const said = recorder();
+    const listener = new Wakeups(said);
+    const sender = new Wakeups(recorder());
     open.push(listener, sender);
     await listener.connect(db.url, true);
     await sender.connect(db.url, false);
@@ -41,5 +48,22 @@ describe('wake-ups across processes (real PostgreSQL)', () => {
     expect(await arrives('dispatch')).toBe(true); // the catch-up wake after reconnecting
     sender.wake('node_change');
     expect(await arrives('node_change')).toBe(true);
+    // The operator can see it happened: the loss with its cause, then the reconnect.
+    expect(said.lines[0]).toMatch(/^warn wake-up listener lost \(.*terminat.*\); reconnecting$/);
+    expect(said.lines).toContain('log wake-up listener reconnected');
+  });
+
+  it('logs a failing NOTIFY once, not once per wake, with the reason the database gave', async () => {
+    const said = recorder();
+    const sender = new Wakeups(said);
+    open.push(sender);
+    await sender.connect(db.url.replace(/\/[^/?]+(\?|$)/, '/nuri_no_such_database$1'), false);
+    for (const r of ['submit', 'job_end', 'cancel'] as const) sender.wake(r);
+    for (let i = 0; i < 100 && said.lines.length === 0; i++) await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 300));
+    sender.wake('submit');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(said.lines).toHaveLength(1);
+    expect(said.lines[0]).toMatch(/^error wake-up NOTIFY failed .*nuri_no_such_database/);
   });
 });

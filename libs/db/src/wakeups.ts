@@ -3,10 +3,26 @@ import { Client, Pool } from 'pg';
 
 export type WakeReason = 'submit' | 'job_end' | 'node_change' | 'cancel' | 'dispatch';
 
+/** Where wake-up connection problems are told (the server passes its logger). */
+export interface WakeupsLog {
+  log(message: string): void;
+  warn(message: string): void;
+  error(message: string): void;
+}
+
+const CONSOLE_LOG: WakeupsLog = {
+  log: (m) => console.log(m),
+  warn: (m) => console.warn(m),
+  error: (m) => console.error(m),
+};
+
+const messageOf = (e: unknown) => (e instanceof Error ? e.message : String(e));
+
 /**
  * Tells the scheduler there is something to do (a submit, a job end, a node change).
  * In one process it is an event; across processes on a real PostgreSQL it also travels
  * as NOTIFY on channel `nuri_wake`, so an api replica wakes the leader scheduler.
+ * Connection problems are logged: a silent loss only shows as starts waiting for the tick.
  */
 export class Wakeups {
   private readonly events = new EventEmitter();
@@ -16,13 +32,17 @@ export class Wakeups {
   private closing = false;
   private retry?: NodeJS.Timeout;
   private failures = 0;
+  /** A NOTIFY failed and none has succeeded since: the next failures are not logged again. */
+  private notifyFailing = false;
+
+  constructor(private readonly log: WakeupsLog = CONSOLE_LOG) {}
 
   async connect(databaseUrl: string, listen: boolean): Promise<void> {
     this.databaseUrl = databaseUrl;
     // A one-connection pool queues notifications instead of overlapping them on a client.
     this.notifier = new Pool({ connectionString: databaseUrl, max: 1 });
-    this.notifier.on('error', () => undefined);
-    this.notifier.on('connect', (client) => client.on('error', () => undefined));
+    // An idle connection that dies is replaced on the next NOTIFY; say so, do not crash.
+    this.notifier.on('error', (e) => this.log.warn(`wake-up notifier connection lost: ${e.message}`));
     if (listen) await this.listen();
   }
 
@@ -35,15 +55,16 @@ export class Wakeups {
   private async listen(): Promise<void> {
     const client = new Client({ connectionString: this.databaseUrl });
     let lost = false;
-    const onLost = () => {
+    const onLost = (e?: Error) => {
       if (lost) return;
       lost = true;
       if (this.listener === client) this.listener = undefined;
-      client.end().catch(() => undefined);
+      if (!this.closing) this.log.warn(`wake-up listener lost (${e ? e.message : 'connection ended'}); reconnecting`);
+      client.end().catch(() => undefined); // already broken: ending it can only fail the same way
       this.reconnectLater();
     };
     client.on('error', onLost);
-    client.on('end', onLost);
+    client.on('end', () => onLost());
     client.on('notification', (n) => this.events.emit('wake', (n.payload ?? 'submit') as WakeReason));
     this.listener = client;
     await client.connect();
@@ -59,9 +80,13 @@ export class Wakeups {
       if (this.closing) return;
       this.listen().then(
         () => {
+          this.log.log('wake-up listener reconnected');
           for (const reason of ['submit', 'dispatch'] as const) this.events.emit('wake', reason);
         },
-        () => this.reconnectLater(),
+        (e: unknown) => {
+          this.log.error(`wake-up listener reconnect failed (attempt ${this.failures}): ${messageOf(e)}`);
+          this.reconnectLater();
+        },
       );
     }, delay);
     this.retry.unref?.();
@@ -86,8 +111,21 @@ export class Wakeups {
     this.unsent.clear();
     this.notifying = reasons.length > 0 && !!this.notifier;
     if (!this.notifying) return;
-    const sent = reasons.map((r) => this.notifier!.query('select pg_notify($1, $2)', ['nuri_wake', r]).catch(() => undefined));
+    const sent = reasons.map((r) => this.notifier!.query('select pg_notify($1, $2)', ['nuri_wake', r]).then(() => this.notified(), (e: unknown) => this.notifyFailed(e)));
     void Promise.all(sent).then(() => this.notifyUnsent());
+  }
+
+  private notified(): void {
+    if (!this.notifyFailing) return;
+    this.notifyFailing = false;
+    this.log.log('wake-up NOTIFY works again');
+  }
+
+  /** Logged once until a NOTIFY succeeds again: during an outage every wake fails the same way. */
+  private notifyFailed(e: unknown): void {
+    if (this.closing || this.notifyFailing) return;
+    this.notifyFailing = true;
+    this.log.error(`wake-up NOTIFY failed (other processes wake on their periodic tick until it works): ${messageOf(e)}`);
   }
 
   onWake(fn: (reason: WakeReason) => void): () => void {
