@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 import YAML from 'yaml';
 import { ConfigMap, Namespace, Secret, Service } from 'kubernetes-models/v1';
 import { DaemonSet, Deployment } from 'kubernetes-models/apps/v1';
+import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
 import { PrometheusRule, ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1';
 import { agentConfig, agentNames, kubeExpand, PUBLIC_PROBE_PATHS, read, ROOT, serverConfig, serverEnvNames, sourceOfBuilt, yamlDocs } from './support';
 
@@ -26,6 +27,7 @@ const MODELS: Record<string, new (data: any) => unknown> = {
   'v1/Service': Service,
   'apps/v1/Deployment': Deployment,
   'apps/v1/DaemonSet': DaemonSet,
+  'policy/v1/PodDisruptionBudget': PodDisruptionBudget,
   'monitoring.coreos.com/v1/ServiceMonitor': ServiceMonitor,
   'monitoring.coreos.com/v1/PrometheusRule': PrometheusRule,
 };
@@ -70,7 +72,7 @@ describe('deploy/kubernetes', () => {
     expect(new Set(seen).size).toBe(seen.length);
     // The count the deploy note reports: every Kubernetes object checked here.
     console.log(`deploy/kubernetes: ${objects.length} objects validated (${[...new Set(objects.map((o) => o.obj.kind))].join(', ')})`);
-    expect(objects.length).toBeGreaterThanOrEqual(18);
+    expect(objects.length).toBeGreaterThanOrEqual(21);
   });
 
   it('the validation can fail: a wrong type, a missing field and a bad duration are refused', () => {
@@ -129,6 +131,14 @@ describe('deploy/kubernetes', () => {
       if (role === 'gateway') expect(config.gatewayInternalUrl).toBe(`http://${FIELD_REFS['status.podIP']}:${config.port}`);
     }
     expect(find('Deployment', 'nuri-scheduler').spec.replicas).toBe(2);
+  });
+
+  it('a drain keeps one pod of each server role: each PodDisruptionBudget selects its Deployment\'s pods, which run more than one', () => {
+    for (const { d } of serverDeployments) {
+      const pdb = find('PodDisruptionBudget', d.metadata.name);
+      expect(matches(pdb.spec.selector.matchLabels, d.spec.template.metadata.labels)).toBe(true);
+      expect(d.spec.replicas).toBeGreaterThan(pdb.spec.minAvailable);
+    }
   });
 
   it('server Deployments: probes ask a path every process answers without a token, on the declared port; non-root, read-only root', () => {
