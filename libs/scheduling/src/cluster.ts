@@ -80,8 +80,8 @@ export class MinHeap {
     let i = a.length - 1;
     while (i > 0) {
       const p = (i - 1) >> 1;
-      if (a[p] <= v) break;
-      a[i] = a[p];
+      if (a[p]! <= v) break;
+      a[i] = a[p]!;
       i = p;
     }
     a[i] = v;
@@ -92,7 +92,7 @@ export class MinHeap {
   pop(): number | undefined {
     const a = this.a;
     if (a.length === 0) return undefined;
-    const top = a[0];
+    const top = a[0]!;
     const last = a.pop()!;
     if (a.length > 0) {
       let i = 0;
@@ -101,9 +101,9 @@ export class MinHeap {
         const l = 2 * i + 1;
         if (l >= n) break;
         const r = l + 1;
-        const c = r < n && a[r] < a[l] ? r : l;
-        if (a[c] >= last) break;
-        a[i] = a[c];
+        const c = r < n && a[r]! < a[l]! ? r : l;
+        if (a[c]! >= last) break;
+        a[i] = a[c]!;
         i = c;
       }
       a[i] = last;
@@ -268,7 +268,7 @@ export class Cluster {
     const recs: (RunRec | null)[] = new Array(running.length);
     let adds = 0;
     for (let i = 0; i < running.length; i++) {
-      const r = running[i];
+      const r = running[i]!;
       const rec = this.runs.get(r.id);
       if (rec !== undefined && rec.stamp !== stamp && sameRun(rec.job, r)) {
         rec.stamp = stamp;
@@ -317,7 +317,7 @@ export class Cluster {
     if (adds > 0)
       for (let i = 0; i < running.length; i++) {
         if (recs[i] !== null) continue;
-        const r = running[i];
+        const r = running[i]!;
         const t = heldUntil(r, now, graceMs);
         const key = `${r.tenantId}\u0000${r.gpuModel}`;
         let gr = this.groups.get(key);
@@ -366,7 +366,7 @@ export class Cluster {
       for (const b of pool.buckets) pushes += b.length;
       if (pushes > 4 * pool.nodes.length + 64) {
         for (let c = 0; c < pool.buckets.length; c++) pool.buckets[c] = new MinHeap();
-        for (const st of pool.nodes) if (!st.dirty && st.free.length > 0) pool.buckets[st.free.length].push(st.idx);
+        for (const st of pool.nodes) if (!st.dirty && st.free.length > 0) pool.buckets[st.free.length]!.push(st.idx);
       }
     }
     for (const st of this.dirtyList) {
@@ -377,7 +377,7 @@ export class Cluster {
       st.reserved = false;
       st.ver = nextVer();
       st.dirty = false;
-      if (st.free.length > 0) this.pools[st.model].buckets[st.free.length].push(st.idx);
+      if (st.free.length > 0) this.pools[st.model].buckets[st.free.length]!.push(st.idx);
     }
     this.dirtyList = [];
     for (const pool of [h100, h800]) {
@@ -452,11 +452,11 @@ export class Cluster {
   /** Best-fit unreserved node of a pool with at least g free GPUs (fewest free, then node order). */
   bestFitUnreserved(pool: Pool, g: number): NodeState | null {
     for (let c = g; c < pool.buckets.length; c++) {
-      const h = pool.buckets[c];
+      const h = pool.buckets[c]!;
       for (;;) {
         const top = h.peek();
         if (top === undefined) break;
-        const st = this.byIdx[top];
+        const st = this.byIdx[top]!;
         if (st.reserved || st.free.length !== c) {
           h.pop();
           continue;
@@ -473,7 +473,7 @@ export class Cluster {
     const wasWhole = this.isWholeFree(st) && !st.reserved;
     if (st.reserved) {
       if (this.isWholeFree(st)) pool.resvWhole--;
-      for (let c = Math.max(1, st.free.length - g + 1); c <= Math.min(st.free.length, 8); c++) pool.resvFreeAtLeast[c]--;
+      for (let c = Math.max(1, st.free.length - g + 1); c <= Math.min(st.free.length, 8); c++) pool.resvFreeAtLeast[c]!--;
     }
     const got = st.free.splice(0, g);
     pool.totalFree -= got.length;
@@ -481,7 +481,7 @@ export class Cluster {
       st.leaf.whole--;
       pool.wholeFree--;
     }
-    if (!st.reserved && st.free.length > 0) pool.buckets[st.free.length].push(st.idx);
+    if (!st.reserved && st.free.length > 0) pool.buckets[st.free.length]!.push(st.idx);
     st.held.push({ t: until, g: got.length, jobId });
     st.heldSorted = false;
     st.ver = nextVer();
@@ -502,7 +502,7 @@ export class Cluster {
       pool.wholeFree--;
       pool.resvWhole++;
     }
-    for (let c = 1; c <= Math.min(st.free.length, 8); c++) pool.resvFreeAtLeast[c]++;
+    for (let c = 1; c <= Math.min(st.free.length, 8); c++) pool.resvFreeAtLeast[c]!++;
     st.reserved = true;
     pool.reservedNodes.push(st);
   }
@@ -514,7 +514,7 @@ export class Cluster {
       if (!st) continue;
       // New entries, not edits: the base shares the entry objects.
       for (let i = 0; i < st.held.length; i++) {
-        const h = st.held[i];
+        const h = st.held[i]!;
         if (h.jobId === jobId && h.t > t) st.held[i] = { t, g: h.g, jobId };
       }
       st.heldSorted = false;
@@ -528,8 +528,8 @@ export class Cluster {
 function insertSorted(a: number[], v: number): void {
   let i = a.length;
   a.push(v);
-  while (i > 0 && a[i - 1] > v) {
-    a[i] = a[i - 1];
+  while (i > 0 && a[i - 1]! > v) {
+    a[i] = a[i - 1]!;
     i--;
   }
   a[i] = v;
@@ -539,8 +539,8 @@ function samePlacement(a: readonly Placement[], b: readonly Placement[]): boolea
   if (a === b) return true;
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) {
-    const x = a[i];
-    const y = b[i];
+    const x = a[i]!;
+    const y = b[i]!;
     if (x.nodeId !== y.nodeId || x.gpuIndices.length !== y.gpuIndices.length) return false;
     for (let k = 0; k < x.gpuIndices.length; k++) if (x.gpuIndices[k] !== y.gpuIndices[k]) return false;
   }
@@ -613,7 +613,7 @@ export function fitTime(st: NodeState, need: number): number {
     st.fit = fit;
     st.fitVer = st.ver;
   }
-  return st.fit[need];
+  return st.fit[need]!;
 }
 
 /** Free GPUs on a node at time t, given held GPUs' ends and reservations. */
@@ -699,18 +699,18 @@ export class FitHeap {
     return this.t.length;
   }
   private less(i: number, j: number): boolean {
-    return this.t[i] < this.t[j] || (this.t[i] === this.t[j] && this.idx[i] < this.idx[j]);
+    return this.t[i]! < this.t[j]! || (this.t[i] === this.t[j] && this.idx[i]! < this.idx[j]!);
   }
   private swap(i: number, j: number): void {
     const { t, idx, ver } = this;
-    let x = t[i];
-    t[i] = t[j];
+    let x = t[i]!;
+    t[i] = t[j]!;
     t[j] = x;
-    x = idx[i];
-    idx[i] = idx[j];
+    x = idx[i]!;
+    idx[i] = idx[j]!;
     idx[j] = x;
-    x = ver[i];
-    ver[i] = ver[j];
+    x = ver[i]!;
+    ver[i] = ver[j]!;
     ver[j] = x;
   }
   push(t: number, idx: number, ver: number): void {

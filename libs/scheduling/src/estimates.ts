@@ -75,7 +75,7 @@ export class StartCalibration {
     if (this.cached !== null) return this.cached;
     if (this.count < this.minSamples) return (this.cached = 1);
     const xs = Array.from(this.ratios.subarray(0, this.count)).sort((a, b) => a - b);
-    const m = xs.length % 2 ? xs[(xs.length - 1) / 2] : (xs[xs.length / 2 - 1] + xs[xs.length / 2]) / 2;
+    const m = xs.length % 2 ? xs[(xs.length - 1) / 2]! : (xs[xs.length / 2 - 1]! + xs[xs.length / 2]!) / 2;
     // Two decimals: a new start moves the median a little, and every change of an estimate is
     // a write per pending job in the live scheduler.
     return (this.cached = Math.round(Math.min(MAX_ESTIMATE_SCALE, Math.max(MIN_ESTIMATE_SCALE, m)) * 100) / 100);

@@ -25,7 +25,7 @@ interface LimitHold {
  * for the tenant's usage over time.
  */
 export class LimitHolds {
-  private readonly holds: (LimitHold[] | null)[];
+  private readonly holds: (LimitHold[] | undefined)[];
   /**
    * Per x and job size g = 1..8: the earliest start of a hold with less than g room (a job of g
    * GPUs may start there only if it ends by then). Larger jobs scan the holds.
@@ -36,23 +36,23 @@ export class LimitHolds {
   private runHeld: number[][] | null = null;
 
   constructor(private readonly p: Pass) {
-    this.holds = new Array(p.T * 2).fill(null);
+    this.holds = new Array<LimitHold[] | undefined>(p.T * 2).fill(undefined);
     this.tight = new Float64Array(p.T * 2 * 9).fill(Infinity);
     this.passHeld = Array.from({ length: p.T * 2 }, () => []);
   }
 
   /** May a job of g GPUs ending by endBy start under the holds on x? */
   room(x: number, g: number, endBy: number): boolean {
-    if (g <= NODE_GPUS) return endBy <= this.tight[x * 9 + g];
+    if (g <= NODE_GPUS) return endBy <= this.tight[x * 9 + g]!;
     const hs = this.holds[x];
-    if (hs !== null) for (const h of hs) if (endBy > h.t && h.room < g) return false;
+    if (hs !== undefined) for (const h of hs) if (endBy > h.t && h.room < g) return false;
     return true;
   }
 
   /** The earliest hold on any of the types that a job of g GPUs ending by endBy would run past, and its type. */
   blocking(ti: number, models: readonly GpuModel[], g: number, endBy: number): { hold: LimitHold; model: GpuModel } | null {
     let h: LimitHold | null = null;
-    let hm: GpuModel = models[0];
+    let hm: GpuModel = models[0]!;
     for (const m of models)
       for (const c of this.holds[this.p.x(ti, m)] ?? []) if (endBy > c.t && c.room < g && (!h || c.t < h.t)) (h = c), (hm = m);
     return h === null ? null : { hold: h, model: hm };
@@ -60,9 +60,9 @@ export class LimitHolds {
 
   /** A start or claim on x until `end`: counts against a hold's room if it outlasts it. */
   hold(x: number, end: number, g: number): void {
-    this.passHeld[x].push(end, g);
+    this.passHeld[x]!.push(end, g);
     const hs = this.holds[x];
-    if (hs !== null) {
+    if (hs !== undefined) {
       for (const h of hs) if (end > h.t) h.room -= g;
       this.mins(x);
     }
@@ -75,27 +75,27 @@ export class LimitHolds {
     let bestFrom = Infinity;
     for (const m of models) {
       const x = this.p.x(ti, m);
-      if (job.gpus > lim2[x]) continue;
+      if (job.gpus > lim2[x]!) continue;
       // What the tenant holds, and the jobs reserved under earlier holds (counted as held until
       // they end: they will be running then).
       let h = this.holdings(x);
-      let u = use2[x];
+      let u = use2[x]!;
       const hs = this.holds[x];
-      if (hs !== null) {
+      if (hs !== undefined) {
         h = h.slice();
         for (const o of hs) {
           h.push(o.e, o.g);
           u += o.g;
         }
       }
-      const idx = Array.from({ length: h.length / 2 }, (_, i) => i).sort((a, b) => h[2 * a] - h[2 * b]);
+      const idx = Array.from({ length: h.length / 2 }, (_, i) => i).sort((a, b) => h[2 * a]! - h[2 * b]!);
       let from = this.p.now;
       for (const i of idx) {
-        if (u + job.gpus <= lim2[x]) break;
-        u -= h[2 * i + 1];
-        from = Math.max(from, h[2 * i]);
+        if (u + job.gpus <= lim2[x]!) break;
+        u -= h[2 * i + 1]!;
+        from = Math.max(from, h[2 * i]!);
       }
-      if (u + job.gpus > lim2[x]) continue;
+      if (u + job.gpus > lim2[x]!) continue;
       if (from < bestFrom) {
         bestFrom = from;
         best = m;
@@ -116,12 +116,12 @@ export class LimitHolds {
   setHold(x: number, job: PendingJob, at: number, end = at + job.timeLimitSeconds * 1000): void {
     let still = 0;
     const h = this.holdings(x);
-    for (let i = 0; i < h.length; i += 2) if (h[i] > at) still += h[i + 1];
+    for (let i = 0; i < h.length; i += 2) if (h[i]! > at) still += h[i + 1]!;
     let hs = this.holds[x];
-    if (hs !== null) for (const o of hs) if (o.t <= at && at < o.e) still += o.g;
-    const room = this.p.lim2[x] - job.gpus - still;
+    if (hs !== undefined) for (const o of hs) if (o.t <= at && at < o.e) still += o.g;
+    const room = this.p.lim2[x]! - job.gpus - still;
     if (room < 0) return;
-    if (hs === null) hs = this.holds[x] = [];
+    if (hs === undefined) hs = this.holds[x] = [];
     for (const o of hs) if (at <= o.t && o.t < end) o.room -= job.gpus;
     hs.push({ t: at, e: end, g: job.gpus, jobId: job.id, room });
     this.mins(x);
@@ -135,11 +135,11 @@ export class LimitHolds {
       const tix = new Map(p.tenantIds.map((id, i) => [id, i]));
       for (const r of p.snapshot.running) {
         const ti = tix.get(r.tenantId);
-        if (ti !== undefined) runHeld[ti * 2 + modelIndex(r.gpuModel)].push(heldUntil(r, p.now, p.graceMs), r.gpus);
+        if (ti !== undefined) runHeld[ti * 2 + modelIndex(r.gpuModel)]!.push(heldUntil(r, p.now, p.graceMs), r.gpus);
       }
       this.runHeld = runHeld;
     }
-    return this.passHeld[x].length === 0 ? this.runHeld[x] : this.runHeld[x].concat(this.passHeld[x]);
+    return this.passHeld[x]!.length === 0 ? this.runHeld[x]! : this.runHeld[x]!.concat(this.passHeld[x]!);
   }
 
   private mins(x: number): void {
@@ -163,8 +163,8 @@ export function withinLimits(p: Pass, job: PendingJob, feasible: readonly GpuMod
   let all = true;
   let held = false;
   for (let i = 0; i < feasible.length; i++) {
-    const x = p.x(ti, feasible[i]);
-    if (use2[x] + g > lim2[x]) all = false;
+    const x = p.x(ti, feasible[i]!);
+    if (use2[x]! + g > lim2[x]!) all = false;
     else if (!holds.room(x, g, endBy)) {
       all = false;
       held = true;
@@ -173,7 +173,7 @@ export function withinLimits(p: Pass, job: PendingJob, feasible: readonly GpuMod
   if (all) return feasible;
   const allowed = feasible.filter((m) => {
     const x = p.x(ti, m);
-    return use2[x] + g <= lim2[x] && holds.room(x, g, endBy);
+    return use2[x]! + g <= lim2[x]! && holds.room(x, g, endBy);
   });
   if (allowed.length > 0) return allowed;
   const tenant = p.tenantAt[ti]?.name ?? job.tenantId;
@@ -194,7 +194,7 @@ export function withinLimits(p: Pass, job: PendingJob, feasible: readonly GpuMod
       model = r.gpuModel;
     }
   }
-  const detail = feasible.map((m) => `${use2[p.x(ti, m)]} of ${lim2[p.x(ti, m)]} ${m.toUpperCase()} GPUs in use or claimed`).join(', ');
+  const detail = feasible.map((m) => `${use2[p.x(ti, m)]!} of ${lim2[p.x(ti, m)]!} ${m.toUpperCase()} GPUs in use or claimed`).join(', ');
   p.explain(job, 'over_quota_limit', messages.overLimit(job, tenant, detail), est, model);
   return null;
 }

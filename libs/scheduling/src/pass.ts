@@ -117,10 +117,10 @@ export class Pass {
     this.guar2 = new Float64Array(T * 2);
     this.tenantAt = this.tenantIds.map((id) => this.tenants.get(id));
     for (let t = 0; t < T; t++) {
-      const u = used.get(this.tenantIds[t]);
+      const u = used.get(this.tenantIds[t]!);
       const q = this.tenantAt[t]?.quotas;
       for (let x = 0; x < 2; x++) {
-        const m = MODELS[x];
+        const m = MODELS[x]!;
         this.use2[t * 2 + x] = u ? u[m] : 0;
         this.lim2[t * 2 + x] = q?.[m]?.limit ?? 0;
         this.guar2[t * 2 + x] = q?.[m] ? q[m]!.guaranteed : -1;
@@ -148,16 +148,16 @@ export class Pass {
   readJob(oi: number): number {
     const rec = this.rec;
     const b = oi * REC;
-    const ti = rec[b + R_TENANT] | 0;
+    const ti = rec[b + R_TENANT]! | 0;
     const job = this.job;
-    job.id = this.cols.rankedIds![oi];
-    job.tenantId = this.tenantIds[ti];
-    job.gpus = rec[b + R_GPUS] | 0;
-    job.gpuType = typeName(rec[b + R_TYPE] | 0);
-    job.priority = rec[b + R_PRIORITY];
-    job.submittedAt = rec[b + R_SUBMITTED];
-    job.queuedAt = rec[b + R_QUEUED];
-    job.timeLimitSeconds = rec[b + R_LIMIT];
+    job.id = this.cols.rankedIds![oi]!;
+    job.tenantId = this.tenantIds[ti]!;
+    job.gpus = rec[b + R_GPUS]! | 0;
+    job.gpuType = typeName(rec[b + R_TYPE]! | 0);
+    job.priority = rec[b + R_PRIORITY]!;
+    job.submittedAt = rec[b + R_SUBMITTED]!;
+    job.queuedAt = rec[b + R_QUEUED]!;
+    job.timeLimitSeconds = rec[b + R_LIMIT]!;
     return ti;
   }
 
@@ -203,7 +203,7 @@ export class Pass {
 
   /** The type with the least work ahead per GPU (the first on a tie). */
   fluidPick(models: readonly GpuModel[]): GpuModel {
-    let best = models[0];
+    let best = models[0]!;
     for (const m of models) {
       const a = this.cl.pools[m];
       const b = this.cl.pools[best];

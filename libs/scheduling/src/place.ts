@@ -28,13 +28,13 @@ export class Placer {
     const p = this.p;
     const g = job.gpus;
     let start: PlannedStart | null;
-    const inG = p.quotas && allowed.length > 1 ? allowed.filter((m) => p.use2[p.x(ti, m)] + g <= p.guar2[p.x(ti, m)]) : allowed;
+    const inG = p.quotas && allowed.length > 1 ? allowed.filter((m) => p.use2[p.x(ti, m)]! + g <= p.guar2[p.x(ti, m)]!) : allowed;
     if (inG.length > 0 && inG.length < allowed.length) start = this.tryStart(job, inG) ?? this.tryStart(job, allowed.filter((m) => !inG.includes(m)));
     else start = this.tryStart(job, allowed);
     if (start) {
       const x = p.x(ti, start.gpuModel);
       p.starts.push(start);
-      p.use2[x] += g;
+      p.use2[x]! += g;
       p.holds.hold(x, p.now + job.timeLimitSeconds * 1000, g);
     }
     return start;

@@ -20,7 +20,7 @@ describe('placement', () => {
     const id = h.submit('a', gpus, { type: 'h100' });
     h.pass();
     expect(h.started(id)?.placement.map((p) => p.nodeId)).toEqual(want);
-    expect(h.started(id)?.placement[0].gpuIndices).toHaveLength(gpus);
+    expect(h.started(id)?.placement[0]?.gpuIndices).toHaveLength(gpus);
   });
 
   it('gives free GPU indices only, never one a running job holds', () => {
@@ -28,7 +28,7 @@ describe('placement', () => {
     h.run('a', 3, ['h100-000']);
     const id = h.submit('a', 5, { type: 'h100' });
     h.pass();
-    expect(h.started(id)?.placement[0].gpuIndices).toEqual([3, 4, 5, 6, 7]);
+    expect(h.started(id)?.placement[0]?.gpuIndices).toEqual([3, 4, 5, 6, 7]);
   });
 
   it.each([
@@ -56,8 +56,8 @@ describe('placement', () => {
     const h = new Harness().addNode('bad', 'h100', opts).addNode('good', 'h100', { unhealthy: [0] }).addTenant('a', { h100: [16, 16] });
     const ids = [h.submit('a', gpus, { type: 'h100' }), h.submit('a', 6, { type: 'h100' })];
     h.pass();
-    for (const id of ids) expect(h.started(id)?.placement[0].nodeId).toBe('good');
-    expect(h.started(ids[1])?.placement[0].gpuIndices).not.toContain(0);
+    for (const id of ids) expect(h.started(id)?.placement[0]?.nodeId).toBe('good');
+    expect(h.started(ids[1]!)?.placement[0]?.gpuIndices).not.toContain(0);
   });
 
   it('a node with a failed GPU is not used as a whole node', () => {
@@ -172,7 +172,7 @@ describe('reclaim of guaranteed capacity', () => {
     { name: '(control) borrowed, old enough', guaranteedB: 8, agoH: 2, stopping: false, preemption: true, want: ['b2'] },
   ])('never preempts $name', ({ guaranteedB, agoH, preemption, want }) => {
     const h = new Harness().addNodes('h100', 2).addTenant('a', { h100: [0, 16] }).addTenant('b', { h100: [guaranteedB, 16] });
-    h.tenants[0] = { ...h.tenants[0], quotas: { h100: { guaranteed: 8, limit: 16 } } };
+    h.tenants[0] = { ...h.tenants[0]!, quotas: { h100: { guaranteed: 8, limit: 16 } } };
     h.config = { ...h.config, preemption };
     h.run('b', 8, ['h100-000'], { id: 'b1', startedAgoH: 5 });
     h.run('b', 8, ['h100-001'], { id: 'b2', startedAgoH: agoH });
@@ -279,7 +279,7 @@ describe('fair share', () => {
     const as = [h.submit('a', 8, { limitH: 1 }), h.submit('a', 8, { limitH: 1 }), h.submit('a', 8, { limitH: 1 })];
     const bs = [h.submit('b', 8, { limitH: 1 }), h.submit('b', 8, { limitH: 1 }), h.submit('b', 8, { limitH: 1 })];
     h.pass();
-    expect(h.plan!.starts.map((s) => s.jobId).sort()).toEqual([as[0], as[1], bs[0], bs[1]].sort());
+    expect(h.plan!.starts.map((s) => s.jobId).sort()).toEqual([as[0]!, as[1]!, bs[0]!, bs[1]!].sort());
   });
 });
 
@@ -305,7 +305,7 @@ describe('backfill', () => {
     if (depth > 0) {
       expect(h.reason(big)).toBe('waiting_for_resources');
       expect(h.explanation(big)!.estimatedStartAt).toBe(h.now + 2 * HOUR * 1000);
-      expect(h.plan!.reservations![0].jobId).toBe(big);
+      expect(h.plan!.reservations![0]!.jobId).toBe(big);
     }
   });
 
@@ -318,10 +318,10 @@ describe('backfill', () => {
     h.pass();
     expect(h.plan!.reservations!.map((r) => r.jobId)).toEqual(ids.slice(0, 2));
     const est = ids.map((id) => h.explanation(id)!.estimatedStartAt!);
-    expect(est[0]).toBe(h.now + 1 * HOUR * 1000);
-    expect(est[1]).toBe(h.now + 2 * HOUR * 1000);
-    expect(est[2]).toBeGreaterThanOrEqual(est[1]);
-    expect(h.reason(ids[1])).toBe('behind_higher_ranked');
+    expect(est[0]!).toBe(h.now + 1 * HOUR * 1000);
+    expect(est[1]!).toBe(h.now + 2 * HOUR * 1000);
+    expect(est[2]!).toBeGreaterThanOrEqual(est[1]!);
+    expect(h.reason(ids[1]!)).toBe('behind_higher_ranked');
   });
 
   it('multi-node reservation: earliest time enough whole nodes are free', () => {
@@ -334,7 +334,7 @@ describe('backfill', () => {
     const longFill = h.submit('a', 5, { type: 'h100', limitH: 8 });
     h.pass();
     expect(h.explanation(big)!.estimatedStartAt).toBe(h.now + 2 * HOUR * 1000);
-    expect(h.plan!.reservations![0].nodeIds).toEqual(['h100-000', 'h100-002']);
+    expect(h.plan!.reservations![0]!.nodeIds).toEqual(['h100-000', 'h100-002']);
     expect(h.reason(fill)).toBe('started');
     expect(h.reason(longFill)).toBe('reservation_for_larger_job');
   });
@@ -514,8 +514,8 @@ describe('reclaim without preemption cycles', () => {
     const job = h.submit('b', 8, { id: 'b-job' });
     h.pass();
     expect(h.plan!.preemptions).toHaveLength(1);
-    expect(h.plan!.preemptions[0]).toMatchObject({ forJobId: job });
-    expect(['a-small0', 'a-small1']).toContain(h.plan!.preemptions[0].jobId);
+    expect(h.plan!.preemptions[0]!).toMatchObject({ forJobId: job });
+    expect(['a-small0', 'a-small1']).toContain(h.plan!.preemptions[0]!.jobId);
   });
 });
 

@@ -31,7 +31,7 @@ export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
 function planJob(p: Pass, oi: number): void {
   const ti = p.readJob(oi);
   const job = p.job;
-  const { existing, feasible } = p.feasibility(p.rec[oi * REC + R_TYPE] | 0, job.gpus);
+  const { existing, feasible } = p.feasibility(p.rec[oi * REC + R_TYPE]! | 0, job.gpus);
   if (existing.length === 0) return p.explain(job, 'no_node_of_type', messages.noNodeOfType(job), null);
   if (feasible.length === 0) return p.explain(job, 'nodes_unavailable', messages.nodesUnavailable(job), null);
   if (p.strictBlocked) {

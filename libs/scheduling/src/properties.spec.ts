@@ -59,11 +59,11 @@ function tenantsFor(nodes: SnapshotNode[], shares: number[], limits: number[], u
     id: `t${i}`,
     name: `t${i}`,
     weight: 1 + (i % 2),
-    decayedUsage: usage[i],
+    decayedUsage: usage[i]!,
     quotas: Object.fromEntries(
       (['h100', 'h800'] as GpuModel[]).map((m) => {
         const guaranteed = Math.floor((cap(m) * s) / total);
-        return [m, { guaranteed, limit: Math.max(guaranteed, Math.min(cap(m), guaranteed + limits[i])) }];
+        return [m, { guaranteed, limit: Math.max(guaranteed, Math.min(cap(m), guaranteed + limits[i]!)) }];
       }),
     ),
   }));
@@ -99,7 +99,7 @@ function pendingOf(j: JobSpec, i: number): PendingJob {
   return {
     id: `j${String(i).padStart(3, '0')}`,
     tenantId: `t${j.tenant}`,
-    gpus: SIZES[j.size],
+    gpus: SIZES[j.size]!,
     gpuType: j.type,
     priority: j.priority,
     submittedAt: T0 + j.submitMin * 60_000,
@@ -162,7 +162,7 @@ function shuffled<T>(a: readonly T[], seed: number): T[] {
   for (let i = out.length - 1; i > 0; i--) {
     x = (x * 1103515245 + 12345) >>> 0;
     const j = x % (i + 1);
-    [out[i], out[j]] = [out[j], out[i]];
+    [out[i], out[j]] = [out[j]!, out[i]!];
   }
   return out;
 }
@@ -276,7 +276,7 @@ describe('properties', () => {
         for (const op of ops) {
           // Mostly the next snapshot; sometimes a jump to any other one.
           at = op % 4 === 0 ? (op >>> 3) % hist.length : Math.min(hist.length - 1, at + 1);
-          let s = hist[at];
+          let s = hist[at]!;
           const r = s.running;
           const pick = r.length > 0 ? (op >>> 5) % r.length : -1;
           switch ((op >>> 2) % 11) {
@@ -293,11 +293,11 @@ describe('properties', () => {
               s = { ...s, now: s.now + (op % 7) * 600_000, config: { ...s.config, preemptGraceSeconds: 30 + (op % 5) * 30 } };
               break;
             case 4: // the same id twice
-              if (pick >= 0) s = { ...s, running: [...r, r[pick]] };
+              if (pick >= 0) s = { ...s, running: [...r, r[pick]!] };
               break;
             case 5: // a second job on GPUs another holds (what the database refuses; the core must still agree)
               if (pick >= 0) {
-                const clash = { ...r[pick], id: `${r[pick].id}-clash`, startedAt: r[pick].startedAt - 1 };
+                const clash = { ...r[pick]!, id: `${r[pick]!.id}-clash`, startedAt: r[pick]!.startedAt - 1 };
                 s = { ...s, running: op % 2 ? [clash, ...r] : [...r, clash] };
               }
               break;
@@ -380,7 +380,7 @@ describe('properties', () => {
           // starve (a starving borrower's reservation is the open question in docs/scheduling.md).
           world.pending = world.pending.map((j) => ({ ...j, submittedAt: world.now - 60_000, queuedAt: world.now - 60_000 }));
           more.forEach((m, i) => world.submit({ id: `bq${String(i).padStart(2, '0')}`, tenantId: 'b', gpus: m, gpuType: 'h100', priority: 2, submittedAt: world.now - 30_000, timeLimitSeconds: 2 * HOUR }, HOUR));
-          world.running = world.running.map((r, i) => ({ ...r, startedAt: world.now - fill[i % fill.length].agoMin * 60_000 }));
+          world.running = world.running.map((r, i) => ({ ...r, startedAt: world.now - fill[i % fill.length]!.agoMin * 60_000 }));
           world.submit({ id: 'a-job', tenantId: 'a', gpus: want, gpuType: 'h100', priority: 1, submittedAt: world.now, timeLimitSeconds: HOUR }, HOUR);
           const s = world.snapshot();
           // Precondition: some node can be cleared enough using borrowed jobs only.

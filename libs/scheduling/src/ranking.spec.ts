@@ -23,7 +23,7 @@ describe('sortOrder (packed numeric sort)', () => {
       fc.property(fc.array(job, { maxLength: 60 }), fc.boolean(), fc.boolean(), (jobs, byGroup, byPriority) => {
         const unique = [...new Map(jobs.map((j) => [j.id, j])).values()];
         const c = buildColumns(snap(unique));
-        const got = Array.from(sortOrder(c, byGroup, byPriority)).map((i) => unique[i].id);
+        const got = Array.from(sortOrder(c, byGroup, byPriority)).map((i) => unique[i]!.id);
         const want = [...unique]
           .sort(
             (a, b) =>

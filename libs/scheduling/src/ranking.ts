@@ -48,7 +48,7 @@ const bitsFor = (n: number) => (n <= 1 ? 0 : Math.ceil(Math.log2(n)));
 /** Type wish as a small code: 0 any, 1 h100, 2 h800. */
 export const typeCode = (t: string) => (t === 'h100' ? 1 : t === 'h800' ? 2 : 0);
 const TYPE_NAMES = ['any', 'h100', 'h800'] as const;
-export const typeName = (c: number) => TYPE_NAMES[c];
+export const typeName = (c: number): (typeof TYPE_NAMES)[number] => TYPE_NAMES[c]!;
 
 /** Allowed models by (type code, GPU count), without touching the job object. */
 export function modelsOf(type: number, gpus: number): readonly GpuModel[] {
@@ -90,7 +90,7 @@ export interface Columns {
 /** Ids in the given order. */
 export function gatherIds(id: readonly string[], perm: Int32Array): string[] {
   const out: string[] = new Array(perm.length);
-  for (let p = 0; p < perm.length; p++) out[p] = id[perm[p]];
+  for (let p = 0; p < perm.length; p++) out[p] = id[perm[p]!]!;
   return out;
 }
 
@@ -118,16 +118,16 @@ export function gather(rec: Float64Array, perm: Int32Array, name: string): Float
   const n = perm.length;
   const out = scratch(name, f64, n * REC);
   for (let p = 0; p < n; p++) {
-    const a = perm[p] * REC;
+    const a = perm[p]! * REC;
     const b = p * REC;
-    out[b + R_GPUS] = rec[a + R_GPUS];
-    out[b + R_TYPE] = rec[a + R_TYPE];
-    out[b + R_TENANT] = rec[a + R_TENANT];
-    out[b + R_LIMIT] = rec[a + R_LIMIT];
-    out[b + R_SUBMITTED] = rec[a + R_SUBMITTED];
-    out[b + R_PRIORITY] = rec[a + R_PRIORITY];
-    out[b + R_INDEX] = perm[p];
-    out[b + R_QUEUED] = rec[a + R_QUEUED];
+    out[b + R_GPUS] = rec[a + R_GPUS]!;
+    out[b + R_TYPE] = rec[a + R_TYPE]!;
+    out[b + R_TENANT] = rec[a + R_TENANT]!;
+    out[b + R_LIMIT] = rec[a + R_LIMIT]!;
+    out[b + R_SUBMITTED] = rec[a + R_SUBMITTED]!;
+    out[b + R_PRIORITY] = rec[a + R_PRIORITY]!;
+    out[b + R_INDEX] = perm[p]!;
+    out[b + R_QUEUED] = rec[a + R_QUEUED]!;
   }
   return out;
 }
@@ -166,7 +166,7 @@ export function buildColumns(snapshot: Snapshot): Columns {
   const floor = (snapshot.config.mode ?? 'nuri') === 'nuri' ? starvingPriorityFloorOf(snapshot.config) : -Infinity;
   const starvedBy = snapshot.now - starvationMsOf(snapshot.config);
   for (let i = 0; i < n; i++) {
-    const j = jobs[i];
+    const j = jobs[i]!;
     id[i] = j.id;
     tname[i] = j.tenantId;
     const b = i * REC;
@@ -183,7 +183,7 @@ export function buildColumns(snapshot: Snapshot): Columns {
   for (const t of snapshot.tenants) tix.set(t.id, -1);
   let last = '';
   for (let i = 0; i < n; i++) {
-    const t = tname[i];
+    const t = tname[i]!;
     if (t !== last && !tix.has(t)) tix.set(t, -1);
     last = t;
   }
@@ -193,7 +193,7 @@ export function buildColumns(snapshot: Snapshot): Columns {
   let lastK = -1;
   last = '\u0000none';
   for (let i = 0; i < n; i++) {
-    const t = tname[i];
+    const t = tname[i]!;
     if (t !== last) {
       lastK = tix.get(t)!;
       last = t;
@@ -219,11 +219,11 @@ export function sortOrder(c: Columns, byGroup: boolean, byPriority: boolean): In
   let pmin = Infinity;
   let pmax = -Infinity;
   for (let i = 0; i < n; i++) {
-    const s = sub[i];
+    const s = sub[i]!;
     if (s < minSub) minSub = s;
     if (s > maxSub) maxSub = s;
     if (!Number.isInteger(s)) integral = false;
-    const p = prio[i];
+    const p = prio[i]!;
     if (p < pmin) pmin = p;
     if (p > pmax) pmax = p;
   }
@@ -245,21 +245,21 @@ export function sortOrder(c: Columns, byGroup: boolean, byPriority: boolean): In
     const gScale = 2 ** (subBits + pBits);
     const single = prank !== null && prank.size === 1;
     for (let i = 0; i < n; i++) {
-      let k = sub[i] - minSub;
-      if (prank !== null && !single) k += prank.get(prio[i])! * pScale;
-      if (byGroup) k += tenant[i] * gScale;
+      let k = sub[i]! - minSub;
+      if (prank !== null && !single) k += prank.get(prio[i]!)! * pScale;
+      if (byGroup) k += tenant[i]! * gScale;
       packed[i] = k * scale + i;
     }
     packed.sort();
-    for (let i = 0; i < n; i++) out[i] = packed[i] % scale;
+    for (let i = 0; i < n; i++) out[i] = packed[i]! % scale;
     // Equal keys came out in index order: put each such run in id order.
     let a = 0;
     while (a < n) {
-      const ka = Math.floor(packed[a] / scale);
+      const ka = Math.floor(packed[a]! / scale);
       let b = a + 1;
-      while (b < n && Math.floor(packed[b] / scale) === ka) b++;
+      while (b < n && Math.floor(packed[b]! / scale) === ka) b++;
       if (b - a > 1) {
-        const run = Array.from(out.subarray(a, b)).sort((x, y) => cmp(id[x], id[y]));
+        const run = Array.from(out.subarray(a, b)).sort((x, y) => cmp(id[x]!, id[y]!));
         out.set(run, a);
       }
       a = b;
@@ -270,10 +270,10 @@ export function sortOrder(c: Columns, byGroup: boolean, byPriority: boolean): In
   const idx = Array.from({ length: n }, (_, i) => i);
   idx.sort(
     (x, y) =>
-      (byGroup ? tenant[x] - tenant[y] : 0) ||
-      (byPriority ? prio[y] - prio[x] : 0) ||
-      sub[x] - sub[y] ||
-      cmp(id[x], id[y]),
+      (byGroup ? tenant[x]! - tenant[y]! : 0) ||
+      (byPriority ? prio[y]! - prio[x]! : 0) ||
+      sub[x]! - sub[y]! ||
+      cmp(id[x]!, id[y]!),
   );
   out.set(idx);
   return out;
@@ -314,17 +314,17 @@ export function rankPending(snapshot: Snapshot, mode: PolicyMode, used: Map<stri
     while (q.head < q.end && done[q.head] === 1) q.head++;
     const pb = pos * REC;
     const ob = o * REC;
-    for (let f = 0; f < REC; f++) ranked[ob + f] = pr[pb + f];
-    rankedIds[o] = pids[pos];
-    const g = pr[pb + R_GPUS];
+    for (let f = 0; f < REC; f++) ranked[ob + f] = pr[pb + f]!;
+    rankedIds[o] = pids[pos]!;
+    const g = pr[pb + R_GPUS]!;
     // Only a job that fits in what is left of its tenant's guarantee is charged to it (and may
     // reclaim in the pass): a starving 64-GPU job of a tenant guaranteed 52 ranks first but
     // asks for borrowed capacity, and must not use up the guarantee of the tenant's smaller jobs.
     const inG = fits(pr, q, pos);
     within[o] = inG ? 1 : 0;
-    order[o++] = perm[pos];
-    if (inG) charge(q, g, pr[pb + R_TYPE]);
-    q.share += g * pr[pb + R_LIMIT];
+    order[o++] = perm[pos]!;
+    if (inG) charge(q, g, pr[pb + R_TYPE]!);
+    q.share += g * pr[pb + R_LIMIT]!;
     if (q.head < q.end) choose(r, q);
     else live--;
   }
@@ -371,15 +371,15 @@ function tenantQueues(snapshot: Snapshot, c: Columns, used: Map<string, Usage>, 
     const k = tix.get(x.tenantId);
     if (k === undefined) continue;
     const left = Math.max(0, x.startedAt + x.timeLimitSeconds * 1000 - now) / 1000;
-    committed[k] += left * x.gpus;
+    committed[k]! += left * x.gpus;
   }
   const qs: Queue[] = [];
   let a = 0;
   while (a < n) {
-    const k = pr[a * REC + R_TENANT];
+    const k = pr[a * REC + R_TENANT]!;
     let b = a + 1;
     while (b < n && pr[b * REC + R_TENANT] === k) b++;
-    const id = tenantIds[k];
+    const id = tenantIds[k]!;
     const t = tenants.get(id);
     const u = used.get(id) ?? { h100: 0, h800: 0 };
     const q: Queue = {
@@ -392,7 +392,7 @@ function tenantQueues(snapshot: Snapshot, c: Columns, used: Map<string, Usage>, 
       v8: u.h800,
       g1: t?.quotas.h100?.guaranteed ?? 0,
       g8: t?.quotas.h800?.guaranteed ?? 0,
-      share: (t?.decayedUsage ?? 0) + committed[k],
+      share: (t?.decayedUsage ?? 0) + committed[k]!,
       weight: Math.max(t?.weight ?? 1, 1e-9),
     };
     choose(r, q);
@@ -411,7 +411,7 @@ function nextQueue(qs: readonly Queue[], pr: Float64Array): Queue {
       !best ||
       q.tier < best.tier ||
       (q.tier === best.tier &&
-        (q.tier === 0 ? pr[q.next * REC + R_SUBMITTED] < pr[best.next * REC + R_SUBMITTED] : q.share / q.weight < best.share / best.weight))
+        (q.tier === 0 ? pr[q.next * REC + R_SUBMITTED]! < pr[best.next * REC + R_SUBMITTED]! : q.share / q.weight < best.share / best.weight))
     )
       best = q;
   }
@@ -419,8 +419,8 @@ function nextQueue(qs: readonly Queue[], pr: Float64Array): Queue {
 }
 
 function fits(pr: Float64Array, q: Queue, pos: number): boolean {
-  const g = pr[pos * REC + R_GPUS];
-  const ty = pr[pos * REC + R_TYPE];
+  const g = pr[pos * REC + R_GPUS]!;
+  const ty = pr[pos * REC + R_TYPE]!;
   return (ty !== 2 && q.v1 + g <= q.g1) || (ty !== 1 && q.v8 + g <= q.g8);
 }
 
@@ -457,7 +457,7 @@ function choose(r: Ranking, q: Queue): void {
   const h = q.head;
   // Starving counts from when the job last entered the queue: a job just requeued after a
   // preemption is not starving, or it would jump ahead of the job it was preempted for.
-  if (pr[h * REC + R_QUEUED] <= r.starving) {
+  if (pr[h * REC + R_QUEUED]! <= r.starving) {
     q.next = h;
     q.tier = 0;
     return;

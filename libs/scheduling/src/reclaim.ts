@@ -58,8 +58,8 @@ export function chooseVictims<V extends VictimCandidate>(ordered: readonly V[], 
     }
   }
   for (let i = chosen.length - 1; i >= 0; i--) {
-    if (acc - chosen[i].g >= want) {
-      acc -= chosen[i].g;
+    if (acc - chosen[i]!.g >= want) {
+      acc -= chosen[i]!.g;
       chosen.splice(i, 1);
     }
   }
@@ -130,18 +130,18 @@ export class Reclaimer {
     const g = job.gpus;
     for (const m of allowed) {
       const x = p.x(ti, m);
-      const gq = p.guar2[x];
-      if (gq < 0 || p.use2[x] + g > gq || this.knownToFail(modelIndex(m), g, job.timeLimitSeconds)) continue;
+      const gq = p.guar2[x]!;
+      if (gq < 0 || p.use2[x]! + g > gq || this.knownToFail(modelIndex(m), g, job.timeLimitSeconds)) continue;
       const r = this.reclaim(job, m);
       if (r === null) {
-        const f = this.fails[modelIndex(m)];
-        if (f.length > 0 && f[0].v !== p.gainVersion[m]) f.length = 0;
+        const f = this.fails[modelIndex(m)]!;
+        if (f.length > 0 && f[0]!.v !== p.gainVersion[m]) f.length = 0;
         if (f.length >= 4) f.shift();
         f.push({ g, dur: job.timeLimitSeconds, v: p.gainVersion[m] });
         continue;
       }
       p.holds.hold(x, p.now + p.graceMs + job.timeLimitSeconds * 1000, g);
-      p.use2[x] += g; // claimed: counts against the tenant's guarantee and limit for its later jobs
+      p.use2[x]! += g; // claimed: counts against the tenant's guarantee and limit for its later jobs
       p.cl.pools[m].workAhead += g * job.timeLimitSeconds;
       p.explain(job, 'waiting_for_reclaim', messages.reclaim(job, m, r, p.cfg.preemptGraceSeconds), p.now + p.graceMs, m);
       return true;
@@ -155,14 +155,14 @@ export class Reclaimer {
     if (l && !this.inSoon.has(st)) {
       // Keep node order: insert in place (preemptions are few).
       let i = l.length;
-      while (i > 0 && l[i - 1].idx > st.idx) i--;
+      while (i > 0 && l[i - 1]!.idx > st.idx) i--;
       l.splice(i, 0, st);
       this.inSoon.add(st);
     }
   }
 
   private knownToFail(x: number, g: number, dur: number): boolean {
-    for (const f of this.fails[x]) if (f.v === this.p.gainVersion[MODELS[x]] && g >= f.g && dur >= f.dur) return true;
+    for (const f of this.fails[x]!) if (f.v === this.p.gainVersion[MODELS[x]!] && g >= f.g && dur >= f.dur) return true;
     return false;
   }
 
@@ -194,13 +194,13 @@ export class Reclaimer {
       if (multi ? !st.full : st.size < g) continue;
       const row = st.idx * 9;
       // Failed before for no more GPUs and no later end, and the node has not changed since.
-      if (zeroVer[st.idx] === st.ver && zeroFail[row + need] <= E) continue;
+      if (zeroVer[st.idx] === st.ver && zeroFail[row + need]! <= E) continue;
       if (fitTime(st, need) > S || minFree(st, S, E) < need) {
         if (zeroVer[st.idx] !== st.ver) {
           zeroVer[st.idx] = st.ver;
           zeroFail.fill(Infinity, row, row + 9);
         }
-        for (let n = need; n <= NODE_GPUS; n++) if (E < zeroFail[row + n]) zeroFail[row + n] = E;
+        for (let n = need; n <= NODE_GPUS; n++) if (E < zeroFail[row + n]!) zeroFail[row + n] = E;
         continue;
       }
       zero.push(st);
@@ -355,7 +355,7 @@ export function borrowedJobs(snapshot: Snapshot, tenants: Map<string, SnapshotTe
   }
   const out = new Set<string>();
   for (const list of groups.values()) {
-    const r0 = list[0];
+    const r0 = list[0]!;
     const guaranteed = tenants.get(r0.tenantId)?.quotas[r0.gpuModel]?.guaranteed ?? 0;
     list.sort(splitOrder);
     let cum = 0;
@@ -392,15 +392,15 @@ export function starvedProtected(
   if (starved.length === 0) return EMPTY;
   const room = MODELS.map((m, x) => {
     let c = capacity(m);
-    for (let t = 0; t < tenantCount; t++) if (guar2[t * 2 + x] > 0) c -= guar2[t * 2 + x];
+    for (let t = 0; t < tenantCount; t++) if (guar2[t * 2 + x]! > 0) c -= guar2[t * 2 + x]!;
     return c;
   });
   starved.sort((a, b) => a.startedAt - b.startedAt || cmp(a.id, b.id));
   const out = new Set<string>();
   for (const r of starved) {
     const x = modelIndex(r.gpuModel);
-    if (r.gpus <= room[x]) {
-      room[x] -= r.gpus;
+    if (r.gpus <= room[x]!) {
+      room[x]! -= r.gpus;
       out.add(r.id);
     }
   }

@@ -38,7 +38,7 @@ export class Reserver {
     for (const m of allowed) ahead += p.blockedOn[m];
     const heldFor = this.heldByReservation(job, allowed);
     let est: number | null = null;
-    let model: GpuModel = allowed[0];
+    let model: GpuModel = allowed[0]!;
     if (p.reservationsLeft > 0) {
       const r = this.reserve(job, allowed);
       if (r) {
@@ -132,7 +132,7 @@ export class Reserver {
       this.fitPushed[key] = pushed;
     }
     while (h.size > 0) {
-      const st = cl.byIdx[h.idx[0]];
+      const st = cl.byIdx[h.idx[0]!]!;
       if (st.reserved) {
         h.pop();
         continue;
@@ -146,7 +146,7 @@ export class Reserver {
         }
         continue;
       }
-      return h.t[0] < Infinity ? st : null;
+      return h.t[0]! < Infinity ? st : null;
     }
     return null;
   }
@@ -174,8 +174,8 @@ export class Reserver {
     let i = 0;
     let j = 0;
     while (i < valid.length || j < changed.length) {
-      if (j >= changed.length || (i < valid.length && (valid[i].t - changed[j].t || valid[i].st.idx - changed[j].st.idx) < 0)) plain.push(valid[i++]);
-      else plain.push(changed[j++]);
+      if (j >= changed.length || (i < valid.length && (valid[i]!.t - changed[j]!.t || valid[i]!.st.idx - changed[j]!.st.idx) < 0)) plain.push(valid[i++]!);
+      else plain.push(changed[j++]!);
     }
     return plain;
   }
@@ -196,9 +196,9 @@ export class Reserver {
     let p = 0;
     let j = 0;
     while (p < plain.length || j < rt.length) {
-      const T = Math.max(from, Math.min(p < plain.length ? plain[p].t : Infinity, j < rt.length ? rt[j] : Infinity));
-      while (p < plain.length && plain[p].t <= T) p++;
-      while (j < rt.length && rt[j] <= T) j++;
+      const T = Math.max(from, Math.min(p < plain.length ? plain[p]!.t : Infinity, j < rt.length ? rt[j]! : Infinity));
+      while (p < plain.length && plain[p]!.t <= T) p++;
+      while (j < rt.length && rt[j]! <= T) j++;
       // A reserved node fits at T only if its earliest fit is at or before T (j of them).
       if (p + j < k) continue;
       const fit = resv.filter((st) => wholeFreeDuring(st, T, T + durMs));
@@ -243,7 +243,7 @@ export class Reserver {
       const pool = this.p.cl.pools[m];
       if (!pool.firstReservation || pool.totalFree < g) continue;
       if (g <= NODE_GPUS) {
-        if (pool.resvFreeAtLeast[g] > 0) return m;
+        if (pool.resvFreeAtLeast[g]! > 0) return m;
       } else if (pool.wholeFree + pool.resvWhole >= Math.ceil(g / NODE_GPUS)) return m;
     }
     return null;

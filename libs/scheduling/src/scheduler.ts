@@ -39,8 +39,8 @@ function sameNodes(a: readonly SnapshotNode[], b: readonly SnapshotNode[]): bool
   if (a === b) return true;
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) {
-    const x = a[i];
-    const y = b[i];
+    const x = a[i]!;
+    const y = b[i]!;
     if (x === y) continue;
     if (
       x.id !== y.id ||
@@ -52,7 +52,7 @@ function sameNodes(a: readonly SnapshotNode[], b: readonly SnapshotNode[]): bool
       x.gpus.length !== y.gpus.length
     )
       return false;
-    for (let k = 0; k < x.gpus.length; k++) if (x.gpus[k].index !== y.gpus[k].index || x.gpus[k].healthy !== y.gpus[k].healthy) return false;
+    for (let k = 0; k < x.gpus.length; k++) if (x.gpus[k]!.index !== y.gpus[k]!.index || x.gpus[k]!.healthy !== y.gpus[k]!.healthy) return false;
   }
   return true;
 }
