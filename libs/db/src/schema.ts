@@ -116,8 +116,6 @@ export interface JobsTable {
   /** Set when the job was told to stop: 'cancel' or 'preempt'. Cleared when it is pending again. */
   stop_requested: 'cancel' | 'preempt' | null;
   stop_requested_at: Timestamp | null;
-  estimated_start_at: Timestamp | null;
-  queue_position: number | null;
   attempts: Generated<number>;
   /** A batch script the agent writes into the job's directory and runs (with `command` as its arguments). */
   script: string | null;
@@ -128,10 +126,18 @@ export interface JobsTable {
   array_task_id: number | null;
   array_size: number | null;
   array_max_running: number | null;
-  /** The pending reason as data: the scheduling core's code for `reason` (null: not pending, or not yet explained). */
-  reason_code: string | null;
   /** The id (xid8, as text) of the transaction that last wrote a scheduling column (migration 0010's trigger). */
   change_xid: ColumnType<string | null, never, never>;
+}
+
+/** What a pending job shows while it waits, written by the leader's passes (a row may outlive the wait: read it only for a pending job). */
+export interface JobWaitsTable {
+  job_id: string;
+  /** The pending reason as data (PENDING_REASON_CODES). */
+  reason_code: string;
+  reason: string;
+  estimated_start_at: Timestamp | null;
+  queue_position: number | null;
 }
 
 export interface JobDependenciesTable {
@@ -237,6 +243,15 @@ export interface UsageDailyTable {
   idle_gpu_seconds: number;
 }
 
+/** usage_daily summed over users (migration 0013): what reads without a user key or filter use. */
+export interface UsageTenantDailyTable {
+  tenant_id: string;
+  gpu_type: 'h100' | 'h800';
+  day: ColumnType<string, string, string>;
+  gpu_seconds: number;
+  idle_gpu_seconds: number;
+}
+
 /** A price per GPU-hour from a UTC date on, for a GPU type, and a tenant (contract) or all (null). */
 export interface GpuPricesTable {
   id: Generated<string>;
@@ -256,6 +271,7 @@ export interface Database {
   gpus: GpusTable;
   gpu_health_events: GpuHealthEventsTable;
   jobs: JobsTable;
+  job_waits: JobWaitsTable;
   job_transitions: JobTransitionsTable;
   job_dependencies: JobDependenciesTable;
   job_rank_exits: JobRankExitsTable;
@@ -266,6 +282,7 @@ export interface Database {
   tenant_usage: TenantUsageTable;
   usage_ledger: UsageLedgerTable;
   usage_daily: UsageDailyTable;
+  usage_tenant_daily: UsageTenantDailyTable;
   gpu_prices: GpuPricesTable;
 }
 

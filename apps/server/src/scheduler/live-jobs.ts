@@ -18,8 +18,8 @@ export interface RefreshResult {
  * when it is taken (before the read), and every row written by a transaction that commits
  * later carries a transaction id at or above it. Rows may come back twice; applying a row is
  * idempotent (it is the row's latest state). A full reload happens on the first refresh, after
- * `invalidate()` (taking leadership, a failed pass), and never otherwise: nothing reaches the
- * scheduled columns without the trigger (a job is never deleted).
+ * `invalidate()` (taking leadership, a failed pass), and never otherwise: every insert and
+ * update of a job fires the trigger (a job is never deleted).
  */
 export class LiveJobs {
   private pendingById = new Map<string, PendingJobRow>();
@@ -84,6 +84,10 @@ export class LiveJobs {
     const d = this.touched;
     this.touched = [];
     return d;
+  }
+
+  isPending(id: string): boolean {
+    return this.pendingById.has(id);
   }
 
   pending(): PendingJobRow[] {

@@ -344,6 +344,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     // Forget what was written for jobs written since (after a full reload: all not in the queue).
     const touched = this.live.takeTouched();
     if (touched) for (const id of touched) this.lastAnnotation.delete(id);
+    const gone = touched ? touched.filter((id) => !this.live.isPending(id)) : [];
     const live = touched ? null : new Set<string>();
     const note = (id: string, next: Annotation) => {
       live?.add(id);
@@ -358,7 +359,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       note(p.jobId, { code: p.reason, reason: p.message, eta: calibratedEstimate(p, now, scale), position: p.queuePosition });
     }
     if (live) for (const id of this.lastAnnotation.keys()) if (!live.has(id)) this.lastAnnotation.delete(id);
-    await this.jobs.annotatePending(rows);
+    await this.jobs.annotatePending(rows, gone);
     return rows.length;
   }
 }

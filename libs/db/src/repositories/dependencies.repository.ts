@@ -124,7 +124,7 @@ export class DependenciesRepository {
     const values = JSON.stringify(rows.map((r) => ({ id: r.id, reason: r.reason })));
     const done = await sql<{ job_id: string }>`
       with done as (
-        update jobs set state = 'cancelled', reason = v.reason, ended_at = ${at}::timestamptz, estimated_start_at = null, queue_position = null, reason_code = null
+        update jobs set state = 'cancelled', reason = v.reason, ended_at = ${at}::timestamptz
         from jsonb_to_recordset(${values}::jsonb) as v(id uuid, reason text)
         where jobs.id = v.id and jobs.state = 'pending'
         returning jobs.id, v.reason

@@ -48,6 +48,8 @@ export type RunDecision =
 export interface JobRecord extends JobRow {
   tenantName: string;
   userName: string;
+  /** The leader's latest word on a pending job's wait (job_waits); null when none (or not pending). */
+  wait: { reasonCode: string; reason: string; estimatedStartAt: string | null; queuePosition: number | null } | null;
 }
 
 export interface JobDetail extends JobRecord {
@@ -96,6 +98,10 @@ const PENDING_COLUMNS = [
 ] as const satisfies readonly (keyof JobRow)[];
 /** A pending job as the scheduler reads it (`JobsRepository.pending`). */
 export type PendingJobRow = Pick<JobRow, (typeof PENDING_COLUMNS)[number]>;
+
+/** A pending job's row of job_waits (left-joined on the job while it is pending) as JobRecord.wait. */
+const WAIT = sql<JobRecord['wait']>`case when job_waits.job_id is null then null
+  else json_build_object('reasonCode', job_waits.reason_code, 'reason', job_waits.reason, 'estimatedStartAt', job_waits.estimated_start_at, 'queuePosition', job_waits.queue_position) end`;
 
 function toPendingRow(r: Omit<PendingJobRow, 'submitted_at' | 'queued_at'> & { submitted_ms: number; queued_ms: number }): PendingJobRow {
   return {
@@ -238,6 +244,7 @@ export class JobsRepository {
       return {
         ...row,
         ...items[i]!.names,
+        wait: null,
         transitions: [{ at: row.submitted_at, from: null, to: 'pending' as const, reason: 'submitted' }],
         placement: [],
         dependencies: [],
@@ -287,8 +294,11 @@ export class JobsRepository {
       .selectFrom('jobs')
       .innerJoin('tenants', 'tenants.id', 'jobs.tenant_id')
       .innerJoin('users', 'users.id', 'jobs.user_id')
+      .leftJoin('job_waits', (j) => j.onRef('job_waits.job_id', '=', 'jobs.id').on('jobs.state', '=', 'pending'))
       .selectAll('jobs')
-      .select(['tenants.name as tenantName', 'users.name as userName']);
+      .select(['tenants.name as tenantName', 'users.name as userName'])
+      .select(WAIT.as('wait'))
+      .$castTo<JobRecord>();
   }
 
   async find(id: string): Promise<JobRecord | undefined> {
@@ -325,8 +335,9 @@ export class JobsRepository {
       .innerJoin('jobs', 'jobs.id', 'm.id')
       .innerJoin('tenants', 'tenants.id', 'jobs.tenant_id')
       .innerJoin('users', 'users.id', 'jobs.user_id')
+      .leftJoin('job_waits', (j) => j.onRef('job_waits.job_id', '=', 'jobs.id').on('jobs.state', '=', 'pending'))
       .selectAll('jobs')
-      .select(['p.p as prefix', 'tenants.name as tenantName', 'users.name as userName'])
+      .select(['p.p as prefix', 'tenants.name as tenantName', 'users.name as userName', WAIT.as('wait')])
       .orderBy('jobs.id')
       .execute();
     for (const { prefix, ...job } of rows) out.get(prefix)!.push(job);
@@ -356,7 +367,7 @@ export class JobsRepository {
     if (!ids.length) return [];
     const r = await sql<{ job_id: string }>`
       with c as (
-        update jobs set state = 'cancelled', reason = ${reason}::text, ended_at = ${at}::timestamptz, estimated_start_at = null, queue_position = null, reason_code = null
+        update jobs set state = 'cancelled', reason = ${reason}::text, ended_at = ${at}::timestamptz
         where id = any(${ids}::uuid[]) and state = 'pending'
         returning id
       )
@@ -521,11 +532,18 @@ export class JobsRepository {
   }
 
   /** What is stored for each pending job's wait (reason, its code, estimate in ms, position): a new leader writes only what differs. */
-  async pendingAnnotations(): Promise<Map<string, { code: string | null; reason: string | null; eta: number | null; position: number | null }>> {
+  async pendingAnnotations(): Promise<Map<string, { code: string; reason: string; eta: number | null; position: number | null }>> {
     const rows = await this.db
-      .selectFrom('jobs')
-      .select(['id', 'reason_code', 'reason', 'queue_position', sql<number | null>`(extract(epoch from date_trunc('milliseconds', estimated_start_at)) * 1000)::float8`.as('eta_ms')])
-      .where('state', '=', 'pending')
+      .selectFrom('job_waits')
+      .innerJoin('jobs', 'jobs.id', 'job_waits.job_id')
+      .select([
+        'job_waits.job_id as id',
+        'job_waits.reason_code',
+        'job_waits.reason',
+        'job_waits.queue_position',
+        sql<number | null>`(extract(epoch from date_trunc('milliseconds', job_waits.estimated_start_at)) * 1000)::float8`.as('eta_ms'),
+      ])
+      .where('jobs.state', '=', 'pending')
       .execute();
     return new Map(rows.map((r) => [r.id, { code: r.reason_code, reason: r.reason, eta: r.eta_ms === null ? null : Math.round(r.eta_ms), position: r.queue_position }]));
   }
@@ -635,7 +653,7 @@ export class JobsRepository {
           ...patch,
           state: to,
           reason: to === 'pending' ? reason : terminal ? reason : null,
-          ...(terminal ? { ended_at: patch.ended_at ?? at, estimated_start_at: null, queue_position: null, reason_code: null } : {}),
+          ...(terminal ? { ended_at: patch.ended_at ?? at } : {}),
           // A requeue re-enters the queue now: starvation counts from here, not from submission.
           ...(to === 'pending' ? { stop_requested: null, stop_requested_at: null, started_at: null, gpu_model: null, queued_at: at } : {}),
         })
@@ -891,7 +909,7 @@ export class JobsRepository {
         portsUsed.set(rank0!, new Set([...(portsUsed.get(rank0!) ?? []), port!]));
         await tx
           .updateTable('jobs')
-          .set({ state: 'running', reason: null, started_at: at, gpu_model: s.gpuModel, estimated_start_at: null, queue_position: null, reason_code: null, master_port: port!, attempts: sql`attempts + 1` })
+          .set({ state: 'running', reason: null, started_at: at, gpu_model: s.gpuModel, master_port: port!, attempts: sql`attempts + 1` })
           .where('id', '=', s.jobId)
           .execute();
         await tx.insertInto('job_transitions').values({ job_id: s.jobId, at, from_state: 'pending', to_state: 'running', reason: `placed on ${s.placement.length} node(s)` }).execute();
@@ -934,17 +952,24 @@ export class JobsRepository {
   }
 
   /** Stores the plan's explanation for pending jobs (only rows that changed are passed in); no position for a job kept from the plan. */
-  async annotatePending(rows: { id: string; reason: string; reasonCode: string | null; estimatedStartAt: Date | null; queuePosition: number | null }[]): Promise<void> {
-    // One statement per 20,000 rows, each column one array parameter: after a start every
-    // position behind it moves, so a pass may rewrite most of the queue (a VALUES list of 500
-    // rows per statement took about 3 s for 100,000).
+  /**
+   * Stores what pending jobs show while they wait (job_waits), for jobs still pending; `gone`:
+   * jobs whose wait is over (their rows are dropped). One statement per 20,000 rows, each
+   * column one array parameter (a VALUES list of 500 rows per statement took about 3 s for
+   * 100,000).
+   */
+  async annotatePending(rows: { id: string; reason: string; reasonCode: string; estimatedStartAt: Date | null; queuePosition: number | null }[], gone: readonly string[] = []): Promise<void> {
+    for (let i = 0; i < gone.length; i += 20_000) await sql`delete from job_waits where job_id = any(${gone.slice(i, i + 20_000)}::uuid[])`.execute(this.db);
     for (let i = 0; i < rows.length; i += 20_000) {
       const chunk = rows.slice(i, i + 20_000);
       await sql`
-        update jobs set reason = v.reason, reason_code = v.code, estimated_start_at = v.eta, queue_position = v.pos
-        from unnest(${chunk.map((r) => r.id)}::uuid[], ${chunk.map((r) => r.reason)}::text[], ${chunk.map((r) => r.reasonCode)}::text[],
-                    ${chunk.map((r) => r.estimatedStartAt?.toISOString() ?? null)}::timestamptz[], ${chunk.map((r) => r.queuePosition)}::int[]) as v(id, reason, code, eta, pos)
-        where jobs.id = v.id and jobs.state = 'pending'`.execute(this.db);
+        insert into job_waits (job_id, reason_code, reason, estimated_start_at, queue_position)
+        select v.id, v.code, v.reason, v.eta, v.pos
+        from unnest(${chunk.map((r) => r.id)}::uuid[], ${chunk.map((r) => r.reasonCode)}::text[], ${chunk.map((r) => r.reason)}::text[],
+                    ${chunk.map((r) => r.estimatedStartAt?.toISOString() ?? null)}::timestamptz[], ${chunk.map((r) => r.queuePosition)}::int[]) as v(id, code, reason, eta, pos)
+        join jobs on jobs.id = v.id and jobs.state = 'pending'
+        on conflict (job_id) do update set reason_code = excluded.reason_code, reason = excluded.reason,
+          estimated_start_at = excluded.estimated_start_at, queue_position = excluded.queue_position`.execute(this.db);
     }
   }
 

@@ -12,8 +12,10 @@ export function jobView(j: JobDetail): JobView {
     user: j.userName,
     name: j.name,
     state: j.state,
-    reason: j.reason,
-    reasonCode: j.state === 'pending' ? (j.reason_code as JobView['reasonCode']) : null,
+    // A pending job shows the leader's latest word on its wait; before its first pass, why it
+    // entered the queue (submitted, requeued after a preemption).
+    reason: j.state === 'pending' && j.wait ? j.wait.reason : j.reason,
+    reasonCode: j.state === 'pending' && j.wait ? (j.wait.reasonCode as JobView['reasonCode']) : null,
     gpus: j.gpus,
     gpuType: j.gpu_type,
     priority: j.priority,
@@ -27,8 +29,8 @@ export function jobView(j: JobDetail): JobView {
     startedAt: iso(j.started_at),
     endedAt: iso(j.ended_at),
     exitCode: j.exit_code,
-    estimatedStartAt: iso(j.estimated_start_at),
-    queuePosition: j.queue_position,
+    estimatedStartAt: j.state === 'pending' && j.wait?.estimatedStartAt ? new Date(j.wait.estimatedStartAt).toISOString() : null,
+    queuePosition: j.state === 'pending' ? (j.wait?.queuePosition ?? null) : null,
     placement: j.placement,
     transitions: j.transitions.map((t) => ({ at: t.at.toISOString(), from: t.from, to: t.to, reason: t.reason })),
     script: j.script !== null,
