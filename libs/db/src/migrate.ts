@@ -11,6 +11,7 @@ import * as m0009 from './migrations/0009_listing_indexes';
 import * as m0010 from './migrations/0010_change_tracking';
 import * as m0011 from './migrations/0011_usage_ledger';
 import * as m0012 from './migrations/0012_gpu_prices';
+import * as m0013 from './migrations/0013_usage_tenant_daily';
 
 /** Migrations are compiled in (not read from disk) so the same list runs from source, dist and tests. */
 const migrations: Record<string, Migration> = {
@@ -26,6 +27,7 @@ const migrations: Record<string, Migration> = {
   '0010_change_tracking': m0010,
   '0011_usage_ledger': m0011,
   '0012_gpu_prices': m0012,
+  '0013_usage_tenant_daily': m0013,
 };
 
 class StaticProvider implements MigrationProvider {

@@ -252,6 +252,15 @@ export interface UsageTenantDailyTable {
   idle_gpu_seconds: number;
 }
 
+/** usage_daily summed over users (migration 0013): what reads without a user key or filter use. */
+export interface UsageTenantDailyTable {
+  tenant_id: string;
+  gpu_type: 'h100' | 'h800';
+  day: ColumnType<string, string, string>;
+  gpu_seconds: number;
+  idle_gpu_seconds: number;
+}
+
 /** A price per GPU-hour from a UTC date on, for a GPU type, and a tenant (contract) or all (null). */
 export interface GpuPricesTable {
   id: Generated<string>;
@@ -282,6 +291,7 @@ export interface Database {
   tenant_usage: TenantUsageTable;
   usage_ledger: UsageLedgerTable;
   usage_daily: UsageDailyTable;
+  usage_tenant_daily: UsageTenantDailyTable;
   usage_tenant_daily: UsageTenantDailyTable;
   gpu_prices: GpuPricesTable;
 }
