@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { NodeState } from './cluster';
 import { ReclaimOption, chooseVictims, optionOrder, splitOrder, victimOrder } from './reclaim';
+import { Harness } from './testing/harness';
 import { RunningJob } from './types';
 
 const T0 = Date.UTC(2026, 0, 1);
@@ -98,5 +99,66 @@ describe('splitOrder: which running jobs fill a tenant’s guarantee first (the 
     { name: 'then id', jobs: [run('b'), run('a')], first: ['a', 'b'] },
   ])('$name', ({ jobs, first }) => {
     expect([...jobs].sort(splitOrder).map((j) => j.id)).toEqual(first);
+  });
+});
+
+describe('reclaim through a pass: on which node the job starts, and who is stopped for it', () => {
+  // Tenant a is guaranteed 8 H100 and runs nothing; everything b runs is borrowed (guarantee 0).
+  type Run = { id: string; gpus: number; nodes: string[]; startedAgoH?: number; priority?: number };
+  const cases: { name: string; nodes: number; runs: Run[]; ask: number; preempted: string[] }[] = [
+    {
+      name: '1. fewest GPUs of whole victim jobs: a 4-GPU job on a later node, not a 16-GPU gang on the first',
+      nodes: 3,
+      runs: [
+        { id: 'b-gang', gpus: 16, nodes: ['h100-000', 'h100-001'], startedAgoH: 1 },
+        { id: 'b-4a', gpus: 4, nodes: ['h100-002'], startedAgoH: 3 },
+        { id: 'b-4b', gpus: 4, nodes: ['h100-002'], startedAgoH: 4 },
+      ],
+      ask: 4,
+      preempted: ['b-4a'],
+    },
+    {
+      name: '2. then fewest victims: one 2-GPU job on the second node, not two 1-GPU jobs on the first',
+      nodes: 2,
+      runs: [
+        { id: 'b-1a', gpus: 1, nodes: ['h100-000'] },
+        { id: 'b-1b', gpus: 1, nodes: ['h100-000'] },
+        { id: 'b-6a', gpus: 6, nodes: ['h100-000'], priority: 2 },
+        { id: 'b-2', gpus: 2, nodes: ['h100-001'] },
+        { id: 'b-6b', gpus: 6, nodes: ['h100-001'], priority: 2 },
+      ],
+      ask: 2,
+      preempted: ['b-2'],
+    },
+    {
+      name: '3. then the lower priority: a low job on the second node, not a high one on the first',
+      nodes: 2,
+      runs: [
+        { id: 'b-high', gpus: 2, nodes: ['h100-000'], priority: 2 },
+        { id: 'b-6a', gpus: 6, nodes: ['h100-000'], priority: 2, startedAgoH: 5 },
+        { id: 'b-low', gpus: 2, nodes: ['h100-001'], priority: 0 },
+        { id: 'b-6b', gpus: 6, nodes: ['h100-001'], priority: 2, startedAgoH: 5 },
+      ],
+      ask: 2,
+      preempted: ['b-low'],
+    },
+    {
+      name: '4. then node order, not job ids',
+      nodes: 2,
+      runs: [
+        { id: 'b-z', gpus: 8, nodes: ['h100-000'] },
+        { id: 'b-a', gpus: 8, nodes: ['h100-001'] },
+      ],
+      ask: 8,
+      preempted: ['b-z'],
+    },
+  ];
+  it.each(cases)('$name', ({ nodes, runs, ask, preempted }) => {
+    const h = new Harness().addNodes('h100', nodes).addTenant('a', { h100: [8, 16] }).addTenant('b', { h100: [0, 64] });
+    for (const r of runs) h.run('b', r.gpus, r.nodes, { id: r.id, startedAgoH: r.startedAgoH ?? 2, priority: r.priority ?? 1 });
+    const id = h.submit('a', ask, { type: 'h100' });
+    h.pass();
+    expect(h.preempted()).toEqual(preempted);
+    expect(h.reason(id)).toBe('waiting_for_reclaim');
   });
 });
