@@ -45,3 +45,19 @@ export async function createTestDatabase(): Promise<TestDatabase> {
     },
   };
 }
+
+/**
+ * The database kinds users meet, for `describe.each(DATABASE_KINDS)`: a fresh database on the
+ * real PostgreSQL, and a migrated in-memory PGlite.
+ */
+export const DATABASE_KINDS = [
+  ['real PostgreSQL', async (): Promise<TestDatabase> => createTestDatabase()],
+  [
+    'embedded PGlite',
+    async (): Promise<TestDatabase> => {
+      const handle = await openDatabase({});
+      await migrateToLatest(handle.db);
+      return { url: 'memory://', handle, drop: () => handle.close() };
+    },
+  ],
+] as const;

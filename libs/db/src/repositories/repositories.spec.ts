@@ -1,8 +1,7 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DatabaseHandle, openDatabase } from '../database';
-import { migrateToLatest } from '../migrate';
-import { createTestDatabase, TestDatabase } from '../testing';
+import type { DatabaseHandle } from '../database';
+import { createTestDatabase, DATABASE_KINDS, TestDatabase } from '../testing';
 import { IdentityRepository } from './identity.repository';
 import { JobsRepository } from './jobs.repository';
 import { NodesRepository } from './nodes.repository';
@@ -25,14 +24,7 @@ async function seed(h: DatabaseHandle) {
 }
 
 // The same repository contract, against both database kinds users meet.
-describe.each([
-  ['real PostgreSQL', async () => createTestDatabase()],
-  ['embedded PGlite', async (): Promise<TestDatabase> => {
-    const handle = await openDatabase({});
-    await migrateToLatest(handle.db);
-    return { url: 'memory://', handle, drop: () => handle.close() };
-  }],
-] as const)('repositories on %s', (_kind, open) => {
+describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
   let tdb: TestDatabase;
   let s: Awaited<ReturnType<typeof seed>>;
   beforeAll(async () => {

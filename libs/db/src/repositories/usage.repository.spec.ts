@@ -1,8 +1,6 @@
 import { accrueUsage } from '@nuri/scheduling';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openDatabase } from '../database';
-import { migrateToLatest } from '../migrate';
-import { createTestDatabase, TestDatabase } from '../testing';
+import { DATABASE_KINDS, TestDatabase } from '../testing';
 import { TenantsRepository } from './tenants.repository';
 import { UsageRepository } from './usage.repository';
 
@@ -11,14 +9,7 @@ const HOUR = 3600;
 const at = (h: number) => new Date(t0.getTime() + h * HOUR * 1000);
 
 // Fair-share usage as stored: decayed with the scheduling core's functions, on both database kinds.
-describe.each([
-  ['real PostgreSQL', async () => createTestDatabase()],
-  ['embedded PGlite', async (): Promise<TestDatabase> => {
-    const handle = await openDatabase({});
-    await migrateToLatest(handle.db);
-    return { url: 'memory://', handle, drop: () => handle.close() };
-  }],
-] as const)('usage on %s', (_kind, open) => {
+describe.each(DATABASE_KINDS)('usage on %s', (_kind, open) => {
   let tdb: TestDatabase;
   let usage: UsageRepository;
   let tenantId: string;
