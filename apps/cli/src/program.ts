@@ -30,6 +30,7 @@ export function packageVersion(): string {
 
 /** What the commands do, loaded when one runs (not for --help or a usage error): start-up cost is paid on every run. */
 const c = () => import('./commands');
+const acc = () => import('./accounting');
 
 const CONNECTION_HELP = `
 Connection: NURI_URL (default http://127.0.0.1:8080; with or without /v1) and NURI_TOKEN.
@@ -147,6 +148,40 @@ export function buildProgram(io: Io, ctx: C.Ctx, argv: readonly string[]): Comma
     .argument('<user>')
     .addOption(jsonOpt())
     .action((name: string, o: { json?: boolean }) => c().then((m) => m.userAction(ctx, 'enable', name, !!o.json)));
+
+  program
+    .command('usage')
+    .summary("GPU-hours, cost and idle share (sreport-like)")
+    .description("GPU-hours, cost, idle GPU-hours and idle cost over a period (UTC days; default this month), one row per --by key: your own jobs, your tenant's for tenant admins, every tenant's for operators.")
+    .option('--by <keys>', 'comma-separated: user, tenant, day, month, type, job', 'user')
+    .option('--from <date>', 'first day, YYYY-MM-DD (default: the 1st of this month)')
+    .option('--to <date>', 'day after the last, YYYY-MM-DD (default: tomorrow)')
+    .option('-u, --user <user>', "one user's jobs (tenant admins, operators)")
+    .option('--tenant <tenant>', "one tenant's jobs (operators)")
+    .option('--csv', 'CSV instead of a table')
+    .addOption(jsonOpt())
+    .action((o: Record<string, string | boolean | undefined>) => acc().then((m) => m.usage(ctx, o as never)));
+
+  program
+    .command('history')
+    .summary('finished jobs with elapsed, GPU-hours, cost and utilization (sacct-like)')
+    .description('Finished jobs, newest end first: state, exit code, elapsed, GPU-hours, cost, mean GPU utilization and attempts (a requeued job ran more than once).')
+    .option('--from <date>', 'ended on or after this day, YYYY-MM-DD')
+    .option('--to <date>', 'ended before this day, YYYY-MM-DD')
+    .option('-u, --user <user>', "one user's jobs (tenant admins, operators)")
+    .option('--tenant <tenant>', "one tenant's jobs (operators)")
+    .option('--limit <n>', 'at most this many jobs (1-1000, default 100)')
+    .option('--csv', 'CSV instead of a table')
+    .addOption(jsonOpt())
+    .action((o: Record<string, string | boolean | undefined>) => acc().then((m) => m.history(ctx, o as never)));
+
+  program
+    .command('quota')
+    .summary("GPUs held now against the tenant's guarantee and limit, and this month's use")
+    .description("GPUs your tenant holds now per type against its guarantee and limit (held past the guarantee is borrowed, and may be reclaimed), with this month's GPU-hours and cost.")
+    .option('--tenant <tenant>', 'the tenant (operators)')
+    .addOption(jsonOpt())
+    .action((o: { tenant?: string; json?: boolean }) => acc().then((m) => m.quota(ctx, o)));
 
   program
     .command('completion')

@@ -6,6 +6,7 @@ import { DatabaseHandle, IdentityRepository, migrateToLatest, NodesRepository, o
 import type { AddressInfo } from 'node:net';
 import { AppModule } from './app.module';
 import { NodesService } from './api/nodes/nodes.service';
+import { PricesService } from './api/prices/prices.service';
 import { TenantsService } from './api/tenants/tenants.service';
 import { UsersService } from './api/users/users.service';
 import { AuthService } from './auth/auth.service';
@@ -107,6 +108,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
         tenantsService: app.get(TenantsService),
         usersService: app.get(UsersService),
         nodesService: app.get(NodesService),
+        pricesService: app.get(PricesService),
       },
       `ws://${host}:${port}/agent`,
       config.bootstrapToken,

@@ -3,6 +3,7 @@ import { IdentityRepository, NodesRepository, TenantsRepository } from '@nuri/db
 import { NodesService } from '../api/nodes/nodes.service';
 import { TenantsService } from '../api/tenants/tenants.service';
 import { UsersService } from '../api/users/users.service';
+import { PricesService } from '../api/prices/prices.service';
 import { chmodSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -43,7 +44,19 @@ export interface DemoDeps {
   tenantsService: TenantsService;
   usersService: UsersService;
   nodesService: NodesService;
+  /** Seeds the demo's GPU prices (issue 15); absent: none seeded. */
+  pricesService?: PricesService;
 }
+
+/**
+ * The demo's prices in USD per GPU-hour (the README states them): an H800 costs about 2 USD an
+ * hour to run; an H100, with twice the NVLink bandwidth, 2.50. Effective from 2020 so that
+ * usage recorded before a first price was set is priced too.
+ */
+export const DEMO_PRICES = [
+  { gpuType: 'h800' as const, effectiveFrom: '2020-01-01', usdPerGpuHour: 2.0 },
+  { gpuType: 'h100' as const, effectiveFrom: '2020-01-01', usdPerGpuHour: 2.5 },
+];
 
 /**
  * Seeds the demo center on first start (tenants, users, nodes) through the same services
@@ -66,6 +79,7 @@ export async function startDemo(
     }
   }
   if (!(await identity.findUser('operator'))) await deps.usersService.create({ name: 'operator', tenant: null, role: 'operator' });
+  await deps.pricesService?.seedIfNone({ prices: DEMO_PRICES });
   const researcher = (await identity.findUser('naver-researcher'))!;
   const operator = (await identity.findUser('operator'))!;
   const researcherToken = (await auth.issueToken(researcher.id, 'demo start', null)).token;

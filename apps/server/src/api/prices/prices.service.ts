@@ -23,6 +23,13 @@ export class PricesService {
     return rows.map((r) => ({ gpuType: r.gpuType, tenant: r.tenantName, effectiveFrom: r.effectiveFrom, usdPerGpuHour: r.usdPerGpuHour }));
   }
 
+  /** Seeding (the demo): sets these prices, backdated as given, only where no price was ever set. True when it did. */
+  async seedIfNone(input: SetPrices): Promise<boolean> {
+    if ((await this.prices.list()).length) return false;
+    await this.set(null, input, { backdate: true });
+    return true;
+  }
+
   /** Sets prices, all or none. `backdate` only for seeding (the demo, tests): the API never passes it. */
   async set(caller: Principal | null, input: SetPrices, opts: { backdate?: boolean } = {}): Promise<PriceView[]> {
     const today = this.clock.now().toISOString().slice(0, 10);
