@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LedgerRepository } from '@nuri/db';
 import { Clock } from '../../apps/server/src/core/clock';
+import { PricesService } from '../../apps/server/src/api';
 import { Harness, job } from './harness';
 
 class ManualClock extends Clock {
@@ -152,6 +153,41 @@ describe('usage, prices and statements', () => {
     expect(hist.every((x: any) => x.user === 'alice')).toBe(true);
     const all = (await h.call('nadmin', 'GET', '/v1/usage/history')).body;
     expect(all.find((x: any) => x.id === ids.ann)).toMatchObject({ state: 'failed', exitCode: 3, gpuHours: 2 });
+  });
+
+  it('exports the price in effect per tenant and type for the cost dashboard', async () => {
+    await h.service(PricesService).exportPrices();
+    const text = await (await fetch(`${h.server.url}/metrics`)).text();
+    expect(text).toMatch(/^nuri_tenant_gpu_price_usd_per_gpu_hour\{tenant="naver",gpu_type="h100"\} 4$/m);
+    expect(text).toMatch(/^nuri_tenant_gpu_price_usd_per_gpu_hour\{tenant="kakao",gpu_type="h100"\} 2.5$/m);
+  });
+
+  it('lists running jobs holding idle GPUs, idle longest first, with their cost so far', async () => {
+    const busy = await ran('alice', 'h100-1', [6], '2026-12-01T10:00:00Z', null);
+    const idle = await ran('ann', 'h100-2', [6, 7], '2026-12-01T10:00:00Z', null);
+    clock.set('2026-12-01T12:00:00Z');
+    await ledger.addTelemetry(
+      [
+        { jobId: idle, attempt: 1, sampledGpuSeconds: 2 * 7200, busyGpuSeconds: 100, idleGpuSeconds: 2 * 5400, idleSince: at('2026-12-01T10:30:00Z') },
+        { jobId: busy, attempt: 1, sampledGpuSeconds: 7200, busyGpuSeconds: 6800, idleGpuSeconds: 0, idleSince: null },
+      ],
+      at('2026-12-01T12:00:00Z'),
+    );
+    const list = (await h.call('op', 'GET', '/v1/usage/idle-jobs')).body;
+    expect(list.map((j: any) => j.id)).toEqual([idle]);
+    expect(list[0]).toMatchObject({ user: 'ann', tenant: 'naver', gpus: 2, idleSince: '2026-12-01T10:30:00.000Z', idleSeconds: 5400, idleGpuHours: 3, idleShare: 0.75, gpuHours: 4 });
+    expect(list[0].costSoFar).toBeCloseTo(4 * 4, 9);
+    expect(list[0].idleCostSoFar).toBeCloseTo(3 * 4, 9);
+    expect((await h.call('kadmin', 'GET', '/v1/usage/idle-jobs')).body).toEqual([]);
+    // Idle time reaches usage on the day it was stored.
+    const u = (await h.call('nadmin', 'GET', '/v1/usage?from=2026-12-01&to=2026-12-02&groupBy=user')).body;
+    expect(u.rows.find((r: any) => r.user === 'ann').idleGpuHours).toBeCloseTo(3, 9);
+    expect(u.rows.find((r: any) => r.user === 'ann').idleCost).toBeCloseTo(12, 9);
+    // The history shows the mean utilization once the job ends.
+    await h.jobs.transition(busy, ['running'], 'completed', 'exit', at('2026-12-01T12:00:00Z'), { exit_code: 0 });
+    const hist = (await h.call('alice', 'GET', '/v1/usage/history')).body;
+    expect(hist.find((x: any) => x.id === busy).meanUtilization).toBeCloseTo(6800 / 7200, 9);
+    await h.jobs.transition(idle, ['running'], 'cancelled', 'test', at('2026-12-01T12:00:00Z'));
   });
 
   it('keeps other tenants and colleagues out', async () => {

@@ -46,7 +46,10 @@ describe('grafana dashboards', () => {
 
   it('has the dashboards and template variables operators need', () => {
     const vars = (uid: string) => (generated.get(`${uid}.json`)!.templating as { list: Array<{ name: string; definition?: string }> }).list;
-    expect([...generated.keys()].sort()).toEqual(['nuri-center.json', 'nuri-job.json', 'nuri-nodes.json', 'nuri-scheduler.json', 'nuri-tenants.json']);
+    expect([...generated.keys()].sort()).toEqual(['nuri-center.json', 'nuri-cost.json', 'nuri-job.json', 'nuri-nodes.json', 'nuri-scheduler.json', 'nuri-tenants.json']);
+    // Cost per tenant from the exported price (contract prices included), not a dashboard constant.
+    expect(vars('nuri-cost').map((v) => v.name)).toEqual(['datasource', 'tenant', 'gpu_type']);
+    expect(JSON.stringify(generated.get('nuri-cost.json'))).toContain('nuri_tenant_gpu_price_usd_per_gpu_hour');
     expect(vars('nuri-tenants').map((v) => v.name)).toEqual(['datasource', 'tenant', 'gpu_type', 'price_per_gpu_hour']);
     expect(vars('nuri-nodes').map((v) => v.name)).toEqual(['datasource', 'gpu_type', 'node']);
     expect(vars('nuri-job').map((v) => v.name)).toEqual(['datasource', 'tenant', 'job']);

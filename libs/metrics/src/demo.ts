@@ -119,6 +119,7 @@ export function populateDemoControlPlane(m: NuriMetrics, atMs: number): void {
     m.observeQueueWait(tenant, 'h100', 30 * (i + 1));
     m.addUsage(tenant, 'h100', 3600 * (i + 1));
   });
+  m.setGpuPrices(tenants.flatMap((tenant) => [{ tenant, gpuType: 'h100' as const, usdPerGpuHour: 2.5 }, { tenant, gpuType: 'h800' as const, usdPerGpuHour: 2 }]));
   m.recordPreemption('kakao', 'h100', 'guarantee_reclaim');
   m.recordJobEndedByServer('kakao', 'h100', 'node_down');
   m.observePassDuration(0.042);

@@ -137,6 +137,7 @@ export const METRICS = {
   tenantGuaranteeShortfall: def({ name: 'nuri_tenant_guarantee_shortfall_gpus', type: 'gauge', block: 'registry', labels: ['tenant', 'gpu_type'], help: 'GPUs the tenant is waiting for within its guarantee: min(guaranteed, allocated + pending) - allocated.' }),
   tenantUsage: def({ name: 'nuri_tenant_gpu_seconds_total', type: 'counter', block: 'registry', labels: ['tenant', 'gpu_type'], help: 'GPU time consumed by the tenant\'s jobs, in GPU-seconds.' }),
   tenantIdleAllocated: def({ name: 'nuri_tenant_idle_allocated_gpus', type: 'gauge', block: 'registry', labels: ['tenant'], help: 'Allocated GPUs whose utilization stayed under the idle threshold for the idle time (see idle config).' }),
+  tenantGpuPrice: def({ name: 'nuri_tenant_gpu_price_usd_per_gpu_hour', type: 'gauge', block: 'registry', labels: ['tenant', 'gpu_type'], help: 'Price of one GPU-hour for the tenant in effect today (its contract price, else the default), in USD; cost panels multiply GPU time by it.' }),
 
   // --- Gateway and API (registry) -----------------------------------------------------
   gatewayConnections: def({ name: 'nuri_gateway_agent_connections', type: 'gauge', block: 'registry', labels: [], help: 'Agent WebSocket connections open on this gateway.' }),

@@ -130,6 +130,7 @@ export class NuriMetrics {
   private readonly allocated: Gauge<Labels<typeof METRICS.tenantAllocated>>;
   private readonly shortfall: Gauge<Labels<typeof METRICS.tenantGuaranteeShortfall>>;
   private readonly usage: Counter<Labels<typeof METRICS.tenantUsage>>;
+  private readonly price: Gauge<Labels<typeof METRICS.tenantGpuPrice>>;
   private readonly connections: Gauge;
   private readonly messages: Counter<Labels<typeof METRICS.gatewayMessages>>;
   private readonly ingestLag: Histogram;
@@ -180,6 +181,7 @@ export class NuriMetrics {
     this.allocated = gauge(METRICS.tenantAllocated);
     this.shortfall = gauge(METRICS.tenantGuaranteeShortfall);
     this.usage = counter(METRICS.tenantUsage);
+    this.price = gauge(METRICS.tenantGpuPrice);
     gauge(METRICS.tenantIdleAllocated, (g) => {
       g.reset();
       for (const tenant of this.tenantNames) g.set({ tenant }, 0);
@@ -434,6 +436,12 @@ export class NuriMetrics {
   /** GPU time used since the last call (allocated GPUs × elapsed seconds). */
   addUsage(tenant: string, gpuType: GpuTypeLabel, gpuSeconds: number): void {
     if (gpuSeconds > 0) this.usage.inc({ tenant, gpu_type: gpuType }, gpuSeconds);
+  }
+
+  /** The price per GPU-hour in effect for each tenant and type (replaces what was set: a tenant gone loses its series). */
+  setGpuPrices(prices: ReadonlyArray<{ tenant: string; gpuType: GpuTypeLabel; usdPerGpuHour: number }>): void {
+    this.price.reset();
+    for (const p of prices) this.price.set({ tenant: p.tenant, gpu_type: p.gpuType }, p.usdPerGpuHour);
   }
 
   /** A job was told to stop to make room: labels are the preempted job's. */

@@ -333,7 +333,77 @@ export const SCHEDULER: DashboardSpec = {
   ],
 };
 
-export const DASHBOARD_SPECS: readonly DashboardSpec[] = [CENTER, TENANTS, NODES, JOB, SCHEDULER];
+/** A tenant's spend at the price in effect (exported per tenant and type: contract prices included). */
+const priced = (gpuSeconds: string) => `${gpuSeconds} * on (tenant, gpu_type) group_left max by (tenant, gpu_type) (${M.tenantGpuPrice})`;
+
+export const COST: DashboardSpec = {
+  uid: 'nuri-cost',
+  title: 'Nuri / Cost and efficiency',
+  description:
+    'Per tenant: what its GPU time costs at the price in effect (nuri_tenant_gpu_price_usd_per_gpu_hour, set with PUT /v1/prices), and how much of what it holds sits idle. Invoices come from GET /v1/tenants/:name/statement, exact from the usage ledger; these panels are the live view.',
+  variables: [tenantVar, gpuTypeVar],
+  rows: [
+    {
+      title: 'Spend',
+      panels: [
+        {
+          kind: 'timeseries',
+          title: 'Spend rate by GPU type (USD per hour)',
+          unit: 'currencyUSD',
+          stack: true,
+          queries: [{ expr: `sum by (gpu_type) (${priced(`rate(${M.tenantUsage}{${tenantSel}}[5m])`)})`, legend: '{{gpu_type}}' }],
+        },
+        {
+          kind: 'bargauge',
+          title: 'Spend in range by tenant',
+          unit: 'currencyUSD',
+          decimals: 2,
+          queries: [{ expr: `sum by (tenant) (${priced(`increase(${M.tenantUsage}{${tenantSel}}[$__range]) / 3600`)})`, legend: '{{tenant}}', instant: true }],
+        },
+        {
+          kind: 'table',
+          title: 'Spend in range by tenant and GPU type (USD)',
+          decimals: 2,
+          queries: [{ expr: `sum by (tenant, gpu_type) (${priced(`increase(${M.tenantUsage}{${tenantSel}}[$__range]) / 3600`)})`, instant: true }],
+        },
+        {
+          kind: 'table',
+          title: 'Price per GPU-hour in effect (USD)',
+          decimals: 2,
+          queries: [{ expr: `max by (tenant, gpu_type) (${M.tenantGpuPrice}{${tenantSel}})`, instant: true }],
+        },
+      ],
+    },
+    {
+      title: 'Idle',
+      panels: [
+        {
+          kind: 'timeseries',
+          title: 'Idle share of allocated GPUs',
+          unit: 'percentunit',
+          min: 0,
+          max: 1,
+          description: 'Allocated GPUs under the idle threshold for the idle time, over all allocated GPUs.',
+          queries: [{ expr: `sum by (tenant) (${M.tenantIdleAllocated}{tenant=~"$tenant"}) / sum by (tenant) (${M.tenantAllocated}{tenant=~"$tenant"} > 0)`, legend: '{{tenant}}' }],
+        },
+        {
+          kind: 'timeseries',
+          title: 'Idle cost rate (USD per hour)',
+          unit: 'currencyUSD',
+          description: "Idle allocated GPUs × the tenant's price per GPU-hour, weighted by what it holds of each type (the idle gauge has no type).",
+          queries: [
+            {
+              expr: `sum by (tenant) (${M.tenantIdleAllocated}{tenant=~"$tenant"}) * sum by (tenant) (${priced(`${M.tenantAllocated}{tenant=~"$tenant"}`)}) / sum by (tenant) (${M.tenantAllocated}{tenant=~"$tenant"} > 0)`,
+              legend: '{{tenant}}',
+            },
+          ],
+        },
+      ],
+    },
+  ],
+};
+
+export const DASHBOARD_SPECS: readonly DashboardSpec[] = [CENTER, TENANTS, NODES, JOB, SCHEDULER, COST];
 
 /** File name (under grafana/dashboards/) → dashboard JSON. */
 export function generateDashboards(): Map<string, Record<string, unknown>> {

@@ -29,7 +29,8 @@ export type Unit =
   | 's'
   | 'dtdurations'
   | 'reqps'
-  | 'ops';
+  | 'ops'
+  | 'currencyUSD';
 
 export interface Query {
   expr: string;

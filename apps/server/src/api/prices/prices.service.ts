@@ -1,6 +1,7 @@
-import { Injectable } from '@nestjs/common';
+import { Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import type { PriceView, SetPrices } from '@nuri/contracts';
 import { Principal, PricesRepository, TenantsRepository } from '@nuri/db';
+import { NuriMetrics } from '@nuri/metrics';
 import { Clock } from '../../core/clock';
 import { isOperator } from '../../auth/principal';
 import { invalidField } from '../common/errors';
@@ -9,13 +10,39 @@ import { invalidField } from '../common/errors';
  * GPU prices: per type, optionally per tenant (a contract price), each from a UTC date on.
  * A price takes effect today at the earliest: what was already charged is never repriced.
  */
+/** How often the price metric is re-read (a price takes effect at a midnight, or another replica set one). */
+const PRICE_METRIC_EVERY_MS = 60_000;
+
 @Injectable()
-export class PricesService {
+export class PricesService implements OnApplicationBootstrap, OnApplicationShutdown {
+  private readonly log = new Logger('Prices');
+  private timer?: NodeJS.Timeout;
+
   constructor(
     private readonly prices: PricesRepository,
     private readonly tenants: TenantsRepository,
     private readonly clock: Clock,
+    private readonly metrics: NuriMetrics,
   ) {}
+
+  onApplicationBootstrap(): void {
+    void this.exportPrices();
+    this.timer = setInterval(() => void this.exportPrices(), PRICE_METRIC_EVERY_MS);
+    this.timer.unref?.();
+  }
+
+  onApplicationShutdown(): void {
+    clearInterval(this.timer);
+  }
+
+  /** The price in effect today per tenant and type, as nuri_tenant_gpu_price_usd_per_gpu_hour (the cost dashboard's). */
+  async exportPrices(): Promise<void> {
+    try {
+      this.metrics.setGpuPrices(await this.prices.inEffect(this.clock.now().toISOString().slice(0, 10)));
+    } catch (e) {
+      this.log.error(`exporting prices failed: ${(e as Error).message}`);
+    }
+  }
 
   /** Operators see every price; others the defaults and their own tenant's contract prices. */
   async list(caller: Principal): Promise<PriceView[]> {
@@ -50,6 +77,7 @@ export class PricesService {
       rows.push({ gpuType: p.gpuType, tenantId, effectiveFrom: p.effectiveFrom, usdPerGpuHour: p.usdPerGpuHour });
     }
     await this.prices.set(rows);
+    await this.exportPrices();
     return caller ? this.list(caller) : [];
   }
 }
