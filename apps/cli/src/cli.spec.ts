@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RunningServer, startServer } from '../../server/src/bootstrap';
-import { width } from './format';
+import type { JobView } from '@nuri/contracts';
+import { REASON_LABEL, width } from './format';
 import { runCli } from './program';
 import { buildCli } from './testing';
 
@@ -159,6 +160,11 @@ describe('the nuri CLI against a running center', () => {
     const rowB = lines.find((l) => l.startsWith(b.slice(0, 8)))!;
     expect(rowA).toMatch(/한국어-학습\s+naver-researcher\s+R\s+1\s+h100\s+0:\d\d\s+(59:\d\d|1:00:00)\s+h100-01$/);
     expect(rowB).toMatch(/wide-wait\s+naver-researcher\s+PD\s+8\s+h100\s+-\s+30:00\s+#1/);
+    // The reason column shows the code the API gives, as a word in the manner of squeue's.
+    const view = JSON.parse(await ok('show', '--json', b.slice(0, 8))) as JobView;
+    expect(view.reasonCode).not.toBeNull();
+    expect(rowB).toContain(`(${REASON_LABEL[view.reasonCode!]})`);
+    expect(await ok('show', b.slice(0, 8))).toContain(`state:     pending (${REASON_LABEL[view.reasonCode!]}) — ${view.reason}`);
     // Every column starts at the same display column, whatever the width of the characters before it.
     const starts = (line: string) => [...line.matchAll(/\S+(?: \S+)*/g)].map((m) => width(line.slice(0, m.index)));
     expect(starts(rowA)).toEqual(starts(lines[0]!));
@@ -219,7 +225,7 @@ describe('the nuri CLI against a running center', () => {
     const first = idOf(await ok('submit', '-G', '1', '-p', 'h100', '-t', '10', '-J', 'dep-first', '--', 'sleep', '60'));
     const then = idOf(await ok('submit', '-G', '1', '-p', 'h100', '-t', '10', '-J', 'dep-then', '-d', `afterok:${first.slice(0, 8)}`, '--', 'true'));
     const shown = await until(then, new RegExp(`after: {5}afterok ${first} \\((pending|running)\\) — not met yet`));
-    expect(shown).toMatch(/state: {5}pending — /);
+    expect(shown).toMatch(/state: {5}pending( \(Dependency\))? — /);
     const researcher = token;
     try {
       token = server.demo!.operatorToken;

@@ -2,7 +2,7 @@
 import type { CancelJobsResult, JobView, NodeView, UserView } from '@nuri/contracts';
 import type { NuriClient } from './client';
 import { ApiError, UsageError } from './errors';
-import { clock, humanDuration, JobStateName, parseStates, shortId, STATE_CODE, table, when } from './format';
+import { clock, humanDuration, JobStateName, parseStates, REASON_LABEL, shortId, STATE_CODE, table, when } from './format';
 
 export interface Ctx {
   client: () => NuriClient;
@@ -117,7 +117,9 @@ function times(j: JobView, now: Date): { elapsed: string; left: string } {
 
 function info(j: JobView, now: Date): string {
   if (j.state === 'pending') {
-    const parts = [j.queuePosition !== null ? `#${j.queuePosition}` : '', j.estimatedStartAt ? `starts ${when(j.estimatedStartAt, now)}` : '', j.reason ?? ''];
+    // The reason's code, as squeue shows one; before the scheduler's first word, why it is queued.
+    const why = j.reasonCode ? `(${REASON_LABEL[j.reasonCode]})` : (j.reason ?? '');
+    const parts = [j.queuePosition !== null ? `#${j.queuePosition}` : '', j.estimatedStartAt ? `starts ${when(j.estimatedStartAt, now)}` : '', why];
     return parts.filter(Boolean).join(' ');
   }
   if (j.state === 'running') return j.placement.map((p) => p.node).join(',');
@@ -130,7 +132,7 @@ export async function show(ctx: Ctx, ref: string, asJson: boolean): Promise<void
   if (asJson) return json(ctx, j);
   const now = ctx.now();
   ctx.out(`${j.name} (${j.id}) — ${j.tenant}/${j.user}`);
-  ctx.out(`  state:     ${j.state}${j.reason ? ` — ${j.reason}` : ''}`);
+  ctx.out(`  state:     ${j.state}${j.reasonCode ? ` (${REASON_LABEL[j.reasonCode]})` : ''}${j.reason ? ` — ${j.reason}` : ''}`);
   if (j.state === 'pending') {
     ctx.out(`  queue:     position ${j.queuePosition ?? '?'}`);
     // A requeued job waits again from its requeue; say so, or "waiting since" looks wrong.

@@ -1,5 +1,5 @@
 /** Text output helpers: durations, Slurm state codes, tables aligned by display width. */
-import { JOB_STATES } from '@nuri/contracts/constants';
+import { JOB_STATES, type PendingReasonCodeName } from '@nuri/contracts/constants';
 import stringWidth from 'string-width';
 import { UsageError } from './errors';
 
@@ -23,6 +23,22 @@ const SLURM_STATES: Record<string, JobStateName> = {
   NF: 'node_failed',
   NODE_FAIL: 'node_failed',
 };
+/**
+ * A pending job's reason code as a short word in the manner of squeue's REASON column
+ * (Priority, Resources, Dependency...); the sentence saying what to do is in `nuri show`.
+ */
+export const REASON_LABEL: Record<PendingReasonCodeName, string> = {
+  over_quota_limit: 'QuotaLimit',
+  waiting_for_reclaim: 'Reclaim',
+  waiting_for_resources: 'Resources',
+  behind_higher_ranked: 'Priority',
+  reservation_for_larger_job: 'Reserved',
+  no_node_of_type: 'NoNodeOfType',
+  nodes_unavailable: 'NodesUnavailable',
+  waiting_for_dependency: 'Dependency',
+  array_throttled: 'ArrayLimit',
+};
+
 export const STATE_CODE: Record<JobStateName, string> = {
   pending: 'PD',
   running: 'R',

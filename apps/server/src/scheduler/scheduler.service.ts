@@ -29,6 +29,8 @@ import { buildSnapshot } from './snapshot';
 
 /** Advisory lock key that elects the one active scheduler ("nuri" in ASCII). */
 export const SCHEDULER_LOCK_KEY = 0x6e757269;
+/** A pass slower than this logs its stages. */
+const SLOW_PASS_MS = 2000;
 /** The jobs-by-state gauge walks every live job: refreshed at most this often. */
 const JOB_COUNTS_INTERVAL_MS = 5000;
 
@@ -281,7 +283,16 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     this.recordPassMetrics(now, { tenants, nodes, pending: doomed.size ? queued.filter((j) => !doomed.has(j.id)) : queued, running }, plan, started, jobsByState, tenantNames);
     stage('metrics');
     if (started.length || plan.preemptions.length) this.wakeups.wake('dispatch');
-    return { plan, started, skipped, durationMs: performance.now() - t0, stages, annotated };
+    const durationMs = performance.now() - t0;
+    // A slow pass says where its time went, so an operator can tell the database from the plan.
+    if (durationMs > SLOW_PASS_MS)
+      this.log.warn(
+        `pass took ${(durationMs / 1000).toFixed(1)} s over ${queued.length} pending jobs: ${Object.entries(stages)
+          .filter(([k, v]) => !k.startsWith('read.') && v >= 1)
+          .map(([k, v]) => `${k} ${v.toFixed(0)} ms`)
+          .join(', ')}`,
+      );
+    return { plan, started, skipped, durationMs, stages, annotated };
   }
 
   /**
