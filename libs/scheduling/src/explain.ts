@@ -92,6 +92,9 @@ export const messages = {
   },
   limitHeld: (job: PendingJob, tenant: string, forJob: string, at: number) =>
     `Tenant ${tenant}'s room under its quota limit is held for its older job ${forJob}, which starts at ${fmt(at)}; this job (${what(job)}) would run past that. With a shorter time limit it could start now.`,
+  /** Why a running job was preempted (the victim's reason, not a pending one). */
+  preempted: (model: GpuModel, tenant: string, forJob: string) =>
+    `Preempted: it ran on borrowed ${model.toUpperCase()} capacity that tenant ${tenant} needs within its guarantee (job ${forJob}); it goes back to the queue.`,
   strictOrder: (job: PendingJob, ahead: number) =>
     `Strict submission order: waiting for ${ahead} earlier job${ahead === 1 ? '' : 's'} to start first.`,
 };

@@ -277,7 +277,7 @@ export class Reclaimer {
       p.preemptions.push({
         jobId: v.id,
         forJobId: job.id,
-        reason: `Preempted: it ran on borrowed ${m.toUpperCase()} capacity that tenant ${tenantName} needs within its guarantee (job ${job.id}); it goes back to the queue.`,
+        reason: messages.preempted(m, tenantName, job.id),
       });
       p.cl.endEarly(
         v.id,
