@@ -8,6 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LedgerRepository } from '@nuri/db';
 import { Clock } from '../../apps/server/src/core/clock';
 import { PricesService } from '../../apps/server/src/api';
+import { IdlePolicyEnforcer } from '../../apps/server/src/gateway/idle-policy';
+import { outcomeOf } from '../../apps/server/src/lifecycle/job-lifecycle';
 import { Harness, job } from './harness';
 
 class ManualClock extends Clock {
@@ -188,6 +190,38 @@ describe('usage, prices and statements', () => {
     const hist = (await h.call('alice', 'GET', '/v1/usage/history')).body;
     expect(hist.find((x: any) => x.id === busy).meanUtilization).toBeCloseTo(6800 / 7200, 9);
     await h.jobs.transition(idle, ['running'], 'cancelled', 'test', at('2026-12-01T12:00:00Z'));
+  });
+
+  it("applies a tenant's idle policy: a notice on the job, then a cancel whose reason the end keeps", async () => {
+    expect((await h.call('nadmin', 'GET', '/v1/tenants/naver/idle-policy')).body).toEqual({ tenant: 'naver', notifyAfterSeconds: null, cancelAfterSeconds: null });
+    const policy = { notifyAfterSeconds: 1800, cancelAfterSeconds: 3600 };
+    expect((await h.call('alice', 'PUT', '/v1/tenants/naver/idle-policy', policy)).status).toBe(403);
+    expect((await h.call('kadmin', 'PUT', '/v1/tenants/naver/idle-policy', policy)).status).toBe(404);
+    const bad = await h.call('nadmin', 'PUT', '/v1/tenants/naver/idle-policy', { notifyAfterSeconds: 3600, cancelAfterSeconds: 1800 });
+    expect(bad.body.issues[0].field).toBe('cancelAfterSeconds');
+    expect((await h.call('nadmin', 'PUT', '/v1/tenants/naver/idle-policy', policy)).status).toBe(200);
+    expect((await h.call('alice', 'GET', '/v1/tenants/naver/idle-policy')).body).toMatchObject(policy);
+
+    const idle = await ran('ann', 'h100-3', [4], '2026-12-01T11:00:00Z', null);
+    const elsewhere = await ran('bob', 'h100-3', [5], '2026-12-01T11:00:00Z', null); // kakao: no policy
+    const enforcer = new IdlePolicyEnforcer(ledger);
+    const told = (id: string) => ({ jobId: id, attempt: 1, sampledGpuSeconds: 60, busyGpuSeconds: 0, idleGpuSeconds: 60, idleSince: at('2026-12-01T11:20:00Z') });
+    await ledger.addTelemetry([told(idle), told(elsewhere)], at('2026-12-01T12:00:00Z'));
+    expect(await enforcer.run(at('2026-12-01T12:00:00Z'))).toEqual({ notified: [idle], cancelled: [] });
+    const noticed = (await h.call('ann', 'GET', `/v1/jobs/${idle}`)).body;
+    expect(noticed.state).toBe('running');
+    expect(noticed.reason).toMatch(/idle.*since 2026-12-01T11:20:00.000Z; it will be cancelled at 2026-12-01T12:20:00.000Z/);
+    expect(await enforcer.run(at('2026-12-01T12:10:00Z'))).toEqual({ notified: [], cancelled: [] });
+    expect(await enforcer.run(at('2026-12-01T12:21:00Z'))).toEqual({ notified: [], cancelled: [idle] });
+    expect(await h.jobs.find(idle)).toMatchObject({ state: 'running', stop_requested: 'cancel' });
+    // The agent's exit after the stop ends it cancelled, with the policy's reason.
+    const exit = { kind: 'exited' as const, jobId: idle, exitCode: null, signal: 'SIGTERM', cause: 'cancelled' as const, attempt: 1 };
+    await h.jobs.finishRun(idle, { attempt: 1 }, (row) => outcomeOf(row, exit), at('2026-12-01T12:21:05Z'));
+    const ended = (await h.call('ann', 'GET', `/v1/jobs/${idle}`)).body;
+    expect(ended.state).toBe('cancelled');
+    expect(ended.reason).toMatch(/^cancelled by the tenant idle policy after every GPU sat idle for 61 min \(the tenant's limit: 60 min\) \(killed by SIGTERM\)$/);
+    expect((await h.jobs.find(elsewhere))!.stop_requested).toBeNull();
+    await h.jobs.transition(elsewhere, ['running'], 'completed', 'exit', at('2026-12-01T12:21:05Z'));
   });
 
   it('keeps other tenants and colleagues out', async () => {

@@ -204,3 +204,20 @@ export const IdleJobView = z.object({
   idleCostSoFar: z.number(),
 });
 export type IdleJobView = z.infer<typeof IdleJobView>;
+
+/** A tenant's idle policy: off unless set; null turns a step off. */
+export const IdlePolicy = z
+  .object({
+    /** Seconds a running job's GPUs may all sit idle before its reason says so (and when it will be cancelled). */
+    notifyAfterSeconds: z.number().int().min(60).max(30 * 24 * 3600).nullable(),
+    /** Seconds all idle after which it is cancelled, the reason recorded on the job. */
+    cancelAfterSeconds: z.number().int().min(60).max(30 * 24 * 3600).nullable(),
+  })
+  .strict()
+  .refine((p) => p.notifyAfterSeconds === null || p.cancelAfterSeconds === null || p.notifyAfterSeconds < p.cancelAfterSeconds, {
+    message: 'must be more than notifyAfterSeconds: the notice comes first',
+    path: ['cancelAfterSeconds'],
+  });
+export type IdlePolicy = z.infer<typeof IdlePolicy>;
+export const IdlePolicyView = z.object({ tenant: z.string(), notifyAfterSeconds: z.number().nullable(), cancelAfterSeconds: z.number().nullable() });
+export type IdlePolicyView = z.infer<typeof IdlePolicyView>;

@@ -231,21 +231,22 @@ export interface UsageLedgerTable {
   /** Since when every GPU of the attempt (on the node last reported) has been under the idle ratio; null: busy. */
   idle_since: Timestamp | null;
   telemetry_at: Timestamp | null;
+  /** When the tenant's idle policy told the attempt it was idle (once; migration 0013). */
+  idle_notified_at: Timestamp | null;
+}
+
+/** A tenant's idle policy (migration 0013): no row, or nulls, is off. */
+export interface IdlePoliciesTable {
+  tenant_id: string;
+  notify_after_seconds: number | null;
+  cancel_after_seconds: number | null;
+  updated_at: ColumnType<Date, Date | string | undefined, Date | string>;
 }
 
 /** usage_ledger rolled up by UTC day (closed attempts split at midnight; idle on the day stored). */
 export interface UsageDailyTable {
   tenant_id: string;
   user_id: string;
-  gpu_type: 'h100' | 'h800';
-  day: ColumnType<string, string, string>;
-  gpu_seconds: number;
-  idle_gpu_seconds: number;
-}
-
-/** usage_daily summed over users (migration 0013): what reads without a user key or filter use. */
-export interface UsageTenantDailyTable {
-  tenant_id: string;
   gpu_type: 'h100' | 'h800';
   day: ColumnType<string, string, string>;
   gpu_seconds: number;
@@ -292,7 +293,7 @@ export interface Database {
   usage_ledger: UsageLedgerTable;
   usage_daily: UsageDailyTable;
   usage_tenant_daily: UsageTenantDailyTable;
-  usage_tenant_daily: UsageTenantDailyTable;
+  idle_policies: IdlePoliciesTable;
   gpu_prices: GpuPricesTable;
 }
 

@@ -12,6 +12,7 @@ import { NuriMetrics } from '@nuri/metrics';
 import { hashToken } from '../auth/tokens';
 import { JobLifecycle } from '../lifecycle/job-lifecycle';
 import { AttemptTelemetry } from './attempt-telemetry';
+import { IdlePolicyEnforcer } from './idle-policy';
 import type { AgentLink, FleetPort, SequencedMessage } from './fleet-port';
 import type { GatewayCounters } from './transport/agent-gateway';
 
@@ -75,6 +76,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
   private readonly telemetry: AttemptTelemetry;
   private readonly ledger: LedgerRepository;
   private telemetryTimer?: NodeJS.Timeout;
+  private readonly idlePolicy: IdlePolicyEnforcer;
 
   constructor(
     @Inject(CONFIG) private readonly config: ServerConfig,
@@ -89,6 +91,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
   ) {
     this.ledger = new LedgerRepository(database.db);
     this.telemetry = new AttemptTelemetry(config.idle.thresholdRatio);
+    this.idlePolicy = new IdlePolicyEnforcer(this.ledger);
   }
 
   attach(link: AgentLink): void {
@@ -117,7 +120,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
     this.timer = setTimeout(loop, 1000);
     this.seenTimer = setInterval(() => void this.flushSeen(), 1000);
     this.seenTimer.unref?.();
-    this.telemetryTimer = setInterval(() => void this.storeTelemetry(), TELEMETRY_STORE_EVERY_MS);
+    this.telemetryTimer = setInterval(() => void this.storeTelemetry().then(() => this.applyIdlePolicy()), TELEMETRY_STORE_EVERY_MS);
     this.telemetryTimer.unref?.();
   }
 
@@ -433,6 +436,16 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
     } catch (e) {
       this.telemetry.restore(deltas);
       this.log.error(`storing attempt telemetry failed: ${(e as Error).message}`);
+    }
+  }
+
+  /** Tenants' idle policies on what the samples say (notices, then cancels: the stops go out with the next reconcile). */
+  private async applyIdlePolicy(): Promise<void> {
+    try {
+      const { cancelled } = await this.idlePolicy.run(this.clock.now());
+      if (cancelled.length) this.wakeups.wake('cancel');
+    } catch (e) {
+      this.log.error(`idle policy: ${(e as Error).message}`);
     }
   }
 

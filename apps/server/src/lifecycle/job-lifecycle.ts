@@ -10,6 +10,9 @@ import { Wakeups } from '@nuri/db';
 type Exited = Extract<JobEvent, { kind: 'exited' }>;
 type Outcome = { to: JobRow['state']; reason: string };
 
+/** The start of the reason of a job the tenant's idle policy cancelled (written on the job with the stop, kept at its end). */
+export const IDLE_CANCEL_REASON = 'cancelled by the tenant idle policy';
+
 /** A gateway that said it is alive this recently hears its agents (they say it every second). */
 export const GATEWAY_LIVE_MS = 3_000;
 
@@ -18,8 +21,10 @@ export const GATEWAY_LIVE_MS = 3_000;
  * A cancel is final: once a user asked for it, the job ends `cancelled` however its
  * process ended (its exit code is still recorded), never requeued.
  */
-export function outcomeOf(job: Pick<JobRow, 'stop_requested' | 'requeue' | 'time_limit_seconds'>, e: Exited): Outcome {
+export function outcomeOf(job: Pick<JobRow, 'stop_requested' | 'requeue' | 'time_limit_seconds'> & { reason?: string | null }, e: Exited): Outcome {
   const how = e.signal ? `killed by ${e.signal}` : `exit code ${e.exitCode}`;
+  // A cancel the idle policy asked for keeps its reason (set with the stop).
+  if (job.stop_requested === 'cancel' && job.reason?.startsWith(IDLE_CANCEL_REASON)) return { to: 'cancelled', reason: `${job.reason} (${e.cause === 'lost' ? 'the agent no longer ran it' : how})` };
   if (job.stop_requested === 'cancel') return { to: 'cancelled', reason: `cancelled by user (${e.cause === 'lost' ? 'the agent no longer ran it' : how})` };
   switch (e.cause) {
     case 'timeout':

@@ -6,6 +6,11 @@ import { Kysely, sql } from 'kysely';
  * and day (hundreds of thousands at a large center): `GET /v1/usage?groupBy=tenant,month` over
  * a million attempts of 1,000 users read 180,000 rollup rows before this. Written with
  * usage_daily, in the same statements.
+ *
+ * idle_policies: a tenant's rule for jobs holding idle GPUs (off unless a row says otherwise):
+ * after notify_after_seconds all idle the job is told (its reason says when it will be
+ * cancelled), after cancel_after_seconds it is cancelled with that reason.
+ * usage_ledger.idle_notified_at: when the attempt was told (once).
  */
 export async function up(db: Kysely<unknown>): Promise<void> {
   await sql`
@@ -18,6 +23,14 @@ export async function up(db: Kysely<unknown>): Promise<void> {
       primary key (tenant_id, gpu_type, day)
     );
     create index usage_tenant_daily_day on usage_tenant_daily (day);
+    create table idle_policies (
+      tenant_id uuid primary key references tenants (id) on delete cascade,
+      notify_after_seconds integer check (notify_after_seconds > 0),
+      cancel_after_seconds integer check (cancel_after_seconds > 0),
+      updated_at timestamptz not null default now(),
+      check (notify_after_seconds is null or cancel_after_seconds is null or notify_after_seconds < cancel_after_seconds)
+    );
+    alter table usage_ledger add column idle_notified_at timestamptz;
   `.execute(db);
   await sql`
     insert into usage_tenant_daily (tenant_id, gpu_type, day, gpu_seconds, idle_gpu_seconds)
@@ -26,5 +39,9 @@ export async function up(db: Kysely<unknown>): Promise<void> {
 }
 
 export async function down(db: Kysely<unknown>): Promise<void> {
-  await sql`drop table if exists usage_tenant_daily`.execute(db);
+  await sql`
+    alter table usage_ledger drop column if exists idle_notified_at;
+    drop table if exists idle_policies;
+    drop table if exists usage_tenant_daily;
+  `.execute(db);
 }

@@ -353,6 +353,75 @@ export class LedgerRepository {
     return new Map(rows.map((r) => [r.gpu_type, r.n]));
   }
 
+  /** A tenant's idle policy (nulls: off). */
+  async idlePolicy(tenantId: string): Promise<{ notifyAfterSeconds: number | null; cancelAfterSeconds: number | null }> {
+    const r = await this.db.selectFrom('idle_policies').select(['notify_after_seconds', 'cancel_after_seconds']).where('tenant_id', '=', tenantId).executeTakeFirst();
+    return { notifyAfterSeconds: r?.notify_after_seconds ?? null, cancelAfterSeconds: r?.cancel_after_seconds ?? null };
+  }
+
+  async setIdlePolicy(tenantId: string, p: { notifyAfterSeconds: number | null; cancelAfterSeconds: number | null }, at: Date): Promise<void> {
+    await this.db
+      .insertInto('idle_policies')
+      .values({ tenant_id: tenantId, notify_after_seconds: p.notifyAfterSeconds, cancel_after_seconds: p.cancelAfterSeconds, updated_at: at })
+      .onConflict((oc) => oc.column('tenant_id').doUpdateSet({ notify_after_seconds: p.notifyAfterSeconds, cancel_after_seconds: p.cancelAfterSeconds, updated_at: at }))
+      .execute();
+  }
+
+  /**
+   * Running attempts idle (every GPU under the ratio) past their tenant's policy at `now`:
+   * `notify` those past the notice not yet told, `cancel` those past the cancel threshold
+   * whose job was not asked to stop yet.
+   */
+  async idlePastPolicy(now: Date): Promise<{ jobId: string; attempt: number; idleSince: Date; action: 'notify' | 'cancel'; notifyAfterSeconds: number | null; cancelAfterSeconds: number | null }[]> {
+    const r = await sql<{ job_id: string; attempt: number; idle_since: Date; action: 'notify' | 'cancel'; notify: number | null; cancel: number | null }>`
+      select l.job_id, l.attempt, l.idle_since, p.notify_after_seconds as notify, p.cancel_after_seconds as cancel,
+             case when p.cancel_after_seconds is not null and l.idle_since <= ${now}::timestamptz - make_interval(secs => p.cancel_after_seconds) then 'cancel' else 'notify' end as action
+      from usage_ledger l
+      join idle_policies p on p.tenant_id = l.tenant_id
+      join jobs j on j.id = l.job_id and j.attempts = l.attempt and j.state = 'running' and j.stop_requested is null
+      where l.ended_at is null and l.idle_since is not null
+        and ((p.cancel_after_seconds is not null and l.idle_since <= ${now}::timestamptz - make_interval(secs => p.cancel_after_seconds))
+          or (p.notify_after_seconds is not null and l.idle_notified_at is null and l.idle_since <= ${now}::timestamptz - make_interval(secs => p.notify_after_seconds)))
+      order by l.idle_since, l.job_id`.execute(this.db);
+    return r.rows.map((x) => ({ jobId: x.job_id, attempt: x.attempt, idleSince: x.idle_since, action: x.action, notifyAfterSeconds: x.notify, cancelAfterSeconds: x.cancel }));
+  }
+
+  /**
+   * Tells a running attempt it is idle: its job's reason says so (what `nuri show` prints),
+   * once. False when it no longer runs that attempt or was told already.
+   */
+  async markIdleNotified(jobId: string, attempt: number, reason: string, at: Date): Promise<boolean> {
+    return this.db.transaction().execute(async (tx) => {
+      const told = await tx
+        .updateTable('usage_ledger')
+        .set({ idle_notified_at: at })
+        .where('job_id', '=', jobId)
+        .where('attempt', '=', attempt)
+        .where('ended_at', 'is', null)
+        .where('idle_notified_at', 'is', null)
+        .executeTakeFirst();
+      if (!Number(told.numUpdatedRows)) return false;
+      await tx.updateTable('jobs').set({ reason }).where('id', '=', jobId).where('state', '=', 'running').where('attempts', '=', attempt).execute();
+      return true;
+    });
+  }
+
+  /**
+   * Asks a running attempt's job to stop for its idleness, the reason on the job (the end
+   * records it: outcomeOf). False when it no longer runs that attempt or already stops.
+   */
+  async cancelIdle(jobId: string, attempt: number, reason: string, at: Date): Promise<boolean> {
+    const r = await this.db
+      .updateTable('jobs')
+      .set({ stop_requested: 'cancel', stop_requested_at: at, reason })
+      .where('id', '=', jobId)
+      .where('state', '=', 'running')
+      .where('attempts', '=', attempt)
+      .where('stop_requested', 'is', null)
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0;
+  }
+
   /** Every attempt of a job, in order (its record as the ledger keeps it). */
   async attemptsOf(jobId: string) {
     return this.db.selectFrom('usage_ledger').selectAll().where('job_id', '=', jobId).orderBy('attempt').execute();

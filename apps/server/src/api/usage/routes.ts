@@ -1,4 +1,4 @@
-import { HistoryItem, HistoryQuery, IdleJobsQuery, IdleJobView, NameParams, PriceView, QuotaQuery, QuotaView, SetPrices, StatementQuery, StatementView, UsageQuery, UsageView } from '@nuri/contracts';
+import { HistoryItem, HistoryQuery, IdlePolicy, IdlePolicyView, IdleJobsQuery, IdleJobView, NameParams, PriceView, QuotaQuery, QuotaView, SetPrices, StatementQuery, StatementView, UsageQuery, UsageView } from '@nuri/contracts';
 import { z } from 'zod';
 import type { RouteDoc } from '../openapi/routes';
 
@@ -35,6 +35,16 @@ export const USAGE_ROUTES: RouteDoc[] = [
     params: NameParams,
     query: StatementQuery,
     responses: { 200: StatementView },
+  },
+  { method: 'get', path: '/v1/tenants/:name/idle-policy', summary: "A tenant's idle policy (nulls: off, the default)", params: NameParams, responses: { 200: IdlePolicyView } },
+  {
+    method: 'put',
+    path: '/v1/tenants/:name/idle-policy',
+    summary: "Set a tenant's idle policy: a running job whose GPUs all sat under NURI_IDLE_UTILIZATION_RATIO for notifyAfterSeconds is told (its reason), for cancelAfterSeconds cancelled with that reason; null turns a step off",
+    auth: ['operator', 'tenant-admin'],
+    params: NameParams,
+    body: IdlePolicy,
+    responses: { 200: IdlePolicyView },
   },
   { method: 'get', path: '/v1/prices', summary: 'GPU prices per type (and contract prices per tenant), each from a UTC date on', responses: { 200: z.array(PriceView) } },
   {

@@ -1,5 +1,5 @@
-import { Controller, Get, Headers, Param, Query, Res } from '@nestjs/common';
-import { HistoryItem, HistoryQuery, IdleJobsQuery, IdleJobView, NameParams, QuotaQuery, QuotaView, StatementQuery, StatementView, UsageQuery, UsageView } from '@nuri/contracts';
+import { Body, Controller, Get, Headers, Param, Put, Query, Res } from '@nestjs/common';
+import { HistoryItem, HistoryQuery, IdlePolicy, IdlePolicyView, IdleJobsQuery, IdleJobView, NameParams, QuotaQuery, QuotaView, StatementQuery, StatementView, UsageQuery, UsageView } from '@nuri/contracts';
 import type { Response } from 'express';
 import { Caller, Principal, Roles } from '../../auth/principal';
 import { Zod } from '../common/zod-pipe';
@@ -45,5 +45,16 @@ export class StatementController {
     @Res({ passthrough: true }) res: Response,
   ): Promise<StatementView | string> {
     return negotiate(res, accept, await this.usage.statement(me, p.name, q.month), statementCsv);
+  }
+
+  @Get(':name/idle-policy')
+  idlePolicy(@Caller() me: Principal, @Param(new Zod(NameParams, 'path')) p: NameParams): Promise<IdlePolicyView> {
+    return this.usage.idlePolicy(me, p.name);
+  }
+
+  @Put(':name/idle-policy')
+  @Roles('operator', 'tenant-admin')
+  setIdlePolicy(@Caller() me: Principal, @Param(new Zod(NameParams, 'path')) p: NameParams, @Body(new Zod(IdlePolicy, 'body')) body: IdlePolicy): Promise<IdlePolicyView> {
+    return this.usage.setIdlePolicy(me, p.name, body);
   }
 }

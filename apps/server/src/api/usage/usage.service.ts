@@ -2,6 +2,8 @@ import { Injectable } from '@nestjs/common';
 import type {
   HistoryItem,
   HistoryQuery,
+  IdlePolicy,
+  IdlePolicyView,
   IdleJobView,
   IdleJobsQuery,
   QuotaQuery,
@@ -168,6 +170,22 @@ export class UsageService {
         idleCostSoFar: c && c.gpuSeconds > 0 ? (c.cost * r.idleGpuSeconds) / c.gpuSeconds : 0,
       };
     });
+  }
+
+  /** A tenant's idle policy: its members see it. */
+  async idlePolicy(caller: Principal, tenantName: string): Promise<IdlePolicyView> {
+    const t = await this.tenants.findByName(tenantName);
+    if (!t || !(isOperator(caller) || t.id === caller.tenantId)) throw notFound(`no tenant ${tenantName}`);
+    return { tenant: t.name, ...(await this.ledger.idlePolicy(t.id)) };
+  }
+
+  /** Sets a tenant's idle policy: operators, or that tenant's admins. */
+  async setIdlePolicy(caller: Principal, tenantName: string, p: IdlePolicy): Promise<IdlePolicyView> {
+    const t = await this.tenants.findByName(tenantName);
+    if (!t || !(isOperator(caller) || t.id === caller.tenantId)) throw notFound(`no tenant ${tenantName}`);
+    if (caller.role === 'researcher') throw forbidden("a tenant's idle policy is set by its tenant admins and operators");
+    await this.ledger.setIdlePolicy(t.id, p, this.clock.now());
+    return { tenant: t.name, ...p };
   }
 
   /** The tenant and user a caller's read covers, from the names asked for (404 beyond the caller's tenant, 403 for a colleague). */
