@@ -26,7 +26,7 @@ export function decay(value: number, asOf: Date, now: Date, halfLifeSeconds: num
  * not converted again every pass. The core never mutates its snapshot.
  */
 const corePendingOf = new WeakMap<PendingJobRow, Snapshot['pending'][number]>();
-function corePending(j: PendingJobRow): Snapshot['pending'][number] {
+export function corePending(j: PendingJobRow): Snapshot['pending'][number] {
   let c = corePendingOf.get(j);
   if (!c) {
     c = {

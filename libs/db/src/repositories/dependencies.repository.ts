@@ -67,6 +67,13 @@ export class DependenciesRepository {
   }
 
   /** Running tasks of each array that caps its running tasks (one grouped query). */
+  /** Which of these jobs wait on others at all (met or not): an express start leaves them to the full pass. */
+  async withDependencies(ids: readonly string[]): Promise<Set<string>> {
+    if (!ids.length) return new Set();
+    const rows = await sql<{ job_id: string }>`select distinct job_id from job_dependencies where job_id = any(${[...ids]}::uuid[])`.execute(this.db);
+    return new Set(rows.rows.map((r) => r.job_id));
+  }
+
   async runningOfThrottledArrays(): Promise<Map<string, number>> {
     const rows = await this.db
       .selectFrom('jobs')

@@ -1,0 +1,142 @@
+import { schedule, type PendingJob, type Plan, type RunningJob, type Snapshot, type SnapshotNode } from '@nuri/scheduling';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { ExpressState } from './express';
+
+const T0 = Date.UTC(2026, 0, 1);
+const HOUR = 3600;
+const CONFIG = { reservationDepth: 3, minRuntimeBeforePreemptSeconds: 600, preemptGraceSeconds: 60, preemption: true };
+
+const node = (id: string, gpuType: 'h100' | 'h800'): SnapshotNode => ({
+  id,
+  name: id,
+  gpuType,
+  rack: 'r',
+  leafSwitch: 'l',
+  schedulable: true,
+  gpus: Array.from({ length: 8 }, (_, index) => ({ index, healthy: true })),
+});
+const job = (id: string, tenantId: string, gpus: number, at: number, gpuType: PendingJob['gpuType'] = 'h100', hours = 1): PendingJob => ({
+  id,
+  tenantId,
+  gpus,
+  gpuType,
+  priority: 1,
+  submittedAt: at,
+  timeLimitSeconds: hours * HOUR,
+});
+
+/** The state after a full pass: its starts running, its victims stopping, its started jobs out of the queue. */
+function after(s: Snapshot, plan: Plan, now: number, newcomers: PendingJob[]): Snapshot {
+  const started = new Set(plan.starts.map((x) => x.jobId));
+  const victims = new Set(plan.preemptions.map((p) => p.jobId));
+  const byId = new Map(s.pending.map((j) => [j.id, j]));
+  const running: RunningJob[] = s.running.map((r) => (victims.has(r.id) ? { ...r, stopping: true } : r));
+  for (const st of plan.starts) {
+    const j = byId.get(st.jobId)!;
+    running.push({ id: j.id, tenantId: j.tenantId, gpus: j.gpus, gpuModel: st.gpuModel, priority: j.priority, submittedAt: j.submittedAt, startedAt: s.now, timeLimitSeconds: j.timeLimitSeconds, placement: st.placement, stopping: false });
+  }
+  return { ...s, now, running, pending: [...s.pending.filter((j) => !started.has(j.id)), ...newcomers] };
+}
+
+describe('express starts between full passes', () => {
+  it('starts a newcomer on free GPUs at once, and never on GPUs a larger job has reserved', () => {
+    // Two nodes: n1 half busy for 3 h, n2 busy for 1 h. A 16-GPU job waits for both (reserved from +1 h on n2).
+    const s: Snapshot = {
+      now: T0,
+      config: CONFIG,
+      tenants: [
+        { id: 'a', name: 'a', weight: 1, decayedUsage: 0, quotas: { h100: { guaranteed: 8, limit: 16 } } },
+        { id: 'b', name: 'b', weight: 1, decayedUsage: 0, quotas: { h100: { guaranteed: 8, limit: 16 } } },
+      ],
+      nodes: [node('n1', 'h100'), node('n2', 'h100')],
+      running: [
+        { id: 'r1', tenantId: 'a', gpus: 4, gpuModel: 'h100', priority: 1, submittedAt: T0 - HOUR * 1000, startedAt: T0 - HOUR * 1000, timeLimitSeconds: 4 * HOUR, placement: [{ nodeId: 'n1', gpuIndices: [0, 1, 2, 3] }], stopping: false },
+        { id: 'r2', tenantId: 'a', gpus: 8, gpuModel: 'h100', priority: 1, submittedAt: T0 - HOUR * 1000, startedAt: T0 - HOUR * 1000, timeLimitSeconds: 2 * HOUR, placement: [{ nodeId: 'n2', gpuIndices: [0, 1, 2, 3, 4, 5, 6, 7] }], stopping: false },
+      ],
+      pending: [job('big', 'b', 16, T0 - 60_000, 'h100', 2)],
+    };
+    const plan = schedule(s);
+    expect(plan.starts).toEqual([]);
+    const express = new ExpressState({ snapshot: s, plan, started: new Set() });
+    const now = T0 + 1000;
+    // A 1-hour job fits on n1's free GPUs before the reservation (+1 h) and would not delay it... unless it runs past it.
+    const short = job('short', 'a', 2, now, 'h100', 0.5);
+    const long = job('long', 'a', 2, now, 'h100', 5);
+    const p1 = express.plan([short], [...s.pending, short], now);
+    expect(p1.starts.map((x) => x.jobId)).toEqual(['short']);
+    express.started([short], p1.starts, new Set(['short']), now);
+    const p2 = express.plan([long], [...s.pending, long], now);
+    expect(p2.starts).toEqual([]);
+    expect(p2.preemptions).toEqual([]);
+    expect(express.knows('long')).toBe(true);
+  });
+
+  it('never starts a newcomer the full policy would not start on the same state (property)', () => {
+    const arb = fc.record({
+      h100: fc.integer({ min: 1, max: 4 }),
+      h800: fc.integer({ min: 0, max: 3 }),
+      busy: fc.array(fc.record({ tenant: fc.integer({ min: 0, max: 2 }), node: fc.nat(6), gpus: fc.constantFrom(1, 2, 4, 8), hours: fc.integer({ min: 1, max: 6 }) }), { maxLength: 8 }),
+      queued: fc.array(fc.record({ tenant: fc.integer({ min: 0, max: 2 }), gpus: fc.constantFrom(1, 2, 4, 8, 16), type: fc.constantFrom('h100' as const, 'h800' as const, 'any' as const), hours: fc.integer({ min: 1, max: 8 }), prio: fc.integer({ min: 0, max: 2 }) }), { maxLength: 12 }),
+      fresh: fc.array(fc.record({ tenant: fc.integer({ min: 0, max: 2 }), gpus: fc.constantFrom(1, 2, 4, 8), type: fc.constantFrom('h100' as const, 'h800' as const, 'any' as const), hours: fc.integer({ min: 1, max: 8 }), prio: fc.integer({ min: 0, max: 2 }) }), { minLength: 1, maxLength: 3 }),
+      guarantees: fc.array(fc.integer({ min: 0, max: 16 }), { minLength: 3, maxLength: 3 }),
+      extra: fc.array(fc.integer({ min: 0, max: 24 }), { minLength: 3, maxLength: 3 }),
+    });
+    let expressed = 0;
+    let refusedByFull = 0;
+    fc.assert(
+      fc.property(arb, (w) => {
+        const nodes = [...Array.from({ length: w.h100 }, (_, i) => node(`h100-${i}`, 'h100')), ...Array.from({ length: w.h800 }, (_, i) => node(`h800-${i}`, 'h800'))];
+        const free = new Map(nodes.map((n) => [n.id, [0, 1, 2, 3, 4, 5, 6, 7]]));
+        const running: RunningJob[] = [];
+        w.busy.forEach((b, i) => {
+          const n = nodes[b.node % nodes.length]!;
+          const f = free.get(n.id)!;
+          if (f.length < b.gpus) return;
+          running.push({ id: `r${i}`, tenantId: `t${b.tenant}`, gpus: b.gpus, gpuModel: n.gpuType, priority: 1, submittedAt: T0 - 3 * HOUR * 1000, startedAt: T0 - HOUR * 1000, timeLimitSeconds: b.hours * HOUR, placement: [{ nodeId: n.id, gpuIndices: f.splice(0, b.gpus) }], stopping: false });
+        });
+        const tenants = [0, 1, 2].map((i) => ({
+          id: `t${i}`,
+          name: `t${i}`,
+          weight: 1,
+          decayedUsage: i * 100,
+          quotas: { h100: { guaranteed: w.guarantees[i]!, limit: w.guarantees[i]! + w.extra[i]! }, h800: { guaranteed: w.guarantees[i]!, limit: w.guarantees[i]! + w.extra[i]! } },
+        }));
+        const pending = w.queued.map((q, i) => ({ ...job(`q${String(i).padStart(2, '0')}`, `t${q.tenant}`, q.gpus, T0 - (20 - i) * 60_000, q.type, q.hours), priority: q.prio }));
+        const s: Snapshot = { now: T0, config: CONFIG, tenants, nodes, running, pending };
+        const plan = schedule(s);
+        const express = new ExpressState({ snapshot: s, plan, started: new Set(plan.starts.map((x) => x.jobId)) });
+        const now = T0 + 5000;
+        const newcomers = w.fresh.map((q, i) => ({ ...job(`x${i}`, `t${q.tenant}`, q.gpus, now, q.type, q.hours), priority: q.prio }));
+        const state = after(s, plan, now, newcomers);
+        const quick = express.plan(newcomers, state.pending, now);
+        // What the full policy does on the same state: every express start is one of its starts.
+        const full = schedule(state);
+        const fullStarts = new Set(full.starts.map((x) => x.jobId));
+        for (const st of quick.starts) expect(fullStarts.has(st.jobId), `express started ${st.jobId}, the full pass would not`).toBe(true);
+        expressed += quick.starts.length;
+        refusedByFull += newcomers.filter((n) => !fullStarts.has(n.id)).length;
+        // No GPU twice, none held, quotas' limits honoured.
+        const held = new Set(state.running.flatMap((r) => r.placement.flatMap((p) => p.gpuIndices.map((g) => `${p.nodeId}/${g}`))));
+        const used = new Map<string, number>();
+        for (const r of state.running) used.set(`${r.tenantId}/${r.gpuModel}`, (used.get(`${r.tenantId}/${r.gpuModel}`) ?? 0) + r.gpus);
+        for (const st of quick.starts) {
+          const j = newcomers.find((n) => n.id === st.jobId)!;
+          for (const p of st.placement) for (const g of p.gpuIndices) {
+            expect(held.has(`${p.nodeId}/${g}`)).toBe(false);
+            held.add(`${p.nodeId}/${g}`);
+          }
+          const k = `${j.tenantId}/${st.gpuModel}`;
+          used.set(k, (used.get(k) ?? 0) + j.gpus);
+          const t = tenants.find((x) => x.id === j.tenantId)!;
+          expect(used.get(k)!).toBeLessThanOrEqual(t.quotas[st.gpuModel].limit);
+        }
+        expect(quick.preemptions).toEqual([]);
+      }),
+      { numRuns: 300 },
+    );
+    // The property is not vacuous: newcomers do start by express, and others are held back.
+    expect(expressed).toBeGreaterThan(50);
+    expect(refusedByFull).toBeGreaterThan(50);
+  });
+});
