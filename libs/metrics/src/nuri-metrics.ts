@@ -119,6 +119,7 @@ export class NuriMetrics {
   private readonly pendingGpus: Gauge<Labels<typeof METRICS.schedulerPendingGpus>>;
   private readonly oldestPending: Gauge<Labels<typeof METRICS.schedulerOldestPending>>;
   private readonly passDuration: Histogram;
+  private readonly expressStarts: Counter;
   private readonly lastPass: Gauge;
   private readonly leader: Gauge;
   private readonly estimateScale: Gauge;
@@ -169,6 +170,8 @@ export class NuriMetrics {
     this.pendingGpus = gauge(METRICS.schedulerPendingGpus);
     this.oldestPending = gauge(METRICS.schedulerOldestPending);
     this.passDuration = histogram(METRICS.schedulerPassDuration);
+    this.expressStarts = counter(METRICS.schedulerExpressStarts);
+    this.expressStarts.inc(0);
     this.lastPass = gauge(METRICS.schedulerLastPass);
     this.leader = gauge(METRICS.schedulerLeader);
     this.leader.set(0);
@@ -353,6 +356,11 @@ export class NuriMetrics {
   /** A pass committed (or found nothing to do) without error. */
   markPassSucceeded(atMs: number = this.now()): void {
     this.lastPass.set(atMs / 1000);
+  }
+
+  /** Jobs an express start committed between full passes. */
+  recordExpressStarts(n: number): void {
+    if (n > 0) this.expressStarts.inc(n);
   }
 
   /** Times one pass: call the returned function when it ends; `ok` marks it successful. */

@@ -352,6 +352,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       this.metrics.recordJobTransition(tenant, j.gpu_type, 'pending', 'running');
       this.metrics.observeQueueWait(tenant, j.gpu_type, (now.getTime() - this.passMetrics.pendingSince(j).getTime()) / 1000);
     }
+    this.metrics.recordExpressStarts(started.length);
     if (started.length) this.wakeups.wake('dispatch');
     return started;
   }
