@@ -233,7 +233,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       read('tenants', this.tenants.list()),
       read('usage', this.usage.all()),
       // GPUs' jobs come from the running jobs below, not from reading every live allocation.
-      read('nodes', this.nodes.list({ allocations: false })),
+      read('nodes', this.nodes.forScheduling()),
       // Dependencies are read after the jobs: a job seen pending was committed with its
       // dependency rows, so none of them can be missed (and a met one stays met).
       read('jobs', this.live.refresh()).then(() => read('dependencies', this.dependencies.undecidedOfPending())),

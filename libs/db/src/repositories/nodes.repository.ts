@@ -36,10 +36,42 @@ export class NodesRepository {
   }
 
   /**
-   * Nodes with their GPUs. `allocations: false` leaves every GPU's `jobId` null and skips
-   * reading the live allocations (the leader knows them from its running jobs).
+   * Every node with its GPUs' indices and health only (uuid, model and health reason left
+   * null/empty, jobs null), for the scheduler's pass: one statement, GPUs aggregated per node in
+   * the database (4,000 rows, not 32,000). The leader fills in the jobs from its running ones.
    */
-  async list(filter: { names?: string[]; allocations?: boolean } = {}): Promise<NodeWithGpus[]> {
+  async forScheduling(): Promise<NodeWithGpus[]> {
+    const rows = await this.db
+      .selectFrom('nodes')
+      .leftJoin(
+        (eb) =>
+          eb
+            .selectFrom('gpus')
+            .select(['node_id', sql<number[]>`array_agg(index order by index)`.as('idx'), sql<boolean[]>`array_agg(healthy order by index)`.as('ok')])
+            .groupBy('node_id')
+            .as('g'),
+        (j) => j.onRef('g.node_id', '=', 'nodes.id'),
+      )
+      .selectAll('nodes')
+      .select(['g.idx', 'g.ok'])
+      .orderBy('nodes.name')
+      .execute();
+    return rows.map((n) => ({
+      id: n.id,
+      name: n.name,
+      gpuType: n.gpu_type,
+      rack: n.rack,
+      leafSwitch: n.leaf_switch,
+      state: n.state,
+      stateReason: n.state_reason,
+      lastHeartbeatAt: n.last_heartbeat_at,
+      connected: n.connected,
+      isolation: n.isolation ?? null,
+      gpus: (n.idx ?? []).map((index, k) => ({ index, uuid: null, model: null, healthy: n.ok?.[k] ?? false, healthReason: '', jobId: null })),
+    }));
+  }
+
+  async list(filter: { names?: string[] } = {}): Promise<NodeWithGpus[]> {
     let nq = this.db.selectFrom('nodes').selectAll().orderBy('name');
     if (filter.names) nq = nq.where('name', 'in', filter.names.length ? filter.names : ['']);
     const nodes = await nq.execute();
@@ -53,7 +85,7 @@ export class NodesRepository {
       gq = gq.where('node_id', 'in', ids);
       aq = aq.where('node_id', 'in', ids);
     }
-    const [gpus, allocs] = await Promise.all([gq.execute(), filter.allocations === false ? [] : aq.execute()]);
+    const [gpus, allocs] = await Promise.all([gq.execute(), aq.execute()]);
     const jobOn = new Map(allocs.map((a) => [`${a.node_id}/${a.gpu_index}`, a.job_id]));
     const byNode = new Map<string, NodeWithGpus['gpus']>();
     for (const g of gpus) {

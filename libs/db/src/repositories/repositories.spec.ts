@@ -33,6 +33,21 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
   });
   afterAll(async () => tdb?.drop());
 
+  it("reads nodes for the scheduler as list() does, GPU indices and health, in one statement", async () => {
+    const other = await s.nodes.create({ name: 'n0-sick', gpuType: 'h800', gpus: 4, rack: 'r2', leafSwitch: 'l2', tokenHash: 'y' });
+    await sql`update gpus set healthy = false, health_reason = 'XID 79' where node_id = ${other} and index = 2`.execute(tdb.handle.db);
+    const full = await s.nodes.list();
+    const lean = await s.nodes.forScheduling();
+    expect(lean.map((n) => n.name)).toEqual(full.map((n) => n.name));
+    for (const [i, n] of lean.entries()) {
+      const { gpus, ...rest } = full[i]!;
+      expect(n).toEqual({ ...rest, isolation: rest.isolation ?? null, gpus: gpus.map((g) => ({ index: g.index, healthy: g.healthy, uuid: null, model: null, healthReason: '', jobId: null })) });
+    }
+    expect(lean.find((n) => n.id === other)!.gpus.map((g) => g.healthy)).toEqual([true, true, false, true]);
+    await sql`delete from gpus where node_id = ${other}`.execute(tdb.handle.db);
+    await sql`delete from nodes where id = ${other}`.execute(tdb.handle.db);
+  });
+
   it('round-trips a job with its argv, env and first transition', async () => {
     const id = await s.job('roundtrip');
     const d = await s.jobs.detail(id);
