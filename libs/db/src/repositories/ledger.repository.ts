@@ -137,8 +137,11 @@ export class LedgerRepository {
         where job_id = ${jobId}::uuid and ended_at is null
         returning tenant_id, user_id, gpu_type, gpus, started_at, ended_at
       ), p as (
-        select e.tenant_id, e.user_id, e.gpu_type, d.day::date as day, e.gpus * ${sql.raw(onDay('e.started_at', 'e.ended_at', 'd.day'))} as gs
-        from e cross join lateral generate_series(date_trunc('day', e.started_at at time zone 'UTC'), e.ended_at at time zone 'UTC', interval '1 day') as d(day)
+        -- No zero piece (an attempt ending at midnight): a day with no use is no row.
+        select * from (
+          select e.tenant_id, e.user_id, e.gpu_type, d.day::date as day, e.gpus * ${sql.raw(onDay('e.started_at', 'e.ended_at', 'd.day'))} as gs
+          from e cross join lateral generate_series(date_trunc('day', e.started_at at time zone 'UTC'), e.ended_at at time zone 'UTC', interval '1 day') as d(day)
+        ) q where gs > 0
       ), byUser as (
         insert into usage_daily (tenant_id, user_id, gpu_type, day, gpu_seconds)
         select tenant_id, user_id, gpu_type, day, gs from p order by day
@@ -439,7 +442,7 @@ export class LedgerRepository {
                sum(case when d.day = date_trunc('day', l.ended_at at time zone 'UTC') then l.idle_gpu_seconds else 0 end)
         from usage_ledger l
         cross join lateral generate_series(date_trunc('day', l.started_at at time zone 'UTC'), l.ended_at at time zone 'UTC', interval '1 day') as d(day)
-        where l.ended_at is not null
+        where l.ended_at is not null and (${sql.raw(onDay('l.started_at', 'l.ended_at', 'd.day'))} > 0 or d.day = date_trunc('day', l.ended_at at time zone 'UTC'))
         group by 1, 2, 3, 4`.execute(tx);
       await sql`delete from usage_tenant_daily`.execute(tx);
       await sql`
@@ -521,6 +524,7 @@ export class LedgerRepository {
       cross join lateral (select ${start} as s, ${end} as e, coalesce(l.ended_at, greatest(${now}::timestamptz, l.started_at)) - l.started_at as whole) c
       cross join lateral generate_series(date_trunc('day', c.s at time zone 'UTC'), c.e at time zone 'UTC', interval '1 day') as d(day)
       where ${this.filters('l', s)} and l.started_at < ${hi} and (l.ended_at is null or l.ended_at > ${lo}) and c.e > c.s
+        and least(c.e, (d.day + interval '1 day') at time zone 'UTC') > greatest(c.s, d.day at time zone 'UTC')
         ${all ? sql`` : sql`and l.ended_at is null`}`;
   }
 
