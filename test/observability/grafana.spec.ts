@@ -50,11 +50,11 @@ describe('grafana dashboards', () => {
     // Cost per tenant from the exported price (contract prices included), not a dashboard constant.
     expect(vars('nuri-cost').map((v) => v.name)).toEqual(['datasource', 'tenant', 'gpu_type']);
     expect(JSON.stringify(generated.get('nuri-cost.json'))).toContain('nuri_tenant_gpu_price_usd_per_gpu_hour');
-    expect(vars('nuri-tenants').map((v) => v.name)).toEqual(['datasource', 'tenant', 'gpu_type', 'price_per_gpu_hour']);
+    expect(vars('nuri-tenants').map((v) => v.name)).toEqual(['datasource', 'tenant', 'gpu_type']);
     expect(vars('nuri-nodes').map((v) => v.name)).toEqual(['datasource', 'gpu_type', 'node']);
     expect(vars('nuri-job').map((v) => v.name)).toEqual(['datasource', 'tenant', 'job']);
     for (const v of [...vars('nuri-tenants'), ...vars('nuri-nodes'), ...vars('nuri-job')]) {
-      if (v.name !== 'price_per_gpu_hour' && v.name !== 'datasource') expect(v.definition).toMatch(/^label_values\(/);
+      if (v.name !== 'datasource') expect(v.definition).toMatch(/^label_values\(/);
     }
     // The job variable offers job ids from the job_id label (Prometheus' `job` is the scrape job).
     expect(vars('nuri-job').find((v) => v.name === 'job')!.definition).toMatch(/^label_values\(nuri_gpu_healthy\{job_id!="",.*\}, job_id\)$/);

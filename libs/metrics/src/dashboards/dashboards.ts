@@ -21,13 +21,8 @@ const jobVar: VariableSpec = {
   multi: false,
   includeAll: false,
 };
-const priceVar: VariableSpec = {
-  kind: 'textbox',
-  name: 'price_per_gpu_hour',
-  label: 'Price per GPU-hour',
-  value: '3.0',
-  description: 'What one GPU-hour costs a tenant, in the center\'s billing currency; cost panels multiply GPU-hours by it.',
-};
+/** A tenant's spend at the price in effect (exported per tenant and type: contract prices included), not a dashboard constant. */
+const priced = (gpuSeconds: string) => `${gpuSeconds} * on (tenant, gpu_type) group_left max by (tenant, gpu_type) (${M.tenantGpuPrice})`;
 
 /** Pending jobs may want `any` type: keep them when filtering by type. */
 const jobType = 'gpu_type=~"$gpu_type|any"';
@@ -91,7 +86,7 @@ export const TENANTS: DashboardSpec = {
   uid: 'nuri-tenants',
   title: 'Nuri / Tenants',
   description: 'Per tenant: quota against allocation and usage, cost, waits and idle allocated GPUs.',
-  variables: [tenantVar, gpuTypeVar, priceVar],
+  variables: [tenantVar, gpuTypeVar],
   rows: [
     {
       title: 'Quota and allocation',
@@ -134,10 +129,10 @@ export const TENANTS: DashboardSpec = {
         },
         {
           kind: 'table',
-          title: 'Cost in range (GPU-hours × price per GPU-hour)',
+          title: 'Cost in range (GPU-hours × the price in effect, USD)',
           width: 24,
           decimals: 2,
-          queries: [{ expr: `sum by (tenant, gpu_type) (increase(${M.tenantUsage}{${tenantSel}}[$__range])) / 3600 * $price_per_gpu_hour` }],
+          queries: [{ expr: `sum by (tenant, gpu_type) (${priced(`increase(${M.tenantUsage}{${tenantSel}}[$__range]) / 3600`)})` }],
         },
       ],
     },
@@ -332,9 +327,6 @@ export const SCHEDULER: DashboardSpec = {
     },
   ],
 };
-
-/** A tenant's spend at the price in effect (exported per tenant and type: contract prices included). */
-const priced = (gpuSeconds: string) => `${gpuSeconds} * on (tenant, gpu_type) group_left max by (tenant, gpu_type) (${M.tenantGpuPrice})`;
 
 export const COST: DashboardSpec = {
   uid: 'nuri-cost',
