@@ -70,6 +70,14 @@ describe('express starts between full passes', () => {
     expect(p2.starts).toEqual([]);
     expect(p2.preemptions).toEqual([]);
     expect(express.knows('long')).toBe(true);
+    // A full pass that began before 'short' started (its snapshot without it) keeps it held...
+    const next = new ExpressState({ snapshot: { ...s, now: T0 + 500 }, plan, started: new Set() }, express);
+    const again = job('again', 'a', 4, now, 'h100', 0.5);
+    const p3 = next.plan([again], [...s.pending, again], now + 10);
+    expect(p3.starts).toEqual([]);
+    // ...and one that began after it, and does not show it, knows it ended.
+    const later = new ExpressState({ snapshot: { ...s, now: now + 5000 }, plan, started: new Set() }, express);
+    expect(later.plan([again], [...s.pending, again], now + 6000).starts.map((x) => x.jobId)).toEqual(['again']);
   });
 
   it('never starts a newcomer the full policy would not start on the same state (property)', () => {

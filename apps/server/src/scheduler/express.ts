@@ -33,13 +33,28 @@ export class ExpressState {
   /** The core with its per-node state, reused between express plans on the same nodes. */
   private readonly core = new Scheduler();
 
-  constructor(private readonly base: ExpressBase) {
+  /** Express starts made on this state (carried into the next one if its pass did not see them). */
+  private readonly expressed: RunningJob[] = [];
+
+  /** `previous`: the state before this pass; its express starts this pass's snapshot missed are kept. */
+  constructor(
+    private readonly base: ExpressBase,
+    previous?: ExpressState | null,
+  ) {
     const pendingById = new Map(base.snapshot.pending.map((j) => [j.id, j]));
     const victims = new Set(base.plan.preemptions.map((p) => p.jobId));
     this.running = base.snapshot.running.map((r) => (victims.has(r.id) && !r.stopping ? { ...r, stopping: true } : r));
     for (const s of base.plan.starts) {
       const j = pendingById.get(s.jobId);
       if (j && base.started.has(s.jobId)) this.running.push(asRunning(j, s, base.snapshot.now));
+    }
+    const seen = new Set(this.running.map((r) => r.id));
+    // Those started after this pass began reading may be missing from its snapshot; an earlier
+    // one it does not show has ended since.
+    for (const r of previous?.expressed ?? []) {
+      if (seen.has(r.id) || base.started.has(r.id) || r.startedAt < base.snapshot.now) continue;
+      this.running.push(r);
+      this.expressed.push(r);
     }
     this.known = new Set(pendingById.keys());
     this.keep = new Set([...(base.plan.reservations ?? []).map((r) => r.jobId), ...base.plan.preemptions.map((p) => p.forJobId)]);
@@ -73,7 +88,10 @@ export class ExpressState {
     const byId = new Map(jobs.map((j) => [j.id, j]));
     for (const s of starts) {
       const j = byId.get(s.jobId);
-      if (j && committed.has(s.jobId)) this.running.push(asRunning(j, s, now));
+      if (!j || !committed.has(s.jobId)) continue;
+      const r = asRunning(j, s, now);
+      this.running.push(r);
+      this.expressed.push(r);
     }
   }
 }

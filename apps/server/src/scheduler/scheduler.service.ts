@@ -89,7 +89,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     () => undefined,
     (e) => void this.log.error(`express start failed: ${(e as Error).message}`),
   ), { stopped: () => this.stopped });
-  /** Full passes and express starts never overlap: both read and commit the same state. */
+  /** A full pass's reads and its commit never overlap an express start (they share the in-memory jobs and the GPUs). */
   private exclusive: Promise<unknown> = Promise.resolve();
 
   constructor(
@@ -195,7 +195,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
   private async timedPass(): Promise<void> {
     const timed = this.metrics.startPassTimer();
     try {
-      await this.serial(() => this.pass());
+      await this.pass();
       timed(true);
     } catch (e) {
       timed(false);
@@ -236,7 +236,8 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       read('nodes', this.nodes.forScheduling()),
       // Dependencies are read after the jobs: a job seen pending was committed with its
       // dependency rows, so none of them can be missed (and a met one stays met).
-      read('jobs', this.live.refresh()).then(() => read('dependencies', this.dependencies.undecidedOfPending())),
+      // (Serialised with express starts, which refresh the same in-memory jobs.)
+      read('jobs', this.serial(() => this.live.refresh())).then(() => read('dependencies', this.dependencies.undecidedOfPending())),
       // Only this leader starts jobs, so no task starts between this count and the commit.
       read('throttled', this.dependencies.runningOfThrottledArrays()),
       reload ? read('annotations', this.jobs.pendingAnnotations()) : null,
@@ -279,14 +280,20 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     stage('buildSnapshot');
     const plan = this.core.plan(snapshot);
     stage('plan');
-    const { started, skipped } = await this.jobs.commitStarts(
-      plan.starts.map((s) => ({ jobId: s.jobId, gpuModel: s.gpuModel, placement: s.placement.map((p) => ({ nodeId: p.nodeId, gpuIndices: p.gpuIndices })) })),
-      now,
-      heardSince,
-      this.config.masterPorts,
-    );
+    // Express starts may have run while this pass planned: the commit verifies every start
+    // against the database (one that lost its GPUs to a newcomer waits for the next pass), and
+    // the next express state keeps the newcomers this pass's snapshot did not see.
+    const { started, skipped } = await this.serial(async () => {
+      const r = await this.jobs.commitStarts(
+        plan.starts.map((s) => ({ jobId: s.jobId, gpuModel: s.gpuModel, placement: s.placement.map((p) => ({ nodeId: p.nodeId, gpuIndices: p.gpuIndices })) })),
+        now,
+        heardSince,
+        this.config.masterPorts,
+      );
+      if (this.lock) this.express = new ExpressState({ snapshot, plan, started: new Set(r.started) }, this.express);
+      return r;
+    });
     stage('commit');
-    this.express = new ExpressState({ snapshot, plan, started: new Set(started) });
     for (const s of skipped) this.log.warn(`start of ${s.jobId} refused at commit: ${s.why}`);
     const runningById = new Map(running.map((r) => [r.id, r]));
     for (const p of plan.preemptions) {
