@@ -40,6 +40,29 @@ describe('real PostgreSQL', () => {
   });
 });
 
+describe('the scheduler lock on real PostgreSQL', () => {
+  it('stays held when its check was answered while the event loop was busy past the timeout', async () => {
+    const { createTestDatabase } = await import('./testing');
+    const scratch = await createTestDatabase();
+    try {
+      const lock = (await scratch.handle.tryAdvisoryLock(4242))!;
+      expect(lock).not.toBeNull();
+      try {
+        const check = lock.alive(200);
+        // A long synchronous stretch (a big plan): the reply arrives meanwhile, the timer is due too.
+        const until = Date.now() + 600;
+        while (Date.now() < until);
+        expect(await check).toBe(true);
+        expect(await scratch.handle.tryAdvisoryLock(4242)).toBeNull();
+      } finally {
+        await lock.release();
+      }
+    } finally {
+      await scratch.drop();
+    }
+  });
+});
+
 const t = (s: number) => new Date(Date.UTC(2026, 0, 1, 0, 0, s));
 
 /** Jobs written as the 0001 schema knew them: no queued_at yet. */

@@ -25,7 +25,7 @@ export interface AdvisoryLock {
    * False once the session holding the lock is gone (connection dropped, server restarted):
    * the lock went with it and another process may hold it now.
    */
-  alive(): Promise<boolean>;
+  alive(timeoutMs?: number): Promise<boolean>;
   release(): Promise<void>;
 }
 
@@ -71,7 +71,7 @@ async function openPostgres(url: string, poolSize: number): Promise<DatabaseHand
       client.on('error', () => (lost = true));
       client.on('end', () => (lost = true));
       return {
-        async alive() {
+        async alive(timeoutMs = 10_000) {
           if (lost) return false;
           try {
             // Still our session, and still holding the lock?
@@ -80,7 +80,12 @@ async function openPostgres(url: string, poolSize: number): Promise<DatabaseHand
                 `select exists(select 1 from pg_locks where locktype = 'advisory' and pid = pg_backend_pid() and objid = $1::bigint and granted) as held`,
                 [key],
               ),
-              new Promise<never>((_, no) => setTimeout(() => no(new Error('lock check timed out')), 5000).unref()),
+              // A dead connection would hang the check for ever. The timeout defers to the I/O
+              // callbacks first (setImmediate): after a long synchronous stretch (a plan over
+              // 100,000 jobs on a loaded machine) timers run before I/O, and a reply that had
+              // arrived in time lost the race, so a healthy leader stepped down and leadership
+              // flapped between two processes.
+              new Promise<never>((_, no) => setTimeout(() => setImmediate(() => no(new Error('lock check timed out'))), timeoutMs).unref()),
             ]);
             return (lost = !r.rows[0]?.held) === false;
           } catch {

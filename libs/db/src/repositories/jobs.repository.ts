@@ -848,6 +848,20 @@ export class JobsRepository {
     return Number(r.numUpdatedRows) > 0;
   }
 
+  /** `requestStop` for many jobs in one statement (a pass's preemptions); returns those told now. */
+  async requestStops(ids: readonly string[], kind: 'cancel' | 'preempt', at: Date): Promise<string[]> {
+    if (!ids.length) return [];
+    const r = await this.db
+      .updateTable('jobs')
+      .set({ stop_requested: kind, stop_requested_at: at })
+      .where(sql<boolean>`id = any(${[...ids]}::uuid[])`)
+      .where('state', '=', 'running')
+      .where('stop_requested', 'is', null)
+      .returning('id')
+      .execute();
+    return r.map((x) => x.id);
+  }
+
   /**
    * Commits the starts of a plan in one transaction after verifying each against the
    * database: the job is still pending, its nodes are up and its GPUs healthy and free.
