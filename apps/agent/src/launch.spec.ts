@@ -11,7 +11,7 @@ import { JobRunner, SCRIPT_NAME } from './runner';
  * processes: with the cgroup gate (where the machine has one) and without it.
  */
 const ROOT = process.getuid?.() === 0;
-let nextUid = 330_000 + (process.pid % 500) * 1000;
+const firstUid = 330_000 + (process.pid % 500) * 1000;
 
 const runners: JobRunner[] = [];
 afterEach(async () => {
@@ -49,7 +49,7 @@ const start = (jobId: string, command: string[], extra: Partial<StartJob> = {}):
 const launch = { rank: 1, nodes: ['h100-01', 'h100-02'], masterAddr: '10.0.0.1', masterPort: 29501, gpusPerNode: 8 };
 
 describe.each([
-  ['with the cgroup gate', { cgroup: 'auto', ...(ROOT ? { uidRange: { first: nextUid, last: (nextUid += 50) - 1 } } : {}) } as IsolationOptions],
+  ['with the cgroup gate', { cgroup: 'auto', ...(ROOT ? { uidRange: { first: firstUid, last: firstUid + 49 } } : {}) } as IsolationOptions],
   ['without a cgroup', { cgroup: 'none' } as IsolationOptions],
 ])('a rank of a job %s', (_how, isolation) => {
   it('gets its place in the job, forced over its own env, and an absolute HOME', async () => {

@@ -147,10 +147,10 @@ const runners: JobRunner[] = [];
 afterEach(async () => {
   await Promise.all(runners.splice(0).map((r) => r.stopAll('test end', 0)));
 });
-let nextUid = 340_000 + (process.pid % 500) * 1000;
+const firstUid = 340_000 + (process.pid % 500) * 1000;
 
 describe.each([
-  ['with the cgroup gate', { cgroup: 'auto', ...(ROOT ? { uidRange: { first: nextUid, last: (nextUid += 50) - 1 } } : {}) } as IsolationOptions],
+  ['with the cgroup gate', { cgroup: 'auto', ...(ROOT ? { uidRange: { first: firstUid, last: firstUid + 49 } } : {}) } as IsolationOptions],
   ['without a cgroup', { cgroup: 'none' } as IsolationOptions],
 ])('a batch script written for Slurm, run by the agent %s', (_how, isolation) => {
   it('finds srun and scontrol on its PATH (its own PATH too) and sees one task per node in the Slurm variables', async () => {

@@ -170,7 +170,7 @@ export class JobCgroup {
     if (!this.freezerDir || !this.write(this.freezerDir, 'freezer.state', 'FROZEN')) return false;
     const end = Date.now() + timeoutMs;
     for (;;) {
-      let state = '';
+      let state: string;
       try {
         state = readFileSync(join(this.freezerDir, 'freezer.state'), 'utf8').trim();
       } catch {

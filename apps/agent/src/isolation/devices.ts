@@ -68,7 +68,7 @@ export function findGpuDevices(deviceDir = '/dev', procDevices?: Map<number, str
   const gpus = new Map<number, DeviceNode>();
   const control: DeviceNode[] = [];
   const majors = new Set<number>();
-  let names: string[] = [];
+  let names: string[];
   try {
     names = readdirSync(deviceDir);
   } catch {
@@ -80,7 +80,7 @@ export function findGpuDevices(deviceDir = '/dev', procDevices?: Map<number, str
     const dev = charDevice(path);
     if (!dev) {
       // nvidia-caps/ (MIG capabilities) and the like: their majors are NVIDIA majors too.
-      let sub: string[] = [];
+      let sub: string[];
       try {
         sub = readdirSync(path);
       } catch {

@@ -35,7 +35,7 @@ function systemIds(): Set<number> {
     ['/etc/passwd', 2],
     ['/etc/group', 2],
   ] as const) {
-    let text = '';
+    let text: string;
     try {
       text = readFileSync(file, 'utf8');
     } catch {
@@ -52,7 +52,7 @@ function systemIds(): Set<number> {
 /** Owners of the live processes (the owner of /proc/<pid> is the process's uid). */
 export function processesByUid(): Map<number, number[]> {
   const out = new Map<number, number[]>();
-  let names: string[] = [];
+  let names: string[];
   try {
     names = readdirSync('/proc');
   } catch {
