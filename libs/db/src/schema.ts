@@ -136,8 +136,17 @@ export interface JobWaitsTable {
   /** The pending reason as data (PENDING_REASON_CODES). */
   reason_code: string;
   reason: string;
+  /** The plan's estimate by time limits; shown scaled by scheduler_estimates when `scaled`. */
   estimated_start_at: Timestamp | null;
+  scaled: Generated<boolean>;
   queue_position: number | null;
+}
+
+/** One row: the leader's start estimate scale (StartCalibration), applied to waits when read. */
+export interface SchedulerEstimatesTable {
+  id: Generated<boolean>;
+  start_estimate_scale: number;
+  updated_at: Timestamp;
 }
 
 export interface JobDependenciesTable {
@@ -282,6 +291,7 @@ export interface Database {
   gpu_health_events: GpuHealthEventsTable;
   jobs: JobsTable;
   job_waits: JobWaitsTable;
+  scheduler_estimates: SchedulerEstimatesTable;
   job_transitions: JobTransitionsTable;
   job_dependencies: JobDependenciesTable;
   job_rank_exits: JobRankExitsTable;

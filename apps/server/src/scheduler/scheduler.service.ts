@@ -15,7 +15,7 @@ import {
 } from '@nuri/db';
 import type { PendingReasonCodeName } from '@nuri/contracts';
 import { NuriMetrics } from '@nuri/metrics';
-import { Plan, Scheduler, StartCalibration, calibratedEstimate } from '@nuri/scheduling';
+import { Plan, Scheduler, StartCalibration } from '@nuri/scheduling';
 import { Clock } from '../core/clock';
 import { Coalesced } from '../core/coalesced';
 import { CONFIG, DATABASE } from '../core/core.module';
@@ -77,6 +77,8 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
    * limits again until it has seen enough starts.
    */
   private readonly calibration = new StartCalibration();
+  /** The scale last stored for reads (null: not yet by this leader). */
+  private writtenScale: number | null = null;
   /** What was last written for each pending job, so a pass writes only changes (see `annotate`). */
   private readonly lastAnnotation = new Map<string, Annotation>();
   private readonly passMetrics: SchedulerMetricsState;
@@ -164,6 +166,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
           // A new leader trusts nothing it remembers: the first pass reads every live job.
           this.live.invalidate();
           this.express = null;
+          this.writtenScale = null;
           this.leaderSince = this.clock.now();
           this.log.log('became the active scheduler');
           this.passMetrics.leader(this.leaderSince.getTime());
@@ -308,7 +311,13 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     }
     stage('preempt');
     this.calibration.observe(now.getTime(), plan, started);
-    this.metrics.setStartEstimateScale(this.calibration.scale());
+    const scale = this.calibration.scale();
+    this.metrics.setStartEstimateScale(scale);
+    // Waits store the plan's estimates; the scale is applied when they are read (one row).
+    if (scale !== this.writtenScale) {
+      await this.jobs.setEstimateScale(scale, now);
+      this.writtenScale = scale;
+    }
     const annotated = await this.annotate(plan, new Set(started), now.getTime(), gate.withheld);
     stage('annotate');
     this.recordPassMetrics(now, { tenants, nodes, pending: doomed.size ? queued.filter((j) => !doomed.has(j.id)) : queued, running }, plan, started, jobsByState, tenantNames);
@@ -422,7 +431,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
 
   /** Stores each pending job's reason, estimate and position: the plan's, or for a job kept from the core, why (no estimate, no position). */
   private async annotate(plan: Plan, started: Set<string>, now: number, withheld: { job: PendingJobRow; reason: string; code: PendingReasonCodeName }[]): Promise<number> {
-    const rows: { id: string; reason: string; reasonCode: PendingReasonCodeName; estimatedStartAt: Date | null; queuePosition: number | null }[] = [];
+    const rows: { id: string; reason: string; reasonCode: PendingReasonCodeName; estimatedStartAt: Date | null; scaled: boolean; queuePosition: number | null }[] = [];
     // Forget what was written for jobs written since (after a full reload: all not in the queue).
     const touched = this.live.takeTouched();
     if (touched) for (const id of touched) this.lastAnnotation.delete(id);
@@ -432,13 +441,13 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       live?.add(id);
       if (!annotationStale(this.lastAnnotation.get(id), next, now)) return;
       this.lastAnnotation.set(id, next);
-      rows.push({ id, reason: next.reason, reasonCode: next.code, estimatedStartAt: next.eta === null ? null : new Date(next.eta), queuePosition: next.position });
+      rows.push({ id, reason: next.reason, reasonCode: next.code, estimatedStartAt: next.eta === null ? null : new Date(next.eta), scaled: next.code !== 'waiting_for_reclaim', queuePosition: next.position });
     };
     for (const w of withheld) note(w.job.id, { code: w.code, reason: w.reason, eta: null, position: null });
-    const scale = this.calibration.scale();
     for (const p of plan.pending) {
       if (started.has(p.jobId)) continue;
-      note(p.jobId, { code: p.reason, reason: p.message, eta: calibratedEstimate(p, now, scale), position: p.queuePosition });
+      // The plan's own estimate: the scale is applied when it is read (a reclaim's grace period is not scaled).
+      note(p.jobId, { code: p.reason, reason: p.message, eta: p.estimatedStartAt, position: p.queuePosition });
     }
     if (live) for (const id of this.lastAnnotation.keys()) if (!live.has(id)) this.lastAnnotation.delete(id);
     await this.jobs.annotatePending(rows, gone);

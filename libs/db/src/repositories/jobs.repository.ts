@@ -101,7 +101,10 @@ export type PendingJobRow = Pick<JobRow, (typeof PENDING_COLUMNS)[number]>;
 
 /** A pending job's row of job_waits (left-joined on the job while it is pending) as JobRecord.wait. */
 const WAIT = sql<JobRecord['wait']>`case when job_waits.job_id is null then null
-  else json_build_object('reasonCode', job_waits.reason_code, 'reason', job_waits.reason, 'estimatedStartAt', job_waits.estimated_start_at, 'queuePosition', job_waits.queue_position) end`;
+  else json_build_object('reasonCode', job_waits.reason_code, 'reason', job_waits.reason, 'queuePosition', job_waits.queue_position,
+    'estimatedStartAt', case when job_waits.scaled and job_waits.estimated_start_at > now()
+      then now() + (job_waits.estimated_start_at - now()) * coalesce((select start_estimate_scale from scheduler_estimates), 1)
+      else job_waits.estimated_start_at end) end`;
 
 function toPendingRow(r: Omit<PendingJobRow, 'submitted_at' | 'queued_at'> & { submitted_ms: number; queued_ms: number }): PendingJobRow {
   return {
@@ -973,7 +976,10 @@ export class JobsRepository {
    * statement per 20,000 rows, each column one array parameter, each distinct sentence sent
    * once (thousands of jobs share "Free GPUs are held for job …": 3 MB of text became 0.1 MB).
    */
-  async annotatePending(rows: { id: string; reason: string; reasonCode: string; estimatedStartAt: Date | null; queuePosition: number | null }[], gone: readonly string[] = []): Promise<void> {
+  async annotatePending(
+    rows: { id: string; reason: string; reasonCode: string; estimatedStartAt: Date | null; scaled?: boolean; queuePosition: number | null }[],
+    gone: readonly string[] = [],
+  ): Promise<void> {
     for (let i = 0; i < gone.length; i += 20_000) await sql`delete from job_waits where job_id = any(${gone.slice(i, i + 20_000)}::uuid[])`.execute(this.db);
     for (let i = 0; i < rows.length; i += 20_000) {
       const chunk = rows.slice(i, i + 20_000);
@@ -984,14 +990,22 @@ export class JobsRepository {
         return k;
       });
       await sql`
-        insert into job_waits (job_id, reason_code, reason, estimated_start_at, queue_position)
-        select v.id, v.code, s.reason, v.eta, v.pos
+        insert into job_waits (job_id, reason_code, reason, estimated_start_at, scaled, queue_position)
+        select v.id, v.code, s.reason, v.eta, v.scaled, v.pos
         from unnest(${chunk.map((r) => r.id)}::uuid[], ${chunk.map((r) => r.reasonCode)}::text[], ${which}::int[],
-                    ${chunk.map((r) => r.estimatedStartAt?.toISOString() ?? null)}::timestamptz[], ${chunk.map((r) => r.queuePosition)}::int[]) as v(id, code, k, eta, pos)
+                    ${chunk.map((r) => r.estimatedStartAt?.toISOString() ?? null)}::timestamptz[], ${chunk.map((r) => r.scaled ?? true)}::boolean[],
+                    ${chunk.map((r) => r.queuePosition)}::int[]) as v(id, code, k, eta, scaled, pos)
         join unnest(${[...sentences.keys()]}::text[]) with ordinality as s(reason, k) on s.k = v.k
         on conflict (job_id) do update set reason_code = excluded.reason_code, reason = excluded.reason,
-          estimated_start_at = excluded.estimated_start_at, queue_position = excluded.queue_position`.execute(this.db);
+          estimated_start_at = excluded.estimated_start_at, scaled = excluded.scaled, queue_position = excluded.queue_position`.execute(this.db);
     }
+  }
+
+  /** Stores the start estimate scale that waits' estimates are shown with (see migration 0010). */
+  async setEstimateScale(scale: number, at: Date): Promise<void> {
+    await sql`
+      insert into scheduler_estimates (id, start_estimate_scale, updated_at) values (true, ${scale}, ${at}::timestamptz)
+      on conflict (id) do update set start_estimate_scale = excluded.start_estimate_scale, updated_at = excluded.updated_at`.execute(this.db);
   }
 
   /** Live jobs (pending and running) by tenant, state and requested type; served by the jobs_live index. */
