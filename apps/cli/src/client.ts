@@ -42,7 +42,8 @@ export class NuriClient {
     const url = new URL(this.root + path);
     const payload = body === undefined ? undefined : JSON.stringify(body);
     // https only when asked for: the http module alone is what a plain run loads.
-    const mod: typeof import('node:http') = url.protocol === 'https:' ? require('node:https') : require('node:http');
+    // (https's request takes http's arguments and more: used as http's here.)
+    const mod = (url.protocol === 'https:' ? process.getBuiltinModule('node:https') : process.getBuiltinModule('node:http')) as typeof import('node:http');
     return new Promise((resolve, reject) => {
       const req = mod.request(
         url,

@@ -14,8 +14,15 @@ runCli(process.argv.slice(2), {
   env: process.env,
   cwd: process.cwd(),
   signal: interrupted.signal,
-}).then((code) => {
-  process.exitCode = code;
-  // Let stdout drain (a pipe may be slow), then go: nothing else should keep the process up.
-  process.stdout.write('', () => process.exit(code));
-});
+}).then(
+  (code) => {
+    process.exitCode = code;
+    // Let stdout drain (a pipe may be slow), then go: nothing else should keep the process up.
+    process.stdout.write('', () => process.exit(code));
+  },
+  (e: unknown) => {
+    // runCli answers every user error itself: what reaches here is a bug, shown whole.
+    process.stderr.write(`nuri: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,4 +1,3 @@
-import { GPUS_PER_NODE, RESERVED_ENV, SCRIPT_MAX_BYTES } from '@nuri/contracts/constants';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, Server } from 'node:http';
 import { AddressInfo } from 'node:net';
