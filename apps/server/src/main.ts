@@ -33,8 +33,14 @@ async function main() {
     await server.close();
     process.exit(0);
   };
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+  // A failed shutdown still ends the process, saying why, with a failure code.
+  const stopOrFail = () =>
+    void stop().catch((e: Error) => {
+      console.error(`shutdown failed: ${e.message}`);
+      process.exit(1);
+    });
+  process.once('SIGINT', stopOrFail);
+  process.once('SIGTERM', stopOrFail);
 }
 
 main().catch((e) => {
