@@ -29,7 +29,7 @@ export function parseQuotaFile(text: string, name: string): QuotaFile {
   try {
     raw = JSON.parse(text);
   } catch (e) {
-    throw new Error(`${name}: not JSON (${(e as Error).message})`);
+    throw new Error(`${name}: not JSON (${(e as Error).message})`, { cause: e });
   }
   const r = QuotaFile.safeParse(raw);
   if (!r.success) {
