@@ -179,63 +179,69 @@ function tick(): void {
 }
 
 
-process.on('message', async (cmd: { op: string }) => {
-  if (cmd.op === 'connect') {
-    const t0 = Date.now();
-    for (let i = 0; i < N; i++) {
-      const s: Sim = { i, name: nodeName(i), token: tokenFor(SEED, nodeName(i)), stream: randomUUID().replace(/-/g, '').slice(0, 24), ready: false, seq: 0, unacked: [], attempt: 0, reconnects: 0, lastEventSeq: 0 };
-      sims.push(s);
-      connect(s);
-      if (i % 100 === 99) await new Promise((r) => setTimeout(r, 20)); // let the loop breathe
+process.on('message', (cmd: { op: string }) =>
+  // A failed command ends the helper with its error: the parent sees it exit, not a silent stall.
+  void (async () => {
+    if (cmd.op === 'connect') {
+      const t0 = Date.now();
+      for (let i = 0; i < N; i++) {
+        const s: Sim = { i, name: nodeName(i), token: tokenFor(SEED, nodeName(i)), stream: randomUUID().replace(/-/g, '').slice(0, 24), ready: false, seq: 0, unacked: [], attempt: 0, reconnects: 0, lastEventSeq: 0 };
+        sims.push(s);
+        connect(s);
+        if (i % 100 === 99) await new Promise((r) => setTimeout(r, 20)); // let the loop breathe
+      }
+      while (connected < N && Date.now() - t0 < 120_000) await new Promise((r) => setTimeout(r, 100));
+      process.send!({ op: 'connected', connected, ms: Date.now() - t0 });
+    } else if (cmd.op === 'send') {
+      sending = true;
+      stats.lat = [];
+      process.send!({ op: 'sending' });
+    } else if (cmd.op === 'snapshot') {
+      const lat = stats.lat;
+      stats.lat = [];
+      const cpu = process.cpuUsage(lastCpu);
+      lastCpu = process.cpuUsage();
+      const loopP99 = Math.round(loop.percentile(99) / 1e6);
+      loop.reset();
+      process.send!({ op: 'snapshot', genCpuMs: (cpu.user + cpu.system) / 1000, genLoopP99: loopP99, connected, produced: stats.samplesProduced, acked: stats.samplesAcked, p50: percentile(lat, 50), p99: percentile(lat, 99), max: percentile(lat, 100), n: lat.length });
+    } else if (cmd.op === 'killed') {
+      killedAt = Date.now();
+      stats.attempts = [];
+      stats.welcomes = [];
+      process.send!({ op: 'noted' });
+    } else if (cmd.op === 'status') {
+      process.send!({ op: 'status', connected });
+    } else if (cmd.op === 'drain') {
+      sending = false;
+      const t0 = Date.now();
+      while (sims.some((s) => s.unacked.length) && Date.now() - t0 < 30_000) await new Promise((r) => setTimeout(r, 100));
+      const unacked = sims.reduce((n, s) => n + s.unacked.length, 0);
+      process.send!({
+        op: 'drained',
+        samplesProduced: stats.samplesProduced,
+        samplesAcked: stats.samplesAcked,
+        samplesDropped: stats.samplesDropped,
+        eventsProduced: stats.eventsProduced,
+        eventsAcked: stats.eventsAcked,
+        unacked,
+        resent: stats.resent,
+        refused: stats.refused,
+        attempts: stats.attempts,
+        welcomes: stats.welcomes,
+        lastEventSeq: sims.filter((s) => s.lastEventSeq > 0).map((s) => ({ node: s.name, stream: s.stream, seq: s.lastEventSeq })),
+      });
+    } else if (cmd.op === 'exit') {
+      for (const s of sims) {
+        s.ws?.removeAllListeners('close');
+        s.ws?.terminate();
+      }
+      process.exit(0);
     }
-    while (connected < N && Date.now() - t0 < 120_000) await new Promise((r) => setTimeout(r, 100));
-    process.send!({ op: 'connected', connected, ms: Date.now() - t0 });
-  } else if (cmd.op === 'send') {
-    sending = true;
-    stats.lat = [];
-    process.send!({ op: 'sending' });
-  } else if (cmd.op === 'snapshot') {
-    const lat = stats.lat;
-    stats.lat = [];
-    const cpu = process.cpuUsage(lastCpu);
-    lastCpu = process.cpuUsage();
-    const loopP99 = Math.round(loop.percentile(99) / 1e6);
-    loop.reset();
-    process.send!({ op: 'snapshot', genCpuMs: (cpu.user + cpu.system) / 1000, genLoopP99: loopP99, connected, produced: stats.samplesProduced, acked: stats.samplesAcked, p50: percentile(lat, 50), p99: percentile(lat, 99), max: percentile(lat, 100), n: lat.length });
-  } else if (cmd.op === 'killed') {
-    killedAt = Date.now();
-    stats.attempts = [];
-    stats.welcomes = [];
-    process.send!({ op: 'noted' });
-  } else if (cmd.op === 'status') {
-    process.send!({ op: 'status', connected });
-  } else if (cmd.op === 'drain') {
-    sending = false;
-    const t0 = Date.now();
-    while (sims.some((s) => s.unacked.length) && Date.now() - t0 < 30_000) await new Promise((r) => setTimeout(r, 100));
-    const unacked = sims.reduce((n, s) => n + s.unacked.length, 0);
-    process.send!({
-      op: 'drained',
-      samplesProduced: stats.samplesProduced,
-      samplesAcked: stats.samplesAcked,
-      samplesDropped: stats.samplesDropped,
-      eventsProduced: stats.eventsProduced,
-      eventsAcked: stats.eventsAcked,
-      unacked,
-      resent: stats.resent,
-      refused: stats.refused,
-      attempts: stats.attempts,
-      welcomes: stats.welcomes,
-      lastEventSeq: sims.filter((s) => s.lastEventSeq > 0).map((s) => ({ node: s.name, stream: s.stream, seq: s.lastEventSeq })),
-    });
-  } else if (cmd.op === 'exit') {
-    for (const s of sims) {
-      s.ws?.removeAllListeners('close');
-      s.ws?.terminate();
-    }
-    process.exit(0);
-  }
-});
+  })().catch((e: unknown) => {
+    console.error(e);
+    process.exit(1);
+  }),
+);
 const loop = monitorEventLoopDelay({ resolution: 10 });
 loop.enable();
 let lastCpu = process.cpuUsage();

@@ -14,7 +14,7 @@ const N = Number(process.env.BENCH_AGENTS ?? 4000);
 const GPUS = Number(process.env.BENCH_GPUS ?? 8);
 const SAMPLE_S = Number(process.env.BENCH_SAMPLE_SECONDS ?? 5);
 const SEED = process.env.BENCH_TOKEN_SEED!;
-let url = process.env.BENCH_GATEWAY_URL!;
+const url = process.env.BENCH_GATEWAY_URL!;
 
 interface Sim {
   i: number;
@@ -111,24 +111,30 @@ function tick(): void {
   }
 }
 
-process.on('message', async (cmd: { op: string; url?: string }) => {
-  if (cmd.op === 'connect') {
-    const t0 = Date.now();
-    for (let i = 0; i < N; i++) {
-      const s: Sim = { i, name: nodeName(i), token: tokenFor(SEED, nodeName(i)), stream: randomUUID().replace(/-/g, '').slice(0, 24), ready: false, seq: 0, attempt: 0, running: new Map(), heartbeatMs: 5000 };
-      sims.push(s);
-      connect(s);
-      if (i % 100 === 99) await new Promise((r) => setTimeout(r, 20)); // let the loop breathe
+process.on('message', (cmd: { op: string; url?: string }) =>
+  // A failed command ends the helper with its error: the parent sees it exit, not a silent stall.
+  void (async () => {
+    if (cmd.op === 'connect') {
+      const t0 = Date.now();
+      for (let i = 0; i < N; i++) {
+        const s: Sim = { i, name: nodeName(i), token: tokenFor(SEED, nodeName(i)), stream: randomUUID().replace(/-/g, '').slice(0, 24), ready: false, seq: 0, attempt: 0, running: new Map(), heartbeatMs: 5000 };
+        sims.push(s);
+        connect(s);
+        if (i % 100 === 99) await new Promise((r) => setTimeout(r, 20)); // let the loop breathe
+      }
+      while (connected < N && Date.now() - t0 < 120_000) await new Promise((r) => setTimeout(r, 100));
+      process.send!({ op: 'connected', connected, ms: Date.now() - t0 });
+    } else if (cmd.op === 'status') {
+      process.send!({ op: 'status', connected, starts, running: sims.reduce((n, s) => n + s.running.size, 0) });
+    } else if (cmd.op === 'exit') {
+      closing = true;
+      for (const s of sims) s.ws?.terminate();
+      process.exit(0);
     }
-    while (connected < N && Date.now() - t0 < 120_000) await new Promise((r) => setTimeout(r, 100));
-    process.send!({ op: 'connected', connected, ms: Date.now() - t0 });
-  } else if (cmd.op === 'status') {
-    process.send!({ op: 'status', connected, starts, running: sims.reduce((n, s) => n + s.running.size, 0) });
-  } else if (cmd.op === 'exit') {
-    closing = true;
-    for (const s of sims) s.ws?.terminate();
-    process.exit(0);
-  }
-});
+  })().catch((e: unknown) => {
+    console.error(e);
+    process.exit(1);
+  }),
+);
 setInterval(tick, 50);
 process.send!({ op: 'ready' });
