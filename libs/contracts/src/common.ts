@@ -34,6 +34,7 @@ export const PRIORITY_RANK: Record<PriorityClass, number> = { low: 0, normal: 1,
  */
 export const NO_NUL_RULE = 'must not contain the NUL character (\\u0000)';
 /** A string of a request: any text but NUL. Chain `.min()`, `.max()`… as on `z.string()`. */
+// eslint-disable-next-line no-control-regex -- NUL is exactly the character refused
 export const text = () => z.string().regex(/^[^\u0000]*$/, NO_NUL_RULE);
 
 /** PostgreSQL's `integer` range: every integer of a request that lands in an int column stays within it. */

@@ -66,7 +66,7 @@ export type PendingReasonCodeName = (typeof PENDING_REASON_CODES)[number];
 
 /** `0-99`, `1,3,5`, `0-15:4`, joined by commas, optionally `%N`: sorted unique indices and the cap, or what is wrong. */
 export function parseArraySpec(spec: string): { indices: number[]; maxRunning: number | null } | { error: string } {
-  const m = /^([0-9][0-9,:\-]*)(?:%([0-9]+))?$/.exec(spec.trim());
+  const m = /^([0-9][0-9,:-]*)(?:%([0-9]+))?$/.exec(spec.trim());
   if (!m) return { error: 'an array like 0-99, 1,3,5 or 0-15:4, optionally with %N (most running at once)' };
   const indices = new Set<number>();
   for (const part of m[1]!.split(',')) {

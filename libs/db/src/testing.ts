@@ -25,7 +25,7 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   try {
     await admin.connect();
   } catch (e) {
-    throw new Error(`no PostgreSQL server answers at ${serverUrl} (set DATABASE_URL): ${(e as Error).message}`);
+    throw new Error(`no PostgreSQL server answers at ${serverUrl} (set DATABASE_URL): ${(e as Error).message}`, { cause: e });
   }
   await admin.query(`create database ${name}`);
   await admin.end();

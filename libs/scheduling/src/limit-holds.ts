@@ -54,7 +54,11 @@ export class LimitHolds {
     let h: LimitHold | null = null;
     let hm: GpuModel = models[0]!;
     for (const m of models)
-      for (const c of this.holds[this.p.x(ti, m)] ?? []) if (endBy > c.t && c.room < g && (!h || c.t < h.t)) (h = c), (hm = m);
+      for (const c of this.holds[this.p.x(ti, m)] ?? [])
+        if (endBy > c.t && c.room < g && (!h || c.t < h.t)) {
+          h = c;
+          hm = m;
+        }
     return h === null ? null : { hold: h, model: hm };
   }
 
