@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { JobEvent, StartJob } from '@nuri/contracts';
-import { JobRunner, groupAlive } from '../../apps/agent/src/runner';
+import { JobRunner } from '../../apps/agent/src/runner';
 
 function setup(logCapBytes?: number) {
   const dir = mkdtempSync(join(tmpdir(), 'nuri-runner-'));
@@ -55,7 +55,7 @@ describe('JobRunner', () => {
   });
 
   it('passes only the documented environment, with CUDA_VISIBLE_DEVICES and NURI_JOB_ID', async () => {
-    const { runner, exited, dir } = setup(); cleanup.push(runner);
+    const { runner, exited } = setup(); cleanup.push(runner);
     process.env.NURI_SECRET_TEST = 'leak';
     runner.start(job('jenv', ['sh', '-c', 'env; pwd'], { env: { FOO: 'bar', NURI_JOB_ID: 'spoof' }, gpuIndices: [2, 5] }));
     await exited('jenv');
@@ -68,7 +68,7 @@ describe('JobRunner', () => {
   });
 
   it('caps the log file', async () => {
-    const { runner, exited, dir } = setup(1000); cleanup.push(runner);
+    const { runner, exited } = setup(1000); cleanup.push(runner);
     runner.start(job('jlog', ['sh', '-c', 'i=0; while [ $i -lt 500 ]; do echo 0123456789; i=$((i+1)); done']));
     expect(await exited('jlog')).toMatchObject({ exitCode: 0 });
     const log = readFileSync(runner.logPath('jlog'), 'utf8');

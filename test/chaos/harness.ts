@@ -240,7 +240,7 @@ export async function runChaos(partial: Partial<ChaosOptions> & { seed: number }
     try {
       await admin.connect();
     } catch (e) {
-      throw new Error(`no PostgreSQL server answers at ${o.serverUrl} (set DATABASE_URL): ${(e as Error).message}`);
+      throw new Error(`no PostgreSQL server answers at ${o.serverUrl} (set DATABASE_URL): ${(e as Error).message}`, { cause: e });
     }
     await admin.query(`create database ${dbName}`);
     dbCreated = true;

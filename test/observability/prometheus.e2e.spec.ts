@@ -108,7 +108,7 @@ function prometheusConfig(dir: string, target: string): string {
   swap(/- targets\/\*\.yml/, `- ${targets}/*.yml`);
   const credentials = join(dir, 'nuri-metrics-token');
   writeFileSync(credentials, `${METRICS_TOKEN}\n`, { mode: 0o600 });
-  swap(/# authorization:\n(\s*)#   type: Bearer\n\s*#   credentials_file: \S+/, `authorization:\n$1  type: Bearer\n$1  credentials_file: ${credentials}`);
+  swap(/# authorization:\n(\s*)# {3}type: Bearer\n\s*# {3}credentials_file: \S+/, `authorization:\n$1  type: Bearer\n$1  credentials_file: ${credentials}`);
   return yml;
 }
 

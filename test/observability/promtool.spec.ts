@@ -61,7 +61,7 @@ describe('promtool', () => {
     const credentials = join(dir, 'nuri-metrics-token');
     writeFileSync(credentials, 'metrics-token-0123456789abcdef\n', { mode: 0o600 });
     const yml = readFileSync(join(PROM_DIR, 'prometheus.yml'), 'utf8');
-    const on = yml.replace(/# authorization:\n(\s*)#   type: Bearer\n\s*#   credentials_file: \S+/, `authorization:\n$1  type: Bearer\n$1  credentials_file: ${credentials}`);
+    const on = yml.replace(/# authorization:\n(\s*)# {3}type: Bearer\n\s*# {3}credentials_file: \S+/, `authorization:\n$1  type: Bearer\n$1  credentials_file: ${credentials}`);
     expect(on).not.toBe(yml);
     // Beside the original, so its relative rules/ and targets/ paths resolve.
     const file = join(PROM_DIR, `.prometheus-auth-${process.pid}.yml`);

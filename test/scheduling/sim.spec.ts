@@ -114,7 +114,7 @@ describe('simulation', () => {
     expect(r.tenantTime.a.shortBy.waiting_for_resources).toBeCloseTo(8 * (3600 - 10 - grace), 0);
     expect(r.tenantTime.b.shortBy).toEqual({});
     expect(r.jobTrace).toEqual([
-      expect.stringMatching(/^ +0\.00 h  a\/1  #1 waiting_for_resources \(estimate 1\.00 h\): /),
+      expect.stringMatching(/^ +0\.00 h {2}a\/1 {2}#1 waiting_for_resources \(estimate 1\.00 h\): /),
       '   1.00 h  a/1  started on h100-0000',
       '   1.17 h  a/1  finished',
     ]);
