@@ -12,8 +12,8 @@ import { SchedulerModule } from './scheduler/scheduler.module';
 /** One process hosts any set of roles; each role is a module. */
 @Module({})
 export class AppModule {
-  static forRoles(config: ServerConfig, database: DatabaseHandle, clock: Clock, wakeups: Wakeups, extra: Type[] = []): DynamicModule {
-    const imports: (Type | DynamicModule)[] = [CoreModule.forRoot(config, database, clock, wakeups)];
+  static forRoles(config: ServerConfig, database: DatabaseHandle, clock: Clock, wakeups: Wakeups, extra: Type[] = [], schedulerDatabase?: DatabaseHandle): DynamicModule {
+    const imports: (Type | DynamicModule)[] = [CoreModule.forRoot(config, database, clock, wakeups, undefined, schedulerDatabase)];
     // /healthz and /metrics are in every process; the authenticated REST API only in `api`.
     imports.push(config.roles.has('api') ? ApiModule : HealthModule, MetricsModule);
     if (config.roles.has('scheduler')) imports.push(SchedulerModule);

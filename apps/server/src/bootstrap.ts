@@ -65,7 +65,12 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
   if (database.kind === 'postgres' && config.databaseUrl)
     await wakeups.connect(config.databaseUrl, config.roles.has('scheduler') || config.roles.has('gateway'));
   const clock = options.clock ?? new SystemClock();
-  const app = await NestFactory.create(AppModule.forRoles(config, database, clock, wakeups, options.modules), {
+  // The scheduler next to other roles on PostgreSQL gets a pool of its own (see SCHEDULER_DATABASE).
+  const schedulerDatabase =
+    database.kind === 'postgres' && config.databaseUrl && config.roles.has('scheduler') && config.roles.size > 1
+      ? await openDatabase({ url: config.databaseUrl, poolSize: 4 })
+      : undefined;
+  const app = await NestFactory.create(AppModule.forRoles(config, database, clock, wakeups, options.modules, schedulerDatabase), {
     logger: new NuriLogger(config.logFormat, LEVELS[config.logLevel]),
   });
   app.enableShutdownHooks();
@@ -128,6 +133,7 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
       await step('agent gateway', () => gateway?.stop());
       await step('application', () => app.close());
       await step('wake-ups', () => wakeups.close());
+      if (schedulerDatabase) await step('scheduler database', () => schedulerDatabase.close());
       if (!options.database) await step('database', () => database.close());
     },
   };

@@ -8,6 +8,12 @@ import { Wakeups } from '@nuri/db';
 /** Injection tokens for values that are not classes. */
 export const CONFIG = Symbol('CONFIG');
 export const DATABASE = Symbol('DATABASE');
+/**
+ * The scheduler's own database handle: with other roles in the process on PostgreSQL, a small
+ * pool of its own, so 4,000 agents saying hello at once (a gateway restart) cannot queue its
+ * pass behind their queries; else the shared one.
+ */
+export const SCHEDULER_DATABASE = Symbol('SCHEDULER_DATABASE');
 
 /**
  * What every role shares: configuration, the database handle, the repositories (the only
@@ -16,13 +22,21 @@ export const DATABASE = Symbol('DATABASE');
 @Global()
 @Module({})
 export class CoreModule {
-  static forRoot(config: ServerConfig, database: DatabaseHandle, clock: Clock = new SystemClock(), wakeups?: Wakeups, metrics?: NuriMetrics): DynamicModule {
+  static forRoot(
+    config: ServerConfig,
+    database: DatabaseHandle,
+    clock: Clock = new SystemClock(),
+    wakeups?: Wakeups,
+    metrics?: NuriMetrics,
+    schedulerDatabase?: DatabaseHandle,
+  ): DynamicModule {
     const db = database.db;
     return {
       module: CoreModule,
       providers: [
         { provide: CONFIG, useValue: config },
         { provide: DATABASE, useValue: database },
+        { provide: SCHEDULER_DATABASE, useValue: schedulerDatabase ?? database },
         { provide: Clock, useValue: clock },
         { provide: Wakeups, useValue: wakeups ?? new Wakeups(new Logger('Wakeups')) },
         { provide: NuriMetrics, useValue: metrics ?? new NuriMetrics({ processMetrics: true, dcgmCompat: config.dcgmCompat, idle: config.idle, now: () => clock.now().getTime() }) },
@@ -33,7 +47,7 @@ export class CoreModule {
         { provide: UsageRepository, useValue: new UsageRepository(db) },
         { provide: DependenciesRepository, useValue: new DependenciesRepository(db) },
       ],
-      exports: [CONFIG, DATABASE, Clock, Wakeups, NuriMetrics, TenantsRepository, IdentityRepository, NodesRepository, JobsRepository, UsageRepository, DependenciesRepository],
+      exports: [CONFIG, DATABASE, SCHEDULER_DATABASE, Clock, Wakeups, NuriMetrics, TenantsRepository, IdentityRepository, NodesRepository, JobsRepository, UsageRepository, DependenciesRepository],
     };
   }
 }

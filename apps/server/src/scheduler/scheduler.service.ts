@@ -18,7 +18,7 @@ import { NuriMetrics } from '@nuri/metrics';
 import { Plan, Scheduler, StartCalibration } from '@nuri/scheduling';
 import { Clock } from '../core/clock';
 import { Coalesced } from '../core/coalesced';
-import { CONFIG, DATABASE } from '../core/core.module';
+import { CONFIG, SCHEDULER_DATABASE } from '../core/core.module';
 import { Wakeups } from '@nuri/db';
 import { JobLifecycle } from '../lifecycle/job-lifecycle';
 import { gatePending } from './gating';
@@ -94,21 +94,29 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
   /** A full pass's reads and its commit never overlap an express start (they share the in-memory jobs and the GPUs). */
   private exclusive: Promise<unknown> = Promise.resolve();
 
+  private readonly tenants: TenantsRepository;
+  private readonly nodes: NodesRepository;
+  private readonly jobs: JobsRepository;
+  private readonly usage: UsageRepository;
+  private readonly dependencies: DependenciesRepository;
+
   constructor(
     @Inject(CONFIG) private readonly config: ServerConfig,
-    @Inject(DATABASE) private readonly database: DatabaseHandle,
+    // Its own pool when other roles share the process (the lock's connection comes from it too).
+    @Inject(SCHEDULER_DATABASE) private readonly database: DatabaseHandle,
     private readonly clock: Clock,
     private readonly wakeups: Wakeups,
-    private readonly tenants: TenantsRepository,
-    private readonly nodes: NodesRepository,
-    private readonly jobs: JobsRepository,
-    private readonly usage: UsageRepository,
     private readonly lifecycle: JobLifecycle,
     private readonly metrics: NuriMetrics,
-    private readonly dependencies: DependenciesRepository,
   ) {
+    const db = database.db;
+    this.tenants = new TenantsRepository(db);
+    this.nodes = new NodesRepository(db);
+    this.jobs = new JobsRepository(db);
+    this.usage = new UsageRepository(db);
+    this.dependencies = new DependenciesRepository(db);
     this.passMetrics = new SchedulerMetricsState(metrics);
-    this.live = new LiveJobs(jobs);
+    this.live = new LiveJobs(this.jobs);
   }
 
   get isLeader(): boolean {
