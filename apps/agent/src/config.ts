@@ -113,14 +113,14 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv): AgentConfig 
     if (v !== undefined && v !== '') raw[k] = k === 'once' ? v === '1' || v === 'true' : v;
   }
   for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
+    const a = argv[i]!;
     if (!a.startsWith('--')) throw new ConfigError(`unexpected argument ${JSON.stringify(a)}`);
     const [flag, inline] = a.slice(2).split(/=(.*)/s, 2);
     const key = keys.find((k) => kebab(k) === flag);
     if (!key) throw new ConfigError(`unknown flag --${flag}`);
     if (key === 'once') raw.once = inline === undefined ? true : inline !== 'false';
     else if (inline !== undefined) raw[key] = inline;
-    else if (i + 1 < argv.length) raw[key] = argv[++i];
+    else if (i + 1 < argv.length) raw[key] = argv[++i]!;
     else throw new ConfigError(`--${flag} needs a value`);
   }
   const r = AgentConfig.safeParse(raw);

@@ -48,7 +48,7 @@ export class Outbox {
   /** Removes everything with seq <= `seq`; returns what was removed. */
   ack(seq: number): SequencedMessage[] {
     let n = 0;
-    while (n < this.entries.length && this.entries[n].seq <= seq) n++;
+    while (n < this.entries.length && this.entries[n]!.seq <= seq) n++;
     const removed = this.entries.splice(0, n);
     for (const m of removed) {
       if (m.type === 'samples') this.samples--;

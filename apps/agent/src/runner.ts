@@ -390,14 +390,14 @@ export class JobRunner {
 
     // In a cgroup: the gated shell (placed before it runs the job). Without: the job itself.
     let cgroup: JobCgroup | undefined;
-    let file = argv[0];
+    let file = argv[0]!;
     let args = argv.slice(1);
     let childEnv = env;
     if (this.cgroups && this.gate) {
-      const found = resolveCommand(argv[0], env.PATH, cwd);
+      const found = resolveCommand(argv[0]!, env.PATH, cwd);
       if ('error' in found) {
         out.end();
-        return failed(`${found.error} spawn ${argv[0]}`);
+        return failed(`${found.error} spawn ${argv[0]!}`);
       }
       try {
         cgroup = this.cgroups.createSync(job.jobId, this.limitsFor(job));

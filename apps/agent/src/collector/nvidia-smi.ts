@@ -47,7 +47,7 @@ interface Header {
 
 export function parseHeader(h: string): Header {
   const m = /^(.*?)\s*\[([^\]]*)\]\s*$/.exec(h.trim());
-  return m ? { name: m[1].trim(), unit: m[2].trim() } : { name: h.trim() };
+  return m ? { name: m[1]!.trim(), unit: m[2]!.trim() } : { name: h.trim() };
 }
 
 /** nvidia-smi's ways of saying "no value". */
@@ -66,7 +66,7 @@ export function parseNumber(v: string, headerUnit?: string): { value: number; un
   }
   const m = /^(-?\d+(?:\.\d+)?(?:e[+-]?\d+)?)\s*([A-Za-z%]+)?$/i.exec(t);
   if (!m) return undefined;
-  const value = Number(m[1]);
+  const value = Number(m[1]!);
   if (!Number.isFinite(value)) return undefined;
   return { value, unit: m[2] ?? headerUnit };
 }
@@ -101,7 +101,7 @@ const UNIT_SCALE: Record<string, number> = {
 
 function scaled(n: { value: number; unit?: string }, defaultUnit: string): number | undefined {
   const unit = (n.unit ?? defaultUnit).toLowerCase();
-  const k = UNIT_SCALE[unit];
+  const k = UNIT_SCALE[unit]!;
   return k === undefined ? undefined : n.value * k;
 }
 
@@ -114,7 +114,7 @@ export function parseQueryGpuCsv(text: string): ParseResult {
   const lines = text.split(/\r?\n/).filter((l) => l.trim() !== '');
   const result: ParseResult = { gpus: [], skipped: 0, badRows: 0 };
   if (lines.length === 0) return result;
-  const headers = lines[0].split(',').map(parseHeader);
+  const headers = lines[0]!.split(',').map(parseHeader);
   const col = new Map<string, number>();
   headers.forEach((h, i) => col.set(h.name, i));
   for (const line of lines.slice(1)) {
@@ -122,7 +122,7 @@ export function parseQueryGpuCsv(text: string): ParseResult {
     const get = (...names: string[]): { raw: string; unit?: string } | undefined => {
       for (const n of names) {
         const i = col.get(n);
-        if (i !== undefined && i < cells.length) return { raw: cells[i], unit: headers[i].unit };
+        if (i !== undefined && i < cells.length) return { raw: cells[i]!, unit: headers[i]!.unit };
       }
       return undefined;
     };
@@ -235,8 +235,8 @@ export class NvidiaSmiCollector implements Collector {
       } catch (e) {
         const text = String((e as { stdout?: string }).stdout ?? '') + String((e as Error).message);
         const bad = /Field "([^"]+)" is not a valid field to query/.exec(text);
-        if (bad && this.fields.includes(bad[1]) && bad[1] !== 'index') {
-          this.opts.log?.(`nvidia-smi does not know ${bad[1]}; querying without it`);
+        if (bad && this.fields.includes(bad[1]!) && bad[1] !== 'index') {
+          this.opts.log?.(`nvidia-smi does not know ${bad[1]!}; querying without it`);
           this.fields = this.fields.filter((f) => f !== bad[1]);
           continue;
         }

@@ -25,7 +25,7 @@ const XID_RE = /NVRM: Xid \(PCI:([0-9a-fA-F]{1,8}):([0-9a-fA-F]{1,2}):([0-9a-fA-
 export function parseXidLine(line: string): XidEvent | undefined {
   const m = XID_RE.exec(line);
   if (!m) return undefined;
-  return { pci: pciKey(m[1], m[2], m[3]), code: Number(m[4]), message: line.slice(line.indexOf('NVRM:')).trim().slice(0, 2000) };
+  return { pci: pciKey(m[1]!, m[2]!, m[3]!), code: Number(m[4]!), message: line.slice(line.indexOf('NVRM:')).trim().slice(0, 2000) };
 }
 
 function pciKey(domain: string, bus: string, device: string): string {
@@ -35,7 +35,7 @@ function pciKey(domain: string, bus: string, device: string): string {
 /** `00000000:3B:00.0` (nvidia-smi pci.bus_id) -> normalized key, as parseXidLine's. */
 export function busIdKey(busId: string): string | undefined {
   const m = /^([0-9a-fA-F]{1,8}):([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})(?:\.[0-7])?$/.exec(busId.trim());
-  return m ? pciKey(m[1], m[2], m[3]) : undefined;
+  return m ? pciKey(m[1]!, m[2]!, m[3]!) : undefined;
 }
 
 /** Maps XID lines to GPU indices through the inventory's pciBusId. */
@@ -71,7 +71,7 @@ export class XidWatcher {
     const src = this.source;
     if ('file' in src) return this.readFile(src.file);
     const out = await new Promise<string>((resolve, reject) =>
-      execFile(src.command[0], src.command.slice(1), { timeout: 10_000, maxBuffer: 16 * 1024 * 1024, shell: false }, (err, stdout) => (err ? reject(err) : resolve(stdout))),
+      execFile(src.command[0]!, src.command.slice(1), { timeout: 10_000, maxBuffer: 16 * 1024 * 1024, shell: false }, (err, stdout) => (err ? reject(err) : resolve(stdout))),
     );
     const fresh: string[] = [];
     for (const line of out.split('\n')) {

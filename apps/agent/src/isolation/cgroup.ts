@@ -48,8 +48,8 @@ export function ownCgroups(text = readFileSync('/proc/self/cgroup', 'utf8')): { 
   for (const line of text.split('\n')) {
     const m = /^(\d+):([^:]*):(.*)$/.exec(line);
     if (!m) continue;
-    if (m[1] === '0' && m[2] === '') v2 = m[3];
-    else for (const c of m[2].split(',')) v1.set(c, m[3]);
+    if (m[1] === '0' && m[2] === '') v2 = m[3]!;
+    else for (const c of m[2]!.split(',')) v1.set(c, m[3]!);
   }
   return { v2, v1 };
 }
@@ -57,7 +57,7 @@ export function ownCgroups(text = readFileSync('/proc/self/cgroup', 'utf8')): { 
 /** `job-<jobId>.<unique>` -> jobId (job ids may contain dots: the suffix is after the last). */
 function jobOfName(name: string): string | undefined {
   const m = /^job-(.+)\.[a-z0-9]+$/.exec(name);
-  return m ? m[1] : undefined;
+  return m ? m[1]! : undefined;
 }
 
 /**
@@ -126,7 +126,7 @@ export class JobCgroup {
   populated(): boolean {
     if (this.version === 'v2') {
       try {
-        return /^populated 1$/m.test(readFileSync(join(this.dirs[0], 'cgroup.events'), 'utf8'));
+        return /^populated 1$/m.test(readFileSync(join(this.dirs[0]!, 'cgroup.events'), 'utf8'));
       } catch {
         return false;
       }
@@ -147,7 +147,7 @@ export class JobCgroup {
     const deadline = Date.now() + timeoutMs;
     if (this.version === 'v2') {
       try {
-        writeFileSync(join(this.dirs[0], 'cgroup.kill'), '1');
+        writeFileSync(join(this.dirs[0]!, 'cgroup.kill'), '1');
       } catch {
         this.signal('SIGKILL');
       }
@@ -300,7 +300,7 @@ export class CgroupManager {
     // Membership needs one hierarchy; the freezer or pids one is what a kill leans on.
     if (!hier.has('freezer') && !hier.has('pids')) return { reason: why.join('; ') || 'no freezer or pids hierarchy' };
     const features: CgroupFeatures = { pids: hier.has('pids'), memory: hier.has('memory'), devices: hier.has('devices'), freezer: hier.has('freezer') };
-    const detail = `cgroup v1 (${[...hier.keys()].join(', ')}) under ${[...hier.values()][0].scopeDir}${why.length ? `; missing: ${why.join('; ')}` : ''}`;
+    const detail = `cgroup v1 (${[...hier.keys()].join(', ')}) under ${[...hier.values()][0]!.scopeDir}${why.length ? `; missing: ${why.join('; ')}` : ''}`;
     return { manager: new CgroupManager('v1', features, hier, detail) };
   }
 
@@ -418,7 +418,7 @@ export class CgroupManager {
           for (const rule of limits.deviceAllow) writeFileSync(join(d, 'devices.allow'), rule);
         }
       } else {
-        const d = dirs[0];
+        const d = dirs[0]!;
         if (limits.pidsMax !== undefined && this.features.pids) writeFileSync(join(d, 'pids.max'), String(limits.pidsMax));
         if (limits.memoryBytes !== undefined && this.features.memory) {
           writeFileSync(join(d, 'memory.max'), String(limits.memoryBytes));

@@ -57,7 +57,7 @@ export function charMajors(text = readFileSync('/proc/devices', 'utf8')): Map<nu
     else if (/^Block devices:/.test(line)) inChar = false;
     else if (inChar) {
       const m = /^\s*(\d+)\s+(.+)$/.exec(line);
-      if (m) out.set(Number(m[1]), [...(out.get(Number(m[1])) ?? []), m[2].trim()]);
+      if (m) out.set(Number(m[1]!), [...(out.get(Number(m[1]!)) ?? []), m[2]!.trim()]);
     }
   }
   return out;
@@ -94,7 +94,7 @@ export function findGpuDevices(deviceDir = '/dev', procDevices?: Map<number, str
     }
     majors.add(dev.major);
     const m = /^nvidia(\d+)$/.exec(name);
-    if (m) gpus.set(Number(m[1]), dev);
+    if (m) gpus.set(Number(m[1]!), dev);
     else if (NVIDIA_CONTROL_DEVICES.includes(name)) control.push(dev);
   }
   let registered = procDevices;

@@ -28,8 +28,8 @@ export const DEFAULT_PIDS_MAX = 16384;
 export function parseBytes(text: string): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)\s*$/i.exec(text);
   if (!m) throw new Error('must be a size such as 80G, 512Mi or a number of bytes');
-  const mult = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 }[m[2].toUpperCase() as '' | 'K' | 'M' | 'G' | 'T'];
-  const n = Math.floor(Number(m[1]) * mult);
+  const mult = { '': 1, K: 2 ** 10, M: 2 ** 20, G: 2 ** 30, T: 2 ** 40 }[m[2]!.toUpperCase() as '' | 'K' | 'M' | 'G' | 'T'];
+  const n = Math.floor(Number(m[1]!) * mult);
   if (!Number.isSafeInteger(n) || n < 1 << 20) throw new Error('must be at least 1M');
   return n;
 }

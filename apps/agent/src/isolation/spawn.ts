@@ -32,7 +32,7 @@ export function gateArgs(tools: GateTools, command: string[], env: Record<string
   const assignments = Object.entries(env).map(([k, v]) => `${k}=${v}`);
   // env(1) takes a first operand with '=' for one more assignment: such a command goes
   // through one more `exec "$@"` of a shell, which then already runs as the job.
-  const cmd = command[0].includes('=') ? [tools.sh, '-c', 'exec "$@"', 'nuri-job', ...command] : command;
+  const cmd = command[0]!.includes('=') ? [tools.sh, '-c', 'exec "$@"', 'nuri-job', ...command] : command;
   return ['-c', GATE_SCRIPT, 'nuri-job', tools.env, '-i', '--', ...assignments, ...cmd];
 }
 
