@@ -415,7 +415,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
         launch: {
           rank,
           nodes: row.rankNodes.map((n) => n.name),
-          masterAddr: row.rankNodes[0].address ?? row.rankNodes[0].name,
+          masterAddr: row.rankNodes[0]!.address ?? row.rankNodes[0]!.name,
           // Null only for a job started by a server from before master ports: the range's first.
           masterPort: row.master_port ?? this.config.masterPorts.first,
           gpusPerNode: Math.max(1, gpuIndices.length),

@@ -18,7 +18,7 @@ const nodes = [
   { id: 'n3', name: 'h100-03' },
 ];
 const gang = (rank: number, exits: GangState['exits'] = [], n = 2): GangState => ({ nodes: nodes.slice(0, n), rank, exits });
-const clean = (rank: number) => ({ nodeId: nodes[rank].id, rank, exitCode: 0, signal: null, cause: 'exit' });
+const clean = (rank: number) => ({ nodeId: nodes[rank]!.id, rank, exitCode: 0, signal: null, cause: 'exit' });
 
 describe('what one rank exit means for its run', () => {
   it('ends a single-node job as before (no gang)', () => {
@@ -114,11 +114,11 @@ describe('rank exits decided on the locked row (real PostgreSQL)', () => {
   it('keeps the job running after rank 0 exits 0, then fails it at rank 1 exit 3 (ranks by node name), ignoring later exits', async () => {
     const id = await twoNodeJob();
     // nodeIds[1] is h100-01: rank 0.
-    expect(await report(id, nodeIds[1], 0)).toMatchObject({ to: 'running' });
+    expect(await report(id, nodeIds[1]!, 0)).toMatchObject({ to: 'running' });
     expect((await jobs.find(id))!.state).toBe('running');
-    expect(await report(id, nodeIds[1], 0)).toBeNull(); // a resend of that exit
-    expect(await report(id, nodeIds[0], 3)).toMatchObject({ to: 'failed' });
+    expect(await report(id, nodeIds[1]!, 0)).toBeNull(); // a resend of that exit
+    expect(await report(id, nodeIds[0]!, 3)).toMatchObject({ to: 'failed' });
     expect(await jobs.find(id)).toMatchObject({ state: 'failed', exit_code: 3, reason: 'rank 1 on h100-02: exit code 3' });
-    expect(await report(id, nodeIds[0], 0)).toBeNull();
+    expect(await report(id, nodeIds[0]!, 0)).toBeNull();
   });
 });

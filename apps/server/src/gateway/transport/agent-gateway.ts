@@ -221,7 +221,7 @@ export class AgentGateway implements AgentLink {
       return;
     }
     this.authInFlight++;
-    this.opts.fleet.authenticate(node, m[1]).finally(() => this.authInFlight--).then(
+    this.opts.fleet.authenticate(node, m[1]!).finally(() => this.authInFlight--).then(
       (ok) => {
         if (!ok) {
           this.count('authFailures', node);
@@ -456,7 +456,7 @@ export class AgentGateway implements AgentLink {
 
 function header(req: IncomingMessage, name: string): string | undefined {
   const v = req.headers[name];
-  return Array.isArray(v) ? v[0] : v;
+  return Array.isArray(v) ? v[0]! : v;
 }
 
 function reject(socket: Duplex, status: number, text: string): void {
