@@ -223,7 +223,7 @@ export function simulate(opts: SimOptions): SimResult {
   let next = 0;
   let passes = 0;
   const jobs = opts.jobs;
-  const lastSubmit = jobs.length ? jobs[jobs.length - 1].submit * 1000 : 0;
+  const lastSubmit = jobs.length ? jobs[jobs.length - 1]!.submit * 1000 : 0;
 
   const addSeries = (arr: number[], a: number, b: number, v: number) => {
     // Spread a constant value over [a, b) seconds into buckets, as a time-weighted mean.
@@ -232,7 +232,7 @@ export function simulate(opts: SimOptions): SimResult {
       const i = Math.floor(s / bucket);
       const e = Math.min(b, (i + 1) * bucket);
       while (arr.length <= i) arr.push(0);
-      arr[i] += (v * (e - s)) / bucket;
+      arr[i]! += (v * (e - s)) / bucket;
       s = e;
     }
   };
@@ -247,8 +247,8 @@ export function simulate(opts: SimOptions): SimResult {
     for (const t of tenantIds) {
       const r = runG.get(t)!;
       usage.set(t, accrueUsage(usage.get(t)!, r, dt, halfLife));
-      addSeries(queueSeries[t], a, b, pendN.get(t)!);
-      const tt = tenantTime[t];
+      addSeries(queueSeries[t]!, a, b, pendN.get(t)!);
+      const tt = tenantTime[t]!;
       tt.gpuSeconds += r * dt;
       const g = tt.guaranteed;
       if (g > 0 && r + pendG.get(t)! >= g) {
@@ -263,8 +263,8 @@ export function simulate(opts: SimOptions): SimResult {
         cuts.sort((x, y) => x - y);
         cuts.push(b);
         for (let i = 0; i + 1 < cuts.length; i++) {
-          const { e, smallest } = entitlement(t, r, g, cuts[i] * 1000);
-          const d = cuts[i + 1] - cuts[i];
+          const { e, smallest } = entitlement(t, r, g, cuts[i]! * 1000);
+          const d = cuts[i + 1]! - cuts[i]!;
           tt.entitled += e * d;
           tt.receivedCapped += Math.min(r, e) * d;
           if (e > r) chargeShort(tt, smallest!, (e - r) * d);
@@ -319,7 +319,7 @@ export function simulate(opts: SimOptions): SimResult {
   }
 
   for (;;) {
-    const nextSubmit = next < jobs.length ? jobs[next].submit * 1000 : Infinity;
+    const nextSubmit = next < jobs.length ? jobs[next]!.submit * 1000 : Infinity;
     let nextEnd = Infinity;
     for (const r of running.values()) nextEnd = Math.min(nextEnd, r.end, r.stopAt);
     const t = Math.min(nextSubmit, nextEnd);
@@ -344,8 +344,8 @@ export function simulate(opts: SimOptions): SimResult {
         enqueue(r.l);
       }
     }
-    while (next < jobs.length && jobs[next].submit * 1000 <= now) {
-      const tj = jobs[next++];
+    while (next < jobs.length && jobs[next]!.submit * 1000 <= now) {
+      const tj = jobs[next++]!;
       const out: JobOutcome = {
         id: tj.id, tenant: tj.tenant, gpus: tj.gpus, submit: tj.submit, start: null, finish: null, wait: 0,
         duration: tj.duration, preemptions: 0, estimate: null, waitedAtFirstPass: false, firstStart: null,

@@ -72,15 +72,15 @@ export function parseArgs(argv: string[]): Args {
     seeds: null,
   };
   for (let i = 0; i < argv.length; i++) {
-    const k = argv[i];
+    const k = argv[i]!;
     const v = () => {
-      const x = argv[++i];
+      const x = argv[++i]!;
       if (x === undefined) throw new Error(`${k} needs a value`);
       return x;
     };
     switch (k) {
       case '--trace':
-        while (argv[i + 1] !== undefined && !argv[i + 1].startsWith('--')) a.trace.push(argv[++i]);
+        while (argv[i + 1] !== undefined && !argv[i + 1]!.startsWith('--')) a.trace.push(argv[++i]!);
         break;
       case '--nodes': {
         const s = v();
@@ -356,9 +356,9 @@ export function timelineReport(results: SimResult[]): string {
   const lines: string[] = [];
   for (const r of results) {
     if (r.timeline.length === 0) continue;
-    const ts = Object.keys(r.timeline[0].tenants);
+    const ts = Object.keys(r.timeline[0]!.tenants);
     lines.push(`${r.label}: running/demand GPUs per tenant`, `  hour  ${ts.map((t) => t.padStart(11)).join(' ')}`);
-    for (const p of r.timeline) lines.push(`  ${p.h.toFixed(0).padStart(4)}  ${ts.map((t) => `${p.tenants[t].running}/${p.tenants[t].demand}`.padStart(11)).join(' ')}`);
+    for (const p of r.timeline) lines.push(`  ${p.h.toFixed(0).padStart(4)}  ${ts.map((t) => `${p.tenants[t]!.running}/${p.tenants[t]!.demand}`.padStart(11)).join(' ')}`);
   }
   return lines.join('\n');
 }

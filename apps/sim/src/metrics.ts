@@ -34,7 +34,7 @@ export interface Row {
 export function quantile(sorted: number[], q: number): number {
   if (sorted.length === 0) return NaN;
   const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
-  return sorted[i];
+  return sorted[i]!;
 }
 
 const H = 3600;
@@ -56,7 +56,7 @@ export function rows(r: SimResult): Row[] {
       .filter((j) => j.waitedAtFirstPass && j.estimate !== null && j.firstStart !== null)
       .map((j) => Math.abs(j.firstStart! - j.estimate!))
       .sort((a, b) => a - b);
-    const tts = tenant === 'all' ? Object.values(r.tenantTime) : [r.tenantTime[tenant]].filter(Boolean);
+    const tts = tenant === 'all' ? Object.values(r.tenantTime) : [r.tenantTime[tenant]].filter((x) => x !== undefined);
     const contended = tts.reduce((s, t) => s + t.entitled, 0);
     const got = tts.reduce((s, t) => s + t.receivedCapped, 0);
     const gpuSeconds = tts.reduce((s, t) => s + t.gpuSeconds, 0);
@@ -98,7 +98,7 @@ export function table(all: Row[]): string {
     f(r.gpuHours, 0), f(r.guaranteedGpuHours, 0), r.guaranteeMet === null ? '-' : f(r.guaranteeMet, 3), String(r.preemptions), f(r.utilization, 3),
     f(r.estimateErrorP50H), f(r.bigWaitP99H),
   ]);
-  const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
-  const line = (c: string[]) => c.map((x, i) => (i < 2 ? x.padEnd(w[i]) : x.padStart(w[i]))).join('  ');
+  const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (c: string[]) => c.map((x, i) => (i < 2 ? x.padEnd(w[i]!) : x.padStart(w[i]!))).join('  ');
   return [line(head), line(w.map((n) => '-'.repeat(n))), ...body.map(line)].join('\n');
 }

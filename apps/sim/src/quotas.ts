@@ -33,7 +33,7 @@ export function parseQuotaFile(text: string, name: string): QuotaFile {
   }
   const r = QuotaFile.safeParse(raw);
   if (!r.success) {
-    const first = r.error.issues[0];
+    const first = r.error.issues[0]!;
     throw new Error(`${name}: ${first.path.join('.') || '(top level)'}: ${first.message}`);
   }
   return r.data;
@@ -48,7 +48,7 @@ export function applyQuotaFile(derived: TenantSpec[], file: QuotaFile, name: str
   const known = new Set(derived.map((t) => t.id));
   for (const id of Object.keys(file)) if (!known.has(id)) throw new Error(`${name}: tenant ${id} has no jobs in the trace (tenants: ${[...known].join(', ')})`);
   return derived.map((t) => {
-    const f = file[t.id];
+    const f = file[t.id]!;
     if (!f) return t;
     const quotas: Partial<Record<GpuModel, TenantQuota>> = {};
     for (const q of f.quotas) quotas[q.gpuType] = { guaranteed: q.guaranteed, limit: q.limit };

@@ -22,8 +22,8 @@ function lineChart(title: string, xLabel: string, yLabel: string, series: Series
   const paths = series
     .map((s, i) => {
       const d = s.points.map((p, k) => `${k ? 'L' : 'M'}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join('');
-      return `<path d="${d}" fill="none" stroke="${COLORS[i % COLORS.length]}" stroke-width="1.5"/>` +
-        `<text x="${W - R + 8}" y="${T + 14 * i + 10}" fill="${COLORS[i % COLORS.length]}" font-size="12">${esc(s.name)}</text>`;
+      return `<path d="${d}" fill="none" stroke="${COLORS[i % COLORS.length]!}" stroke-width="1.5"/>` +
+        `<text x="${W - R + 8}" y="${T + 14 * i + 10}" fill="${COLORS[i % COLORS.length]!}" font-size="12">${esc(s.name)}</text>`;
     })
     .join('');
   const ticks = [0, 0.25, 0.5, 0.75, 1]
@@ -60,8 +60,8 @@ export function htmlReport(out: RunOutput): string {
     const w = r.jobs.filter((j) => j.finish !== null).map((j) => Math.max(j.wait / 3600, 0.01)).sort((a, b) => a - b);
     const step = Math.max(1, Math.floor(w.length / 400));
     const pts: [number, number][] = [];
-    for (let i = 0; i < w.length; i += step) pts.push([w[i], (i + 1) / w.length]);
-    if (w.length) pts.push([w[w.length - 1], 1]);
+    for (let i = 0; i < w.length; i += step) pts.push([w[i]!, (i + 1) / w.length]);
+    if (w.length) pts.push([w[w.length - 1]!, 1]);
     return { name: r.label, points: pts };
   });
   const checks = out.checks.map((c) => `<li>${c.ok ? '✅' : '❌'} ${esc(c.name)}: ${esc(c.detail)}</li>`).join('');

@@ -51,39 +51,39 @@ export function tenantNameOf(file: string): string {
 export function parseTrace(text: string, file: string): Raw[] {
   const lines = text.split(/\r?\n/).filter((l) => l.trim().length > 0);
   if (lines.length === 0) return [];
-  const header = lines[0].split(',').map((h) => h.trim().toLowerCase());
+  const header = lines[0]!.split(',').map((h) => h.trim().toLowerCase());
   const col = (name: string) => header.indexOf(name);
   const out: Raw[] = [];
   if (col('submission_time') >= 0 && col('num_gpu') >= 0) {
     const [ci, cs, cd, cg] = [col('job_id'), col('submission_time'), col('duration'), col('num_gpu')];
     const tenant = tenantNameOf(file);
     for (let i = 1; i < lines.length; i++) {
-      const f = lines[i].split(',');
-      out.push({ id: `${tenant}/${ci >= 0 ? f[ci] : i}`, tenant, submit: Number(f[cs]), duration: Number(f[cd]), gpus: Number(f[cg]) });
+      const f = lines[i]!.split(',');
+      out.push({ id: `${tenant}/${ci >= 0 ? f[ci]! : i}`, tenant, submit: Number(f[cs]!), duration: Number(f[cd]!), gpus: Number(f[cg]!) });
     }
     return out.filter(valid);
   }
   if (col('submit') >= 0 && col('gpus') >= 0) {
     const c = { s: col('submit'), d: col('duration'), g: col('gpus'), t: col('tenant'), y: col('gpu_type'), l: col('time_limit'), p: col('priority') };
     for (let i = 1; i < lines.length; i++) {
-      const f = lines[i].split(',').map((x) => x.trim());
-      const tenant = c.t >= 0 && f[c.t] ? f[c.t] : tenantNameOf(file);
+      const f = lines[i]!.split(',').map((x) => x.trim());
+      const tenant = c.t >= 0 && f[c.t] ? f[c.t]! : tenantNameOf(file);
       const type = c.y >= 0 ? (f[c.y]?.toLowerCase() as GpuTypeWanted) : undefined;
-      const pr = c.p >= 0 ? f[c.p] : undefined;
+      const pr = c.p >= 0 ? f[c.p]! : undefined;
       out.push({
         id: `${tenant}/${i}`,
         tenant,
-        submit: Number(f[c.s]),
-        duration: Number(f[c.d]),
-        gpus: Number(f[c.g]),
+        submit: Number(f[c.s]!),
+        duration: Number(f[c.d]!),
+        gpus: Number(f[c.g]!),
         gpuType: type === 'h100' || type === 'h800' || type === 'any' ? type : undefined,
-        timeLimit: c.l >= 0 && f[c.l] ? Number(f[c.l]) : undefined,
+        timeLimit: c.l >= 0 && f[c.l] ? Number(f[c.l]!) : undefined,
         priority: pr === undefined || pr === '' ? undefined : pr === 'low' ? 0 : pr === 'high' ? 2 : pr === 'normal' ? 1 : Number(pr),
       });
     }
     return out.filter(valid);
   }
-  throw new Error(`${file}: unknown trace format (header ${lines[0]})`);
+  throw new Error(`${file}: unknown trace format (header ${lines[0]!})`);
 }
 
 function valid(r: Raw): boolean {
