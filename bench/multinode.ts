@@ -65,7 +65,7 @@ async function main() {
         const agent = rank0 && demo.agents.find((a) => a.runner.logPath(id).includes(`/${rank0}/output/`));
         const log = agent ? agent.runner.logPath(id) : undefined;
         const m = log && existsSync(log) ? /connected_at=(\d+)/.exec(readFileSync(log, 'utf8')) : null;
-        if (m) connectedAt = Number(m[1]);
+        if (m) connectedAt = Number(m[1]!);
         else await new Promise((res) => setTimeout(res, 5));
       }
       samples.push(connectedAt - t0);
@@ -78,8 +78,8 @@ async function main() {
       }
     }
     const sorted = [...samples].sort((a, b) => a - b);
-    const median = sorted.length % 2 ? sorted[(sorted.length - 1) / 2] : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
-    console.log(`2-node job, submission to both ranks connected (demo, memory://, ${RUNS} runs): median ${median} ms, min ${sorted[0]} ms, max ${sorted.at(-1)} ms`);
+    const median = sorted.length % 2 ? sorted[(sorted.length - 1) / 2]! : (sorted[sorted.length / 2 - 1]! + sorted[sorted.length / 2]!) / 2;
+    console.log(`2-node job, submission to both ranks connected (demo, memory://, ${RUNS} runs): median ${median} ms, min ${sorted[0]!} ms, max ${sorted.at(-1)} ms`);
     console.log(`samples (ms): ${samples.join(', ')}`);
   } finally {
     await server.close();

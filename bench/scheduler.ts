@@ -54,7 +54,7 @@ function running(nodes: SnapshotNode[], rnd: () => number): RunningJob[] {
     return { id: `run${String(seq++).padStart(6, '0')}`, tenantId: `tenant${Math.floor(rnd() * 5)}`, gpus, gpuModel: model, priority: 1, submittedAt: startedAt - 60_000, startedAt, timeLimitSeconds: 3600 * (2 + Math.floor(rnd() * 46)), placement, stopping: rnd() < 0.002 };
   };
   for (let i = 0; i < nodes.length; ) {
-    const n = nodes[i];
+    const n = nodes[i]!;
     if (rnd() < 0.3) {
       const k = Math.min(1 + Math.floor(rnd() * 8), nodes.length - i);
       const group = nodes.slice(i, i + k).filter((x) => x.gpuType === n.gpuType && x.gpus.every((g) => g.healthy));
@@ -64,7 +64,7 @@ function running(nodes: SnapshotNode[], rnd: () => number): RunningJob[] {
     }
     let free = n.gpus.filter((g) => g.healthy).map((g) => g.index);
     while (free.length > 1) {
-      const want = [1, 2, 4, 8][Math.floor(rnd() * 4)];
+      const want = [1, 2, 4, 8][Math.floor(rnd() * 4)]!;
       if (want > free.length) break;
       out.push(mk(want, n.gpuType, [{ nodeId: n.id, gpuIndices: free.slice(0, want) }]));
       free = free.slice(want);
@@ -80,7 +80,7 @@ function pending(count: number, rnd: () => number): PendingJob[] {
   for (let i = 0; i < count; i++) {
     const u = rnd();
     const gpuType: GpuTypeWanted = u < 0.6 ? 'any' : u < 0.85 ? 'h100' : 'h800';
-    out.push({ id: `job${String(i).padStart(6, '0')}`, tenantId: `tenant${Math.floor(rnd() * 5)}`, gpus: sizes[Math.floor(rnd() * sizes.length)], gpuType, priority: Math.floor(rnd() * 3), submittedAt: NOW - Math.floor(rnd() * 48 * 3600_000), timeLimitSeconds: 3600 * (1 + Math.floor(rnd() * 24)) });
+    out.push({ id: `job${String(i).padStart(6, '0')}`, tenantId: `tenant${Math.floor(rnd() * 5)}`, gpus: sizes[Math.floor(rnd() * sizes.length)]!, gpuType, priority: Math.floor(rnd() * 3), submittedAt: NOW - Math.floor(rnd() * 48 * 3600_000), timeLimitSeconds: 3600 * (1 + Math.floor(rnd() * 24)) });
   }
   return out;
 }
@@ -116,23 +116,23 @@ function measure(label: string, snap: Snapshot, runs: number, pass: (s: Snapshot
   }
   times.sort((a, b) => a - b);
   cpu.sort((a, b) => a - b);
-  const p50 = times[Math.floor((times.length - 1) / 2)];
-  const cpu50 = cpu[Math.floor((cpu.length - 1) / 2)];
+  const p50 = times[Math.floor((times.length - 1) / 2)]!;
+  const cpu50 = cpu[Math.floor((cpu.length - 1) / 2)]!;
   const mean = times.reduce((x, y) => x + y, 0) / times.length;
   const reasons = new Map<string, number>();
   for (const p of plan.pending) reasons.set(p.reason, (reasons.get(p.reason) ?? 0) + 1);
   console.log(
-    `${label}${FORCE_GC ? ' [forced GC before each]' : ''}: p50 ${p50.toFixed(1)} ms (CPU ${cpu50.toFixed(1)} ms), min ${times[0].toFixed(1)} ms, mean ${mean.toFixed(1)} ms, max ${times[times.length - 1].toFixed(1)} ms over ${runs} runs; load ${loadavg()[0].toFixed(1)}; heap ${(heap / 2 ** 20).toFixed(0)} MiB; ` +
+    `${label}${FORCE_GC ? ' [forced GC before each]' : ''}: p50 ${p50.toFixed(1)} ms (CPU ${cpu50.toFixed(1)} ms), min ${times[0]!.toFixed(1)} ms, mean ${mean.toFixed(1)} ms, max ${times[times.length - 1]!.toFixed(1)} ms over ${runs} runs; load ${loadavg()[0]!.toFixed(1)}; heap ${(heap / 2 ** 20).toFixed(0)} MiB; ` +
       `${plan.starts.length} starts, ${plan.preemptions.length} preemptions, ${plan.reservations?.length ?? 0} reservations, ` +
       `${plan.pending.filter((p) => p.estimatedStartAt !== null).length}/${plan.pending.length} pending with estimates; reasons ${JSON.stringify(Object.fromEntries(reasons))}`,
   );
-  return { p50, max: times[times.length - 1], heapMiB: heap / 2 ** 20 };
+  return { p50, max: times[times.length - 1]!, heapMiB: heap / 2 ** 20 };
 }
 
 function main(): void {
   // --only full|event|ref runs one part (profiling); default all.
   const oi = process.argv.indexOf('--only');
-  const only = oi >= 0 ? process.argv[oi + 1] : null;
+  const only = oi >= 0 ? process.argv[oi + 1]! : null;
   const want = (p: string) => only === null || only === p;
   const rnd = mulberry32(42);
   const nodes = cluster(2000, 32);
