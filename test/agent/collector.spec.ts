@@ -20,12 +20,12 @@ function querySections(file: string): Array<{ label: string; csv: string }> {
   const lines = readFileSync(join(FIXTURES, file), 'utf8').split('\n');
   const out: Array<{ label: string; csv: string }> = [];
   for (let i = 0; i < lines.length; i++) {
-    if (!lines[i].startsWith('# $ nvidia-smi --query-gpu=') || !lines[i].includes('--format=csv')) continue;
-    const label = lines[i - 1].replace(/^#\s*/, '');
+    if (!lines[i]!.startsWith('# $ nvidia-smi --query-gpu=') || !lines[i]!.includes('--format=csv')) continue;
+    const label = lines[i - 1]!.replace(/^#\s*/, '');
     let j = i + 1;
-    while (j < lines.length && lines[j].startsWith('#')) j++;
+    while (j < lines.length && lines[j]!.startsWith('#')) j++;
     const body: string[] = [];
-    while (j < lines.length && lines[j].trim() !== '' && !lines[j].startsWith('#')) body.push(lines[j++]);
+    while (j < lines.length && lines[j]!.trim() !== '' && !lines[j]!.startsWith('#')) body.push(lines[j++]!);
     out.push({ label, csv: body.join('\n') });
   }
   return out;
@@ -41,14 +41,14 @@ describe('nvidia-smi query parser on real captures', () => {
   for (const file of captures) {
     const sections = querySections(file);
     it(`${file}: has idle and load query-gpu sections`, () => {
-      expect(sections.map((s) => s.label.split(' ')[0])).toEqual(expect.arrayContaining(['idle', 'load']));
+      expect(sections.map((s) => s.label.split(' ')[0]!)).toEqual(expect.arrayContaining(['idle', 'load']));
     });
     for (const s of sections) {
       it(`${file} [${s.label}] parses into valid wire objects`, () => {
         const r = parseQueryGpuCsv(s.csv);
         expect(r.badRows).toBe(0);
         expect(r.gpus).toHaveLength(1);
-        const g = r.gpus[0];
+        const g = r.gpus[0]!;
         expect(() => GpuInventory.parse(g.inventory)).not.toThrow();
         expect(() => GpuSample.parse(g.sample)).not.toThrow();
         expect(g.inventory.index).toBe(0);
@@ -67,8 +67,8 @@ describe('nvidia-smi query parser on real captures', () => {
   it('reads the H100 under load exactly', () => {
     const load = querySections('linux-x86_64__nvidia-h100-80gb-hbm3__590.48.01.txt').find((s) => s.label.startsWith('load'))!;
     const { gpus } = parseQueryGpuCsv(load.csv);
-    expect(gpus[0].inventory).toMatchObject({ model: 'NVIDIA H100 80GB HBM3', memoryTotalBytes: 81559 * 1024 * 1024, pciBusId: '00000000:00:09.0' });
-    expect(gpus[0].sample).toMatchObject({
+    expect(gpus[0]!.inventory).toMatchObject({ model: 'NVIDIA H100 80GB HBM3', memoryTotalBytes: 81559 * 1024 * 1024, pciBusId: '00000000:00:09.0' });
+    expect(gpus[0]!.sample).toMatchObject({
       utilization: 1,
       memoryUsedBytes: 19818 * 1024 * 1024,
       temperatureCelsius: 59,
@@ -81,18 +81,18 @@ describe('nvidia-smi query parser on real captures', () => {
       throttleReasons: [],
     });
     const idle = querySections('linux-x86_64__nvidia-h100-80gb-hbm3__590.48.01.txt').find((s) => s.label.startsWith('idle'))!;
-    expect(parseQueryGpuCsv(idle.csv).gpus[0].sample.throttleReasons).toEqual(['gpu_idle']);
+    expect(parseQueryGpuCsv(idle.csv).gpus[0]!.sample.throttleReasons).toEqual(['gpu_idle']);
   });
 
   it('skips and counts what a consumer GPU and MIG mode cannot report', () => {
-    const rtx = querySections('linux-x86_64__nvidia-geforce-rtx-2080-super__595.71.05.txt')[0];
+    const rtx = querySections('linux-x86_64__nvidia-geforce-rtx-2080-super__595.71.05.txt')[0]!;
     const r = parseQueryGpuCsv(rtx.csv);
-    expect(r.gpus[0].sample.eccCorrected).toBeUndefined();
-    expect(r.gpus[0].sample.temperatureMarginCelsius).toBeUndefined();
+    expect(r.gpus[0]!.sample.eccCorrected).toBeUndefined();
+    expect(r.gpus[0]!.sample.temperatureMarginCelsius).toBeUndefined();
     expect(r.skipped).toBeGreaterThan(0);
-    const mig = querySections('linux-x86_64__nvidia-h100-mig__590.48.01.txt')[0];
+    const mig = querySections('linux-x86_64__nvidia-h100-mig__590.48.01.txt')[0]!;
     const m = parseQueryGpuCsv(mig.csv);
-    expect(m.gpus[0].sample.utilization).toBeUndefined();
+    expect(m.gpus[0]!.sample.utilization).toBeUndefined();
     expect(m.skipped).toBeGreaterThan(0);
   });
 
@@ -106,8 +106,8 @@ describe('nvidia-smi query parser on real captures', () => {
     const r = parseQueryGpuCsv(csv);
     expect(r.gpus).toHaveLength(2);
     expect(r.badRows).toBe(1);
-    expect(r.gpus[0].sample).toMatchObject({ memoryUsedBytes: 1024 * 1024 * 1024, utilization: 0.5, powerWatts: 300.5, temperatureCelsius: 70, throttleReasons: ['sw_power_cap', 'hw_thermal_slowdown'], remappedRowsFailure: true, energyJoules: 5 });
-    expect(r.gpus[1].sample).toEqual({ index: 1, uuid: 'GPU-b' });
+    expect(r.gpus[0]!.sample).toMatchObject({ memoryUsedBytes: 1024 * 1024 * 1024, utilization: 0.5, powerWatts: 300.5, temperatureCelsius: 70, throttleReasons: ['sw_power_cap', 'hw_thermal_slowdown'], remappedRowsFailure: true, energyJoules: 5 });
+    expect(r.gpus[1]!.sample).toEqual({ index: 1, uuid: 'GPU-b' });
     expect(r.skipped).toBe(7);
   });
 
@@ -134,18 +134,18 @@ describe('NvidiaSmiCollector and --once against a fake nvidia-smi', () => {
     writeFileSync(kern, 'NVRM: Xid (PCI:0000:00:09): 13, old one before start\n');
     const c = new NvidiaSmiCollector({ binary: fake, xidSource: { file: kern } });
     const inv = await c.inventory();
-    expect(inv[0].pciBusId).toBe('00000000:00:09.0');
+    expect(inv[0]!.pciBusId).toBe('00000000:00:09.0');
     expect(await c.gpuModel()).toBe('h100');
     expect(await c.faults()).toEqual([]);
     appendFileSync(kern, '[ 1234.5] NVRM: Xid (PCI:0000:00:09): 79, pid=1234, name=python, GPU has fallen off the bus.\nNVRM: Xid (PCI:0000:3b:00): 48, not ours\n');
     const samples = await c.sample({ busyGpus: new Set() });
-    expect(samples[0].utilization).toBe(1);
+    expect(samples[0]!.utilization).toBe(1);
     const faults = await c.faults();
     expect(faults).toEqual([expect.objectContaining({ index: 0, kind: 'xid', code: 79 })]);
     const argv = readFileSync(join(dir, 'argv'), 'utf8').trim().split('\n');
-    expect(argv[0]).toContain('--query-gpu=index,uuid');
-    expect(argv[0]).toContain('--format=csv');
-    expect(argv[argv.length - 1]).not.toContain('total_energy_consumption');
+    expect(argv[0]!).toContain('--query-gpu=index,uuid');
+    expect(argv[0]!).toContain('--format=csv');
+    expect(argv[argv.length - 1]!).not.toContain('total_energy_consumption');
   });
 
   it('--once prints inventory and sample as JSON', async () => {
@@ -191,16 +191,16 @@ describe('SimulatedCollector', () => {
     const inv = await c.inventory();
     expect(inv.map((g) => g.uuid)).toEqual([0, 1, 2, 3].map((i) => simulatedUuid('sim-1', i)));
     expect(simulatedUuid('sim-1', 0)).not.toBe(simulatedUuid('sim-2', 0));
-    expect(inv[0].model).toBe('NVIDIA H800');
+    expect(inv[0]!.model).toBe('NVIDIA H800');
     await c.sample({ busyGpus: new Set([1]) });
     for (let i = 0; i < 10; i++) { t += 1000; await c.sample({ busyGpus: new Set([1]) }); }
     t += 1000;
     const s = await c.sample({ busyGpus: new Set([1]) });
-    expect(s[1].utilization).toBeGreaterThan(0.8);
-    expect(s[0].utilization).toBeLessThan(0.01);
-    expect(s[1].powerWatts!).toBeGreaterThan(s[0].powerWatts! * 3);
-    expect(s[1].temperatureCelsius!).toBeGreaterThan(s[0].temperatureCelsius!);
-    expect(s[1].energyJoules!).toBeGreaterThan(s[0].energyJoules!);
+    expect(s[1]!.utilization).toBeGreaterThan(0.8);
+    expect(s[0]!.utilization).toBeLessThan(0.01);
+    expect(s[1]!.powerWatts!).toBeGreaterThan(s[0]!.powerWatts! * 3);
+    expect(s[1]!.temperatureCelsius!).toBeGreaterThan(s[0]!.temperatureCelsius!);
+    expect(s[1]!.energyJoules!).toBeGreaterThan(s[0]!.energyJoules!);
     for (const g of s) GpuSample.parse(g);
     c.inject({ kind: 'xid', index: 2, code: 79 });
     c.inject({ kind: 'hot', index: 3 });

@@ -230,8 +230,8 @@ describe('devices: a job opens only its own GPU', () => {
     const used = charMajors();
     const free = [...Array.from({ length: 15 }, (_, i) => 240 + i), ...Array.from({ length: 8 }, (_, i) => 120 + i)].filter((m) => !used.has(m));
     expect(free.length, 'two unregistered character majors for fake GPUs').toBeGreaterThanOrEqual(2);
-    major = free[0];
-    const uvm = free[1];
+    major = free[0]!;
+    const uvm = free[1]!;
     devDir = mkdtempSync(join(tmpdir(), 'nuri-dev-'));
     chmodSync(devDir, 0o755);
     const mknod = (name: string, maj: number, min: number) => execFileSync('mknod', ['-m', '666', join(devDir, name), 'c', String(maj), String(min)]);
@@ -243,7 +243,7 @@ describe('devices: a job opens only its own GPU', () => {
   });
 
   const probe = 'for d in nvidia0 nvidia1 nvidia2 nvidia3 nvidiactl nvidia-modeset nvidia-uvm nvidia-uvm-tools; do if cat "$DEV/$d" 2>"$HOME/err"; then echo "$d: opened"; else echo "$d: $(cat "$HOME/err")"; fi; done; echo x > /dev/null && head -c 4 /dev/zero | wc -c && echo "null and zero: ok"';
-  const verdicts = (out: string) => Object.fromEntries([...out.matchAll(/^(nvidia[\w-]*): (.*)$/gm)].map((m) => [m[1], /Operation not permitted/.test(m[2]) ? 'denied' : /No such device/.test(m[2]) ? 'allowed' : m[2]]));
+  const verdicts = (out: string) => Object.fromEntries([...out.matchAll(/^(nvidia[\w-]*): (.*)$/gm)].map((m) => [m[1]!, /Operation not permitted/.test(m[2]!) ? 'denied' : /No such device/.test(m[2]!) ? 'allowed' : m[2]!]));
 
   it('allows its own /dev/nvidia<N> and the control devices, denies the other GPUs; /dev/null still works', async () => {
     const h = harness({ uidRange: uidRange(), deviceDir: devDir });

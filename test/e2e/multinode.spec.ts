@@ -33,7 +33,7 @@ describe('a job on two nodes', () => {
     }, ms);
   /** What rank `rank` of a job wrote (each agent keeps its own rank's output). */
   const output = (rank: number, id: string) => {
-    const p = agents[rank].runner.logPath(id);
+    const p = agents[rank]!.runner.logPath(id);
     return existsSync(p) ? readFileSync(p, 'utf8') : '';
   };
 
@@ -87,7 +87,7 @@ describe('a job on two nodes', () => {
     for (const rank of [0, 1]) {
       const out = output(rank, id);
       expect(out).toContain(
-        `env rank=${rank} nuri_rank=${rank} node=${NODES[rank]} world=16 nnodes=2 num_nodes=2 nodelist=h100-01,h100-02 gpus_per_node=8 local=8 master=127.0.0.1:${port} home=/`,
+        `env rank=${rank} nuri_rank=${rank} node=${NODES[rank]!} world=16 nnodes=2 num_nodes=2 nodelist=h100-01,h100-02 gpus_per_node=8 local=8 master=127.0.0.1:${port} home=/`,
       );
     }
     expect(output(0, id)).toContain('rank 0 received: rank 1');
@@ -106,7 +106,7 @@ describe('a job on two nodes', () => {
     const pid = Number(/pid=(\d+)/.exec(output(0, id))?.[1]);
     expect(pid).toBeGreaterThan(0);
     // Rank 0 is stopped by the server (grace, then kill): its process is gone, the agent reports it.
-    await until('rank 0 stopped', async () => !agents[0].runner.isRunning(id) && !alive(pid), 30_000);
+    await until('rank 0 stopped', async () => !agents[0]!.runner.isRunning(id) && !alive(pid), 30_000);
     // Its later exit changes nothing.
     await new Promise((r) => setTimeout(r, 500));
     expect(await call('GET', `/v1/jobs/${id}`)).toMatchObject({ state: 'failed', exitCode: 3, reason: 'rank 1 on h100-02: exit code 3' });
@@ -119,7 +119,7 @@ describe('a job on two nodes', () => {
       if (process.env.NODE_RANK === '0') console.log('rank 0 done early');
       else { const t = setInterval(() => { if (fs.existsSync(${JSON.stringify(go)})) { clearInterval(t); console.log('rank 1 done'); } }, 100); }`;
     const id = await submit({ name: 'rank0-early', gpus: 16, command: ['node', '-e', program] });
-    await until('rank 0 to have exited', async () => output(0, id).includes('rank 0 done early') && !agents[0].runner.isRunning(id), 30_000);
+    await until('rank 0 to have exited', async () => output(0, id).includes('rank 0 done early') && !agents[0]!.runner.isRunning(id), 30_000);
     // The gateway applied rank 0's exit: it is recorded, and the job runs on.
     await until('rank 0 exit recorded', async () => c.db.handle.db.selectFrom('job_rank_exits').select('rank').where('job_id', '=', id).executeTakeFirst(), 20_000);
     // Give a reconcile round the chance to (wrongly) start rank 0 again.

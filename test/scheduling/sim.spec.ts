@@ -22,7 +22,7 @@ describe('trace parsing', () => {
     ]);
     const a = enrich(raw, 7, null);
     expect(a.map((j) => j.id)).toEqual(['cluster42/b', 'cluster42/a']); // by submission
-    expect(a[0].gpus).toBe(16); // whole nodes
+    expect(a[0]!.gpus).toBe(16); // whole nodes
     for (const j of a) {
       expect(j.timeLimit).toBeGreaterThanOrEqual(j.duration);
       expect(j.timeLimit % 900).toBe(0);
@@ -33,8 +33,8 @@ describe('trace parsing', () => {
   it('reads the generic CSV with optional columns', () => {
     const text = 'submit,duration,gpus,tenant,gpu_type,time_limit,priority\n0,60,8,acme,h800,3600,high\n30,60,2,beta,,,\n';
     const jobs = enrich(parseTrace(text, 'w.csv'), 1, null);
-    expect(jobs[0]).toMatchObject({ tenant: 'acme', gpus: 8, gpuType: 'h800', timeLimit: 3600, priority: 2 });
-    expect(jobs[1].tenant).toBe('beta');
+    expect(jobs[0]!).toMatchObject({ tenant: 'acme', gpus: 8, gpuType: 'h800', timeLimit: 3600, priority: 2 });
+    expect(jobs[1]!.tenant).toBe('beta');
   });
 
   it('days keeps only jobs submitted in the window', () => {
@@ -110,15 +110,15 @@ describe('simulation', () => {
     ];
     const r = simulate({ label: 'slurm', config: configFor('slurm'), nodes, tenants, jobs: two, windowSeconds: 3600, requeue: 'resume', traceJob: 'a/', timelineHours: 0.5 });
     const grace = configFor('slurm').preemptGraceSeconds;
-    expect(Object.keys(r.tenantTime.a.shortBy)).toEqual(['waiting_for_resources']);
-    expect(r.tenantTime.a.shortBy.waiting_for_resources).toBeCloseTo(8 * (3600 - 10 - grace), 0);
-    expect(r.tenantTime.b.shortBy).toEqual({});
+    expect(Object.keys(r.tenantTime.a!.shortBy)).toEqual(['waiting_for_resources']);
+    expect(r.tenantTime.a!.shortBy.waiting_for_resources).toBeCloseTo(8 * (3600 - 10 - grace), 0);
+    expect(r.tenantTime.b!.shortBy).toEqual({});
     expect(r.jobTrace).toEqual([
       expect.stringMatching(/^ +0\.00 h {2}a\/1 {2}#1 waiting_for_resources \(estimate 1\.00 h\): /),
       '   1.00 h  a/1  started on h100-0000',
       '   1.17 h  a/1  finished',
     ]);
-    expect(r.timeline.map((p) => [p.h, p.tenants.a.running, p.tenants.a.demand, p.tenants.b.running])).toEqual([
+    expect(r.timeline.map((p) => [p.h, p.tenants.a!.running, p.tenants.a!.demand, p.tenants.b!.running])).toEqual([
       [0, 0, 0, 0],
       // At 1 h, b has just ended and a is about to start (state before the pass).
       [1, 0, 8, 0],
@@ -150,7 +150,7 @@ describe('simulation', () => {
 
   it('quotas follow offered load and leave room to borrow', () => {
     const n = buildNodes({ h100: 2, h800: 2, perLeaf: 8 });
-    const { tenants } = autoQuotas([...jobs, { ...jobs[0], id: 'a/2', tenant: 'a' }], n);
+    const { tenants } = autoQuotas([...jobs, { ...jobs[0]!, id: 'a/2', tenant: 'a' }], n);
     const a = tenants.find((t) => t.id === 'a')!.quotas.h100!;
     const b = tenants.find((t) => t.id === 'b')!.quotas.h100!;
     expect(a.guaranteed).toBeGreaterThan(b.guaranteed);
@@ -193,7 +193,7 @@ describe('several draws (--seeds)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'nuri-draws-'));
     // No time limits or priorities in the file: each seed draws its own.
     const lines = ['submit,duration,gpus,tenant'];
-    for (let i = 0; i < 40; i++) lines.push(`${i * 300},${1800 + ((i * 7919) % 5400)},${[1, 2, 4, 8, 16][i % 5]},${['a', 'b'][i % 2]}`);
+    for (let i = 0; i < 40; i++) lines.push(`${i * 300},${1800 + ((i * 7919) % 5400)},${[1, 2, 4, 8, 16][i % 5]!},${['a', 'b'][i % 2]!}`);
     writeFileSync(join(dir, 'w.csv'), lines.join('\n') + '\n');
     const args = parseArgs(['--trace', join(dir, 'w.csv'), '--nodes', '3', '--policy', 'slurm,nuri', '--seeds', '4,9']);
     const seen: number[] = [];
@@ -202,15 +202,15 @@ describe('several draws (--seeds)', () => {
     for (const d of o.draws) {
       const single = run(parseArgs(['--trace', join(dir, 'w.csv'), '--nodes', '3', '--policy', 'slurm,nuri', '--seed', String(d.seed)]));
       expect(d.checks).toEqual(single.checks);
-      expect(d.all.nuri.waitMeanH).toBe(single.rows.find((r) => r.policy === 'nuri' && r.tenant === 'all')!.waitMeanH);
+      expect(d.all.nuri!.waitMeanH).toBe(single.rows.find((r) => r.policy === 'nuri' && r.tenant === 'all')!.waitMeanH);
     }
     // The two draws differ (time limits and priorities are drawn per seed), or the mode would say nothing.
-    expect(o.draws[0].all.slurm).not.toEqual(o.draws[1].all.slurm);
-    const meanCheck = o.passed['nuri mean wait <= slurm'];
+    expect(o.draws[0]!.all.slurm).not.toEqual(o.draws[1]!.all.slurm);
+    const meanCheck = o.passed['nuri mean wait <= slurm']!;
     expect(meanCheck.of).toBe(2);
-    expect(meanCheck.passed).toBe(o.draws.filter((d) => d.checks[0].ok).length);
+    expect(meanCheck.passed).toBe(o.draws.filter((d) => d.checks[0]!.ok).length);
     expect(o.allPassed).toBe(o.draws.filter((d) => d.checks.every((c) => c.ok)).length);
-    const ratio = o.draws.reduce((a, d) => a + d.all.nuri.waitMeanH / d.all.slurm.waitMeanH, 0) / 2;
+    const ratio = o.draws.reduce((a, d) => a + d.all.nuri!.waitMeanH / d.all.slurm!.waitMeanH, 0) / 2;
     expect(o.ratios.waitMean).toBeCloseTo(ratio, 12);
     expect(drawsReport(o).join('\n')).toMatch(new RegExp(`${meanCheck.passed} of 2  nuri mean wait <= slurm`));
   });
@@ -226,7 +226,7 @@ describe('quota files (replay a workload against new quotas)', () => {
     const f = parseQuotaFile('{"a": {"weight": 3, "quotas": [{"gpuType": "h100", "guaranteed": 1, "limit": 4}]}}', 'q.json');
     expect(applyQuotaFile(derived, f, 'q.json')).toEqual([
       { id: 'a', weight: 3, quotas: { h100: { guaranteed: 1, limit: 4 } } },
-      derived[1],
+      derived[1]!,
     ]);
   });
 
@@ -256,6 +256,6 @@ describe('quota files (replay a workload against new quotas)', () => {
     expect(b(base).quotas).not.toEqual(b(out).quotas);
     expect(b(out)).toMatchObject({ quotas: { h100: { guaranteed: 0, limit: 16 } }, weight: 2 });
     expect(out.scenario.quotaRule).toMatch(/^from .*q\.json for b; otherwise /);
-    expect(out.results[0].tenantTime.b.guaranteed).toBe(0);
+    expect(out.results[0]!.tenantTime.b!.guaranteed).toBe(0);
   });
 });

@@ -39,7 +39,7 @@ describe('MASTER_PORT chosen at commit', () => {
   /** Running jobs with their port and rank 0 node (the first of their nodes by name). */
   const runningPorts = async () => {
     const ports = new Map((await tdb.handle.db.selectFrom('jobs').select(['id', 'master_port']).where('state', '=', 'running').execute()).map((r) => [r.id, r.master_port]));
-    return (await jobs.running()).map((j) => ({ id: j.id, rank0: j.placement.map((p) => p.nodeName).sort(compareNodeNames)[0], port: ports.get(j.id)! }));
+    return (await jobs.running()).map((j) => ({ id: j.id, rank0: j.placement.map((p) => p.nodeName).sort(compareNodeNames)[0]!, port: ports.get(j.id)! }));
   };
 
   it('picks the lowest free port of the range', () => {
@@ -60,7 +60,7 @@ describe('MASTER_PORT chosen at commit', () => {
           if (step.kind === 'end') {
             const ids = [...held.keys()];
             for (const p of step.picks) {
-              const id = ids[p % Math.max(1, ids.length)];
+              const id = ids[p % Math.max(1, ids.length)]!;
               if (!id || !held.has(id)) continue;
               expect(await jobs.transition(id, ['running'], 'completed', 'test', t0)).toBe(true);
               for (const g of held.get(id)!) used.get(g.nodeId)!.delete(g.gpu);
@@ -70,12 +70,12 @@ describe('MASTER_PORT chosen at commit', () => {
             const batch = [];
             for (const nodes of step.jobs) {
               const placement = nodes.map((n) => {
-                const free = [...Array(8).keys()].find((g) => !used.get(nodeIds[n])!.has(g));
-                return { nodeId: nodeIds[n], gpuIndices: free === undefined ? [] : [free] };
+                const free = [...Array(8).keys()].find((g) => !used.get(nodeIds[n]!)!.has(g));
+                return { nodeId: nodeIds[n]!, gpuIndices: free === undefined ? [] : [free] };
               });
               if (placement.some((p) => !p.gpuIndices.length)) continue;
-              for (const p of placement) used.get(p.nodeId)!.add(p.gpuIndices[0]);
-              batch.push({ jobId: await newJob(placement.length), gpuModel: 'h100' as const, placement, held: placement.map((p) => ({ nodeId: p.nodeId, gpu: p.gpuIndices[0] })) });
+              for (const p of placement) used.get(p.nodeId)!.add(p.gpuIndices[0]!);
+              batch.push({ jobId: await newJob(placement.length), gpuModel: 'h100' as const, placement, held: placement.map((p) => ({ nodeId: p.nodeId, gpu: p.gpuIndices[0]! })) });
             }
             const before = await runningPorts();
             const r = await jobs.commitStarts(batch, t0, undefined, PORTS);
@@ -86,7 +86,7 @@ describe('MASTER_PORT chosen at commit', () => {
             // A start is refused only when its rank 0 node has every port of the range in use.
             for (const s of r.skipped) {
               expect(s.why).toMatch(/^no free MASTER_PORT in 40000-40002 on gpu-/);
-              const rank0 = s.why.split(' on ')[1];
+              const rank0 = s.why.split(' on ')[1]!;
               const inUse = new Set((await runningPorts()).filter((j) => j.rank0 === rank0).map((j) => j.port));
               expect(inUse.size).toBe(3);
             }
