@@ -207,12 +207,19 @@ describe('usage, prices and statements', () => {
     const enforcer = new IdlePolicyEnforcer(ledger);
     const told = (id: string) => ({ jobId: id, attempt: 1, sampledGpuSeconds: 60, busyGpuSeconds: 0, idleGpuSeconds: 60, idleSince: at('2026-12-01T11:20:00Z') });
     await ledger.addTelemetry([told(idle), told(elsewhere)], at('2026-12-01T12:00:00Z'));
-    expect(await enforcer.run(at('2026-12-01T12:00:00Z'))).toEqual({ notified: [idle], cancelled: [] });
+    expect(await enforcer.run(at('2026-12-01T12:00:00Z'))).toEqual({ notified: [idle], cancelled: [], busyAgain: [] });
     const noticed = (await h.call('ann', 'GET', `/v1/jobs/${idle}`)).body;
     expect(noticed.state).toBe('running');
     expect(noticed.reason).toMatch(/idle.*since 2026-12-01T11:20:00.000Z; it will be cancelled at 2026-12-01T12:20:00.000Z/);
-    expect(await enforcer.run(at('2026-12-01T12:10:00Z'))).toEqual({ notified: [], cancelled: [] });
-    expect(await enforcer.run(at('2026-12-01T12:21:00Z'))).toEqual({ notified: [], cancelled: [idle] });
+    // Busy again: the notice is taken back, and the job no longer says it will be cancelled.
+    await ledger.addTelemetry([{ ...told(idle), busyGpuSeconds: 60, idleGpuSeconds: 0, idleSince: null }], at('2026-12-01T12:02:00Z'));
+    expect(await enforcer.run(at('2026-12-01T12:03:00Z'))).toEqual({ notified: [], cancelled: [], busyAgain: [idle] });
+    expect((await h.call('ann', 'GET', `/v1/jobs/${idle}`)).body.reason).toBeNull();
+    // Idle again (since 11:20 as before, for the cancel below): told again, once.
+    await ledger.addTelemetry([told(idle)], at('2026-12-01T12:04:00Z'));
+    expect(await enforcer.run(at('2026-12-01T12:05:00Z'))).toEqual({ notified: [idle], cancelled: [], busyAgain: [] });
+    expect(await enforcer.run(at('2026-12-01T12:10:00Z'))).toEqual({ notified: [], cancelled: [], busyAgain: [] });
+    expect(await enforcer.run(at('2026-12-01T12:21:00Z'))).toEqual({ notified: [], cancelled: [idle], busyAgain: [] });
     expect(await h.jobs.find(idle)).toMatchObject({ state: 'running', stop_requested: 'cancel' });
     // The agent's exit after the stop ends it cancelled, with the policy's reason.
     const exit = { kind: 'exited' as const, jobId: idle, exitCode: null, signal: 'SIGTERM', cause: 'cancelled' as const, attempt: 1 };

@@ -16,9 +16,11 @@ export class IdlePolicyEnforcer {
 
   constructor(private readonly ledger: LedgerRepository) {}
 
-  async run(now: Date): Promise<{ notified: string[]; cancelled: string[] }> {
+  async run(now: Date): Promise<{ notified: string[]; cancelled: string[]; busyAgain: string[] }> {
     const notified: string[] = [];
     const cancelled: string[] = [];
+    // A job told it was idle whose GPUs got busy again is no longer threatened with a cancel.
+    const busyAgain = await this.ledger.clearIdleNotices();
     for (const v of await this.ledger.idlePastPolicy(now)) {
       const idle = (now.getTime() - v.idleSince.getTime()) / 1000;
       if (v.action === 'cancel') {
@@ -33,6 +35,6 @@ export class IdlePolicyEnforcer {
       const reason = `idle: every GPU under the idle threshold since ${v.idleSince.toISOString()}${when} (tenant idle policy)`;
       if (await this.ledger.markIdleNotified(v.jobId, v.attempt, reason, now)) notified.push(v.jobId);
     }
-    return { notified, cancelled };
+    return { notified, cancelled, busyAgain };
   }
 }

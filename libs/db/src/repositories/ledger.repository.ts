@@ -409,6 +409,34 @@ export class LedgerRepository {
   }
 
   /**
+   * Takes the idle notice back from running attempts whose GPUs are busy again (no longer all
+   * idle): the job's reason stops saying it will be cancelled, and a later idle spell is told
+   * again. Returns the jobs concerned.
+   */
+  async clearIdleNotices(): Promise<string[]> {
+    return this.db.transaction().execute(async (tx) => {
+      const busy = await tx
+        .updateTable('usage_ledger')
+        .set({ idle_notified_at: null })
+        .where('ended_at', 'is', null)
+        .where('idle_notified_at', 'is not', null)
+        .where('idle_since', 'is', null)
+        .returning(['job_id', 'attempt'])
+        .execute();
+      for (const b of busy)
+        await tx
+          .updateTable('jobs')
+          .set({ reason: null })
+          .where('id', '=', b.job_id)
+          .where('state', '=', 'running')
+          .where('attempts', '=', b.attempt)
+          .where('reason', 'like', 'idle: %')
+          .execute();
+      return busy.map((b) => b.job_id);
+    });
+  }
+
+  /**
    * Asks a running attempt's job to stop for its idleness, the reason on the job (the end
    * records it: outcomeOf). False when it no longer runs that attempt or already stops.
    */
