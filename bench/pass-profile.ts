@@ -116,6 +116,11 @@ async function main() {
           .join(' ');
         console.log(`pass ${i}: ${fmt(r.durationMs)} ms, started ${r.started.length}, planned ${r.plan.pending.length}, annotated ${r.annotated} | ${stages} | load ${loadavg()[0]!.toFixed(2)}`);
       }
+      const mem = process.memoryUsage();
+      (globalThis as { gc?: () => void }).gc?.();
+      const after = process.memoryUsage();
+      const mib = (n: number) => `${(n / 2 ** 20).toFixed(0)} MiB`;
+      console.log(`memory: rss ${mib(mem.rss)}, heap used ${mib(mem.heapUsed)} of ${mib(mem.heapTotal)}; after a full GC heap used ${mib(after.heapUsed)}, rss ${mib(after.rss)}`);
       const hot = await sql<{ upd: number; hot: number }>`select n_tup_upd as upd, n_tup_hot_upd as hot from pg_stat_user_tables where relname = 'jobs'`.execute(server.database.db);
       console.log(`jobs rows updated ${hot.rows[0]?.upd}, of which in place (HOT) ${hot.rows[0]?.hot}`);
     } finally {
