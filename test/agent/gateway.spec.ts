@@ -78,6 +78,29 @@ describe('gateway transport with real agents over loopback', () => {
     expect(gw.stats.authFailures).toBeGreaterThanOrEqual(3);
   });
 
+  it('keeps an agent whose hello waits its turn past the hello timeout, and processes hellos a few at a time', async () => {
+    const fleet = new FakeFleet(TOKENS);
+    let inFlight = 0;
+    let peak = 0;
+    const slow = fleet.hello.bind(fleet);
+    fleet.hello = async (node, h) => {
+      peak = Math.max(peak, ++inFlight);
+      await new Promise((r) => setTimeout(r, 250));
+      inFlight--;
+      return slow(node, h);
+    };
+    const { url } = await gateway(fleet, { helloTimeoutMs: 200, maxHellosInFlight: 1 });
+    const clients = (['node-a', 'node-b', 'node-c'] as const).map((n) => raw(url, { Authorization: `Bearer ${TOKENS[n]}`, 'X-Nuri-Node': n }));
+    for (const [i, c] of clients.entries()) {
+      expect(await c.status).toBe(101);
+      c.ws.send(hello(['node-a', 'node-b', 'node-c'][i]!));
+    }
+    // The third waits about 750 ms for its welcome, well past the 200 ms hello timeout.
+    await until(() => clients.every((c) => c.msgs.some((m) => m.type === 'welcome')), 5000);
+    expect(peak).toBe(1);
+    expect(clients.every((c) => c.ws.readyState === WebSocket.OPEN)).toBe(true);
+  });
+
   it("closes a connection whose hello names another node; the port never sees it", async () => {
     const fleet = new FakeFleet(TOKENS);
     const { gw, url } = await gateway(fleet);
