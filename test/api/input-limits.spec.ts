@@ -118,6 +118,19 @@ const EXAMPLES: Example[] = [
   { who: 'alice', method: 'GET', route: '/v1/jobs/:id/logs', path: '/v1/jobs/00000000-0000-4000-8000-000000000000/logs', query: { rank: '0', tail: '10', follow: 'false' } },
   { who: 'op', method: 'GET', route: '/v1/users', path: '/v1/users', query: { tenant: 'naver' } },
   { who: 'nadmin', method: 'GET', route: '/v1/tokens', path: '/v1/tokens', query: { user: 'ann' } },
+  {
+    who: 'op',
+    method: 'GET',
+    route: '/v1/usage',
+    path: '/v1/usage',
+    query: { from: '2026-12-01', to: '2026-12-31', groupBy: 'tenant,month', tenant: 'naver', user: 'alice', gpuType: 'h100', job: '00000000-0000-4000-8000-000000000000' },
+  },
+  { who: 'op', method: 'GET', route: '/v1/usage/history', path: '/v1/usage/history', query: { from: '2026-12-01', to: '2026-12-31', tenant: 'naver', user: 'alice', limit: '10' } },
+  { who: 'op', method: 'GET', route: '/v1/usage/quota', path: '/v1/usage/quota', query: { tenant: 'naver' } },
+  { who: 'op', method: 'GET', route: '/v1/usage/idle-jobs', path: '/v1/usage/idle-jobs', query: { tenant: 'naver', limit: '10' } },
+  { who: 'op', method: 'GET', route: '/v1/tenants/:name/statement', path: '/v1/tenants/naver/statement', query: { month: '2026-12' } },
+  { who: 'nadmin', method: 'PUT', route: '/v1/tenants/:name/idle-policy', path: '/v1/tenants/naver/idle-policy', body: { notifyAfterSeconds: 1800, cancelAfterSeconds: 3600 } },
+  { who: 'op', method: 'PUT', route: '/v1/prices', path: '/v1/prices', body: { prices: [{ gpuType: 'h100', tenant: 'naver', effectiveFrom: '2099-01-01', usdPerGpuHour: 2.5 }] } },
 ];
 
 /** Fields of free text (route and top-level field): a NUL is refused by the NUL rule itself. */

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { GpuModel, JobState, Slug } from './common';
+import { GpuModel, JobState, Slug, text } from './common';
 
 /**
  * Accounting (issue 15): usage, prices, statements, history, quota and idle jobs. Times are
@@ -20,8 +20,7 @@ export const UsageKey = z.enum(USAGE_KEYS);
 export type UsageKey = z.infer<typeof UsageKey>;
 
 /** `groupBy=tenant,month`: keys comma-separated, each once. */
-const GroupBy = z
-  .string()
+const GroupBy = text()
   .max(100)
   .transform((s, ctx) => {
     const keys = s.split(',').map((k) => k.trim()).filter(Boolean);
