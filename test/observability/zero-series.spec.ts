@@ -45,7 +45,9 @@ describe('/metrics after a job ran on a fresh demo: zeros, not gaps', () => {
       async () => {
         const s = await scrape();
         const running = findSamples(s, 'nuri_scheduler_jobs', { tenant: 'naver', state: 'running', gpu_type: 'h100' });
-        return running.length === 1 && running[0]!.value === 0 ? s : undefined;
+        // The gauges start at 0: wait for the pass that counted the job's GPU time too.
+        const used = findSamples(s, 'nuri_tenant_gpu_seconds_total', { tenant: 'naver', gpu_type: 'h100' });
+        return running.length === 1 && running[0]!.value === 0 && (used[0]?.value ?? 0) > 0 ? s : undefined;
       },
       20_000,
       300,

@@ -137,4 +137,17 @@ describe('scheduler pass metrics', () => {
     s.leader(null);
     expect(await sample(m, 'nuri_scheduler_leader')).toBe(0);
   });
+
+  it('counts a job started between passes (express) that ended before a pass saw it running', async () => {
+    const m = new NuriMetrics({ now: () => T0 });
+    const s = new SchedulerMetricsState(m);
+    s.leader(T0);
+    s.accountUsage(at(10), [], names);
+    s.startedOutsidePass('x', 'kakao', 'h800', 2, at(11).getTime());
+    // The next pass no longer sees it: counted from its start to that pass (8 s × 2 GPUs).
+    s.accountUsage(at(19), [], names);
+    expect(await sample(m, 'nuri_tenant_gpu_seconds_total', { tenant: 'kakao', gpu_type: 'h800' })).toBe(16);
+    s.accountUsage(at(25), [], names);
+    expect(await sample(m, 'nuri_tenant_gpu_seconds_total', { tenant: 'kakao', gpu_type: 'h800' })).toBe(16);
+  });
 });

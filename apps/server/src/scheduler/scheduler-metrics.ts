@@ -207,6 +207,14 @@ export class SchedulerMetricsState {
   }
 
   /**
+   * A job started outside a full pass (an express start): its GPU time counts from `atMs`,
+   * also when it ends before the next pass sees it running.
+   */
+  startedOutsidePass(jobId: string, tenant: string, gpuType: GpuTypeLabel, gpus: number, atMs: number): void {
+    if (!this.countedUntil.has(jobId)) this.countedUntil.set(jobId, { until: Math.max(atMs, this.floorMs), tenant, gpuType, gpus });
+  }
+
+  /**
    * Each node's type, state and registered GPU count, from the database (the gateways set
    * up, last seen and inventory from the agents). A node no longer in the database loses
    * all its series.

@@ -374,7 +374,10 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     for (const id of started) {
       const j = newcomers.find((n) => n.id === id);
       const tenant = j && express.tenantName(j.tenant_id);
-      if (!j || tenant === undefined) continue;
+      const model = plan.starts.find((s) => s.jobId === id)?.gpuModel;
+      if (!j || tenant === undefined || !model) continue;
+      // Its GPU time is counted from now, even if it ends before a full pass sees it running.
+      this.passMetrics.startedOutsidePass(id, tenant, model, j.gpus, now.getTime());
       this.metrics.recordJobTransition(tenant, j.gpu_type, 'pending', 'running');
       this.metrics.observeQueueWait(tenant, j.gpu_type, (now.getTime() - this.passMetrics.pendingSince(j).getTime()) / 1000);
     }
