@@ -353,14 +353,15 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     const express = this.express;
     if (!this.lock || !express || !this.live.loaded || this.stopped) return [];
     await this.live.refresh();
-    const candidates = this.live.pending().filter((j) => !express.knows(j.id) && j.array_max_running === null);
+    const pending = this.live.pending();
+    const candidates = pending.filter((j) => !express.knows(j.id) && j.array_max_running === null);
     if (!candidates.length) return [];
     const waiting = await this.dependencies.withDependencies(candidates.map((j) => j.id));
     const newcomers = candidates.filter((j) => !waiting.has(j.id));
     if (!newcomers.length) return [];
     const now = this.clock.now();
     const core = newcomers.map(corePending);
-    const plan = express.plan(core, this.live.pending().map(corePending), now.getTime());
+    const plan = express.plan(core, pending.map(corePending), now.getTime());
     if (!plan.starts.length) return [];
     const heardSince = new Date(now.getTime() - this.config.nodeDownAfterSeconds * 1000);
     const { started, skipped } = await this.jobs.commitStarts(

@@ -17,6 +17,23 @@ export interface NodeWithGpus {
   gpus: { index: number; uuid: string | null; model: string | null; healthy: boolean; healthReason: string; jobId: string | null }[];
 }
 
+/** A node's row as the API and the scheduler see it, with the GPUs read for it. */
+function nodeWithGpus(n: NodeRow, gpus: NodeWithGpus['gpus']): NodeWithGpus {
+  return {
+    id: n.id,
+    name: n.name,
+    gpuType: n.gpu_type,
+    rack: n.rack,
+    leafSwitch: n.leaf_switch,
+    state: n.state,
+    stateReason: n.state_reason,
+    lastHeartbeatAt: n.last_heartbeat_at,
+    connected: n.connected,
+    isolation: n.isolation ?? null,
+    gpus,
+  };
+}
+
 export class NodesRepository {
   constructor(private readonly db: Db) {}
 
@@ -56,19 +73,7 @@ export class NodesRepository {
       .select(['g.idx', 'g.ok'])
       .orderBy('nodes.name')
       .execute();
-    return rows.map((n) => ({
-      id: n.id,
-      name: n.name,
-      gpuType: n.gpu_type,
-      rack: n.rack,
-      leafSwitch: n.leaf_switch,
-      state: n.state,
-      stateReason: n.state_reason,
-      lastHeartbeatAt: n.last_heartbeat_at,
-      connected: n.connected,
-      isolation: n.isolation ?? null,
-      gpus: (n.idx ?? []).map((index, k) => ({ index, uuid: null, model: null, healthy: n.ok?.[k] ?? false, healthReason: '', jobId: null })),
-    }));
+    return rows.map((n) => nodeWithGpus(n, (n.idx ?? []).map((index, k) => ({ index, uuid: null, model: null, healthy: n.ok?.[k] ?? false, healthReason: '', jobId: null }))));
   }
 
   async list(filter: { names?: string[] } = {}): Promise<NodeWithGpus[]> {
@@ -76,8 +81,8 @@ export class NodesRepository {
     if (filter.names) nq = nq.where('name', 'in', filter.names.length ? filter.names : ['']);
     const nodes = await nq.execute();
     if (!nodes.length) return [];
-    // Unfiltered (the scheduler's pass, every node), no list of 4,000 ids to send and match:
-    // rows of a node added since are left out below.
+    // Unfiltered (every node), no list of 4,000 ids to send and match: rows of a node added
+    // since are left out below.
     const ids = filter.names ? nodes.map((n) => n.id) : null;
     let gq = this.db.selectFrom('gpus').selectAll().orderBy('node_id').orderBy('index');
     let aq = this.db.selectFrom('allocations').select(['node_id', 'gpu_index', 'job_id']).where('released_at', 'is', null);
@@ -93,19 +98,7 @@ export class NodesRepository {
       list.push({ index: g.index, uuid: g.uuid, model: g.model, healthy: g.healthy, healthReason: g.health_reason, jobId: jobOn.get(`${g.node_id}/${g.index}`) ?? null });
       byNode.set(g.node_id, list);
     }
-    return nodes.map((n) => ({
-      id: n.id,
-      name: n.name,
-      gpuType: n.gpu_type,
-      rack: n.rack,
-      leafSwitch: n.leaf_switch,
-      state: n.state,
-      stateReason: n.state_reason,
-      lastHeartbeatAt: n.last_heartbeat_at,
-      connected: n.connected,
-      isolation: n.isolation ?? null,
-      gpus: byNode.get(n.id) ?? [],
-    }));
+    return nodes.map((n) => nodeWithGpus(n, byNode.get(n.id) ?? []));
   }
 
   /** Stores the job isolation a node's agent reported in its hello (null: it reported none). */
