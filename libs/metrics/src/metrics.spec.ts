@@ -309,6 +309,19 @@ describe('scheduler, tenants, gateway, API', () => {
     expect(findSamples(p, 'nuri_tenant_quota_guaranteed_gpus')).toHaveLength(0);
   });
 
+  it('a tenant named after the last job count gets its job series at 0 at once, the counts kept', async () => {
+    const m = createMetrics();
+    m.setLeader(true);
+    const quota = (tenant: string) => ({ tenant, gpuType: 'h100' as const, guaranteed: 8, limit: 16, allocated: 0, pendingGpus: 0 });
+    m.setTenants([quota('a')]);
+    m.setJobCounts([{ tenant: 'a', state: 'pending', gpuType: 'h100', count: 3 }]);
+    // The demo seeds b while the first pass ran; the next job count is seconds away.
+    m.setTenants([quota('a'), quota('b')]);
+    const p = await scrape(m);
+    expect(findSamples(p, 'nuri_scheduler_jobs', { tenant: 'b', state: 'pending' }).map((s) => [s.labels.gpu_type, s.value]).sort()).toEqual([['any', 0], ['h100', 0], ['h800', 0]]);
+    expect(findSamples(p, 'nuri_scheduler_jobs', { tenant: 'a', state: 'pending', gpu_type: 'h100' })[0]!.value).toBe(3);
+  });
+
   it('transitions, waits, passes, usage, preemptions, gateway and HTTP', async () => {
     const m = createMetrics({ now: () => T0 });
     m.recordJobTransition('a', 'any', null, 'pending');
