@@ -295,6 +295,8 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     // against the database (one that lost its GPUs to a newcomer waits for the next pass), and
     // the next express state keeps the newcomers this pass's snapshot did not see.
     const { started, skipped } = await this.serial(async () => {
+      // Waiting for an express start in flight is its own stage: a slow commit is told from a slow queue.
+      stage('commit.wait');
       const r = await this.jobs.commitStarts(
         plan.starts.map((s) => ({ jobId: s.jobId, gpuModel: s.gpuModel, placement: s.placement.map((p) => ({ nodeId: p.nodeId, gpuIndices: p.gpuIndices })) })),
         now,

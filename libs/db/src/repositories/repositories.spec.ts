@@ -72,6 +72,29 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
     await s.jobs.transition(b, ['running'], 'cancelled', 'test', at);
   });
 
+  it('commits many starts in one call: each verified against the ones before it, written together', async () => {
+    const [a, b, c] = [await s.job('many-a'), await s.job('many-b'), await s.job('many-c', 1)];
+    const at = new Date(t0.getTime() + 2000);
+    const r = await s.jobs.commitStarts(
+      [
+        { jobId: a, gpuModel: 'h100', placement: [{ nodeId: s.nodeId, gpuIndices: [3, 4] }] },
+        { jobId: b, gpuModel: 'h100', placement: [{ nodeId: s.nodeId, gpuIndices: [4, 5] }] },
+        { jobId: c, gpuModel: 'h100', placement: [{ nodeId: s.nodeId, gpuIndices: [6] }] },
+      ],
+      at,
+    );
+    expect(r).toEqual({ started: [a, c], skipped: [{ jobId: b, why: 'GPU already allocated' }] });
+    const [da, db, dc] = [(await s.jobs.detail(a))!, (await s.jobs.detail(b))!, (await s.jobs.detail(c))!];
+    expect(da).toMatchObject({ state: 'running', started_at: at, gpu_model: 'h100', attempts: 1, placement: [{ node: 'n1', gpus: [3, 4] }] });
+    expect(dc).toMatchObject({ state: 'running', attempts: 1, placement: [{ node: 'n1', gpus: [6] }] });
+    expect(db).toMatchObject({ state: 'pending', attempts: 0 });
+    expect(da.transitions.at(-1)).toEqual({ at, from: 'pending', to: 'running', reason: 'placed on 1 node(s)' });
+    // Two jobs with rank 0 on one node never share a MASTER_PORT.
+    expect(da.master_port).not.toBe(dc.master_port);
+    for (const id of [a, c]) await s.jobs.transition(id, ['running'], 'completed', 'done', at);
+    await s.jobs.transition(b, ['pending'], 'cancelled', 'test', at);
+  });
+
   it('reads pending jobs\' times as every other read does, microseconds dropped (pending() reads them as epoch milliseconds)', async () => {
     const id = await s.job('micro', 1);
     await sql`update jobs set submitted_at = '2026-01-01T00:00:00.123999Z', queued_at = '1999-12-31T23:59:59.999999Z' where id = ${id}`.execute(tdb.handle.db);
