@@ -20,6 +20,8 @@ const NODES = Number(process.env.BENCH_NODES ?? 4_000);
 const PASSES = Number(process.env.BENCH_PASSES ?? 8);
 /** Running jobs ended before each pass, so passes start jobs and positions move. */
 const CHURN = Number(process.env.BENCH_CHURN ?? 40);
+/** Newcomers given to express starts after the passes, one at a time. */
+const EXPRESS = Number(process.env.BENCH_EXPRESS ?? 20);
 
 async function seed(url: string): Promise<void> {
   const h = await openDatabase({ url, poolSize: 2 });
@@ -116,6 +118,19 @@ async function main() {
           .join(' ');
         console.log(`pass ${i}: ${fmt(r.durationMs)} ms, started ${r.started.length}, planned ${r.plan.pending.length}, annotated ${r.annotated} | ${stages} | load ${loadavg()[0]!.toFixed(2)}`);
       }
+      // Express starts: one newcomer at a time, as a researcher's submit between passes.
+      const express: number[] = [];
+      let expressStarted = 0;
+      for (let i = 0; i < EXPRESS; i++) {
+        await sql`
+          insert into jobs (tenant_id, user_id, name, state, gpus, gpu_type, priority, time_limit_seconds, command, env, submitted_at, queued_at)
+          select t.id, u.id, 'express-' || ${i}::int, 'pending', 1, 'h100', 'normal', 600, '["true"]', '{}', now(), now()
+          from tenants t join users u on u.tenant_id = t.id where t.name = 'tenant' || (${i}::int % 5)`.execute(server.database.db);
+        const t1 = performance.now();
+        expressStarted += (await scheduler.expressPass()).length;
+        express.push(performance.now() - t1);
+      }
+      if (EXPRESS) console.log(`express starts: ${expressStarted}/${EXPRESS} started; express pass p50 ${percentile(express, 50).toFixed(1)} ms, max ${Math.max(...express).toFixed(1)} ms`);
       const mem = process.memoryUsage();
       (globalThis as { gc?: () => void }).gc?.();
       const after = process.memoryUsage();

@@ -65,6 +65,11 @@ export class ExpressState {
     return this.base.snapshot.tenants.find((t) => t.id === id)?.name;
   }
 
+  /** Pending jobs the plan of newcomers must include besides their tenants' (reservations, reclaims). */
+  kept(): ReadonlySet<string> {
+    return this.keep;
+  }
+
   /** Whether the job was in the queue the full pass planned on (then it is not new). */
   knows(id: string): boolean {
     return this.known.has(id);
@@ -73,6 +78,8 @@ export class ExpressState {
   /**
    * The core's plan for the newcomers at `now`; only their starts are meant to be taken. A
    * newcomer is planned once: one that cannot start now waits for the next full pass.
+   * `pending`: the queue now, or any part of it holding the newcomers, `kept()` and every
+   * pending job of the newcomers' tenants (the rest is not planned on).
    */
   plan(newcomers: readonly Snapshot['pending'][number][], pending: readonly Snapshot['pending'][number][], now: number): Plan {
     const tenants = new Set(newcomers.map((j) => j.tenantId));

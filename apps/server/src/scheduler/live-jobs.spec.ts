@@ -16,12 +16,13 @@ describe('LiveJobs: the incremental queue equals a full reload', () => {
   let tdb: TestDatabase;
   let jobs: JobsRepository;
   let nodeIds: string[];
+  let tenantId: string;
   let submit: (gpus: number, priority?: 'low' | 'normal' | 'high') => Promise<string>;
 
   beforeAll(async () => {
     tdb = await createTestDatabase();
     const db = tdb.handle.db;
-    const tenantId = await new TenantsRepository(db).create({ name: 'kakao', displayName: 'Kakao', weight: 1, quotas: [{ gpuType: 'h100', guaranteed: 64, limit: 64 }] });
+    tenantId = await new TenantsRepository(db).create({ name: 'kakao', displayName: 'Kakao', weight: 1, quotas: [{ gpuType: 'h100', guaranteed: 64, limit: 64 }] });
     const userId = await new IdentityRepository(db).createUser({ name: 'bob', tenantId, role: 'researcher' });
     const nodes = new NodesRepository(db);
     nodeIds = [];
@@ -77,18 +78,21 @@ describe('LiveJobs: the incremental queue equals a full reload', () => {
       fc.asyncProperty(fc.array(opArb, { minLength: 5, maxLength: 30 }), async (ops) => {
         const live = new LiveJobs(jobs);
         await live.refresh();
+        const untouched = new Set(live.pending().map((j) => j.id));
+        const submitted: string[] = [];
         for (const o of ops) {
           if (o.op === 'refresh') {
             await live.refresh();
             continue;
           }
           if (o.op === 'submit') {
-            await submit(o.gpus, o.priority);
+            submitted.push(await submit(o.gpus, o.priority));
             continue;
           }
           const pool: { id: string }[] = o.op === 'start' || o.op === 'cancel' || o.op === 'annotate' ? await jobs.pending() : await jobs.running();
           const target = pool.length ? byId(pool)[o.pick % pool.length]!.id : undefined;
           if (!target) continue;
+          untouched.delete(target);
           if (o.op === 'start') await start(target);
           else if (o.op === 'finish') await jobs.transition(target, ['running'], 'completed', 'exit code 0', t0, { exit_code: 0 });
           else if (o.op === 'requeue') await jobs.transition(target, ['running'], 'pending', 'preempted', t0);
@@ -98,6 +102,14 @@ describe('LiveJobs: the incremental queue equals a full reload', () => {
         }
         await live.refresh();
         await expectSameAsReload(live);
+        // Express starts look only at arrivals and at their tenants' queues.
+        const pendingNow = new Set(live.pending().map((j) => j.id));
+        const arrivals = new Set(live.takeArrivals().map((j) => j.id));
+        for (const id of arrivals) expect(pendingNow.has(id) && !untouched.has(id), `arrival ${id}`).toBe(true);
+        for (const id of submitted) if (pendingNow.has(id)) expect(arrivals.has(id), `submitted ${id} still pending`).toBe(true);
+        expect(live.takeArrivals()).toEqual([]);
+        expect(byId(live.pendingOf([tenantId]))).toEqual(byId(live.pending()));
+        expect(live.pendingOf(['00000000-0000-0000-0000-000000000000'])).toEqual([]);
       }),
       { numRuns: 25 },
     );

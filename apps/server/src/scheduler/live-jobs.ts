@@ -23,6 +23,10 @@ export interface RefreshResult {
  */
 export class LiveJobs {
   private pendingById = new Map<string, PendingJobRow>();
+  /** The same pending jobs by tenant: an express start reads its newcomers' tenants' queues, not all 100,000. */
+  private pendingByTenant = new Map<string, Map<string, PendingJobRow>>();
+  /** Jobs that entered the queue (submitted, requeued) in an incremental refresh, until `takeArrivals`. */
+  private arrivals = new Set<string>();
   private runningById = new Map<string, RunningWithPlacement>();
   private horizon: string | null = null;
   /** Jobs written since `takeTouched`; null after a full reload (any may have been). */
@@ -35,6 +39,8 @@ export class LiveJobs {
     this.horizon = null;
     this.touched = null;
     this.pendingById.clear();
+    this.pendingByTenant.clear();
+    this.arrivals.clear();
     this.runningById.clear();
   }
 
@@ -46,7 +52,10 @@ export class LiveJobs {
     const horizon = await this.jobs.changeHorizon();
     if (this.horizon === null) {
       const [pending, running] = await Promise.all([this.jobs.pending(), this.jobs.running()]);
-      this.pendingById = new Map(pending.map((j) => [j.id, j]));
+      this.pendingById = new Map();
+      this.pendingByTenant.clear();
+      this.arrivals.clear();
+      for (const j of pending) this.putPending(j);
       this.runningById = new Map(running.map((j) => [j.id, j]));
       this.horizon = horizon;
       this.touched = null;
@@ -57,8 +66,9 @@ export class LiveJobs {
     for (const c of changed) {
       if (c.state === 'pending') {
         const { state: _state, ...row } = c;
-        this.pendingById.set(c.id, row);
-      } else this.pendingById.delete(c.id);
+        if (!this.pendingById.has(c.id)) this.arrivals.add(c.id);
+        this.putPending(row);
+      } else this.dropPending(c.id);
       this.touched?.push(c.id);
       if (c.state === 'running') nowRunning.push(c.id);
       else this.runningById.delete(c.id);
@@ -84,6 +94,52 @@ export class LiveJobs {
     const d = this.touched;
     this.touched = [];
     return d;
+  }
+
+  /**
+   * Jobs that entered the queue since the last call and are still in it (what an express
+   * start considers). A full reload forgets them: the full pass that follows sees them all.
+   */
+  takeArrivals(): PendingJobRow[] {
+    const out: PendingJobRow[] = [];
+    for (const id of this.arrivals) {
+      const j = this.pendingById.get(id);
+      if (j) out.push(j);
+    }
+    this.arrivals.clear();
+    return out;
+  }
+
+  /** Forgets the arrivals `known` says were seen already. */
+  settleArrivals(known: (id: string) => boolean): void {
+    for (const id of this.arrivals) if (known(id) || !this.pendingById.has(id)) this.arrivals.delete(id);
+  }
+
+  /** The pending jobs of these tenants. */
+  pendingOf(tenantIds: Iterable<string>): PendingJobRow[] {
+    const out: PendingJobRow[] = [];
+    for (const t of tenantIds) for (const j of this.pendingByTenant.get(t)?.values() ?? []) out.push(j);
+    return out;
+  }
+
+  get(id: string): PendingJobRow | undefined {
+    return this.pendingById.get(id);
+  }
+
+  private putPending(j: PendingJobRow): void {
+    const before = this.pendingById.get(j.id);
+    if (before && before.tenant_id !== j.tenant_id) this.pendingByTenant.get(before.tenant_id)?.delete(j.id);
+    this.pendingById.set(j.id, j);
+    let t = this.pendingByTenant.get(j.tenant_id);
+    if (!t) this.pendingByTenant.set(j.tenant_id, (t = new Map()));
+    t.set(j.id, j);
+  }
+
+  private dropPending(id: string): void {
+    const j = this.pendingById.get(id);
+    if (!j) return;
+    this.pendingById.delete(id);
+    this.pendingByTenant.get(j.tenant_id)?.delete(id);
   }
 
   isPending(id: string): boolean {
