@@ -2,7 +2,7 @@ import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdo
 import type { AgentHello, ServerMessage } from '@nuri/contracts';
 import { WIRE_VERSION, isCriticalXid } from '@nuri/contracts';
 import type { ServerConfig } from '@nuri/config';
-import { DatabaseHandle, JobsRepository, LedgerRepository, LogRelayRepository, NodesRepository, RunningWithPlacement, Wakeups } from '@nuri/db';
+import { DatabaseHandle, JobsRepository, LedgerRepository, NodesRepository, RunningWithPlacement, Wakeups } from '@nuri/db';
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import type { z } from 'zod';
 import { Clock } from '../core/clock';
@@ -86,7 +86,6 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
     private readonly jobs: JobsRepository,
     private readonly lifecycle: JobLifecycle,
     private readonly metrics: NuriMetrics,
-    private readonly relayRepo: LogRelayRepository,
     @Inject(DATABASE) database: DatabaseHandle,
   ) {
     this.ledger = new LedgerRepository(database.db);
@@ -155,15 +154,20 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
     const now = this.clock.now();
     // Independent reads and writes in parallel: a reconnect storm of thousands of agents
     // waits on the database, so fewer sequential round trips per hello is what counts.
-    const [, up, stored, ackedSeq, here] = await Promise.all([
-      this.nodeRepo.markConnected(nodeId, true, now, this.instanceId),
-      this.nodeRepo.setState(nodeId, 'up', 'agent connected', ['down']),
+    const [up, stored, ackedSeq, here] = await Promise.all([
+      // Connected here, up again if it was down, and what it reported: isolation (the node
+      // view shows it), address (MASTER_ADDR of jobs with rank 0 here) and output directory
+      // (JobView.output says where each rank's output is).
+      this.nodeRepo.hello(nodeId, {
+        at: now,
+        gatewayId: this.instanceId,
+        isolation: hello.isolation ?? null,
+        ...(hello.address ? { address: hello.address } : {}),
+        outputDir: hello.outputDir ?? null,
+      }),
       this.nodeRepo.gpusOf(nodeId),
       this.nodeRepo.streamSeq(nodeId, hello.stream),
       this.jobs.running({ onNode: nodeId }),
-      this.nodeRepo.setIsolation(nodeId, hello.isolation ?? null), // the node view shows it
-      hello.address ? this.nodeRepo.setAddress(nodeId, hello.address) : undefined, // MASTER_ADDR of jobs with rank 0 here
-      this.relayRepo.setOutputDir(nodeId, hello.outputDir ?? null), // JobView.output says where each rank's output is
     ]);
     if (up) this.log.log(`node ${nodeName} is up`);
     const pruned = await this.nodeRepo.pruneStreams(nodeId, hello.stream, new Date(now.getTime() - STREAM_RETENTION_MS));

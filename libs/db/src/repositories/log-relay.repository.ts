@@ -23,17 +23,13 @@ export interface LogGrant {
 }
 
 /**
- * The job output relay's rows: where agents keep output (nodes.output_dir), where gateway
- * processes are reached (gateway_instances.internal_url), and the single-use grants an api
- * replica writes for the gateway that holds the agent (log_grants, by token hash).
+ * The job output relay's rows: where agents keep output (nodes.output_dir, written by
+ * NodesRepository.hello), where gateway processes are reached (gateway_instances.internal_url),
+ * and the single-use grants an api replica writes for the gateway that holds the agent
+ * (log_grants, by token hash).
  */
 export class LogRelayRepository {
   constructor(private readonly db: Db) {}
-
-  /** The agent's output directory, from its hello (null: it did not say). */
-  async setOutputDir(nodeId: string, dir: string | null): Promise<void> {
-    await this.db.updateTable('nodes').set({ output_dir: dir }).where('id', '=', nodeId).execute();
-  }
 
   /** Where api replicas reach this gateway process (its liveness row may be written before or after). */
   async setGatewayUrl(gatewayId: string, url: string, at: Date): Promise<void> {

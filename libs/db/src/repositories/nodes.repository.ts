@@ -163,6 +163,26 @@ export class NodesRepository {
     return Number(r.numUpdatedRows) > 0;
   }
 
+  /**
+   * What an agent's hello changes on its node, in one statement (a reconnect storm of 4,000
+   * agents made five single-column updates of the same row each): connected to this gateway and
+   * heard now, `up` again if it was `down`, and the isolation, address (kept when not reported)
+   * and output directory it reported. Returns whether it came up; false for an unknown node.
+   */
+  async hello(id: string, h: { at: Date; gatewayId: string; isolation: NodeIsolationJson | null; address?: string; outputDir: string | null }): Promise<boolean> {
+    const r = await sql<{ was: NodeRow['state'] }>`
+      update nodes n set connected = true, last_heartbeat_at = ${h.at}::timestamptz, gateway_id = ${h.gatewayId},
+        state = case when o.was = 'down' then 'up' else n.state end,
+        state_reason = case when o.was = 'down' then 'agent connected' else n.state_reason end,
+        isolation = ${h.isolation === null ? null : JSON.stringify(h.isolation)}::jsonb,
+        address = coalesce(${h.address ?? null}::text, n.address),
+        output_dir = ${h.outputDir}::text
+      from (select state as was from nodes where id = ${id}::uuid for update) o
+      where n.id = ${id}::uuid
+      returning o.was`.execute(this.db);
+    return r.rows[0]?.was === 'down';
+  }
+
   /** `gatewayId`: the gateway instance the agent said hello to (kept on disconnect: it says where the agent was). */
   async markConnected(id: string, connected: boolean, at: Date, gatewayId?: string): Promise<void> {
     await this.db

@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DatabaseHandle } from '../database';
+import type { NodeIsolationJson } from '../schema';
 import { createTestDatabase, DATABASE_KINDS, TestDatabase } from '../testing';
 import { IdentityRepository } from './identity.repository';
 import { JobsRepository } from './jobs.repository';
@@ -192,6 +193,24 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
     expect(await s.nodes.streamSeq(s.nodeId, 'prune-old-2')).toBe(-1);
     expect(await s.nodes.streamSeq(s.nodeId, 'prune-recent')).toBe(5);
     expect(await s.nodes.streamSeq(s.nodeId, 'prune-now')).toBe(5);
+  });
+
+  it("applies an agent's hello in one statement: up only from down, what it reported, the address kept when it says none", async () => {
+    const n = await s.nodes.create({ name: `hello-node-${_kind}`, gpuType: 'h100', gpus: 8, rack: 'r1', leafSwitch: 'l1', tokenHash: 'z' });
+    await s.nodes.setState(n, 'down', 'agent silent');
+    const at = new Date(t0.getTime() + 60_000);
+    const iso: NodeIsolationJson = { cgroup: 'v2', pids: true, memory: true, devices: true, uids: 'range' };
+    expect(await s.nodes.hello(n, { at, gatewayId: 'gw-1', isolation: iso, address: '10.0.0.7', outputDir: '/var/lib/nuri/out' })).toBe(true);
+    const row = async () => (await sql<{ state: string; state_reason: string; connected: boolean; gateway_id: string; address: string | null; output_dir: string | null; isolation: unknown; last_heartbeat_at: Date }>`select * from nodes where id = ${n}`.execute(tdb.handle.db)).rows[0]!;
+    expect(await row()).toMatchObject({ state: 'up', state_reason: 'agent connected', connected: true, gateway_id: 'gw-1', address: '10.0.0.7', output_dir: '/var/lib/nuri/out', isolation: iso, last_heartbeat_at: at });
+    // Up already: not "came up"; no address reported keeps the one known; none of the rest kept.
+    expect(await s.nodes.hello(n, { at, gatewayId: 'gw-2', isolation: null, outputDir: null })).toBe(false);
+    expect(await row()).toMatchObject({ state: 'up', gateway_id: 'gw-2', address: '10.0.0.7', output_dir: null, isolation: null });
+    // An operator's drain outlives a reconnect.
+    await s.nodes.setState(n, 'drained', 'maintenance');
+    expect(await s.nodes.hello(n, { at, gatewayId: 'gw-2', isolation: null, outputDir: null })).toBe(false);
+    expect(await row()).toMatchObject({ state: 'drained', state_reason: 'maintenance' });
+    expect(await s.nodes.hello('00000000-0000-0000-0000-000000000000', { at, gatewayId: 'gw-2', isolation: null, outputDir: null })).toBe(false);
   });
 
   it("counts no silence for a node whose own gateway died recently: its agent is reconnecting", async () => {

@@ -40,8 +40,8 @@ export interface AgentGatewayOptions {
   /** Upgrades being authenticated at once (each a database read); more are refused (503). Default 512. */
   maxAuthInFlight?: number;
   /**
-   * Hellos processed at once (each about eight queries: the node's record, its GPUs, its
-   * stream, a reconcile of its jobs); the rest wait their turn. Default 4, so 4,000 agents
+   * Hellos processed at once (each about five queries: one write of the node's row, its GPUs,
+   * its stream, its running jobs, old streams pruned); the rest wait their turn. Default 4, so 4,000 agents
    * reconnecting after a restart leave the rest of the database pool to the api and the
    * scheduler in the same process.
    */
