@@ -116,7 +116,7 @@ async function main() {
         const stages = Object.entries(r.stages)
           .map(([k, v]) => `${k}=${v.toFixed(0)}`)
           .join(' ');
-        console.log(`pass ${i}: ${fmt(r.durationMs)} ms, started ${r.started.length}, planned ${r.plan.pending.length}, annotated ${r.annotated} | ${stages} | load ${loadavg()[0]!.toFixed(2)}`);
+        console.log(`pass ${i}: ${fmt(r.durationMs)} ms, started ${r.started.length}, planned ${r.plan.pending.length}, annotated ${r.annotated} ${JSON.stringify(r.annotatedBecause)} | ${stages} | load ${loadavg()[0]!.toFixed(2)}`);
       }
       // Express starts: one newcomer at a time, as a researcher's submit between passes.
       const express: number[] = [];

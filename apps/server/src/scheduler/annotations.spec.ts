@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { annotationStale, type Annotation } from './annotations';
+import { annotationStale, FlickerDamper, type Annotation } from './annotations';
 
 const NOW = Date.UTC(2026, 0, 1);
 const a = (position: number | null, eta: number | null = null, reason = 'Over quota', code: Annotation['code'] = 'over_quota_limit'): Annotation => ({ code, reason, eta, position });
@@ -41,5 +41,34 @@ describe('annotationStale', () => {
     expect(annotationStale(a(1, NOW + 10 * hour), a(1, NOW + 10.5 * hour), NOW)).toBe(false);
     expect(annotationStale(a(1, NOW + 10 * hour), a(1, NOW + 12 * hour), NOW)).toBe(true);
     expect(annotationStale(a(1, NOW + hour), a(1, null), NOW)).toBe(true);
+  });
+});
+
+describe('FlickerDamper', () => {
+  const held: Annotation = { code: 'reservation_for_larger_job', reason: 'Free GPUs are held for job j1.', eta: null, position: 40 };
+  const behindNow: Annotation = { code: 'behind_higher_ranked', reason: 'Waiting for 8 GPUs: 39 higher-ranked jobs wait for the same GPUs.', eta: null, position: 40 };
+
+  it('writes a flip between "held for a larger job" and "behind higher-ranked" once it held for two passes in a row', () => {
+    const d = new FlickerDamper();
+    expect(d.settled('x', behindNow, held)).toBe(false); // pass 1: GPUs freed, held for j1
+    expect(d.settled('x', behindNow, held)).toBe(true); // pass 2: still held: shown
+  });
+
+  it('never writes a flip undone at the next pass, and starts counting again after it', () => {
+    const d = new FlickerDamper();
+    expect(d.settled('x', behindNow, held)).toBe(false);
+    d.forget('x'); // pass 2: back to what is stored (nothing to write)
+    expect(d.settled('x', behindNow, held)).toBe(false); // pass 3: flipped again: not yet
+    expect(d.settled('y', behindNow, held)).toBe(false);
+    d.retain((id) => id !== 'y'); // y left the queue
+    expect(d.settled('y', behindNow, held)).toBe(false);
+  });
+
+  it('writes any other change of reason at once', () => {
+    const d = new FlickerDamper();
+    const over: Annotation = { code: 'over_quota_limit', reason: 'Over quota', eta: null, position: null };
+    expect(d.settled('x', over, behindNow)).toBe(true);
+    expect(d.settled('x', behindNow, over)).toBe(true);
+    expect(d.settled('x', undefined, held)).toBe(true);
   });
 });

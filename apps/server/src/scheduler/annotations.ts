@@ -26,18 +26,67 @@ const ETA_SLACK = 0.1;
  * rewritten with its position, exactly within the first 100, else when the position drifts.
  */
 export function annotationStale(old: Annotation | undefined, next: Annotation, now: number): boolean {
-  if (!old || old.code !== next.code) return true;
-  if (old.reason !== next.reason && (next.code !== 'behind_higher_ranked' || positionStale(old.position, next.position))) return true;
-  if (positionStale(old.position, next.position)) return true;
+  return staleBecause(old, next, now) !== null;
+}
+
+/** Why the stored annotation must be rewritten (see annotationStale), or null: the slow-pass log counts them. */
+export type StaleCause = 'new' | 'code' | 'reason' | 'position' | 'estimate';
+export function staleBecause(old: Annotation | undefined, next: Annotation, now: number): StaleCause | null {
+  if (!old) return 'new';
+  if (old.code !== next.code) return 'code';
+  if (old.reason !== next.reason && (next.code !== 'behind_higher_ranked' || positionStale(old.position, next.position))) return 'reason';
+  if (positionStale(old.position, next.position)) return 'position';
   if (old.eta !== next.eta) {
-    if (old.eta === null || next.eta === null) return true;
-    if (Math.abs(old.eta - next.eta) > Math.max(ETA_EXACT_MS, ETA_SLACK * (next.eta - now))) return true;
+    if (old.eta === null || next.eta === null) return 'estimate';
+    if (Math.abs(old.eta - next.eta) > Math.max(ETA_EXACT_MS, ETA_SLACK * (next.eta - now))) return 'estimate';
   }
-  return false;
+  return null;
 }
 
 function positionStale(old: number | null, next: number | null): boolean {
   if (old === next) return false;
   if (old === null || next === null || Math.min(old, next) <= EXACT_POSITIONS) return true;
   return Math.abs(old - next) > POSITION_SLACK * next;
+}
+
+/**
+ * A job behind higher-ranked ones shows "Free GPUs are held for job …" while GPUs are free
+ * but promised to a larger job, and "behind higher-ranked jobs" once they are taken: as
+ * running jobs end and GPUs fill again, tens of thousands of jobs flip between the two from
+ * one pass to the next and back (17,000 rows rewritten every other pass at 100,000 pending
+ * jobs). Such a flip is written once the new code held for two passes in a row; any other
+ * change at once.
+ */
+const FLICKERING: ReadonlySet<PendingReasonCodeName> = new Set(['behind_higher_ranked', 'reservation_for_larger_job']);
+
+export class FlickerDamper {
+  /** Jobs whose code flipped at the last pass and was not written yet: the code they flipped to. */
+  private readonly seen = new Map<string, PendingReasonCodeName>();
+
+  /** Whether to write `next` over `old` now (false: wait and see whether it holds). */
+  settled(id: string, old: Annotation | undefined, next: Annotation): boolean {
+    if (!old || old.code === next.code || !FLICKERING.has(old.code) || !FLICKERING.has(next.code)) {
+      this.seen.delete(id);
+      return true;
+    }
+    if (this.seen.get(id) === next.code) {
+      this.seen.delete(id);
+      return true;
+    }
+    this.seen.set(id, next.code);
+    return false;
+  }
+
+  forget(id: string): void {
+    this.seen.delete(id);
+  }
+
+  /** Keeps only the jobs `keep` says are still waiting. */
+  retain(keep: (id: string) => boolean): void {
+    for (const id of this.seen.keys()) if (!keep(id)) this.seen.delete(id);
+  }
+
+  clear(): void {
+    this.seen.clear();
+  }
 }

@@ -23,7 +23,7 @@ import { Wakeups } from '@nuri/db';
 import { JobLifecycle } from '../lifecycle/job-lifecycle';
 import { gatePending } from './gating';
 import { afterStarts, gpuCounts, jobCounts, SchedulerMetricsState, tenantRows } from './scheduler-metrics';
-import { Annotation, annotationStale } from './annotations';
+import { Annotation, FlickerDamper, staleBecause, type StaleCause } from './annotations';
 import { LiveJobs } from './live-jobs';
 import { ExpressState } from './express';
 import { buildSnapshot, corePending } from './snapshot';
@@ -44,6 +44,8 @@ export interface PassResult {
   stages: Record<string, number>;
   /** Pending jobs whose reason, estimate or position was written this pass. */
   annotated: number;
+  /** Why those waits were written (new, reason, position, estimate). */
+  annotatedBecause: Partial<Record<StaleCause, number>>;
 }
 
 /**
@@ -81,6 +83,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
   private writtenScale: number | null = null;
   /** What was last written for each pending job, so a pass writes only changes (see `annotate`). */
   private readonly lastAnnotation = new Map<string, Annotation>();
+  private readonly flicker = new FlickerDamper();
   private readonly passMetrics: SchedulerMetricsState;
   /** Pending and running jobs in memory, refreshed from the changes since the last pass. */
   private readonly live: LiveJobs;
@@ -257,6 +260,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     ]);
     if (stored) {
       this.lastAnnotation.clear();
+      this.flicker.clear();
       for (const [id, a] of stored) if (a.code !== null && a.reason !== null) this.lastAnnotation.set(id, { code: a.code as PendingReasonCodeName, reason: a.reason, eta: a.eta, position: a.position });
     }
     stage('reads');
@@ -334,7 +338,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       await this.jobs.setEstimateScale(scale, now);
       this.writtenScale = scale;
     }
-    const annotated = await this.annotate(plan, new Set(started), now.getTime(), gate.withheld);
+    const { written: annotated, causes } = await this.annotate(plan, new Set(started), now.getTime(), gate.withheld);
     stage('annotate');
     this.recordPassMetrics(now, { tenants, nodes, pending: doomed.size ? queued.filter((j) => !doomed.has(j.id)) : queued, running }, plan, started, jobsByState, tenantNames);
     stage('metrics');
@@ -343,12 +347,12 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     // A slow pass says where its time went, so an operator can tell the database from the plan.
     if (durationMs > SLOW_PASS_MS)
       this.log.warn(
-        `pass took ${(durationMs / 1000).toFixed(1)} s over ${queued.length} pending jobs (${started.length} started, ${plan.preemptions.length} preempted, ${annotated} waits written): ${Object.entries(stages)
+        `pass took ${(durationMs / 1000).toFixed(1)} s over ${queued.length} pending jobs (${started.length} started, ${plan.preemptions.length} preempted, ${annotated} waits written${annotated ? ` [${Object.entries(causes).map(([k, n]) => `${k} ${n}`).join(', ')}]` : ''}): ${Object.entries(stages)
           .filter(([k, v]) => !k.startsWith('read.') && v >= 1)
           .map(([k, v]) => `${k} ${v.toFixed(0)} ms`)
           .join(', ')}`,
       );
-    return { plan, started, skipped, durationMs, stages, annotated };
+    return { plan, started, skipped, durationMs, stages, annotated, annotatedBecause: causes };
   }
 
   /**
@@ -457,16 +461,26 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
   }
 
   /** Stores each pending job's reason, estimate and position: the plan's, or for a job kept from the core, why (no estimate, no position). */
-  private async annotate(plan: Plan, started: Set<string>, now: number, withheld: { job: PendingJobRow; reason: string; code: PendingReasonCodeName }[]): Promise<number> {
+  private async annotate(plan: Plan, started: Set<string>, now: number, withheld: { job: PendingJobRow; reason: string; code: PendingReasonCodeName }[]): Promise<{ written: number; causes: Partial<Record<StaleCause, number>> }> {
     const rows: { id: string; reason: string; reasonCode: PendingReasonCodeName; estimatedStartAt: Date | null; scaled: boolean; queuePosition: number | null }[] = [];
     // Forget what was written for jobs written since (after a full reload: all not in the queue).
     const touched = this.live.takeTouched();
-    if (touched) for (const id of touched) this.lastAnnotation.delete(id);
+    if (touched)
+      for (const id of touched) {
+        this.lastAnnotation.delete(id);
+        this.flicker.forget(id);
+      }
     const gone = touched ? touched.filter((id) => !this.live.isPending(id)) : [];
     const live = touched ? null : new Set<string>();
+    const causes: Partial<Record<StaleCause, number>> = {};
     const note = (id: string, next: Annotation) => {
       live?.add(id);
-      if (!annotationStale(this.lastAnnotation.get(id), next, now)) return;
+      const old = this.lastAnnotation.get(id);
+      const cause = staleBecause(old, next, now);
+      // A flip that does not hold for two passes in a row is never written.
+      if (cause !== 'code') this.flicker.forget(id);
+      if (cause === null || (cause === 'code' && !this.flicker.settled(id, old, next))) return;
+      causes[cause] = (causes[cause] ?? 0) + 1;
       this.lastAnnotation.set(id, next);
       rows.push({ id, reason: next.reason, reasonCode: next.code, estimatedStartAt: next.eta === null ? null : new Date(next.eta), scaled: next.code !== 'waiting_for_reclaim', queuePosition: next.position });
     };
@@ -476,9 +490,12 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       // The plan's own estimate: the scale is applied when it is read (a reclaim's grace period is not scaled).
       note(p.jobId, { code: p.reason, reason: p.message, eta: p.estimatedStartAt, position: p.queuePosition });
     }
-    if (live) for (const id of this.lastAnnotation.keys()) if (!live.has(id)) this.lastAnnotation.delete(id);
+    if (live) {
+      for (const id of this.lastAnnotation.keys()) if (!live.has(id)) this.lastAnnotation.delete(id);
+      this.flicker.retain((id) => live.has(id));
+    }
     await this.jobs.annotatePending(rows, gone);
-    return rows.length;
+    return { written: rows.length, causes };
   }
 }
 
