@@ -41,10 +41,11 @@ export interface AgentGatewayOptions {
   maxAuthInFlight?: number;
   /**
    * Hellos processed at once (each about five queries: one write of the node's row, its GPUs,
-   * its stream, its running jobs, old streams pruned); the rest wait their turn, so 4,000
-   * agents reconnecting after a restart leave most of the database pool to the api. Default 16:
-   * with 4 a hello took 600 ms behind a scheduler pass in the same process (its await turns
-   * wait out the pass's synchronous stages), and 4,000 agents needed ten minutes to return.
+   * its stream, its running jobs, old streams pruned); the rest wait their turn. Default 4, so
+   * 4,000 agents reconnecting after a restart leave the rest of the database pool to the api
+   * in the same process: with 16, GET /v1/jobs/:id took 1.4 s (p50) during the storm, and the
+   * agents came back no faster (bench:live, one process: each hello then waits out the
+   * scheduler pass's synchronous stages, not the limit).
    */
   maxHellosInFlight?: number;
   log?: (level: 'debug' | 'info' | 'warn' | 'error', msg: string) => void;
@@ -141,7 +142,7 @@ export class AgentGateway implements AgentLink {
   };
 
   constructor(private readonly opts: AgentGatewayOptions) {
-    this.hellos = new Limiter(opts.maxHellosInFlight ?? 16);
+    this.hellos = new Limiter(opts.maxHellosInFlight ?? 4);
     if (!opts.server && opts.port === undefined) throw new Error('AgentGateway needs `server` or `port`');
     this.path = opts.path ?? '/agent';
     this.wss = new WebSocketServer({ noServer: true, maxPayload: opts.maxPayloadBytes ?? 1024 * 1024, clientTracking: false });
