@@ -9,6 +9,7 @@ import { SchedulerService } from '../../apps/server/src/scheduler/scheduler.serv
 import { createTestDatabase, TestDatabase } from '../../libs/db/src/testing';
 import { bareCenterConfig } from '../support/config';
 import { apiClient } from '../support/http';
+import { findSamples, parseExposition } from '@nuri/metrics';
 
 const OPERATOR = 'nuri_operator-bootstrap-token-for-the-roles-test';
 
@@ -71,14 +72,18 @@ describe('roles in separate processes', () => {
     expect((await runToCompletion('first')).placement).toEqual([{ node: 'gpu-a1', gpus: expect.any(Array) }]);
   });
 
-  it('fails over to the standby when the leader stops', async () => {
+  it('fails over to the standby when the leader stops; the standby kept the queue current and does not read it all again', async () => {
     const leader = schedulers.find((s) => s.app.get(SchedulerService).isLeader)!;
+    const standbyServer = schedulers.find((s) => s !== leader)!;
+    const reloads = async () => findSamples(parseExposition(await (await fetch(`${standbyServer.url}/metrics`)).text()), 'nuri_scheduler_live_reloads_total')[0]?.value;
+    expect(await reloads()).toBe(1); // its start
     await leader.close();
     schedulers.splice(schedulers.indexOf(leader), 1);
-    const standby = schedulers[0]!.app.get(SchedulerService);
+    const standby = standbyServer.app.get(SchedulerService);
     for (let i = 0; i < 50 && !standby.isLeader; i++) await new Promise((r) => setTimeout(r, 100));
     expect(standby.isLeader).toBe(true);
     await runToCompletion('second');
+    expect(await reloads()).toBe(1);
   });
 });
 

@@ -120,6 +120,7 @@ export class NuriMetrics {
   private readonly oldestPending: Gauge<Labels<typeof METRICS.schedulerOldestPending>>;
   private readonly passDuration: Histogram;
   private readonly expressStarts: Counter;
+  private readonly liveReloads: Counter;
   private readonly lastPass: Gauge;
   private readonly leader: Gauge;
   private readonly estimateScale: Gauge;
@@ -173,6 +174,8 @@ export class NuriMetrics {
     this.passDuration = histogram(METRICS.schedulerPassDuration);
     this.expressStarts = counter(METRICS.schedulerExpressStarts);
     this.expressStarts.inc(0);
+    this.liveReloads = counter(METRICS.schedulerLiveReloads);
+    this.liveReloads.inc(0);
     this.lastPass = gauge(METRICS.schedulerLastPass);
     this.leader = gauge(METRICS.schedulerLeader);
     this.leader.set(0);
@@ -357,6 +360,11 @@ export class NuriMetrics {
   /** A pass committed (or found nothing to do) without error. */
   markPassSucceeded(atMs: number = this.now()): void {
     this.lastPass.set(atMs / 1000);
+  }
+
+  /** The scheduler read every live job again (LiveJobs full reload). */
+  recordLiveReload(): void {
+    this.liveReloads.inc();
   }
 
   /** Jobs an express start committed between full passes. */

@@ -110,6 +110,10 @@ export class LiveJobs {
     return out;
   }
 
+  forgetArrivals(): void {
+    this.arrivals.clear();
+  }
+
   /** Forgets the arrivals `known` says were seen already. */
   settleArrivals(known: (id: string) => boolean): void {
     for (const id of this.arrivals) if (known(id) || !this.pendingById.has(id)) this.arrivals.delete(id);

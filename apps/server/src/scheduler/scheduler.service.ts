@@ -84,6 +84,8 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
   /** What was last written for each pending job, so a pass writes only changes (see `annotate`). */
   private readonly lastAnnotation = new Map<string, Annotation>();
   private readonly flicker = new FlickerDamper();
+  /** Whether lastAnnotation holds what is stored (false after taking over: read it back first). */
+  private annotationsKnown = false;
   private readonly passMetrics: SchedulerMetricsState;
   /** Pending and running jobs in memory, refreshed from the changes since the last pass. */
   private readonly live: LiveJobs;
@@ -176,8 +178,10 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       else if (!this.lock) {
         this.lock = await this.database.tryAdvisoryLock(SCHEDULER_LOCK_KEY);
         if (this.lock) {
-          // A new leader trusts nothing it remembers: the first pass reads every live job.
-          this.live.invalidate();
+          // A new leader keeps the jobs it kept current while standing by (the same refresh
+          // a leader's pass makes catches up on what changed since), and reads the stored
+          // waits its first pass compares with: the old leader may have written any of them.
+          this.annotationsKnown = false;
           this.express = null;
           this.writtenScale = null;
           this.leaderSince = this.clock.now();
@@ -189,11 +193,31 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
         await this.lifecycle.markSilentNodesDown(this.leaderSince ?? this.clock.now());
         await this.lifecycle.endOverdue();
         this.trigger();
-      }
+      } else await this.keepWarm();
     } catch (e) {
       this.log.error(`tick failed: ${(e as Error).message}`);
     }
     if (!this.stopped) this.timer = setTimeout(() => void this.tick(), this.config.schedulerTickMs);
+  }
+
+  /**
+   * A standby keeps the live jobs current (a full read once, then what changed each tick), so
+   * taking over is one incremental refresh, not reading 100,000 pending jobs while no leader
+   * schedules (a takeover took 18 s at that size, 7 s of it reading). A failed refresh is
+   * forgotten: the next one reads everything again.
+   */
+  private async keepWarm(): Promise<void> {
+    try {
+      await this.serial(() => this.refreshLive());
+      this.live.forgetArrivals(); // only a leader's express starts use them
+    } catch (e) {
+      this.live.invalidate();
+      throw e;
+    }
+  }
+
+  private async refreshLive(): Promise<void> {
+    if ((await this.live.refresh()).full) this.metrics.recordLiveReload();
   }
 
   /** Runs a pass now, or right after the one in flight (see `passes`). */
@@ -242,9 +266,9 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     // A node whose agent was not heard from within the down timeout takes no new job, even
     // before the tick marks it down (or while an outage's allowance keeps it from being marked).
     const heardSince = new Date(now.getTime() - this.config.nodeDownAfterSeconds * 1000);
-    // A full reload (new leader, failed pass) also reads what is stored for each pending job,
-    // so this pass writes only what differs from it, not 100,000 rows.
-    const reload = !this.live.loaded;
+    // A new leader's first pass and a full reload (after a failed pass) also read what is stored
+    // for each pending job, so this pass writes only what differs from it, not 100,000 rows.
+    const reload = !this.live.loaded || !this.annotationsKnown;
     const [tenants, usage, nodeRows, undecided, runningPerArray, stored] = await Promise.all([
       read('tenants', this.tenants.list()),
       read('usage', this.usage.all()),
@@ -253,12 +277,13 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       // Dependencies are read after the jobs: a job seen pending was committed with its
       // dependency rows, so none of them can be missed (and a met one stays met).
       // (Serialised with express starts, which refresh the same in-memory jobs.)
-      read('jobs', this.serial(() => this.live.refresh())).then(() => read('dependencies', this.dependencies.undecidedOfPending())),
+      read('jobs', this.serial(() => this.refreshLive())).then(() => read('dependencies', this.dependencies.undecidedOfPending())),
       // Only this leader starts jobs, so no task starts between this count and the commit.
       read('throttled', this.dependencies.runningOfThrottledArrays()),
       reload ? read('annotations', this.jobs.pendingAnnotations()) : null,
     ]);
     if (stored) {
+      this.annotationsKnown = true;
       this.lastAnnotation.clear();
       this.flicker.clear();
       for (const [id, a] of stored) if (a.code !== null && a.reason !== null) this.lastAnnotation.set(id, { code: a.code as PendingReasonCodeName, reason: a.reason, eta: a.eta, position: a.position });
@@ -364,7 +389,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
   async expressPass(): Promise<string[]> {
     const express = this.express;
     if (!this.lock || !express || !this.live.loaded || this.stopped) return [];
-    await this.live.refresh();
+    await this.refreshLive();
     // Only jobs that entered the queue since the last look, and only their tenants' queues:
     // at 100,000 pending jobs, walking all of them made each express start ~70 ms of CPU.
     const candidates = this.live.takeArrivals().filter((j) => !express.knows(j.id) && j.array_max_running === null);
