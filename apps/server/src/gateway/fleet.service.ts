@@ -154,7 +154,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
     const now = this.clock.now();
     // Independent reads and writes in parallel: a reconnect storm of thousands of agents
     // waits on the database, so fewer sequential round trips per hello is what counts.
-    const [up, stored, ackedSeq, here] = await Promise.all([
+    const [up, stored, ackedSeq, here, pruned] = await Promise.all([
       // Connected here, up again if it was down, and what it reported: isolation (the node
       // view shows it), address (MASTER_ADDR of jobs with rank 0 here) and output directory
       // (JobView.output says where each rank's output is).
@@ -168,9 +168,9 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
       this.nodeRepo.gpusOf(nodeId),
       this.nodeRepo.streamSeq(nodeId, hello.stream),
       this.jobs.running({ onNode: nodeId }),
+      this.nodeRepo.pruneStreams(nodeId, hello.stream, new Date(now.getTime() - STREAM_RETENTION_MS)),
     ]);
     if (up) this.log.log(`node ${nodeName} is up`);
-    const pruned = await this.nodeRepo.pruneStreams(nodeId, hello.stream, new Date(now.getTime() - STREAM_RETENTION_MS));
     if (pruned) this.log.debug?.(`node ${nodeName}: forgot ${pruned} old agent stream(s)`);
     // Inventory: write only what changed.
     const byIndex = new Map(stored.map((g) => [g.index, g]));
