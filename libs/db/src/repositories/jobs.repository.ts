@@ -883,18 +883,20 @@ export class JobsRepository {
     return this.db.transaction().execute(async (tx) => {
       const jobIds = starts.map((s) => s.jobId);
       const nodeIds = [...new Set(starts.flatMap((s) => s.placement.map((p) => p.nodeId)))];
-      const [jobs, nodes, gpus, live] = await Promise.all([
+      // Statements queued together on the transaction's connection go out back to back: under
+      // load each await costs an event-loop turn, and the commit's ten turns took about 1 s.
+      const [jobs, nodes, gpus, live, portsUsed] = await Promise.all([
         tx.selectFrom('jobs').select(['id', 'state', 'gpus']).where('id', 'in', jobIds).forUpdate().execute(),
         // FOR SHARE: a drain (an UPDATE of the node) waits for this commit, then sees its allocations.
         tx.selectFrom('nodes').select(['id', 'name', 'state', 'gpu_type', 'last_heartbeat_at']).where('id', 'in', nodeIds).forShare().execute(),
         tx.selectFrom('gpus').select(['node_id', 'index', 'healthy']).where('node_id', 'in', nodeIds).execute(),
         tx.selectFrom('allocations').select(['node_id', 'gpu_index']).where('node_id', 'in', nodeIds).where('released_at', 'is', null).execute(),
+        this.masterPortsByRank0(tx, nodeIds),
       ]);
       const jobState = new Map(jobs.map((j) => [j.id, j]));
       const nodeById = new Map(nodes.map((n) => [n.id, n]));
       const healthy = new Set(gpus.filter((g) => g.healthy).map((g) => `${g.node_id}/${g.index}`));
       const taken = new Set(live.map((a) => `${a.node_id}/${a.gpu_index}`));
-      const portsUsed = await this.masterPortsByRank0(tx, nodeIds);
       const started: string[] = [];
       const accepted: { s: StartToCommit; port: number }[] = [];
       const skipped: { jobId: string; why: string }[] = [];
@@ -930,29 +932,34 @@ export class JobsRepository {
       }
       // Three statements for all the starts, not three per start: the first pass of a restarted
       // leader starts thousands (2,973 took 7 s one round trip at a time).
-      for (let i = 0; i < accepted.length; i += 5000) await this.writeStarts(tx, accepted.slice(i, i + 5000), at);
-      // The usage ledger opens each attempt in the transaction that starts it (issue 15).
-      await new LedgerRepository(tx).open(started);
+      // The usage ledger opens each attempt in the transaction that starts it (issue 15); it
+      // reads the jobs as updated (statements run in the order they are queued).
+      const writes: Promise<unknown>[] = [];
+      for (let i = 0; i < accepted.length; i += 5000) writes.push(...this.writeStarts(tx, accepted.slice(i, i + 5000), at));
+      writes.push(new LedgerRepository(tx).open(started));
+      await Promise.all(writes);
       return { started, skipped };
     });
   }
 
   /** The verified starts' rows: jobs running, their transitions, their allocations (the unique live index has the last word). */
-  private async writeStarts(tx: Db, starts: readonly { s: StartToCommit; port: number }[], at: Date): Promise<void> {
+  private writeStarts(tx: Db, starts: readonly { s: StartToCommit; port: number }[], at: Date): Promise<unknown>[] {
     const ids = starts.map((a) => a.s.jobId);
-    await sql`
+    const gpus = starts.flatMap((a) => a.s.placement.flatMap((p) => p.gpuIndices.map((i) => ({ job: a.s.jobId, node: p.nodeId, index: i }))));
+    return [
+      sql`
       update jobs set state = 'running', reason = null, started_at = ${at}::timestamptz, gpu_model = v.model, master_port = v.port, attempts = attempts + 1
       from unnest(${ids}::uuid[], ${starts.map((a) => a.s.gpuModel)}::text[], ${starts.map((a) => a.port)}::int[]) as v(id, model, port)
-      where jobs.id = v.id`.execute(tx);
-    await sql`
+      where jobs.id = v.id`.execute(tx),
+      sql`
       insert into job_transitions (job_id, at, from_state, to_state, reason)
       select v.id, ${at}::timestamptz, 'pending', 'running', 'placed on ' || v.n || ' node(s)'
-      from unnest(${ids}::uuid[], ${starts.map((a) => a.s.placement.length)}::int[]) with ordinality as v(id, n, k) order by v.k`.execute(tx);
-    const gpus = starts.flatMap((a) => a.s.placement.flatMap((p) => p.gpuIndices.map((i) => ({ job: a.s.jobId, node: p.nodeId, index: i }))));
-    await sql`
+      from unnest(${ids}::uuid[], ${starts.map((a) => a.s.placement.length)}::int[]) with ordinality as v(id, n, k) order by v.k`.execute(tx),
+      sql`
       insert into allocations (job_id, node_id, gpu_index, created_at)
       select v.job, v.node, v.index, statement_timestamp()
-      from unnest(${gpus.map((g) => g.job)}::uuid[], ${gpus.map((g) => g.node)}::uuid[], ${gpus.map((g) => g.index)}::int[]) as v(job, node, index)`.execute(tx);
+      from unnest(${gpus.map((g) => g.job)}::uuid[], ${gpus.map((g) => g.node)}::uuid[], ${gpus.map((g) => g.index)}::int[]) as v(job, node, index)`.execute(tx),
+    ];
   }
 
   /**

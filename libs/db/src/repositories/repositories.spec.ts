@@ -96,6 +96,27 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
     await s.jobs.transition(b, ['pending'], 'cancelled', 'test', at);
   });
 
+  it('writes nothing of a commit the unique live-allocation index refuses, the other starts in it included', async () => {
+    const [ok, bad] = [await s.job('all-or-nothing-ok', 1), await s.job('all-or-nothing-bad')];
+    const at = new Date(t0.getTime() + 3000);
+    // The same GPU twice in one placement passes the in-memory checks; the index refuses it.
+    await expect(
+      s.jobs.commitStarts(
+        [
+          { jobId: ok, gpuModel: 'h100', placement: [{ nodeId: s.nodeId, gpuIndices: [0] }] },
+          { jobId: bad, gpuModel: 'h100', placement: [{ nodeId: s.nodeId, gpuIndices: [5, 5] }] },
+        ],
+        at,
+      ),
+    ).rejects.toThrow(/allocations_one_live_per_gpu|duplicate key/);
+    for (const id of [ok, bad]) {
+      const d = (await s.jobs.detail(id))!;
+      expect(d).toMatchObject({ state: 'pending', attempts: 0, placement: [] });
+      expect(d.transitions).toHaveLength(1);
+    }
+    for (const id of [ok, bad]) await s.jobs.transition(id, ['pending'], 'cancelled', 'test', at);
+  });
+
   it('reads pending jobs\' times as every other read does, microseconds dropped (pending() reads them as epoch milliseconds)', async () => {
     const id = await s.job('micro', 1);
     await sql`update jobs set submitted_at = '2026-01-01T00:00:00.123999Z', queued_at = '1999-12-31T23:59:59.999999Z' where id = ${id}`.execute(tdb.handle.db);
