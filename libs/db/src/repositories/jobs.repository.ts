@@ -564,11 +564,11 @@ export class JobsRepository {
   }
 
   /**
-   * Running jobs with their live placement; `onNode`: only jobs with a GPU on that node
-   * (whole placement still returned); `ids`: only these jobs (those still running).
+   * Running jobs with their live placement; `onNode`/`onNodes`: only jobs with a GPU on that
+   * node or one of those (whole placement still returned); `ids`: only these jobs (those still running).
    */
-  async running(filter: { onNode?: string; ids?: readonly string[] } = {}): Promise<RunningWithPlacement[]> {
-    if (filter.ids && !filter.ids.length) return [];
+  async running(filter: { onNode?: string; onNodes?: readonly string[]; ids?: readonly string[] } = {}): Promise<RunningWithPlacement[]> {
+    if ((filter.ids && !filter.ids.length) || (filter.onNodes && !filter.onNodes.length)) return [];
     let q = this.db
       .selectFrom('jobs')
       .innerJoin('allocations', (j) => j.onRef('allocations.job_id', '=', 'jobs.id').on('allocations.released_at', 'is', null))
@@ -597,6 +597,10 @@ export class JobsRepository {
       .orderBy('nodes.name');
     if (filter.onNode)
       q = q.where('jobs.id', 'in', (eb) => eb.selectFrom('allocations as a').select('a.job_id').where('a.node_id', '=', filter.onNode!).where('a.released_at', 'is', null));
+    if (filter.onNodes)
+      q = q.where('jobs.id', 'in', (eb) =>
+        eb.selectFrom('allocations as a').select('a.job_id').where(sql<boolean>`a.node_id = any(${[...filter.onNodes!]}::uuid[])`).where('a.released_at', 'is', null),
+      );
     if (filter.ids) q = q.where('jobs.id', '=', sql<string>`any(${[...filter.ids]}::uuid[])`);
     const rows = await q.execute();
     const byJob = new Map<string, RunningWithPlacement>();

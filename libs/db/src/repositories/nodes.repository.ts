@@ -164,23 +164,32 @@ export class NodesRepository {
   }
 
   /**
-   * What an agent's hello changes on its node, in one statement (a reconnect storm of 4,000
-   * agents made five single-column updates of the same row each): connected to this gateway and
+   * What agents' hellos change on their nodes, in one statement for many (a reconnect storm of
+   * 4,000 agents made five single-column updates of each row): connected to this gateway and
    * heard now, `up` again if it was `down`, and the isolation, address (kept when not reported)
-   * and output directory it reported. Returns whether it came up; false for an unknown node.
+   * and output directory each reported. Rows are locked in id order. Returns the nodes that
+   * came up; an unknown id is ignored. One entry per node.
    */
-  async hello(id: string, h: { at: Date; gatewayId: string; isolation: NodeIsolationJson | null; address?: string; outputDir: string | null }): Promise<boolean> {
-    const r = await sql<{ was: NodeRow['state'] }>`
-      update nodes n set connected = true, last_heartbeat_at = ${h.at}::timestamptz, gateway_id = ${h.gatewayId},
+  async helloMany(
+    hellos: readonly { id: string; isolation: NodeIsolationJson | null; address?: string; outputDir: string | null }[],
+    at: Date,
+    gatewayId: string,
+  ): Promise<Set<string>> {
+    if (!hellos.length) return new Set();
+    const rows = JSON.stringify(hellos.map((h) => ({ id: h.id, isolation: h.isolation, address: h.address ?? null, output_dir: h.outputDir })));
+    const r = await sql<{ id: string; was: NodeRow['state'] }>`
+      with u as (select * from jsonb_to_recordset(${rows}::jsonb) as u(id uuid, isolation jsonb, address text, output_dir text)),
+      o as (select n.id, n.state as was from nodes n join u on u.id = n.id order by n.id for update of n)
+      update nodes n set connected = true, last_heartbeat_at = ${at}::timestamptz, gateway_id = ${gatewayId},
         state = case when o.was = 'down' then 'up' else n.state end,
         state_reason = case when o.was = 'down' then 'agent connected' else n.state_reason end,
-        isolation = ${h.isolation === null ? null : JSON.stringify(h.isolation)}::jsonb,
-        address = coalesce(${h.address ?? null}::text, n.address),
-        output_dir = ${h.outputDir}::text
-      from (select state as was from nodes where id = ${id}::uuid for update) o
-      where n.id = ${id}::uuid
-      returning o.was`.execute(this.db);
-    return r.rows[0]?.was === 'down';
+        isolation = case when jsonb_typeof(u.isolation) = 'object' then u.isolation end,
+        address = coalesce(u.address, n.address),
+        output_dir = u.output_dir
+      from u join o on o.id = u.id
+      where n.id = u.id
+      returning n.id, o.was`.execute(this.db);
+    return new Set(r.rows.filter((x) => x.was === 'down').map((x) => x.id));
   }
 
   /** `gatewayId`: the gateway instance the agent said hello to (kept on disconnect: it says where the agent was). */
@@ -217,7 +226,26 @@ export class NodesRepository {
 
   /** A node's GPUs as stored (inventory and health). */
   async gpusOf(nodeId: string): Promise<{ index: number; uuid: string | null; model: string | null; healthy: boolean }[]> {
-    return this.db.selectFrom('gpus').select(['index', 'uuid', 'model', 'healthy']).where('node_id', '=', nodeId).orderBy('index').execute();
+    return (await this.gpusOfMany([nodeId])).get(nodeId) ?? [];
+  }
+
+  /** Many nodes' GPUs as stored, by node, each in index order. */
+  async gpusOfMany(nodeIds: readonly string[]): Promise<Map<string, { index: number; uuid: string | null; model: string | null; healthy: boolean }[]>> {
+    const out = new Map<string, { index: number; uuid: string | null; model: string | null; healthy: boolean }[]>();
+    if (!nodeIds.length) return out;
+    const rows = await this.db
+      .selectFrom('gpus')
+      .select(['node_id', 'index', 'uuid', 'model', 'healthy'])
+      .where(sql<boolean>`node_id = any(${[...nodeIds]}::uuid[])`)
+      .orderBy('node_id')
+      .orderBy('index')
+      .execute();
+    for (const { node_id, ...g } of rows) {
+      const list = out.get(node_id);
+      if (list) list.push(g);
+      else out.set(node_id, [g]);
+    }
+    return out;
   }
 
   /** A health observation that changes nothing (throttling, a non-critical XID): recorded with its cause. */
@@ -299,13 +327,20 @@ export class NodesRepository {
    * use (a second agent process, a late resend) is younger and stays.
    */
   async pruneStreams(nodeId: string, keep: string, before: Date): Promise<number> {
-    const r = await this.db
-      .deleteFrom('agent_streams')
-      .where('node_id', '=', nodeId)
-      .where('stream', '<>', keep)
-      .where('updated_at', '<', before)
-      .executeTakeFirst();
-    return Number(r.numDeletedRows);
+    return (await this.pruneStreamsMany([{ nodeId, keep }], before)).get(nodeId) ?? 0;
+  }
+
+  /** `pruneStreams` for many nodes in one statement: how many each lost. */
+  async pruneStreamsMany(nodes: readonly { nodeId: string; keep: string }[], before: Date): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    if (!nodes.length) return out;
+    const r = await sql<{ node_id: string }>`
+      delete from agent_streams a
+      using unnest(${nodes.map((n) => n.nodeId)}::uuid[], ${nodes.map((n) => n.keep)}::text[]) as k(node_id, keep)
+      where a.node_id = k.node_id and a.stream <> k.keep and a.updated_at < ${before}::timestamptz
+      returning a.node_id`.execute(this.db);
+    for (const { node_id } of r.rows) out.set(node_id, (out.get(node_id) ?? 0) + 1);
+    return out;
   }
 
   /** A gateway process says it is alive (and since when it runs). */
@@ -336,5 +371,17 @@ export class NodesRepository {
   async streamSeq(nodeId: string, stream: string): Promise<number> {
     const r = await this.db.selectFrom('agent_streams').select('last_seq').where('node_id', '=', nodeId).where('stream', '=', stream).executeTakeFirst();
     return r ? Number(r.last_seq) : -1;
+  }
+
+  /** `streamSeq` of many (node, stream) pairs in one statement, keyed `nodeId/stream`; -1 for a stream never seen. */
+  async streamSeqMany(pairs: readonly { nodeId: string; stream: string }[]): Promise<Map<string, number>> {
+    const out = new Map(pairs.map((p) => [`${p.nodeId}/${p.stream}`, -1]));
+    if (!pairs.length) return out;
+    const r = await sql<{ node_id: string; stream: string; last_seq: string }>`
+      select a.node_id, a.stream, a.last_seq from agent_streams a
+      join unnest(${pairs.map((p) => p.nodeId)}::uuid[], ${pairs.map((p) => p.stream)}::text[]) as k(node_id, stream)
+        on a.node_id = k.node_id and a.stream = k.stream`.execute(this.db);
+    for (const x of r.rows) out.set(`${x.node_id}/${x.stream}`, Number(x.last_seq));
+    return out;
   }
 }

@@ -216,22 +216,41 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
     expect(await s.nodes.streamSeq(s.nodeId, 'prune-now')).toBe(5);
   });
 
-  it("applies an agent's hello in one statement: up only from down, what it reported, the address kept when it says none", async () => {
+  it("applies agents' hellos in one statement: up only from down, what each reported, the address kept when it says none", async () => {
     const n = await s.nodes.create({ name: `hello-node-${_kind}`, gpuType: 'h100', gpus: 8, rack: 'r1', leafSwitch: 'l1', tokenHash: 'z' });
+    const m = await s.nodes.create({ name: `hello-other-${_kind}`, gpuType: 'h100', gpus: 2, rack: 'r1', leafSwitch: 'l1', tokenHash: 'w' });
     await s.nodes.setState(n, 'down', 'agent silent');
+    await s.nodes.setState(m, 'up', 'test');
     const at = new Date(t0.getTime() + 60_000);
     const iso: NodeIsolationJson = { cgroup: 'v2', pids: true, memory: true, devices: true, uids: 'range' };
-    expect(await s.nodes.hello(n, { at, gatewayId: 'gw-1', isolation: iso, address: '10.0.0.7', outputDir: '/var/lib/nuri/out' })).toBe(true);
-    const row = async () => (await sql<{ state: string; state_reason: string; connected: boolean; gateway_id: string; address: string | null; output_dir: string | null; isolation: unknown; last_heartbeat_at: Date }>`select * from nodes where id = ${n}`.execute(tdb.handle.db)).rows[0]!;
-    expect(await row()).toMatchObject({ state: 'up', state_reason: 'agent connected', connected: true, gateway_id: 'gw-1', address: '10.0.0.7', output_dir: '/var/lib/nuri/out', isolation: iso, last_heartbeat_at: at });
+    const came = await s.nodes.helloMany(
+      [
+        { id: n, isolation: iso, address: '10.0.0.7', outputDir: '/var/lib/nuri/out' },
+        { id: m, isolation: null, outputDir: null },
+        { id: '00000000-0000-0000-0000-000000000000', isolation: null, outputDir: null },
+      ],
+      at,
+      'gw-1',
+    );
+    expect([...came]).toEqual([n]);
+    const row = async (id: string) => (await sql<{ state: string; state_reason: string; connected: boolean; gateway_id: string; address: string | null; output_dir: string | null; isolation: unknown; last_heartbeat_at: Date }>`select * from nodes where id = ${id}`.execute(tdb.handle.db)).rows[0]!;
+    expect(await row(n)).toMatchObject({ state: 'up', state_reason: 'agent connected', connected: true, gateway_id: 'gw-1', address: '10.0.0.7', output_dir: '/var/lib/nuri/out', isolation: iso, last_heartbeat_at: at });
+    expect(await row(m)).toMatchObject({ state: 'up', state_reason: 'test', connected: true, gateway_id: 'gw-1', isolation: null, output_dir: null });
     // Up already: not "came up"; no address reported keeps the one known; none of the rest kept.
-    expect(await s.nodes.hello(n, { at, gatewayId: 'gw-2', isolation: null, outputDir: null })).toBe(false);
-    expect(await row()).toMatchObject({ state: 'up', gateway_id: 'gw-2', address: '10.0.0.7', output_dir: null, isolation: null });
+    expect([...(await s.nodes.helloMany([{ id: n, isolation: null, outputDir: null }], at, 'gw-2'))]).toEqual([]);
+    expect(await row(n)).toMatchObject({ state: 'up', gateway_id: 'gw-2', address: '10.0.0.7', output_dir: null, isolation: null });
     // An operator's drain outlives a reconnect.
     await s.nodes.setState(n, 'drained', 'maintenance');
-    expect(await s.nodes.hello(n, { at, gatewayId: 'gw-2', isolation: null, outputDir: null })).toBe(false);
-    expect(await row()).toMatchObject({ state: 'drained', state_reason: 'maintenance' });
-    expect(await s.nodes.hello('00000000-0000-0000-0000-000000000000', { at, gatewayId: 'gw-2', isolation: null, outputDir: null })).toBe(false);
+    expect([...(await s.nodes.helloMany([{ id: n, isolation: null, outputDir: null }], at, 'gw-2'))]).toEqual([]);
+    expect(await row(n)).toMatchObject({ state: 'drained', state_reason: 'maintenance' });
+    // Their GPUs and stream positions, many at a time.
+    const gpus = await s.nodes.gpusOfMany([n, m]);
+    expect(gpus.get(n)!.map((g) => g.index)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    expect(gpus.get(m)!.map((g) => g.index)).toEqual([0, 1]);
+    await s.nodes.advanceStream(m, 'hello-stream', 41, at);
+    const seqs = await s.nodes.streamSeqMany([{ nodeId: m, stream: 'hello-stream' }, { nodeId: n, stream: 'hello-stream' }]);
+    expect(Object.fromEntries(seqs)).toEqual({ [`${m}/hello-stream`]: 41, [`${n}/hello-stream`]: -1 });
+    for (const id of [n, m]) await s.nodes.setState(id, 'drained', 'test');
   });
 
   it("counts no silence for a node whose own gateway died recently: its agent is reconnecting", async () => {

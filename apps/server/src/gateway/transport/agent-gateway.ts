@@ -40,12 +40,11 @@ export interface AgentGatewayOptions {
   /** Upgrades being authenticated at once (each a database read); more are refused (503). Default 512. */
   maxAuthInFlight?: number;
   /**
-   * Hellos processed at once (each about five queries: one write of the node's row, its GPUs,
-   * its stream, its running jobs, old streams pruned); the rest wait their turn. Default 4, so
-   * 4,000 agents reconnecting after a restart leave the rest of the database pool to the api
-   * in the same process: with 16, GET /v1/jobs/:id took 1.4 s (p50) during the storm, and the
-   * agents came back no faster (bench:live, one process: each hello then waits out the
-   * scheduler pass's synchronous stages, not the limit).
+   * Hellos processed at once; the rest wait their turn. The fleet batches their reads and
+   * writes (five statements for up to 64 hellos), and each may add a write of a changed
+   * inventory or a read of the jobs to start or stop, so this bounds what 4,000 agents
+   * reconnecting after a restart take from the database pool the api shares. Default 32
+   * (16 unbatched hellos slowed GET /v1/jobs/:id to 1.4 s in such a storm).
    */
   maxHellosInFlight?: number;
   log?: (level: 'debug' | 'info' | 'warn' | 'error', msg: string) => void;
@@ -142,7 +141,7 @@ export class AgentGateway implements AgentLink {
   };
 
   constructor(private readonly opts: AgentGatewayOptions) {
-    this.hellos = new Limiter(opts.maxHellosInFlight ?? 4);
+    this.hellos = new Limiter(opts.maxHellosInFlight ?? 32);
     if (!opts.server && opts.port === undefined) throw new Error('AgentGateway needs `server` or `port`');
     this.path = opts.path ?? '/agent';
     this.wss = new WebSocketServer({ noServer: true, maxPayload: opts.maxPayloadBytes ?? 1024 * 1024, clientTracking: false });

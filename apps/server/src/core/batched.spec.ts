@@ -1,0 +1,58 @@
+import { describe, expect, it } from 'vitest';
+import { Batched } from './batched';
+
+describe('Batched', () => {
+  it('runs an item alone at once, and what arrives meanwhile together, up to max', async () => {
+    const seen: string[][] = [];
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const b = new Batched<string, string>(
+      async (items) => {
+        seen.push(items);
+        if (seen.length === 1) await gate;
+        return items.map((i) => i.toUpperCase());
+      },
+      { max: 3, key: (i) => i },
+    );
+    const first = b.run('a');
+    const rest = ['b', 'c', 'd', 'e'].map((i) => b.run(i));
+    release();
+    expect(await first).toBe('A');
+    expect(await Promise.all(rest)).toEqual(['B', 'C', 'D', 'E']);
+    expect(seen).toEqual([['a'], ['b', 'c', 'd'], ['e']]);
+  });
+
+  it('never puts two items with one key in a batch: the later waits for the next', async () => {
+    const seen: string[][] = [];
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const b = new Batched<{ node: string; n: number }, number>(
+      async (items) => {
+        seen.push(items.map((i) => `${i.node}${i.n}`));
+        if (seen.length === 1) await gate;
+        return items.map((i) => i.n);
+      },
+      { max: 10, key: (i) => i.node },
+    );
+    const all = [b.run({ node: 'x', n: 0 }), b.run({ node: 'x', n: 1 }), b.run({ node: 'y', n: 2 }), b.run({ node: 'x', n: 3 })];
+    release();
+    expect(await Promise.all(all)).toEqual([0, 1, 2, 3]);
+    expect(seen).toEqual([['x0'], ['x1', 'y2'], ['x3']]);
+  });
+
+  it('fails every item of a failed batch, and goes on with the next', async () => {
+    let calls = 0;
+    const b = new Batched<number, number>(
+      async (items) => {
+        calls++;
+        if (items.includes(13)) throw new Error('unlucky');
+        return items;
+      },
+      { max: 10, key: String },
+    );
+    const [a, c] = [b.run(13), b.run(1)];
+    await expect(a).rejects.toThrow('unlucky');
+    expect(await c).toBe(1);
+    expect(calls).toBe(2);
+  });
+});
