@@ -193,7 +193,12 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
       ),
     ]);
     const onNode = new Map<string, RunningWithPlacement[]>();
-    for (const j of running) for (const n of new Set(j.placement.map((p) => p.nodeId))) onNode.set(n, [...(onNode.get(n) ?? []), j]);
+    for (const j of running)
+      for (const n of new Set(j.placement.map((p) => p.nodeId))) {
+        const list = onNode.get(n);
+        if (list) list.push(j);
+        else onNode.set(n, [j]);
+      }
     return items.map(({ nodeId, hello }) => ({
       up: up.has(nodeId),
       stored: gpus.get(nodeId) ?? [],

@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { annotationStale, FlickerDamper, type Annotation } from './annotations';
+import { FlickerDamper, staleBecause, type Annotation } from './annotations';
+
+const annotationStale = (old: Annotation | undefined, next: Annotation, now: number) => staleBecause(old, next, now) !== null;
 
 const NOW = Date.UTC(2026, 0, 1);
 const a = (position: number | null, eta: number | null = null, reason = 'Over quota', code: Annotation['code'] = 'over_quota_limit'): Annotation => ({ code, reason, eta, position });

@@ -15,8 +15,11 @@ const POSITION_SLACK = 0.1;
 const ETA_EXACT_MS = 60_000;
 const ETA_SLACK = 0.1;
 
+export type StaleCause = 'new' | 'code' | 'reason' | 'position' | 'estimate';
+
 /**
- * Whether a pending job's stored annotation must be rewritten. After every start all the
+ * Why a pending job's stored annotation must be rewritten, or null (the slow-pass log counts
+ * the causes). After every start all the
  * positions behind it move by one, and once estimates are calibrated every estimate moves with
  * the clock: rewriting them all took seconds a pass at 100,000 pending jobs. A reason is always
  * exact (its code and sentence); a position beyond the first 100 and an estimate more than 10
@@ -25,12 +28,6 @@ const ETA_SLACK = 0.1;
  * ahead, and after each start tens of thousands of those counts move by one or two): it is
  * rewritten with its position, exactly within the first 100, else when the position drifts.
  */
-export function annotationStale(old: Annotation | undefined, next: Annotation, now: number): boolean {
-  return staleBecause(old, next, now) !== null;
-}
-
-/** Why the stored annotation must be rewritten (see annotationStale), or null: the slow-pass log counts them. */
-export type StaleCause = 'new' | 'code' | 'reason' | 'position' | 'estimate';
 export function staleBecause(old: Annotation | undefined, next: Annotation, now: number): StaleCause | null {
   if (!old) return 'new';
   if (old.code !== next.code) return 'code';

@@ -273,7 +273,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     const heardSince = new Date(now.getTime() - this.config.nodeDownAfterSeconds * 1000);
     // A new leader's first pass and a full reload (after a failed pass) also read what is stored
     // for each pending job, so this pass writes only what differs from it, not 100,000 rows.
-    const reload = !this.live.loaded || !this.annotationsKnown;
+    const readStored = !this.live.loaded || !this.annotationsKnown;
     const [tenants, usage, nodeRows, undecided, runningPerArray, stored] = await Promise.all([
       read('tenants', this.tenants.list()),
       read('usage', this.usage.all()),
@@ -285,7 +285,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       read('jobs', this.serial(() => this.refreshLive())).then(() => read('dependencies', this.dependencies.undecidedOfPending())),
       // Only this leader starts jobs, so no task starts between this count and the commit.
       read('throttled', this.dependencies.runningOfThrottledArrays()),
-      reload ? read('annotations', this.jobs.pendingAnnotations()) : null,
+      readStored ? read('annotations', this.jobs.pendingAnnotations()) : null,
     ]);
     if (stored) {
       this.annotationsKnown = true;

@@ -568,7 +568,8 @@ export class JobsRepository {
    * node or one of those (whole placement still returned); `ids`: only these jobs (those still running).
    */
   async running(filter: { onNode?: string; onNodes?: readonly string[]; ids?: readonly string[] } = {}): Promise<RunningWithPlacement[]> {
-    if ((filter.ids && !filter.ids.length) || (filter.onNodes && !filter.onNodes.length)) return [];
+    const onNodes = filter.onNodes ?? (filter.onNode ? [filter.onNode] : undefined);
+    if ((filter.ids && !filter.ids.length) || (onNodes && !onNodes.length)) return [];
     let q = this.db
       .selectFrom('jobs')
       .innerJoin('allocations', (j) => j.onRef('allocations.job_id', '=', 'jobs.id').on('allocations.released_at', 'is', null))
@@ -595,11 +596,9 @@ export class JobsRepository {
       .groupBy(['jobs.id', 'allocations.node_id', 'nodes.name'])
       .orderBy('jobs.id')
       .orderBy('nodes.name');
-    if (filter.onNode)
-      q = q.where('jobs.id', 'in', (eb) => eb.selectFrom('allocations as a').select('a.job_id').where('a.node_id', '=', filter.onNode!).where('a.released_at', 'is', null));
-    if (filter.onNodes)
+    if (onNodes)
       q = q.where('jobs.id', 'in', (eb) =>
-        eb.selectFrom('allocations as a').select('a.job_id').where(sql<boolean>`a.node_id = any(${[...filter.onNodes!]}::uuid[])`).where('a.released_at', 'is', null),
+        eb.selectFrom('allocations as a').select('a.job_id').where(sql<boolean>`a.node_id = any(${[...onNodes]}::uuid[])`).where('a.released_at', 'is', null),
       );
     if (filter.ids) q = q.where('jobs.id', '=', sql<string>`any(${[...filter.ids]}::uuid[])`);
     const rows = await q.execute();

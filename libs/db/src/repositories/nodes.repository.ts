@@ -225,10 +225,6 @@ export class NodesRepository {
   }
 
   /** A node's GPUs as stored (inventory and health). */
-  async gpusOf(nodeId: string): Promise<{ index: number; uuid: string | null; model: string | null; healthy: boolean }[]> {
-    return (await this.gpusOfMany([nodeId])).get(nodeId) ?? [];
-  }
-
   /** Many nodes' GPUs as stored, by node, each in index order. */
   async gpusOfMany(nodeIds: readonly string[]): Promise<Map<string, { index: number; uuid: string | null; model: string | null; healthy: boolean }[]>> {
     const out = new Map<string, { index: number; uuid: string | null; model: string | null; healthy: boolean }[]>();
@@ -322,15 +318,11 @@ export class NodesRepository {
   }
 
   /**
-   * Forgets a node's other streams not heard from since `before`: each agent start opens a
-   * new stream, and a row per restart would otherwise pile up for ever. A stream still in
-   * use (a second agent process, a late resend) is younger and stays.
+   * Forgets each node's other streams (all but `keep`) not heard from since `before`, in one
+   * statement; how many each lost. Each agent start opens a new stream, and a row per restart
+   * would otherwise pile up for ever. A stream still in use (a second agent process, a late
+   * resend) is younger and stays.
    */
-  async pruneStreams(nodeId: string, keep: string, before: Date): Promise<number> {
-    return (await this.pruneStreamsMany([{ nodeId, keep }], before)).get(nodeId) ?? 0;
-  }
-
-  /** `pruneStreams` for many nodes in one statement: how many each lost. */
   async pruneStreamsMany(nodes: readonly { nodeId: string; keep: string }[], before: Date): Promise<Map<string, number>> {
     const out = new Map<string, number>();
     if (!nodes.length) return out;

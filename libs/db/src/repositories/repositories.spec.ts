@@ -209,7 +209,7 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
     const hour = 3600_000;
     for (const [stream, ago] of [['old-1', 3], ['old-2', 2], ['recent', 0.01], ['now', 0]] as const)
       await s.nodes.advanceStream(s.nodeId, `prune-${stream}`, 5, new Date(t0.getTime() - ago * hour));
-    expect(await s.nodes.pruneStreams(s.nodeId, 'prune-now', new Date(t0.getTime() - hour))).toBeGreaterThanOrEqual(2);
+    expect((await s.nodes.pruneStreamsMany([{ nodeId: s.nodeId, keep: 'prune-now' }], new Date(t0.getTime() - hour))).get(s.nodeId)).toBeGreaterThanOrEqual(2);
     expect(await s.nodes.streamSeq(s.nodeId, 'prune-old-1')).toBe(-1);
     expect(await s.nodes.streamSeq(s.nodeId, 'prune-old-2')).toBe(-1);
     expect(await s.nodes.streamSeq(s.nodeId, 'prune-recent')).toBe(5);
