@@ -9,7 +9,7 @@
 import { randomUUID } from 'node:crypto';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import WebSocket from 'ws';
-import { nodeName, tokenFor } from './gateway-shared';
+import { agentIdentity, connectFleet } from './gateway-shared';
 import { percentile } from './support';
 
 const N = Number(process.env.BENCH_AGENTS ?? 4000);
@@ -183,15 +183,16 @@ process.on('message', (cmd: { op: string }) =>
   // A failed command ends the helper with its error: the parent sees it exit, not a silent stall.
   void (async () => {
     if (cmd.op === 'connect') {
-      const t0 = Date.now();
-      for (let i = 0; i < N; i++) {
-        const s: Sim = { i, name: nodeName(i), token: tokenFor(SEED, nodeName(i)), stream: randomUUID().replace(/-/g, '').slice(0, 24), ready: false, seq: 0, unacked: [], attempt: 0, reconnects: 0, lastEventSeq: 0 };
-        sims.push(s);
-        connect(s);
-        if (i % 100 === 99) await new Promise((r) => setTimeout(r, 20)); // let the loop breathe
-      }
-      while (connected < N && Date.now() - t0 < 120_000) await new Promise((r) => setTimeout(r, 100));
-      process.send!({ op: 'connected', connected, ms: Date.now() - t0 });
+      const c = await connectFleet(
+        N,
+        (i) => {
+          const s: Sim = { ...agentIdentity(SEED, i), ready: false, seq: 0, unacked: [], attempt: 0, reconnects: 0, lastEventSeq: 0 };
+          sims.push(s);
+          connect(s);
+        },
+        () => connected,
+      );
+      process.send!({ op: 'connected', ...c });
     } else if (cmd.op === 'send') {
       sending = true;
       stats.lat = [];

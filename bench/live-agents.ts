@@ -6,9 +6,8 @@
  * `start` a `started` event (each `stop` an `exited`), as a real agent whose jobs run until
  * stopped. Reconnects with the agent's backoff (full jitter, base 500 ms, cap 30 s).
  */
-import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
-import { nodeName, tokenFor } from './gateway-shared';
+import { agentIdentity, connectFleet } from './gateway-shared';
 
 const N = Number(process.env.BENCH_AGENTS ?? 4000);
 const GPUS = Number(process.env.BENCH_GPUS ?? 8);
@@ -115,15 +114,16 @@ process.on('message', (cmd: { op: string; url?: string }) =>
   // A failed command ends the helper with its error: the parent sees it exit, not a silent stall.
   void (async () => {
     if (cmd.op === 'connect') {
-      const t0 = Date.now();
-      for (let i = 0; i < N; i++) {
-        const s: Sim = { i, name: nodeName(i), token: tokenFor(SEED, nodeName(i)), stream: randomUUID().replace(/-/g, '').slice(0, 24), ready: false, seq: 0, attempt: 0, running: new Map(), heartbeatMs: 5000 };
-        sims.push(s);
-        connect(s);
-        if (i % 100 === 99) await new Promise((r) => setTimeout(r, 20)); // let the loop breathe
-      }
-      while (connected < N && Date.now() - t0 < 120_000) await new Promise((r) => setTimeout(r, 100));
-      process.send!({ op: 'connected', connected, ms: Date.now() - t0 });
+      const c = await connectFleet(
+        N,
+        (i) => {
+          const s: Sim = { ...agentIdentity(SEED, i), ready: false, seq: 0, attempt: 0, running: new Map(), heartbeatMs: 5000 };
+          sims.push(s);
+          connect(s);
+        },
+        () => connected,
+      );
+      process.send!({ op: 'connected', ...c });
     } else if (cmd.op === 'status') {
       process.send!({ op: 'status', connected, starts, running: sims.reduce((n, s) => n + s.running.size, 0) });
     } else if (cmd.op === 'exit') {
