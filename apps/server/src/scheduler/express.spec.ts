@@ -80,6 +80,52 @@ describe('express starts between full passes', () => {
     expect(later.plan([again], [...s.pending, again], now + 6000).starts.map((x) => x.jobId)).toEqual(['again']);
   });
 
+  it('tells from the free GPUs alone which newcomers cannot start, and then plans nothing', () => {
+    const drained = { ...node('d', 'h100'), schedulable: false };
+    const sick = { ...node('s', 'h800'), gpus: node('s', 'h800').gpus.map((g) => ({ ...g, healthy: g.index >= 6 })) };
+    const nodes = [node('a', 'h100'), node('b', 'h100'), drained, sick];
+    const tenants = [
+      { id: 't', name: 't', weight: 1, decayedUsage: 0, quotas: { h100: { guaranteed: 64, limit: 64 }, h800: { guaranteed: 64, limit: 64 } } },
+      { id: 'u', name: 'u', weight: 1, decayedUsage: 0, quotas: { h100: { guaranteed: 0, limit: 4 } } },
+    ];
+    const running: RunningJob[] = [
+      { id: 'r1', tenantId: 't', gpus: 3, gpuModel: 'h100', priority: 1, submittedAt: T0, startedAt: T0, timeLimitSeconds: HOUR, placement: [{ nodeId: 'a', gpuIndices: [0, 1, 2] }], stopping: false },
+      { id: 'r2', tenantId: 'u', gpus: 2, gpuModel: 'h100', priority: 1, submittedAt: T0, startedAt: T0, timeLimitSeconds: HOUR, placement: [{ nodeId: 'a', gpuIndices: [3, 4] }], stopping: true },
+    ];
+    const s: Snapshot = { now: T0, config: CONFIG, tenants, nodes, running, pending: [] };
+    const plan = schedule(s);
+    const express = new ExpressState({ snapshot: s, plan, started: new Set() });
+    // h100: node a has 3 free, node b 8 (wholly free); the drained node counts for nothing.
+    expect(express.mayStart({ gpus: 8, gpuType: 'h100', tenantId: 't' })).toBe(true);
+    expect(express.mayStart({ gpus: 16, gpuType: 'h100', tenantId: 't' })).toBe(false);
+    // h800: two healthy GPUs on a node that is not whole.
+    expect(express.mayStart({ gpus: 2, gpuType: 'h800', tenantId: 't' })).toBe(true);
+    expect(express.mayStart({ gpus: 3, gpuType: 'h800', tenantId: 't' })).toBe(false);
+    expect(express.mayStart({ gpus: 8, gpuType: 'h800', tenantId: 't' })).toBe(false);
+    expect(express.mayStart({ gpus: 3, gpuType: 'any', tenantId: 't' })).toBe(true);
+    // Within a tenant's limit only: u may hold 4 H100 GPUs (2 already) and no H800 GPU.
+    expect(express.mayStart({ gpus: 2, gpuType: 'h100', tenantId: 'u' })).toBe(true);
+    expect(express.mayStart({ gpus: 3, gpuType: 'h100', tenantId: 'u' })).toBe(false);
+    expect(express.mayStart({ gpus: 2, gpuType: 'h800', tenantId: 'u' })).toBe(false);
+    expect(express.mayStart({ gpus: 2, gpuType: 'any', tenantId: 'u' })).toBe(true);
+    // An express start on b takes it: then 8 GPUs fit nowhere, and a plan for them is skipped.
+    const big = job('big', 't', 8, T0 + 1000);
+    const p1 = express.plan([big], [big], T0 + 1000);
+    expect(p1.starts.map((x) => x.jobId)).toEqual(['big']);
+    express.started([big], p1.starts, new Set(['big']), T0 + 1000);
+    expect(express.mayStart({ gpus: 8, gpuType: 'h100', tenantId: 't' })).toBe(false);
+    expect(express.mayStart({ gpus: 3, gpuType: 'h100', tenantId: 't' })).toBe(true);
+    const again = job('again', 't', 8, T0 + 2000);
+    expect(express.plan([again], [again], T0 + 2000)).toEqual({ starts: [], preemptions: [], pending: [] });
+    expect(express.knows('again')).toBe(true);
+    const small = job('small', 't', 3, T0 + 3000);
+    express.started([small], express.plan([small], [small], T0 + 3000).starts, new Set(['small']), T0 + 3000);
+    expect(express.mayStart({ gpus: 1, gpuType: 'h100', tenantId: 't' })).toBe(false);
+    expect(express.anyFree()).toBe(true); // the sick node's two
+    const none = new ExpressState({ snapshot: { ...s, nodes: [node('a', 'h100')], running: [{ ...running[0]!, gpus: 8, placement: [{ nodeId: 'a', gpuIndices: [0, 1, 2, 3, 4, 5, 6, 7] }] }] }, plan, started: new Set() });
+    expect(none.anyFree()).toBe(false);
+  });
+
   it('never starts a newcomer the full policy would not start on the same state (property)', () => {
     const arb = fc.record({
       h100: fc.integer({ min: 1, max: 4 }),
@@ -122,6 +168,9 @@ describe('express starts between full passes', () => {
         const full = schedule(state);
         const fullStarts = new Set(full.starts.map((x) => x.jobId));
         for (const st of quick.starts) expect(fullStarts.has(st.jobId), `express started ${st.jobId}, the full pass would not`).toBe(true);
+        // The free-GPU bound never turns away a newcomer a plan could start.
+        for (const n of newcomers) if (fullStarts.has(n.id)) expect(express.mayStart(n), `${n.id} started by the full pass, but mayStart is false`).toBe(true);
+        if (full.starts.some((st) => st.jobId.startsWith('x'))) expect(express.anyFree()).toBe(true);
         expressed += quick.starts.length;
         refusedByFull += newcomers.filter((n) => !fullStarts.has(n.id)).length;
         // No GPU twice, none held, quotas' limits honoured.

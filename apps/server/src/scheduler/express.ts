@@ -1,4 +1,5 @@
-import { Scheduler, type Plan, type RunningJob, type Snapshot } from '@nuri/scheduling';
+import { GPUS_PER_NODE } from '@nuri/contracts';
+import { Scheduler, type GpuModel, type PendingJob, type Plan, type RunningJob, type Snapshot } from '@nuri/scheduling';
 
 /**
  * Express starts (issue 13): a job submitted between two full passes starts at once when the
@@ -18,6 +19,13 @@ import { Scheduler, type Plan, type RunningJob, type Snapshot } from '@nuri/sche
  * another job could have had, and the plan's ranking, quotas and reservations hold. Only the
  * newcomers' starts are taken; preemptions are left to the full pass. The commit still
  * verifies every start against the database.
+ *
+ * Most newcomers into a busy center cannot start: no node has the GPUs free, or their tenant
+ * is at its limit. `mayStart` tells so from the free GPUs and the limits alone (a bound no plan
+ * can beat): newcomers none of which may
+ * start cost no plan, and while no GPU is free an express start reads nothing (issue 13:
+ * planning a tenant's 20,000 queued jobs for each submission that could never start was most
+ * of what the scheduler spent on a stream of them).
  */
 export interface ExpressBase {
   snapshot: Snapshot;
@@ -35,6 +43,10 @@ export class ExpressState {
 
   /** Express starts made on this state (carried into the next one if its pass did not see them). */
   private readonly expressed: RunningJob[] = [];
+  /** Per schedulable node, its healthy GPUs no running job holds (null: recount after a start). */
+  private freeGpus: { model: GpuModel; whole: boolean; free: number }[] | null = null;
+  /** GPUs each tenant's running jobs hold, by type (counted with freeGpus). */
+  private readonly used = new Map<string, Record<GpuModel, number>>();
 
   /** `previous`: the state before this pass; its express starts this pass's snapshot missed are kept. */
   constructor(
@@ -61,6 +73,60 @@ export class ExpressState {
     for (const p of base.plan.pending) if (p.reason === 'waiting_for_reclaim') this.keep.add(p.jobId);
   }
 
+  /**
+   * Whether any placement could start the job now: its tenant's limit for the type has room for
+   * it, and some schedulable node of the type has that many healthy GPUs free, or (more than a
+   * node's worth) there are enough wholly free healthy nodes. Reservations, guarantees and
+   * ranking only take starts away, so false means no plan would start it.
+   */
+  mayStart(job: Pick<PendingJob, 'gpus' | 'gpuType' | 'tenantId'>): boolean {
+    const nodes = (this.freeGpus ??= this.countFree());
+    const quotas = (this.base.snapshot.config.mode ?? 'nuri') === 'nuri';
+    const fits = (m: GpuModel) => {
+      if (quotas) {
+        // The tenant's limit for the type (none: 0), against all it holds there, stopping jobs too.
+        const limit = this.base.snapshot.tenants.find((t) => t.id === job.tenantId)?.quotas[m]?.limit ?? 0;
+        if ((this.used.get(job.tenantId)?.[m] ?? 0) + job.gpus > limit) return false;
+      }
+      let whole = 0;
+      for (const n of nodes) {
+        if (n.model !== m) continue;
+        if (job.gpus <= GPUS_PER_NODE ? n.free >= job.gpus : n.whole && (whole += n.free) >= job.gpus) return true;
+      }
+      return false;
+    };
+    return job.gpuType === 'any' ? fits('h100') || fits('h800') : fits(job.gpuType);
+  }
+
+  /** Whether some GPU is free anywhere (none: no newcomer can start until the next full pass). */
+  anyFree(): boolean {
+    return (this.freeGpus ??= this.countFree()).some((n) => n.free > 0);
+  }
+
+  private countFree(): { model: GpuModel; whole: boolean; free: number }[] {
+    const held = new Map<string, Set<number>>();
+    this.used.clear();
+    for (const r of this.running) {
+      let u = this.used.get(r.tenantId);
+      if (!u) this.used.set(r.tenantId, (u = { h100: 0, h800: 0 }));
+      u[r.gpuModel] += r.gpus;
+      for (const p of r.placement) {
+        let s = held.get(p.nodeId);
+        if (!s) held.set(p.nodeId, (s = new Set()));
+        for (const g of p.gpuIndices) s.add(g);
+      }
+    }
+    const out: { model: GpuModel; whole: boolean; free: number }[] = [];
+    for (const n of this.base.snapshot.nodes) {
+      if (!n.schedulable) continue;
+      const h = held.get(n.id);
+      let free = 0;
+      for (const g of n.gpus) if (g.healthy && !h?.has(g.index)) free++;
+      out.push({ model: n.gpuType, whole: free === n.gpus.length, free });
+    }
+    return out;
+  }
+
   tenantName(id: string): string | undefined {
     return this.base.snapshot.tenants.find((t) => t.id === id)?.name;
   }
@@ -82,9 +148,12 @@ export class ExpressState {
    * pending job of the newcomers' tenants (the rest is not planned on).
    */
   plan(newcomers: readonly Snapshot['pending'][number][], pending: readonly Snapshot['pending'][number][], now: number): Plan {
+    for (const j of newcomers) this.known.add(j.id);
+    // None can start: no plan. Otherwise all are planned: one that cannot start may still hold
+    // a reservation another must not delay.
+    if (!newcomers.some((j) => this.mayStart(j))) return { starts: [], preemptions: [], pending: [] };
     const tenants = new Set(newcomers.map((j) => j.tenantId));
     const fresh = new Set(newcomers.map((j) => j.id));
-    for (const id of fresh) this.known.add(id);
     const queue = pending.filter((j) => fresh.has(j.id) || this.keep.has(j.id) || tenants.has(j.tenantId));
     const plan = this.core.plan({ ...this.base.snapshot, now, running: this.running, pending: queue });
     return { ...plan, starts: plan.starts.filter((s) => fresh.has(s.jobId)), preemptions: [] };
@@ -99,6 +168,7 @@ export class ExpressState {
       const r = asRunning(j, s, now);
       this.running.push(r);
       this.expressed.push(r);
+      this.freeGpus = null;
     }
   }
 }

@@ -394,11 +394,14 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
   async expressPass(): Promise<string[]> {
     const express = this.express;
     if (!this.lock || !express || !this.live.loaded || this.stopped) return [];
+    // No GPU free since the last full pass: no newcomer can start, so nothing is read (the
+    // arrivals wait for that pass, which plans them all).
+    if (!express.anyFree()) return [];
     await this.refreshLive();
     // Only jobs that entered the queue since the last look, and only their tenants' queues:
     // at 100,000 pending jobs, walking all of them made each express start ~70 ms of CPU.
     const candidates = this.live.takeArrivals().filter((j) => !express.knows(j.id) && j.array_max_running === null);
-    if (!candidates.length) return [];
+    if (!candidates.some((j) => express.mayStart(corePending(j)))) return [];
     const waiting = await this.dependencies.withDependencies(candidates.map((j) => j.id));
     const newcomers = candidates.filter((j) => !waiting.has(j.id));
     if (!newcomers.length) return [];
