@@ -19,12 +19,13 @@ import { Plan, Scheduler, StartCalibration } from '@nuri/scheduling';
 import { Clock } from '../core/clock';
 import { Coalesced } from '../core/coalesced';
 import { CONFIG, SCHEDULER_DATABASE } from '../core/core.module';
-import { Wakeups } from '@nuri/db';
+import { Wakeups, type WakeReason } from '@nuri/db';
 import { JobLifecycle } from '../lifecycle/job-lifecycle';
 import { gatePending } from './gating';
 import { afterStarts, gpuCounts, jobCounts, SchedulerMetricsState, tenantRows } from './scheduler-metrics';
 import { Annotation, FlickerDamper, staleBecause, type StaleCause } from './annotations';
 import { LiveJobs } from './live-jobs';
+import { passPause } from './pacing';
 import { ExpressState } from './express';
 import { buildSnapshot, corePending } from './snapshot';
 
@@ -34,6 +35,7 @@ export const SCHEDULER_LOCK_KEY = 0x6e757269;
 const SLOW_PASS_MS = 2000;
 /** The jobs-by-state gauge walks every live job: refreshed at most this often. */
 const JOB_COUNTS_INTERVAL_MS = 5000;
+
 
 export interface PassResult {
   plan: Plan;
@@ -71,11 +73,24 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
    * half of a process it shares with the api or a gateway (with a 1 s cap, a 3 s pass under
    * load took three quarters and 4,000 agents' hellos waited it out). Alone in its process it
    * waits at most 1 s.
+   * When only submissions woke it since a pass began, and express starts are on, the next pass
+   * waits at least SUBMIT_PASS_SPACING_MS: newcomers that can start do so by express, and the
+   * rest only wait for their reason. On a short queue a stream of submissions otherwise ran a
+   * pass every few tens of milliseconds, most of the scheduler's share of the process.
    */
-  private readonly passes = new Coalesced(() => this.timedPass(), {
-    stopped: () => this.stopped,
-    pauseMs: (spent) => (this.config.roles.has('api') || this.config.roles.has('gateway') ? spent : Math.min(1000, spent)),
-  });
+  private readonly passes = new Coalesced(
+    () => {
+      this.onlySubmits = true;
+      return this.timedPass();
+    },
+    {
+      stopped: () => this.stopped,
+      pauseMs: (spent) =>
+        passPause(spent, { sharesProcess: this.config.roles.has('api') || this.config.roles.has('gateway'), onlySubmits: this.onlySubmits, express: this.express !== null }),
+    },
+  );
+  /** Whether every trigger since the current pass began was a submission (see `passes`). */
+  private onlySubmits = true;
   private stopped = false;
   private unsubscribe?: () => void;
   /**
@@ -138,7 +153,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
   async onApplicationBootstrap(): Promise<void> {
     this.unsubscribe = this.wakeups.onWake((reason) => {
       if (reason === 'submit' && this.lock && this.express && !this.stopped) this.expresses.trigger();
-      if (reason !== 'dispatch') this.trigger();
+      if (reason !== 'dispatch') this.trigger(reason);
     });
     await this.tick();
   }
@@ -226,8 +241,9 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
   }
 
   /** Runs a pass now, or right after the one in flight (see `passes`). */
-  trigger(): void {
+  trigger(reason?: WakeReason): void {
     if (!this.lock || this.stopped) return;
+    if (reason !== 'submit') this.onlySubmits = false;
     this.passes.trigger();
   }
 
