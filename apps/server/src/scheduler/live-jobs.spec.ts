@@ -164,4 +164,36 @@ describe('LiveJobs: the incremental queue equals a full reload', () => {
     expect(live.takeTouched()).toContain(pending[0]!.id);
     expect(live.pending().find((j) => j.id === pending[0]!.id)?.priority).toBe('high');
   });
+
+  it('reads rows again while a long transaction holds the horizon back, but applies and touches each write once', async () => {
+    const live = new LiveJobs(jobs);
+    await live.refresh();
+    // Another session's transaction, open with an id: the horizon cannot pass it.
+    const { Client } = await import('pg');
+    const long = new Client({ connectionString: tdb.url });
+    await long.connect();
+    try {
+      await long.query('begin');
+      await long.query('select pg_current_xact_id()');
+      live.takeTouched();
+      const id = await submit(1);
+      expect(await live.refresh()).toMatchObject({ full: false, applied: 1 });
+      expect(live.takeTouched()).toEqual([id]);
+      // The same row comes back (the horizon is held), but it is the same write.
+      const again = await live.refresh();
+      expect(again.rows).toBeGreaterThanOrEqual(1);
+      expect(again.applied).toBe(0);
+      expect(live.takeTouched()).toEqual([]);
+      // A new write to it is applied and touched.
+      await sql`update jobs set priority = 'low' where id = ${id}`.execute(tdb.handle.db);
+      expect((await live.refresh()).applied).toBe(1);
+      expect(live.takeTouched()).toEqual([id]);
+      expect(live.pending().find((j) => j.id === id)?.priority).toBe('low');
+    } finally {
+      await long.query('rollback');
+      await long.end();
+    }
+    await live.refresh();
+    await expectSameAsReload(live);
+  });
 });

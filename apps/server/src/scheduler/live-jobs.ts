@@ -5,6 +5,8 @@ export interface RefreshResult {
   full: boolean;
   /** Job rows read: every pending and running job on a full reload, else the changed ones. */
   rows: number;
+  /** Of the changed rows, those not applied before (absent on a full reload). */
+  applied?: number;
 }
 
 /**
@@ -31,6 +33,13 @@ export class LiveJobs {
   private horizon: string | null = null;
   /** Jobs written since `takeTouched`; null after a full reload (any may have been). */
   private touched: string[] | null = null;
+  /**
+   * The writing transaction of each row an incremental refresh applied, while it may be read
+   * again (at or above the horizon): while a long transaction anywhere in the cluster holds the
+   * horizon back, every refresh reads the same rows again, and one already applied is neither
+   * applied nor touched again (else the leader forgot and rewrote their waits every pass).
+   */
+  private seen = new Map<string, bigint>();
 
   constructor(private readonly jobs: Pick<JobsRepository, 'changeHorizon' | 'changedSince' | 'pending' | 'running'>) {}
 
@@ -38,6 +47,7 @@ export class LiveJobs {
   invalidate(): void {
     this.horizon = null;
     this.touched = null;
+    this.seen.clear();
     this.pendingById.clear();
     this.pendingByTenant.clear();
     this.arrivals.clear();
@@ -59,13 +69,19 @@ export class LiveJobs {
       this.runningById = new Map(running.map((j) => [j.id, j]));
       this.horizon = horizon;
       this.touched = null;
+      this.seen.clear();
       return { full: true, rows: pending.length + running.length };
     }
     const changed = await this.jobs.changedSince(this.horizon);
     const nowRunning: string[] = [];
+    let applied = 0;
     for (const c of changed) {
+      const xid = BigInt(c.xid);
+      if (this.seen.get(c.id) === xid) continue;
+      this.seen.set(c.id, xid);
+      applied++;
       if (c.state === 'pending') {
-        const { state: _state, ...row } = c;
+        const { state: _state, xid: _xid, ...row } = c;
         if (!this.pendingById.has(c.id)) this.arrivals.add(c.id);
         this.putPending(row);
       } else this.dropPending(c.id);
@@ -80,8 +96,13 @@ export class LiveJobs {
       for (const id of nowRunning) this.runningById.delete(id);
       for (const r of fresh) this.runningById.set(r.id, r);
     }
+    if (horizon !== this.horizon) {
+      // Rows below the new horizon are never read again.
+      const h = BigInt(horizon);
+      for (const [id, xid] of this.seen) if (xid < h) this.seen.delete(id);
+    }
     this.horizon = horizon;
-    return { full: false, rows: changed.length };
+    return { full: false, rows: changed.length, applied };
   }
 
   /**

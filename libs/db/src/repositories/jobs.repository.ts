@@ -526,12 +526,13 @@ export class JobsRepository {
    * columns the scheduler reads of a pending job: the leader's in-memory queue applies them
    * instead of reading every pending job each pass. Served by the jobs_change_xid index.
    */
-  async changedSince(horizon: string): Promise<(PendingJobRow & { state: State })[]> {
+  /** `xid`: the transaction that last wrote the row (a row read again with the same one has not changed). */
+  async changedSince(horizon: string): Promise<(PendingJobRow & { state: State; xid: string })[]> {
     const rows = await this.pendingColumns()
-      .select('state')
+      .select(['state', sql<string>`change_xid::text`.as('xid')])
       .where(sql<boolean>`change_xid >= ${horizon}::xid8`)
       .execute();
-    return rows.map((r) => Object.assign(toPendingRow(r), { state: r.state }));
+    return rows.map(({ xid, ...r }) => Object.assign(toPendingRow(r), { state: r.state, xid }));
   }
 
   /** What is stored for each pending job's wait (reason, its code, estimate in ms, position): a new leader writes only what differs. */
