@@ -41,6 +41,8 @@ export const ServerConfigSchema = z
     NURI_TIMEOUT_GRACE_SECONDS: z.coerce.number().int().min(0).max(3600).default(10),
     NURI_MIN_RUNTIME_BEFORE_PREEMPT_SECONDS: z.coerce.number().int().min(0).default(300),
     NURI_RESERVATION_DEPTH: z.coerce.number().int().min(0).max(1000).default(10),
+    // The most waits a pass writes for jobs that have none yet (the rest, further back, in the next passes).
+    NURI_NEW_WAITS_PER_PASS: z.coerce.number().int().min(1).default(20_000),
     // As the simulator's DEFAULT_POLICY_CONFIG, so the figures it reports are for this default. 0: off.
     NURI_STARVATION_SECONDS: z.coerce.number().int().min(0).default(4 * 3600),
     NURI_FAIR_SHARE_HALF_LIFE_SECONDS: z.coerce.number().positive().default(7 * 24 * 3600),
@@ -94,6 +96,7 @@ export const ServerConfigSchema = z
     timeoutGraceSeconds: c.NURI_TIMEOUT_GRACE_SECONDS,
     minRuntimeBeforePreemptSeconds: c.NURI_MIN_RUNTIME_BEFORE_PREEMPT_SECONDS,
     reservationDepth: c.NURI_RESERVATION_DEPTH,
+    newWaitsPerPass: c.NURI_NEW_WAITS_PER_PASS,
     starvationSeconds: c.NURI_STARVATION_SECONDS,
     fairShareHalfLifeSeconds: c.NURI_FAIR_SHARE_HALF_LIFE_SECONDS,
     nodeDownAfterSeconds: c.NURI_NODE_DOWN_AFTER_SECONDS,
