@@ -27,7 +27,11 @@ RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 
 # --- runtime ------------------------------------------------------------------------------
 FROM ${NODE_IMAGE}
+# The heap is capped (V8 otherwise lets it grow towards a quarter of the machine before it
+# collects hard): at 100,000 pending jobs and 4,000 agents in one process, RSS stayed at
+# 680 MiB with this cap and reached 1.2 GiB without it (npm run bench:live).
 ENV NODE_ENV=production \
+    NODE_OPTIONS=--max-old-space-size=768 \
     PORT=8080 \
     NURI_DATA_DIR=/var/lib/nuri/data \
     NURI_AGENT_WORK_DIR=/var/lib/nuri/agents \

@@ -76,8 +76,9 @@ interface Proc {
 }
 
 function startProc(name: string, roles: string, port: number, dbUrl: string): Proc {
-  // BENCH_NODE_ARGS: flags for the servers' node (e.g. --cpu-prof, or a heap size to compare).
-  const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  // As deployed (npm start, the Dockerfile, the systemd units): a capped heap. BENCH_NODE_ARGS:
+  // other flags for the servers' node (e.g. --cpu-prof, or '' for V8's default heap).
+  const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '--max-old-space-size=768').split(' ').filter(Boolean);
   const child = spawn(process.execPath, [...nodeArgs, resolve(__dirname, '../apps/server/src/main.js')], {
     env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', DATABASE_URL: dbUrl, NURI_ROLES: roles, NURI_DEMO: '0', NURI_LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'pipe', 'inherit'],

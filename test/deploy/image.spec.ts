@@ -3,7 +3,8 @@
  * multi-stage build with the README's commands, a non-root runtime user, the port, variables
  * and health check the server accepts, and an entry point that is a file the build writes.
  */
-import { existsSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { read, ROOT, serverConfig, serverEnvNames, sourceOfBuilt } from './support';
@@ -72,8 +73,12 @@ describe('Dockerfile', () => {
 
   it('its variables, port and health check are what the server accepts and serves', () => {
     const known = serverEnvNames();
-    for (const k of Object.keys(finalEnv)) if (k !== 'NODE_ENV') expect(known.has(k), `${k} is not a server setting`).toBe(true);
-    const { NODE_ENV: _, ...env } = finalEnv;
+    for (const k of Object.keys(finalEnv)) if (k !== 'NODE_ENV' && k !== 'NODE_OPTIONS') expect(known.has(k), `${k} is not a server setting`).toBe(true);
+    // Node's options: the heap cap (as npm start and the systemd units), which node accepts.
+    expect(finalEnv.NODE_OPTIONS).toBe('--max-old-space-size=768');
+    expect(JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).scripts.start).toContain(` ${finalEnv.NODE_OPTIONS} `);
+    expect(spawnSync(process.execPath, ['-e', '0'], { env: { ...process.env, NODE_OPTIONS: finalEnv.NODE_OPTIONS } }).status).toBe(0);
+    const { NODE_ENV: _, NODE_OPTIONS: _o, ...env } = finalEnv;
     const config = serverConfig({ ...env, DATABASE_URL: 'postgres://nuri@db/nuri' });
     expect(config.logFormat).toBe('json');
     expect(final.find((i) => i.op === 'EXPOSE')?.args).toBe(String(config.port));

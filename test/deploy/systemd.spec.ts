@@ -37,6 +37,9 @@ const SERVER_HARDENING: Record<string, string> = {
   CapabilityBoundingSet: '',
 };
 
+/** The heap cap every server launch carries (the Dockerfile's NODE_OPTIONS, npm start). */
+const HEAP_CAP = '--max-old-space-size=768';
+
 const analyze = spawnSync('systemd-analyze', ['--version'], { encoding: 'utf8' }).status === 0;
 
 describe('deploy/systemd', () => {
@@ -45,8 +48,13 @@ describe('deploy/systemd', () => {
       const u = unit(`nuri-${role}.service`);
       expect(one(u, 'User')).toBe('nuri');
       expect(read('deploy/systemd/nuri.sysusers')).toMatch(/^u nuri /m);
-      const [node, main] = argv(one(u, 'ExecStart')!);
+      const [node, ...rest] = argv(one(u, 'ExecStart')!);
       expect(node).toBe('/usr/bin/node');
+      // Node's own flags first: the heap cap the image and `npm start` use too, which node accepts.
+      const flags = rest.filter((a) => a.startsWith('--'));
+      const main = rest[flags.length];
+      expect(flags).toEqual([HEAP_CAP]);
+      expect(spawnSync(process.execPath, [...flags, '-e', '0']).status).toBe(0);
       expect(existsSync(join(ROOT, sourceOfBuilt(main!)))).toBe(true);
       const env = Object.fromEntries((u.get('Environment') ?? []).map((e) => e.split('=', 2) as [string, string]));
       for (const k of Object.keys(env)) expect(serverEnvNames().has(k), `${k} is not a server setting`).toBe(true);
