@@ -892,7 +892,7 @@ export class JobsRepository {
       const [jobs, nodes, gpus, live, portsUsed] = await Promise.all([
         tx.selectFrom('jobs').select(['id', 'state', 'gpus']).where('id', 'in', jobIds).forUpdate().execute(),
         // FOR SHARE: a drain (an UPDATE of the node) waits for this commit, then sees its allocations.
-        tx.selectFrom('nodes').select(['id', 'name', 'state', 'gpu_type', 'last_heartbeat_at']).where('id', 'in', nodeIds).forShare().execute(),
+        tx.selectFrom('nodes').select(['id', 'name', 'state', 'gpu_type', 'last_heartbeat_at']).where('id', 'in', nodeIds).orderBy('id').forShare().execute(),
         tx.selectFrom('gpus').select(['node_id', 'index', 'healthy']).where('node_id', 'in', nodeIds).execute(),
         tx.selectFrom('allocations').select(['node_id', 'gpu_index']).where('node_id', 'in', nodeIds).where('released_at', 'is', null).execute(),
         this.masterPortsByRank0(tx, nodeIds),

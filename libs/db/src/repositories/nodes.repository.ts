@@ -204,13 +204,14 @@ export class NodesRepository {
   /** Nodes heard from again while marked down (an agent that froze, then resumed on the same connection) are up again. */
   async markUpMany(ids: readonly string[], reason: string): Promise<string[]> {
     if (!ids.length) return [];
-    const rows = await this.db
-      .updateTable('nodes')
-      .set({ state: 'up', state_reason: reason })
-      .where('id', 'in', [...ids])
-      .where('state', '=', 'down')
-      .returning('name')
-      .execute();
+    // Locked in id order (see heartbeatMany).
+    const rows = (
+      await sql<{ name: string }>`
+        update nodes n set state = 'up', state_reason = ${reason}
+        from (select id from nodes where id = any(${[...ids]}::uuid[]) and state = 'down' order by id for update) o
+        where n.id = o.id and n.state = 'down'
+        returning n.name`.execute(this.db)
+    ).rows;
     return rows.map((r) => r.name);
   }
 
@@ -218,10 +219,18 @@ export class NodesRepository {
     await this.db.updateTable('nodes').set({ last_heartbeat_at: at }).where('id', '=', id).execute();
   }
 
-  /** Liveness of many nodes in one statement (the gateway batches what its agents said). */
+  /**
+   * Liveness of many nodes in one statement (the gateway batches what its agents said). Rows are
+   * locked in id order, as every statement that writes or locks many nodes does (`helloMany`,
+   * `markUpMany`, the commit's read): in the table's order, a flush and a batch of hellos
+   * deadlocked while 4,000 agents came back after a restart.
+   */
   async heartbeatMany(ids: readonly string[], at: Date): Promise<void> {
     if (!ids.length) return;
-    await this.db.updateTable('nodes').set({ last_heartbeat_at: at }).where('id', 'in', [...ids]).execute();
+    await sql`
+      update nodes n set last_heartbeat_at = ${at}::timestamptz
+      from (select id from nodes where id = any(${[...ids]}::uuid[]) order by id for update) o
+      where n.id = o.id`.execute(this.db);
   }
 
   /** A node's GPUs as stored (inventory and health). */

@@ -253,6 +253,61 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
     for (const id of [n, m]) await s.nodes.setState(id, 'drained', 'test');
   });
 
+  it('records liveness of many nodes, and brings up only those marked down, while a batch of hellos writes the same rows', async () => {
+    const at = new Date(t0.getTime() + 5000);
+    const ids: string[] = [];
+    for (let i = 0; i < 6; i++) ids.push(await s.nodes.create({ name: `live-${_kind}-${i}`, gpuType: 'h100', gpus: 2, rack: 'r1', leafSwitch: 'l1', tokenHash: 'z' }));
+    for (const id of ids) await s.nodes.setState(id, 'up', 'test');
+    await s.nodes.setState(ids[1]!, 'down', 'agent silent');
+    await s.nodes.setState(ids[2]!, 'drained', 'maintenance');
+    // Lists in opposite orders, run together: rows are locked in one order, so neither waits on the other for ever.
+    await Promise.all([
+      s.nodes.heartbeatMany([...ids.slice(0, 4)].reverse(), at),
+      s.nodes.helloMany(ids.slice(2).map((id) => ({ id, isolation: null, outputDir: null })), at, 'gw-1'),
+      s.nodes.heartbeatMany(ids.slice(1), at),
+    ]);
+    const rows = (await sql<{ id: string; state: string; last_heartbeat_at: Date | null }>`select id, state, last_heartbeat_at from nodes where id = any(${ids}::uuid[])`.execute(tdb.handle.db)).rows;
+    for (const r of rows) expect(r.last_heartbeat_at).toEqual(at);
+    expect(await s.nodes.markUpMany([...ids].reverse(), 'agent heard again')).toEqual([`live-${_kind}-1`]);
+    const state = async (id: string) => (await sql<{ state: string; state_reason: string }>`select state, state_reason from nodes where id = ${id}`.execute(tdb.handle.db)).rows[0];
+    expect(await state(ids[1]!)).toEqual({ state: 'up', state_reason: 'agent heard again' });
+    expect(await state(ids[2]!)).toEqual({ state: 'drained', state_reason: 'maintenance' });
+    expect(await s.nodes.markUpMany(ids, 'again')).toEqual([]);
+    for (const id of ids) await s.nodes.setState(id, 'drained', 'test');
+  });
+
+  // Other sessions are needed to watch locks: PostgreSQL only (PGlite has one connection).
+  it.runIf(_kind === 'real PostgreSQL')('locks the nodes of a liveness flush in id order: waiting on the first, it holds none of the others', async () => {
+    const { Client } = await import('pg');
+    const ids: string[] = [];
+    for (let i = 0; i < 12; i++) ids.push(await s.nodes.create({ name: `order-${i}`, gpuType: 'h100', gpus: 1, rack: 'r1', leafSwitch: 'l1', tokenHash: 'o' }));
+    const sorted = [...ids].sort();
+    const holder = new Client({ connectionString: tdb.url });
+    const probe = new Client({ connectionString: tdb.url });
+    await Promise.all([holder.connect(), probe.connect()]);
+    try {
+      await holder.query('begin');
+      await holder.query('select id from nodes where id = $1 for update', [sorted[0]]);
+      const flush = s.nodes.heartbeatMany(ids, new Date(t0.getTime() + 9000));
+      // Until the flush waits on the held row (it cannot finish while the row is held).
+      for (let i = 0; i < 100; i++) {
+        const w = await probe.query(`select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and query like '%last_heartbeat_at%'`);
+        if (w.rows[0].n > 0) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      // Every other node is free to lock: in the table's order the flush would hold some already.
+      await probe.query('begin');
+      const free = await probe.query('select id from nodes where id = any($1::uuid[]) for update skip locked', [sorted.slice(1)]);
+      expect(free.rows.length).toBe(sorted.length - 1);
+      await probe.query('rollback');
+      await holder.query('rollback');
+      await flush;
+    } finally {
+      await Promise.allSettled([holder.end(), probe.end()]);
+    }
+    for (const id of ids) await s.nodes.setState(id, 'drained', 'test');
+  });
+
   it("counts no silence for a node whose own gateway died recently: its agent is reconnecting", async () => {
     const at = (sec: number) => new Date(t0.getTime() + (sec - 2000) * 1000); // before the next test's gateways
     const n = await s.nodes.create({ name: `gw-node-${_kind}`, gpuType: 'h100', gpus: 8, rack: 'r1', leafSwitch: 'l1', tokenHash: 'y' });
