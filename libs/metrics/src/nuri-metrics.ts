@@ -222,6 +222,11 @@ export class NuriMetrics {
     return this.registry.metricsBuffer();
   }
 
+  /** Only the named families of the prom-client registry (`GET /metrics?name=…`); RangeError naming any it does not hold. */
+  familiesBuffer(names: readonly string[]): Promise<Buffer> {
+    return this.registry.familiesBuffer(names);
+  }
+
   /** Content-Type header for GET /metrics. */
   get contentType(): string {
     return this.registry.contentType;

@@ -30,6 +30,18 @@ export class NuriRegistry extends Registry {
     return w.finish();
   }
 
+  /**
+   * Only the named prom-client families (not the hand-written blocks), in the order named: a
+   * poller that wants one counter need not render 15 MB of per-GPU series. Names not in this
+   * registry are refused (thrown), so a typo is not an empty answer.
+   */
+  async familiesBuffer(names: readonly string[]): Promise<Buffer> {
+    const unknown = names.filter((n) => !this.getSingleMetric(n));
+    if (unknown.length) throw new RangeError(`not a family this process exports on its own: ${unknown.join(', ')}`);
+    const parts = await Promise.all([...new Set(names)].map((n) => this.getSingleMetricAsString(n)));
+    return Buffer.from(parts.map((p) => `${p}\n`).join(''), 'utf8');
+  }
+
   override async metrics(): Promise<string> {
     return (await this.metricsBuffer()).toString('utf8');
   }

@@ -57,6 +57,24 @@ describe('GET /metrics with NURI_METRICS_TOKEN', () => {
     }
   });
 
+  it('answers ?name= with those families alone, in every process, and refuses a name it does not export on its own', async () => {
+    const auth = { authorization: `Bearer ${METRICS_TOKEN}` };
+    for (const s of servers) {
+      expect((await fetch(`${s.url}/metrics?name=nuri_scheduler_pass_duration_seconds`)).status).toBe(401);
+      const r = await fetch(`${s.url}/metrics?name=nuri_scheduler_pass_duration_seconds&name=nuri_scheduler_leader`, { headers: auth });
+      expect(r.status).toBe(200);
+      const lines = (await r.text()).split('\n').filter(Boolean);
+      const families = new Set(lines.map((l) => (l.startsWith('#') ? l.split(' ')[2] : l.split(/[{ ]/)[0]!.replace(/_(bucket|sum|count)$/, ''))));
+      expect([...families].sort()).toEqual(['nuri_scheduler_leader', 'nuri_scheduler_pass_duration_seconds']);
+      expect(lines).toContain('nuri_scheduler_pass_duration_seconds_count 0');
+      for (const name of ['nuri_no_such_family', 'nuri_gpu_utilization_ratio']) {
+        const bad = await fetch(`${s.url}/metrics?name=${name}`, { headers: auth });
+        expect(bad.status).toBe(400);
+        expect((await bad.json()).message).toMatch(new RegExp(`^name: .*${name}`));
+      }
+    }
+  });
+
   it('does not make the metrics token an API token', async () => {
     const api = servers[0]!;
     expect((await fetch(`${api.url}/v1/me`, { headers: { authorization: `Bearer ${METRICS_TOKEN}` } })).status).toBe(401);
