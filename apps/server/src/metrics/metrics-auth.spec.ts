@@ -70,7 +70,7 @@ describe('GET /metrics with NURI_METRICS_TOKEN', () => {
       for (const name of ['nuri_no_such_family', 'nuri_gpu_utilization_ratio']) {
         const bad = await fetch(`${s.url}/metrics?name=${name}`, { headers: auth });
         expect(bad.status).toBe(400);
-        expect((await bad.json()).message).toMatch(new RegExp(`^name: .*${name}`));
+        expect(((await bad.json()) as { message: string }).message).toMatch(new RegExp(`^name: .*${name}`));
       }
     }
   });

@@ -33,6 +33,8 @@ import { buildSnapshot, corePending } from './snapshot';
 export const SCHEDULER_LOCK_KEY = 0x6e757269;
 /** A pass slower than this logs its stages. */
 const SLOW_PASS_MS = 2000;
+/** How often a standby tries to take the lead, at most (see `tickOnce`). */
+const STANDBY_TICK_MS = 1000;
 /** The jobs-by-state gauge walks every live job: refreshed at most this often. */
 const JOB_COUNTS_INTERVAL_MS = 5000;
 
@@ -219,7 +221,10 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     } catch (e) {
       this.log.error(`tick failed: ${(e as Error).message}`);
     }
-    if (!this.stopped) this.timer = setTimeout(() => void this.tick(), this.config.schedulerTickMs);
+    // A standby tries the lock at least every STANDBY_TICK_MS (one cheap query and what changed
+    // since): with the 5 s tick, noticing a dead leader took 2.5 s on average of a 10 s takeover.
+    const next = this.lock ? this.config.schedulerTickMs : Math.min(this.config.schedulerTickMs, STANDBY_TICK_MS);
+    if (!this.stopped) this.timer = setTimeout(() => void this.tick(), next);
   }
 
   /**
