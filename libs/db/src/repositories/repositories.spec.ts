@@ -276,38 +276,6 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
     for (const id of ids) await s.nodes.setState(id, 'drained', 'test');
   });
 
-  // Other sessions are needed to watch locks: PostgreSQL only (PGlite has one connection).
-  it.runIf(_kind === 'real PostgreSQL')('locks the nodes of a liveness flush in id order: waiting on the first, it holds none of the others', async () => {
-    const { Client } = await import('pg');
-    const ids: string[] = [];
-    for (let i = 0; i < 12; i++) ids.push(await s.nodes.create({ name: `order-${i}`, gpuType: 'h100', gpus: 1, rack: 'r1', leafSwitch: 'l1', tokenHash: 'o' }));
-    const sorted = [...ids].sort();
-    const holder = new Client({ connectionString: tdb.url });
-    const probe = new Client({ connectionString: tdb.url });
-    await Promise.all([holder.connect(), probe.connect()]);
-    try {
-      await holder.query('begin');
-      await holder.query('select id from nodes where id = $1 for update', [sorted[0]]);
-      const flush = s.nodes.heartbeatMany(ids, new Date(t0.getTime() + 9000));
-      // Until the flush waits on the held row (it cannot finish while the row is held).
-      for (let i = 0; i < 100; i++) {
-        const w = await probe.query(`select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and query like '%last_heartbeat_at%'`);
-        if (w.rows[0].n > 0) break;
-        await new Promise((r) => setTimeout(r, 20));
-      }
-      // Every other node is free to lock: in the table's order the flush would hold some already.
-      await probe.query('begin');
-      const free = await probe.query('select id from nodes where id = any($1::uuid[]) for update skip locked', [sorted.slice(1)]);
-      expect(free.rows.length).toBe(sorted.length - 1);
-      await probe.query('rollback');
-      await holder.query('rollback');
-      await flush;
-    } finally {
-      await Promise.allSettled([holder.end(), probe.end()]);
-    }
-    for (const id of ids) await s.nodes.setState(id, 'drained', 'test');
-  });
-
   it("counts no silence for a node whose own gateway died recently: its agent is reconnecting", async () => {
     const at = (sec: number) => new Date(t0.getTime() + (sec - 2000) * 1000); // before the next test's gateways
     const n = await s.nodes.create({ name: `gw-node-${_kind}`, gpuType: 'h100', gpus: 8, rack: 'r1', leafSwitch: 'l1', tokenHash: 'y' });
@@ -393,5 +361,47 @@ describe('a drain racing a commit', () => {
       expect({ state: node.state, jobs: onNode }).toEqual(commit.started.length ? { state: 'draining', jobs: 1 } : { state: 'drained', jobs: 0 });
       if (commit.started.length) await s.jobs.transition(id, ['running'], 'completed', 'done', t0);
     }
+  });
+});
+
+// Other sessions are needed to watch locks: a real PostgreSQL only (PGlite has one connection).
+describe('node locks on a real PostgreSQL', () => {
+  let tdb: TestDatabase;
+  let nodes: NodesRepository;
+  beforeAll(async () => {
+    tdb = await createTestDatabase();
+    nodes = new NodesRepository(tdb.handle.db);
+  });
+  afterAll(async () => tdb?.drop());
+
+  it('locks the nodes of a liveness flush in id order: waiting on the first, it holds none of the others', async () => {
+    const { Client } = await import('pg');
+    const ids: string[] = [];
+    for (let i = 0; i < 40; i++) ids.push(await nodes.create({ name: `order-${i}`, gpuType: 'h100', gpus: 1, rack: 'r1', leafSwitch: 'l1', tokenHash: 'o' }));
+    const sorted = [...ids].sort();
+    const holder = new Client({ connectionString: tdb.url });
+    const probe = new Client({ connectionString: tdb.url });
+    await Promise.all([holder.connect(), probe.connect()]);
+    try {
+      await holder.query('begin');
+      await holder.query('select id from nodes where id = $1 for update', [sorted[0]]);
+      const flush = nodes.heartbeatMany(ids, new Date(t0.getTime() + 9000));
+      // Until the flush waits on the held row (it cannot finish while the row is held).
+      for (let i = 0; i < 100; i++) {
+        const w = await probe.query(`select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and query like '%last_heartbeat_at%'`);
+        if (w.rows[0].n > 0) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      // Every other node is free to lock: in the table's order the flush would hold some already.
+      await probe.query('begin');
+      const free = await probe.query('select id from nodes where id = any($1::uuid[]) for update skip locked', [sorted.slice(1)]);
+      expect(free.rows.length).toBe(sorted.length - 1);
+      await probe.query('rollback');
+      await holder.query('rollback');
+      await flush;
+    } finally {
+      await Promise.allSettled([holder.end(), probe.end()]);
+    }
+    for (const id of ids) await nodes.setState(id, 'drained', 'test');
   });
 });
