@@ -38,7 +38,6 @@ const STANDBY_TICK_MS = 1000;
 /** The jobs-by-state gauge walks every live job: refreshed at most this often. */
 const JOB_COUNTS_INTERVAL_MS = 5000;
 
-
 export interface PassResult {
   plan: Plan;
   started: string[];
