@@ -39,6 +39,23 @@ describe('attempt telemetry', () => {
     expect(t.take()).toEqual([{ jobId: 'a', attempt: 2, sampledGpuSeconds: 10, busyGpuSeconds: 0, idleGpuSeconds: 10, idleSince: new Date(610_000) }]);
   });
 
+  it('forgets the GPUs of a node that left, and only that node: back, it starts afresh', () => {
+    const t = new AttemptTelemetry(0.05);
+    // n1 and n10: one name starts the other's.
+    t.placed('n1', [job('a', 1, 'n1', [0])]);
+    t.placed('n10', [job('b', 1, 'n10', [0])]);
+    for (const at of [0, 1000]) for (const n of ['n1', 'n10']) t.sample(n, at, [{ index: 0, utilization: 0 }]);
+    t.forget('n1');
+    t.sample('n1', 2000, [{ index: 0, utilization: 1 }]); // not placed any more: nothing counted
+    t.sample('n10', 2000, [{ index: 0, utilization: 0 }]);
+    expect(t.take().map((d) => [d.jobId, d.sampledGpuSeconds, d.idleSince])).toEqual([['a', 1, null], ['b', 2, new Date(0)]]);
+    t.placed('n1', [job('a', 1, 'n1', [0])]); // the agent is back: its next sample starts over
+    t.sample('n1', 60_000, [{ index: 0, utilization: 1 }]);
+    expect(t.take()).toEqual([]);
+    t.sample('n1', 61_000, [{ index: 0, utilization: 1 }]);
+    expect(t.take().map((d) => [d.jobId, d.sampledGpuSeconds, d.busyGpuSeconds])).toEqual([['a', 1, 1]]);
+  });
+
   it('counts nothing for GPUs no attempt holds, keeps a failed store for the next, and takes one job alone', () => {
     const t = new AttemptTelemetry(0.05);
     t.placed('n1', [job('a', 1, 'n1', [0]), job('b', 3, 'n1', [1])]);

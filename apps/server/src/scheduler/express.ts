@@ -53,12 +53,19 @@ export class ExpressState {
     private readonly base: ExpressBase,
     previous?: ExpressState | null,
   ) {
-    const pendingById = new Map(base.snapshot.pending.map((j) => [j.id, j]));
+    // One walk of the queue: its ids, and the rows of the jobs this pass started (a map of all
+    // 100,000 rows, then a set of its keys, was most of a 74 ms constructor every pass).
+    this.known = new Set<string>();
+    const startedRows = new Map<string, Snapshot['pending'][number]>();
+    for (const j of base.snapshot.pending) {
+      this.known.add(j.id);
+      if (base.started.has(j.id)) startedRows.set(j.id, j);
+    }
     const victims = new Set(base.plan.preemptions.map((p) => p.jobId));
     this.running = base.snapshot.running.map((r) => (victims.has(r.id) && !r.stopping ? { ...r, stopping: true } : r));
     for (const s of base.plan.starts) {
-      const j = pendingById.get(s.jobId);
-      if (j && base.started.has(s.jobId)) this.running.push(asRunning(j, s, base.snapshot.now));
+      const j = startedRows.get(s.jobId);
+      if (j) this.running.push(asRunning(j, s, base.snapshot.now));
     }
     const seen = new Set(this.running.map((r) => r.id));
     // Those started after this pass began reading may be missing from its snapshot; an earlier
@@ -68,7 +75,6 @@ export class ExpressState {
       this.running.push(r);
       this.expressed.push(r);
     }
-    this.known = new Set(pendingById.keys());
     this.keep = new Set([...(base.plan.reservations ?? []).map((r) => r.jobId), ...base.plan.preemptions.map((p) => p.forJobId)]);
     for (const p of base.plan.pending) if (p.reason === 'waiting_for_reclaim') this.keep.add(p.jobId);
   }
