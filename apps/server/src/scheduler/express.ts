@@ -22,16 +22,21 @@ import { Scheduler, type GpuModel, type PendingJob, type Plan, type RunningJob, 
  *
  * Most newcomers into a busy center cannot start: no node has the GPUs free, or their tenant
  * is at its limit. `mayStart` tells so from the free GPUs and the limits alone (a bound no plan
- * can beat): newcomers none of which may
- * start cost no plan, and while no GPU is free an express start reads nothing (issue 13:
- * planning a tenant's 20,000 queued jobs for each submission that could never start was most
- * of what the scheduler spent on a stream of them).
+ * can beat): newcomers none of which may start cost no plan, and while no GPU is free an
+ * express start reads nothing (issue 13: planning a tenant's 20,000 queued jobs for each
+ * submission that could never start was most of what the scheduler spent on a stream of them).
  */
 export interface ExpressBase {
   snapshot: Snapshot;
   plan: Plan;
   /** Jobs that pass started (committed). */
   started: ReadonlySet<string>;
+}
+
+/** Per GPU type, the free healthy GPUs of schedulable nodes; per tenant, the GPUs its running jobs hold by type. */
+interface Capacity {
+  free: Record<GpuModel, { mostOnANode: number; onWholeNodes: number }>;
+  used: Map<string, Record<GpuModel, number>>;
 }
 
 export class ExpressState {
@@ -43,10 +48,8 @@ export class ExpressState {
 
   /** Express starts made on this state (carried into the next one if its pass did not see them). */
   private readonly expressed: RunningJob[] = [];
-  /** Per schedulable node, its healthy GPUs no running job holds (null: recount after a start). */
-  private freeGpus: { model: GpuModel; whole: boolean; free: number }[] | null = null;
-  /** GPUs each tenant's running jobs hold, by type (counted with freeGpus). */
-  private readonly used = new Map<string, Record<GpuModel, number>>();
+  /** What `mayStart` needs of the running jobs and the nodes, counted once (null: again after a start). */
+  private capacity: Capacity | null = null;
 
   /** `previous`: the state before this pass; its express starts this pass's snapshot missed are kept. */
   constructor(
@@ -86,35 +89,31 @@ export class ExpressState {
    * ranking only take starts away, so false means no plan would start it.
    */
   mayStart(job: Pick<PendingJob, 'gpus' | 'gpuType' | 'tenantId'>): boolean {
-    const nodes = (this.freeGpus ??= this.countFree());
+    const { free, used } = (this.capacity ??= this.countCapacity());
     const quotas = (this.base.snapshot.config.mode ?? 'nuri') === 'nuri';
     const fits = (m: GpuModel) => {
       if (quotas) {
         // The tenant's limit for the type (none: 0), against all it holds there, stopping jobs too.
         const limit = this.base.snapshot.tenants.find((t) => t.id === job.tenantId)?.quotas[m]?.limit ?? 0;
-        if ((this.used.get(job.tenantId)?.[m] ?? 0) + job.gpus > limit) return false;
+        if ((used.get(job.tenantId)?.[m] ?? 0) + job.gpus > limit) return false;
       }
-      let whole = 0;
-      for (const n of nodes) {
-        if (n.model !== m) continue;
-        if (job.gpus <= GPUS_PER_NODE ? n.free >= job.gpus : n.whole && (whole += n.free) >= job.gpus) return true;
-      }
-      return false;
+      return job.gpus <= GPUS_PER_NODE ? free[m].mostOnANode >= job.gpus : free[m].onWholeNodes >= job.gpus;
     };
     return job.gpuType === 'any' ? fits('h100') || fits('h800') : fits(job.gpuType);
   }
 
   /** Whether some GPU is free anywhere (none: no newcomer can start until the next full pass). */
   anyFree(): boolean {
-    return (this.freeGpus ??= this.countFree()).some((n) => n.free > 0);
+    const { free } = (this.capacity ??= this.countCapacity());
+    return free.h100.mostOnANode > 0 || free.h800.mostOnANode > 0;
   }
 
-  private countFree(): { model: GpuModel; whole: boolean; free: number }[] {
+  private countCapacity(): Capacity {
     const held = new Map<string, Set<number>>();
-    this.used.clear();
+    const used = new Map<string, Record<GpuModel, number>>();
     for (const r of this.running) {
-      let u = this.used.get(r.tenantId);
-      if (!u) this.used.set(r.tenantId, (u = { h100: 0, h800: 0 }));
+      let u = used.get(r.tenantId);
+      if (!u) used.set(r.tenantId, (u = { h100: 0, h800: 0 }));
       u[r.gpuModel] += r.gpus;
       for (const p of r.placement) {
         let s = held.get(p.nodeId);
@@ -122,15 +121,17 @@ export class ExpressState {
         for (const g of p.gpuIndices) s.add(g);
       }
     }
-    const out: { model: GpuModel; whole: boolean; free: number }[] = [];
+    const free: Capacity['free'] = { h100: { mostOnANode: 0, onWholeNodes: 0 }, h800: { mostOnANode: 0, onWholeNodes: 0 } };
     for (const n of this.base.snapshot.nodes) {
       if (!n.schedulable) continue;
       const h = held.get(n.id);
-      let free = 0;
-      for (const g of n.gpus) if (g.healthy && !h?.has(g.index)) free++;
-      out.push({ model: n.gpuType, whole: free === n.gpus.length, free });
+      let count = 0;
+      for (const g of n.gpus) if (g.healthy && !h?.has(g.index)) count++;
+      const f = free[n.gpuType];
+      f.mostOnANode = Math.max(f.mostOnANode, count);
+      if (count === n.gpus.length) f.onWholeNodes += count;
     }
-    return out;
+    return { free, used };
   }
 
   tenantName(id: string): string | undefined {
@@ -174,7 +175,7 @@ export class ExpressState {
       const r = asRunning(j, s, now);
       this.running.push(r);
       this.expressed.push(r);
-      this.freeGpus = null;
+      this.capacity = null;
     }
   }
 }

@@ -525,8 +525,8 @@ export class JobsRepository {
    * Jobs written since `horizon` (from `changeHorizon`), whatever their state now, with the
    * columns the scheduler reads of a pending job: the leader's in-memory queue applies them
    * instead of reading every pending job each pass. Served by the jobs_change_xid index.
+   * `xid`: the transaction that last wrote the row (a row read again with the same one has not changed).
    */
-  /** `xid`: the transaction that last wrote the row (a row read again with the same one has not changed). */
   async changedSince(horizon: string): Promise<(PendingJobRow & { state: State; xid: string })[]> {
     const rows = await this.pendingColumns()
       .select(['state', sql<string>`change_xid::text`.as('xid')])
