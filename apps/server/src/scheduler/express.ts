@@ -80,6 +80,13 @@ export class ExpressState {
     }
     this.keep = new Set([...(base.plan.reservations ?? []).map((r) => r.jobId), ...base.plan.preemptions.map((p) => p.forJobId)]);
     for (const p of base.plan.pending) if (p.reason === 'waiting_for_reclaim') this.keep.add(p.jobId);
+    // A kept job's rank depends on the jobs ranked ahead of it: the ranking interleaves tenants,
+    // so without its own tenant's earlier jobs it moved up, started in the newcomers' plan, and
+    // the GPUs it had been held off let a newcomer start that the full pass would have held
+    // (the property test's counterexample). Every job ahead of the last kept one is planned too.
+    let deepest = 0;
+    for (const p of base.plan.pending) if (this.keep.has(p.jobId)) deepest = Math.max(deepest, p.queuePosition);
+    for (const p of base.plan.pending) if (p.queuePosition < deepest) this.keep.add(p.jobId);
   }
 
   /**
