@@ -431,13 +431,18 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     if (!newcomers.length) return [];
     const now = this.clock.now();
     const core = newcomers.map(corePending);
-    const tenants = new Set(newcomers.map((j) => j.tenant_id));
-    const queue = this.live.pendingOf(tenants);
-    for (const id of express.kept()) {
-      const j = this.live.get(id);
-      if (j && !tenants.has(j.tenant_id)) queue.push(j);
-    }
-    const plan = express.plan(core, queue.map(corePending), now.getTime());
+    const live = this.live;
+    const plan = express.plan(
+      core,
+      {
+        ofTenants: (tenants) => live.pendingOf(tenants).map(corePending),
+        get: (id) => {
+          const j = live.get(id);
+          return j && corePending(j);
+        },
+      },
+      now.getTime(),
+    );
     if (!plan.starts.length) return [];
     const heardSince = new Date(now.getTime() - this.config.nodeDownAfterSeconds * 1000);
     const { started, skipped } = await this.jobs.commitStarts(
