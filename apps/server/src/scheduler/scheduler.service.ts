@@ -116,8 +116,13 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
   private express: ExpressState | null = null;
   /** Express starts on submit wake-ups, one at a time, between full passes. */
   private readonly expresses = new Coalesced(() => this.serial(() => this.expressPass()).then(
-    () => undefined,
-    (e) => void this.log.error(`express start failed: ${(e as Error).message}`),
+    (r) => {
+      if (r.leftPending) this.trigger('submit');
+    },
+    (e) => {
+      this.log.error(`express start failed: ${(e as Error).message}`);
+      this.trigger('submit');
+    },
   // Under a stream of submissions, at most about half the time on express starts: the API in
   // the same process answers them meanwhile (the pause is only taken when asked again).
   ), { stopped: () => this.stopped, pauseMs: (spent) => Math.min(250, spent) });
@@ -155,8 +160,12 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
 
   async onApplicationBootstrap(): Promise<void> {
     this.unsubscribe = this.wakeups.onWake((reason) => {
+      // A submission goes to an express start first; a full pass is asked for only if that
+      // leaves a newcomer pending (it needs its reason and position). Every submission asking
+      // for a pass kept one running for jobs that had started already, and a newcomer landing
+      // in its plan waited for it (issue 13).
       if (reason === 'submit' && this.lock && this.express && !this.stopped) this.expresses.trigger();
-      if (reason !== 'dispatch') this.trigger(reason);
+      else if (reason !== 'dispatch') this.trigger(reason);
     });
     await this.tick();
   }
@@ -415,20 +424,25 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
    * instead of after the next full pass. Jobs with dependencies and capped array tasks are
    * left to the full pass (their gates read the database).
    */
-  async expressPass(): Promise<string[]> {
+  async expressPass(): Promise<{ started: string[]; leftPending: boolean }> {
     const express = this.express;
-    if (!this.lock || !express || !this.live.loaded || this.stopped) return [];
+    // Not leading or nothing to start from: the full pass decides for the newcomers.
+    if (!this.lock || !express || !this.live.loaded || this.stopped) return { started: [], leftPending: true };
     // No GPU free since the last full pass: no newcomer can start, so nothing is read (the
     // arrivals wait for that pass, which plans them all).
-    if (!express.anyFree()) return [];
+    if (!express.anyFree()) return { started: [], leftPending: true };
     await this.refreshLive();
     // Only jobs that entered the queue since the last look, and only their tenants' queues:
     // at 100,000 pending jobs, walking all of them made each express start ~70 ms of CPU.
-    const candidates = this.live.takeArrivals().filter((j) => !express.knows(j.id) && j.array_max_running === null);
-    if (!candidates.some((j) => express.mayStart(corePending(j)))) return [];
+    // (One the last full pass planned is not new: it has its reason.)
+    const arrivals = this.live.takeArrivals().filter((j) => !express.knows(j.id));
+    const candidates = arrivals.filter((j) => j.array_max_running === null);
+    // A newcomer not started here waits for the full pass, which gives it its reason.
+    const none = { started: [], leftPending: arrivals.length > 0 };
+    if (!candidates.some((j) => express.mayStart(corePending(j)))) return none;
     const waiting = await this.dependencies.withDependencies(candidates.map((j) => j.id));
     const newcomers = candidates.filter((j) => !waiting.has(j.id));
-    if (!newcomers.length) return [];
+    if (!newcomers.length) return none;
     const now = this.clock.now();
     const core = newcomers.map(corePending);
     const live = this.live;
@@ -443,7 +457,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       },
       now.getTime(),
     );
-    if (!plan.starts.length) return [];
+    if (!plan.starts.length) return none;
     const heardSince = new Date(now.getTime() - this.config.nodeDownAfterSeconds * 1000);
     const { started, skipped } = await this.jobs.commitStarts(
       plan.starts.map((s) => ({ jobId: s.jobId, gpuModel: s.gpuModel, placement: s.placement.map((p) => ({ nodeId: p.nodeId, gpuIndices: p.gpuIndices })) })),
@@ -465,7 +479,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     }
     this.metrics.recordExpressStarts(started.length);
     if (started.length) this.wakeups.wake('dispatch');
-    return started;
+    return { started, leftPending: started.length < arrivals.length };
   }
 
   /**
