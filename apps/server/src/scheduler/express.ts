@@ -106,14 +106,26 @@ export class ExpressState {
     }
     this.keep = new Set([...(base.plan.reservations ?? []).map((r) => r.jobId), ...base.plan.preemptions.map((p) => p.forJobId)]);
     for (const p of base.plan.pending) if (p.reason === 'waiting_for_reclaim') this.keep.add(p.jobId);
-    // A kept job's rank depends on the jobs ranked ahead of it: the ranking interleaves tenants,
-    // so without its own tenant's earlier jobs it moved up, started in the newcomers' plan, and
-    // the GPUs it had been held off let a newcomer start that the full pass would have held
-    // (the property test's counterexample). Every job ahead of the last kept one is planned too.
-    let deepest = 0;
-    for (const p of base.plan.pending) if (this.keep.has(p.jobId)) deepest = Math.max(deepest, p.queuePosition);
-    for (const p of base.plan.pending) if (p.queuePosition < deepest) this.keep.add(p.jobId);
-    if (this.keep.size) for (const j of base.snapshot.pending) if (this.keep.has(j.id)) this.keptTenants.add(j.tenantId);
+    // A kept job's rank depends on its tenant's jobs ranked ahead of it (they are charged to its
+    // tenant's guarantee and fair-share key first): without them it moved up, started in the
+    // newcomers' plan, and the GPUs it had been held off let a newcomer start that the full pass
+    // would have held (the property test's counterexample). Those jobs are planned too. Other
+    // tenants' jobs ahead of it do not move it: the order among the planned tenants' jobs
+    // depends on their own keys only, and those jobs neither started nor hold anything.
+    if (this.keep.size) {
+      const tenantOf = new Map<string, string>();
+      for (const j of base.snapshot.pending) if (this.keep.has(j.id)) this.keptTenants.add(j.tenantId);
+      for (const j of base.snapshot.pending) if (this.keptTenants.has(j.tenantId)) tenantOf.set(j.id, j.tenantId);
+      const deepest = new Map<string, number>();
+      for (const p of base.plan.pending) {
+        const t = this.keep.has(p.jobId) ? tenantOf.get(p.jobId) : undefined;
+        if (t !== undefined) deepest.set(t, Math.max(deepest.get(t) ?? 0, p.queuePosition));
+      }
+      for (const p of base.plan.pending) {
+        const t = tenantOf.get(p.jobId);
+        if (t !== undefined && p.queuePosition < (deepest.get(t) ?? 0)) this.keep.add(p.jobId);
+      }
+    }
     for (const t of this.moved) if (this.keptTenants.has(t)) this.halted = true;
   }
 
