@@ -971,16 +971,18 @@ export class JobsRepository {
    * one's rank 0 node (computed here, so the order is the one JobView.placement shows).
    */
   private async masterPortsByRank0(tx: Db, nodeIds: string[]): Promise<Map<string, Set<number>>> {
-    const rows = await tx
-      .selectFrom('allocations')
-      .innerJoin('jobs', 'jobs.id', 'allocations.job_id')
-      .innerJoin('nodes', 'nodes.id', 'allocations.node_id')
-      .select(['allocations.job_id', 'jobs.master_port', 'nodes.name'])
-      .where('allocations.released_at', 'is', null)
-      .where('jobs.state', '=', 'running')
-      .where('jobs.master_port', 'is not', null)
-      .where('allocations.job_id', 'in', (eb) => eb.selectFrom('allocations as a').select('a.job_id').where('a.node_id', 'in', nodeIds).where('a.released_at', 'is', null))
-      .execute();
+    // The jobs on these nodes first (a few), then their allocations on any node: as one join,
+    // PostgreSQL hashed every live allocation and running job (24,000 and 3,000 at 4,000 nodes),
+    // 80-330 ms of every commit, most of an express start's.
+    const { rows } = await sql<{ job_id: string; master_port: number | null; name: string }>`
+      with j as materialized (
+        select distinct a.job_id from allocations a where a.node_id = any(${nodeIds}::uuid[]) and a.released_at is null
+      )
+      select al.job_id, jobs.master_port, nodes.name
+      from j
+      join jobs on jobs.id = j.job_id and jobs.state = 'running' and jobs.master_port is not null
+      join allocations al on al.job_id = j.job_id and al.released_at is null
+      join nodes on nodes.id = al.node_id`.execute(tx);
     const jobs = new Map<string, { port: number; rank0: string }>();
     for (const r of rows) {
       const j = jobs.get(r.job_id);
