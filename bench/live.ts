@@ -129,6 +129,13 @@ function rss(pid: number | undefined): number {
 let lastScrapeMs = 0;
 
 /** The leader's pass counters: sum and count of nuri_scheduler_pass_duration_seconds, and its buckets. */
+/** nuri_scheduler_express_starts_total on the leader (NaN when it cannot be read). */
+async function expressStarts(port: number): Promise<number> {
+  const r = await req(port, 'GET', '/metrics?name=nuri_scheduler_express_starts_total', '', undefined, 30_000).catch(() => null);
+  const line = r?.status === 200 ? String(r.body).split('\n').find((l) => l.startsWith('nuri_scheduler_express_starts_total ')) : undefined;
+  return line ? Number(line.split(' ')[1]) : NaN;
+}
+
 async function passCounters(port: number): Promise<{ sum: number; count: number; buckets: [number, number][] } | null> {
   const t = Date.now();
   try {
@@ -309,14 +316,17 @@ async function throughput(port: number, token: string, tag: string): Promise<{ p
   return { perSec: accepted / ((performance.now() - t0) / 1000), p50: percentile(lat, 50), p99: percentile(lat, 99), errors };
 }
 
-async function submitToRunning(port: number, token: string): Promise<{ lat: number[]; notStarted: number }> {
+async function submitToRunning(port: number, token: string): Promise<{ lat: number[]; post: number[]; notStarted: number }> {
   const lat: number[] = [];
+  /** The POST's own part of each (its answer), to tell the api from the scheduler. */
+  const post: number[] = [];
   let notStarted = 0;
   const t0 = Date.now();
   for (let i = 0; i < PROBES && Date.now() - t0 < 180_000; i++) {
     const t = performance.now();
     // A refused or timed-out submit counts as not started: the figure stays honest and the run goes on.
     const r = await req(port, 'POST', '/v1/jobs', token, { name: `probe-${i}`, gpus: 1, gpuType: 'h100', timeLimitSeconds: 3600, command: ['sleep', '3600'] }).catch(() => ({ status: 0, body: null }));
+    post.push(performance.now() - t);
     let state = r.status === 201 ? 'pending' : 'refused';
     while (state === 'pending' && performance.now() - t < 60_000) {
       await sleep(10);
@@ -325,7 +335,7 @@ async function submitToRunning(port: number, token: string): Promise<{ lat: numb
     if (state === 'pending' || state === 'refused') notStarted++;
     else lat.push(performance.now() - t);
   }
-  return { lat, notStarted };
+  return { lat, post, notStarted };
 }
 
 async function reads(port: number, token: string, ids: string[]): Promise<{ list: number[]; page: number[]; one: number[]; listBytes: number; failed: number }> {
@@ -429,8 +439,12 @@ async function runMode(mode: string): Promise<ModeResult> {
     const back = await agentsBack(gen, 90_000);
     console.log(`[${mode}] ${back.connected}/${NODES} agents back ${back.ms} ms after that`);
 
+    const expressBefore = await expressStarts(leaderPort);
     const probe = await submitToRunning(apiPort, tokens.probe);
-    console.log(`[${mode}] submit→running: p50 ${percentile(probe.lat, 50).toFixed(0)} ms, p99 ${percentile(probe.lat, 99).toFixed(0)} ms (${probe.lat.length} started, ${probe.notStarted} not in 60 s)`);
+    const byExpress = (await expressStarts(leaderPort)) - expressBefore;
+    console.log(
+      `[${mode}] submit→running: p50 ${percentile(probe.lat, 50).toFixed(0)} ms, p99 ${percentile(probe.lat, 99).toFixed(0)} ms (${probe.lat.length} started, ${byExpress} by express starts, ${probe.notStarted} not in 60 s; the POST's answer p50 ${percentile(probe.post, 50).toFixed(0)} ms)`,
+    );
     const db = new Client({ connectionString: scratch.url });
     await db.connect();
     const ids = (await db.query(`select id from jobs where state = 'pending' order by random() limit 50`)).rows.map((r) => r.id as string);
