@@ -74,6 +74,11 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     logger: new NuriLogger(config.logFormat, LEVELS[config.logLevel]),
   });
   app.enableShutdownHooks();
+  // No ETag on API answers (nothing asks conditionally, and Express hashed every JSON body for
+  // it) and no X-Powered-By.
+  const http = app.getHttpAdapter().getInstance() as { set(k: string, v: unknown): void; disable(k: string): void };
+  http.set('etag', false);
+  http.disable('x-powered-by');
   const auth = config.roles.has('api') ? app.get(AuthService) : undefined;
   if (config.bootstrapToken && auth) await auth.ensureBootstrapOperator(config.bootstrapToken);
   await app.listen(config.port, config.host);
