@@ -85,12 +85,12 @@ function startProc(name: string, roles: string, port: number, dbUrl: string): Pr
     env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', DATABASE_URL: dbUrl, NURI_ROLES: roles, NURI_DEMO: '0', NURI_LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
-  // Logs are dropped, except a slow pass's stages (the scheduler logs them over 2 s).
+  // Logs are dropped, except a slow pass's or express start's stages (the scheduler logs them over 2 s and 250 ms).
   let partial = '';
   child.stdout!.on('data', (b: Buffer) => {
     const lines = (partial + b.toString()).split('\n');
     partial = lines.pop() ?? '';
-    for (const l of lines) if (l.includes('pass took')) console.log(`[${name}] ${l.replace(/^.*pass took/, 'pass took')}`);
+    for (const l of lines) if (/(pass|express start) took/.test(l)) console.log(`[${name}] ${l.replace(/^.*?(pass took|express start took)/, '$1')}`);
   });
   return { name, port, child, spawnedAt: Date.now(), rssPeak: 0 };
 }

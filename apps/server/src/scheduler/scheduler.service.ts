@@ -33,6 +33,8 @@ import { buildSnapshot, corePending } from './snapshot';
 export const SCHEDULER_LOCK_KEY = 0x6e757269;
 /** A pass slower than this logs its stages. */
 const SLOW_PASS_MS = 2000;
+/** An express start slower than this logs where its time went (one is meant to take tens of ms). */
+const SLOW_EXPRESS_MS = 250;
 /** How often a standby tries to take the lead, at most (see `tickOnce`). */
 const STANDBY_TICK_MS = 1000;
 /** The jobs-by-state gauge walks every live job: refreshed at most this often. */
@@ -425,6 +427,26 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
    * left to the full pass (their gates read the database).
    */
   async expressPass(): Promise<{ started: string[]; leftPending: boolean }> {
+    const t0 = performance.now();
+    const stages: Record<string, number> = {};
+    let mark = t0;
+    const stage = (name: string) => {
+      const t = performance.now();
+      stages[name] = t - mark;
+      mark = t;
+    };
+    const r = await this.expressStages(stage);
+    const ms = performance.now() - t0;
+    if (ms > SLOW_EXPRESS_MS)
+      this.log.warn(
+        `express start took ${ms.toFixed(0)} ms (${r.started.length} started): ${Object.entries(stages)
+          .map(([k, v]) => `${k} ${v.toFixed(0)} ms`)
+          .join(', ')}`,
+      );
+    return r;
+  }
+
+  private async expressStages(stage: (name: string) => void): Promise<{ started: string[]; leftPending: boolean }> {
     const express = this.express;
     // Not leading or nothing to start from: the full pass decides for the newcomers.
     if (!this.lock || !express || !this.live.loaded || this.stopped) return { started: [], leftPending: true };
@@ -432,6 +454,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     // arrivals wait for that pass, which plans them all).
     if (!express.anyFree()) return { started: [], leftPending: true };
     await this.refreshLive();
+    stage('refresh');
     // Only jobs that entered the queue since the last look, and only their tenants' queues:
     // at 100,000 pending jobs, walking all of them made each express start ~70 ms of CPU.
     // (One the last full pass planned is not new: it has its reason.)
@@ -441,6 +464,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     const none = { started: [], leftPending: arrivals.length > 0 };
     if (!candidates.some((j) => express.mayStart(corePending(j)))) return none;
     const waiting = await this.dependencies.withDependencies(candidates.map((j) => j.id));
+    stage('dependencies');
     const newcomers = candidates.filter((j) => !waiting.has(j.id));
     if (!newcomers.length) return none;
     const now = this.clock.now();
@@ -457,6 +481,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       },
       now.getTime(),
     );
+    stage('plan');
     if (!plan.starts.length) return none;
     const heardSince = new Date(now.getTime() - this.config.nodeDownAfterSeconds * 1000);
     const { started, skipped } = await this.jobs.commitStarts(
@@ -465,6 +490,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       heardSince,
       this.config.masterPorts,
     );
+    stage('commit');
     for (const s of skipped) this.log.warn(`express start of ${s.jobId} refused at commit: ${s.why}`);
     express.started(core, plan.starts, new Set(started), now.getTime());
     for (const id of started) {
