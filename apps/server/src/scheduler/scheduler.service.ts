@@ -439,20 +439,20 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     const ms = performance.now() - t0;
     if (ms > SLOW_EXPRESS_MS)
       this.log.warn(
-        `express start took ${ms.toFixed(0)} ms (${r.started.length} started): ${Object.entries(stages)
+        `express start took ${ms.toFixed(0)} ms (${r.started.length} started, ${r.planned} jobs planned): ${Object.entries(stages)
           .map(([k, v]) => `${k} ${v.toFixed(0)} ms`)
           .join(', ')}`,
       );
     return r;
   }
 
-  private async expressStages(stage: (name: string) => void): Promise<{ started: string[]; leftPending: boolean }> {
+  private async expressStages(stage: (name: string) => void): Promise<{ started: string[]; leftPending: boolean; planned: number }> {
     const express = this.express;
     // Not leading or nothing to start from: the full pass decides for the newcomers.
-    if (!this.lock || !express || !this.live.loaded || this.stopped) return { started: [], leftPending: true };
+    if (!this.lock || !express || !this.live.loaded || this.stopped) return { started: [], leftPending: true, planned: 0 };
     // No GPU free since the last full pass: no newcomer can start, so nothing is read (the
     // arrivals wait for that pass, which plans them all).
-    if (!express.anyFree()) return { started: [], leftPending: true };
+    if (!express.anyFree()) return { started: [], leftPending: true, planned: 0 };
     await this.refreshLive();
     stage('refresh');
     // Only jobs that entered the queue since the last look, and only their tenants' queues:
@@ -461,7 +461,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     const arrivals = this.live.takeArrivals().filter((j) => !express.knows(j.id));
     const candidates = arrivals.filter((j) => j.array_max_running === null);
     // A newcomer not started here waits for the full pass, which gives it its reason.
-    const none = { started: [], leftPending: arrivals.length > 0 };
+    const none = { started: [], leftPending: arrivals.length > 0, planned: 0 };
     if (!candidates.some((j) => express.mayStart(corePending(j)))) return none;
     const waiting = await this.dependencies.withDependencies(candidates.map((j) => j.id));
     stage('dependencies');
@@ -482,7 +482,8 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       now.getTime(),
     );
     stage('plan');
-    if (!plan.starts.length) return none;
+    const planned = plan.starts.length + plan.pending.length;
+    if (!plan.starts.length) return { ...none, planned };
     const heardSince = new Date(now.getTime() - this.config.nodeDownAfterSeconds * 1000);
     const { started, skipped } = await this.jobs.commitStarts(
       plan.starts.map((s) => ({ jobId: s.jobId, gpuModel: s.gpuModel, placement: s.placement.map((p) => ({ nodeId: p.nodeId, gpuIndices: p.gpuIndices })) })),
@@ -505,7 +506,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     }
     this.metrics.recordExpressStarts(started.length);
     if (started.length) this.wakeups.wake('dispatch');
-    return { started, leftPending: started.length < arrivals.length };
+    return { started, leftPending: started.length < arrivals.length, planned };
   }
 
   /**
