@@ -33,18 +33,18 @@ import { Scheduler, type GpuModel, type PendingJob, type Plan, type RunningJob, 
  * express start reads nothing (issue 13: planning a tenant's 20,000 queued jobs for each
  * submission that could never start was most of what the scheduler spent on a stream of them).
  */
-/** The pending jobs now, as an express plan reads them. */
-export interface PendingSource {
-  /** Every pending job of these tenants (a new array). */
-  ofTenants(tenants: ReadonlySet<string>): PendingJob[];
-  get(id: string): PendingJob | undefined;
-}
-
 export interface ExpressBase {
   snapshot: Snapshot;
   plan: Plan;
   /** Jobs that pass started (committed). */
   started: ReadonlySet<string>;
+}
+
+/** The pending jobs now, as an express plan reads them. */
+export interface PendingSource {
+  /** Every pending job of these tenants (a new array). */
+  ofTenants(tenants: ReadonlySet<string>): PendingJob[];
+  get(id: string): PendingJob | undefined;
 }
 
 /** Per GPU type, the free healthy GPUs of schedulable nodes; per tenant, the GPUs its running jobs hold by type. */

@@ -290,14 +290,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
   }
 
   async pass(): Promise<PassResult> {
-    const t0 = performance.now();
-    const stages: Record<string, number> = {};
-    let mark = t0;
-    const stage = (name: string) => {
-      const t = performance.now();
-      stages[name] = t - mark;
-      mark = t;
-    };
+    const { t0, stages, stage, summary } = stageClock();
     const read = <T>(name: string, p: Promise<T>) => p.then((v) => ((stages[`read.${name}`] = performance.now() - t0), v));
     const now = this.clock.now();
     const countJobs = this.passMetrics.jobCountsDue(now.getTime(), JOB_COUNTS_INTERVAL_MS);
@@ -412,10 +405,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     // A slow pass says where its time went, so an operator can tell the database from the plan.
     if (durationMs > SLOW_PASS_MS)
       this.log.warn(
-        `pass took ${(durationMs / 1000).toFixed(1)} s over ${queued.length} pending jobs (${started.length} started, ${plan.preemptions.length} preempted, ${annotated} waits written${annotated ? ` [${Object.entries(causes).map(([k, n]) => `${k} ${n}`).join(', ')}]` : ''}${deferred ? `, ${deferred} new ones left for the next passes` : ''}): ${Object.entries(stages)
-          .filter(([k, v]) => !k.startsWith('read.') && v >= 1)
-          .map(([k, v]) => `${k} ${v.toFixed(0)} ms`)
-          .join(', ')}`,
+        `pass took ${(durationMs / 1000).toFixed(1)} s over ${queued.length} pending jobs (${started.length} started, ${plan.preemptions.length} preempted, ${annotated} waits written${annotated ? ` [${Object.entries(causes).map(([k, n]) => `${k} ${n}`).join(', ')}]` : ''}${deferred ? `, ${deferred} new ones left for the next passes` : ''}): ${summary()}`,
       );
     return { plan, started, skipped, durationMs, stages, annotated, annotatedBecause: causes, deferredWaits: deferred };
   }
@@ -427,22 +417,10 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
    * left to the full pass (their gates read the database).
    */
   async expressPass(): Promise<{ started: string[]; leftPending: boolean }> {
-    const t0 = performance.now();
-    const stages: Record<string, number> = {};
-    let mark = t0;
-    const stage = (name: string) => {
-      const t = performance.now();
-      stages[name] = t - mark;
-      mark = t;
-    };
+    const { t0, stage, summary } = stageClock();
     const r = await this.expressStages(stage);
     const ms = performance.now() - t0;
-    if (ms > SLOW_EXPRESS_MS)
-      this.log.warn(
-        `express start took ${ms.toFixed(0)} ms (${r.started.length} started, ${r.planned} jobs planned): ${Object.entries(stages)
-          .map(([k, v]) => `${k} ${v.toFixed(0)} ms`)
-          .join(', ')}`,
-      );
+    if (ms > SLOW_EXPRESS_MS) this.log.warn(`express start took ${ms.toFixed(0)} ms (${r.started.length} started, ${r.planned} jobs planned): ${summary()}`);
     return r;
   }
 
@@ -625,4 +603,29 @@ function withRunningJobs(nodes: NodeWithGpus[], running: readonly RunningWithPla
     const onNode = held.get(n.id);
     return onNode ? { ...n, gpus: n.gpus.map((g) => ({ ...g, jobId: onNode.get(g.index) ?? null })) } : n;
   });
+}
+
+/**
+ * Times the stages of a pass or an express start: `stage(name)` ends the stage running since
+ * the last call; `summary()` lists them for a slow-run log (reads, which overlap, and stages under
+ * 1 ms left out).
+ */
+function stageClock(): { t0: number; stages: Record<string, number>; stage: (name: string) => void; summary: () => string } {
+  const t0 = performance.now();
+  const stages: Record<string, number> = {};
+  let mark = t0;
+  return {
+    t0,
+    stages,
+    stage: (name) => {
+      const t = performance.now();
+      stages[name] = t - mark;
+      mark = t;
+    },
+    summary: () =>
+      Object.entries(stages)
+        .filter(([k, v]) => !k.startsWith('read.') && v >= 1)
+        .map(([k, v]) => `${k} ${v.toFixed(0)} ms`)
+        .join(', '),
+  };
 }
