@@ -12,18 +12,29 @@ import { messages } from './explain';
 import { withinLimits } from './limit-holds';
 import { Pass } from './pass';
 import { REC, R_TYPE } from './ranking';
-import { Plan, Snapshot } from './types';
+import { Plan, PlanOptions, Snapshot } from './types';
 
-export function schedule(snapshot: Snapshot): Plan {
-  return planOn(new Cluster(snapshot, graceOf(snapshot)), snapshot);
+/**
+ * `until`: stop once these jobs have been planned (see PlanOptions); the plan is then the
+ * full plan's prefix, in rank order, up to the last of them.
+ */
+export function schedule(snapshot: Snapshot, opts: PlanOptions = {}): Plan {
+  return planOn(new Cluster(snapshot, graceOf(snapshot)), snapshot, opts);
 }
 
 export const graceOf = (snapshot: Snapshot) => snapshot.config.preemptGraceSeconds * 1000;
 
 /** One pass over a cluster already in the state the snapshot gives (fresh, or synced to it). */
-export function planOn(cl: Cluster, snapshot: Snapshot): Plan {
+export function planOn(cl: Cluster, snapshot: Snapshot, opts: PlanOptions = {}): Plan {
   const p = new Pass(cl, snapshot);
-  for (let oi = 0; oi < p.order.length; oi++) planJob(p, oi);
+  const until = opts.until;
+  // A job's decision depends only on the jobs ranked ahead of it: past the last job asked
+  // about, the walk changes nothing it was asked for.
+  let left = until ? until.size : -1;
+  for (let oi = 0; oi < p.order.length && left !== 0; oi++) {
+    planJob(p, oi);
+    if (until && until.has(p.job.id)) left--;
+  }
   return p.plan();
 }
 

@@ -265,6 +265,35 @@ describe('properties', () => {
     );
   });
 
+  it('planning until some jobs is the full plan up to the last of them in rank order, and a stateful Scheduler stays exact after it', () => {
+    fc.assert(
+      fc.property(arbWorld, fc.integer({ min: 0, max: 1e9 }), (c, seed) => {
+        const { world } = build(c);
+        const inc = new Scheduler();
+        let n = 0;
+        drive(world, (s, plan) => {
+          n++;
+          if (!s.pending.length) return;
+          // Up to three jobs asked about, anywhere in the queue.
+          const until = new Set(Array.from({ length: 1 + ((seed + n) % 3) }, (_, k) => s.pending[(seed * (k + 1) + n * 7) % s.pending.length]!.id));
+          const part = inc.plan(s, { until });
+          expect(schedule(s, { until })).toEqual(part);
+          // Each list is made in rank order: the partial plan's are the full plan's beginnings...
+          expect(part.starts).toEqual(plan.starts.slice(0, part.starts.length));
+          expect(part.pending).toEqual(plan.pending.slice(0, part.pending.length));
+          expect(part.preemptions).toEqual(plan.preemptions.slice(0, part.preemptions.length));
+          expect(part.reservations ?? []).toEqual((plan.reservations ?? []).slice(0, part.reservations?.length ?? 0));
+          // ...and it stopped at a job asked about: the last it started or explained is one.
+          expect(until.has(part.starts.at(-1)?.jobId ?? '') || until.has(part.pending.at(-1)?.jobId ?? '')).toBe(true);
+          for (const id of until) expect(part.starts.some((x) => x.jobId === id) || part.pending.some((x) => x.jobId === id)).toBe(true);
+          // The state a partial plan leaves gives the same full plans afterwards.
+          expect(inc.plan(s)).toEqual(plan);
+        });
+      }),
+      { numRuns: Math.ceil(RUNS / 2) },
+    );
+  });
+
   it('a stateful Scheduler fed any sequence of snapshots (jumps back and forth, jobs vanishing, stopping, copied, clashing) plans as schedule()', () => {
     fc.assert(
       fc.property(arbWorld, fc.array(fc.integer({ min: 0, max: 1e9 }), { minLength: 1, maxLength: 60 }), (c, ops) => {

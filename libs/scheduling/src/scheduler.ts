@@ -14,13 +14,14 @@
  */
 import { Cluster } from './cluster';
 import { graceOf, planOn } from './policy';
-import { Plan, Snapshot, SnapshotNode } from './types';
+import { Plan, PlanOptions, Snapshot, SnapshotNode } from './types';
 
 export class Scheduler {
   private nodes: readonly SnapshotNode[] | null = null;
   private cluster: Cluster | null = null;
 
-  plan(snapshot: Snapshot): Plan {
+  /** `opts.until`: see PlanOptions (the state kept is the same either way). */
+  plan(snapshot: Snapshot, opts: PlanOptions = {}): Plan {
     const prev = this.nodes;
     const grace = graceOf(snapshot);
     let cl = this.cluster;
@@ -31,7 +32,7 @@ export class Scheduler {
       this.nodes = prev !== null && sameNodes(prev, snapshot.nodes) ? prev : snapshot.nodes;
       cl = this.cluster = new Cluster({ ...snapshot, nodes: this.nodes }, grace);
     }
-    return planOn(cl, snapshot);
+    return planOn(cl, snapshot, opts);
   }
 }
 

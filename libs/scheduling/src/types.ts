@@ -171,6 +171,16 @@ export interface PlannedReservation {
   nodeIds: readonly string[];
 }
 
+export interface PlanOptions {
+  /**
+   * Plan only until every one of these pending jobs has been planned: the plan is the full
+   * plan's prefix in rank order (starts, preemptions, reservations and explanations of the jobs
+   * ranked up to the last of them). Express starts ask about their newcomers only; the jobs
+   * ranked after them cannot change what happens to them.
+   */
+  until?: ReadonlySet<string>;
+}
+
 export interface Plan {
   starts: PlannedStart[];
   preemptions: PlannedPreemption[];

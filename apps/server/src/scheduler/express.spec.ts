@@ -104,6 +104,27 @@ describe('express starts between full passes', () => {
     expect(later.plan([again], source([...s.pending, again]), now + 6000).starts.map((x) => x.jobId)).toEqual(['again']);
   });
 
+  it('plans no further than its newcomers: a moved tenant\'s queue ranked after them is not walked', () => {
+    const tenants = [
+      { id: 'a', name: 'a', weight: 1, decayedUsage: 0, quotas: { h100: { guaranteed: 8, limit: 8 } } },
+      { id: 'b', name: 'b', weight: 1, decayedUsage: 1000, quotas: { h100: { guaranteed: 0, limit: 4 } } },
+    ];
+    // b's first job starts in the pass (b has moved: its whole queue is planned); the 300 after it are over b's limit.
+    const queue = Array.from({ length: 301 }, (_, i) => job(`b-${String(i).padStart(3, '0')}`, 'b', 4, T0 - 600_000 + i));
+    const s: Snapshot = { now: T0, config: CONFIG, tenants, nodes: [node('n1', 'h100'), node('n2', 'h100')], running: [], pending: queue };
+    const plan = schedule(s);
+    expect(plan.starts.map((x) => x.jobId)).toEqual(['b-000']);
+    const express = new ExpressState({ snapshot: s, plan, started: new Set(['b-000']) });
+    const now = T0 + 1000;
+    const fresh = job('fresh', 'a', 2, now);
+    const pending = [...queue.slice(1), fresh];
+    const quick = express.plan([fresh], source(pending), now);
+    expect(quick.starts.map((x) => x.jobId)).toEqual(['fresh']);
+    // Within a's guarantee it ranks first: nothing after it was planned.
+    expect(quick.pending).toEqual([]);
+    expect(schedule(after(s, plan, now, [fresh])).pending).toHaveLength(300);
+  });
+
   it('tells from the free GPUs alone which newcomers cannot start, and then plans nothing', () => {
     const drained = { ...node('d', 'h100'), schedulable: false };
     const sick = { ...node('s', 'h800'), gpus: node('s', 'h800').gpus.map((g) => ({ ...g, healthy: g.index >= 6 })) };
