@@ -1,9 +1,10 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { borrowedJobs, schedule } from './policy';
+import { withoutInertTails } from './inert';
 import { Scheduler } from './scheduler';
 import { HOUR, T0, World } from './testing/harness';
-import { GpuModel, GpuTypeWanted, PendingJob, Plan, PolicyConfig, Snapshot, SnapshotNode, SnapshotTenant } from './types';
+import { GpuModel, GpuTypeWanted, PendingExplanation, PendingJob, Plan, PolicyConfig, Snapshot, SnapshotNode, SnapshotTenant } from './types';
 
 /** More runs with PROP_RUNS=1000 when hunting bugs. */
 const RUNS = Number(process.env.PROP_RUNS ?? 60);
@@ -292,6 +293,35 @@ describe('properties', () => {
       }),
       { numRuns: Math.ceil(RUNS / 2) },
     );
+  });
+
+  it('dropping tenants\' trailing inert jobs (over limit and guarantee, not starving) changes nothing for the other jobs', () => {
+    let dropped = 0;
+    fc.assert(
+      fc.property(arbWorld, fc.integer({ min: 0, max: 1e9 }), (c, seed) => {
+        const { world } = build(c);
+        let n = 0;
+        drive(world, (s, plan) => {
+          n++;
+          const until = s.pending.length && (seed + n) % 2 ? new Set([s.pending[(seed + n) % s.pending.length]!.id]) : undefined;
+          const trimmed = withoutInertTails(s, until);
+          dropped += s.pending.length - trimmed.length;
+          const full = until ? schedule(s, { until }) : plan;
+          const part = schedule({ ...s, pending: trimmed }, until ? { until } : {});
+          expect(part.starts).toEqual(full.starts);
+          expect(part.preemptions).toEqual(full.preemptions);
+          expect(part.reservations).toEqual(full.reservations);
+          // The jobs kept are explained alike (their positions count the dropped ones no more).
+          const kept = new Set(trimmed.map((j) => j.id));
+          const noPos = (x: PendingExplanation) => ({ ...x, queuePosition: 0 });
+          expect(part.pending.map(noPos)).toEqual(full.pending.filter((x) => kept.has(x.jobId)).map(noPos));
+          // Those dropped are explained as over the limit.
+          for (const x of full.pending) if (!kept.has(x.jobId)) expect(x.reason).toBe('over_quota_limit');
+        });
+      }),
+      { numRuns: Math.ceil(RUNS / 2) },
+    );
+    expect(dropped).toBeGreaterThan(0);
   });
 
   it('a stateful Scheduler fed any sequence of snapshots (jumps back and forth, jobs vanishing, stopping, copied, clashing) plans as schedule()', () => {
