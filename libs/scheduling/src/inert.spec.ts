@@ -2,19 +2,9 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { withoutInertTails } from './inert';
 import { schedule } from './policy';
-import type { PendingExplanation, RunningJob, Snapshot, SnapshotNode } from './types';
+import { HOUR, T0, eightGpuNode as node, smallFleet } from './testing/harness';
+import type { PendingExplanation, RunningJob, Snapshot } from './types';
 
-const T0 = Date.UTC(2026, 0, 1);
-const HOUR = 3600;
-const node = (id: string, gpuType: 'h100' | 'h800'): SnapshotNode => ({
-  id,
-  name: id,
-  gpuType,
-  rack: 'r',
-  leafSwitch: 'l',
-  schedulable: true,
-  gpus: Array.from({ length: 8 }, (_, index) => ({ index, healthy: true })),
-});
 
 describe('withoutInertTails', () => {
   // Tenants near their limits with long queues: most queued jobs are over the limit, some starve.
@@ -45,15 +35,7 @@ describe('withoutInertTails', () => {
     let keptBehind = 0;
     fc.assert(
       fc.property(arb, (w) => {
-        const nodes = [...Array.from({ length: w.h100 }, (_, i) => node(`h100-${i}`, 'h100')), ...Array.from({ length: w.h800 }, (_, i) => node(`h800-${i}`, 'h800'))];
-        const free = new Map(nodes.map((n) => [n.id, [0, 1, 2, 3, 4, 5, 6, 7]]));
-        const running: RunningJob[] = [];
-        w.busy.forEach((b, i) => {
-          const n = nodes[b.node % nodes.length]!;
-          const f = free.get(n.id)!;
-          if (f.length < b.gpus) return;
-          running.push({ id: `r${i}`, tenantId: `t${b.tenant}`, gpus: b.gpus, gpuModel: n.gpuType, priority: 1, submittedAt: T0 - 4 * HOUR * 1000, startedAt: T0 - HOUR * 1000, timeLimitSeconds: b.hours * HOUR, placement: [{ nodeId: n.id, gpuIndices: f.splice(0, b.gpus) }], stopping: i % 5 === 4 });
-        });
+        const { nodes, running } = smallFleet(w.h100, w.h800, w.busy, { submittedAt: T0 - 4 * HOUR * 1000, stopping: (i) => i % 5 === 4 });
         const tenants = [0, 1, 2].map((i) => ({
           id: `t${i}`,
           name: `t${i}`,

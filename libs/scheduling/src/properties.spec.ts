@@ -212,6 +212,14 @@ function build(c: { nodes: SnapshotNode[]; shares: number[]; limits: number[]; u
   return { world, feasible };
 }
 
+/** Every pass of a random run (numbered from 1), with one stateful Scheduler kept across them. */
+function withScheduler(c: Parameters<typeof build>[0], onPass: (s: Snapshot, plan: Plan, inc: Scheduler, n: number) => void): void {
+  const { world } = build(c);
+  const inc = new Scheduler();
+  let n = 0;
+  drive(world, (s, plan) => onPass(s, plan, inc, ++n));
+}
+
 describe('properties', () => {
   it('plans never overcommit a node or GPU, respect limits, and explain every job (all passes of random runs)', () => {
     fc.assert(
@@ -248,11 +256,7 @@ describe('properties', () => {
   it('a stateful Scheduler plans exactly as schedule() from scratch, pass after pass (nodes as fresh copies, drained and returned)', () => {
     fc.assert(
       fc.property(arbWorld, fc.integer({ min: 0, max: 1e9 }), (c, seed) => {
-        const { world } = build(c);
-        const inc = new Scheduler();
-        let n = 0;
-        drive(world, (s, plan) => {
-          n++;
+        withScheduler(c, (s, plan, inc, n) => {
           // A caller reading from a database builds new node objects every pass; now and then
           // a node is drained, then returned.
           let nodes = s.nodes.map((x) => ({ ...x, gpus: x.gpus.map((g) => ({ ...g })) }));
@@ -269,11 +273,7 @@ describe('properties', () => {
   it('planning until some jobs is the full plan up to the last of them in rank order, and a stateful Scheduler stays exact after it', () => {
     fc.assert(
       fc.property(arbWorld, fc.integer({ min: 0, max: 1e9 }), (c, seed) => {
-        const { world } = build(c);
-        const inc = new Scheduler();
-        let n = 0;
-        drive(world, (s, plan) => {
-          n++;
+        withScheduler(c, (s, plan, inc, n) => {
           if (!s.pending.length) return;
           // Up to three jobs asked about, anywhere in the queue.
           const until = new Set(Array.from({ length: 1 + ((seed + n) % 3) }, (_, k) => s.pending[(seed * (k + 1) + n * 7) % s.pending.length]!.id));

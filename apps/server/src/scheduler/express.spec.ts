@@ -1,21 +1,13 @@
-import { schedule, type PendingJob, type Plan, type RunningJob, type Snapshot, type SnapshotNode } from '@nuri/scheduling';
+import { schedule, type PendingJob, type Plan, type RunningJob, type Snapshot } from '@nuri/scheduling';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { eightGpuNode as node, smallFleet } from '@nuri/scheduling/testing/harness';
 import { ExpressState, type PendingSource } from './express';
 
 const T0 = Date.UTC(2026, 0, 1);
 const HOUR = 3600;
 const CONFIG = { reservationDepth: 3, minRuntimeBeforePreemptSeconds: 600, preemptGraceSeconds: 60, preemption: true };
 
-const node = (id: string, gpuType: 'h100' | 'h800'): SnapshotNode => ({
-  id,
-  name: id,
-  gpuType,
-  rack: 'r',
-  leafSwitch: 'l',
-  schedulable: true,
-  gpus: Array.from({ length: 8 }, (_, index) => ({ index, healthy: true })),
-});
 const job = (id: string, tenantId: string, gpus: number, at: number, gpuType: PendingJob['gpuType'] = 'h100', hours = 1): PendingJob => ({
   id,
   tenantId,
@@ -187,15 +179,7 @@ describe('express starts between full passes', () => {
     let refusedByFull = 0;
     fc.assert(
       fc.property(arb, (w) => {
-        const nodes = [...Array.from({ length: w.h100 }, (_, i) => node(`h100-${i}`, 'h100')), ...Array.from({ length: w.h800 }, (_, i) => node(`h800-${i}`, 'h800'))];
-        const free = new Map(nodes.map((n) => [n.id, [0, 1, 2, 3, 4, 5, 6, 7]]));
-        const running: RunningJob[] = [];
-        w.busy.forEach((b, i) => {
-          const n = nodes[b.node % nodes.length]!;
-          const f = free.get(n.id)!;
-          if (f.length < b.gpus) return;
-          running.push({ id: `r${i}`, tenantId: `t${b.tenant}`, gpus: b.gpus, gpuModel: n.gpuType, priority: 1, submittedAt: T0 - 3 * HOUR * 1000, startedAt: T0 - HOUR * 1000, timeLimitSeconds: b.hours * HOUR, placement: [{ nodeId: n.id, gpuIndices: f.splice(0, b.gpus) }], stopping: false });
-        });
+        const { nodes, running } = smallFleet(w.h100, w.h800, w.busy, { submittedAt: T0 - 3 * HOUR * 1000 });
         const tenants = [0, 1, 2].map((i) => ({
           id: `t${i}`,
           name: `t${i}`,

@@ -28,6 +28,35 @@ export interface NodeOpts {
   gpus?: number;
 }
 
+/** What a property test draws for a job already running: its tenant (t0, t1, ...), a node (modulo the fleet), GPUs and hours. */
+export interface BusySpec {
+  tenant: number;
+  node: number;
+  gpus: number;
+  hours: number;
+}
+
+/** A node of 8 healthy GPUs on one rack and leaf switch. */
+export const eightGpuNode = (id: string, gpuType: GpuModel): SnapshotNode => ({ id, name: id, gpuType, rack: 'r', leafSwitch: 'l', schedulable: true, gpus: Array.from({ length: 8 }, (_, index) => ({ index, healthy: true })) });
+
+/**
+ * A small fleet for property tests: `h100` then `h800` nodes of 8 healthy GPUs (ids `h100-0`,
+ * ...), and the drawn running jobs placed on their node's lowest free GPUs (those that do not
+ * fit are left out), started an hour before T0.
+ */
+export function smallFleet(h100: number, h800: number, busy: readonly BusySpec[], opts: { submittedAt: number; stopping?: (i: number) => boolean }): { nodes: SnapshotNode[]; running: RunningJob[] } {
+  const nodes = [...Array.from({ length: h100 }, (_, i) => eightGpuNode(`h100-${i}`, 'h100')), ...Array.from({ length: h800 }, (_, i) => eightGpuNode(`h800-${i}`, 'h800'))];
+  const free = new Map(nodes.map((n) => [n.id, [0, 1, 2, 3, 4, 5, 6, 7]]));
+  const running: RunningJob[] = [];
+  busy.forEach((b, i) => {
+    const n = nodes[b.node % nodes.length]!;
+    const f = free.get(n.id)!;
+    if (f.length < b.gpus) return;
+    running.push({ id: `r${i}`, tenantId: `t${b.tenant}`, gpus: b.gpus, gpuModel: n.gpuType, priority: 1, submittedAt: opts.submittedAt, startedAt: T0 - HOUR * 1000, timeLimitSeconds: b.hours * HOUR, placement: [{ nodeId: n.id, gpuIndices: f.splice(0, b.gpus) }], stopping: opts.stopping?.(i) ?? false });
+  });
+  return { nodes, running };
+}
+
 export class Harness {
   now = T0;
   nodes: SnapshotNode[] = [];
