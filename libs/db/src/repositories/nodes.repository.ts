@@ -17,8 +17,11 @@ export interface NodeWithGpus {
   gpus: { index: number; uuid: string | null; model: string | null; healthy: boolean; healthReason: string; jobId: string | null }[];
 }
 
+/** The columns a node's view is made of (not its token hash and the rest: the scheduler reads 4,000 every pass). */
+const NODE_VIEW = ['id', 'name', 'gpu_type', 'rack', 'leaf_switch', 'state', 'state_reason', 'last_heartbeat_at', 'connected', 'isolation'] as const;
+
 /** A node's row as the API and the scheduler see it, with the GPUs read for it. */
-function nodeWithGpus(n: NodeRow, gpus: NodeWithGpus['gpus']): NodeWithGpus {
+function nodeWithGpus(n: Pick<NodeRow, (typeof NODE_VIEW)[number]>, gpus: NodeWithGpus['gpus']): NodeWithGpus {
   return {
     id: n.id,
     name: n.name,
@@ -69,7 +72,7 @@ export class NodesRepository {
             .as('g'),
         (j) => j.onRef('g.node_id', '=', 'nodes.id'),
       )
-      .selectAll('nodes')
+      .select(NODE_VIEW.map((c) => `nodes.${c}` as const))
       .select(['g.idx', 'g.ok'])
       .orderBy('nodes.name')
       .execute();
