@@ -62,7 +62,7 @@ describe('withoutInertTails', () => {
           pending,
         };
         const until = w.until !== undefined && pending.length ? new Set([pending[w.until % pending.length]!.id]) : undefined;
-        const trimmed = withoutInertTails(s, until);
+        const trimmed = withoutInertTails(s, (id) => until?.has(id) ?? false);
         const kept = new Set(trimmed.map((j) => j.id));
         dropped += pending.length - trimmed.length;
         const opts = until ? { until } : {};

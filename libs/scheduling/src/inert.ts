@@ -12,24 +12,20 @@
  * keeps its rank relative to all others, and its decision in the plan.
  */
 import { starvationMsOf, starvingPriorityFloorOf } from './config';
-import { allowedModels, type Usage } from './ranking';
+import { agedPriority, allowedModels, usedByTenant } from './ranking';
 import { cmp } from './cluster';
 import type { PendingJob, Snapshot } from './types';
 
-export function withoutInertTails(snapshot: Pick<Snapshot, 'now' | 'config' | 'tenants' | 'running' | 'pending'>, keep: ReadonlySet<string> = new Set()): PendingJob[] {
+/** `keep`: jobs never dropped (those a caller asks about). */
+export function withoutInertTails(snapshot: Pick<Snapshot, 'now' | 'config' | 'tenants' | 'running' | 'pending'>, keep: (id: string) => boolean = () => false): PendingJob[] {
   const pending = snapshot.pending;
   if ((snapshot.config.mode ?? 'nuri') !== 'nuri') return [...pending];
-  const used = new Map<string, Usage>();
-  for (const r of snapshot.running) {
-    let u = used.get(r.tenantId);
-    if (!u) used.set(r.tenantId, (u = { h100: 0, h800: 0 }));
-    u[r.gpuModel] += r.gpus;
-  }
+  const used = usedByTenant(snapshot.running);
   const tenants = new Map(snapshot.tenants.map((t) => [t.id, t]));
   const starvedBy = snapshot.now - starvationMsOf(snapshot.config);
   const floor = starvingPriorityFloorOf(snapshot.config);
   const inert = (j: PendingJob): boolean => {
-    if (keep.has(j.id) || (j.queuedAt ?? j.submittedAt) <= starvedBy) return false;
+    if (keep(j.id) || (j.queuedAt ?? j.submittedAt) <= starvedBy) return false;
     const q = tenants.get(j.tenantId)?.quotas;
     const u = used.get(j.tenantId);
     for (const m of allowedModels(j)) {
@@ -39,7 +35,7 @@ export function withoutInertTails(snapshot: Pick<Snapshot, 'now' | 'config' | 't
     return true;
   };
   // Each tenant's last job that is not inert, in the tenant's order (as ranking.ts sorts it).
-  const prio = (j: PendingJob) => (j.priority < floor && (j.queuedAt ?? j.submittedAt) <= starvedBy ? floor : j.priority);
+  const prio = (j: PendingJob) => agedPriority(j, floor, starvedBy);
   const before = (a: PendingJob, b: PendingJob) => prio(a) > prio(b) || (prio(a) === prio(b) && (a.submittedAt < b.submittedAt || (a.submittedAt === b.submittedAt && cmp(a.id, b.id) < 0)));
   const flags = pending.map(inert);
   const last = new Map<string, PendingJob>();

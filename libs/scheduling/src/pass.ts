@@ -7,7 +7,7 @@ import { Cluster, MODELS, NodeState, modelIndex } from './cluster';
 import { starvationMsOf } from './config';
 import { LimitHolds } from './limit-holds';
 import { Placer } from './place';
-import { Columns, REC, R_GPUS, R_LIMIT, R_PRIORITY, R_QUEUED, R_SUBMITTED, R_TENANT, R_TYPE, Usage, buildColumns, modelsOf, rankPending, typeName } from './ranking';
+import { Columns, REC, R_GPUS, R_LIMIT, R_PRIORITY, R_QUEUED, R_SUBMITTED, R_TENANT, R_TYPE, buildColumns, modelsOf, rankPending, typeName, usedByTenant } from './ranking';
 import { Reclaimer, borrowedJobs, splitOrder, starvedProtected } from './reclaim';
 import { Reserver } from './reserve';
 import {
@@ -101,12 +101,7 @@ export class Pass {
     this.starvationMs = starvationMsOf(cfg);
     this.tenants = new Map<string, SnapshotTenant>(snapshot.tenants.map((t) => [t.id, t]));
 
-    const used = new Map<string, Usage>();
-    for (const r of snapshot.running) {
-      let u = used.get(r.tenantId);
-      if (!u) used.set(r.tenantId, (u = { h100: 0, h800: 0 }));
-      u[r.gpuModel] += r.gpus;
-    }
+    const used = usedByTenant(snapshot.running);
     this.cols = buildColumns(snapshot);
     this.order = rankPending(snapshot, this.mode, used, this.cols);
     this.rec = this.cols.ranked!;

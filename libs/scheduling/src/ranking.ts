@@ -23,12 +23,27 @@
  */
 import { cmp } from './cluster';
 import { starvationMsOf, starvingPriorityFloorOf } from './config';
-import { GpuModel, PendingJob, PolicyMode, Snapshot, SnapshotTenant } from './types';
+import { GpuModel, PendingJob, PolicyMode, RunningJob, Snapshot, SnapshotTenant } from './types';
 
 export interface Usage {
   h100: number;
   h800: number;
 }
+
+/** GPUs each tenant's running jobs hold, by type (stopping ones too): what limits and guarantees count. */
+export function usedByTenant(running: readonly RunningJob[]): Map<string, Usage> {
+  const used = new Map<string, Usage>();
+  for (const r of running) {
+    let u = used.get(r.tenantId);
+    if (!u) used.set(r.tenantId, (u = { h100: 0, h800: 0 }));
+    u[r.gpuModel] += r.gpus;
+  }
+  return used;
+}
+
+/** Aging: a job that entered the queue at or before `starvedBy` ranks within its tenant with at least `floor`'s priority. */
+export const agedPriority = (j: Pick<PendingJob, 'priority' | 'queuedAt' | 'submittedAt'>, floor: number, starvedBy: number): number =>
+  j.priority < floor && (j.queuedAt ?? j.submittedAt) <= starvedBy ? floor : j.priority;
 
 const ONLY_H100: readonly GpuModel[] = ['h100'];
 const ONLY_H800: readonly GpuModel[] = ['h800'];
@@ -174,8 +189,7 @@ export function buildColumns(snapshot: Snapshot): Columns {
     rec[b + R_TYPE] = type[i] = typeCode(j.gpuType);
     rec[b + R_LIMIT] = limit[i] = j.timeLimitSeconds;
     rec[b + R_SUBMITTED] = sub[i] = j.submittedAt;
-    // Aging: a starving job ranks within its tenant with at least the floor's priority.
-    rec[b + R_PRIORITY] = prio[i] = j.priority < floor && (j.queuedAt ?? j.submittedAt) <= starvedBy ? floor : j.priority;
+    rec[b + R_PRIORITY] = prio[i] = agedPriority(j, floor, starvedBy);
     rec[b + R_QUEUED] = j.queuedAt ?? j.submittedAt;
   }
   // Tenants in id order: known ones from the snapshot plus any named only by a job.

@@ -229,7 +229,7 @@ export class ExpressState {
     // trailing jobs over its limit, which change nothing for any other (inert.ts): ranking a
     // tenant's 20,000 such jobs was most of what was left.
     const snapshot = { ...this.base.snapshot, now, running: this.running, pending };
-    const keep = new Set([...fresh, ...this.keep]);
+    const keep = (id: string) => fresh.has(id) || this.keep.has(id);
     const plan = this.core.plan({ ...snapshot, pending: withoutInertTails(snapshot, keep) }, { until: fresh });
     return { ...plan, starts: plan.starts.filter((s) => fresh.has(s.jobId)), preemptions: [] };
   }

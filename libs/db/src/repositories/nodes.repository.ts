@@ -80,7 +80,7 @@ export class NodesRepository {
   }
 
   async list(filter: { names?: string[] } = {}): Promise<NodeWithGpus[]> {
-    let nq = this.db.selectFrom('nodes').selectAll().orderBy('name');
+    let nq = this.db.selectFrom('nodes').select(NODE_VIEW).orderBy('name');
     if (filter.names) nq = nq.where('name', 'in', filter.names.length ? filter.names : ['']);
     const nodes = await nq.execute();
     if (!nodes.length) return [];
