@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { borrowedJobs, schedule } from './policy';
 import { withoutInertTails } from './inert';
+import { usedByTenant } from './ranking';
 import { Scheduler } from './scheduler';
 import { HOUR, T0, World } from './testing/harness';
 import { GpuModel, GpuTypeWanted, PendingExplanation, PendingJob, Plan, PolicyConfig, Snapshot, SnapshotNode, SnapshotTenant } from './types';
@@ -304,19 +305,28 @@ describe('properties', () => {
         drive(world, (s, plan) => {
           n++;
           const until = s.pending.length && (seed + n) % 2 ? new Set([s.pending[(seed + n) % s.pending.length]!.id]) : undefined;
-          const trimmed = withoutInertTails(s, (id) => until?.has(id) ?? false);
-          dropped += s.pending.length - trimmed.length;
-          const full = until ? schedule(s, { until }) : plan;
-          const part = schedule({ ...s, pending: trimmed }, until ? { until } : {});
-          expect(part.starts).toEqual(full.starts);
-          expect(part.preemptions).toEqual(full.preemptions);
-          expect(part.reservations).toEqual(full.reservations);
-          // The jobs kept are explained alike (their positions count the dropped ones no more).
-          const kept = new Set(trimmed.map((j) => j.id));
-          const noPos = (x: PendingExplanation) => ({ ...x, queuePosition: 0 });
-          expect(part.pending.map(noPos)).toEqual(full.pending.filter((x) => kept.has(x.jobId)).map(noPos));
-          // Those dropped are explained as over the limit.
-          for (const x of full.pending) if (!kept.has(x.jobId)) expect(x.reason).toBe('over_quota_limit');
+          // The run's own snapshot, and the same with every tenant's limits down to what it holds
+          // (or its guarantee) and no job starving: its queued jobs are then mostly inert, and dropped.
+          const used = usedByTenant(s.running);
+          const atLimit = (t: SnapshotTenant): SnapshotTenant => ({
+            ...t,
+            quotas: Object.fromEntries(Object.entries(t.quotas).map(([m, q]) => [m, { ...q!, limit: Math.max(q!.guaranteed, used.get(t.id)?.[m as GpuModel] ?? 0) }])),
+          });
+          for (const snap of [s, { ...s, tenants: s.tenants.map(atLimit), config: { ...s.config, starvationSeconds: 0 } }]) {
+            const trimmed = withoutInertTails(snap, (id) => until?.has(id) ?? false);
+            dropped += snap.pending.length - trimmed.length;
+            const full = until ? schedule(snap, { until }) : snap === s ? plan : schedule(snap);
+            const part = schedule({ ...snap, pending: trimmed }, until ? { until } : {});
+            expect(part.starts).toEqual(full.starts);
+            expect(part.preemptions).toEqual(full.preemptions);
+            expect(part.reservations).toEqual(full.reservations);
+            // The jobs kept are explained alike (their positions count the dropped ones no more).
+            const kept = new Set(trimmed.map((j) => j.id));
+            const noPos = (x: PendingExplanation) => ({ ...x, queuePosition: 0 });
+            expect(part.pending.map(noPos)).toEqual(full.pending.filter((x) => kept.has(x.jobId)).map(noPos));
+            // Those dropped are explained as over the limit.
+            for (const x of full.pending) if (!kept.has(x.jobId)) expect(x.reason).toBe('over_quota_limit');
+          }
         });
       }),
       { numRuns: Math.ceil(RUNS / 2) },
