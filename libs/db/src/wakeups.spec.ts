@@ -53,6 +53,29 @@ describe('wake-ups across processes (real PostgreSQL)', () => {
     expect(said.lines).toContain('log wake-up listener reconnected');
   });
 
+  it("wakes this process's listeners at once and once, and other processes through the database", async () => {
+    const here = new Wakeups(recorder());
+    const there = new Wakeups(recorder());
+    open.push(here, there);
+    await here.connect(db.url, true);
+    await there.connect(db.url, true);
+    const gotHere: WakeReason[] = [];
+    const gotThere: WakeReason[] = [];
+    here.onWake((r) => gotHere.push(r));
+    there.onWake((r) => gotThere.push(r));
+    here.wake('submit');
+    // Before any round trip to the database.
+    expect(gotHere).toEqual(['submit']);
+    for (let i = 0; i < 100 && gotThere.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(gotThere).toEqual(['submit']);
+    there.wake('job_end');
+    for (let i = 0; i < 100 && !gotHere.includes('job_end'); i++) await new Promise((r) => setTimeout(r, 20));
+    // Its own NOTIFY came back to this process's listener meanwhile, and was not told twice.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(gotHere).toEqual(['submit', 'job_end']);
+    expect(gotThere).toEqual(['submit', 'job_end']);
+  });
+
   it('logs a failing NOTIFY once, not once per wake, with the reason the database gave', async () => {
     const said = recorder();
     const sender = new Wakeups(said);

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { Client, Pool } from 'pg';
+import { Client, Pool, type PoolClient } from 'pg';
 
 export type WakeReason = 'submit' | 'job_end' | 'node_change' | 'cancel' | 'dispatch';
 
@@ -15,6 +15,9 @@ const CONSOLE_LOG: WakeupsLog = {
   warn: (m) => console.warn(m),
   error: (m) => console.error(m),
 };
+
+/** The server process id of a connected client (pg sets it from the backend's key data). */
+const backendPid = (c: Client | PoolClient): number => (c as unknown as { processID: number }).processID;
 
 const messageOf = (e: unknown) => (e instanceof Error ? e.message : String(e));
 
@@ -43,6 +46,8 @@ export class Wakeups {
     this.notifier = new Pool({ connectionString: databaseUrl, max: 1 });
     // An idle connection that dies is replaced on the next NOTIFY; say so, do not crash.
     this.notifier.on('error', (e) => this.log.warn(`wake-up notifier connection lost: ${e.message}`));
+    this.notifier.on('connect', (c) => this.ownSenders.add(backendPid(c)));
+    this.notifier.on('remove', (c) => this.ownSenders.delete(backendPid(c)));
     if (listen) await this.listen();
   }
 
@@ -65,7 +70,10 @@ export class Wakeups {
     };
     client.on('error', onLost);
     client.on('end', () => onLost());
-    client.on('notification', (n) => this.events.emit('wake', (n.payload ?? 'submit') as WakeReason));
+    client.on('notification', (n) => {
+      // Ours, come back: this process's listeners had it when it was asked.
+      if (!this.ownSenders.has(n.processId)) this.events.emit('wake', (n.payload ?? 'submit') as WakeReason);
+    });
     this.listener = client;
     await client.connect();
     await client.query('listen nuri_wake');
@@ -98,12 +106,17 @@ export class Wakeups {
    * still after every commit that asked): 2,000 submits a second are not 2,000 NOTIFYs.
    */
   wake(reason: WakeReason): void {
-    if (!this.notifier) return void this.events.emit('wake', reason);
+    // This process's listeners at once, not after a round trip through the database (one
+    // process with every role: a submission's express start waited for its own NOTIFY).
+    this.events.emit('wake', reason);
+    if (!this.notifier) return;
     this.unsent.add(reason);
     if (!this.notifying) this.notifyUnsent();
   }
 
   private readonly unsent = new Set<WakeReason>();
+  /** Backend pids of this instance's NOTIFY connections, whose notifications its listeners already had. */
+  private readonly ownSenders = new Set<number>();
   private notifying = false;
 
   private notifyUnsent(): void {
