@@ -32,9 +32,13 @@ export function afterStarts(
 ): { nodes: NodeWithGpus[]; pending: PendingJobRow[]; running: RunningWithPlacement[] } {
   if (!started.length) return i;
   const ok = new Set(started);
-  // Only the started jobs and their nodes are looked up: the pending list may be 100,000 long.
+  // One walk over the pending list (it may be 100,000 long) finds the started jobs and leaves them out.
   const pendingById = new Map<string, PendingJobRow>();
-  for (const j of i.pending) if (ok.has(j.id)) pendingById.set(j.id, j);
+  const pending: PendingJobRow[] = [];
+  for (const j of i.pending) {
+    if (ok.has(j.id)) pendingById.set(j.id, j);
+    else pending.push(j);
+  }
   const taken = new Map<string, Map<number, string>>();
   const running = [...i.running];
   for (const s of plan.starts) {
@@ -64,7 +68,7 @@ export function afterStarts(
       const onNode = taken.get(n.id);
       return onNode ? { ...n, gpus: n.gpus.map((g) => (onNode.has(g.index) ? { ...g, jobId: onNode.get(g.index)! } : g)) } : n;
     }),
-    pending: i.pending.filter((j) => !ok.has(j.id)),
+    pending,
     running,
   };
 }
@@ -94,46 +98,61 @@ export function gpuCounts(nodes: readonly NodeWithGpus[]): GpuCountRow[] {
  */
 export function tenantRows(i: PassMetricsInputs, pendingSince: (job: PendingJobRow) => Date): TenantRow[] {
   const nowMs = i.now.getTime();
-  const key = (tenantId: string, t: GpuTypeLabel) => `${tenantId}/${t}`;
-  const rows = new Map<string, TenantRow>();
-  const names = new Map(i.tenants.map((t) => [t.id, t.name]));
-  const row = (tenantId: string, t: GpuTypeLabel): TenantRow | undefined => {
-    const name = names.get(tenantId);
-    if (name === undefined) return undefined;
-    let r = rows.get(key(tenantId, t));
-    if (!r) rows.set(key(tenantId, t), (r = { tenant: name, gpuType: t, guaranteed: 0, limit: 0, allocated: 0, pendingGpus: 0 }));
+  // Per tenant id, its row of each type, and the earliest wait start of each (ms): one Map
+  // lookup per pending job, not a key string and two (100,000 jobs took 50-90 ms every 5 s).
+  interface Rows {
+    name: string;
+    h100?: TenantRow;
+    h800?: TenantRow;
+    since: { h100: number; h800: number };
+  }
+  const byTenant = new Map<string, Rows>(i.tenants.map((t) => [t.id, { name: t.name, since: { h100: Infinity, h800: Infinity } }]));
+  const all: TenantRow[] = [];
+  const row = (of: Rows, t: GpuTypeLabel): TenantRow => {
+    let r = of[t];
+    if (!r) all.push((r = of[t] = { tenant: of.name, gpuType: t, guaranteed: 0, limit: 0, allocated: 0, pendingGpus: 0 }));
     return r;
   };
   for (const t of i.tenants) {
+    const of = byTenant.get(t.id)!;
     for (const q of t.quotas) {
-      const r = row(t.id, q.gpuType)!;
+      const r = row(of, q.gpuType);
       r.guaranteed = q.guaranteed;
       r.limit = q.limit;
     }
   }
   for (const j of i.running) {
-    const r = row(j.tenantId, j.gpuModel);
-    if (r) r.allocated += j.gpus;
+    const of = byTenant.get(j.tenantId);
+    if (of) row(of, j.gpuModel).allocated += j.gpus;
   }
-  const pendingAny: PendingJobRow[] = [];
-  const pend = (r: TenantRow | undefined, j: PendingJobRow) => {
-    if (!r) return;
-    r.pendingGpus += j.gpus;
-    const age = Math.max(0, (nowMs - pendingSince(j).getTime()) / 1000);
-    r.oldestPendingSeconds = Math.max(r.oldestPendingSeconds ?? 0, age);
+  const pend = (of: Rows, t: GpuTypeLabel, j: PendingJobRow) => {
+    row(of, t).pendingGpus += j.gpus;
+    const since = pendingSince(j).getTime();
+    if (since < of.since[t]) of.since[t] = since;
   };
+  const pendingAny: PendingJobRow[] = [];
   for (const j of i.pending) {
     if (j.gpu_type === 'any') pendingAny.push(j);
-    else pend(row(j.tenant_id, j.gpu_type), j);
+    else {
+      const of = byTenant.get(j.tenant_id);
+      if (of) pend(of, j.gpu_type, j);
+    }
   }
   for (const j of pendingAny) {
+    const of = byTenant.get(j.tenant_id);
+    if (!of) continue;
     const headroom = (t: GpuTypeLabel) => {
-      const r = rows.get(key(j.tenant_id, t));
+      const r = of[t];
       return r ? r.guaranteed - r.allocated - r.pendingGpus : 0;
     };
-    pend(row(j.tenant_id, headroom('h800') > headroom('h100') ? 'h800' : 'h100'), j);
+    pend(of, headroom('h800') > headroom('h100') ? 'h800' : 'h100', j);
   }
-  return [...rows.values()].sort((a, b) => a.tenant.localeCompare(b.tenant) || a.gpuType.localeCompare(b.gpuType));
+  for (const of of byTenant.values())
+    for (const t of GPU_TYPES) {
+      const r = of[t];
+      if (r && of.since[t] !== Infinity) r.oldestPendingSeconds = Math.max(0, (nowMs - of.since[t]) / 1000);
+    }
+  return all.sort((a, b) => a.tenant.localeCompare(b.tenant) || a.gpuType.localeCompare(b.gpuType));
 }
 
 /** Live jobs (pending, running) by state, tenant name and requested GPU type, from JobsRepository.countByState. */
