@@ -59,8 +59,8 @@ export class LiveJobs {
   }
 
   async refresh(): Promise<RefreshResult> {
-    const horizon = await this.jobs.changeHorizon();
     if (this.horizon === null) {
+      const horizon = await this.jobs.changeHorizon();
       const [pending, running] = await Promise.all([this.jobs.pending(), this.jobs.running()]);
       this.pendingById = new Map();
       this.pendingByTenant.clear();
@@ -72,7 +72,8 @@ export class LiveJobs {
       this.seen.clear();
       return { full: true, rows: pending.length + running.length };
     }
-    const changed = await this.jobs.changedSince(this.horizon);
+    const { rows: changed, horizon: next } = await this.jobs.changedSince(this.horizon);
+    const horizon = next ?? this.horizon;
     const nowRunning: string[] = [];
     let applied = 0;
     for (const c of changed) {

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import type { JobDependenciesTable, JobRow, JobsTable } from '../schema';
 import { DependenciesRepository } from './dependencies.repository';
-import { LedgerRepository } from './ledger.repository';
+import { openAttemptsOf, LedgerRepository } from './ledger.repository';
 import type { Db } from './tenants.repository';
 
 type State = JobsTable['state'];
@@ -522,17 +522,23 @@ export class JobsRepository {
   }
 
   /**
-   * Jobs written since `horizon` (from `changeHorizon`), whatever their state now, with the
-   * columns the scheduler reads of a pending job: the leader's in-memory queue applies them
-   * instead of reading every pending job each pass. Served by the jobs_change_xid index.
-   * `xid`: the transaction that last wrote the row (a row read again with the same one has not changed).
+   * Jobs written since `horizon` (from `changeHorizon`, or from the last call), whatever their
+   * state now, with the columns the scheduler reads of a pending job: the leader's in-memory
+   * queue applies them instead of reading every pending job each pass. Served by the
+   * jobs_change_xid index. `xid`: the transaction that last wrote the row (a row read again with
+   * the same one has not changed). `horizon`: where the next call starts, taken by this same
+   * statement (a write it cannot see is at or above it), so one round trip, not two; null when
+   * nothing changed (start from the same one again).
    */
-  async changedSince(horizon: string): Promise<(PendingJobRow & { state: State; xid: string })[]> {
+  async changedSince(horizon: string): Promise<{ rows: (PendingJobRow & { state: State; xid: string })[]; horizon: string | null }> {
     const rows = await this.pendingColumns()
-      .select(['state', sql<string>`change_xid::text`.as('xid')])
+      .select(['state', sql<string>`change_xid::text`.as('xid'), sql<string>`pg_snapshot_xmin(pg_current_snapshot())::text`.as('horizon')])
       .where(sql<boolean>`change_xid >= ${horizon}::xid8`)
       .execute();
-    return rows.map(({ xid, ...r }) => Object.assign(toPendingRow(r), { state: r.state, xid }));
+    return {
+      rows: rows.map(({ xid, horizon: _h, ...r }) => Object.assign(toPendingRow(r), { state: r.state, xid })),
+      horizon: rows[0]?.horizon ?? null,
+    };
   }
 
   /** What is stored for each pending job's wait (reason, its code, estimate in ms, position): a new leader writes only what differs. */
@@ -887,20 +893,9 @@ export class JobsRepository {
     return this.db.transaction().execute(async (tx) => {
       const jobIds = starts.map((s) => s.jobId);
       const nodeIds = [...new Set(starts.flatMap((s) => s.placement.map((p) => p.nodeId)))];
-      // Statements queued together on the transaction's connection go out back to back: under
-      // load each await costs an event-loop turn, and the commit's ten turns took about 1 s.
-      const [jobs, nodes, gpus, live, portsUsed] = await Promise.all([
-        tx.selectFrom('jobs').select(['id', 'state', 'gpus']).where('id', 'in', jobIds).forUpdate().execute(),
-        // FOR SHARE: a drain (an UPDATE of the node) waits for this commit, then sees its allocations.
-        tx.selectFrom('nodes').select(['id', 'name', 'state', 'gpu_type', 'last_heartbeat_at']).where('id', 'in', nodeIds).orderBy('id').forShare().execute(),
-        tx.selectFrom('gpus').select(['node_id', 'index', 'healthy']).where('node_id', 'in', nodeIds).execute(),
-        tx.selectFrom('allocations').select(['node_id', 'gpu_index']).where('node_id', 'in', nodeIds).where('released_at', 'is', null).execute(),
-        this.masterPortsByRank0(tx, nodeIds),
-      ]);
+      const { jobs, nodes, healthy, taken, portsUsed } = await this.startChecks(tx, jobIds, nodeIds);
       const jobState = new Map(jobs.map((j) => [j.id, j]));
       const nodeById = new Map(nodes.map((n) => [n.id, n]));
-      const healthy = new Set(gpus.filter((g) => g.healthy).map((g) => `${g.node_id}/${g.index}`));
-      const taken = new Set(live.map((a) => `${a.node_id}/${a.gpu_index}`));
       const started: string[] = [];
       const accepted: { s: StartToCommit; port: number }[] = [];
       const skipped: { jobId: string; why: string }[] = [];
@@ -914,7 +909,7 @@ export class JobsRepository {
               ? 'placement does not match the GPU count'
               : s.placement.some((p) => nodeById.get(p.nodeId)?.state !== 'up' || nodeById.get(p.nodeId)?.gpu_type !== s.gpuModel)
                 ? 'node not up or of another type'
-                : heardSince && s.placement.some((p) => !nodeById.get(p.nodeId)!.last_heartbeat_at || nodeById.get(p.nodeId)!.last_heartbeat_at! < heardSince)
+                : heardSince && s.placement.some((p) => { const heard = nodeById.get(p.nodeId)!.heardMs; return heard === null || heard < heardSince.getTime(); })
                   ? 'node agent silent'
                 : keys.some((k) => !healthy.has(k))
                   ? 'GPU unhealthy'
@@ -934,64 +929,108 @@ export class JobsRepository {
         accepted.push({ s, port: port! });
         started.push(s.jobId);
       }
-      // Three statements for all the starts, not three per start: the first pass of a restarted
-      // leader starts thousands (2,973 took 7 s one round trip at a time).
-      // The usage ledger opens each attempt in the transaction that starts it (issue 15); it
-      // reads the jobs as updated (statements run in the order they are queued).
-      const writes: Promise<unknown>[] = [];
-      for (let i = 0; i < accepted.length; i += 5000) writes.push(...this.writeStarts(tx, accepted.slice(i, i + 5000), at));
-      writes.push(new LedgerRepository(tx).open(started));
-      await Promise.all(writes);
+      // One statement for all the starts (per 5,000), not one per start (the first pass of a
+      // restarted leader starts thousands: 2,973 took 7 s one round trip at a time), nor four:
+      // each round trip waits its turn on the event loop.
+      for (let i = 0; i < accepted.length; i += 5000) await this.writeStarts(tx, accepted.slice(i, i + 5000), at);
       return { started, skipped };
     });
   }
 
-  /** The verified starts' rows: jobs running, their transitions, their allocations (the unique live index has the last word). */
-  private writeStarts(tx: Db, starts: readonly { s: StartToCommit; port: number }[], at: Date): Promise<unknown>[] {
+  /**
+   * The verified starts' rows, in one statement: jobs running, their transitions (in the order
+   * given), their allocations (the unique live index has the last word), and the usage ledger's
+   * row for each attempt (issue 15), opened from the jobs as this statement wrote them.
+   */
+  private async writeStarts(tx: Db, starts: readonly { s: StartToCommit; port: number }[], at: Date): Promise<void> {
     const ids = starts.map((a) => a.s.jobId);
     const gpus = starts.flatMap((a) => a.s.placement.flatMap((p) => p.gpuIndices.map((i) => ({ job: a.s.jobId, node: p.nodeId, index: i }))));
-    return [
-      sql`
-      update jobs set state = 'running', reason = null, started_at = ${at}::timestamptz, gpu_model = v.model, master_port = v.port, attempts = attempts + 1
-      from unnest(${ids}::uuid[], ${starts.map((a) => a.s.gpuModel)}::text[], ${starts.map((a) => a.port)}::int[]) as v(id, model, port)
-      where jobs.id = v.id`.execute(tx),
-      sql`
-      insert into job_transitions (job_id, at, from_state, to_state, reason)
-      select v.id, ${at}::timestamptz, 'pending', 'running', 'placed on ' || v.n || ' node(s)'
-      from unnest(${ids}::uuid[], ${starts.map((a) => a.s.placement.length)}::int[]) with ordinality as v(id, n, k) order by v.k`.execute(tx),
-      sql`
-      insert into allocations (job_id, node_id, gpu_index, created_at)
-      select v.job, v.node, v.index, statement_timestamp()
-      from unnest(${gpus.map((g) => g.job)}::uuid[], ${gpus.map((g) => g.node)}::uuid[], ${gpus.map((g) => g.index)}::int[]) as v(job, node, index)`.execute(tx),
-    ];
+    await sql`
+      with v as (
+        select * from unnest(${ids}::uuid[], ${starts.map((a) => a.s.gpuModel)}::text[], ${starts.map((a) => a.port)}::int[], ${starts.map((a) => a.s.placement.length)}::int[])
+          with ordinality as v(id, model, port, n, k)
+      ), started as (
+        update jobs set state = 'running', reason = null, started_at = ${at}::timestamptz, gpu_model = v.model, master_port = v.port, attempts = attempts + 1
+        from v where jobs.id = v.id
+        returning jobs.id, jobs.attempts, jobs.tenant_id, jobs.user_id, jobs.gpu_model, jobs.gpus, jobs.started_at
+      ), transitions as (
+        insert into job_transitions (job_id, at, from_state, to_state, reason)
+        select v.id, ${at}::timestamptz, 'pending', 'running', 'placed on ' || v.n || ' node(s)' from v order by v.k
+      ), held as (
+        insert into allocations (job_id, node_id, gpu_index, created_at)
+        select g.job, g.node, g.index, statement_timestamp()
+        from unnest(${gpus.map((g) => g.job)}::uuid[], ${gpus.map((g) => g.node)}::uuid[], ${gpus.map((g) => g.index)}::int[]) as g(job, node, index)
+      ), ledger as (${openAttemptsOf(sql.table('started'))})
+      select count(*) from started`.execute(tx);
   }
 
   /**
-   * MASTER_PORTs of running jobs that hold a GPU on one of `nodeIds`, by the name of each
-   * one's rank 0 node (computed here, so the order is the one JobView.placement shows).
+   * What a commit checks its starts against, in one statement (one round trip, where five took
+   * five: with every role in one process each waited its turn on a busy event loop, most of an
+   * express start's 40-130 ms commit): the jobs locked FOR UPDATE, then their nodes FOR SHARE in
+   * id order (a drain, an UPDATE of the node, waits for this commit and then sees its
+   * allocations), the healthy and the allocated GPUs of those nodes, and the MASTER_PORTs of the
+   * running jobs there by the name of each one's rank 0 node (computed here, so the order is the
+   * one JobView.placement shows).
    */
-  private async masterPortsByRank0(tx: Db, nodeIds: string[]): Promise<Map<string, Set<number>>> {
+  private async startChecks(
+    tx: Db,
+    jobIds: readonly string[],
+    nodeIds: readonly string[],
+  ): Promise<{
+    jobs: { id: string; state: State; gpus: number }[];
+    nodes: { id: string; name: string; state: string; gpu_type: string; heardMs: number | null }[];
+    healthy: Set<string>;
+    taken: Set<string>;
+    portsUsed: Map<string, Set<number>>;
+  }> {
     // The jobs on these nodes first (a few), then their allocations on any node: as one join,
     // PostgreSQL hashed every live allocation and running job (24,000 and 3,000 at 4,000 nodes),
-    // 80-330 ms of every commit, most of an express start's.
-    const { rows } = await sql<{ job_id: string; master_port: number | null; name: string }>`
+    // 80-330 ms of every commit.
+    const { rows } = await sql<{
+      jobs: [string, State, number][];
+      nodes: [string, string, string, string, number | null][];
+      healthy: [string, number][];
+      taken: [string, number][];
+      ports: [string, number, string][];
+    }>`
       with j as materialized (
+        select id, state, gpus from jobs where id = any(${jobIds}::uuid[]) for update
+      ), n as materialized (
+        select id, name, state, gpu_type, floor(extract(epoch from last_heartbeat_at) * 1000)::float8 as heard
+        from nodes where id = any(${nodeIds}::uuid[]) order by id for share
+      ), held as materialized (
         select distinct a.job_id from allocations a where a.node_id = any(${nodeIds}::uuid[]) and a.released_at is null
+      ), ranks as (
+        select al.job_id, jobs.master_port, nodes.name
+        from held
+        join jobs on jobs.id = held.job_id and jobs.state = 'running' and jobs.master_port is not null
+        join allocations al on al.job_id = held.job_id and al.released_at is null
+        join nodes on nodes.id = al.node_id
       )
-      select al.job_id, jobs.master_port, nodes.name
-      from j
-      join jobs on jobs.id = j.job_id and jobs.state = 'running' and jobs.master_port is not null
-      join allocations al on al.job_id = j.job_id and al.released_at is null
-      join nodes on nodes.id = al.node_id`.execute(tx);
+      select
+        (select coalesce(json_agg(json_build_array(id, state, gpus)), '[]') from j) as jobs,
+        (select coalesce(json_agg(json_build_array(id, name, state, gpu_type, heard)), '[]') from n) as nodes,
+        (select coalesce(json_agg(json_build_array(node_id, index)), '[]') from gpus where node_id = any(${nodeIds}::uuid[]) and healthy) as healthy,
+        (select coalesce(json_agg(json_build_array(node_id, gpu_index)), '[]')
+         from allocations where node_id = any(${nodeIds}::uuid[]) and released_at is null) as taken,
+        (select coalesce(json_agg(json_build_array(job_id, master_port, name)), '[]') from ranks) as ports`.execute(tx);
+    const r = rows[0]!;
     const jobs = new Map<string, { port: number; rank0: string }>();
-    for (const r of rows) {
-      const j = jobs.get(r.job_id);
-      if (!j) jobs.set(r.job_id, { port: r.master_port!, rank0: r.name });
-      else if (compareNodeNames(r.name, j.rank0) < 0) j.rank0 = r.name;
+    for (const [jobId, port, name] of r.ports) {
+      const j = jobs.get(jobId);
+      if (!j) jobs.set(jobId, { port, rank0: name });
+      else if (compareNodeNames(name, j.rank0) < 0) j.rank0 = name;
     }
-    const out = new Map<string, Set<number>>();
-    for (const j of jobs.values()) out.set(j.rank0, (out.get(j.rank0) ?? new Set()).add(j.port));
-    return out;
+    const portsUsed = new Map<string, Set<number>>();
+    for (const j of jobs.values()) portsUsed.set(j.rank0, (portsUsed.get(j.rank0) ?? new Set()).add(j.port));
+    return {
+      jobs: r.jobs.map(([id, state, gpus]) => ({ id, state, gpus })),
+      nodes: r.nodes.map(([id, name, state, gpu_type, heardMs]) => ({ id, name, state, gpu_type, heardMs })),
+      healthy: new Set(r.healthy.map(([node, index]) => `${node}/${index}`)),
+      taken: new Set(r.taken.map(([node, index]) => `${node}/${index}`)),
+      portsUsed,
+    };
   }
 
   /** Stores the plan's explanation for pending jobs (only rows that changed are passed in); no position for a job kept from the plan. */

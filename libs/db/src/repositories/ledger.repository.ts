@@ -108,22 +108,25 @@ const onDay = (s: string, e: string, d: string) =>
   `extract(epoch from least(${e}, (${d} + interval '1 day') at time zone 'UTC') - greatest(${s}, ${d} at time zone 'UTC'))`;
 
 /**
+ * The statement that opens the ledger row of each attempt just started, from `started`: the
+ * started jobs' rows as written (id, attempts, tenant_id, user_id, gpu_model, gpus, started_at),
+ * e.g. an UPDATE's RETURNING in the statement that starts them (JobsRepository.commitStarts).
+ */
+export function openAttemptsOf(started: RawBuilder<unknown>): RawBuilder<unknown> {
+  return sql`
+    insert into usage_ledger (job_id, attempt, tenant_id, user_id, gpu_type, gpus, started_at)
+    select id, attempts, tenant_id, user_id, gpu_model, gpus, started_at from ${started}
+    where gpu_model is not null and started_at is not null
+    on conflict do nothing`;
+}
+
+/**
  * The usage ledger (usage_ledger, usage_daily, gpu_prices). Written in the transactions of
- * the job transitions it records (JobsRepository calls `open`/`close` with its transaction);
+ * the job transitions it records (a start's statement opens an attempt with `openAttemptsOf`; JobsRepository calls `close` with its transaction);
  * read for usage, statements, history and idle lists, priced at read time by UTC day.
  */
 export class LedgerRepository {
   constructor(private readonly db: Db) {}
-
-  /** Opens the ledger row of each job's current attempt (call in the transaction that started them). */
-  async open(jobIds: string[]): Promise<void> {
-    if (!jobIds.length) return;
-    await sql`
-      insert into usage_ledger (job_id, attempt, tenant_id, user_id, gpu_type, gpus, started_at)
-      select id, attempts, tenant_id, user_id, gpu_model, gpus, started_at from jobs
-      where id = any(${jobIds}::uuid[]) and state = 'running' and gpu_model is not null and started_at is not null
-      on conflict do nothing`.execute(this.db);
-  }
 
   /**
    * Closes the job's open attempt at `at` (call in the transaction that ends the run) and

@@ -73,6 +73,44 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
     await s.jobs.transition(b, ['running'], 'cancelled', 'test', at);
   });
 
+  it('refuses each start that fails a check, saying which, and commits the others with it', async () => {
+    const node = async (name: string, gpuType: 'h100' | 'h800', state: 'up' | 'draining', heard: Date) => {
+      const id = await s.nodes.create({ name, gpuType, gpus: 4, rack: 'r9', leafSwitch: 'l9', tokenHash: name });
+      await s.nodes.setState(id, state, 'test');
+      await sql`update nodes set last_heartbeat_at = ${heard} where id = ${id}`.execute(tdb.handle.db);
+      return id;
+    };
+    const heardSince = new Date(t0.getTime() + 60_000);
+    const good = await node('chk-good', 'h100', 'up', heardSince); // heard exactly at the limit: not silent
+    const draining = await node('chk-draining', 'h100', 'draining', heardSince);
+    const h800 = await node('chk-h800', 'h800', 'up', heardSince);
+    const silent = await node('chk-silent', 'h100', 'up', new Date(heardSince.getTime() - 1));
+    await sql`update gpus set healthy = false where node_id = ${good} and index = 3`.execute(tdb.handle.db);
+    const ids = { cancelled: await s.job('chk-cancelled', 1), short: await s.job('chk-short', 2), draining: await s.job('chk-draining', 1), type: await s.job('chk-type', 1), silent: await s.job('chk-silent', 1), sick: await s.job('chk-sick', 1), ok: await s.job('chk-ok', 2) };
+    await s.jobs.transition(ids.cancelled, ['pending'], 'cancelled', 'test', t0);
+    const on = (jobId: string, nodeId: string, gpuIndices: number[]) => ({ jobId, gpuModel: 'h100' as const, placement: [{ nodeId, gpuIndices }] });
+    const at = new Date(heardSince.getTime() + 1000);
+    const r = await s.jobs.commitStarts(
+      [on(ids.cancelled, good, [2]), on(ids.short, good, [2]), on(ids.draining, draining, [0]), on(ids.type, h800, [0]), on(ids.silent, silent, [0]), on(ids.sick, good, [3]), on(ids.ok, good, [0, 1])],
+      at,
+      heardSince,
+    );
+    expect(r).toEqual({
+      started: [ids.ok],
+      skipped: [
+        { jobId: ids.cancelled, why: 'job is no longer pending' },
+        { jobId: ids.short, why: 'placement does not match the GPU count' },
+        { jobId: ids.draining, why: 'node not up or of another type' },
+        { jobId: ids.type, why: 'node not up or of another type' },
+        { jobId: ids.silent, why: 'node agent silent' },
+        { jobId: ids.sick, why: 'GPU unhealthy' },
+      ],
+    });
+    expect((await s.jobs.detail(ids.ok))!).toMatchObject({ state: 'running', placement: [{ node: 'chk-good', gpus: [0, 1] }] });
+    for (const id of [ids.short, ids.draining, ids.type, ids.silent, ids.sick]) expect((await s.jobs.detail(id))!.state).toBe('pending');
+    for (const id of Object.values(ids)) await s.jobs.transition(id, ['pending', 'running'], 'cancelled', 'test', at);
+  });
+
   it('commits many starts in one call: each verified against the ones before it, written together', async () => {
     const [a, b, c] = [await s.job('many-a'), await s.job('many-b'), await s.job('many-c', 1)];
     const at = new Date(t0.getTime() + 2000);
