@@ -12,6 +12,11 @@ describe('server configuration', () => {
     expect(parseServerConfig({ NURI_STARVATION_SECONDS: '0' }).starvationSeconds).toBe(0);
     expect(() => parseServerConfig({ NURI_STARVATION_SECONDS: '-1' })).toThrow(/NURI_STARVATION_SECONDS: .*0/);
   });
+  it('caps the starts a pass commits at 1,000 unless told otherwise, and at least 1', () => {
+    expect(parseServerConfig({}).maxStartsPerPass).toBe(1000);
+    expect(parseServerConfig({ NURI_MAX_STARTS_PER_PASS: '50' }).maxStartsPerPass).toBe(50);
+    expect(() => parseServerConfig({ NURI_MAX_STARTS_PER_PASS: '0' })).toThrow(/NURI_MAX_STARTS_PER_PASS: .*1/);
+  });
   it('makes the demo opt-in with a real database', () => {
     expect(parseServerConfig({ DATABASE_URL: 'postgres://x@h/db' }).demo).toBe(false);
     expect(parseServerConfig({ DATABASE_URL: 'postgres://x@h/db', NURI_DEMO: '1' }).demo).toBe(true);

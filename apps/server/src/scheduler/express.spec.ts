@@ -117,6 +117,31 @@ describe('express starts between full passes', () => {
     expect(schedule(after(s, plan, now, [fresh])).pending).toHaveLength(300);
   });
 
+  it('starts no newcomer while a start the pass planned was not committed: the full pass gives its GPUs first', () => {
+    const tenants = [
+      { id: 'a', name: 'a', weight: 1, decayedUsage: 0, quotas: { h100: { guaranteed: 8, limit: 8 } } },
+      // b borrows (no guarantee): its newcomer ranks after c's job, within c's guarantee.
+      { id: 'b', name: 'b', weight: 1, decayedUsage: 0, quotas: { h100: { guaranteed: 0, limit: 8 } } },
+      { id: 'c', name: 'c', weight: 1, decayedUsage: 0, quotas: { h100: { guaranteed: 8, limit: 8 } } },
+    ];
+    const queue = [job('a1', 'a', 8, T0 - 2000), job('c1', 'c', 8, T0 - 1000)];
+    const s: Snapshot = { now: T0, config: CONFIG, tenants, nodes: [node('n1', 'h100'), node('n2', 'h100')], running: [], pending: queue };
+    const plan = schedule(s);
+    expect(plan.starts.map((x) => x.jobId)).toEqual(['a1', 'c1']);
+    const now = T0 + 1000;
+    const x = job('x', 'b', 1, now);
+    // c1's start was left for the next pass (over NURI_MAX_STARTS_PER_PASS): its node looks free here,
+    // and c started nothing (its queue is not planned with the newcomer's)...
+    const partial = new ExpressState({ snapshot: s, plan, started: new Set(['a1']) });
+    expect(partial.anyFree()).toBe(true);
+    // ...but the full pass on the same state starts c1 there, and x waits.
+    const truth = schedule(after(s, { ...plan, starts: plan.starts.slice(0, 1) }, now, [x]));
+    expect(truth.starts.map((st) => st.jobId)).toEqual(['c1']);
+    expect(partial.plan([x], source([queue[1]!, x]), now).starts).toEqual([]);
+    // With every start committed, nothing is free.
+    expect(new ExpressState({ snapshot: s, plan, started: new Set(['a1', 'c1']) }).anyFree()).toBe(false);
+  });
+
   it('tells from the free GPUs alone which newcomers cannot start, and then plans nothing', () => {
     const drained = { ...node('d', 'h100'), schedulable: false };
     const sick = { ...node('s', 'h800'), gpus: node('s', 'h800').gpus.map((g) => ({ ...g, healthy: g.index >= 6 })) };

@@ -23,7 +23,8 @@ import { Scheduler, withoutInertTails, type GpuModel, type PendingJob, type Plan
  * That holds while the jobs ranked first are still the kept ones, and the ranking moves with
  * what tenants hold (see `plan`). So the full pass decides, and nothing starts by express,
  * for a newcomer of a tenant with a kept job, while a tenant that started jobs in that pass
- * has a kept job, and once a kept job has left the queue (cancelled); a tenant that started
+ * has a kept job or a start of that pass was not committed, and once a kept job has left the
+ * queue (cancelled); a tenant that started
  * jobs since the ranking is planned with its whole queue. The property test in express.spec.ts
  * is the arbiter: every case it found is among its examples.
  *
@@ -127,6 +128,10 @@ export class ExpressState {
       }
     }
     for (const t of this.moved) if (this.keptTenants.has(t)) this.halted = true;
+    // A start the pass planned but did not commit (left for the next pass over
+    // NURI_MAX_STARTS_PER_PASS, or refused at commit): its GPUs look free here, but the full pass
+    // gives them to it or to the jobs ranked after it, never first to a newcomer.
+    if (base.plan.starts.some((st) => !base.started.has(st.jobId))) this.halted = true;
   }
 
   /**

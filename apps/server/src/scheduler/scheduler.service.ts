@@ -53,6 +53,8 @@ export interface PassResult {
   annotatedBecause: Partial<Record<StaleCause, number>>;
   /** Jobs with no wait yet left for the next passes (over NURI_NEW_WAITS_PER_PASS). */
   deferredWaits: number;
+  /** Starts the plan made over NURI_MAX_STARTS_PER_PASS, left to the next pass. */
+  deferredStarts: number;
 }
 
 /**
@@ -356,11 +358,16 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     // Express starts may have run while this pass planned: the commit verifies every start
     // against the database (one that lost its GPUs to a newcomer waits for the next pass), and
     // the next express state keeps the newcomers this pass's snapshot did not see.
+    // The front of the plan's starts (they are in queue order); the next pass, asked for below,
+    // plans the rest again: a restarted leader's first pass into an emptied fleet committed
+    // 2,973 starts in one 2 s statement, and finished after them all.
+    const deferredStarts = Math.max(0, plan.starts.length - this.config.maxStartsPerPass);
+    const toStart = deferredStarts ? plan.starts.slice(0, this.config.maxStartsPerPass) : plan.starts;
     const { started, skipped } = await this.serial(async () => {
       // Waiting for an express start in flight is its own stage: a slow commit is told from a slow queue.
       stage('commit.wait');
       const r = await this.jobs.commitStarts(
-        plan.starts.map((s) => ({ jobId: s.jobId, gpuModel: s.gpuModel, placement: s.placement.map((p) => ({ nodeId: p.nodeId, gpuIndices: p.gpuIndices })) })),
+        toStart.map((s) => ({ jobId: s.jobId, gpuModel: s.gpuModel, placement: s.placement.map((p) => ({ nodeId: p.nodeId, gpuIndices: p.gpuIndices })) })),
         now,
         heardSince,
         this.config.masterPorts,
@@ -396,8 +403,8 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     }
     const { written: annotated, causes, deferred } = await this.annotate(plan, new Set(started), now.getTime(), gate.withheld);
     stage('annotate');
-    // Waits left for later are written by the next pass, not the next wake-up or tick.
-    if (deferred) this.trigger();
+    // Waits and starts left for later are the next pass's, not the next wake-up's or tick's.
+    if (deferred || deferredStarts) this.trigger();
     this.recordPassMetrics(now, { tenants, nodes, pending: doomed.size ? queued.filter((j) => !doomed.has(j.id)) : queued, running }, plan, started, jobsByState, tenantNames);
     stage('metrics');
     if (started.length || plan.preemptions.length) this.wakeups.wake('dispatch');
@@ -405,9 +412,9 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     // A slow pass says where its time went, so an operator can tell the database from the plan.
     if (durationMs > SLOW_PASS_MS)
       this.log.warn(
-        `pass took ${(durationMs / 1000).toFixed(1)} s over ${queued.length} pending jobs (${started.length} started, ${plan.preemptions.length} preempted, ${annotated} waits written${annotated ? ` [${Object.entries(causes).map(([k, n]) => `${k} ${n}`).join(', ')}]` : ''}${deferred ? `, ${deferred} new ones left for the next passes` : ''}): ${summary()}`,
+        `pass took ${(durationMs / 1000).toFixed(1)} s over ${queued.length} pending jobs (${started.length} started${deferredStarts ? `, ${deferredStarts} starts left for the next pass` : ''}, ${plan.preemptions.length} preempted, ${annotated} waits written${annotated ? ` [${Object.entries(causes).map(([k, n]) => `${k} ${n}`).join(', ')}]` : ''}${deferred ? `, ${deferred} new ones left for the next passes` : ''}): ${summary()}`,
       );
-    return { plan, started, skipped, durationMs, stages, annotated, annotatedBecause: causes, deferredWaits: deferred };
+    return { plan, started, skipped, durationMs, stages, annotated, annotatedBecause: causes, deferredWaits: deferred, deferredStarts };
   }
 
   /**
