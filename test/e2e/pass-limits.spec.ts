@@ -1,0 +1,105 @@
+import { JobsRepository, NodesRepository } from '@nuri/db';
+import { sql } from 'kysely';
+import { Client } from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RunningServer, startServer } from '../../apps/server/src/bootstrap';
+import { SCHEDULER_LOCK_KEY, SchedulerService } from '../../apps/server/src/scheduler/scheduler.service';
+import { createTestDatabase, TestDatabase } from '../../libs/db/src/testing';
+import { bareCenterConfig } from '../support/config';
+import { apiClient } from '../support/http';
+
+const OPERATOR = 'nuri_operator-bootstrap-token-for-the-pass-limits-test';
+
+/**
+ * What a pass leaves for the next one. The passes here are each test's own: another session
+ * holds the leader's lock, so the server never passes on its own and what each pass wrote can
+ * be read between them. Tenant kakao (h100 quota `limit`), researcher ryan; jobs go in by SQL
+ * (as a bulk load while no scheduler ran), each `minute` after 2026-01-01.
+ */
+function passesByHand(vars: Record<string, string>, quota: { guaranteed: number; limit: number }) {
+  const t = {} as { db: TestDatabase; server: RunningServer; holder: Client; scheduler: SchedulerService; jobs: JobsRepository; submit: (name: string, gpus: number, minute: number) => Promise<string> };
+  const api = apiClient(() => t.server.url);
+  beforeAll(async () => {
+    t.db = await createTestDatabase();
+    t.holder = new Client({ connectionString: t.db.url });
+    await t.holder.connect();
+    await t.holder.query('select pg_advisory_lock($1)', [SCHEDULER_LOCK_KEY]);
+    t.server = await startServer(bareCenterConfig(t.db.url, OPERATOR, { NURI_ROLES: 'api,scheduler', NURI_SCHEDULER_TICK_MS: '600000', ...vars }));
+    await api(OPERATOR, 'POST', '/v1/tenants', { name: 'kakao', displayName: 'Kakao', quotas: [{ gpuType: 'h100', ...quota }] });
+    await api(OPERATOR, 'POST', '/v1/users', { name: 'ryan', tenant: 'kakao', role: 'researcher' });
+    const { rows } = await t.holder.query<{ tenant_id: string; user_id: string }>(`select t.id as tenant_id, u.id as user_id from tenants t join users u on u.tenant_id = t.id where u.name = 'ryan'`);
+    const who = rows[0]!;
+    t.scheduler = t.server.app.get(SchedulerService);
+    t.jobs = new JobsRepository(t.server.database.db);
+    t.submit = (name, gpus, minute) =>
+      t.jobs.insert({ ...who, name, gpus, gpu_type: 'h100', priority: 'normal', time_limit_seconds: 3600, command: ['true'], env: {}, working_dir: null, requeue: false, submitted_at: new Date(Date.UTC(2026, 0, 1, 0, minute)) });
+  });
+  afterAll(async () => {
+    await t.server?.close();
+    await t.holder?.end();
+    await t.db?.drop();
+  });
+  return { t, api };
+}
+
+/**
+ * Jobs inserted while no scheduler ran (a restart after a bulk load) have no wait. A pass writes
+ * at most NURI_NEW_WAITS_PER_PASS of them, front of the queue first, and the next passes the rest.
+ */
+describe('waits of jobs that have none yet', () => {
+  const { t, api } = passesByHand({ NURI_NEW_WAITS_PER_PASS: '5' }, { guaranteed: 8, limit: 8 });
+
+  it('are written up to the limit a pass, the oldest first, and the rest by the next passes', async () => {
+    await t.scheduler.pass(); // loads the (empty) queue: the jobs below come as changes
+    const ids: string[] = [];
+    for (let i = 0; i < 12; i++) ids.push(await t.submit(`bulk-${i}`, 8, i));
+    const waits = async () => (await sql<{ job_id: string }>`select job_id from job_waits`.execute(t.server.database.db)).rows.map((r) => r.job_id).sort();
+    const first = await t.scheduler.pass();
+    expect(first.annotated).toBe(5);
+    expect(first.deferredWaits).toBe(7);
+    expect(await waits()).toEqual(ids.slice(0, 5).sort());
+    const second = await t.scheduler.pass();
+    expect([second.annotated, second.deferredWaits]).toEqual([5, 2]);
+    expect(await waits()).toEqual(ids.slice(0, 10).sort());
+    const third = await t.scheduler.pass();
+    expect([third.annotated, third.deferredWaits]).toEqual([2, 0]);
+    // Every job now says why it waits; nothing more to write.
+    for (const id of ids) expect((await api(OPERATOR, 'GET', `/v1/jobs/${id}`)).body.reason).toMatch(/\w/);
+    expect((await t.scheduler.pass()).annotated).toBe(0);
+  });
+});
+
+/**
+ * A pass commits at most NURI_MAX_STARTS_PER_PASS starts, the front of the queue first, and asks
+ * for the next pass for the rest (a leader restarted into an emptied fleet otherwise committed
+ * thousands in one statement before its first pass ended). No express start meanwhile:
+ * express.spec.ts, 'a start the pass planned was not committed'.
+ */
+describe('starts over the most a pass commits', () => {
+  const { t, api } = passesByHand({ NURI_MAX_STARTS_PER_PASS: '3' }, { guaranteed: 40, limit: 48 });
+
+  it('are committed up to the limit, the front of the queue first, the rest by the next pass', async () => {
+    const nodes = new NodesRepository(t.server.database.db);
+    for (let i = 0; i < 5; i++) {
+      const id = await nodes.create({ name: `gpu-${i}`, gpuType: 'h100', gpus: 8, rack: 'r1', leafSwitch: 'l1', tokenHash: `t${i}` });
+      await nodes.setState(id, 'up', 'test');
+    }
+    // Heard from just now (no agents here): schedulable.
+    await sql`update nodes set last_heartbeat_at = now(), connected = true`.execute(t.server.database.db);
+    await t.scheduler.pass(); // loads the (empty) queue
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push(await t.submit(`whole-node-${i}`, 8, i));
+    const state = async (id: string) => (await t.jobs.detail(id))!.state;
+
+    const first = await t.scheduler.pass();
+    expect(first.plan.starts).toHaveLength(5); // the plan is the policy's, whole
+    expect([first.started, first.deferredStarts]).toEqual([ids.slice(0, 3), 2]);
+    expect(await Promise.all(ids.map(state))).toEqual(['running', 'running', 'running', 'pending', 'pending']);
+
+    const newcomer = await t.submit('newcomer', 1, 10);
+    const second = await t.scheduler.pass();
+    expect([second.started, second.deferredStarts]).toEqual([ids.slice(3), 0]);
+    expect(await state(newcomer)).toBe('pending'); // every GPU is taken now
+    expect((await api(OPERATOR, 'GET', `/v1/jobs/${newcomer}`)).body.reasonCode).toBe('waiting_for_resources');
+  });
+});
