@@ -75,6 +75,16 @@ describe('the gate before the core', () => {
     expect(g.withheld.map((w) => w.job.id)).toEqual(['c0', 'c1']);
   });
 
+  it('passes every job on, in queue order, when nothing is gated (met dependencies, uncapped arrays), as a list of its own', () => {
+    const queue = [pendingJob('a'), pendingJob('b', { array_id: 'B', array_task_id: 0 }), pendingJob('c')];
+    const met: GateDependency[] = [{ jobId: 'c', kind: 'afterok', dependsOn: 'x', state: 'completed' }];
+    const g = gatePending(queue, met, new Map());
+    expect(g.eligible.map((j) => j.id)).toEqual(['a', 'b', 'c']);
+    expect([g.withheld, g.doomed]).toEqual([[], []]);
+    g.eligible.pop();
+    expect(queue).toHaveLength(3);
+  });
+
   // Random arrays, caps, running counts and dependencies, through the real core on a small
   // center: a pass never starts more of an array than its cap allows, nor a job waiting on another.
   it('never lets a pass start past an array cap or before a dependency is met (property)', () => {

