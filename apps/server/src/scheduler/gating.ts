@@ -20,6 +20,9 @@ export function dependencyStatus(kind: DependencyKind, state: JobState): Depende
 
 const short = (id: string) => id.slice(0, 8);
 
+/** A task of an array that caps how many of its tasks run at once. */
+const capped = (j: GateJob): boolean => j.array_id !== null && j.array_max_running !== null;
+
 export interface GateJob {
   id: string;
   array_id: string | null;
@@ -61,7 +64,7 @@ export function gatePending<J extends GateJob>(pending: readonly J[], deps: read
   }
   // Nothing gated (the usual pass): every job goes on as it is, without three walks of the
   // queue and two copies (about 20 ms a pass at 100,000 pending jobs).
-  if (!blocked.size && !pending.some((j) => j.array_id !== null && j.array_max_running !== null)) return { eligible: pending.slice(), withheld: [], doomed: [] };
+  if (!blocked.size && !pending.some(capped)) return { eligible: pending.slice(), withheld: [], doomed: [] };
   const gate: Gate<J> = { eligible: [], withheld: [], doomed: [] };
   const free: J[] = [];
   for (const j of pending) {
@@ -74,10 +77,10 @@ export function gatePending<J extends GateJob>(pending: readonly J[], deps: read
   // The throttle: per capped array, the lowest task indices free to start take its free slots.
   const byArray = new Map<string, J[]>();
   for (const j of free) {
-    if (j.array_id === null || j.array_max_running === null) continue;
-    const tasks = byArray.get(j.array_id);
+    if (!capped(j)) continue;
+    const tasks = byArray.get(j.array_id!);
     if (tasks) tasks.push(j);
-    else byArray.set(j.array_id, [j]);
+    else byArray.set(j.array_id!, [j]);
   }
   const held = new Map<string, string>();
   for (const [arrayId, tasks] of byArray) {

@@ -355,14 +355,14 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     stage('buildSnapshot');
     const plan = this.core.plan(snapshot);
     stage('plan');
-    // Express starts may have run while this pass planned: the commit verifies every start
-    // against the database (one that lost its GPUs to a newcomer waits for the next pass), and
-    // the next express state keeps the newcomers this pass's snapshot did not see.
     // The front of the plan's starts (they are in queue order); the next pass, asked for below,
     // plans the rest again: a restarted leader's first pass into an emptied fleet committed
     // 2,973 starts in one 2 s statement, and finished after them all.
-    const deferredStarts = Math.max(0, plan.starts.length - this.config.maxStartsPerPass);
-    const toStart = deferredStarts ? plan.starts.slice(0, this.config.maxStartsPerPass) : plan.starts;
+    const toStart = plan.starts.slice(0, this.config.maxStartsPerPass);
+    const deferredStarts = plan.starts.length - toStart.length;
+    // Express starts may have run while this pass planned: the commit verifies every start
+    // against the database (one that lost its GPUs to a newcomer waits for the next pass), and
+    // the next express state keeps the newcomers this pass's snapshot did not see.
     const { started, skipped } = await this.serial(async () => {
       // Waiting for an express start in flight is its own stage: a slow commit is told from a slow queue.
       stage('commit.wait');

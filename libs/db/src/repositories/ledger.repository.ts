@@ -122,8 +122,8 @@ export function openAttemptsOf(started: RawBuilder<unknown>): RawBuilder<unknown
 
 /**
  * The usage ledger (usage_ledger, usage_daily, gpu_prices). Written in the transactions of
- * the job transitions it records (a start's statement opens an attempt with `openAttemptsOf`; JobsRepository calls `close` with its transaction);
- * read for usage, statements, history and idle lists, priced at read time by UTC day.
+ * the job transitions it records (a start's statement opens an attempt with `openAttemptsOf`;
+ * JobsRepository calls `close` with its transaction); read for usage, statements, history and idle lists, priced at read time by UTC day.
  */
 export class LedgerRepository {
   constructor(private readonly db: Db) {}
