@@ -5,6 +5,7 @@ import { PendingExplanation, PendingReasonCode, Plan } from './types';
 const H = 3600_000;
 const wait = (jobId: string, estimatedStartAt: number | null, reason: PendingReasonCode = 'waiting_for_resources'): PendingExplanation => ({
   jobId,
+  tenantId: 't',
   reason,
   message: '',
   estimatedStartAt,

@@ -173,7 +173,7 @@ export class Pass {
 
   /** Record why a job stays pending; queue positions follow the order of these calls. */
   explain(job: PendingJob, reason: PendingReasonCode, message: string, est: number | null, model?: GpuModel): void {
-    this.pending[this.np] = { jobId: job.id, reason, message, estimatedStartAt: est, queuePosition: this.np + 1, gpuModel: model };
+    this.pending[this.np] = { jobId: job.id, tenantId: job.tenantId, reason, message, estimatedStartAt: est, queuePosition: this.np + 1, gpuModel: model };
     this.np++;
   }
 

@@ -152,6 +152,8 @@ export type PendingReasonCode =
 
 export interface PendingExplanation {
   jobId: string;
+  /** The job's tenant (so a reader of the plan needs no map from 100,000 ids to their jobs). */
+  tenantId: string;
   reason: PendingReasonCode;
   /** A sentence a researcher can act on. */
   message: string;

@@ -96,6 +96,19 @@ describe('express starts between full passes', () => {
     expect(later.plan([again], source([...s.pending, again]), now + 6000).starts.map((x) => x.jobId)).toEqual(['again']);
   });
 
+  it('knows the arrivals its pass planned and the newcomers it planned, and no other arrival', () => {
+    const queued = [job('old', 'a', 8, T0 - 60_000), job('seen', 'a', 8, T0 - 1000)];
+    const tenants = [{ id: 'a', name: 'a', weight: 1, decayedUsage: 0, quotas: { h100: { guaranteed: 0, limit: 0 } } }];
+    const snap: Snapshot = { now: T0, config: CONFIG, tenants, nodes: [node('n1', 'h100')], running: [], pending: queued };
+    // 'late' arrived after the pass read the queue: not in its snapshot, so new to express starts.
+    const express = new ExpressState({ snapshot: snap, plan: schedule(snap), started: new Set() }, null, ['seen', 'late']);
+    expect(express.knows('seen')).toBe(true);
+    expect(express.knows('late')).toBe(false);
+    const late = job('late', 'a', 1, T0 + 100);
+    expect(express.plan([late], source([...queued, late]), T0 + 200).starts).toEqual([]);
+    expect(express.knows('late')).toBe(true);
+  });
+
   it('plans no further than its newcomers: a moved tenant\'s queue ranked after them is not walked', () => {
     const tenants = [
       { id: 'a', name: 'a', weight: 1, decayedUsage: 0, quotas: { h100: { guaranteed: 8, limit: 8 } } },

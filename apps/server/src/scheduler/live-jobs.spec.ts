@@ -3,7 +3,7 @@ import { createTestDatabase, type TestDatabase } from '../../../../libs/db/src/t
 import fc from 'fast-check';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LiveJobs } from './live-jobs';
+import { isFresh, LiveJobs } from './live-jobs';
 
 const t0 = new Date('2026-01-01T00:00:00Z');
 
@@ -48,19 +48,20 @@ describe('LiveJobs: the incremental queue equals a full reload', () => {
   };
 
   /** Starts a pending job on the first node with room (one node per job here), as the leader's commit does. */
-  const start = async (id: string) => {
+  const start = async (id: string): Promise<boolean> => {
     const running = await jobs.running();
     const held = new Map<string, Set<number>>();
     for (const r of running) for (const p of r.placement) for (const g of p.gpuIndices) (held.get(p.nodeId) ?? held.set(p.nodeId, new Set()).get(p.nodeId)!).add(g);
     const job = await jobs.find(id);
-    if (!job || job.state !== 'pending') return;
+    if (!job || job.state !== 'pending') return false;
     for (const nodeId of nodeIds) {
       const free = [0, 1, 2, 3, 4, 5, 6, 7].filter((g) => !held.get(nodeId)?.has(g));
       if (free.length >= job.gpus) {
-        await jobs.commitStarts([{ jobId: id, gpuModel: 'h100', placement: [{ nodeId, gpuIndices: free.slice(0, job.gpus) }] }], t0);
-        return;
+        const r = await jobs.commitStarts([{ jobId: id, gpuModel: 'h100', placement: [{ nodeId, gpuIndices: free.slice(0, job.gpus) }] }], t0);
+        return r.started.includes(id);
       }
     }
+    return false;
   };
 
   type Op =
@@ -80,6 +81,7 @@ describe('LiveJobs: the incremental queue equals a full reload', () => {
         await live.refresh();
         const untouched = new Set(live.pending().map((j) => j.id));
         const submitted: string[] = [];
+        const everStarted = new Set<string>();
         for (const o of ops) {
           if (o.op === 'refresh') {
             await live.refresh();
@@ -93,7 +95,9 @@ describe('LiveJobs: the incremental queue equals a full reload', () => {
           const target = pool.length ? byId(pool)[o.pick % pool.length]!.id : undefined;
           if (!target) continue;
           untouched.delete(target);
-          if (o.op === 'start') await start(target);
+          if (o.op === 'start') {
+            if (await start(target)) everStarted.add(target);
+          }
           else if (o.op === 'finish') await jobs.transition(target, ['running'], 'completed', 'exit code 0', t0, { exit_code: 0 });
           else if (o.op === 'requeue') await jobs.transition(target, ['running'], 'pending', 'preempted', t0);
           else if (o.op === 'cancel') await jobs.cancelPending([target], 'cancelled by test', t0);
@@ -104,7 +108,10 @@ describe('LiveJobs: the incremental queue equals a full reload', () => {
         await expectSameAsReload(live);
         // Express starts look only at arrivals and at their tenants' queues.
         const pendingNow = new Set(live.pending().map((j) => j.id));
-        const arrivals = new Set(live.takeArrivals().map((j) => j.id));
+        const taken = live.takeArrivals();
+        // Only a job never started is fresh (a requeued one is left to the full pass).
+        for (const j of taken) expect(isFresh(j), `fresh ${j.id}`).toBe(!everStarted.has(j.id) && submitted.includes(j.id));
+        const arrivals = new Set(taken.map((j) => j.id));
         for (const id of arrivals) expect(pendingNow.has(id) && !untouched.has(id), `arrival ${id}`).toBe(true);
         for (const id of submitted) if (pendingNow.has(id)) expect(arrivals.has(id), `submitted ${id} still pending`).toBe(true);
         expect(live.takeArrivals()).toEqual([]);

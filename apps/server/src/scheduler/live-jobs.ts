@@ -132,6 +132,11 @@ export class LiveJobs {
     return out;
   }
 
+  /** The arrivals not yet taken or settled (ids; some may have left the queue since). */
+  arrivalIds(): ReadonlySet<string> {
+    return this.arrivals;
+  }
+
   forgetArrivals(): void {
     this.arrivals.clear();
   }
@@ -193,4 +198,9 @@ export class LiveJobs {
     for (const j of this.runningById.values()) add(j.tenantId, 'running', j.gpuType ?? j.gpuModel);
     return [...counts.values()];
   }
+}
+
+/** Never started, so never requeued: it cannot have been in an earlier pass's queue under another incarnation. */
+export function isFresh(j: Pick<PendingJobRow, 'attempts'>): boolean {
+  return j.attempts === 0;
 }

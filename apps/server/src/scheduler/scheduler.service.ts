@@ -24,7 +24,7 @@ import { JobLifecycle } from '../lifecycle/job-lifecycle';
 import { gatePending } from './gating';
 import { afterStarts, gpuCounts, jobCounts, SchedulerMetricsState, tenantRows } from './scheduler-metrics';
 import { Annotation, FlickerDamper, staleBecause, type StaleCause } from './annotations';
-import { LiveJobs } from './live-jobs';
+import { isFresh, LiveJobs } from './live-jobs';
 import { passPause } from './pacing';
 import { ExpressState } from './express';
 import { buildSnapshot, corePending } from './snapshot';
@@ -373,7 +373,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
         this.config.masterPorts,
       );
       if (this.lock) {
-        const express = (this.express = new ExpressState({ snapshot, plan, started: new Set(r.started) }, this.express));
+        const express = (this.express = new ExpressState({ snapshot, plan, started: new Set(r.started) }, this.express, this.live.arrivalIds()));
         // Arrivals this pass planned are not new to express starts (and do not pile up when none come).
         this.live.settleArrivals((id) => express.knows(id));
       }
@@ -444,7 +444,8 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     // at 100,000 pending jobs, walking all of them made each express start ~70 ms of CPU.
     // (One the last full pass planned is not new: it has its reason.)
     const arrivals = this.live.takeArrivals().filter((j) => !express.knows(j.id));
-    const candidates = arrivals.filter((j) => j.array_max_running === null);
+    // A requeued job waits for the full pass: it may have been in that pass's queue (see `knows`).
+    const candidates = arrivals.filter((j) => j.array_max_running === null && isFresh(j));
     // A newcomer not started here waits for the full pass, which gives it its reason.
     const none = { started: [], leftPending: arrivals.length > 0, planned: 0 };
     if (!candidates.some((j) => express.mayStart(corePending(j)))) return none;

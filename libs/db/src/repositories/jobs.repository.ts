@@ -95,6 +95,8 @@ const PENDING_COLUMNS = [
   'array_id',
   'array_task_id',
   'array_max_running',
+  // 0 until the job first starts: a requeued job is not an express start's newcomer.
+  'attempts',
 ] as const satisfies readonly (keyof JobRow)[];
 /** A pending job as the scheduler reads it (`JobsRepository.pending`). */
 export type PendingJobRow = Pick<JobRow, (typeof PENDING_COLUMNS)[number]>;
@@ -119,6 +121,7 @@ function toPendingRow(r: Omit<PendingJobRow, 'submitted_at' | 'queued_at'> & { s
     array_id: r.array_id,
     array_task_id: r.array_task_id,
     array_max_running: r.array_max_running,
+    attempts: r.attempts,
   };
 }
 
