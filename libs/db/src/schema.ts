@@ -71,6 +71,8 @@ export interface NodesTable {
   address: string | null;
   /** Where its agent keeps job output (`<output_dir>/<jobId>/output.log`; its hello says so); null: not reported. */
   output_dir: ColumnType<string | null, string | null | undefined, string | null>;
+  /** The transaction that last wrote a column the scheduler uses (migration 0015's trigger). */
+  change_xid: ColumnType<string | null, never, never>;
 }
 
 export interface GpusTable {
@@ -80,6 +82,8 @@ export interface GpusTable {
   model: string | null;
   healthy: Generated<boolean>;
   health_reason: Generated<string>;
+  /** The transaction that added it or last changed its health (migration 0015's trigger). */
+  change_xid: ColumnType<string | null, never, never>;
 }
 
 export interface GpuHealthEventsTable {

@@ -25,6 +25,7 @@ import { gatePending } from './gating';
 import { afterStarts, gpuCounts, jobCounts, SchedulerMetricsState, tenantRows } from './scheduler-metrics';
 import { Annotation, FlickerDamper, staleBecause, type StaleCause } from './annotations';
 import { isFresh, LiveJobs } from './live-jobs';
+import { LiveNodes } from './live-nodes';
 import { passPause } from './pacing';
 import { ExpressState } from './express';
 import { buildSnapshot, corePending } from './snapshot';
@@ -116,6 +117,8 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
   private readonly passMetrics: SchedulerMetricsState;
   /** Pending and running jobs in memory, refreshed from the changes since the last pass. */
   private readonly live: LiveJobs;
+  /** The nodes in memory, refreshed from their changes since the last pass. */
+  private readonly liveNodes: LiveNodes;
   /** What the last full pass left, for starting newcomers before the next one (see express.ts). */
   private express: ExpressState | null = null;
   /** Express starts on submit wake-ups, one at a time, between full passes. */
@@ -156,6 +159,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     this.dependencies = new DependenciesRepository(db);
     this.passMetrics = new SchedulerMetricsState(metrics);
     this.live = new LiveJobs(this.jobs);
+    this.liveNodes = new LiveNodes(this.nodes);
   }
 
   get isLeader(): boolean {
@@ -205,7 +209,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
         this.lock = null;
         await lost.release().catch(() => undefined);
         this.passMetrics.leader(null);
-        this.live.invalidate();
+        this.invalidateLive();
         this.express = null;
         // Let a standby with a healthy session take over rather than racing it back.
         this.standDownTicks = 3;
@@ -218,6 +222,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
           // a leader's pass makes catches up on what changed since), and reads the stored
           // waits its first pass compares with: the old leader may have written any of them.
           this.annotationsKnown = false;
+          this.liveNodes.invalidate();
           this.express = null;
           this.writtenScale = null;
           this.leaderSince = this.clock.now();
@@ -250,9 +255,15 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       await this.serial(() => this.refreshLive());
       this.live.forgetArrivals(); // only a leader's express starts use them
     } catch (e) {
-      this.live.invalidate();
+      this.invalidateLive();
       throw e;
     }
+  }
+
+  /** Forget the jobs and nodes in memory (taking leadership, losing it, a failed pass): the next pass reads them all. */
+  private invalidateLive(): void {
+    this.live.invalidate();
+    this.liveNodes.invalidate();
   }
 
   private async refreshLive(): Promise<void> {
@@ -280,7 +291,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     } catch (e) {
       timed(false);
       // What the failed pass read may be half applied: read everything again next time.
-      this.live.invalidate();
+      this.invalidateLive();
       this.express = null;
       this.log.error(`pass failed: ${(e as Error).stack ?? e}`);
     }
@@ -306,7 +317,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       read('tenants', this.tenants.list()),
       read('usage', this.usage.all()),
       // GPUs' jobs come from the running jobs below, not from reading every live allocation.
-      read('nodes', this.nodes.forScheduling()),
+      read('nodes', this.liveNodes.refresh()),
       // Dependencies are read after the jobs: a job seen pending was committed with its
       // dependency rows, so none of them can be missed (and a met one stays met).
       // (Serialised with express starts, which refresh the same in-memory jobs.)

@@ -17,6 +17,15 @@ export interface NodeWithGpus {
   gpus: { index: number; uuid: string | null; model: string | null; healthy: boolean; healthReason: string; jobId: string | null }[];
 }
 
+/** What `forScheduling` reads: every node's liveness, the nodes changed since the horizon given, the next horizon. */
+export interface FleetRead {
+  liveness: { id: string; heardMs: number | null; connected: boolean }[];
+  changed: NodeWithGpus[];
+  horizon: string;
+}
+
+type ChangedNodeJson = [string, string, NodeRow['gpu_type'], string, string, NodeRow['state'], string, NodeIsolationJson | null, number[] | null, boolean[] | null];
+
 /** The columns a node's view is made of (not its token hash and the rest: the scheduler reads 4,000 every pass). */
 const NODE_VIEW = ['id', 'name', 'gpu_type', 'rack', 'leaf_switch', 'state', 'state_reason', 'last_heartbeat_at', 'connected', 'isolation'] as const;
 
@@ -56,27 +65,51 @@ export class NodesRepository {
   }
 
   /**
-   * Every node with its GPUs' indices and health only (uuid, model and health reason left
-   * null/empty, jobs null), for the scheduler's pass: one statement, GPUs aggregated per node in
-   * the database (4,000 rows, not 32,000). The leader fills in the jobs from its running ones.
+   * The fleet as the scheduler's pass reads it, in one statement: every node's liveness (last
+   * heartbeat, connected), and the view of each node changed since `since` (a horizon an earlier
+   * call returned; null: every node), with its GPU indices and health (uuid, model and reason
+   * empty, jobs null: the leader fills in the jobs from its running ones), in name order, and the
+   * horizon for the next call. Migration 0015 stamps what the view is made of; the horizon is the
+   * oldest transaction still running, so whatever order writers commit in, a change is read at
+   * least once (maybe twice).
    */
-  async forScheduling(): Promise<NodeWithGpus[]> {
-    const rows = await this.db
-      .selectFrom('nodes')
-      .leftJoin(
-        (eb) =>
-          eb
-            .selectFrom('gpus')
-            .select(['node_id', sql<number[]>`array_agg(index order by index)`.as('idx'), sql<boolean[]>`array_agg(healthy order by index)`.as('ok')])
-            .groupBy('node_id')
-            .as('g'),
-        (j) => j.onRef('g.node_id', '=', 'nodes.id'),
+  async forScheduling(since: string | null = null): Promise<FleetRead> {
+    const { rows } = await sql<{ liveness: [string, number | null, boolean][]; changed: ChangedNodeJson[]; horizon: string }>`
+      with c as materialized (
+        select id from nodes where ${since}::xid8 is null or change_xid >= ${since}::xid8
+        union
+        select node_id from gpus where change_xid >= ${since}::xid8
+      ), g as (
+        select node_id, array_agg(index order by index) as idx, array_agg(healthy order by index) as ok
+        from gpus where node_id in (select id from c) group by node_id
       )
-      .select(NODE_VIEW.map((c) => `nodes.${c}` as const))
-      .select(['g.idx', 'g.ok'])
-      .orderBy('nodes.name')
-      .execute();
-    return rows.map((n) => nodeWithGpus(n, (n.idx ?? []).map((index, k) => ({ index, uuid: null, model: null, healthy: n.ok?.[k] ?? false, healthReason: '', jobId: null }))));
+      select
+        (select coalesce(json_agg(json_build_array(id, floor(extract(epoch from last_heartbeat_at) * 1000)::float8, connected)), '[]') from nodes) as liveness,
+        (select coalesce(json_agg(json_build_array(n.id, n.name, n.gpu_type, n.rack, n.leaf_switch, n.state, n.state_reason, n.isolation, g.idx, g.ok) order by n.name), '[]')
+         from nodes n join c on c.id = n.id left join g on g.node_id = n.id) as changed,
+        pg_snapshot_xmin(pg_current_snapshot())::text as horizon`.execute(this.db);
+    const r = rows[0]!;
+    const heard = new Map(r.liveness.map(([id, ms, connected]) => [id, { ms, connected }]));
+    return {
+      liveness: r.liveness.map(([id, heardMs, connected]) => ({ id, heardMs, connected })),
+      changed: r.changed.map(([id, name, gpuType, rack, leafSwitch, state, stateReason, isolation, idx, ok]) => {
+        const h = heard.get(id);
+        return {
+          id,
+          name,
+          gpuType,
+          rack,
+          leafSwitch,
+          state,
+          stateReason,
+          lastHeartbeatAt: h?.ms == null ? null : new Date(h.ms),
+          connected: h?.connected ?? false,
+          isolation: isolation ?? null,
+          gpus: (idx ?? []).map((index, k) => ({ index, uuid: null, model: null, healthy: ok?.[k] ?? false, healthReason: '', jobId: null })),
+        };
+      }),
+      horizon: r.horizon,
+    };
   }
 
   async list(filter: { names?: string[] } = {}): Promise<NodeWithGpus[]> {

@@ -34,17 +34,34 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
   });
   afterAll(async () => tdb?.drop());
 
-  it("reads nodes for the scheduler as list() does, GPU indices and health, in one statement", async () => {
+  it("reads nodes for the scheduler as list() does, GPU indices and health, in one statement; then only what changed, and every node's liveness", async () => {
     const other = await s.nodes.create({ name: 'n0-sick', gpuType: 'h800', gpus: 4, rack: 'r2', leafSwitch: 'l2', tokenHash: 'y' });
     await sql`update gpus set healthy = false, health_reason = 'XID 79' where node_id = ${other} and index = 2`.execute(tdb.handle.db);
     const full = await s.nodes.list();
-    const lean = await s.nodes.forScheduling();
+    const first = await s.nodes.forScheduling();
+    const lean = first.changed;
     expect(lean.map((n) => n.name)).toEqual(full.map((n) => n.name));
     for (const [i, n] of lean.entries()) {
       const { gpus, ...rest } = full[i]!;
       expect(n).toEqual({ ...rest, isolation: rest.isolation ?? null, gpus: gpus.map((g) => ({ index: g.index, healthy: g.healthy, uuid: null, model: null, healthReason: '', jobId: null })) });
     }
     expect(lean.find((n) => n.id === other)!.gpus.map((g) => g.healthy)).toEqual([true, true, false, true]);
+    // Nothing changed: no node re-read, every node's liveness still there.
+    const idle = await s.nodes.forScheduling(first.horizon);
+    expect(idle.changed).toEqual([]);
+    expect(idle.liveness.map((l) => l.id).sort()).toEqual(full.map((n) => n.id).sort());
+    // A heartbeat is liveness only; a GPU's health and a node's state re-read that node.
+    const beat = new Date(t0.getTime() + 5000);
+    await s.nodes.heartbeatMany([other], beat);
+    const afterBeat = await s.nodes.forScheduling(idle.horizon);
+    expect(afterBeat.changed).toEqual([]);
+    expect(afterBeat.liveness.find((l) => l.id === other)).toEqual({ id: other, heardMs: beat.getTime(), connected: false });
+    await sql`update gpus set healthy = true where node_id = ${other} and index = 2`.execute(tdb.handle.db);
+    const healed = await s.nodes.forScheduling(afterBeat.horizon);
+    expect(healed.changed.map((n) => [n.id, n.gpus.map((g) => g.healthy), n.lastHeartbeatAt])).toEqual([[other, [true, true, true, true], beat]]);
+    await s.nodes.setState(other, 'draining', 'test');
+    const drained = await s.nodes.forScheduling(healed.horizon);
+    expect(drained.changed.map((n) => [n.name, n.state])).toEqual([['n0-sick', 'draining']]);
     await sql`delete from gpus where node_id = ${other}`.execute(tdb.handle.db);
     await sql`delete from nodes where id = ${other}`.execute(tdb.handle.db);
   });
