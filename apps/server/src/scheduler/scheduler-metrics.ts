@@ -79,15 +79,15 @@ export function afterStarts(
  * on an `up` node, and `unavailable` on a draining, drained or down node.
  */
 export function gpuCounts(nodes: readonly NodeWithGpus[]): GpuCountRow[] {
-  const counts = new Map<string, GpuCountRow>();
-  for (const t of GPU_TYPES) for (const s of ['allocated', 'free', 'unhealthy', 'unavailable'] as const) counts.set(`${t}/${s}`, { gpuType: t, state: s, count: 0 });
+  // Rows by type, then per node one row object per state: no key built per GPU (32,000 a pass).
+  const states = ['allocated', 'free', 'unhealthy', 'unavailable'] as const;
+  const byType = new Map(GPU_TYPES.map((t) => [t, states.map((state) => ({ gpuType: t, state, count: 0 }))] as const));
   for (const n of nodes) {
-    for (const g of n.gpus) {
-      const state = g.jobId !== null ? 'allocated' : !g.healthy ? 'unhealthy' : n.state === 'up' ? 'free' : 'unavailable';
-      counts.get(`${n.gpuType}/${state}`)!.count += 1;
-    }
+    const [allocated, free, unhealthy, unavailable] = byType.get(n.gpuType)!;
+    const healthyState = n.state === 'up' ? free! : unavailable!;
+    for (const g of n.gpus) (g.jobId !== null ? allocated! : !g.healthy ? unhealthy! : healthyState).count += 1;
   }
-  return [...counts.values()];
+  return [...byType.values()].flat();
 }
 
 /**

@@ -335,7 +335,6 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     stage('reads');
     const queued = this.live.pending();
     const running = this.live.running();
-    const nodes = withRunningJobs(nodeRows, running);
     const jobsByState = countJobs ? this.live.countByState() : null;
     stage('live');
     const tenantNames = new Map(tenants.map((t) => [t.id, t.name]));
@@ -350,7 +349,9 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       now,
       tenants,
       usage,
-      nodes,
+      // Without the GPUs' jobs (the core places by running jobs): the same node and GPU rows as
+      // the last pass while the node did not change, so their core form is reused.
+      nodes: nodeRows,
       pending,
       running,
       heardSince,
@@ -416,7 +417,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     stage('annotate');
     // Waits and starts left for later are the next pass's, not the next wake-up's or tick's.
     if (deferred || deferredStarts) this.trigger();
-    this.recordPassMetrics(now, { tenants, nodes, pending: doomed.size ? queued.filter((j) => !doomed.has(j.id)) : queued, running }, plan, started, jobsByState, tenantNames);
+    this.recordPassMetrics(now, { tenants, nodes: nodeRows, pending: doomed.size ? queued.filter((j) => !doomed.has(j.id)) : queued, running }, plan, started, jobsByState, tenantNames);
     stage('metrics');
     if (started.length || plan.preemptions.length) this.wakeups.wake('dispatch');
     const durationMs = performance.now() - t0;
@@ -523,7 +524,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     const m = this.metrics;
     const startedIds = new Set(started);
     const pendingById = new Map<string, PendingJobRow>();
-    for (const j of i.pending) if (startedIds.has(j.id)) pendingById.set(j.id, j);
+    if (started.length) for (const j of i.pending) if (startedIds.has(j.id)) pendingById.set(j.id, j);
     for (const id of started) {
       const j = pendingById.get(id);
       const tenant = j && tenantNames.get(j.tenant_id);
@@ -535,7 +536,8 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     this.passMetrics.accountUsage(now, i.running, tenantNames);
     // The gauges below walk every pending job and node: on a big queue at most every few seconds.
     if (!this.passMetrics.gaugesDue(now.getTime(), i.pending.length) && !jobsByState) return;
-    const after = afterStarts(i, plan, started, now);
+    // The GPUs' jobs, from the running jobs' placements, only when the gauges need them.
+    const after = afterStarts({ ...i, nodes: withRunningJobs(i.nodes, i.running) }, plan, started, now);
     m.setSchedulerSnapshot({
       gpus: gpuCounts(after.nodes),
       tenants: tenantRows({ now, tenants: i.tenants, nodes: after.nodes, pending: after.pending, running: after.running }, this.passMetrics.pendingSince),

@@ -44,6 +44,14 @@ export function corePending(j: PendingJobRow): Snapshot['pending'][number] {
   return c;
 }
 
+/** The core's form of a node's GPUs, made once per list (LiveNodes keeps a node's list while it does not change). */
+const coreGpusOf = new WeakMap<NodeWithGpus['gpus'], Snapshot['nodes'][number]['gpus']>();
+function coreGpus(gpus: NodeWithGpus['gpus']): Snapshot['nodes'][number]['gpus'] {
+  let c = coreGpusOf.get(gpus);
+  if (!c) coreGpusOf.set(gpus, (c = gpus.map((g) => ({ index: g.index, healthy: g.healthy }))));
+  return c;
+}
+
 /**
  * Turns database rows into the core's snapshot. Usage counts finished work (decayed)
  * plus the GPU-seconds running jobs have used so far, so a tenant hogging the center
@@ -71,7 +79,7 @@ export function buildSnapshot(i: SnapshotInputs): Snapshot {
       rack: n.rack,
       leafSwitch: n.leafSwitch,
       schedulable: n.state === 'up' && (!i.heardSince || (n.lastHeartbeatAt !== null && n.lastHeartbeatAt >= i.heardSince)),
-      gpus: n.gpus.map((g) => ({ index: g.index, healthy: g.healthy })),
+      gpus: coreGpus(n.gpus),
     })),
     pending: i.pending.map(corePending),
     running: i.running.map((r) => ({
