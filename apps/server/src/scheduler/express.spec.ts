@@ -101,7 +101,7 @@ describe('express starts between full passes', () => {
     const tenants = [{ id: 'a', name: 'a', weight: 1, decayedUsage: 0, quotas: { h100: { guaranteed: 0, limit: 0 } } }];
     const snap: Snapshot = { now: T0, config: CONFIG, tenants, nodes: [node('n1', 'h100')], running: [], pending: queued };
     // 'late' arrived after the pass read the queue: not in its snapshot, so new to express starts.
-    const express = new ExpressState({ snapshot: snap, plan: schedule(snap), started: new Set() }, null, ['seen', 'late']);
+    const express = new ExpressState({ snapshot: snap, plan: schedule(snap), started: new Set() }, null, new Set(['seen', 'late']));
     expect(express.knows('seen')).toBe(true);
     expect(express.knows('late')).toBe(false);
     const late = job('late', 'a', 1, T0 + 100);

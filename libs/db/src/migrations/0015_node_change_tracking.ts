@@ -12,21 +12,18 @@ export async function up(db: Kysely<unknown>): Promise<void> {
   await sql`
     alter table nodes add column change_xid xid8;
     alter table gpus add column change_xid xid8;
-    create function nuri_fleet_changed() returns trigger language plpgsql as $$
-    begin
-      new.change_xid := pg_current_xact_id();
-      return new;
-    end $$;
-    create trigger nodes_inserted before insert on nodes for each row execute function nuri_fleet_changed();
+    -- 0010's function stamps change_xid whatever the table: one function for jobs, nodes and GPUs.
+    alter function nuri_job_changed() rename to nuri_stamp_change;
+    create trigger nodes_inserted before insert on nodes for each row execute function nuri_stamp_change();
     create trigger nodes_changed before update on nodes for each row
       when (old.name is distinct from new.name or old.gpu_type is distinct from new.gpu_type or old.rack is distinct from new.rack
         or old.leaf_switch is distinct from new.leaf_switch or old.state is distinct from new.state
         or old.state_reason is distinct from new.state_reason or old.isolation is distinct from new.isolation)
-      execute function nuri_fleet_changed();
-    create trigger gpus_inserted before insert on gpus for each row execute function nuri_fleet_changed();
+      execute function nuri_stamp_change();
+    create trigger gpus_inserted before insert on gpus for each row execute function nuri_stamp_change();
     create trigger gpus_changed before update on gpus for each row
       when (old.node_id is distinct from new.node_id or old.index is distinct from new.index or old.healthy is distinct from new.healthy)
-      execute function nuri_fleet_changed();
+      execute function nuri_stamp_change();
   `.execute(db);
 }
 
@@ -36,7 +33,7 @@ export async function down(db: Kysely<unknown>): Promise<void> {
     drop trigger if exists gpus_inserted on gpus;
     drop trigger if exists nodes_changed on nodes;
     drop trigger if exists nodes_inserted on nodes;
-    drop function if exists nuri_fleet_changed();
+    alter function nuri_stamp_change() rename to nuri_job_changed;
     alter table gpus drop column if exists change_xid;
     alter table nodes drop column if exists change_xid;
   `.execute(db);

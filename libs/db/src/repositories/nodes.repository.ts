@@ -24,7 +24,8 @@ export interface FleetRead {
   horizon: string;
 }
 
-type ChangedNodeJson = [string, string, NodeRow['gpu_type'], string, string, NodeRow['state'], string, NodeIsolationJson | null, number[] | null, boolean[] | null];
+/** A changed node as `forScheduling` aggregates it: NODE_VIEW's columns in order (the heartbeat in epoch ms), then its GPUs' indices and health. */
+type ChangedNodeJson = [string, string, NodeRow['gpu_type'], string, string, NodeRow['state'], string, number | null, boolean, NodeIsolationJson | null, number[] | null, boolean[] | null];
 
 /** The columns a node's view is made of (not its token hash and the rest: the scheduler reads 4,000 every pass). */
 const NODE_VIEW = ['id', 'name', 'gpu_type', 'rack', 'leaf_switch', 'state', 'state_reason', 'last_heartbeat_at', 'connected', 'isolation'] as const;
@@ -85,29 +86,19 @@ export class NodesRepository {
       )
       select
         (select coalesce(json_agg(json_build_array(id, floor(extract(epoch from last_heartbeat_at) * 1000)::float8, connected)), '[]') from nodes) as liveness,
-        (select coalesce(json_agg(json_build_array(n.id, n.name, n.gpu_type, n.rack, n.leaf_switch, n.state, n.state_reason, n.isolation, g.idx, g.ok) order by n.name), '[]')
+        (select coalesce(json_agg(json_build_array(n.id, n.name, n.gpu_type, n.rack, n.leaf_switch, n.state, n.state_reason,
+           floor(extract(epoch from n.last_heartbeat_at) * 1000)::float8, n.connected, n.isolation, g.idx, g.ok) order by n.name), '[]')
          from nodes n join c on c.id = n.id left join g on g.node_id = n.id) as changed,
         pg_snapshot_xmin(pg_current_snapshot())::text as horizon`.execute(this.db);
     const r = rows[0]!;
-    const heard = new Map(r.liveness.map(([id, ms, connected]) => [id, { ms, connected }]));
     return {
       liveness: r.liveness.map(([id, heardMs, connected]) => ({ id, heardMs, connected })),
-      changed: r.changed.map(([id, name, gpuType, rack, leafSwitch, state, stateReason, isolation, idx, ok]) => {
-        const h = heard.get(id);
-        return {
-          id,
-          name,
-          gpuType,
-          rack,
-          leafSwitch,
-          state,
-          stateReason,
-          lastHeartbeatAt: h?.ms == null ? null : new Date(h.ms),
-          connected: h?.connected ?? false,
-          isolation: isolation ?? null,
-          gpus: (idx ?? []).map((index, k) => ({ index, uuid: null, model: null, healthy: ok?.[k] ?? false, healthReason: '', jobId: null })),
-        };
-      }),
+      changed: r.changed.map(([id, name, gpu_type, rack, leaf_switch, state, state_reason, heardMs, connected, isolation, idx, ok]) =>
+        nodeWithGpus(
+          { id, name, gpu_type, rack, leaf_switch, state, state_reason, last_heartbeat_at: heardMs === null ? null : new Date(heardMs), connected, isolation },
+          (idx ?? []).map((index, k) => ({ index, uuid: null, model: null, healthy: ok?.[k] ?? false, healthReason: '', jobId: null })),
+        ),
+      ),
       horizon: r.horizon,
     };
   }
