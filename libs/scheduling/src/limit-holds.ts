@@ -164,27 +164,32 @@ export function withinLimits(p: Pass, job: PendingJob, feasible: readonly GpuMod
   const { use2, lim2, holds } = p;
   const g = job.gpus;
   const endBy = p.now + p.graceMs + job.timeLimitSeconds * 1000;
-  let all = true;
+  let allowedCount = 0;
   let held = false;
   for (let i = 0; i < feasible.length; i++) {
     const x = p.x(ti, feasible[i]!);
-    if (use2[x]! + g > lim2[x]!) all = false;
-    else if (!holds.room(x, g, endBy)) {
-      all = false;
-      held = true;
-    }
+    if (use2[x]! + g > lim2[x]!) continue;
+    if (holds.room(x, g, endBy)) allowedCount++;
+    else held = true;
   }
-  if (all) return feasible;
-  const allowed = feasible.filter((m) => {
-    const x = p.x(ti, m);
-    return use2[x]! + g <= lim2[x]! && holds.room(x, g, endBy);
-  });
-  if (allowed.length > 0) return allowed;
+  if (allowedCount === feasible.length) return feasible;
+  // (No array made for a job with no room: most of a queue over its limits.)
+  if (allowedCount > 0)
+    return feasible.filter((m) => {
+      const x = p.x(ti, m);
+      return use2[x]! + g <= lim2[x]! && holds.room(x, g, endBy);
+    });
   const tenant = p.tenantAt[ti]?.name ?? job.tenantId;
   if (held) {
     // Within the limit, but the tenant's headroom is held for its own older, starving job.
     const { hold, model } = holds.blocking(ti, feasible, g, endBy)!;
-    p.explain(job, 'reservation_for_larger_job', messages.limitHeld(job, tenant, hold.jobId, hold.t), Math.max(hold.t, p.fluid(model)), model);
+    const said = sentence(heldSaid, tenant, job, () => ({ jobId: '', t: NaN, msg: '' }));
+    if (said.jobId !== hold.jobId || said.t !== hold.t) {
+      said.jobId = hold.jobId;
+      said.t = hold.t;
+      said.msg = messages.limitHeld(job, tenant, hold.jobId, hold.t);
+    }
+    p.explain(job, 'reservation_for_larger_job', said.msg, Math.max(hold.t, p.fluid(model)), model);
     return null;
   }
   let est: number | null = null;
@@ -198,7 +203,59 @@ export function withinLimits(p: Pass, job: PendingJob, feasible: readonly GpuMod
       model = r.gpuModel;
     }
   }
-  const detail = feasible.map((m) => `${use2[p.x(ti, m)]!} of ${lim2[p.x(ti, m)]!} ${m.toUpperCase()} GPUs in use or claimed`).join(', ');
-  p.explain(job, 'over_quota_limit', messages.overLimit(job, tenant, detail), est, model);
+  // The figures the sentence names, per feasible type in order (at most two types).
+  const x0 = p.x(ti, feasible[0]!);
+  const x1 = feasible.length > 1 ? p.x(ti, feasible[1]!) : -1;
+  const said = sentence(overSaid, tenant, job, () => ({ x0: -1, x1: -1, u0: NaN, l0: NaN, u1: NaN, l1: NaN, msg: '' }));
+  if (said.x0 !== x0 || said.x1 !== x1 || said.u0 !== use2[x0] || said.l0 !== lim2[x0] || said.u1 !== (x1 < 0 ? 0 : use2[x1]) || said.l1 !== (x1 < 0 ? 0 : lim2[x1])) {
+    said.x0 = x0;
+    said.x1 = x1;
+    said.u0 = use2[x0]!;
+    said.l0 = lim2[x0]!;
+    said.u1 = x1 < 0 ? 0 : use2[x1]!;
+    said.l1 = x1 < 0 ? 0 : lim2[x1]!;
+    const detail = feasible.map((m) => `${use2[p.x(ti, m)]!} of ${lim2[p.x(ti, m)]!} ${m.toUpperCase()} GPUs in use or claimed`).join(', ');
+    said.msg = messages.overLimit(job, tenant, detail);
+  }
+  p.explain(job, 'over_quota_limit', said.msg, est, model);
   return null;
+}
+
+/**
+ * The last over-limit and limit-held sentences, by tenant and job kind (GPUs and type), with the
+ * figures they were built from; kept between passes. When every tenant is at its limit, most of a
+ * big queue is explained by these two: a fresh sentence per job and pass (same words, another
+ * string) cost a 100,000-job pass about as much as its plan, once to build and once more where
+ * the server compares it with the stored one (issue 13). While the figures hold, the words are
+ * the same string object, so that comparison is by reference.
+ */
+interface OverSaid {
+  x0: number;
+  x1: number;
+  u0: number;
+  l0: number;
+  u1: number;
+  l1: number;
+  msg: string;
+}
+interface HeldSaid {
+  jobId: string;
+  t: number;
+  msg: string;
+}
+const overSaid = new Map<string, Map<number, OverSaid>>();
+const heldSaid = new Map<string, Map<number, HeldSaid>>();
+/** Tenants kept at most (a bound, far above any center's). */
+const SAID_TENANTS = 10_000;
+
+function sentence<T>(cache: Map<string, Map<number, T>>, tenant: string, job: PendingJob, blank: () => T): T {
+  let byKind = cache.get(tenant);
+  if (!byKind) {
+    if (cache.size >= SAID_TENANTS) cache.clear();
+    cache.set(tenant, (byKind = new Map()));
+  }
+  const kind = job.gpus * 3 + (job.gpuType === 'any' ? 0 : job.gpuType === 'h100' ? 1 : 2);
+  let said = byKind.get(kind);
+  if (!said) byKind.set(kind, (said = blank()));
+  return said;
 }

@@ -126,6 +126,27 @@ describe('quotas', () => {
     if (want === 'over_quota_limit') expect(h.explanation(id)!.estimatedStartAt).toBeNull();
   });
 
+  it("the over-limit sentence names this pass's figures, for each tenant and kind of job", () => {
+    // (Sentences are kept between passes while their figures hold: a moved figure must show.)
+    const h = new Harness().addNodes('h100', 2).addNodes('h800', 2).addTenant('a', { h100: [0, 12], h800: [0, 8] }).addTenant('b', { h100: [0, 12], h800: [0, 8] });
+    for (const t of ['a', 'b']) {
+      h.run(t, 4, ['h100-000']);
+      h.run(t, 4, ['h800-000']);
+    }
+    const of = (id: string) => /\((.*)\)/.exec(h.explanation(id)!.message)?.[1];
+    const [a100, aAny, b100] = [h.submit('a', 10, { type: 'h100' }), h.submit('a', 10, { type: 'any' }), h.submit('b', 10, { type: 'h100' })];
+    h.pass();
+    expect([h.reason(a100), h.reason(aAny), h.reason(b100)]).toEqual(['over_quota_limit', 'over_quota_limit', 'over_quota_limit']);
+    expect(of(a100)).toBe('4 of 12 H100 GPUs in use or claimed');
+    expect(of(aAny)).toBe('4 of 12 H100 GPUs in use or claimed, 4 of 8 H800 GPUs in use or claimed');
+    expect(h.explanation(b100)!.message).toMatch(/^Tenant b is at its quota limit \(4 of 12 H100/);
+    h.run('a', 2, ['h100-001']);
+    h.pass();
+    expect(of(a100)).toBe('6 of 12 H100 GPUs in use or claimed');
+    expect(of(aAny)).toBe('6 of 12 H100 GPUs in use or claimed, 4 of 8 H800 GPUs in use or claimed');
+    expect(of(b100)).toBe('4 of 12 H100 GPUs in use or claimed');
+  });
+
   it('the limit counts jobs started earlier in the same pass', () => {
     const h = new Harness().addNodes('h100', 4).addTenant('a', { h100: [0, 8] });
     const [x, y] = [h.submit('a', 8), h.submit('a', 1)];
@@ -394,6 +415,21 @@ describe('limit backfill within a tenant (age decides the room under the limit)'
       expect(h.plan!.reservations!.find((r) => r.jobId === big)?.nodeIds).toEqual(['h100-000']);
       expect(h.explanation(longSmall)!.message).toContain(big);
     }
+  });
+
+  it('the held sentence names the job holding the room in this pass', () => {
+    const held = (bigId: string, bigLimitH: number) => {
+      const h = new Harness().addNodes('h100', 2).addTenant('a', { h100: [0, 12] });
+      h.run('a', 4, ['h100-000'], { limitH: 3, startedAgoH: 1 });
+      h.run('a', 4, ['h100-001'], { limitH: 6, startedAgoH: 1 });
+      h.submit('a', 8, { id: bigId, type: 'h100', at: h.now - 5 * HOUR * 1000, limitH: bigLimitH });
+      const small = h.submit('a', 2, { type: 'h100', at: h.now - 0.9 * HOUR * 1000, limitH: 6 });
+      h.pass();
+      expect(h.reason(small)).toBe('reservation_for_larger_job');
+      return h.explanation(small)!.message;
+    };
+    expect(held('big-1', 4)).toContain('older job big-1,');
+    expect(held('big-2', 4)).toContain('older job big-2,');
   });
 
   it('two starving jobs of one tenant each hold their room; the younger is reserved after the older', () => {
