@@ -36,6 +36,8 @@ const TELEMETRY_STORE_EVERY_MS = 15_000;
 const STREAM_RETENTION_MS = 10 * 60_000;
 /** Hellos whose database work goes in one batch (see `hellos`). */
 const HELLO_BATCH = 64;
+/** Stream advances that go in one statement at most (see `advances`). */
+const ADVANCE_BATCH = 1000;
 
 /** What a hello needs from the database about its node. */
 interface HelloReads {
@@ -167,6 +169,16 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
    * each made its own round trips (their awaits wait out the pass), and 90 s after a restart
    * under a quarter were back. Each batch is five statements, whatever its size.
    */
+  /**
+   * Stream sequence numbers advanced after applying a message, many nodes' in one statement: a
+   * restarted leader's first passes start thousands of jobs, each answered by a `started` event,
+   * and one statement apiece was that many round trips through a database the passes need too.
+   * (A connection applies its messages in order, so a stream has one advance in flight at most.)
+   */
+  private readonly advances = new Batched<{ nodeId: string; stream: string; seq: number }, boolean>(
+    (items) => this.nodeRepo.advanceStreamMany(items, this.clock.now()),
+    { max: ADVANCE_BATCH, key: (i) => `${i.nodeId}/${i.stream}` },
+  );
   private readonly hellos = new Batched<{ nodeId: string; hello: z.infer<typeof AgentHello> }, HelloReads>((items) => this.helloReads(items), {
     max: HELLO_BATCH,
     key: (i) => i.nodeId,
@@ -276,10 +288,10 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
         d.started.add(e.jobId);
         if (e.attempt !== undefined) d.attempts.set(e.jobId, e.attempt);
       }
-      await this.nodeRepo.advanceStream(nodeId, stream, m.seq, this.clock.now());
+      await this.advances.run({ nodeId, stream, seq: m.seq });
     } else {
       await this.gpuFault(nodeId, nodeName, m, at);
-      await this.nodeRepo.advanceStream(nodeId, stream, m.seq, this.clock.now());
+      await this.advances.run({ nodeId, stream, seq: m.seq });
     }
     d?.seqs.set(stream, m.seq);
     this.metrics.recordAgentMessage(m.type, 'applied');

@@ -344,13 +344,25 @@ export class NodesRepository {
    * this node and stream, false for a duplicate. Run it in the transaction that applies
    * the message so both commit or neither does.
    */
-  async advanceStream(nodeId: string, stream: string, seq: number, at: Date, db: Db = this.db): Promise<boolean> {
-    const r = await sql<{ last_seq: number }>`
-      insert into agent_streams (node_id, stream, last_seq, updated_at) values (${nodeId}, ${stream}, ${seq}, ${at})
+  async advanceStream(nodeId: string, stream: string, seq: number, at: Date): Promise<boolean> {
+    return (await this.advanceStreamMany([{ nodeId, stream, seq }], at))[0]!;
+  }
+
+  /**
+   * Many streams' sequence numbers in one statement (the gateway batches them: a restarted
+   * leader's first passes start thousands of jobs, each acked by a `started` event); for each,
+   * whether it advanced. Each (node, stream) at most once per call.
+   */
+  async advanceStreamMany(items: readonly { nodeId: string; stream: string; seq: number }[], at: Date): Promise<boolean[]> {
+    if (!items.length) return [];
+    const r = await sql<{ node_id: string; stream: string }>`
+      insert into agent_streams (node_id, stream, last_seq, updated_at)
+      select n, s, q, ${at}::timestamptz from unnest(${items.map((i) => i.nodeId)}::uuid[], ${items.map((i) => i.stream)}::text[], ${items.map((i) => i.seq)}::bigint[]) as v(n, s, q)
       on conflict (node_id, stream) do update set last_seq = excluded.last_seq, updated_at = excluded.updated_at
       where agent_streams.last_seq < excluded.last_seq
-      returning last_seq`.execute(db);
-    return r.rows.length > 0;
+      returning node_id, stream`.execute(this.db);
+    const advanced = new Set(r.rows.map((x) => `${x.node_id}/${x.stream}`));
+    return items.map((i) => advanced.has(`${i.nodeId}/${i.stream}`));
   }
 
   /**

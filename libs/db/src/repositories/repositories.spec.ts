@@ -260,6 +260,23 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
     expect(await s.nodes.streamSeq(s.nodeId, 's1')).toBe(1);
   });
 
+  it("advances many nodes' streams in one statement, each only forward", async () => {
+    const otherNode = await s.nodes.create({ name: `streams-node-${_kind}`, gpuType: 'h100', gpus: 8, rack: 'r1', leafSwitch: 'l1', tokenHash: 'y' });
+    await s.nodes.advanceStream(s.nodeId, 'm1', 5, t0);
+    const got = await s.nodes.advanceStreamMany(
+      [
+        { nodeId: s.nodeId, stream: 'm1', seq: 4 }, // behind what is stored
+        { nodeId: s.nodeId, stream: 'm2', seq: 1 }, // new
+        { nodeId: otherNode, stream: 'm1', seq: 7 }, // same stream name, another node
+      ],
+      t0,
+    );
+    expect(got).toEqual([false, true, true]);
+    expect([await s.nodes.streamSeq(s.nodeId, 'm1'), await s.nodes.streamSeq(s.nodeId, 'm2'), await s.nodes.streamSeq(otherNode, 'm1')]).toEqual([5, 1, 7]);
+    expect(await s.nodes.advanceStreamMany([{ nodeId: s.nodeId, stream: 'm1', seq: 6 }, { nodeId: otherNode, stream: 'm1', seq: 7 }], t0)).toEqual([true, false]);
+    expect(await s.nodes.advanceStreamMany([], t0)).toEqual([]);
+  });
+
   it("forgets a node's old agent streams (one per agent restart) but keeps the current and recent ones", async () => {
     const hour = 3600_000;
     for (const [stream, ago] of [['old-1', 3], ['old-2', 2], ['recent', 0.01], ['now', 0]] as const)
