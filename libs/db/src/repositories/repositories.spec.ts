@@ -181,6 +181,41 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
     await s.jobs.transition(id, ['pending'], 'cancelled', 'test', t0);
   });
 
+  it('reads running jobs by node and by id with their whole live placement, in node-name order; never a released GPU or an ended job', async () => {
+    const [a, b] = [
+      await s.nodes.create({ name: `run-a-${_kind}`, gpuType: 'h100', gpus: 8, rack: 'r1', leafSwitch: 'l1', tokenHash: 'ra' }),
+      await s.nodes.create({ name: `run-b-${_kind}`, gpuType: 'h100', gpus: 8, rack: 'r1', leafSwitch: 'l1', tokenHash: 'rb' }),
+    ];
+    for (const n of [a, b]) await s.nodes.setState(n, 'up', 'test');
+    const [multi, single, ended] = [await s.job('multi', 16), await s.job('single', 2), await s.job('ended', 1)];
+    const all8 = [0, 1, 2, 3, 4, 5, 6, 7];
+    const r = await s.jobs.commitStarts(
+      [
+        { jobId: multi, gpuModel: 'h100', placement: [{ nodeId: b, gpuIndices: all8 }, { nodeId: a, gpuIndices: all8 }] },
+        { jobId: single, gpuModel: 'h100', placement: [{ nodeId: s.nodeId, gpuIndices: [5, 3] }] },
+        { jobId: ended, gpuModel: 'h100', placement: [{ nodeId: s.nodeId, gpuIndices: [0] }] },
+      ],
+      t0,
+    );
+    expect(r.started.sort()).toEqual([multi, single, ended].sort());
+    await s.jobs.transition(ended, ['running'], 'completed', 'done', t0);
+    const placement = (jobs: { id: string; placement: { nodeName: string; gpuIndices: number[] }[] }[]) =>
+      Object.fromEntries(jobs.map((j) => [j.id, j.placement.map((p) => `${p.nodeName}:${p.gpuIndices.join(',')}`)]));
+    const whole = { [multi]: [`run-a-${_kind}:0,1,2,3,4,5,6,7`, `run-b-${_kind}:0,1,2,3,4,5,6,7`] };
+    expect(placement(await s.jobs.running({ onNode: b }))).toEqual(whole);
+    expect(placement(await s.jobs.running({ onNodes: [a, b] }))).toEqual(whole);
+    expect(placement(await s.jobs.running({ onNode: s.nodeId }))[single]).toEqual(['n1:3,5']);
+    expect(placement(await s.jobs.running({ onNode: s.nodeId }))[ended]).toBeUndefined();
+    expect(placement(await s.jobs.running({ ids: [multi, ended] }))).toEqual(whole);
+    expect(await s.jobs.running({ ids: [] })).toEqual([]);
+    expect(await s.jobs.running({ onNodes: [] })).toEqual([]);
+    const everything = placement(await s.jobs.running());
+    expect(everything[multi]).toEqual(whole[multi]);
+    expect(everything[single]).toEqual(['n1:3,5']);
+    expect(everything[ended]).toBeUndefined();
+    for (const id of [multi, single]) await s.jobs.transition(id, ['running'], 'completed', 'done', t0);
+  });
+
   it('records when a job last entered the queue: its submission, then its requeue', async () => {
     const id = await s.job('requeue', 1);
     expect((await s.jobs.find(id))!.queued_at).toEqual(t0);
