@@ -66,4 +66,30 @@ describe('a submitted job starts between full passes', () => {
     expect(await passes()).toBeGreaterThan(before);
     expect(await express()).toBe(1);
   });
+
+  it('leaves a job with a dependency to the full pass, even with its GPUs free', async () => {
+    const token = c.tokens.ryan!;
+    // b (8 GPUs, over the limit) is cancelled: a (4 GPUs) runs, 4 are free within kakao's limit.
+    const list = (await c.api(token, 'GET', '/v1/jobs?state=pending')).body.items as { id: string }[];
+    for (const j of list) await c.api(token, 'POST', `/v1/jobs/${j.id}/cancel`);
+    const running = (await c.api(token, 'GET', '/v1/jobs?state=running')).body.items as { id: string }[];
+    expect(running).toHaveLength(1);
+    const before = await express();
+    const d = (await c.api(token, 'POST', '/v1/jobs', { name: 'd', gpus: 2, gpuType: 'h100', timeLimitSeconds: 600, command: ['true'], dependency: `afterok:${running[0]!.id}` })).body;
+    const held = await until(
+      'd explained',
+      async () => {
+        const j = (await c.api(token, 'GET', `/v1/jobs/${d.id}`)).body;
+        return j.reason && j;
+      },
+      10_000,
+    );
+    expect(held.state).toBe('pending');
+    expect(held.dependencies[0]).toMatchObject({ job: running[0]!.id, satisfied: false });
+    expect(await express()).toBe(before);
+    // Without the dependency, the same job starts by express at once.
+    const e = (await c.api(token, 'POST', '/v1/jobs', { name: 'e', gpus: 2, gpuType: 'h100', timeLimitSeconds: 600, command: ['sleep', '30'] })).body;
+    await until('e running', async () => (await c.api(token, 'GET', `/v1/jobs/${e.id}`)).body.state === 'running');
+    expect(await express()).toBe(before + 1);
+  });
 });

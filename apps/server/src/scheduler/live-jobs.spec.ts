@@ -122,6 +122,25 @@ describe('LiveJobs: the incremental queue equals a full reload', () => {
     );
   });
 
+  it('tells which arrivals have dependencies from their rows, and knows nothing of jobs only a full reload read', async () => {
+    const live = new LiveJobs(jobs);
+    await live.refresh();
+    const before = await submit(1);
+    const fresh = new LiveJobs(jobs);
+    await fresh.refresh();
+    expect(fresh.dependent(before)).toBeUndefined();
+    const plain = await submit(1);
+    const dependent = await jobs.insert(
+      { tenant_id: tenantId, user_id: (await jobs.find(plain))!.user_id, name: 'after', gpus: 1, gpu_type: 'h100', priority: 'normal', time_limit_seconds: 60, command: ['true'], env: {}, working_dir: null, requeue: true, submitted_at: t0 },
+      { dependencies: [{ dependsOn: plain, kind: 'afterok' }] },
+    );
+    await live.refresh();
+    expect([live.dependent(plain), live.dependent(dependent)]).toEqual([false, true]);
+    for (const id of [before, plain, dependent]) await jobs.transition(id, ['pending'], 'cancelled', 'test', t0);
+    await live.refresh();
+    expect(live.dependent(dependent)).toBeUndefined();
+  });
+
   it('sees a write whose transaction began before a refresh and committed after it', async () => {
     const live = new LiveJobs(jobs);
     await live.refresh();

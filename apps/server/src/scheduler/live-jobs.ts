@@ -29,6 +29,8 @@ export class LiveJobs {
   private pendingByTenant = new Map<string, Map<string, PendingJobRow>>();
   /** Jobs that entered the queue (submitted, requeued) in an incremental refresh, until `takeArrivals`. */
   private arrivals = new Set<string>();
+  /** Of the pending jobs read by an incremental refresh, whether each has dependencies (see `dependent`). */
+  private readonly dependents = new Map<string, boolean>();
   private runningById = new Map<string, RunningWithPlacement>();
   private horizon: string | null = null;
   /** Jobs written since `takeTouched`; null after a full reload (any may have been). */
@@ -51,6 +53,7 @@ export class LiveJobs {
     this.pendingById.clear();
     this.pendingByTenant.clear();
     this.arrivals.clear();
+    this.dependents.clear();
     this.runningById.clear();
   }
 
@@ -65,6 +68,7 @@ export class LiveJobs {
       this.pendingById = new Map();
       this.pendingByTenant.clear();
       this.arrivals.clear();
+      this.dependents.clear();
       for (const j of pending) this.putPending(j);
       this.runningById = new Map(running.map((j) => [j.id, j]));
       this.horizon = horizon;
@@ -82,9 +86,10 @@ export class LiveJobs {
       this.seen.set(c.id, xid);
       applied++;
       if (c.state === 'pending') {
-        const { state: _state, xid: _xid, ...row } = c;
+        const { state: _state, xid: _xid, dependent, ...row } = c;
         if (!this.pendingById.has(c.id)) this.arrivals.add(c.id);
         this.putPending(row);
+        this.dependents.set(c.id, dependent);
       } else this.dropPending(c.id);
       this.touched?.push(c.id);
       if (c.state === 'running') nowRunning.push(c.id);
@@ -166,7 +171,17 @@ export class LiveJobs {
     t.set(j.id, j);
   }
 
+  /**
+   * Whether a pending job has dependencies, as its last incremental refresh read it (an express
+   * start leaves such a job to the full pass without asking the database again); undefined for a
+   * job read by a full reload only.
+   */
+  dependent(id: string): boolean | undefined {
+    return this.dependents.get(id);
+  }
+
   private dropPending(id: string): void {
+    this.dependents.delete(id);
     const j = this.pendingById.get(id);
     if (!j) return;
     this.pendingById.delete(id);

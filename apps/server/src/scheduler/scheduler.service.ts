@@ -461,9 +461,11 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     // A newcomer not started here waits for the full pass, which gives it its reason.
     const none = { started: [], leftPending: arrivals.length > 0, planned: 0 };
     if (!candidates.some((j) => express.mayStart(corePending(j)))) return none;
-    const waiting = await this.dependencies.withDependencies(candidates.map((j) => j.id));
+    // Whether each has dependencies came with its row (no round trip); asked only for one the refresh did not read.
+    const unknown = candidates.filter((j) => this.live.dependent(j.id) === undefined).map((j) => j.id);
+    const waiting = unknown.length ? await this.dependencies.withDependencies(unknown) : new Set<string>();
     stage('dependencies');
-    const newcomers = candidates.filter((j) => !waiting.has(j.id));
+    const newcomers = candidates.filter((j) => !waiting.has(j.id) && this.live.dependent(j.id) !== true);
     if (!newcomers.length) return none;
     const now = this.clock.now();
     const core = newcomers.map(corePending);

@@ -533,13 +533,19 @@ export class JobsRepository {
    * statement (a write it cannot see is at or above it), so one round trip, not two; null when
    * nothing changed (start from the same one again).
    */
-  async changedSince(horizon: string): Promise<{ rows: (PendingJobRow & { state: State; xid: string })[]; horizon: string | null }> {
+  async changedSince(horizon: string): Promise<{ rows: (PendingJobRow & { state: State; xid: string; dependent: boolean })[]; horizon: string | null }> {
     const rows = await this.pendingColumns()
-      .select(['state', sql<string>`change_xid::text`.as('xid'), sql<string>`pg_snapshot_xmin(pg_current_snapshot())::text`.as('horizon')])
+      .select([
+        'state',
+        sql<string>`change_xid::text`.as('xid'),
+        sql<string>`pg_snapshot_xmin(pg_current_snapshot())::text`.as('horizon'),
+        // Dependencies are written with their job, in its transaction: exact for as long as it lives.
+        sql<boolean>`exists (select 1 from job_dependencies d where d.job_id = jobs.id)`.as('dependent'),
+      ])
       .where(sql<boolean>`change_xid >= ${horizon}::xid8`)
       .execute();
     return {
-      rows: rows.map(({ xid, horizon: _h, ...r }) => Object.assign(toPendingRow(r), { state: r.state, xid })),
+      rows: rows.map(({ xid, horizon: _h, dependent, ...r }) => Object.assign(toPendingRow(r), { state: r.state, xid, dependent: Boolean(dependent) })),
       horizon: rows[0]?.horizon ?? null,
     };
   }
