@@ -511,4 +511,35 @@ describe('node locks on a real PostgreSQL', () => {
     }
     for (const id of ids) await nodes.setState(id, 'drained', 'test');
   });
+
+  it("takes the nodes' key locks of a batch of stream advances in id order, whatever order the batch came in", async () => {
+    const { Client } = await import('pg');
+    const ids: string[] = [];
+    for (let i = 0; i < 40; i++) ids.push(await nodes.create({ name: `advance-${i}`, gpuType: 'h100', gpus: 1, rack: 'r1', leafSwitch: 'l1', tokenHash: 'a' }));
+    const sorted = [...ids].sort();
+    const holder = new Client({ connectionString: tdb.url });
+    const probe = new Client({ connectionString: tdb.url });
+    await Promise.all([holder.connect(), probe.connect()]);
+    try {
+      await holder.query('begin');
+      await holder.query('select id from nodes where id = $1 for update', [sorted[0]]);
+      // Highest id first: the order a liveness flush (FOR UPDATE, id order) would deadlock with.
+      const advance = nodes.advanceStreamMany([...sorted].reverse().map((nodeId) => ({ nodeId, stream: 's', seq: 1 })), t0);
+      for (let i = 0; i < 100; i++) {
+        const w = await probe.query(`select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and query like '%insert into agent_streams%'`);
+        if (w.rows[0].n > 0) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      // Waiting on the first node, it holds none of the others.
+      await probe.query('begin');
+      const free = await probe.query('select id from nodes where id = any($1::uuid[]) for update skip locked', [sorted.slice(1)]);
+      expect(free.rows.length).toBe(sorted.length - 1);
+      await probe.query('rollback');
+      await holder.query('rollback');
+      expect(await advance).toEqual(sorted.map(() => true));
+    } finally {
+      await Promise.allSettled([holder.end(), probe.end()]);
+    }
+    for (const id of ids) await nodes.setState(id, 'drained', 'test');
+  });
 });
