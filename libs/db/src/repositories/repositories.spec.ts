@@ -481,10 +481,15 @@ describe('node locks on a real PostgreSQL', () => {
   });
   afterAll(async () => tdb?.drop());
 
-  it('locks the nodes of a liveness flush in id order: waiting on the first, it holds none of the others', async () => {
+  /**
+   * Holds the first of 40 nodes (in id order) FOR UPDATE, runs `lockMany` over all of them, and
+   * once it waits on that row (its statement matching `waiting`) checks that it holds none of the
+   * others: a statement that locks many nodes in id order cannot deadlock with another that does.
+   */
+  async function locksInIdOrder<T>(prefix: string, lockMany: (idsInOrder: string[]) => Promise<T>, waiting: string): Promise<T> {
     const { Client } = await import('pg');
     const ids: string[] = [];
-    for (let i = 0; i < 40; i++) ids.push(await nodes.create({ name: `order-${i}`, gpuType: 'h100', gpus: 1, rack: 'r1', leafSwitch: 'l1', tokenHash: 'o' }));
+    for (let i = 0; i < 40; i++) ids.push(await nodes.create({ name: `${prefix}-${i}`, gpuType: 'h100', gpus: 1, rack: 'r1', leafSwitch: 'l1', tokenHash: prefix }));
     const sorted = [...ids].sort();
     const holder = new Client({ connectionString: tdb.url });
     const probe = new Client({ connectionString: tdb.url });
@@ -492,54 +497,34 @@ describe('node locks on a real PostgreSQL', () => {
     try {
       await holder.query('begin');
       await holder.query('select id from nodes where id = $1 for update', [sorted[0]]);
-      const flush = nodes.heartbeatMany(ids, new Date(t0.getTime() + 9000));
-      // Until the flush waits on the held row (it cannot finish while the row is held).
+      const locking = lockMany(sorted);
+      // Until it waits on the held row (it cannot finish while the row is held).
       for (let i = 0; i < 100; i++) {
-        const w = await probe.query(`select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and query like '%last_heartbeat_at%'`);
+        const w = await probe.query(`select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and query like $1`, [`%${waiting}%`]);
         if (w.rows[0].n > 0) break;
         await new Promise((r) => setTimeout(r, 20));
       }
-      // Every other node is free to lock: in the table's order the flush would hold some already.
+      // Every other node is free to lock.
       await probe.query('begin');
       const free = await probe.query('select id from nodes where id = any($1::uuid[]) for update skip locked', [sorted.slice(1)]);
       expect(free.rows.length).toBe(sorted.length - 1);
       await probe.query('rollback');
       await holder.query('rollback');
-      await flush;
+      return await locking;
     } finally {
       await Promise.allSettled([holder.end(), probe.end()]);
+      for (const id of ids) await nodes.setState(id, 'drained', 'test');
     }
-    for (const id of ids) await nodes.setState(id, 'drained', 'test');
+  }
+
+  it('locks the nodes of a liveness flush in id order: waiting on the first, it holds none of the others', async () => {
+    // Given highest id first: in that order (or the table's) the flush would hold some already.
+    await locksInIdOrder('order', (sorted) => nodes.heartbeatMany([...sorted].reverse(), new Date(t0.getTime() + 9000)), 'last_heartbeat_at');
   });
 
   it("takes the nodes' key locks of a batch of stream advances in id order, whatever order the batch came in", async () => {
-    const { Client } = await import('pg');
-    const ids: string[] = [];
-    for (let i = 0; i < 40; i++) ids.push(await nodes.create({ name: `advance-${i}`, gpuType: 'h100', gpus: 1, rack: 'r1', leafSwitch: 'l1', tokenHash: 'a' }));
-    const sorted = [...ids].sort();
-    const holder = new Client({ connectionString: tdb.url });
-    const probe = new Client({ connectionString: tdb.url });
-    await Promise.all([holder.connect(), probe.connect()]);
-    try {
-      await holder.query('begin');
-      await holder.query('select id from nodes where id = $1 for update', [sorted[0]]);
-      // Highest id first: the order a liveness flush (FOR UPDATE, id order) would deadlock with.
-      const advance = nodes.advanceStreamMany([...sorted].reverse().map((nodeId) => ({ nodeId, stream: 's', seq: 1 })), t0);
-      for (let i = 0; i < 100; i++) {
-        const w = await probe.query(`select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and query like '%insert into agent_streams%'`);
-        if (w.rows[0].n > 0) break;
-        await new Promise((r) => setTimeout(r, 20));
-      }
-      // Waiting on the first node, it holds none of the others.
-      await probe.query('begin');
-      const free = await probe.query('select id from nodes where id = any($1::uuid[]) for update skip locked', [sorted.slice(1)]);
-      expect(free.rows.length).toBe(sorted.length - 1);
-      await probe.query('rollback');
-      await holder.query('rollback');
-      expect(await advance).toEqual(sorted.map(() => true));
-    } finally {
-      await Promise.allSettled([holder.end(), probe.end()]);
-    }
-    for (const id of ids) await nodes.setState(id, 'drained', 'test');
+    // Highest id first: the order a liveness flush (FOR UPDATE, id order) would deadlock with.
+    const advanced = await locksInIdOrder('advance', (sorted) => nodes.advanceStreamMany([...sorted].reverse().map((nodeId) => ({ nodeId, stream: 's', seq: 1 })), t0), 'insert into agent_streams');
+    expect(advanced).toEqual(Array.from({ length: 40 }, () => true));
   });
 });
