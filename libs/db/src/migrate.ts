@@ -14,6 +14,7 @@ import * as m0012 from './migrations/0012_gpu_prices';
 import * as m0013 from './migrations/0013_usage_tenant_daily';
 import * as m0014 from './migrations/0014_history_indexes';
 import * as m0015 from './migrations/0015_node_change_tracking';
+import * as m0016 from './migrations/0016_job_waits_unchecked';
 
 /** Migrations are compiled in (not read from disk) so the same list runs from source, dist and tests. */
 const migrations: Record<string, Migration> = {
@@ -32,6 +33,7 @@ const migrations: Record<string, Migration> = {
   '0013_usage_tenant_daily': m0013,
   '0014_history_indexes': m0014,
   '0015_node_change_tracking': m0015,
+  '0016_job_waits_unchecked': m0016,
 };
 
 class StaticProvider implements MigrationProvider {
