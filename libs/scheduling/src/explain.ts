@@ -15,7 +15,8 @@ const fmt = (t: number) => {
 // pending job, and most share a handful of sizes.
 const whatCache = new Map<number, string>();
 const behindCache = new Map<number, string>();
-const kindKey = (job: PendingJob) => job.gpus * 3 + (job.gpuType === 'any' ? 0 : job.gpuType === 'h100' ? 1 : 2);
+/** A job's kind for sentence caches: its GPU count and wished type, as one number. */
+export const kindKey = (job: PendingJob) => job.gpus * 3 + (job.gpuType === 'any' ? 0 : job.gpuType === 'h100' ? 1 : 2);
 const what = (job: PendingJob) => {
   const k = kindKey(job);
   let s = whatCache.get(k);

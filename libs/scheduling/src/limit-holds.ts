@@ -6,7 +6,7 @@
  * may not take it by running past that time (limit backfill).
  */
 import { NODE_GPUS, heldUntil, modelIndex } from './cluster';
-import { messages } from './explain';
+import { kindKey, messages } from './explain';
 import type { Pass } from './pass';
 import { GpuModel, PendingJob, PlannedReservation } from './types';
 
@@ -206,14 +206,10 @@ export function withinLimits(p: Pass, job: PendingJob, feasible: readonly GpuMod
   // The figures the sentence names, per feasible type in order (at most two types).
   const x0 = p.x(ti, feasible[0]!);
   const x1 = feasible.length > 1 ? p.x(ti, feasible[1]!) : -1;
+  const [u0, l0, u1, l1] = [use2[x0]!, lim2[x0]!, x1 < 0 ? 0 : use2[x1]!, x1 < 0 ? 0 : lim2[x1]!];
   const said = sentence(overSaid, tenant, job, () => ({ x0: -1, x1: -1, u0: NaN, l0: NaN, u1: NaN, l1: NaN, msg: '' }));
-  if (said.x0 !== x0 || said.x1 !== x1 || said.u0 !== use2[x0] || said.l0 !== lim2[x0] || said.u1 !== (x1 < 0 ? 0 : use2[x1]) || said.l1 !== (x1 < 0 ? 0 : lim2[x1])) {
-    said.x0 = x0;
-    said.x1 = x1;
-    said.u0 = use2[x0]!;
-    said.l0 = lim2[x0]!;
-    said.u1 = x1 < 0 ? 0 : use2[x1]!;
-    said.l1 = x1 < 0 ? 0 : lim2[x1]!;
+  if (said.x0 !== x0 || said.x1 !== x1 || said.u0 !== u0 || said.l0 !== l0 || said.u1 !== u1 || said.l1 !== l1) {
+    Object.assign(said, { x0, x1, u0, l0, u1, l1 });
     const detail = feasible.map((m) => `${use2[p.x(ti, m)]!} of ${lim2[p.x(ti, m)]!} ${m.toUpperCase()} GPUs in use or claimed`).join(', ');
     said.msg = messages.overLimit(job, tenant, detail);
   }
@@ -254,7 +250,7 @@ function sentence<T>(cache: Map<string, Map<number, T>>, tenant: string, job: Pe
     if (cache.size >= SAID_TENANTS) cache.clear();
     cache.set(tenant, (byKind = new Map()));
   }
-  const kind = job.gpus * 3 + (job.gpuType === 'any' ? 0 : job.gpuType === 'h100' ? 1 : 2);
+  const kind = kindKey(job);
   let said = byKind.get(kind);
   if (!said) byKind.set(kind, (said = blank()));
   return said;

@@ -169,6 +169,10 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
    * each made its own round trips (their awaits wait out the pass), and 90 s after a restart
    * under a quarter were back. Each batch is five statements, whatever its size.
    */
+  private readonly hellos = new Batched<{ nodeId: string; hello: z.infer<typeof AgentHello> }, HelloReads>((items) => this.helloReads(items), {
+    max: HELLO_BATCH,
+    key: (i) => i.nodeId,
+  });
   /**
    * Stream sequence numbers advanced after applying a message, many nodes' in one statement: a
    * restarted leader's first passes start thousands of jobs, each answered by a `started` event,
@@ -179,10 +183,6 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
     (items) => this.nodeRepo.advanceStreamMany(items, this.clock.now()),
     { max: ADVANCE_BATCH, key: (i) => `${i.nodeId}/${i.stream}` },
   );
-  private readonly hellos = new Batched<{ nodeId: string; hello: z.infer<typeof AgentHello> }, HelloReads>((items) => this.helloReads(items), {
-    max: HELLO_BATCH,
-    key: (i) => i.nodeId,
-  });
 
   private async helloReads(items: { nodeId: string; hello: z.infer<typeof AgentHello> }[]): Promise<HelloReads[]> {
     const now = this.clock.now();

@@ -66,7 +66,6 @@ export class DependenciesRepository {
     return rows.rows.map((r) => ({ jobId: r.job_id, kind: r.kind, dependsOn: r.depends_on, state: r.state }));
   }
 
-  /** Running tasks of each array that caps its running tasks (one grouped query). */
   /** Which of these jobs wait on others at all (met or not): an express start leaves them to the full pass. */
   async withDependencies(ids: readonly string[]): Promise<Set<string>> {
     if (!ids.length) return new Set();
@@ -74,6 +73,7 @@ export class DependenciesRepository {
     return new Set(rows.rows.map((r) => r.job_id));
   }
 
+  /** Running tasks of each array that caps its running tasks (one grouped query). */
   async runningOfThrottledArrays(): Promise<Map<string, number>> {
     const rows = await this.db
       .selectFrom('jobs')

@@ -341,8 +341,7 @@ export class NodesRepository {
 
   /**
    * Applies an agent stream's sequence number exactly once: true when `seq` is new for
-   * this node and stream, false for a duplicate. Run it in the transaction that applies
-   * the message so both commit or neither does.
+   * this node and stream, false for a duplicate (one item of `advanceStreamMany`).
    */
   async advanceStream(nodeId: string, stream: string, seq: number, at: Date): Promise<boolean> {
     return (await this.advanceStreamMany([{ nodeId, stream, seq }], at))[0]!;
