@@ -372,6 +372,44 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     // 2,973 starts in one 2 s statement, and finished after them all.
     const toStart = plan.starts.slice(0, this.config.maxStartsPerPass);
     const deferredStarts = plan.starts.length - toStart.length;
+    // The waits are written beside the commit, on another connection: they are of jobs the plan
+    // leaves pending (a planned start has none, committed or not), in a table the commit does not
+    // touch. After a restart each of the first passes commits 1,000 starts and writes 10,000 new
+    // waits, one after the other until now.
+    const waits = this.annotations(plan, now.getTime(), gate.withheld);
+    stage('annotate');
+    const writingWaits = this.jobs.annotatePending(waits.rows, waits.gone);
+    // Its failure is the pass's, reported below (never unhandled meanwhile); a pass failing before
+    // then lets it land first, so it never lands after the next pass's waits.
+    writingWaits.catch(() => undefined);
+    const { started, skipped } = await this.commitAndStop(plan, toStart, { snapshot, now, heardSince, running, tenantNames, stage }).catch(async (e: unknown) => {
+      await writingWaits.catch(() => undefined);
+      throw e;
+    });
+    await writingWaits;
+    stage('waits');
+    const { rows: { length: annotated }, causes, deferred } = waits;
+    // Waits and starts left for later are the next pass's, not the next wake-up's or tick's.
+    if (deferred || deferredStarts) this.trigger();
+    this.recordPassMetrics(now, { tenants, nodes: nodeRows, pending: doomed.size ? queued.filter((j) => !doomed.has(j.id)) : queued, running }, plan, started, jobsByState, tenantNames);
+    stage('metrics');
+    if (started.length || plan.preemptions.length) this.wakeups.wake('dispatch');
+    const durationMs = performance.now() - t0;
+    // A slow pass says where its time went, so an operator can tell the database from the plan.
+    if (durationMs > SLOW_PASS_MS)
+      this.log.warn(
+        `pass took ${(durationMs / 1000).toFixed(1)} s over ${queued.length} pending jobs (${started.length} started${deferredStarts ? `, ${deferredStarts} starts left for the next pass` : ''}, ${plan.preemptions.length} preempted, ${annotated} waits written${annotated ? ` [${Object.entries(causes).map(([k, n]) => `${k} ${n}`).join(', ')}]` : ''}${deferred ? `, ${deferred} new ones left for the next passes` : ''}): ${summary()}`,
+      );
+    return { plan, started, skipped, durationMs, stages, annotated, annotatedBecause: causes, deferredWaits: deferred, deferredStarts };
+  }
+
+  /** Commits the plan's starts (the pass's share of them), asks its preemption victims to stop, and stores the estimate scale. */
+  private async commitAndStop(
+    plan: Plan,
+    toStart: Plan['starts'],
+    c: { snapshot: ReturnType<typeof buildSnapshot>; now: Date; heardSince: Date; running: RunningWithPlacement[]; tenantNames: ReadonlyMap<string, string>; stage: (name: string) => void },
+  ): Promise<{ started: string[]; skipped: { jobId: string; why: string }[] }> {
+    const { snapshot, now, heardSince, running, tenantNames, stage } = c;
     // Express starts may have run while this pass planned: the commit verifies every start
     // against the database (one that lost its GPUs to a newcomer waits for the next pass), and
     // the next express state keeps the newcomers this pass's snapshot did not see.
@@ -413,20 +451,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       await this.jobs.setEstimateScale(scale, now);
       this.writtenScale = scale;
     }
-    const { written: annotated, causes, deferred } = await this.annotate(plan, new Set(started), now.getTime(), gate.withheld);
-    stage('annotate');
-    // Waits and starts left for later are the next pass's, not the next wake-up's or tick's.
-    if (deferred || deferredStarts) this.trigger();
-    this.recordPassMetrics(now, { tenants, nodes: nodeRows, pending: doomed.size ? queued.filter((j) => !doomed.has(j.id)) : queued, running }, plan, started, jobsByState, tenantNames);
-    stage('metrics');
-    if (started.length || plan.preemptions.length) this.wakeups.wake('dispatch');
-    const durationMs = performance.now() - t0;
-    // A slow pass says where its time went, so an operator can tell the database from the plan.
-    if (durationMs > SLOW_PASS_MS)
-      this.log.warn(
-        `pass took ${(durationMs / 1000).toFixed(1)} s over ${queued.length} pending jobs (${started.length} started${deferredStarts ? `, ${deferredStarts} starts left for the next pass` : ''}, ${plan.preemptions.length} preempted, ${annotated} waits written${annotated ? ` [${Object.entries(causes).map(([k, n]) => `${k} ${n}`).join(', ')}]` : ''}${deferred ? `, ${deferred} new ones left for the next passes` : ''}): ${summary()}`,
-      );
-    return { plan, started, skipped, durationMs, stages, annotated, annotatedBecause: causes, deferredWaits: deferred, deferredStarts };
+    return { started, skipped };
   }
 
   /**
@@ -564,9 +589,13 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     if (cancelled.size) this.wakeups.wake('cancel');
   }
 
-  /** Stores each pending job's reason, estimate and position: the plan's, or for a job kept from the core, why (no estimate, no position). */
-  private async annotate(plan: Plan, started: Set<string>, now: number, withheld: { job: PendingJobRow; reason: string; code: PendingReasonCodeName }[]): Promise<{ written: number; causes: Partial<Record<StaleCause, number>>; deferred: number }> {
-    const rows: { id: string; reason: string; reasonCode: PendingReasonCodeName; estimatedStartAt: Date | null; scaled: boolean; queuePosition: number | null }[] = [];
+  /**
+   * Each pending job's reason, estimate and position to store (the plan's, or for a job kept from
+   * the core, why: no estimate, no position), only where it changed, and the jobs whose waits are
+   * over. Taken as written: what is remembered here is what the next pass compares with.
+   */
+  private annotations(plan: Plan, now: number, withheld: { job: PendingJobRow; reason: string; code: PendingReasonCodeName }[]): { rows: WaitRow[]; gone: string[]; causes: Partial<Record<StaleCause, number>>; deferred: number } {
+    const rows: WaitRow[] = [];
     // Forget what was written for jobs written since (after a full reload: all not in the queue).
     const touched = this.live.takeTouched();
     if (touched)
@@ -598,8 +627,8 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       rows.push({ id, reason: next.reason, reasonCode: next.code, estimatedStartAt: next.eta === null ? null : new Date(next.eta), scaled: next.code !== 'waiting_for_reclaim', queuePosition: next.position });
     };
     for (const w of withheld) note(w.job.id, { code: w.code, reason: w.reason, eta: null, position: null });
+    // A planned start is never in plan.pending (the core either starts or explains a job).
     for (const p of plan.pending) {
-      if (started.has(p.jobId)) continue;
       // The plan's own estimate: the scale is applied when it is read (a reclaim's grace period is not scaled).
       note(p.jobId, { code: p.reason, reason: p.message, eta: p.estimatedStartAt, position: p.queuePosition });
     }
@@ -607,10 +636,11 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       for (const id of this.lastAnnotation.keys()) if (!live.has(id)) this.lastAnnotation.delete(id);
       this.flicker.retain((id) => live.has(id));
     }
-    await this.jobs.annotatePending(rows, gone);
-    return { written: rows.length, causes, deferred };
+    return { rows, gone, causes, deferred };
   }
 }
+
+type WaitRow = Parameters<JobsRepository['annotatePending']>[0][number];
 
 /** Nodes as read without allocations, each GPU's job filled in from the running jobs' placements. */
 function withRunningJobs(nodes: NodeWithGpus[], running: readonly RunningWithPlacement[]): NodeWithGpus[] {
@@ -630,8 +660,8 @@ function withRunningJobs(nodes: NodeWithGpus[], running: readonly RunningWithPla
 
 /**
  * Times the stages of a pass or an express start: `stage(name)` ends the stage running since
- * the last call; `summary()` lists them for a slow-run log (reads, which overlap, and stages under
- * 1 ms left out).
+ * the last call; `summary()` lists them for a slow-run log (stages under 1 ms left out; the reads,
+ * which overlap, by when each was done).
  */
 function stageClock(): { t0: number; stages: Record<string, number>; stage: (name: string) => void; summary: () => string } {
   const t0 = performance.now();
@@ -645,10 +675,16 @@ function stageClock(): { t0: number; stages: Record<string, number>; stage: (nam
       stages[name] = t - mark;
       mark = t;
     },
-    summary: () =>
-      Object.entries(stages)
+    summary: () => {
+      // The reads overlap: each is told by when it was done, after the stage they make up.
+      const reads = Object.entries(stages)
+        .filter(([k]) => k.startsWith('read.'))
+        .map(([k, v]) => `${k.slice('read.'.length)} ${v.toFixed(0)}`)
+        .join(', ');
+      return Object.entries(stages)
         .filter(([k, v]) => !k.startsWith('read.') && v >= 1)
-        .map(([k, v]) => `${k} ${v.toFixed(0)} ms`)
-        .join(', '),
+        .map(([k, v]) => `${k} ${v.toFixed(0)} ms${k === 'reads' && reads ? ` (done at: ${reads})` : ''}`)
+        .join(', ');
+    },
   };
 }
