@@ -2,7 +2,7 @@ import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdo
 import type { AgentHello, ServerMessage } from '@nuri/contracts';
 import { WIRE_VERSION, isCriticalXid } from '@nuri/contracts';
 import type { ServerConfig } from '@nuri/config';
-import { DatabaseHandle, JobsRepository, LedgerRepository, NodesRepository, RunningWithPlacement, Wakeups } from '@nuri/db';
+import { DatabaseHandle, JobsRepository, LedgerRepository, NodesRepository, RunningWithPlacement, Wakeups, type LiveJob } from '@nuri/db';
 import { Batched } from '../core/batched';
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import type { z } from 'zod';
@@ -38,6 +38,8 @@ const STREAM_RETENTION_MS = 10 * 60_000;
 const HELLO_BATCH = 64;
 /** Stream advances that go in one statement at most (see `advances`). */
 const ADVANCE_BATCH = 1000;
+/** Nodes whose starts and stops are re-checked in one read at most (see `freshReads`). */
+const FRESH_BATCH = 256;
 
 /** What a hello needs from the database about its node. */
 interface HelloReads {
@@ -183,6 +185,16 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
     (items) => this.nodeRepo.advanceStreamMany(items, this.clock.now()),
     { max: ADVANCE_BATCH, key: (i) => `${i.nodeId}/${i.stream}` },
   );
+
+  /**
+   * The fresh reads that every start and stop is re-checked with before it is sent, many nodes'
+   * in one (two statements): a reconcile round asks for every node at once, and so do the
+   * hellos of a reconnecting fleet. Each node's messages are built as its read comes back.
+   */
+  private readonly freshReads = new Batched<{ nodeId: string; ids: string[] }, Map<string, LiveJob>>((items) => this.jobs.liveStateMany(items), {
+    max: FRESH_BATCH,
+    key: (i) => i.nodeId,
+  });
 
   private async helloReads(items: { nodeId: string; hello: z.infer<typeof AgentHello> }[]): Promise<HelloReads[]> {
     const now = this.clock.now();
@@ -370,13 +382,16 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
         list.push(j);
         byNode.set(p.nodeId, list);
       }
-    for (const [name, d] of this.nodes) {
-      try {
-        for (const msg of await this.reconcileMessages(name, d, byNode.get(d.nodeId) ?? [])) this.link?.send(name, msg);
-      } catch (e) {
-        this.log.error(`reconcile ${name}: ${(e as Error).message}`);
-      }
-    }
+    // Every node at once: their fresh reads go together (`freshReads`), not one round trip each.
+    await Promise.all(
+      [...this.nodes].map(async ([name, d]) => {
+        try {
+          for (const msg of await this.reconcileMessages(name, d, byNode.get(d.nodeId) ?? [])) this.link?.send(name, msg);
+        } catch (e) {
+          this.log.error(`reconcile ${name}: ${(e as Error).message}`);
+        }
+      }),
+    );
   }
 
   settled(): Promise<void> {
@@ -420,7 +435,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
       stops.push({ jobId: id, kind: 'reconcile', attempt: d.attempts.get(id) });
     }
     if (!starts.length && !stops.length) return [];
-    const fresh = await this.jobs.liveState([...new Set([...starts.map((j) => j.id), ...stops.map((s) => s.jobId)])], d.nodeId);
+    const fresh = await this.freshReads.run({ nodeId: d.nodeId, ids: [...new Set([...starts.map((j) => j.id), ...stops.map((s) => s.jobId)])] });
     const out: ServerMessage[] = [];
     for (const s of stops) {
       const f = fresh.get(s.jobId);

@@ -216,6 +216,45 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
     for (const id of [multi, single]) await s.jobs.transition(id, ['running'], 'completed', 'done', t0);
   });
 
+  it("reads many nodes' fresh job states at once: each node's own view of a gang (on it or not, its rank exited or not), in rank order", async () => {
+    const [a, b] = [
+      await s.nodes.create({ name: `fresh-a-${_kind}`, gpuType: 'h100', gpus: 8, rack: 'r1', leafSwitch: 'l1', tokenHash: 'fa' }),
+      await s.nodes.create({ name: `fresh-b-${_kind}`, gpuType: 'h100', gpus: 8, rack: 'r1', leafSwitch: 'l1', tokenHash: 'fb' }),
+    ];
+    for (const n of [a, b]) await s.nodes.setState(n, 'up', 'test');
+    await s.nodes.setAddress(a, '10.0.0.1');
+    const [gang, single, pending] = [await s.job('fresh-gang', 16), await s.job('fresh-single', 1), await s.job('fresh-pending', 1)];
+    const all8 = [0, 1, 2, 3, 4, 5, 6, 7];
+    const r = await s.jobs.commitStarts(
+      [
+        { jobId: gang, gpuModel: 'h100', placement: [{ nodeId: b, gpuIndices: all8 }, { nodeId: a, gpuIndices: all8 }] },
+        { jobId: single, gpuModel: 'h100', placement: [{ nodeId: s.nodeId, gpuIndices: [6] }] },
+      ],
+      t0,
+    );
+    expect(r.started.sort()).toEqual([gang, single].sort());
+    const attempt = (await s.jobs.find(gang))!.attempts;
+    // Node a's rank of this attempt exited; node b's exit is of an earlier attempt.
+    await sql`insert into job_rank_exits (job_id, attempt, node_id, rank, exit_code, cause, at)
+      values (${gang}, ${attempt}, ${a}, 0, 0, 'exited', ${t0}), (${gang}, ${attempt - 1}, ${b}, 1, 1, 'exited', ${t0})`.execute(tdb.handle.db);
+    const unknown = '00000000-0000-4000-8000-000000000000';
+    const [onA, onB, onN1] = await s.jobs.liveStateMany([
+      { nodeId: a, ids: [gang, single, 'not-a-uuid', unknown] },
+      { nodeId: b, ids: [gang] },
+      { nodeId: s.nodeId, ids: [single, gang, pending] },
+    ]);
+    const view = (m: Map<string, { state: string; onNode: boolean; rankExited: boolean; rankNodes: { name: string; address: string | null }[] }>) =>
+      Object.fromEntries([...m].map(([id, j]) => [id, `${j.state} on=${j.onNode} exited=${j.rankExited} ranks=${j.rankNodes.map((n) => n.name + (n.address ? `@${n.address}` : '')).join(',')}`]));
+    const ranks = `fresh-a-${_kind}@10.0.0.1,fresh-b-${_kind}`;
+    expect(view(onA!)).toEqual({ [gang]: `running on=true exited=true ranks=${ranks}`, [single]: 'running on=false exited=false ranks=n1' });
+    expect(view(onB!)).toEqual({ [gang]: `running on=true exited=false ranks=${ranks}` });
+    expect(view(onN1!)).toEqual({ [single]: 'running on=true exited=false ranks=n1', [gang]: `running on=false exited=false ranks=${ranks}`, [pending]: 'pending on=false exited=false ranks=' });
+    // The one-node form answers the same.
+    expect(view(await s.jobs.liveState([gang, single], a))).toEqual(view(onA!));
+    expect(await s.jobs.liveStateMany([{ nodeId: a, ids: ['garbage'] }])).toEqual([new Map()]);
+    for (const id of [gang, single]) await s.jobs.transition(id, ['running'], 'completed', 'done', t0);
+  });
+
   it('records when a job last entered the queue: its submission, then its requeue', async () => {
     const id = await s.job('requeue', 1);
     expect((await s.jobs.find(id))!.queued_at).toEqual(t0);

@@ -115,6 +115,8 @@ export class AgentGateway implements AgentLink {
   private readonly wss: WebSocketServer;
   private readonly byNode = new Map<string, Conn>();
   private readonly conns = new Set<Conn>();
+  /** Each node's open connections (a few at most): counting a node's among all 4,000 for every upgrade was quadratic in a reconnect storm. */
+  private readonly connsOf = new Map<string, Set<Conn>>();
   /** Hellos being processed (see maxHellosInFlight). */
   private readonly hellos: Limiter;
   private readonly path: string;
@@ -262,7 +264,7 @@ export class AgentGateway implements AgentLink {
   /** Connections of a node that have not said hello yet. */
   private pendingOf(node: string): number {
     let n = 0;
-    for (const c of this.conns) if (c.node === node && !c.hello && !c.closed) n++;
+    for (const c of this.connsOf.get(node) ?? []) if (!c.hello && !c.closed) n++;
     return n;
   }
 
@@ -280,6 +282,9 @@ export class AgentGateway implements AgentLink {
       bucket: new TokenBucket(this.opts.ratePerSecond ?? 100, this.opts.rateBurst ?? 500),
     };
     this.conns.add(c);
+    const ofNode = this.connsOf.get(node);
+    if (ofNode) ofNode.add(c);
+    else this.connsOf.set(node, new Set([c]));
     c.helloTimer = setTimeout(() => {
       if (!c.hello) this.closeConn(c, 1008, 'no hello');
     }, this.opts.helloTimeoutMs ?? 10_000);
@@ -298,6 +303,9 @@ export class AgentGateway implements AgentLink {
     c.closed = true;
     clearTimeout(c.helloTimer);
     this.conns.delete(c);
+    const ofNode = this.connsOf.get(c.node);
+    ofNode?.delete(c);
+    if (ofNode?.size === 0) this.connsOf.delete(c.node);
     if (this.byNode.get(c.node) === c) {
       this.byNode.delete(c.node);
       this.opts.logs?.closed(c.node);
