@@ -76,6 +76,35 @@ describe('wake-ups across processes (real PostgreSQL)', () => {
     expect(gotThere).toEqual(['submit', 'job_end']);
   });
 
+  it('sends a stream of wakes as a few NOTIFYs, the last after the last wake', async () => {
+    const sender = new Wakeups(recorder());
+    const listener = new Wakeups(recorder());
+    open.push(sender, listener);
+    await sender.connect(db.url, false);
+    await listener.connect(db.url, true);
+    const got: { reason: WakeReason; at: number }[] = [];
+    listener.onWake((reason) => got.push({ reason, at: performance.now() }));
+    // 200 submissions over about 200 ms, a NOTIFY round trip on loopback being well under 1 ms.
+    let lastWake = 0;
+    for (let i = 0; i < 200; i++) {
+      sender.wake('submit');
+      lastWake = performance.now();
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    for (let i = 0; i < 100 && !got.some((g) => g.at > lastWake); i++) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 100));
+    const stream = got.length;
+    // At most one round a NOTIFY_GAP_MS (10 ms), and never fewer than one for the last wake.
+    expect(stream).toBeGreaterThan(1);
+    expect(stream).toBeLessThanOrEqual(Math.ceil((lastWake - (got[0]?.at ?? lastWake)) / 10) + 2);
+    expect(got.every((g) => g.reason === 'submit')).toBe(true);
+    expect(got.at(-1)!.at).toBeGreaterThan(lastWake);
+    // Another reason after the stream still arrives.
+    sender.wake('job_end');
+    for (let i = 0; i < 100 && !got.some((g) => g.reason === 'job_end'); i++) await new Promise((r) => setTimeout(r, 10));
+    expect(got.some((g) => g.reason === 'job_end')).toBe(true);
+  });
+
   it('logs a failing NOTIFY once, not once per wake, with the reason the database gave', async () => {
     const said = recorder();
     const sender = new Wakeups(said);
