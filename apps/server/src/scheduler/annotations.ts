@@ -29,13 +29,18 @@ export type StaleCause = 'new' | 'code' | 'reason' | 'position' | 'estimate';
  * rewritten with its position, exactly within the first 100, else when the position drifts.
  */
 export function staleBecause(old: Annotation | undefined, next: Annotation, now: number): StaleCause | null {
+  return staleFields(old, next.code, next.reason, next.eta, next.position, now);
+}
+
+/** `staleBecause` on the new annotation's fields: a pass asks for each of 100,000 jobs, and most answers are null (no object made for them). */
+export function staleFields(old: Annotation | undefined, code: PendingReasonCodeName, reason: string, eta: number | null, position: number | null, now: number): StaleCause | null {
   if (!old) return 'new';
-  if (old.code !== next.code) return 'code';
-  if (old.reason !== next.reason && (next.code !== 'behind_higher_ranked' || positionStale(old.position, next.position))) return 'reason';
-  if (positionStale(old.position, next.position)) return 'position';
-  if (old.eta !== next.eta) {
-    if (old.eta === null || next.eta === null) return 'estimate';
-    if (Math.abs(old.eta - next.eta) > Math.max(ETA_EXACT_MS, ETA_SLACK * (next.eta - now))) return 'estimate';
+  if (old.code !== code) return 'code';
+  if (old.reason !== reason && (code !== 'behind_higher_ranked' || positionStale(old.position, position))) return 'reason';
+  if (positionStale(old.position, position)) return 'position';
+  if (old.eta !== eta) {
+    if (old.eta === null || eta === null) return 'estimate';
+    if (Math.abs(old.eta - eta) > Math.max(ETA_EXACT_MS, ETA_SLACK * (eta - now))) return 'estimate';
   }
   return null;
 }
@@ -61,7 +66,7 @@ export class FlickerDamper {
   private readonly seen = new Map<string, PendingReasonCodeName>();
 
   /** Whether to write `next` over `old` now (false: wait and see whether it holds). */
-  settled(id: string, old: Annotation | undefined, next: Annotation): boolean {
+  settled(id: string, old: Annotation | undefined, next: Pick<Annotation, 'code'>): boolean {
     if (!old || old.code === next.code || !FLICKERING.has(old.code) || !FLICKERING.has(next.code)) {
       this.seen.delete(id);
       return true;
@@ -75,7 +80,8 @@ export class FlickerDamper {
   }
 
   forget(id: string): void {
-    this.seen.delete(id);
+    // Asked for every pending job each pass; nearly always none is waiting to settle.
+    if (this.seen.size) this.seen.delete(id);
   }
 
   /** Keeps only the jobs `keep` says are still waiting. */

@@ -23,7 +23,7 @@ import { Wakeups, type WakeReason } from '@nuri/db';
 import { JobLifecycle } from '../lifecycle/job-lifecycle';
 import { gatePending } from './gating';
 import { afterStarts, gpuCounts, jobCounts, SchedulerMetricsState, tenantRows } from './scheduler-metrics';
-import { Annotation, FlickerDamper, staleBecause, type StaleCause } from './annotations';
+import { Annotation, FlickerDamper, staleFields, type StaleCause } from './annotations';
 import { isFresh, LiveJobs } from './live-jobs';
 import { LiveNodes } from './live-nodes';
 import { passPause } from './pacing';
@@ -611,27 +611,26 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     // pass after a restart write 97,000 rows (5-8 s under the agents' reconnections).
     let fresh = 0;
     let deferred = 0;
-    const note = (id: string, next: Annotation) => {
+    // The new annotation by its fields: an object is made only for one that is written.
+    const note = (id: string, code: PendingReasonCodeName, reason: string, eta: number | null, position: number | null) => {
       live?.add(id);
       const old = this.lastAnnotation.get(id);
-      const cause = staleBecause(old, next, now);
+      const cause = staleFields(old, code, reason, eta, position, now);
       // A flip that does not hold for two passes in a row is never written.
       if (cause !== 'code') this.flicker.forget(id);
-      if (cause === null || (cause === 'code' && !this.flicker.settled(id, old, next))) return;
+      if (cause === null || (cause === 'code' && !this.flicker.settled(id, old, { code }))) return;
       if (cause === 'new' && ++fresh > this.config.newWaitsPerPass) {
         deferred++;
         return;
       }
       causes[cause] = (causes[cause] ?? 0) + 1;
-      this.lastAnnotation.set(id, next);
-      rows.push({ id, reason: next.reason, reasonCode: next.code, estimatedStartAt: next.eta === null ? null : new Date(next.eta), scaled: next.code !== 'waiting_for_reclaim', queuePosition: next.position });
+      this.lastAnnotation.set(id, { code, reason, eta, position });
+      rows.push({ id, reason, reasonCode: code, estimatedStartAt: eta === null ? null : new Date(eta), scaled: code !== 'waiting_for_reclaim', queuePosition: position });
     };
-    for (const w of withheld) note(w.job.id, { code: w.code, reason: w.reason, eta: null, position: null });
+    for (const w of withheld) note(w.job.id, w.code, w.reason, null, null);
     // A planned start is never in plan.pending (the core either starts or explains a job).
-    for (const p of plan.pending) {
-      // The plan's own estimate: the scale is applied when it is read (a reclaim's grace period is not scaled).
-      note(p.jobId, { code: p.reason, reason: p.message, eta: p.estimatedStartAt, position: p.queuePosition });
-    }
+    // The plan's own estimate: the scale is applied when it is read (a reclaim's grace period is not scaled).
+    for (const p of plan.pending) note(p.jobId, p.reason, p.message, p.estimatedStartAt, p.queuePosition);
     if (live) {
       for (const id of this.lastAnnotation.keys()) if (!live.has(id)) this.lastAnnotation.delete(id);
       this.flicker.retain((id) => live.has(id));
