@@ -2,7 +2,7 @@ import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdo
 import type { AgentHello, ServerMessage } from '@nuri/contracts';
 import { WIRE_VERSION, isCriticalXid } from '@nuri/contracts';
 import type { ServerConfig } from '@nuri/config';
-import { DatabaseHandle, JobsRepository, LedgerRepository, NodesRepository, RunningWithPlacement, Wakeups, type LiveJob } from '@nuri/db';
+import { DatabaseHandle, JobsRepository, LedgerRepository, NodesRepository, Wakeups, type JobPlacement, type LiveJob } from '@nuri/db';
 import { Batched } from '../core/batched';
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import type { z } from 'zod';
@@ -46,7 +46,7 @@ interface HelloReads {
   up: boolean;
   stored: { index: number; uuid: string | null; model: string | null; healthy: boolean }[];
   ackedSeq: number;
-  here: RunningWithPlacement[];
+  here: JobPlacement[];
   pruned: number;
 }
 
@@ -210,13 +210,13 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
       ),
       this.nodeRepo.gpusOfMany(nodeIds),
       this.nodeRepo.streamSeqMany(items.map(({ nodeId, hello }) => ({ nodeId, stream: hello.stream }))),
-      this.jobs.running({ onNodes: nodeIds }),
+      this.jobs.placements({ onNodes: nodeIds }),
       this.nodeRepo.pruneStreamsMany(
         items.map(({ nodeId, hello }) => ({ nodeId, keep: hello.stream })),
         new Date(now.getTime() - STREAM_RETENTION_MS),
       ),
     ]);
-    const onNode = new Map<string, RunningWithPlacement[]>();
+    const onNode = new Map<string, JobPlacement[]>();
     for (const j of running)
       for (const n of new Set(j.placement.map((p) => p.nodeId))) {
         const list = onNode.get(n);
@@ -368,14 +368,14 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
 
   private async reconcileRound(): Promise<void> {
     if (!this.nodes.size) return;
-    let live: RunningWithPlacement[];
+    let live: JobPlacement[];
     try {
-      live = await this.jobs.running();
+      live = await this.jobs.placements();
     } catch (e) {
       this.log.error(`reconcile: reading running jobs failed: ${(e as Error).message}`);
       return;
     }
-    const byNode = new Map<string, RunningWithPlacement[]>();
+    const byNode = new Map<string, JobPlacement[]>();
     for (const j of live)
       for (const p of j.placement) {
         const list = byNode.get(p.nodeId) ?? [];
@@ -405,10 +405,10 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
    * re-checked against a fresh read just before it is sent: a start only for the attempt
    * that runs now, a stop never for a job that does run here.
    */
-  private async reconcileMessages(nodeName: string, d: Dispatch, here: RunningWithPlacement[]): Promise<ServerMessage[]> {
+  private async reconcileMessages(nodeName: string, d: Dispatch, here: JobPlacement[]): Promise<ServerMessage[]> {
     this.telemetry.placed(d.nodeId, here);
     const wanted = new Set<string>();
-    const starts: RunningWithPlacement[] = [];
+    const starts: JobPlacement[] = [];
     const stops: { jobId: string; kind: 'requested' | 'reconcile'; attempt?: number }[] = [];
     for (const job of here) {
       if (!job.placement.some((p) => p.nodeId === d.nodeId)) continue;
@@ -554,7 +554,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
     }
     if (await this.nodeRepo.setGpuHealth(nodeId, m.index, false, cause, at)) this.log.warn(`node ${nodeName} GPU ${m.index} unhealthy: ${cause}`);
     this.metrics.setGpuHealthy(nodeName, m.index, false);
-    const [placed, rows] = await Promise.all([this.jobs.running({ onNode: nodeId }), this.jobs.runningOnNode(nodeId)]);
+    const [placed, rows] = await Promise.all([this.jobs.placements({ onNode: nodeId }), this.jobs.runningOnNode(nodeId)]);
     for (const job of placed) {
       if (!job.placement.some((p) => p.nodeId === nodeId && p.gpuIndices.includes(m.index))) continue;
       const row = rows.find((j) => j.id === job.id);

@@ -213,6 +213,20 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
     expect(everything[multi]).toEqual(whole[multi]);
     expect(everything[single]).toEqual(['n1:3,5']);
     expect(everything[ended]).toBeUndefined();
+    // The gateway's lighter read selects the same jobs and GPUs (by node id, in no order), with attempt and stop request.
+    const names = new Map([[a, `run-a-${_kind}`], [b, `run-b-${_kind}`], [s.nodeId, 'n1']]);
+    const placed = (jobs: { id: string; attempts: number; stopRequested: string | null; placement: { nodeId: string; gpuIndices: number[] }[] }[]) =>
+      Object.fromEntries(jobs.map((j) => [j.id, j.placement.map((p) => `${names.get(p.nodeId)}:${p.gpuIndices.join(',')}`).sort()]));
+    expect(placed(await s.jobs.placements({ onNode: b }))).toEqual(whole);
+    expect(placed(await s.jobs.placements({ onNodes: [a, b] }))).toEqual(whole);
+    expect(placed(await s.jobs.placements({ ids: [multi, ended] }))).toEqual(whole);
+    expect(await s.jobs.placements({ onNodes: [] })).toEqual([]);
+    const all = await s.jobs.placements();
+    expect(placed(all)[single]).toEqual(['n1:3,5']);
+    expect(placed(all)[ended]).toBeUndefined();
+    expect(all.find((j) => j.id === multi)).toMatchObject({ attempts: 1, stopRequested: null });
+    await s.jobs.requestStop(multi, 'cancel', t0);
+    expect((await s.jobs.placements({ ids: [multi] }))[0]).toMatchObject({ stopRequested: 'cancel' });
     for (const id of [multi, single]) await s.jobs.transition(id, ['running'], 'completed', 'done', t0);
   });
 
