@@ -11,7 +11,10 @@ describe('the pause between passes asked for while one ran', () => {
   it('is at least the submit spacing when only submissions asked and express starts serve them', () => {
     expect(passPause(30, { ...shared, onlySubmits: true })).toBe(SUBMIT_PASS_SPACING_MS);
     expect(passPause(30, { ...shared, onlySubmits: true, sharesProcess: false })).toBe(SUBMIT_PASS_SPACING_MS);
-    expect(passPause(900, { ...shared, onlySubmits: true })).toBe(900);
+    expect(passPause(900, { ...shared, onlySubmits: true, sharesProcess: false })).toBe(900);
+    // Sharing a process with the api, such passes take at most a third of it.
+    expect(passPause(180, { ...shared, onlySubmits: true })).toBe(360);
+    expect(passPause(900, { ...shared, onlySubmits: true })).toBe(1800);
     // A job end or a node change, or no express state yet: no floor.
     expect(passPause(30, shared)).toBe(30);
     expect(passPause(30, { ...shared, onlySubmits: true, express: false })).toBe(30);
