@@ -155,8 +155,18 @@ export class NodesRepository {
   }
 
   async tokenHash(name: string): Promise<{ id: string; hash: string } | undefined> {
-    const r = await this.db.selectFrom('nodes').select(['id', 'agent_token_hash']).where('name', '=', name).executeTakeFirst();
-    return r && { id: r.id, hash: r.agent_token_hash };
+    return (await this.tokenHashMany([name])).get(name);
+  }
+
+  /** Many nodes' agent token hashes by name, in one statement (a fleet reconnecting authenticates thousands at once); unknown names are absent. */
+  async tokenHashMany(names: readonly string[]): Promise<Map<string, { id: string; hash: string }>> {
+    if (!names.length) return new Map();
+    const rows = await this.db
+      .selectFrom('nodes')
+      .select(['name', 'id', 'agent_token_hash'])
+      .where(sql<boolean>`name = any(${[...names]}::text[])`)
+      .execute();
+    return new Map(rows.map((r) => [r.name, { id: r.id, hash: r.agent_token_hash }]));
   }
 
   /** A draining node whose last job ended becomes drained. */

@@ -341,6 +341,14 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
     expect(other).toBeTruthy();
   });
 
+  it("reads many nodes' agent token hashes by name in one statement; an unknown name has none", async () => {
+    const other = await s.nodes.create({ name: `tok-${_kind}`, gpuType: 'h800', gpus: 8, rack: 'r1', leafSwitch: 'l1', tokenHash: 'hash-of-tok' });
+    const got = await s.nodes.tokenHashMany(['n1', `tok-${_kind}`, 'no-such-node']);
+    expect(Object.fromEntries(got)).toEqual({ n1: { id: s.nodeId, hash: 'x' }, [`tok-${_kind}`]: { id: other, hash: 'hash-of-tok' } });
+    expect(await s.nodes.tokenHash('no-such-node')).toBeUndefined();
+    expect((await s.nodes.tokenHashMany([])).size).toBe(0);
+  });
+
   it('applies an agent stream sequence number once', async () => {
     expect(await s.nodes.advanceStream(s.nodeId, 's1', 0, t0)).toBe(true);
     expect(await s.nodes.advanceStream(s.nodeId, 's1', 0, t0)).toBe(false);
