@@ -143,11 +143,25 @@ describe('scheduler pass metrics', () => {
     const s = new SchedulerMetricsState(m);
     s.leader(T0);
     s.accountUsage(at(10), [], names);
-    s.startedOutsidePass('x', 'kakao', 'h800', 2, at(11).getTime());
+    s.started('x', 'kakao', 'h800', 2, at(11).getTime());
     // The next pass no longer sees it: counted from its start to that pass (8 s × 2 GPUs).
     s.accountUsage(at(19), [], names);
     expect(await sample(m, 'nuri_tenant_gpu_seconds_total', { tenant: 'kakao', gpu_type: 'h800' })).toBe(16);
     s.accountUsage(at(25), [], names);
     expect(await sample(m, 'nuri_tenant_gpu_seconds_total', { tenant: 'kakao', gpu_type: 'h800' })).toBe(16);
+  });
+
+  it('counts a job a pass started that ended before the next pass, and one still running from its start', async () => {
+    const m = new NuriMetrics({ now: () => T0 });
+    const s = new SchedulerMetricsState(m);
+    s.leader(T0);
+    // The pass at 10 s accounts what ran before it, then its own starts.
+    s.accountUsage(at(10), [], names);
+    s.started('short', 'naver', 'h100', 1, at(10).getTime());
+    s.started('long', 'kakao', 'h100', 4, at(10).getTime());
+    // At 13 s: `short` has ended (counted to this pass, 3 s × 1 GPU), `long` runs (3 s × 4, from its start only).
+    s.accountUsage(at(13), [runningJob('long', 't2', 4, 'h100', 10)], names);
+    expect(await sample(m, 'nuri_tenant_gpu_seconds_total', { tenant: 'naver', gpu_type: 'h100' })).toBe(3);
+    expect(await sample(m, 'nuri_tenant_gpu_seconds_total', { tenant: 'kakao', gpu_type: 'h100' })).toBe(12);
   });
 });

@@ -226,10 +226,11 @@ export class SchedulerMetricsState {
   }
 
   /**
-   * A job started outside a full pass (an express start): its GPU time counts from `atMs`,
-   * also when it ends before the next pass sees it running.
+   * A job started at `atMs`, by a pass (after its `accountUsage`) or an express start: its GPU
+   * time counts from then, also when it ends before the next pass sees it running (a job a pass
+   * started that ended within a pass was never counted at all).
    */
-  startedOutsidePass(jobId: string, tenant: string, gpuType: GpuTypeLabel, gpus: number, atMs: number): void {
+  started(jobId: string, tenant: string, gpuType: GpuTypeLabel, gpus: number, atMs: number): void {
     if (!this.countedUntil.has(jobId)) this.countedUntil.set(jobId, { until: Math.max(atMs, this.floorMs), tenant, gpuType, gpus });
   }
 

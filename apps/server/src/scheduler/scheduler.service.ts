@@ -525,7 +525,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       const model = plan.starts.find((s) => s.jobId === id)?.gpuModel;
       if (!j || tenant === undefined || !model) continue;
       // Its GPU time is counted from now, even if it ends before a full pass sees it running.
-      this.passMetrics.startedOutsidePass(id, tenant, model, j.gpus, now.getTime());
+      this.passMetrics.started(id, tenant, model, j.gpus, now.getTime());
       this.metrics.recordJobTransition(tenant, j.gpu_type, 'pending', 'running');
       this.metrics.observeQueueWait(tenant, j.gpu_type, (now.getTime() - this.passMetrics.pendingSince(j).getTime()) / 1000);
     }
@@ -561,6 +561,16 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       }
     }
     this.passMetrics.accountUsage(now, i.running, tenantNames);
+    // This pass's starts count from its time (the commit's started_at), even if they end before the next pass.
+    if (started.length) {
+      const models = new Map(plan.starts.map((s) => [s.jobId, s.gpuModel]));
+      for (const id of started) {
+        const j = pendingById.get(id);
+        const tenant = j && tenantNames.get(j.tenant_id);
+        const model = models.get(id);
+        if (j && tenant !== undefined && model) this.passMetrics.started(id, tenant, model, j.gpus, now.getTime());
+      }
+    }
     // The gauges below walk every pending job and node: on a big queue at most every few seconds.
     if (!this.passMetrics.gaugesDue(now.getTime(), i.pending.length) && !jobsByState) return;
     // The GPUs' jobs, from the running jobs' placements, only when the gauges need them.
