@@ -86,6 +86,7 @@ describe('wake-ups across processes (real PostgreSQL)', () => {
     listener.onWake((reason) => got.push({ reason, at: performance.now() }));
     // 200 submissions over about 200 ms, a NOTIFY round trip on loopback being well under 1 ms.
     let lastWake = 0;
+    const firstWake = performance.now();
     for (let i = 0; i < 200; i++) {
       sender.wake('submit');
       lastWake = performance.now();
@@ -94,9 +95,10 @@ describe('wake-ups across processes (real PostgreSQL)', () => {
     for (let i = 0; i < 100 && !got.some((g) => g.at > lastWake); i++) await new Promise((r) => setTimeout(r, 10));
     await new Promise((r) => setTimeout(r, 100));
     const stream = got.length;
-    // At most one round a NOTIFY_GAP_MS (10 ms), and never fewer than one for the last wake.
+    // Rounds start at least NOTIFY_GAP_MS (10 ms) apart (a timer may fire up to 1 ms early), and
+    // one more goes after the last wake; one per wake without the gap (198 of 200 when tried).
     expect(stream).toBeGreaterThan(1);
-    expect(stream).toBeLessThanOrEqual(Math.ceil((lastWake - (got[0]?.at ?? lastWake)) / 10) + 2);
+    expect(stream).toBeLessThanOrEqual(Math.ceil((lastWake - firstWake) / 9) + 2);
     expect(got.every((g) => g.reason === 'submit')).toBe(true);
     expect(got.at(-1)!.at).toBeGreaterThan(lastWake);
     // Another reason after the stream still arrives.
