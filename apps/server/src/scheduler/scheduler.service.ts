@@ -552,24 +552,18 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     const startedIds = new Set(started);
     const pendingById = new Map<string, PendingJobRow>();
     if (started.length) for (const j of i.pending) if (startedIds.has(j.id)) pendingById.set(j.id, j);
+    // What ran before this pass is counted first; its own starts count from its time (the
+    // commit's started_at), even if they end before the next pass.
+    this.passMetrics.accountUsage(now, i.running, tenantNames);
+    const models = started.length ? new Map(plan.starts.map((s) => [s.jobId, s.gpuModel])) : null;
     for (const id of started) {
       const j = pendingById.get(id);
       const tenant = j && tenantNames.get(j.tenant_id);
-      if (j && tenant !== undefined) {
-        m.recordJobTransition(tenant, j.gpu_type, 'pending', 'running');
-        m.observeQueueWait(tenant, j.gpu_type, (now.getTime() - this.passMetrics.pendingSince(j).getTime()) / 1000);
-      }
-    }
-    this.passMetrics.accountUsage(now, i.running, tenantNames);
-    // This pass's starts count from its time (the commit's started_at), even if they end before the next pass.
-    if (started.length) {
-      const models = new Map(plan.starts.map((s) => [s.jobId, s.gpuModel]));
-      for (const id of started) {
-        const j = pendingById.get(id);
-        const tenant = j && tenantNames.get(j.tenant_id);
-        const model = models.get(id);
-        if (j && tenant !== undefined && model) this.passMetrics.started(id, tenant, model, j.gpus, now.getTime());
-      }
+      if (!j || tenant === undefined) continue;
+      m.recordJobTransition(tenant, j.gpu_type, 'pending', 'running');
+      m.observeQueueWait(tenant, j.gpu_type, (now.getTime() - this.passMetrics.pendingSince(j).getTime()) / 1000);
+      const model = models!.get(id);
+      if (model) this.passMetrics.started(id, tenant, model, j.gpus, now.getTime());
     }
     // The gauges below walk every pending job and node: on a big queue at most every few seconds.
     if (!this.passMetrics.gaugesDue(now.getTime(), i.pending.length) && !jobsByState) return;

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { sql } from 'kysely';
+import { sql, type RawBuilder } from 'kysely';
 import type { JobDependenciesTable, JobRow, JobsTable } from '../schema';
 import { DependenciesRepository } from './dependencies.repository';
 import { openAttemptsOf, LedgerRepository } from './ledger.repository';
@@ -132,8 +132,20 @@ export interface RunningFilter {
   ids?: readonly string[];
 }
 
+/**
+ * `g`: the live allocations a RunningFilter selects, one row per job and node (not per GPU: 8
+ * times fewer rows for whole-node jobs), read on their own so that the jobs can then be read
+ * by key (see `JobsRepository.running`).
+ */
+const liveAllocations = (which: RawBuilder<unknown>) => sql`
+  with g as materialized (
+    select a.job_id, a.node_id, array_agg(a.gpu_index order by a.gpu_index) as gpu_indices
+    from allocations a where a.released_at is null ${which}
+    group by a.job_id, a.node_id
+  )`;
+
 /** The allocations' condition for a RunningFilter; null when it selects nothing. */
-function runningFilter(filter: RunningFilter) {
+function runningFilter(filter: RunningFilter): RawBuilder<unknown> | null {
   const onNodes = filter.onNodes ?? (filter.onNode ? [filter.onNode] : undefined);
   if ((filter.ids && !filter.ids.length) || (onNodes && !onNodes.length)) return null;
   return onNodes
@@ -628,12 +640,7 @@ export class JobsRepository {
           gpu_indices: number[];
         }
       >`
-        with g as materialized (
-          -- One row per job and node, not per GPU: 8 times fewer rows for whole-node jobs.
-          select a.job_id, a.node_id, array_agg(a.gpu_index order by a.gpu_index) as gpu_indices
-          from allocations a where a.released_at is null ${which}
-          group by a.job_id, a.node_id
-        )
+        ${liveAllocations(which)}
         select j.id, j.tenant_id, j.gpus, j.gpu_type, j.gpu_model, j.priority, j.submitted_at, j.queued_at, j.started_at,
                j.time_limit_seconds, j.stop_requested, j.attempts, g.node_id, n.name as node_name, g.gpu_indices
         from g
@@ -679,11 +686,7 @@ export class JobsRepository {
     if (!which) return [];
     const rows = (
       await sql<{ id: string; stop_requested: JobRow['stop_requested']; attempts: number; node_id: string; gpu_indices: number[] }>`
-        with g as materialized (
-          select a.job_id, a.node_id, array_agg(a.gpu_index order by a.gpu_index) as gpu_indices
-          from allocations a where a.released_at is null ${which}
-          group by a.job_id, a.node_id
-        )
+        ${liveAllocations(which)}
         select j.id, j.stop_requested, j.attempts, g.node_id, g.gpu_indices
         from g
         cross join lateral (select id, state, stop_requested, attempts from jobs where jobs.id = g.job_id offset 0) j
