@@ -73,7 +73,7 @@ function outputOf(jobId: string, latest: { node: string; outputDir: string | nul
   });
 }
 
-/** A job as the gateway re-reads it just before a start or stop to one node (liveState). */
+/** A job as the gateway re-reads it just before a start or stop to one node (liveStateMany). */
 export interface LiveJob extends JobRecord {
   /** It holds a live GPU on that node. */
   onNode: boolean;
@@ -856,19 +856,13 @@ export class JobsRepository {
   }
 
   /**
-   * Fresh rows of some jobs, and whether each holds a live GPU on `nodeId`: the gateway
-   * re-checks a start or stop with it just before sending. Also what a start needs: the
-   * live placement's nodes in rank order with their addresses, and whether this node's rank
-   * of the current attempt already exited (a multi-node job runs on: never start it again).
-   */
-  async liveState(ids: string[], nodeId: string): Promise<Map<string, LiveJob>> {
-    return (await this.liveStateMany([{ nodeId, ids }]))[0]!;
-  }
-
-  /**
-   * `liveState` for many nodes at once, in two statements whatever their number: a reconcile
-   * round after a pass that started 1,000 jobs asked once per node (two statements each), most
-   * of the gateway's round trips in the minute after a restart.
+   * Fresh rows of some jobs for each of many nodes, and whether each job holds a live GPU on
+   * that node: the gateway re-checks a start or stop with it just before sending. Also what a
+   * start needs: the live placement's nodes in rank order with their addresses, and whether that
+   * node's rank of the current attempt already exited (a multi-node job runs on: never start it
+   * again). Two statements whatever the number of nodes: a reconcile round after a pass that
+   * started 1,000 jobs asked once per node (two statements each), most of the gateway's round
+   * trips in the minute after a restart.
    */
   async liveStateMany(requests: readonly { nodeId: string; ids: readonly string[] }[]): Promise<Map<string, LiveJob>[]> {
     // An agent may name anything (a job of an older install, garbage): only ids can exist.

@@ -263,8 +263,6 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
     expect(view(onA!)).toEqual({ [gang]: `running on=true exited=true ranks=${ranks}`, [single]: 'running on=false exited=false ranks=n1' });
     expect(view(onB!)).toEqual({ [gang]: `running on=true exited=false ranks=${ranks}` });
     expect(view(onN1!)).toEqual({ [single]: 'running on=true exited=false ranks=n1', [gang]: `running on=false exited=false ranks=${ranks}`, [pending]: 'pending on=false exited=false ranks=' });
-    // The one-node form answers the same.
-    expect(view(await s.jobs.liveState([gang, single], a))).toEqual(view(onA!));
     expect(await s.jobs.liveStateMany([{ nodeId: a, ids: ['garbage'] }])).toEqual([new Map()]);
     for (const id of [gang, single]) await s.jobs.transition(id, ['running'], 'completed', 'done', t0);
   });
