@@ -1011,7 +1011,9 @@ export class JobsRepository {
           with ordinality as v(id, model, port, n, k)
       ), started as (
         update jobs set state = 'running', reason = null, started_at = ${at}::timestamptz, gpu_model = v.model, master_port = v.port, attempts = attempts + 1
-        from v where jobs.id = v.id
+        -- The ids again as an array: joined to v alone, PostgreSQL hashed every job (a seq scan of
+        -- 107,000 rows, 140 of a 1,000-start commit's 220 ms); this way it takes them by the key.
+        from v where jobs.id = v.id and jobs.id = any(${ids}::uuid[])
         returning jobs.id, jobs.attempts, jobs.tenant_id, jobs.user_id, jobs.gpu_model, jobs.gpus, jobs.started_at
       ), transitions as (
         insert into job_transitions (job_id, at, from_state, to_state, reason)
