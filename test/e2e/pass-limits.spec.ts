@@ -103,3 +103,51 @@ describe('starts over the most a pass commits', () => {
     expect((await api(OPERATOR, 'GET', `/v1/jobs/${newcomer}`)).body.reasonCode).toBe('waiting_for_resources');
   });
 });
+
+/**
+ * What a leader remembers of each pending job's wait, so that a pass writes only what changed:
+ * read back from the database by a scheduler that takes over, and forgotten for a job whose row
+ * changed while it waited.
+ */
+describe('waits already stored', () => {
+  const { t, api } = passesByHand({}, { guaranteed: 8, limit: 8 });
+
+  it('are read back by a scheduler that takes over, which rewrites none that still hold', async () => {
+    await t.scheduler.pass(); // loads the (empty) queue
+    const ids: string[] = [];
+    for (let i = 0; i < 4; i++) ids.push(await t.submit(`held-${i}`, 8, i));
+    expect((await t.scheduler.pass()).annotated).toBe(4);
+    expect((await t.scheduler.pass()).annotated).toBe(0);
+    // Another scheduler process, as a standby that takes over: its first pass reads every job and every stored wait.
+    const other = await startServer(bareCenterConfig(t.db.url, OPERATOR, { NURI_ROLES: 'scheduler', NURI_SCHEDULER_TICK_MS: '600000' }));
+    try {
+      const first = await other.app.get(SchedulerService).pass();
+      expect(first.plan.pending.map((p) => p.jobId).sort()).toEqual([...ids].sort());
+      expect(first.annotated).toBe(0);
+      // A wait that no longer holds is still written: one removed behind its back is new to nobody.
+      await sql`delete from job_waits where job_id = ${ids[0]!}::uuid`.execute(t.server.database.db);
+      const other2 = await startServer(bareCenterConfig(t.db.url, OPERATOR, { NURI_ROLES: 'scheduler', NURI_SCHEDULER_TICK_MS: '600000' }));
+      try {
+        const again = await other2.app.get(SchedulerService).pass();
+        expect([again.annotated, again.annotatedBecause]).toEqual([1, { new: 1 }]);
+      } finally {
+        await other2.close();
+      }
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('are written again for a job whose row changed while it waited (started and requeued between two passes)', async () => {
+    const id = await t.submit('requeued', 8, 30);
+    expect((await t.scheduler.pass()).annotated).toBe(1);
+    expect((await t.scheduler.pass()).annotated).toBe(0);
+    // As a start and a requeue between two passes leave it: pending again, its wait cleared on the way.
+    await sql`delete from job_waits where job_id = ${id}::uuid`.execute(t.server.database.db);
+    await sql`update jobs set attempts = attempts + 1 where id = ${id}::uuid`.execute(t.server.database.db);
+    const again = await t.scheduler.pass();
+    expect([again.annotated, again.annotatedBecause]).toEqual([1, { new: 1 }]);
+    expect((await api(OPERATOR, 'GET', `/v1/jobs/${id}`)).body.reason).toMatch(/\w/);
+    expect((await t.scheduler.pass()).annotated).toBe(0);
+  });
+});

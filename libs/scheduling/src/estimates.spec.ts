@@ -5,6 +5,7 @@ import { PendingExplanation, PendingReasonCode, Plan } from './types';
 const H = 3600_000;
 const wait = (jobId: string, estimatedStartAt: number | null, reason: PendingReasonCode = 'waiting_for_resources'): PendingExplanation => ({
   jobId,
+  job: { id: jobId, tenantId: 't', gpus: 1, gpuType: 'h100', priority: 1, submittedAt: 0, timeLimitSeconds: 3600 },
   tenantId: 't',
   reason,
   message: '',

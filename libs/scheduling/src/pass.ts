@@ -7,7 +7,7 @@ import { Cluster, MODELS, NodeState, modelIndex } from './cluster';
 import { starvationMsOf } from './config';
 import { LimitHolds } from './limit-holds';
 import { Placer } from './place';
-import { Columns, REC, R_GPUS, R_LIMIT, R_PRIORITY, R_QUEUED, R_SUBMITTED, R_TENANT, R_TYPE, buildColumns, modelsOf, rankPending, typeName, usedByTenant } from './ranking';
+import { Columns, REC, R_GPUS, R_INDEX, R_LIMIT, R_PRIORITY, R_QUEUED, R_SUBMITTED, R_TENANT, R_TYPE, buildColumns, modelsOf, rankPending, typeName, usedByTenant } from './ranking';
 import { Reclaimer, borrowedJobs, splitOrder, starvedProtected } from './reclaim';
 import { Reserver } from './reserve';
 import {
@@ -86,6 +86,8 @@ export class Pass {
 
   /** The job being considered, filled from the records (one object for the whole pass). */
   readonly job: PendingJob = { id: '', tenantId: '', gpus: 0, gpuType: 'any', priority: 0, submittedAt: 0, timeLimitSeconds: 0 };
+  /** The index in the snapshot's pending list of the job in `job` (an explanation names the snapshot's object). */
+  private jobAt = -1;
 
   constructor(
     readonly cl: Cluster,
@@ -145,6 +147,7 @@ export class Pass {
     const b = oi * REC;
     const ti = rec[b + R_TENANT]! | 0;
     const job = this.job;
+    this.jobAt = rec[b + R_INDEX]! | 0;
     job.id = this.cols.rankedIds![oi]!;
     job.tenantId = this.tenantIds[ti]!;
     job.gpus = rec[b + R_GPUS]! | 0;
@@ -173,7 +176,8 @@ export class Pass {
 
   /** Record why a job stays pending; queue positions follow the order of these calls. */
   explain(job: PendingJob, reason: PendingReasonCode, message: string, est: number | null, model?: GpuModel): void {
-    this.pending[this.np] = { jobId: job.id, tenantId: job.tenantId, reason, message, estimatedStartAt: est, queuePosition: this.np + 1, gpuModel: model };
+    const given = job === this.job ? this.snapshot.pending[this.jobAt]! : job;
+    this.pending[this.np] = { jobId: job.id, job: given, tenantId: job.tenantId, reason, message, estimatedStartAt: est, queuePosition: this.np + 1, gpuModel: model };
     this.np++;
   }
 

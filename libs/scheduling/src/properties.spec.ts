@@ -147,6 +147,8 @@ function checkPlan(s: Snapshot, plan: Plan): void {
   // Every pending job is either started or explained, exactly once.
   const seen = [...plan.starts.map((x) => x.jobId), ...plan.pending.map((x) => x.jobId)].sort();
   expect(seen).toEqual(s.pending.map((j) => j.id).sort());
+  // Each explanation names the snapshot's own object for its job (the leader keeps its last wait there).
+  for (const x of plan.pending) expect(x.job).toBe(jobs.get(x.jobId));
   // Preemption victims are running, not stopping, and borrowed.
   const running = new Map(s.running.map((r) => [r.id, r]));
   const borrowed = borrowedJobs(s, new Map(s.tenants.map((t) => [t.id, t])));

@@ -152,6 +152,8 @@ export type PendingReasonCode =
 
 export interface PendingExplanation {
   jobId: string;
+  /** The job as the snapshot gave it: a reader keeping something per job between passes needs no lookup by id in a map of 100,000. */
+  job: PendingJob;
   /** The job's tenant (so a reader of the plan needs no map from 100,000 ids to their jobs). */
   tenantId: string;
   reason: PendingReasonCode;

@@ -23,12 +23,12 @@ import { Wakeups, type WakeReason } from '@nuri/db';
 import { JobLifecycle } from '../lifecycle/job-lifecycle';
 import { gatePending } from './gating';
 import { afterStarts, gpuCounts, jobCounts, SchedulerMetricsState, tenantRows } from './scheduler-metrics';
-import { Annotation, FlickerDamper, staleFields, type StaleCause } from './annotations';
+import { FlickerDamper, staleFields, type StaleCause } from './annotations';
 import { isFresh, LiveJobs } from './live-jobs';
 import { LiveNodes } from './live-nodes';
 import { passPause } from './pacing';
 import { ExpressState } from './express';
-import { buildSnapshot, corePending } from './snapshot';
+import { buildSnapshot, corePending, type LivePending } from './snapshot';
 
 /** Advisory lock key that elects the one active scheduler ("nuri" in ASCII). */
 export const SCHEDULER_LOCK_KEY = 0x6e757269;
@@ -109,10 +109,11 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
   private readonly calibration = new StartCalibration();
   /** The scale last stored for reads (null: not yet by this leader). */
   private writtenScale: number | null = null;
-  /** What was last written for each pending job, so a pass writes only changes (see `annotate`). */
-  private readonly lastAnnotation = new Map<string, Annotation>();
   private readonly flicker = new FlickerDamper();
-  /** Whether lastAnnotation holds what is stored (false after taking over: read it back first). */
+  /**
+   * Whether the waits remembered on the pending jobs (`LivePending.wait`, so a pass writes only
+   * changes: see `annotations`) are what is stored (false after taking over: read them back first).
+   */
   private annotationsKnown = false;
   private readonly passMetrics: SchedulerMetricsState;
   /** Pending and running jobs in memory, refreshed from the changes since the last pass. */
@@ -326,14 +327,16 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       read('throttled', this.dependencies.runningOfThrottledArrays()),
       readStored ? read('annotations', this.jobs.pendingAnnotations()) : null,
     ]);
-    if (stored) {
-      this.annotationsKnown = true;
-      this.lastAnnotation.clear();
-      this.flicker.clear();
-      for (const [id, a] of stored) if (a.code !== null && a.reason !== null) this.lastAnnotation.set(id, { code: a.code as PendingReasonCodeName, reason: a.reason, eta: a.eta, position: a.position });
-    }
     stage('reads');
     const queued = this.live.pending();
+    if (stored) {
+      this.annotationsKnown = true;
+      this.flicker.clear();
+      for (const j of queued) {
+        const a = stored.get(j.id);
+        corePending(j).wait = a && a.code !== null && a.reason !== null ? { code: a.code as PendingReasonCodeName, reason: a.reason, eta: a.eta, position: a.position } : undefined;
+      }
+    }
     const running = this.live.running();
     const jobsByState = countJobs ? this.live.countByState() : null;
     stage('live');
@@ -372,6 +375,13 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     // 2,973 starts in one 2 s statement, and finished after them all.
     const toStart = plan.starts.slice(0, this.config.maxStartsPerPass);
     const deferredStarts = plan.starts.length - toStart.length;
+    // Their rows, for the metrics (before any await: an express start may refresh the jobs), by id
+    // among the starts rather than a walk of the whole queue.
+    const startRows = new Map<string, PendingJobRow>();
+    for (const s of toStart) {
+      const j = this.live.get(s.jobId);
+      if (j) startRows.set(s.jobId, j);
+    }
     // The waits are written beside the commit, on another connection: they are of jobs the plan
     // leaves pending (a planned start has none, committed or not), in a table the commit does not
     // touch. After a restart each of the first passes commits 1,000 starts and writes 10,000 new
@@ -391,7 +401,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     const { rows: { length: annotated }, causes, deferred } = waits;
     // Waits and starts left for later are the next pass's, not the next wake-up's or tick's.
     if (deferred || deferredStarts) this.trigger();
-    this.recordPassMetrics(now, { tenants, nodes: nodeRows, pending: doomed.size ? queued.filter((j) => !doomed.has(j.id)) : queued, running }, plan, started, jobsByState, tenantNames);
+    this.recordPassMetrics(now, { tenants, nodes: nodeRows, pending: doomed.size ? queued.filter((j) => !doomed.has(j.id)) : queued, running }, plan, { ids: started, rows: startRows }, jobsByState, tenantNames);
     stage('metrics');
     if (started.length || plan.preemptions.length) this.wakeups.wake('dispatch');
     const durationMs = performance.now() - t0;
@@ -544,20 +554,17 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     now: Date,
     i: { tenants: TenantWithQuotas[]; nodes: NodeWithGpus[]; pending: PendingJobRow[]; running: RunningWithPlacement[] },
     plan: Plan,
-    started: readonly string[],
+    { ids: started, rows: startRows }: { ids: readonly string[]; rows: ReadonlyMap<string, PendingJobRow> },
     jobsByState: ReturnType<LiveJobs['countByState']> | null,
     tenantNames: ReadonlyMap<string, string>,
   ): void {
     const m = this.metrics;
-    const startedIds = new Set(started);
-    const pendingById = new Map<string, PendingJobRow>();
-    if (started.length) for (const j of i.pending) if (startedIds.has(j.id)) pendingById.set(j.id, j);
     // What ran before this pass is counted first; its own starts count from its time (the
     // commit's started_at), even if they end before the next pass.
     this.passMetrics.accountUsage(now, i.running, tenantNames);
     const models = started.length ? new Map(plan.starts.map((s) => [s.jobId, s.gpuModel])) : null;
     for (const id of started) {
-      const j = pendingById.get(id);
+      const j = startRows.get(id);
       const tenant = j && tenantNames.get(j.tenant_id);
       if (!j || tenant === undefined) continue;
       m.recordJobTransition(tenant, j.gpu_type, 'pending', 'running');
@@ -600,15 +607,16 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
    */
   private annotations(plan: Plan, now: number, withheld: { job: PendingJobRow; reason: string; code: PendingReasonCodeName }[]): { rows: WaitRow[]; gone: string[]; causes: Partial<Record<StaleCause, number>>; deferred: number } {
     const rows: WaitRow[] = [];
-    // Forget what was written for jobs written since (after a full reload: all not in the queue).
+    // Forget what was written for jobs written since. (A changed job's new row already has no wait
+    // remembered, its old one had it; after a full reload every job's was read back or is none.)
     const touched = this.live.takeTouched();
     if (touched)
       for (const id of touched) {
-        this.lastAnnotation.delete(id);
+        const j = this.live.get(id);
+        if (j) corePending(j).wait = undefined;
         this.flicker.forget(id);
       }
     const gone = touched ? touched.filter((id) => !this.live.isPending(id)) : [];
-    const live = touched ? null : new Set<string>();
     const causes: Partial<Record<StaleCause, number>> = {};
     // Jobs with no wait yet get one, up to newWaitsPerPass a pass, the first met first (the plan
     // lists jobs in queue order): 100,000 jobs inserted while no scheduler ran made the first
@@ -616,9 +624,8 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     let fresh = 0;
     let deferred = 0;
     // The new annotation by its fields: an object is made only for one that is written.
-    const note = (id: string, code: PendingReasonCodeName, reason: string, eta: number | null, position: number | null) => {
-      live?.add(id);
-      const old = this.lastAnnotation.get(id);
+    const note = (job: LivePending, code: PendingReasonCodeName, reason: string, eta: number | null, position: number | null) => {
+      const { id, wait: old } = job;
       const cause = staleFields(old, code, reason, eta, position, now);
       // A flip that does not hold for two passes in a row is never written.
       if (cause !== 'code') this.flicker.forget(id);
@@ -628,17 +635,15 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
         return;
       }
       causes[cause] = (causes[cause] ?? 0) + 1;
-      this.lastAnnotation.set(id, { code, reason, eta, position });
+      job.wait = { code, reason, eta, position };
       rows.push({ id, reason, reasonCode: code, estimatedStartAt: eta === null ? null : new Date(eta), scaled: code !== 'waiting_for_reclaim', queuePosition: position });
     };
-    for (const w of withheld) note(w.job.id, w.code, w.reason, null, null);
+    for (const w of withheld) note(corePending(w.job), w.code, w.reason, null, null);
     // A planned start is never in plan.pending (the core either starts or explains a job).
     // The plan's own estimate: the scale is applied when it is read (a reclaim's grace period is not scaled).
-    for (const p of plan.pending) note(p.jobId, p.reason, p.message, p.estimatedStartAt, p.queuePosition);
-    if (live) {
-      for (const id of this.lastAnnotation.keys()) if (!live.has(id)) this.lastAnnotation.delete(id);
-      this.flicker.retain((id) => live.has(id));
-    }
+    // (Every job of the pass's snapshot is made by corePending.)
+    for (const p of plan.pending) note(p.job as LivePending, p.reason, p.message, p.estimatedStartAt, p.queuePosition);
+    if (!touched) this.flicker.retain((id) => this.live.isPending(id));
     return { rows, gone, causes, deferred };
   }
 }

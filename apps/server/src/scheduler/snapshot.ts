@@ -1,6 +1,7 @@
 import { PRIORITY_RANK } from '@nuri/contracts';
 import type { NodeWithGpus, PendingJobRow, RunningWithPlacement, TenantWithQuotas } from '@nuri/db';
-import { accrueUsage, decayUsage, type PolicyConfig, type Snapshot } from '@nuri/scheduling';
+import { accrueUsage, decayUsage, type PendingJob, type PolicyConfig, type Snapshot } from '@nuri/scheduling';
+import type { Annotation } from './annotations';
 
 export interface SnapshotInputs {
   now: Date;
@@ -21,12 +22,22 @@ export function decay(value: number, asOf: Date, now: Date, halfLifeSeconds: num
 }
 
 /**
+ * A pending job in the core's form, with the wait the leader last stored for it (`wait`, which
+ * the core never reads): a pass compares each of 100,000 jobs' new wait with it, and looking it
+ * up by id in a map that size was the largest item of a steady pass's profile.
+ */
+export interface LivePending extends PendingJob {
+  wait: Annotation | undefined;
+}
+
+/**
  * The core's view of a pending row, made once per row object: the leader keeps its pending
  * rows between passes (LiveJobs) and replaces a row when the job changes, so 100,000 jobs are
- * not converted again every pass. The core never mutates its snapshot.
+ * not converted again every pass, and a changed job's remembered wait goes with its old row.
+ * The core never mutates its snapshot.
  */
-const corePendingOf = new WeakMap<PendingJobRow, Snapshot['pending'][number]>();
-export function corePending(j: PendingJobRow): Snapshot['pending'][number] {
+const corePendingOf = new WeakMap<PendingJobRow, LivePending>();
+export function corePending(j: PendingJobRow): LivePending {
   let c = corePendingOf.get(j);
   if (!c) {
     c = {
@@ -38,6 +49,7 @@ export function corePending(j: PendingJobRow): Snapshot['pending'][number] {
       submittedAt: j.submitted_at.getTime(),
       queuedAt: j.queued_at.getTime(),
       timeLimitSeconds: j.time_limit_seconds,
+      wait: undefined,
     };
     corePendingOf.set(j, c);
   }
