@@ -202,16 +202,26 @@ export class LiveJobs {
 
   /** Live jobs by tenant, state and requested type: the jobs gauge, without a GROUP BY over the table. */
   countByState(): { tenantId: string; state: 'pending' | 'running'; gpuType: string; n: number }[] {
-    const counts = new Map<string, { tenantId: string; state: 'pending' | 'running'; gpuType: string; n: number }>();
-    const add = (tenantId: string, state: 'pending' | 'running', gpuType: string) => {
-      const k = `${tenantId}/${state}/${gpuType}`;
-      const c = counts.get(k);
-      if (c) c.n++;
-      else counts.set(k, { tenantId, state, gpuType, n: 1 });
+    // By tenant, then by type per state: no key string built per job (100,000 every 5 s).
+    const byTenant = new Map<string, { pending: Map<string, number>; running: Map<string, number> }>();
+    const of = (tenantId: string) => {
+      let t = byTenant.get(tenantId);
+      if (!t) byTenant.set(tenantId, (t = { pending: new Map(), running: new Map() }));
+      return t;
     };
-    for (const j of this.pendingById.values()) add(j.tenant_id, 'pending', j.gpu_type);
-    for (const j of this.runningById.values()) add(j.tenantId, 'running', j.gpuType ?? j.gpuModel);
-    return [...counts.values()];
+    for (const j of this.pendingById.values()) {
+      const m = of(j.tenant_id).pending;
+      m.set(j.gpu_type, (m.get(j.gpu_type) ?? 0) + 1);
+    }
+    for (const j of this.runningById.values()) {
+      const m = of(j.tenantId).running;
+      const type = j.gpuType ?? j.gpuModel;
+      m.set(type, (m.get(type) ?? 0) + 1);
+    }
+    const out: { tenantId: string; state: 'pending' | 'running'; gpuType: string; n: number }[] = [];
+    for (const [tenantId, t] of byTenant)
+      for (const state of ['pending', 'running'] as const) for (const [gpuType, n] of t[state]) out.push({ tenantId, state, gpuType, n });
+    return out;
   }
 }
 
