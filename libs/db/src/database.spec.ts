@@ -169,3 +169,41 @@ describe.each([
     }
   });
 });
+
+describe.each([
+  ['real PostgreSQL', async () => (await import('./testing')).createTestDatabase()],
+  ['embedded PGlite', async () => {
+    const handle = await openDatabase({});
+    await migrateToLatest(handle.db);
+    return { handle, drop: () => handle.close() };
+  }],
+] as const)('0017_allocations_node_key on %s', (_kind, open) => {
+  const keys = async (db: Kysely<any>) =>
+    (await sql<{ conname: string }>`select conname from pg_constraint where conrelid = 'allocations'::regclass and contype = 'f' order by 1`.execute(db)).rows.map((r) => r.conname);
+
+  it('still refuses an allocation on an unknown node and keeps a node holding one; goes down and back up', async () => {
+    const d: { handle: DatabaseHandle; drop(): Promise<void> } = await open();
+    const db = d.handle.db;
+    try {
+      expect(await keys(db)).toEqual(['allocations_job_id_fkey', 'allocations_node_id_gpu_index_fkey']);
+      const tenant = (await sql<{ id: string }>`insert into tenants (name, display_name) values ('t', 'T') returning id`.execute(db)).rows[0]!.id;
+      const user = (await sql<{ id: string }>`insert into users (name, role, tenant_id) values ('u', 'researcher', ${tenant}) returning id`.execute(db)).rows[0]!.id;
+      const job = (
+        await sql<{ id: string }>`insert into jobs (tenant_id, user_id, name, state, gpus, gpu_type, priority, time_limit_seconds, command, env, submitted_at, queued_at)
+          values (${tenant}, ${user}, 'j', 'running', 1, 'h100', 'normal', 60, '["true"]'::jsonb, '{}'::jsonb, now(), now()) returning id`.execute(db)
+      ).rows[0]!.id;
+      const node = (await sql<{ id: string }>`insert into nodes (name, gpu_type, rack, leaf_switch, agent_token_hash) values ('n', 'h100', 'r', 'l', 'h') returning id`.execute(db)).rows[0]!.id;
+      await sql`insert into gpus (node_id, index) values (${node}, 0)`.execute(db);
+      const allocate = (nodeId: string) => sql`insert into allocations (job_id, node_id, gpu_index, created_at) values (${job}, ${nodeId}, 0, now())`.execute(db);
+      await expect(allocate('00000000-0000-0000-0000-000000000000')).rejects.toThrow(/allocations_node_id_gpu_index_fkey/);
+      await allocate(node);
+      await expect(sql`delete from nodes where id = ${node}`.execute(db)).rejects.toThrow(/foreign key/);
+      expect(await migrateTo(db, '0016_job_waits_unchecked')).toEqual(['0017_allocations_node_key']);
+      expect(await keys(db)).toEqual(['allocations_job_id_fkey', 'allocations_node_id_fkey', 'allocations_node_id_gpu_index_fkey']);
+      await migrateToLatest(db);
+      expect(await keys(db)).toEqual(['allocations_job_id_fkey', 'allocations_node_id_gpu_index_fkey']);
+    } finally {
+      await d.drop();
+    }
+  });
+});

@@ -15,6 +15,7 @@ import * as m0013 from './migrations/0013_usage_tenant_daily';
 import * as m0014 from './migrations/0014_history_indexes';
 import * as m0015 from './migrations/0015_node_change_tracking';
 import * as m0016 from './migrations/0016_job_waits_unchecked';
+import * as m0017 from './migrations/0017_allocations_node_key';
 
 /** Migrations are compiled in (not read from disk) so the same list runs from source, dist and tests. */
 const migrations: Record<string, Migration> = {
@@ -34,6 +35,7 @@ const migrations: Record<string, Migration> = {
   '0014_history_indexes': m0014,
   '0015_node_change_tracking': m0015,
   '0016_job_waits_unchecked': m0016,
+  '0017_allocations_node_key': m0017,
 };
 
 class StaticProvider implements MigrationProvider {
