@@ -171,7 +171,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
    * What a hello reads and writes in the database, for many agents at once: a reconnect storm
    * of 4,000 agents behind a scheduler pass in the same process took about 600 ms a hello when
    * each made its own round trips (their awaits wait out the pass), and 90 s after a restart
-   * under a quarter were back. Each batch is five statements, whatever its size.
+   * under a quarter were back. Each batch is two statements, whatever its size.
    */
   private readonly hellos = new Batched<{ nodeId: string; hello: z.infer<typeof AgentHello> }, HelloReads>((items) => this.helloReads(items), {
     max: HELLO_BATCH,
@@ -213,22 +213,18 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
   private async helloReads(items: { nodeId: string; hello: z.infer<typeof AgentHello> }[]): Promise<HelloReads[]> {
     const now = this.clock.now();
     const nodeIds = items.map((i) => i.nodeId);
-    const [up, gpus, seqs, running, pruned] = await Promise.all([
+    const [hellos, running] = await Promise.all([
       // Connected here, up again if it was down, and what it reported: isolation (the node
       // view shows it), address (MASTER_ADDR of jobs with rank 0 here) and output directory
-      // (JobView.output says where each rank's output is).
+      // (JobView.output says where each rank's output is); old streams forgotten; its GPUs and
+      // its stream's position read. One statement, with the jobs placed there another.
       this.nodeRepo.helloMany(
-        items.map(({ nodeId, hello }) => ({ id: nodeId, isolation: hello.isolation ?? null, ...(hello.address ? { address: hello.address } : {}), outputDir: hello.outputDir ?? null })),
+        items.map(({ nodeId, hello }) => ({ id: nodeId, isolation: hello.isolation ?? null, ...(hello.address ? { address: hello.address } : {}), outputDir: hello.outputDir ?? null, stream: hello.stream })),
         now,
         this.instanceId,
-      ),
-      this.nodeRepo.gpusOfMany(nodeIds),
-      this.nodeRepo.streamSeqMany(items.map(({ nodeId, hello }) => ({ nodeId, stream: hello.stream }))),
-      this.jobs.placements({ onNodes: nodeIds }),
-      this.nodeRepo.pruneStreamsMany(
-        items.map(({ nodeId, hello }) => ({ nodeId, keep: hello.stream })),
         new Date(now.getTime() - STREAM_RETENTION_MS),
       ),
+      this.jobs.placements({ onNodes: nodeIds }),
     ]);
     const onNode = new Map<string, JobPlacement[]>();
     for (const j of running)
@@ -237,12 +233,12 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
         if (list) list.push(j);
         else onNode.set(n, [j]);
       }
-    return items.map(({ nodeId, hello }) => ({
-      up: up.has(nodeId),
-      stored: gpus.get(nodeId) ?? [],
-      ackedSeq: seqs.get(`${nodeId}/${hello.stream}`) ?? -1,
+    return items.map(({ nodeId }) => ({
+      up: hellos.came.has(nodeId),
+      stored: hellos.gpus.get(nodeId) ?? [],
+      ackedSeq: hellos.seqs.get(nodeId) ?? -1,
       here: onNode.get(nodeId) ?? [],
-      pruned: pruned.get(nodeId) ?? 0,
+      pruned: hellos.pruned.get(nodeId) ?? 0,
     }));
   }
 

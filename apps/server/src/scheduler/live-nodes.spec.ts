@@ -60,7 +60,7 @@ describe('LiveNodes: the incremental fleet equals a full read', () => {
           else if (o.op === 'drain') await nodes.setState(id, 'draining', 'drained by test');
           else if (o.op === 'down') await nodes.setState(id, 'down', 'agent silent');
           else if (o.op === 'up') await nodes.markUpMany([id], 'agent heard again');
-          else if (o.op === 'isolation') await nodes.helloMany([{ id, isolation: { cgroup: o.at % 2 ? 'v2' : 'none', pids: true, memory: false, devices: false, uids: 'none', detail: `d${o.at}` }, outputDir: null }], at, 'gw-2');
+          else if (o.op === 'isolation') await nodes.helloMany([{ id, isolation: { cgroup: o.at % 2 ? 'v2' : 'none', pids: true, memory: false, devices: false, uids: 'none', detail: `d${o.at}` }, outputDir: null, stream: 's' }], at, 'gw-2', t0);
           else if (o.op === 'health') await nodes.setGpuHealth(id, o.gpu, o.healthy, 'test', at);
         }
         expect(await live.refresh()).toEqual(await full());

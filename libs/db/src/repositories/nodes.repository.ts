@@ -18,6 +18,14 @@ export interface NodeWithGpus {
 }
 
 /** What `forScheduling` reads: every node's liveness, the nodes changed since the horizon given, the next horizon. */
+/** A node's GPU as stored (inventory and health), as a hello answers with it. */
+export interface NodeGpu {
+  index: number;
+  uuid: string | null;
+  model: string | null;
+  healthy: boolean;
+}
+
 export interface FleetRead {
   liveness: { id: string; heardMs: number | null; connected: boolean }[];
   changed: NodeWithGpus[];
@@ -201,32 +209,62 @@ export class NodesRepository {
   }
 
   /**
-   * What agents' hellos change on their nodes, in one statement for many (a reconnect storm of
-   * 4,000 agents made five single-column updates of each row): connected to this gateway and
-   * heard now, `up` again if it was `down`, and the isolation, address (kept when not reported)
-   * and output directory each reported. Rows are locked in id order. Returns the nodes that
-   * came up; an unknown id is ignored. One entry per node.
+   * What agents' hellos write and read, in one statement for many (a reconnect storm of 4,000
+   * agents made five single-column updates of each row, then five statements a batch; agents
+   * come back a few at a time, so a batch is mostly one or two and the statements were what a
+   * reconnect cost): each node connected to this gateway and heard now, `up` again if it was
+   * `down`, and the isolation, address (kept when not reported) and output directory each
+   * reported; its other agent streams not heard from since `pruneBefore` forgotten (each agent
+   * start opens a new stream, and a row per restart would pile up; one still in use is younger);
+   * and what the hello answers with: the node's GPUs as stored (in index order) and its stream's
+   * last acknowledged sequence (-1: never seen). Rows are locked in id order; an unknown id is
+   * ignored. One entry per node.
    */
   async helloMany(
-    hellos: readonly { id: string; isolation: NodeIsolationJson | null; address?: string; outputDir: string | null }[],
+    hellos: readonly { id: string; isolation: NodeIsolationJson | null; address?: string; outputDir: string | null; stream: string }[],
     at: Date,
     gatewayId: string,
-  ): Promise<Set<string>> {
-    if (!hellos.length) return new Set();
-    const rows = JSON.stringify(hellos.map((h) => ({ id: h.id, isolation: h.isolation, address: h.address ?? null, output_dir: h.outputDir })));
-    const r = await sql<{ id: string; was: NodeRow['state'] }>`
-      with u as (select * from jsonb_to_recordset(${rows}::jsonb) as u(id uuid, isolation jsonb, address text, output_dir text)),
-      o as (select n.id, n.state as was from nodes n join u on u.id = n.id order by n.id for update of n)
-      update nodes n set connected = true, last_heartbeat_at = ${at}::timestamptz, gateway_id = ${gatewayId},
-        state = case when o.was = 'down' then 'up' else n.state end,
-        state_reason = case when o.was = 'down' then 'agent connected' else n.state_reason end,
-        isolation = case when jsonb_typeof(u.isolation) = 'object' then u.isolation end,
-        address = coalesce(u.address, n.address),
-        output_dir = u.output_dir
-      from u join o on o.id = u.id
-      where n.id = u.id
-      returning n.id, o.was`.execute(this.db);
-    return new Set(r.rows.filter((x) => x.was === 'down').map((x) => x.id));
+    pruneBefore: Date,
+  ): Promise<{ came: Set<string>; gpus: Map<string, NodeGpu[]>; seqs: Map<string, number>; pruned: Map<string, number> }> {
+    const out = { came: new Set<string>(), gpus: new Map<string, NodeGpu[]>(), seqs: new Map<string, number>(), pruned: new Map<string, number>() };
+    if (!hellos.length) return out;
+    const rows = JSON.stringify(hellos.map((h) => ({ id: h.id, isolation: h.isolation, address: h.address ?? null, output_dir: h.outputDir, stream: h.stream })));
+    const r = await sql<{ came: string[]; gpus: [string, number, string | null, string | null, boolean][]; seqs: [string, number][]; pruned: string[] }>`
+      with u as (select * from jsonb_to_recordset(${rows}::jsonb) as u(id uuid, isolation jsonb, address text, output_dir text, stream text)),
+      o as (select n.id, n.state as was from nodes n join u on u.id = n.id order by n.id for update of n),
+      up as (
+        update nodes n set connected = true, last_heartbeat_at = ${at}::timestamptz, gateway_id = ${gatewayId},
+          state = case when o.was = 'down' then 'up' else n.state end,
+          state_reason = case when o.was = 'down' then 'agent connected' else n.state_reason end,
+          isolation = case when jsonb_typeof(u.isolation) = 'object' then u.isolation end,
+          address = coalesce(u.address, n.address),
+          output_dir = u.output_dir
+        from u join o on o.id = u.id
+        where n.id = u.id
+        returning n.id, o.was
+      ), pruned as (
+        delete from agent_streams a using u
+        where a.node_id = u.id and a.stream <> u.stream and a.updated_at < ${pruneBefore}::timestamptz
+        returning a.node_id
+      )
+      select
+        (select coalesce(json_agg(id), '[]') from up where was = 'down') as came,
+        (select coalesce(json_agg(json_build_array(g.node_id, g.index, g.uuid, g.model, g.healthy) order by g.node_id, g.index), '[]')
+         from gpus g where g.node_id in (select id from u)) as gpus,
+        (select coalesce(json_agg(json_build_array(a.node_id, a.last_seq)), '[]') from agent_streams a join u on a.node_id = u.id and a.stream = u.stream) as seqs,
+        (select coalesce(json_agg(node_id), '[]') from pruned) as pruned`.execute(this.db);
+    const x = r.rows[0]!;
+    for (const id of x.came) out.came.add(id);
+    for (const [nodeId, index, uuid, model, healthy] of x.gpus) {
+      const g = { index, uuid, model, healthy };
+      const list = out.gpus.get(nodeId);
+      if (list) list.push(g);
+      else out.gpus.set(nodeId, [g]);
+    }
+    for (const h of hellos) out.seqs.set(h.id, -1);
+    for (const [nodeId, seq] of x.seqs) out.seqs.set(nodeId, Number(seq));
+    for (const nodeId of x.pruned) out.pruned.set(nodeId, (out.pruned.get(nodeId) ?? 0) + 1);
+    return out;
   }
 
   /** `gatewayId`: the gateway instance the agent said hello to (kept on disconnect: it says where the agent was). */
@@ -268,26 +306,6 @@ export class NodesRepository {
       update nodes n set last_heartbeat_at = ${at}::timestamptz
       from (select id from nodes where id = any(${[...ids]}::uuid[]) order by id for update) o
       where n.id = o.id`.execute(this.db);
-  }
-
-  /** A node's GPUs as stored (inventory and health). */
-  /** Many nodes' GPUs as stored, by node, each in index order. */
-  async gpusOfMany(nodeIds: readonly string[]): Promise<Map<string, { index: number; uuid: string | null; model: string | null; healthy: boolean }[]>> {
-    const out = new Map<string, { index: number; uuid: string | null; model: string | null; healthy: boolean }[]>();
-    if (!nodeIds.length) return out;
-    const rows = await this.db
-      .selectFrom('gpus')
-      .select(['node_id', 'index', 'uuid', 'model', 'healthy'])
-      .where(sql<boolean>`node_id = any(${[...nodeIds]}::uuid[])`)
-      .orderBy('node_id')
-      .orderBy('index')
-      .execute();
-    for (const { node_id, ...g } of rows) {
-      const list = out.get(node_id);
-      if (list) list.push(g);
-      else out.set(node_id, [g]);
-    }
-    return out;
   }
 
   /** A health observation that changes nothing (throttling, a non-critical XID): recorded with its cause. */
@@ -378,24 +396,6 @@ export class NodesRepository {
     return items.map((i) => advanced.has(`${i.nodeId}/${i.stream}`));
   }
 
-  /**
-   * Forgets each node's other streams (all but `keep`) not heard from since `before`, in one
-   * statement; how many each lost. Each agent start opens a new stream, and a row per restart
-   * would otherwise pile up for ever. A stream still in use (a second agent process, a late
-   * resend) is younger and stays.
-   */
-  async pruneStreamsMany(nodes: readonly { nodeId: string; keep: string }[], before: Date): Promise<Map<string, number>> {
-    const out = new Map<string, number>();
-    if (!nodes.length) return out;
-    const r = await sql<{ node_id: string }>`
-      delete from agent_streams a
-      using unnest(${nodes.map((n) => n.nodeId)}::uuid[], ${nodes.map((n) => n.keep)}::text[]) as k(node_id, keep)
-      where a.node_id = k.node_id and a.stream <> k.keep and a.updated_at < ${before}::timestamptz
-      returning a.node_id`.execute(this.db);
-    for (const { node_id } of r.rows) out.set(node_id, (out.get(node_id) ?? 0) + 1);
-    return out;
-  }
-
   /** A gateway process says it is alive (and since when it runs). */
   async gatewayAlive(id: string, startedAt: Date, at: Date): Promise<void> {
     await this.db
@@ -424,17 +424,5 @@ export class NodesRepository {
   async streamSeq(nodeId: string, stream: string): Promise<number> {
     const r = await this.db.selectFrom('agent_streams').select('last_seq').where('node_id', '=', nodeId).where('stream', '=', stream).executeTakeFirst();
     return r ? Number(r.last_seq) : -1;
-  }
-
-  /** `streamSeq` of many (node, stream) pairs in one statement, keyed `nodeId/stream`; -1 for a stream never seen. */
-  async streamSeqMany(pairs: readonly { nodeId: string; stream: string }[]): Promise<Map<string, number>> {
-    const out = new Map(pairs.map((p) => [`${p.nodeId}/${p.stream}`, -1]));
-    if (!pairs.length) return out;
-    const r = await sql<{ node_id: string; stream: string; last_seq: string }>`
-      select a.node_id, a.stream, a.last_seq from agent_streams a
-      join unnest(${pairs.map((p) => p.nodeId)}::uuid[], ${pairs.map((p) => p.stream)}::text[]) as k(node_id, stream)
-        on a.node_id = k.node_id and a.stream = k.stream`.execute(this.db);
-    for (const x of r.rows) out.set(`${x.node_id}/${x.stream}`, Number(x.last_seq));
-    return out;
   }
 }

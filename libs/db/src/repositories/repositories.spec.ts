@@ -375,7 +375,9 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
     const hour = 3600_000;
     for (const [stream, ago] of [['old-1', 3], ['old-2', 2], ['recent', 0.01], ['now', 0]] as const)
       await s.nodes.advanceStream(s.nodeId, `prune-${stream}`, 5, new Date(t0.getTime() - ago * hour));
-    expect((await s.nodes.pruneStreamsMany([{ nodeId: s.nodeId, keep: 'prune-now' }], new Date(t0.getTime() - hour))).get(s.nodeId)).toBeGreaterThanOrEqual(2);
+    const hello = await s.nodes.helloMany([{ id: s.nodeId, isolation: null, outputDir: null, stream: 'prune-now' }], t0, 'gw-1', new Date(t0.getTime() - hour));
+    expect(hello.pruned.get(s.nodeId)).toBeGreaterThanOrEqual(2);
+    expect(hello.seqs.get(s.nodeId)).toBe(5);
     expect(await s.nodes.streamSeq(s.nodeId, 'prune-old-1')).toBe(-1);
     expect(await s.nodes.streamSeq(s.nodeId, 'prune-old-2')).toBe(-1);
     expect(await s.nodes.streamSeq(s.nodeId, 'prune-recent')).toBe(5);
@@ -389,33 +391,35 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
     await s.nodes.setState(m, 'up', 'test');
     const at = new Date(t0.getTime() + 60_000);
     const iso: NodeIsolationJson = { cgroup: 'v2', pids: true, memory: true, devices: true, uids: 'range' };
-    const came = await s.nodes.helloMany(
+    const long = new Date(t0.getTime() - 24 * 3600_000);
+    await s.nodes.advanceStream(m, 'hello-stream', 41, at);
+    const first = await s.nodes.helloMany(
       [
-        { id: n, isolation: iso, address: '10.0.0.7', outputDir: '/var/lib/nuri/out' },
-        { id: m, isolation: null, outputDir: null },
-        { id: '00000000-0000-0000-0000-000000000000', isolation: null, outputDir: null },
+        { id: n, isolation: iso, address: '10.0.0.7', outputDir: '/var/lib/nuri/out', stream: 'hello-stream' },
+        { id: m, isolation: null, outputDir: null, stream: 'hello-stream' },
+        { id: '00000000-0000-0000-0000-000000000000', isolation: null, outputDir: null, stream: 'hello-stream' },
       ],
       at,
       'gw-1',
+      long,
     );
-    expect([...came]).toEqual([n]);
+    expect([...first.came]).toEqual([n]);
+    // Their GPUs in index order and their streams' positions (-1: never seen), in the same statement.
+    expect(first.gpus.get(n)!.map((g) => g.index)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    expect(first.gpus.get(m)!.map((g) => g.index)).toEqual([0, 1]);
+    expect(first.gpus.get(n)![0]).toEqual({ index: 0, uuid: null, model: null, healthy: true });
+    expect([first.seqs.get(m), first.seqs.get(n)]).toEqual([41, -1]);
+    expect(first.pruned.size).toBe(0);
     const row = async (id: string) => (await sql<{ state: string; state_reason: string; connected: boolean; gateway_id: string; address: string | null; output_dir: string | null; isolation: unknown; last_heartbeat_at: Date }>`select * from nodes where id = ${id}`.execute(tdb.handle.db)).rows[0]!;
     expect(await row(n)).toMatchObject({ state: 'up', state_reason: 'agent connected', connected: true, gateway_id: 'gw-1', address: '10.0.0.7', output_dir: '/var/lib/nuri/out', isolation: iso, last_heartbeat_at: at });
     expect(await row(m)).toMatchObject({ state: 'up', state_reason: 'test', connected: true, gateway_id: 'gw-1', isolation: null, output_dir: null });
     // Up already: not "came up"; no address reported keeps the one known; none of the rest kept.
-    expect([...(await s.nodes.helloMany([{ id: n, isolation: null, outputDir: null }], at, 'gw-2'))]).toEqual([]);
+    expect([...(await s.nodes.helloMany([{ id: n, isolation: null, outputDir: null, stream: 'hello-stream' }], at, 'gw-2', long)).came]).toEqual([]);
     expect(await row(n)).toMatchObject({ state: 'up', gateway_id: 'gw-2', address: '10.0.0.7', output_dir: null, isolation: null });
     // An operator's drain outlives a reconnect.
     await s.nodes.setState(n, 'drained', 'maintenance');
-    expect([...(await s.nodes.helloMany([{ id: n, isolation: null, outputDir: null }], at, 'gw-2'))]).toEqual([]);
+    expect([...(await s.nodes.helloMany([{ id: n, isolation: null, outputDir: null, stream: 'hello-stream' }], at, 'gw-2', long)).came]).toEqual([]);
     expect(await row(n)).toMatchObject({ state: 'drained', state_reason: 'maintenance' });
-    // Their GPUs and stream positions, many at a time.
-    const gpus = await s.nodes.gpusOfMany([n, m]);
-    expect(gpus.get(n)!.map((g) => g.index)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
-    expect(gpus.get(m)!.map((g) => g.index)).toEqual([0, 1]);
-    await s.nodes.advanceStream(m, 'hello-stream', 41, at);
-    const seqs = await s.nodes.streamSeqMany([{ nodeId: m, stream: 'hello-stream' }, { nodeId: n, stream: 'hello-stream' }]);
-    expect(Object.fromEntries(seqs)).toEqual({ [`${m}/hello-stream`]: 41, [`${n}/hello-stream`]: -1 });
     for (const id of [n, m]) await s.nodes.setState(id, 'drained', 'test');
   });
 
@@ -429,7 +433,7 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
     // Lists in opposite orders, run together: rows are locked in one order, so neither waits on the other for ever.
     await Promise.all([
       s.nodes.heartbeatMany([...ids.slice(0, 4)].reverse(), at),
-      s.nodes.helloMany(ids.slice(2).map((id) => ({ id, isolation: null, outputDir: null })), at, 'gw-1'),
+      s.nodes.helloMany(ids.slice(2).map((id) => ({ id, isolation: null, outputDir: null, stream: 's' })), at, 'gw-1', t0),
       s.nodes.heartbeatMany(ids.slice(1), at),
     ]);
     const rows = (await sql<{ id: string; state: string; last_heartbeat_at: Date | null }>`select id, state, last_heartbeat_at from nodes where id = any(${ids}::uuid[])`.execute(tdb.handle.db)).rows;
