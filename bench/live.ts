@@ -22,7 +22,7 @@
  */
 import { ChildProcess, fork, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import { cpus, loadavg } from 'node:os';
 import { resolve } from 'node:path';
@@ -124,6 +124,54 @@ function rss(pid: number | undefined): number {
     return 0;
   }
 }
+
+// ---- CPU time ------------------------------------------------------------------------------
+// Wall-clock figures on a shared 2-core machine move by 2x from one hour to the next; the CPU
+// time each process spent on a phase moves far less, so a change is told by it too.
+
+const CLK_TCK = 100;
+/** utime, stime, cutime, cstime of a process in seconds (0 once it is gone). */
+function procCpu(pid: number | string | undefined, children = false): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // Fields 14-17 of stat, counted from 3 after the command name.
+    return (Number(f[11]) + Number(f[12]) + (children ? Number(f[13]) + Number(f[14]) : 0)) / CLK_TCK;
+  } catch {
+    return 0;
+  }
+}
+/** CPU seconds of every PostgreSQL process, with the backends already gone (reaped into the postmaster's children's time). */
+function postgresCpu(): number {
+  let total = 0;
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (readFileSync(`/proc/${d}/comm`, 'utf8').trim() === 'postgres') total += procCpu(d, true);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return total;
+}
+/** CPU seconds so far of the servers (by name), PostgreSQL and the agents' load generator. */
+function cpuNow(procs: readonly Proc[], gen?: ChildProcess): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const p of procs) if (p.child.exitCode === null && p.child.signalCode === null) out[p.name] = procCpu(p.child.pid);
+  out.postgres = postgresCpu();
+  if (gen) out.agents = procCpu(gen.pid);
+  return out;
+}
+/** What each spent between two readings (a process absent from `before` started since: all of its time). */
+function cpuSince(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)]));
+}
+/** CPU of the server processes and PostgreSQL together (not the load generator). */
+const serverCpu = (d: Record<string, number>) => Object.entries(d).reduce((a, [k, v]) => (k === 'agents' || k === 'standby' ? a : a + v), 0);
+const cpuLine = (d: Record<string, number>, per = 1, unit = 's') =>
+  Object.entries(d)
+    .map(([k, v]) => `${k} ${((v / per) * (unit === 'ms' ? 1000 : 1)).toFixed(unit === 'ms' ? 2 : 1)}`)
+    .join(', ') + ` ${unit}`;
 
 /** Wall time of the last poll of the pass counters (the family alone: a few hundred bytes). */
 let lastScrapeMs = 0;
@@ -295,7 +343,7 @@ async function seedPending(url: string): Promise<number> {
 
 // ---- measurements -------------------------------------------------------------------------
 
-async function throughput(port: number, token: string, tag: string): Promise<{ perSec: number; p50: number; p99: number; errors: number }> {
+async function throughput(port: number, token: string, tag: string): Promise<{ accepted: number; perSec: number; p50: number; p99: number; errors: number; cpu: Record<string, number> }> {
   let accepted = 0;
   let errors = 0;
   const lat: number[] = [];
@@ -313,7 +361,7 @@ async function throughput(port: number, token: string, tag: string): Promise<{ p
       }
     }),
   );
-  return { perSec: accepted / ((performance.now() - t0) / 1000), p50: percentile(lat, 50), p99: percentile(lat, 99), errors };
+  return { accepted, perSec: accepted / ((performance.now() - t0) / 1000), p50: percentile(lat, 50), p99: percentile(lat, 99), errors, cpu: {} as Record<string, number> };
 }
 
 async function submitToRunning(port: number, token: string): Promise<{ lat: number[]; post: number[]; notStarted: number }> {
@@ -364,9 +412,12 @@ interface ModeResult {
   ready: number;
   agentsMs: number;
   seedMs: number;
+  /** (cpu: what each process spent on the phase, s) */
   idle: Awaited<ReturnType<typeof throughput>>;
   seeded: Awaited<ReturnType<typeof throughput>>;
   restart: number;
+  /** CPU seconds each process spent from the restart to the first completed pass. */
+  restartCpu: Record<string, number>;
   passes: number[];
   averaged: number;
   histP50: number;
@@ -411,13 +462,16 @@ async function runMode(mode: string): Promise<ModeResult> {
     const c = await ask<{ connected: number; ms: number }>(gen, { op: 'connect' }, 'connected', 'agents');
     console.log(`[${mode}] ready in ${ready} ms; ${c.connected}/${NODES} agents connected in ${c.ms} ms`);
     await sleep(2000);
+    const idleCpu = cpuNow(procs, gen);
     const idle = await throughput(apiPort, tokens.load, 'idle');
-    console.log(`[${mode}] POST /v1/jobs, idle queue: ${idle.perSec.toFixed(0)}/s (p50 ${idle.p50.toFixed(1)} ms, p99 ${idle.p99.toFixed(1)} ms, ${idle.errors} errors)`);
+    idle.cpu = cpuSince(idleCpu, cpuNow(procs, gen));
+    console.log(`[${mode}] POST /v1/jobs, idle queue: ${idle.perSec.toFixed(0)}/s (p50 ${idle.p50.toFixed(1)} ms, p99 ${idle.p99.toFixed(1)} ms, ${idle.errors} errors); CPU per accepted job: ${cpuLine(idle.cpu, idle.accepted, 'ms')}`);
 
     // Restart with the seeded queue: stop, seed by SQL, start, time to the first completed pass.
     for (const p of live) await stopProc(p);
     const seedMs = await seedPending(scratch.url);
     console.log(`[${mode}] ${PENDING} pending jobs seeded in ${seedMs} ms; starting again`);
+    const beforeRestart = cpuNow([]);
     live = startAll();
     const leader = live.find((p) => p.port === leaderPort)!;
     let restart = NaN;
@@ -428,7 +482,8 @@ async function runMode(mode: string): Promise<ModeResult> {
         break;
       }
     }
-    console.log(`[${mode}] restart to first completed pass: ${within(restart)} (last poll took ${lastScrapeMs} ms)`);
+    const restartCpu = cpuSince(beforeRestart, cpuNow(live));
+    console.log(`[${mode}] restart to first completed pass: ${within(restart)} (last poll took ${lastScrapeMs} ms); CPU meanwhile: ${cpuLine(restartCpu)}`);
     sampler = new PassSampler(leaderPort);
     let standby: Proc | undefined;
     if (mode === 'separate') {
@@ -451,8 +506,10 @@ async function runMode(mode: string): Promise<ModeResult> {
     await db.end();
     const rd = await reads(apiPort, tokens.operator, ids);
     console.log(`[${mode}] GET pending page p50 ${percentile(rd.list, 50).toFixed(1)} ms; next page p50 ${percentile(rd.page, 50).toFixed(1)} ms; job p50 ${percentile(rd.one, 50).toFixed(1)} ms`);
+    const seededCpu = cpuNow(procs, gen);
     const seeded = await throughput(apiPort, tokens.load, 'seeded');
-    console.log(`[${mode}] POST /v1/jobs, seeded queue: ${seeded.perSec.toFixed(0)}/s (p50 ${seeded.p50.toFixed(1)} ms, p99 ${seeded.p99.toFixed(1)} ms, ${seeded.errors} errors)`);
+    seeded.cpu = cpuSince(seededCpu, cpuNow(procs, gen));
+    console.log(`[${mode}] POST /v1/jobs, seeded queue: ${seeded.perSec.toFixed(0)}/s (p50 ${seeded.p50.toFixed(1)} ms, p99 ${seeded.p99.toFixed(1)} ms, ${seeded.errors} errors); CPU per accepted job: ${cpuLine(seeded.cpu, seeded.accepted, 'ms')}`);
     // At least a few passes for the percentiles (bounded).
     for (const t = Date.now(); sampler.durations.length < 5 && Date.now() - t < 90_000; ) await sleep(500);
     await sampler.stop();
@@ -483,6 +540,7 @@ async function runMode(mode: string): Promise<ModeResult> {
       idle,
       seeded,
       restart,
+      restartCpu,
       passes: sampler.durations,
       averaged: sampler.averaged,
       histP50: bucketQuantile(b, 0.5),
@@ -530,6 +588,9 @@ async function main() {
     ['GET /v1/jobs/:id p50 / p99', '≤ 10 ms', (r) => `${ms(percentile(r.reads.one, 50))} / ${ms(percentile(r.reads.one, 99))}${r.reads.failed ? ` (${r.reads.failed} reads failed or timed out)` : ''}`],
     ['server RSS peak', '≤ 1 GiB', (r) => Object.entries(r.rss).map(([k, v]) => `${k} ${mib(v)}`).join(', ')],
     ['restart to first completed pass', '≤ 10 s', (r) => within(r.restart)],
+    // CPU: moves less than wall time on a shared machine (servers and PostgreSQL; not the agents).
+    ['  CPU meanwhile, leader / servers + PostgreSQL', '', (r) => `${(r.restartCpu[r.mode === 'one' ? 'server' : 'scheduler'] ?? NaN).toFixed(1)} s / ${serverCpu(r.restartCpu).toFixed(1)} s`],
+    ['CPU per accepted POST, idle / seeded', '', (r) => `${((serverCpu(r.idle.cpu) / r.idle.accepted) * 1000).toFixed(2)} ms / ${((serverCpu(r.seeded.cpu) / r.seeded.accepted) * 1000).toFixed(2)} ms`],
     ['standby takeover to first pass', '≤ 10 s', (r) => (r.mode === 'separate' ? within(r.takeover) : 'n/a (one process)')],
     ['ready / agents connected / seed by SQL', '', (r) => `${ms(r.ready)} / ${ms(r.agentsMs)} / ${ms(r.seedMs)}`],
     ['pending jobs at the end', '', (r) => String(r.pendingLeft)],
