@@ -92,14 +92,17 @@ async function seedUnder0001(db: Kysely<any>) {
   return { requeued, waiting, bare };
 }
 
-describe.each([
+/** Each migration test on both databases, each test with a fresh one migrated to the latest. */
+const BOTH_DATABASES = [
   ['real PostgreSQL', async () => (await import('./testing')).createTestDatabase()],
   ['embedded PGlite', async () => {
     const handle = await openDatabase({});
     await migrateToLatest(handle.db);
     return { handle, drop: () => handle.close() };
   }],
-] as const)('0002_queued_at on %s', (_kind, open) => {
+] as const;
+
+describe.each(BOTH_DATABASES)('0002_queued_at on %s', (_kind, open) => {
   const withDb = async (f: (h: DatabaseHandle) => Promise<void>) => {
     const d: { handle: DatabaseHandle; drop(): Promise<void> } = await open();
     try {
@@ -134,14 +137,7 @@ describe.each([
     }));
 });
 
-describe.each([
-  ['real PostgreSQL', async () => (await import('./testing')).createTestDatabase()],
-  ['embedded PGlite', async () => {
-    const handle = await openDatabase({});
-    await migrateToLatest(handle.db);
-    return { handle, drop: () => handle.close() };
-  }],
-] as const)('0003_user_disable_token_parent on %s', (_kind, open) => {
+describe.each(BOTH_DATABASES)('0003_user_disable_token_parent on %s', (_kind, open) => {
   const cols = async (db: Kysely<any>) =>
     (
       await sql<{ c: string }>`select table_name || '.' || column_name as c from information_schema.columns
@@ -170,14 +166,7 @@ describe.each([
   });
 });
 
-describe.each([
-  ['real PostgreSQL', async () => (await import('./testing')).createTestDatabase()],
-  ['embedded PGlite', async () => {
-    const handle = await openDatabase({});
-    await migrateToLatest(handle.db);
-    return { handle, drop: () => handle.close() };
-  }],
-] as const)('0017_allocations_node_key on %s', (_kind, open) => {
+describe.each(BOTH_DATABASES)('0017_allocations_node_key on %s', (_kind, open) => {
   const keys = async (db: Kysely<any>) =>
     (await sql<{ conname: string }>`select conname from pg_constraint where conrelid = 'allocations'::regclass and contype = 'f' order by 1`.execute(db)).rows.map((r) => r.conname);
 

@@ -23,7 +23,7 @@ import { Wakeups, type WakeReason } from '@nuri/db';
 import { JobLifecycle } from '../lifecycle/job-lifecycle';
 import { gatePending } from './gating';
 import { afterStarts, gpuCounts, jobCounts, SchedulerMetricsState, tenantRows } from './scheduler-metrics';
-import { FlickerDamper, staleFields, type StaleCause } from './annotations';
+import { FlickerDamper, staleFields, type Annotation, type StaleCause } from './annotations';
 import { isFresh, LiveJobs } from './live-jobs';
 import { LiveNodes } from './live-nodes';
 import { passPause } from './pacing';
@@ -332,10 +332,8 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     if (stored) {
       this.annotationsKnown = true;
       this.flicker.clear();
-      for (const j of queued) {
-        const a = stored.get(j.id);
-        corePending(j).wait = a && a.code !== null && a.reason !== null ? { code: a.code as PendingReasonCodeName, reason: a.reason, eta: a.eta, position: a.position } : undefined;
-      }
+      // The rows as read are the waits' own shape (a stored code is one of the reason codes).
+      for (const j of queued) corePending(j).wait = stored.get(j.id) as Annotation | undefined;
     }
     const running = this.live.running();
     const jobsByState = countJobs ? this.live.countByState() : null;
