@@ -605,9 +605,11 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
    */
   private annotations(plan: Plan, now: number, withheld: { job: PendingJobRow; reason: string; code: PendingReasonCodeName }[]): { rows: WaitRow[]; gone: string[]; causes: Partial<Record<StaleCause, number>>; deferred: number } {
     const rows: WaitRow[] = [];
-    // Forget what was written for jobs written since. (A changed job's new row already has no wait
-    // remembered, its old one had it; after a full reload every job's was read back or is none.)
+    // Forget what was written for jobs written since (after a full reload every job's was read back
+    // or is none). A changed job's new row has no wait remembered, but the plan may name its old
+    // one: an express start can refresh the jobs while the pass plans.
     const touched = this.live.takeTouched();
+    const forgotten = touched?.length ? new Set(touched) : null;
     if (touched)
       for (const id of touched) {
         const j = this.live.get(id);
@@ -623,7 +625,8 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     let deferred = 0;
     // The new annotation by its fields: an object is made only for one that is written.
     const note = (job: LivePending, code: PendingReasonCodeName, reason: string, eta: number | null, position: number | null) => {
-      const { id, wait: old } = job;
+      const id = job.id;
+      const old = forgotten?.has(id) ? undefined : job.wait;
       const cause = staleFields(old, code, reason, eta, position, now);
       // A flip that does not hold for two passes in a row is never written.
       if (cause !== 'code') this.flicker.forget(id);
