@@ -2,7 +2,7 @@ import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdo
 import type { AgentHello, ServerMessage } from '@nuri/contracts';
 import { WIRE_VERSION, isCriticalXid } from '@nuri/contracts';
 import type { ServerConfig } from '@nuri/config';
-import { DatabaseHandle, JobsRepository, LedgerRepository, NodesRepository, Wakeups, type JobPlacement, type LiveJob } from '@nuri/db';
+import { DatabaseHandle, JobsRepository, LedgerRepository, NodesRepository, Wakeups, type JobPlacement, type LiveJob, type NodeGpu } from '@nuri/db';
 import { Batched } from '../core/batched';
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import type { z } from 'zod';
@@ -46,7 +46,7 @@ const TOKEN_BATCH = 256;
 /** What a hello needs from the database about its node. */
 interface HelloReads {
   up: boolean;
-  stored: { index: number; uuid: string | null; model: string | null; healthy: boolean }[];
+  stored: NodeGpu[];
   ackedSeq: number;
   here: JobPlacement[];
   pruned: number;

@@ -612,6 +612,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     const forgotten = touched?.length ? new Set(touched) : null;
     if (touched)
       for (const id of touched) {
+        // Its current row too (a new leader may just have put the stored wait on it), for later passes.
         const j = this.live.get(id);
         if (j) corePending(j).wait = undefined;
         this.flicker.forget(id);

@@ -17,7 +17,6 @@ export interface NodeWithGpus {
   gpus: { index: number; uuid: string | null; model: string | null; healthy: boolean; healthReason: string; jobId: string | null }[];
 }
 
-/** What `forScheduling` reads: every node's liveness, the nodes changed since the horizon given, the next horizon. */
 /** A node's GPU as stored (inventory and health), as a hello answers with it. */
 export interface NodeGpu {
   index: number;
@@ -26,6 +25,7 @@ export interface NodeGpu {
   healthy: boolean;
 }
 
+/** What `forScheduling` reads: every node's liveness, the nodes changed since the horizon given, the next horizon. */
 export interface FleetRead {
   liveness: { id: string; heardMs: number | null; connected: boolean }[];
   changed: NodeWithGpus[];
@@ -211,8 +211,8 @@ export class NodesRepository {
   /**
    * What agents' hellos write and read, in one statement for many (a reconnect storm of 4,000
    * agents made five single-column updates of each row, then five statements a batch; agents
-   * come back a few at a time, so a batch is mostly one or two and the statements were what a
-   * reconnect cost): each node connected to this gateway and heard now, `up` again if it was
+   * come back a few at a time, so a batch holds about five and the statements were most of what
+   * a reconnect cost): each node connected to this gateway and heard now, `up` again if it was
    * `down`, and the isolation, address (kept when not reported) and output directory each
    * reported; its other agent streams not heard from since `pruneBefore` forgotten (each agent
    * start opens a new stream, and a row per restart would pile up; one still in use is younger);
