@@ -1,10 +1,10 @@
 import type { DependencyKind, JobState } from '@nuri/contracts';
-import type { JobRow, NodeWithGpus } from '@nuri/db';
+import type { NodeWithGpus, PendingJobRow } from '@nuri/db';
 import { Scheduler } from '@nuri/scheduling';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { dependencyStatus, gatePending, type GateDependency } from './gating';
-import { buildSnapshot } from './snapshot';
+import { buildSnapshot, livePending } from './snapshot';
 
 const RUNS = Number(process.env.PROP_RUNS ?? 100);
 const now = new Date('2026-06-01T12:00:00Z');
@@ -12,22 +12,22 @@ const policy = { reservationDepth: 2, minRuntimeBeforePreemptSeconds: 300, preem
 const STATES: JobState[] = ['pending', 'running', 'completed', 'failed', 'cancelled', 'timeout', 'node_failed'];
 const KINDS: DependencyKind[] = ['afterok', 'afternotok', 'afterany'];
 
-const pendingJob = (id: string, over: Partial<JobRow> = {}): JobRow =>
-  ({
+const pendingJob = (id: string, over: Partial<PendingJobRow> = {}) =>
+  livePending({
     id,
     tenant_id: 't',
     gpus: 1,
     gpu_type: 'h100',
     priority: 'normal',
-    submitted_at: now,
-    queued_at: now,
+    submitted_ms: now.getTime(),
+    queued_ms: now.getTime(),
     time_limit_seconds: 600,
     array_id: null,
     array_task_id: null,
-    array_size: null,
     array_max_running: null,
+    attempts: 0,
     ...over,
-  }) as JobRow;
+  });
 
 describe('what a dependency means', () => {
   it('waits while the job it names is live, and is decided for good once it ended', () => {
@@ -96,7 +96,7 @@ describe('the gate before the core', () => {
     });
     fc.assert(
       fc.property(arb, (c) => {
-        const pending: JobRow[] = [];
+        const pending: ReturnType<typeof pendingJob>[] = [];
         const running = new Map<string, number>();
         c.arrays.forEach((a, ai) => {
           const id = `array-${ai}`;
@@ -128,7 +128,7 @@ describe('the gate before the core', () => {
         const byId = new Map(pending.map((j) => [j.id, j]));
         c.arrays.forEach((a, ai) => {
           if (a.cap === null) return;
-          const n = [...started].filter((id) => byId.get(id)!.array_id === `array-${ai}`).length;
+          const n = [...started].filter((id) => byId.get(id)!.arrayId === `array-${ai}`).length;
           expect(n).toBeLessThanOrEqual(Math.max(0, a.cap - a.running));
         });
         for (const id of started) expect(deps.filter((d) => d.jobId === id).every((d) => dependencyStatus(d.kind, d.state) === 'met')).toBe(true);

@@ -21,13 +21,13 @@ export function dependencyStatus(kind: DependencyKind, state: JobState): Depende
 const short = (id: string) => id.slice(0, 8);
 
 /** A task of an array that caps how many of its tasks run at once. */
-const capped = (j: GateJob): boolean => j.array_id !== null && j.array_max_running !== null;
+const capped = (j: GateJob): boolean => j.arrayId !== null && j.arrayMaxRunning !== null;
 
 export interface GateJob {
   id: string;
-  array_id: string | null;
-  array_task_id: number | null;
-  array_max_running: number | null;
+  arrayId: string | null;
+  arrayTaskId: number | null;
+  arrayMaxRunning: number | null;
 }
 
 export interface GateDependency {
@@ -78,15 +78,15 @@ export function gatePending<J extends GateJob>(pending: readonly J[], deps: read
   const byArray = new Map<string, J[]>();
   for (const j of free) {
     if (!capped(j)) continue;
-    const tasks = byArray.get(j.array_id!);
+    const tasks = byArray.get(j.arrayId!);
     if (tasks) tasks.push(j);
-    else byArray.set(j.array_id!, [j]);
+    else byArray.set(j.arrayId!, [j]);
   }
   const held = new Map<string, string>();
   for (const [arrayId, tasks] of byArray) {
-    const cap = tasks[0]!.array_max_running!;
+    const cap = tasks[0]!.arrayMaxRunning!;
     const slots = Math.max(0, cap - (runningPerArray.get(arrayId) ?? 0));
-    tasks.sort((a, b) => (a.array_task_id ?? 0) - (b.array_task_id ?? 0) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    tasks.sort((a, b) => (a.arrayTaskId ?? 0) - (b.arrayTaskId ?? 0) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     for (const t of tasks.slice(slots)) held.set(t.id, `array limit: at most ${cap} of its tasks run at once`);
   }
   for (const j of free) {

@@ -4,6 +4,7 @@ import fc from 'fast-check';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isFresh, LiveJobs } from './live-jobs';
+import type { LivePending } from './snapshot';
 
 const t0 = new Date('2026-01-01T00:00:00Z');
 
@@ -39,10 +40,13 @@ describe('LiveJobs: the incremental queue equals a full reload', () => {
   afterAll(async () => tdb?.drop());
 
   const byId = <T extends { id: string }>(xs: T[]) => [...xs].sort((a, b) => (a.id < b.id ? -1 : 1));
+  // The jobs, not the waits remembered on them (a full reload reads the stored ones; a job
+  // changed since is a new object with none, so its wait is written again).
+  const withoutWaits = (xs: LivePending[]) => byId(xs).map(({ wait: _w, ...j }) => j);
   const expectSameAsReload = async (live: LiveJobs) => {
     const fresh = new LiveJobs(jobs);
     await fresh.refresh();
-    expect(byId(live.pending())).toEqual(byId(fresh.pending()));
+    expect(withoutWaits(live.pending())).toEqual(withoutWaits(fresh.pending()));
     expect(byId(live.running())).toEqual(byId(fresh.running()));
     expect(live.countByState().sort((a, b) => (a.state < b.state ? -1 : 1))).toEqual(fresh.countByState().sort((a, b) => (a.state < b.state ? -1 : 1)));
   };
@@ -188,7 +192,28 @@ describe('LiveJobs: the incremental queue equals a full reload', () => {
     await live.refresh();
     // (Rows written while another transaction on the server was open may come back again: more is harmless.)
     expect(live.takeTouched()).toContain(pending[0]!.id);
-    expect(live.pending().find((j) => j.id === pending[0]!.id)?.priority).toBe('high');
+    expect(live.pending().find((j) => j.id === pending[0]!.id)?.priorityName).toBe('high');
+  });
+
+  it('puts the stored waits on the jobs when it reads them all, none on a job changed since, and the ones a new leader reads back', async () => {
+    const [a, b] = [await submit(1), await submit(2)];
+    await jobs.annotatePending([{ id: a, reason: 'behind 2 jobs', reasonCode: 'behind_higher_ranked', estimatedStartAt: new Date(t0.getTime() + 60_000), queuePosition: 3 }]);
+    const live = new LiveJobs(jobs);
+    expect((await live.refresh()).full).toBe(true);
+    expect(live.get(a)!.wait).toEqual({ code: 'behind_higher_ranked', reason: 'behind 2 jobs', eta: t0.getTime() + 60_000, position: 3 });
+    expect(live.get(b)!.wait).toBeUndefined();
+    // Changed (its wait may be out of date): a new object, with no wait remembered.
+    await sql`update jobs set priority = 'high' where id = ${a}`.execute(tdb.handle.db);
+    await live.refresh();
+    expect(live.get(a)).toMatchObject({ priorityName: 'high', wait: undefined });
+    // A standby taking the lead reads the stored waits back: each job has its own, the others none.
+    await jobs.annotatePending([{ id: b, reason: 'over quota', reasonCode: 'over_quota_limit', estimatedStartAt: null, queuePosition: null }]);
+    live.setWaits(await jobs.pendingAnnotations());
+    expect(live.get(a)!.wait).toMatchObject({ code: 'behind_higher_ranked', position: 3 });
+    expect(live.get(b)!.wait).toMatchObject({ code: 'over_quota_limit', reason: 'over quota', eta: null, position: null });
+    live.setWaits([]);
+    expect(live.pending().filter((j) => j.wait !== undefined)).toEqual([]);
+    await jobs.cancelPending([a, b], 'cancelled by test', t0);
   });
 
   it('reads rows again while a long transaction holds the horizon back, but applies and touches each write once', async () => {
@@ -214,7 +239,7 @@ describe('LiveJobs: the incremental queue equals a full reload', () => {
       await sql`update jobs set priority = 'low' where id = ${id}`.execute(tdb.handle.db);
       expect((await live.refresh()).applied).toBe(1);
       expect(live.takeTouched()).toEqual([id]);
-      expect(live.pending().find((j) => j.id === id)?.priority).toBe('low');
+      expect(live.pending().find((j) => j.id === id)?.priorityName).toBe('low');
     } finally {
       await long.query('rollback');
       await long.end();

@@ -1,4 +1,5 @@
-import type { JobsRepository, PendingJobRow, RunningWithPlacement } from '@nuri/db';
+import type { JobsRepository, PendingJobWithWait, RunningWithPlacement, StoredWait } from '@nuri/db';
+import { asWait, livePending, type LivePending } from './snapshot';
 
 /** What `refresh` did: a full reload or the changes applied, and how many rows it read. */
 export interface RefreshResult {
@@ -21,12 +22,13 @@ export interface RefreshResult {
  * later carries a transaction id at or above it. Rows may come back twice; applying a row is
  * idempotent (it is the row's latest state). A full reload happens on the first refresh, after
  * `invalidate()` (taking leadership, a failed pass), and never otherwise: every insert and
- * update of a job fires the trigger (a job is never deleted).
+ * update of a job fires the trigger (a job is never deleted). A full reload also reads the wait
+ * stored for each job and puts it on the job (`LivePending.wait`).
  */
 export class LiveJobs {
-  private pendingById = new Map<string, PendingJobRow>();
+  private pendingById = new Map<string, LivePending>();
   /** The same pending jobs by tenant: an express start reads its newcomers' tenants' queues, not all 100,000. */
-  private pendingByTenant = new Map<string, Map<string, PendingJobRow>>();
+  private pendingByTenant = new Map<string, Map<string, LivePending>>();
   /** Jobs that entered the queue (submitted, requeued) in an incremental refresh, until `takeArrivals`. */
   private arrivals = new Set<string>();
   /** Of the pending jobs read by an incremental refresh, whether each has dependencies (see `dependent`). */
@@ -69,7 +71,7 @@ export class LiveJobs {
       this.pendingByTenant.clear();
       this.arrivals.clear();
       this.dependents.clear();
-      for (const j of pending) this.putPending(j);
+      for (const r of pending) this.putPending(livePending(r, storedWait(r)));
       this.runningById = new Map(running.map((j) => [j.id, j]));
       this.horizon = horizon;
       this.touched = null;
@@ -86,10 +88,9 @@ export class LiveJobs {
       this.seen.set(c.id, xid);
       applied++;
       if (c.state === 'pending') {
-        const { state: _state, xid: _xid, dependent, ...row } = c;
         if (!this.pendingById.has(c.id)) this.arrivals.add(c.id);
-        this.putPending(row);
-        this.dependents.set(c.id, dependent);
+        this.putPending(livePending(c));
+        this.dependents.set(c.id, c.dependent);
       } else this.dropPending(c.id);
       this.touched?.push(c.id);
       if (c.state === 'running') nowRunning.push(c.id);
@@ -127,8 +128,8 @@ export class LiveJobs {
    * Jobs that entered the queue since the last call and are still in it (what an express
    * start considers). A full reload forgets them: the full pass that follows sees them all.
    */
-  takeArrivals(): PendingJobRow[] {
-    const out: PendingJobRow[] = [];
+  takeArrivals(): LivePending[] {
+    const out: LivePending[] = [];
     for (const id of this.arrivals) {
       const j = this.pendingById.get(id);
       if (j) out.push(j);
@@ -152,22 +153,31 @@ export class LiveJobs {
   }
 
   /** The pending jobs of these tenants. */
-  pendingOf(tenantIds: Iterable<string>): PendingJobRow[] {
-    const out: PendingJobRow[] = [];
+  pendingOf(tenantIds: Iterable<string>): LivePending[] {
+    const out: LivePending[] = [];
     for (const t of tenantIds) for (const j of this.pendingByTenant.get(t)?.values() ?? []) out.push(j);
     return out;
   }
 
-  get(id: string): PendingJobRow | undefined {
+  get(id: string): LivePending | undefined {
     return this.pendingById.get(id);
   }
 
-  private putPending(j: PendingJobRow): void {
+  /** Puts these stored waits on the pending jobs, and none on the others (a new leader reads back what is stored). */
+  setWaits(stored: readonly (StoredWait & { id: string })[]): void {
+    for (const j of this.pendingById.values()) j.wait = undefined;
+    for (const w of stored) {
+      const j = this.pendingById.get(w.id);
+      if (j) j.wait = asWait(w);
+    }
+  }
+
+  private putPending(j: LivePending): void {
     const before = this.pendingById.get(j.id);
-    if (before && before.tenant_id !== j.tenant_id) this.pendingByTenant.get(before.tenant_id)?.delete(j.id);
+    if (before && before.tenantId !== j.tenantId) this.pendingByTenant.get(before.tenantId)?.delete(j.id);
     this.pendingById.set(j.id, j);
-    let t = this.pendingByTenant.get(j.tenant_id);
-    if (!t) this.pendingByTenant.set(j.tenant_id, (t = new Map()));
+    let t = this.pendingByTenant.get(j.tenantId);
+    if (!t) this.pendingByTenant.set(j.tenantId, (t = new Map()));
     t.set(j.id, j);
   }
 
@@ -185,14 +195,14 @@ export class LiveJobs {
     const j = this.pendingById.get(id);
     if (!j) return;
     this.pendingById.delete(id);
-    this.pendingByTenant.get(j.tenant_id)?.delete(id);
+    this.pendingByTenant.get(j.tenantId)?.delete(id);
   }
 
   isPending(id: string): boolean {
     return this.pendingById.has(id);
   }
 
-  pending(): PendingJobRow[] {
+  pending(): LivePending[] {
     return [...this.pendingById.values()];
   }
 
@@ -210,8 +220,8 @@ export class LiveJobs {
       return t;
     };
     for (const j of this.pendingById.values()) {
-      const m = of(j.tenant_id).pending;
-      m.set(j.gpu_type, (m.get(j.gpu_type) ?? 0) + 1);
+      const m = of(j.tenantId).pending;
+      m.set(j.gpuType, (m.get(j.gpuType) ?? 0) + 1);
     }
     for (const j of this.runningById.values()) {
       const m = of(j.tenantId).running;
@@ -226,6 +236,11 @@ export class LiveJobs {
 }
 
 /** Never started, so never requeued: it cannot have been in an earlier pass's queue under another incarnation. */
-export function isFresh(j: Pick<PendingJobRow, 'attempts'>): boolean {
+export function isFresh(j: Pick<LivePending, 'attempts'>): boolean {
   return j.attempts === 0;
+}
+
+/** The wait stored for a job as read with it, if any. */
+function storedWait(r: PendingJobWithWait): StoredWait | undefined {
+  return r.wait_code === null ? undefined : { code: r.wait_code, reason: r.wait_reason ?? '', eta: r.wait_eta_ms, position: r.wait_position };
 }

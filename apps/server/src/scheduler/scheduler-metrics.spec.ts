@@ -1,7 +1,8 @@
-import type { JobRow, NodeWithGpus, RunningWithPlacement, TenantWithQuotas } from '@nuri/db';
+import type { NodeWithGpus, PendingJobRow, RunningWithPlacement, TenantWithQuotas } from '@nuri/db';
 import { NuriMetrics, parseExposition } from '@nuri/metrics';
 import { describe, expect, it } from 'vitest';
 import { afterStarts, gpuCounts, jobCounts, SchedulerMetricsState, tenantRows } from './scheduler-metrics';
+import { livePending } from './snapshot';
 
 const T0 = Date.UTC(2025, 0, 1);
 const at = (s: number) => new Date(T0 + s * 1000);
@@ -23,8 +24,21 @@ const tenants: TenantWithQuotas[] = [
   { id: 't2', name: 'kakao', displayName: 'Kakao', weight: 1, quotas: [{ gpuType: 'h100', guaranteed: 2, limit: 4 }] },
 ];
 const names = new Map(tenants.map((t) => [t.id, t.name]));
-const pendingJob = (id: string, tenant: string, gpus: number, gpuType: JobRow['gpu_type'], submitted: number, attempts = 0): JobRow =>
-  ({ id, tenant_id: tenant, gpus, gpu_type: gpuType, submitted_at: at(submitted), queued_at: at(submitted), attempts, priority: 'normal', time_limit_seconds: 60 }) as JobRow;
+const pendingJob = (id: string, tenant: string, gpus: number, gpuType: PendingJobRow['gpu_type'], submitted: number, attempts = 0, queued = submitted) =>
+  livePending({
+    id,
+    tenant_id: tenant,
+    gpus,
+    gpu_type: gpuType,
+    submitted_ms: at(submitted).getTime(),
+    queued_ms: at(queued).getTime(),
+    attempts,
+    priority: 'normal',
+    time_limit_seconds: 60,
+    array_id: null,
+    array_task_id: null,
+    array_max_running: null,
+  });
 const runningJob = (id: string, tenant: string, gpus: number, gpuModel: 'h100' | 'h800', started: number): RunningWithPlacement => ({
   id,
   tenantId: tenant,
@@ -64,7 +78,7 @@ describe('scheduler pass metrics', () => {
         running: [runningJob('r1', 't1', 8, 'h100', 0)],
         pending: [pendingJob('p1', 't1', 2, 'any', 40), pendingJob('p2', 't1', 1, 'h100', 90), pendingJob('p3', 't2', 1, 'h800', 70)],
       },
-      (j) => j.submitted_at,
+      (j) => j.submittedAt,
     );
     expect(rows).toEqual([
       { tenant: 'kakao', gpuType: 'h100', guaranteed: 2, limit: 4, allocated: 0, pendingGpus: 0 },
@@ -131,9 +145,9 @@ describe('scheduler pass metrics', () => {
     expect(await sample(m, 'nuri_tenant_gpu_seconds_total', { tenant: 'naver', gpu_type: 'h100' })).toBe(32);
     expect(await sample(m, 'nuri_tenant_gpu_seconds_total', { tenant: 'kakao', gpu_type: 'h100' })).toBe(8);
     // b came back pending (requeued at 12 s): its wait counts from the requeue, not the submission.
-    const b = { ...pendingJob('b', 't2', 2, 'h100', -2, 1), queued_at: at(12) };
-    expect(s.pendingSince(b).getTime()).toBe(at(12).getTime());
-    expect(s.pendingSince(pendingJob('c', 't2', 1, 'h100', 3)).getTime()).toBe(at(3).getTime());
+    const b = pendingJob('b', 't2', 2, 'h100', -2, 1, 12);
+    expect(s.pendingSince(b)).toBe(at(12).getTime());
+    expect(s.pendingSince(pendingJob('c', 't2', 1, 'h100', 3))).toBe(at(3).getTime());
     s.leader(null);
     expect(await sample(m, 'nuri_scheduler_leader')).toBe(0);
   });

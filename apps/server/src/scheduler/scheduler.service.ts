@@ -8,7 +8,6 @@ import {
   NodesRepository,
   TenantsRepository,
   UsageRepository,
-  type PendingJobRow,
   type NodeWithGpus,
   type RunningWithPlacement,
   type TenantWithQuotas,
@@ -24,11 +23,11 @@ import { JobLifecycle } from '../lifecycle/job-lifecycle';
 import { gatePending } from './gating';
 import { afterStarts, gpuCounts, jobCounts, SchedulerMetricsState, tenantRows } from './scheduler-metrics';
 import { FlickerDamper, staleFields, type Annotation, type StaleCause } from './annotations';
-import { isFresh, LiveJobs } from './live-jobs';
+import { isFresh, LiveJobs, type RefreshResult } from './live-jobs';
 import { LiveNodes } from './live-nodes';
 import { passPause } from './pacing';
 import { ExpressState } from './express';
-import { buildSnapshot, corePending, type LivePending } from './snapshot';
+import { buildSnapshot, type LivePending } from './snapshot';
 
 /** Advisory lock key that elects the one active scheduler ("nuri" in ASCII). */
 export const SCHEDULER_LOCK_KEY = 0x6e757269;
@@ -267,8 +266,10 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     this.liveNodes.invalidate();
   }
 
-  private async refreshLive(): Promise<void> {
-    if ((await this.live.refresh()).full) this.metrics.recordLiveReload();
+  private async refreshLive(): Promise<RefreshResult> {
+    const r = await this.live.refresh();
+    if (r.full) this.metrics.recordLiveReload();
+    return r;
   }
 
   /** Runs a pass now, or right after the one in flight (see `passes`). */
@@ -312,9 +313,11 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     // before the tick marks it down (or while an outage's allowance keeps it from being marked).
     const heardSince = new Date(now.getTime() - this.config.nodeDownAfterSeconds * 1000);
     // A new leader's first pass and a full reload (after a failed pass) also read what is stored
-    // for each pending job, so this pass writes only what differs from it, not 100,000 rows.
-    const readStored = !this.live.loaded || !this.annotationsKnown;
-    const [tenants, usage, nodeRows, undecided, runningPerArray, stored] = await Promise.all([
+    // for each pending job, so this pass writes only what differs from it, not 100,000 rows: a
+    // full reload reads it with the jobs; a leader that kept the jobs current while standing by
+    // reads it on its own.
+    const readStored = this.live.loaded && !this.annotationsKnown;
+    const [tenants, usage, nodeRows, { refreshed, undecided }, runningPerArray, stored] = await Promise.all([
       read('tenants', this.tenants.list()),
       read('usage', this.usage.all()),
       // GPUs' jobs come from the running jobs below, not from reading every live allocation.
@@ -322,19 +325,18 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       // Dependencies are read after the jobs: a job seen pending was committed with its
       // dependency rows, so none of them can be missed (and a met one stays met).
       // (Serialised with express starts, which refresh the same in-memory jobs.)
-      read('jobs', this.serial(() => this.refreshLive())).then(() => read('dependencies', this.dependencies.undecidedOfPending())),
+      read('jobs', this.serial(() => this.refreshLive())).then(async (refreshed) => ({ refreshed, undecided: await read('dependencies', this.dependencies.undecidedOfPending()) })),
       // Only this leader starts jobs, so no task starts between this count and the commit.
       read('throttled', this.dependencies.runningOfThrottledArrays()),
       readStored ? read('annotations', this.jobs.pendingAnnotations()) : null,
     ]);
     stage('reads');
-    const queued = this.live.pending();
-    if (stored) {
+    if (stored) this.live.setWaits(stored);
+    if (stored || refreshed.full) {
       this.annotationsKnown = true;
       this.flicker.clear();
-      // The rows as read are the waits' own shape (a stored code is one of the reason codes).
-      for (const j of queued) corePending(j).wait = stored.get(j.id) as Annotation | undefined;
     }
+    const queued = this.live.pending();
     const running = this.live.running();
     const jobsByState = countJobs ? this.live.countByState() : null;
     stage('live');
@@ -375,7 +377,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     const deferredStarts = plan.starts.length - toStart.length;
     // Their rows, for the metrics (before any await: an express start may refresh the jobs), by id
     // among the starts rather than a walk of the whole queue.
-    const startRows = new Map<string, PendingJobRow>();
+    const startRows = new Map<string, LivePending>();
     for (const s of toStart) {
       const j = this.live.get(s.jobId);
       if (j) startRows.set(s.jobId, j);
@@ -490,10 +492,10 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     // (One the last full pass planned is not new: it has its reason.)
     const arrivals = this.live.takeArrivals().filter((j) => !express.knows(j.id));
     // A requeued job waits for the full pass: it may have been in that pass's queue (see `knows`).
-    const candidates = arrivals.filter((j) => j.array_max_running === null && isFresh(j));
+    const candidates = arrivals.filter((j) => j.arrayMaxRunning === null && isFresh(j));
     // A newcomer not started here waits for the full pass, which gives it its reason.
     const none = { started: [], leftPending: arrivals.length > 0, planned: 0 };
-    if (!candidates.some((j) => express.mayStart(corePending(j)))) return none;
+    if (!candidates.some((j) => express.mayStart(j))) return none;
     // Whether each has dependencies came with its row (no round trip); asked only for one the refresh did not read.
     const unknown = candidates.filter((j) => this.live.dependent(j.id) === undefined).map((j) => j.id);
     const waiting = unknown.length ? await this.dependencies.withDependencies(unknown) : new Set<string>();
@@ -501,19 +503,8 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     const newcomers = candidates.filter((j) => !waiting.has(j.id) && this.live.dependent(j.id) !== true);
     if (!newcomers.length) return none;
     const now = this.clock.now();
-    const core = newcomers.map(corePending);
     const live = this.live;
-    const plan = express.plan(
-      core,
-      {
-        ofTenants: (tenants) => live.pendingOf(tenants).map(corePending),
-        get: (id) => {
-          const j = live.get(id);
-          return j && corePending(j);
-        },
-      },
-      now.getTime(),
-    );
+    const plan = express.plan(newcomers, { ofTenants: (tenants) => live.pendingOf(tenants), get: (id) => live.get(id) }, now.getTime());
     stage('plan');
     const planned = plan.starts.length + plan.pending.length;
     if (!plan.starts.length) return { ...none, planned };
@@ -526,16 +517,16 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     );
     stage('commit');
     for (const s of skipped) this.log.warn(`express start of ${s.jobId} refused at commit: ${s.why}`);
-    express.started(core, plan.starts, new Set(started), now.getTime());
+    express.started(newcomers, plan.starts, new Set(started), now.getTime());
     for (const id of started) {
       const j = newcomers.find((n) => n.id === id);
-      const tenant = j && express.tenantName(j.tenant_id);
+      const tenant = j && express.tenantName(j.tenantId);
       const model = plan.starts.find((s) => s.jobId === id)?.gpuModel;
       if (!j || tenant === undefined || !model) continue;
       // Its GPU time is counted from now, even if it ends before a full pass sees it running.
       this.passMetrics.started(id, tenant, model, j.gpus, now.getTime());
-      this.metrics.recordJobTransition(tenant, j.gpu_type, 'pending', 'running');
-      this.metrics.observeQueueWait(tenant, j.gpu_type, (now.getTime() - this.passMetrics.pendingSince(j).getTime()) / 1000);
+      this.metrics.recordJobTransition(tenant, j.gpuType, 'pending', 'running');
+      this.metrics.observeQueueWait(tenant, j.gpuType, (now.getTime() - this.passMetrics.pendingSince(j)) / 1000);
     }
     this.metrics.recordExpressStarts(started.length);
     if (started.length) this.wakeups.wake('dispatch');
@@ -550,9 +541,9 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
    */
   private recordPassMetrics(
     now: Date,
-    i: { tenants: TenantWithQuotas[]; nodes: NodeWithGpus[]; pending: PendingJobRow[]; running: RunningWithPlacement[] },
+    i: { tenants: TenantWithQuotas[]; nodes: NodeWithGpus[]; pending: LivePending[]; running: RunningWithPlacement[] },
     plan: Plan,
-    { ids: started, rows: startRows }: { ids: readonly string[]; rows: ReadonlyMap<string, PendingJobRow> },
+    { ids: started, rows: startRows }: { ids: readonly string[]; rows: ReadonlyMap<string, LivePending> },
     jobsByState: ReturnType<LiveJobs['countByState']> | null,
     tenantNames: ReadonlyMap<string, string>,
   ): void {
@@ -563,10 +554,10 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     const models = started.length ? new Map(plan.starts.map((s) => [s.jobId, s.gpuModel])) : null;
     for (const id of started) {
       const j = startRows.get(id);
-      const tenant = j && tenantNames.get(j.tenant_id);
+      const tenant = j && tenantNames.get(j.tenantId);
       if (!j || tenant === undefined) continue;
-      m.recordJobTransition(tenant, j.gpu_type, 'pending', 'running');
-      m.observeQueueWait(tenant, j.gpu_type, (now.getTime() - this.passMetrics.pendingSince(j).getTime()) / 1000);
+      m.recordJobTransition(tenant, j.gpuType, 'pending', 'running');
+      m.observeQueueWait(tenant, j.gpuType, (now.getTime() - this.passMetrics.pendingSince(j)) / 1000);
       const model = models!.get(id);
       if (model) this.passMetrics.started(id, tenant, model, j.gpus, now.getTime());
     }
@@ -586,14 +577,14 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
    * Ends pending jobs whose dependency can never be met, cancelled with the reason, and wakes
    * the scheduler again: jobs that depended on these may now be doomed in turn.
    */
-  private async cancelDoomed(doomed: { job: PendingJobRow; reason: string }[], now: Date, tenantNames: ReadonlyMap<string, string>): Promise<void> {
+  private async cancelDoomed(doomed: { job: LivePending; reason: string }[], now: Date, tenantNames: ReadonlyMap<string, string>): Promise<void> {
     if (!doomed.length) return;
     const cancelled = new Set(await this.dependencies.cancelWithReasons(doomed.map((d) => ({ id: d.job.id, reason: d.reason })), now));
     for (const d of doomed) {
       if (!cancelled.has(d.job.id)) continue;
       this.log.log(`job ${d.job.id} cancelled: ${d.reason}`);
-      const tenant = tenantNames.get(d.job.tenant_id);
-      if (tenant !== undefined) this.metrics.recordJobTransition(tenant, d.job.gpu_type, 'pending', 'cancelled');
+      const tenant = tenantNames.get(d.job.tenantId);
+      if (tenant !== undefined) this.metrics.recordJobTransition(tenant, d.job.gpuType, 'pending', 'cancelled');
     }
     if (cancelled.size) this.wakeups.wake('cancel');
   }
@@ -603,7 +594,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
    * the core, why: no estimate, no position), only where it changed, and the jobs whose waits are
    * over. Taken as written: what is remembered here is what the next pass compares with.
    */
-  private annotations(plan: Plan, now: number, withheld: { job: PendingJobRow; reason: string; code: PendingReasonCodeName }[]): { rows: WaitRow[]; gone: string[]; causes: Partial<Record<StaleCause, number>>; deferred: number } {
+  private annotations(plan: Plan, now: number, withheld: { job: LivePending; reason: string; code: PendingReasonCodeName }[]): { rows: WaitRow[]; gone: string[]; causes: Partial<Record<StaleCause, number>>; deferred: number } {
     const rows: WaitRow[] = [];
     // Forget what was written for jobs written since (after a full reload every job's was read back
     // or is none). A changed job's new row has no wait remembered, but the plan may name its old
@@ -614,7 +605,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       for (const id of touched) {
         // Its current row too (a new leader may just have put the stored wait on it), for later passes.
         const j = this.live.get(id);
-        if (j) corePending(j).wait = undefined;
+        if (j) j.wait = undefined;
         this.flicker.forget(id);
       }
     const gone = touched ? touched.filter((id) => !this.live.isPending(id)) : [];
@@ -640,10 +631,10 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       job.wait = { code, reason, eta, position };
       rows.push({ id, reason, reasonCode: code, estimatedStartAt: eta === null ? null : new Date(eta), scaled: code !== 'waiting_for_reclaim', queuePosition: position });
     };
-    for (const w of withheld) note(corePending(w.job), w.code, w.reason, null, null);
+    for (const w of withheld) note(w.job, w.code, w.reason, null, null);
     // A planned start is never in plan.pending (the core either starts or explains a job).
     // The plan's own estimate: the scale is applied when it is read (a reclaim's grace period is not scaled).
-    // (Every job of the pass's snapshot is made by corePending.)
+    // (Every job of the pass's snapshot is a LivePending.)
     for (const p of plan.pending) note(p.job as LivePending, p.reason, p.message, p.estimatedStartAt, p.queuePosition);
     if (!touched) this.flicker.retain((id) => this.live.isPending(id));
     return { rows, gone, causes, deferred };

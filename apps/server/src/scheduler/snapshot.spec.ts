@@ -1,6 +1,5 @@
-import type { JobRow } from '@nuri/db';
 import { describe, expect, it } from 'vitest';
-import { buildSnapshot, decay } from './snapshot';
+import { buildSnapshot, decay, livePending } from './snapshot';
 
 const now = new Date('2026-06-01T12:00:00Z');
 const policy = { reservationDepth: 4, minRuntimeBeforePreemptSeconds: 300, preemptGraceSeconds: 10, preemption: true };
@@ -48,7 +47,20 @@ describe('the snapshot the scheduler hands to the core', () => {
       usage: [],
       nodes: [],
       pending: [
-        { id: 'p', tenant_id: 'a', gpus: 1, gpu_type: 'h100', priority: 'normal', submitted_at: submitted, queued_at: requeued, time_limit_seconds: 60 } as JobRow,
+        livePending({
+          id: 'p',
+          tenant_id: 'a',
+          gpus: 1,
+          gpu_type: 'h100',
+          priority: 'normal',
+          submitted_ms: submitted.getTime(),
+          queued_ms: requeued.getTime(),
+          time_limit_seconds: 60,
+          array_id: null,
+          array_task_id: null,
+          array_max_running: null,
+          attempts: 1,
+        }),
       ],
       running: [
         { id: 'r', tenantId: 'a', gpus: 1, gpuModel: 'h100', priority: 'normal', submittedAt: submitted, queuedAt: requeued, startedAt: new Date(now.getTime() - 60_000), timeLimitSeconds: 600, stopRequested: null, placement: [] },

@@ -1,5 +1,5 @@
-import { PRIORITY_RANK } from '@nuri/contracts';
-import type { NodeWithGpus, PendingJobRow, RunningWithPlacement, TenantWithQuotas } from '@nuri/db';
+import { PRIORITY_RANK, type PriorityClass } from '@nuri/contracts';
+import type { NodeWithGpus, PendingJobRow, RunningWithPlacement, StoredWait, TenantWithQuotas } from '@nuri/db';
 import { accrueUsage, decayUsage, type PendingJob, type PolicyConfig, type Snapshot } from '@nuri/scheduling';
 import type { Annotation } from './annotations';
 
@@ -8,7 +8,7 @@ export interface SnapshotInputs {
   tenants: TenantWithQuotas[];
   usage: { tenantId: string; decayed: number; asOf: Date }[];
   nodes: NodeWithGpus[];
-  pending: PendingJobRow[];
+  pending: LivePending[];
   running: RunningWithPlacement[];
   /** Nodes whose agent was last heard before this take no new job (absent: no such check). */
   heardSince?: Date;
@@ -22,38 +22,47 @@ export function decay(value: number, asOf: Date, now: Date, halfLifeSeconds: num
 }
 
 /**
- * A pending job in the core's form, with the wait the leader last stored for it (`wait`, which
- * the core never reads): a pass compares each of 100,000 jobs' new wait with it, and looking it
- * up by id in a map that size was the largest item of a steady pass's profile.
+ * A pending job as the leader keeps it between passes (LiveJobs): the core's form, what gating,
+ * express starts and the gauges read besides, and the wait last stored for it (`wait`, which the
+ * core never reads: a pass compares each of 100,000 jobs' new wait with it). One object per job,
+ * made once per row read (`livePending`): a changed job is a new object, and its remembered wait
+ * goes with the old one. The core never mutates its snapshot.
  */
 export interface LivePending extends PendingJob {
+  queuedAt: number;
+  /** The priority as asked (the core ranks by `priority`). */
+  priorityName: PriorityClass;
+  arrayId: string | null;
+  arrayTaskId: number | null;
+  arrayMaxRunning: number | null;
+  /** 0 until the job first starts. */
+  attempts: number;
   wait: Annotation | undefined;
 }
 
-/**
- * The core's view of a pending row, made once per row object: the leader keeps its pending
- * rows between passes (LiveJobs) and replaces a row when the job changes, so 100,000 jobs are
- * not converted again every pass, and a changed job's remembered wait goes with its old row.
- * The core never mutates its snapshot.
- */
-const corePendingOf = new WeakMap<PendingJobRow, LivePending>();
-export function corePending(j: PendingJobRow): LivePending {
-  let c = corePendingOf.get(j);
-  if (!c) {
-    c = {
-      id: j.id,
-      tenantId: j.tenant_id,
-      gpus: j.gpus,
-      gpuType: j.gpu_type,
-      priority: PRIORITY_RANK[j.priority],
-      submittedAt: j.submitted_at.getTime(),
-      queuedAt: j.queued_at.getTime(),
-      timeLimitSeconds: j.time_limit_seconds,
-      wait: undefined,
-    };
-    corePendingOf.set(j, c);
-  }
-  return c;
+/** The job's row in the leader's form; `wait`: what is stored for it, if read with it. */
+export function livePending(r: PendingJobRow, wait?: StoredWait): LivePending {
+  return {
+    id: r.id,
+    tenantId: r.tenant_id,
+    gpus: r.gpus,
+    gpuType: r.gpu_type,
+    priority: PRIORITY_RANK[r.priority],
+    submittedAt: r.submitted_ms,
+    queuedAt: r.queued_ms,
+    timeLimitSeconds: r.time_limit_seconds,
+    priorityName: r.priority,
+    arrayId: r.array_id,
+    arrayTaskId: r.array_task_id,
+    arrayMaxRunning: r.array_max_running,
+    attempts: r.attempts,
+    wait: wait && asWait(wait),
+  };
+}
+
+/** A stored wait as the leader compares it: the same fields (a stored code is one of the reason codes). */
+export function asWait(w: StoredWait): Annotation {
+  return w as Annotation;
 }
 
 /** The core's form of a node's GPUs, made once per list (LiveNodes keeps a node's list while it does not change). */
@@ -93,7 +102,7 @@ export function buildSnapshot(i: SnapshotInputs): Snapshot {
       schedulable: n.state === 'up' && (!i.heardSince || (n.lastHeartbeatAt !== null && n.lastHeartbeatAt >= i.heardSince)),
       gpus: coreGpus(n.gpus),
     })),
-    pending: i.pending.map(corePending),
+    pending: i.pending,
     running: i.running.map((r) => ({
       id: r.id,
       tenantId: r.tenantId,

@@ -89,8 +89,6 @@ const PENDING_COLUMNS = [
   'gpus',
   'gpu_type',
   'priority',
-  'submitted_at',
-  'queued_at',
   'time_limit_seconds',
   'array_id',
   'array_task_id',
@@ -98,8 +96,28 @@ const PENDING_COLUMNS = [
   // 0 until the job first starts: a requeued job is not an express start's newcomer.
   'attempts',
 ] as const satisfies readonly (keyof JobRow)[];
-/** A pending job as the scheduler reads it (`JobsRepository.pending`). */
-export type PendingJobRow = Pick<JobRow, (typeof PENDING_COLUMNS)[number]>;
+/**
+ * A pending job as the scheduler reads it (`JobsRepository.pending`, `changedSince`): the row as
+ * the driver made it, with its submission and last queueing as epoch milliseconds (the scheduler
+ * keeps 100,000 of them in its own form: no Date nor second object made per job on the way).
+ */
+export type PendingJobRow = Pick<JobRow, (typeof PENDING_COLUMNS)[number]> & { submitted_ms: number; queued_ms: number };
+
+/** The wait stored for a pending job (job_waits) as the scheduler compares it: its estimate in epoch ms. */
+export interface StoredWait {
+  code: string;
+  reason: string;
+  eta: number | null;
+  position: number | null;
+}
+
+/** A pending job with the wait stored for it, as one read (`pending`): its columns null when none is. */
+export type PendingJobWithWait = PendingJobRow & {
+  wait_code: string | null;
+  wait_reason: string | null;
+  wait_position: number | null;
+  wait_eta_ms: number | null;
+};
 
 /** A pending job's row of job_waits (left-joined on the job while it is pending) as JobRecord.wait. */
 const WAIT = sql<JobRecord['wait']>`case when job_waits.job_id is null then null
@@ -108,22 +126,8 @@ const WAIT = sql<JobRecord['wait']>`case when job_waits.job_id is null then null
       then now() + (job_waits.estimated_start_at - now()) * coalesce((select start_estimate_scale from scheduler_estimates), 1)
       else job_waits.estimated_start_at end) end`;
 
-function toPendingRow(r: Omit<PendingJobRow, 'submitted_at' | 'queued_at'> & { submitted_ms: number; queued_ms: number }): PendingJobRow {
-  return {
-    id: r.id,
-    tenant_id: r.tenant_id,
-    gpus: r.gpus,
-    gpu_type: r.gpu_type,
-    priority: r.priority,
-    submitted_at: new Date(Math.round(r.submitted_ms)),
-    queued_at: new Date(Math.round(r.queued_ms)),
-    time_limit_seconds: r.time_limit_seconds,
-    array_id: r.array_id,
-    array_task_id: r.array_task_id,
-    array_max_running: r.array_max_running,
-    attempts: r.attempts,
-  };
-}
+/** A timestamptz as whole epoch milliseconds (a float8 the driver gives as a number; exact below 2^53). */
+const epochMs = (t: RawBuilder<unknown>) => sql<number>`floor(extract(epoch from ${t}) * 1000)::float8`;
 
 /** Which running jobs: with a GPU on that node or one of those (whole placement still read), or these ids (those still running); none: all. */
 export interface RunningFilter {
@@ -544,12 +548,22 @@ export class JobsRepository {
     return q.execute();
   }
 
-  /** Every pending job, with only what the scheduler uses (not command, env or script: most of a row's bytes). */
-  async pending(): Promise<PendingJobRow[]> {
-    const rows = await this.pendingColumns().where('state', '=', 'pending').execute();
-    const out: PendingJobRow[] = new Array(rows.length);
-    for (let i = 0; i < rows.length; i++) out[i] = toPendingRow(rows[i]!);
-    return out;
+  /**
+   * Every pending job, with only what the scheduler uses (not command, env or script: most of a
+   * row's bytes), and the wait stored for it: a leader reading the whole queue writes only the
+   * waits that differ, and reading them with the jobs is one statement and no lookup by id.
+   */
+  async pending(): Promise<PendingJobWithWait[]> {
+    return this.pendingColumns()
+      .leftJoin('job_waits', 'job_waits.job_id', 'jobs.id')
+      .select([
+        'job_waits.reason_code as wait_code',
+        'job_waits.reason as wait_reason',
+        'job_waits.queue_position as wait_position',
+        sql<number | null>`${epochMs(sql.ref('job_waits.estimated_start_at'))}`.as('wait_eta_ms'),
+      ])
+      .where('jobs.state', '=', 'pending')
+      .execute();
   }
 
   /**
@@ -583,39 +597,36 @@ export class JobsRepository {
       .where(sql<boolean>`change_xid >= ${horizon}::xid8`)
       .execute();
     return {
-      rows: rows.map(({ xid, horizon: _h, dependent, ...r }) => Object.assign(toPendingRow(r), { state: r.state, xid, dependent: Boolean(dependent) })),
+      rows: rows.map(({ horizon: _h, dependent, ...r }) => Object.assign(r, { dependent: Boolean(dependent) })),
       horizon: rows[0]?.horizon ?? null,
     };
   }
 
-  /** What is stored for each pending job's wait (reason, its code, estimate in ms, position): a new leader writes only what differs. */
-  async pendingAnnotations(): Promise<Map<string, { code: string; reason: string; eta: number | null; position: number | null }>> {
-    const rows = await this.db
+  /** What is stored for each pending job's wait (a new leader that kept the jobs current while standing by writes only what differs). */
+  async pendingAnnotations(): Promise<(StoredWait & { id: string })[]> {
+    return this.db
       .selectFrom('job_waits')
       .innerJoin('jobs', 'jobs.id', 'job_waits.job_id')
       .select([
         'job_waits.job_id as id',
-        'job_waits.reason_code',
+        'job_waits.reason_code as code',
         'job_waits.reason',
-        'job_waits.queue_position',
-        sql<number | null>`(extract(epoch from date_trunc('milliseconds', job_waits.estimated_start_at)) * 1000)::float8`.as('eta_ms'),
+        'job_waits.queue_position as position',
+        sql<number | null>`${epochMs(sql.ref('job_waits.estimated_start_at'))}`.as('eta'),
       ])
       .where('jobs.state', '=', 'pending')
       .execute();
-    return new Map(rows.map((r) => [r.id, { code: r.reason_code, reason: r.reason, eta: r.eta_ms === null ? null : Math.round(r.eta_ms), position: r.queue_position }]));
   }
 
   private pendingColumns() {
-    // Times as epoch milliseconds, made Dates in toPendingRow: pg's timestamptz parser took
-    // about 150 ms for the 200,000 times of 100,000 pending jobs, new Date(ms) a tenth of that.
+    // Times as epoch milliseconds: pg's timestamptz parser took about 150 ms for the 200,000
+    // times of 100,000 pending jobs, and the scheduler compares numbers.
     return this.db
       .selectFrom('jobs')
-      .select(PENDING_COLUMNS.filter((c): c is Exclude<typeof c, 'submitted_at' | 'queued_at'> => c !== 'submitted_at' && c !== 'queued_at'))
-      .select([
-        sql<number>`(extract(epoch from date_trunc('milliseconds', submitted_at)) * 1000)::float8`.as('submitted_ms'),
-        sql<number>`(extract(epoch from date_trunc('milliseconds', queued_at)) * 1000)::float8`.as('queued_ms'),
-      ]);
+      .select(PENDING_COLUMNS.map((c) => `jobs.${c}` as const))
+      .select([sql<number>`${epochMs(sql.ref('jobs.submitted_at'))}`.as('submitted_ms'), sql<number>`${epochMs(sql.ref('jobs.queued_at'))}`.as('queued_ms')]);
   }
+
 
   /**
    * Running jobs with their live placement; `onNode`/`onNodes`: only jobs with a GPU on that

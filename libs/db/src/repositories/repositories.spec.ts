@@ -177,8 +177,28 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
     await sql`update jobs set submitted_at = '2026-01-01T00:00:00.123999Z', queued_at = '1999-12-31T23:59:59.999999Z' where id = ${id}`.execute(tdb.handle.db);
     const found = (await s.jobs.find(id))!;
     expect(found.queued_at).toEqual(new Date('1999-12-31T23:59:59.999Z'));
-    expect((await s.jobs.pending()).find((j) => j.id === id)).toMatchObject({ submitted_at: found.submitted_at, queued_at: found.queued_at });
+    expect((await s.jobs.pending()).find((j) => j.id === id)).toMatchObject({ submitted_ms: found.submitted_at.getTime(), queued_ms: found.queued_at.getTime() });
+    expect((await s.jobs.changedSince('0')).rows.find((j) => j.id === id)).toMatchObject({ submitted_ms: found.submitted_at.getTime(), queued_ms: found.queued_at.getTime() });
     await s.jobs.transition(id, ['pending'], 'cancelled', 'test', t0);
+  });
+
+  it('reads each pending job with the wait stored for it, in the same statement; a job without one, or no longer pending, has none', async () => {
+    const [waited, bare, gone] = [await s.job('waited', 1), await s.job('bare', 1), await s.job('gone', 1)];
+    const eta = new Date('2026-01-02T03:04:05.678Z');
+    await s.jobs.annotatePending([
+      { id: waited, reason: 'behind 3 jobs', reasonCode: 'behind_higher_ranked', estimatedStartAt: eta, queuePosition: 4 },
+      { id: gone, reason: 'over quota', reasonCode: 'over_quota_limit', estimatedStartAt: null, queuePosition: null },
+    ]);
+    await s.jobs.transition(gone, ['pending'], 'cancelled', 'test', t0);
+    const byId = new Map((await s.jobs.pending()).map((j) => [j.id, j]));
+    expect(byId.get(waited)).toMatchObject({ wait_code: 'behind_higher_ranked', wait_reason: 'behind 3 jobs', wait_position: 4, wait_eta_ms: eta.getTime() });
+    expect(byId.get(bare)).toMatchObject({ wait_code: null, wait_reason: null, wait_position: null, wait_eta_ms: null });
+    expect(byId.has(gone)).toBe(false);
+    // The same waits on their own (a leader that kept the jobs current reads only these).
+    const stored = await s.jobs.pendingAnnotations();
+    expect(stored.find((w) => w.id === waited)).toEqual({ id: waited, code: 'behind_higher_ranked', reason: 'behind 3 jobs', position: 4, eta: eta.getTime() });
+    expect(stored.some((w) => w.id === bare || w.id === gone)).toBe(false);
+    for (const id of [waited, bare]) await s.jobs.transition(id, ['pending'], 'cancelled', 'test', t0);
   });
 
   it('reads running jobs by node and by id with their whole live placement, in node-name order; never a released GPU or an ended job', async () => {
@@ -276,7 +296,7 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
     // Preempted: back in the queue from now, still submitted when it was.
     const requeued = new Date(t0.getTime() + 9000);
     expect(await s.jobs.transition(id, ['running'], 'pending', 'preempted', requeued)).toBe(true);
-    expect((await s.jobs.pending()).find((j) => j.id === id)).toMatchObject({ submitted_at: t0, queued_at: requeued });
+    expect((await s.jobs.pending()).find((j) => j.id === id)).toMatchObject({ submitted_ms: t0.getTime(), queued_ms: requeued.getTime() });
     const restarted = new Date(t0.getTime() + 12000);
     await s.jobs.commitStarts([{ jobId: id, gpuModel: 'h100', placement: [{ nodeId: s.nodeId, gpuIndices: [7] }] }], restarted);
     expect((await s.jobs.running()).find((r) => r.id === id)).toMatchObject({ submittedAt: t0, queuedAt: requeued, startedAt: restarted });
