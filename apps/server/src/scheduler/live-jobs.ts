@@ -71,7 +71,8 @@ export class LiveJobs {
       this.pendingByTenant.clear();
       this.arrivals.clear();
       this.dependents.clear();
-      for (const r of pending) this.putPending(livePending(r, storedWait(r)));
+      // Straight into the new maps: no job is in them yet (a lookup less per job of 100,000).
+      for (const r of pending) this.index(livePending(r, storedWait(r)));
       this.runningById = new Map(running.map((j) => [j.id, j]));
       this.horizon = horizon;
       this.touched = null;
@@ -175,6 +176,10 @@ export class LiveJobs {
   private putPending(j: LivePending): void {
     const before = this.pendingById.get(j.id);
     if (before && before.tenantId !== j.tenantId) this.pendingByTenant.get(before.tenantId)?.delete(j.id);
+    this.index(j);
+  }
+
+  private index(j: LivePending): void {
     this.pendingById.set(j.id, j);
     let t = this.pendingByTenant.get(j.tenantId);
     if (!t) this.pendingByTenant.set(j.tenantId, (t = new Map()));

@@ -192,6 +192,27 @@ export interface StartToCommit {
   placement: { nodeId: string; gpuIndices: readonly number[] }[];
 }
 
+/** The columns of a new job that its submission does not give: set by the database (`insertPlainMany` reads back only these). */
+const INSERT_SET = [
+  'id',
+  'reason',
+  'gpu_model',
+  'started_at',
+  'ended_at',
+  'exit_code',
+  'stop_requested',
+  'stop_requested_at',
+  'attempts',
+  'master_port',
+  'array_id',
+  'array_task_id',
+  'array_size',
+  'array_max_running',
+  'change_xid',
+] as const satisfies readonly (keyof JobRow)[];
+/** The same list as SQL, made once: composing it per statement took more than reading back every column. */
+const INSERT_SET_SQL = sql.raw(INSERT_SET.join(', '));
+
 export interface NewJobInput {
   tenant_id: string;
   user_id: string;
@@ -271,29 +292,65 @@ export class JobsRepository {
 
   /**
    * Many plain jobs, each with its first transition, in one statement (one commit): concurrent
-   * submissions grouped. Returned in the order given. The rows travel as one JSON parameter.
+   * submissions grouped. Returned in the order given. The rows travel as one JSON parameter. What
+   * the caller gave is not read back (its command and env were most of the bytes and of the
+   * parsing of each answer): only what the database sets, its defaults and stamps.
    */
   async insertPlainMany(items: { job: NewJobInput; names: { tenantName: string; userName: string } }[]): Promise<JobDetail[]> {
     const rows = items.map(({ job }) => ({ ...job, id: randomUUID(), submitted_at: job.submitted_at.toISOString(), script: job.script ?? null }));
-    const r = await sql<JobRow>`
+    const r = await sql<Pick<JobRow, (typeof INSERT_SET)[number]>>`
       with j as (
         insert into jobs (id, tenant_id, user_id, name, state, gpus, gpu_type, priority, time_limit_seconds, command, env, working_dir, requeue, submitted_at, queued_at, script)
         select id, tenant_id, user_id, name, 'pending', gpus, gpu_type, priority, time_limit_seconds, command, env, working_dir, requeue, submitted_at, submitted_at, script
         from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as x(id uuid, tenant_id uuid, user_id uuid, name text, gpus int, gpu_type text, priority text,
           time_limit_seconds int, command jsonb, env jsonb, working_dir text, requeue boolean, submitted_at timestamptz, script text)
-        returning *
+        returning submitted_at, ${INSERT_SET_SQL}
       ), t as (
         insert into job_transitions (job_id, at, from_state, to_state, reason) select id, submitted_at, null, 'pending', 'submitted' from j
       )
-      select * from j`.execute(this.db);
+      select ${INSERT_SET_SQL} from j`.execute(this.db);
     const byId = new Map(r.rows.map((row) => [row.id, row]));
     return rows.map(({ id }, i) => {
-      const row = byId.get(id)!;
+      const { job, names } = items[i]!;
+      const d = byId.get(id)!;
+      const at = job.submitted_at;
+      // Every field written out, no spread: an object spread and then given 24 more properties
+      // fell back to a slow dictionary object, 20 µs each.
       return {
-        ...row,
-        ...items[i]!.names,
+        id,
+        tenant_id: job.tenant_id,
+        user_id: job.user_id,
+        name: job.name,
+        state: 'pending' as const,
+        reason: d.reason,
+        gpus: job.gpus,
+        gpu_type: job.gpu_type,
+        gpu_model: d.gpu_model,
+        priority: job.priority,
+        time_limit_seconds: job.time_limit_seconds,
+        command: job.command,
+        env: job.env,
+        working_dir: job.working_dir,
+        requeue: job.requeue,
+        submitted_at: at,
+        queued_at: at,
+        started_at: d.started_at,
+        ended_at: d.ended_at,
+        exit_code: d.exit_code,
+        stop_requested: d.stop_requested,
+        stop_requested_at: d.stop_requested_at,
+        attempts: d.attempts,
+        script: job.script ?? null,
+        master_port: d.master_port,
+        array_id: d.array_id,
+        array_task_id: d.array_task_id,
+        array_size: d.array_size,
+        array_max_running: d.array_max_running,
+        change_xid: d.change_xid,
+        tenantName: names.tenantName,
+        userName: names.userName,
         wait: null,
-        transitions: [{ at: row.submitted_at, from: null, to: 'pending' as const, reason: 'submitted' }],
+        transitions: [{ at, from: null, to: 'pending' as const, reason: 'submitted' }],
         placement: [],
         dependencies: [],
         output: [],

@@ -73,6 +73,20 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
     expect(d!.transitions).toEqual([{ at: t0, from: null, to: 'pending', reason: 'submitted' }]);
   });
 
+  it('answers grouped submissions with each job as a later read shows it, though it reads back only what the database set', async () => {
+    const at = new Date('2026-01-01T00:00:01.234Z');
+    const base = { tenant_id: s.tenantId, user_id: s.userId, gpus: 4, gpu_type: 'h800' as const, priority: 'high' as const, time_limit_seconds: 90, working_dir: '/scratch', requeue: false, submitted_at: at };
+    const answers = await s.jobs.insertPlainMany([
+      { job: { ...base, name: 'grouped-a', command: ['python', 'train.py'], env: { Z: 'last', A: 'first' } }, names: { tenantName: 'naver', userName: 'alice' } },
+      { job: { ...base, name: 'grouped-b', command: [], env: {}, script: '#!/bin/sh\necho hi\n' }, names: { tenantName: 'naver', userName: 'alice' } },
+    ]);
+    expect(answers.map((a) => a.name)).toEqual(['grouped-a', 'grouped-b']);
+    for (const a of answers) {
+      expect(a).toEqual(await s.jobs.detail(a.id));
+      await s.jobs.transition(a.id, ['pending'], 'cancelled', 'test', t0);
+    }
+  });
+
   it('commits a start, refuses a second start on the same GPUs, and releases GPUs on exit', async () => {
     const a = await s.job('a');
     const b = await s.job('b');
