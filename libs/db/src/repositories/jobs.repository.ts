@@ -297,7 +297,23 @@ export class JobsRepository {
    * parsing of each answer): only what the database sets, its defaults and stamps.
    */
   async insertPlainMany(items: { job: NewJobInput; names: { tenantName: string; userName: string } }[]): Promise<JobDetail[]> {
-    const rows = items.map(({ job }) => ({ ...job, id: randomUUID(), submitted_at: job.submitted_at.toISOString(), script: job.script ?? null }));
+    // The columns written, each named (no spread: see below).
+    const rows = items.map(({ job: j }) => ({
+      id: randomUUID(),
+      tenant_id: j.tenant_id,
+      user_id: j.user_id,
+      name: j.name,
+      gpus: j.gpus,
+      gpu_type: j.gpu_type,
+      priority: j.priority,
+      time_limit_seconds: j.time_limit_seconds,
+      command: j.command,
+      env: j.env,
+      working_dir: j.working_dir,
+      requeue: j.requeue,
+      submitted_at: j.submitted_at.toISOString(),
+      script: j.script ?? null,
+    }));
     const r = await sql<Pick<JobRow, (typeof INSERT_SET)[number]>>`
       with j as (
         insert into jobs (id, tenant_id, user_id, name, state, gpus, gpu_type, priority, time_limit_seconds, command, env, working_dir, requeue, submitted_at, queued_at, script)
