@@ -22,7 +22,7 @@ import { Wakeups, type WakeReason } from '@nuri/db';
 import { JobLifecycle } from '../lifecycle/job-lifecycle';
 import { gatePending } from './gating';
 import { afterStarts, gpuCounts, jobCounts, SchedulerMetricsState, tenantRows } from './scheduler-metrics';
-import { FlickerDamper, staleFields, type Annotation, type StaleCause } from './annotations';
+import { FlickerDamper, staleFields, type StaleCause } from './annotations';
 import { isFresh, LiveJobs, type RefreshResult } from './live-jobs';
 import { LiveNodes } from './live-nodes';
 import { passPause } from './pacing';
