@@ -210,7 +210,7 @@ const INSERT_SET = [
   'array_max_running',
   'change_xid',
 ] as const satisfies readonly (keyof JobRow)[];
-/** The same list as SQL, made once: composing it per statement took more than reading back every column. */
+/** The same list as SQL (constant column names), made once. */
 const INSERT_SET_SQL = sql.raw(INSERT_SET.join(', '));
 
 export interface NewJobInput {
