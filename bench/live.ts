@@ -343,7 +343,15 @@ async function seedPending(url: string): Promise<number> {
 
 // ---- measurements -------------------------------------------------------------------------
 
-async function throughput(port: number, token: string, tag: string): Promise<{ accepted: number; perSec: number; p50: number; p99: number; errors: number; cpu: Record<string, number> }> {
+/** POSTs from CLIENTS clients for SECONDS, and the CPU each process (`procs`, PostgreSQL, the agents) spent meanwhile. */
+async function throughput(
+  port: number,
+  token: string,
+  tag: string,
+  procs: readonly Proc[],
+  gen: ChildProcess | undefined,
+): Promise<{ accepted: number; perSec: number; p50: number; p99: number; errors: number; cpu: Record<string, number> }> {
+  const cpuBefore = cpuNow(procs, gen);
   let accepted = 0;
   let errors = 0;
   const lat: number[] = [];
@@ -361,7 +369,8 @@ async function throughput(port: number, token: string, tag: string): Promise<{ a
       }
     }),
   );
-  return { accepted, perSec: accepted / ((performance.now() - t0) / 1000), p50: percentile(lat, 50), p99: percentile(lat, 99), errors, cpu: {} as Record<string, number> };
+  const perSec = accepted / ((performance.now() - t0) / 1000);
+  return { accepted, perSec, p50: percentile(lat, 50), p99: percentile(lat, 99), errors, cpu: cpuSince(cpuBefore, cpuNow(procs, gen)) };
 }
 
 async function submitToRunning(port: number, token: string): Promise<{ lat: number[]; post: number[]; notStarted: number }> {
@@ -412,7 +421,7 @@ interface ModeResult {
   ready: number;
   agentsMs: number;
   seedMs: number;
-  /** (cpu: what each process spent on the phase, s) */
+  /** (`cpu`: what each process spent during the phase, s) */
   idle: Awaited<ReturnType<typeof throughput>>;
   seeded: Awaited<ReturnType<typeof throughput>>;
   restart: number;
@@ -462,9 +471,7 @@ async function runMode(mode: string): Promise<ModeResult> {
     const c = await ask<{ connected: number; ms: number }>(gen, { op: 'connect' }, 'connected', 'agents');
     console.log(`[${mode}] ready in ${ready} ms; ${c.connected}/${NODES} agents connected in ${c.ms} ms`);
     await sleep(2000);
-    const idleCpu = cpuNow(procs, gen);
-    const idle = await throughput(apiPort, tokens.load, 'idle');
-    idle.cpu = cpuSince(idleCpu, cpuNow(procs, gen));
+    const idle = await throughput(apiPort, tokens.load, 'idle', procs, gen);
     console.log(`[${mode}] POST /v1/jobs, idle queue: ${idle.perSec.toFixed(0)}/s (p50 ${idle.p50.toFixed(1)} ms, p99 ${idle.p99.toFixed(1)} ms, ${idle.errors} errors); CPU per accepted job: ${cpuLine(idle.cpu, idle.accepted, 'ms')}`);
 
     // Restart with the seeded queue: stop, seed by SQL, start, time to the first completed pass.
@@ -506,9 +513,7 @@ async function runMode(mode: string): Promise<ModeResult> {
     await db.end();
     const rd = await reads(apiPort, tokens.operator, ids);
     console.log(`[${mode}] GET pending page p50 ${percentile(rd.list, 50).toFixed(1)} ms; next page p50 ${percentile(rd.page, 50).toFixed(1)} ms; job p50 ${percentile(rd.one, 50).toFixed(1)} ms`);
-    const seededCpu = cpuNow(procs, gen);
-    const seeded = await throughput(apiPort, tokens.load, 'seeded');
-    seeded.cpu = cpuSince(seededCpu, cpuNow(procs, gen));
+    const seeded = await throughput(apiPort, tokens.load, 'seeded', procs, gen);
     console.log(`[${mode}] POST /v1/jobs, seeded queue: ${seeded.perSec.toFixed(0)}/s (p50 ${seeded.p50.toFixed(1)} ms, p99 ${seeded.p99.toFixed(1)} ms, ${seeded.errors} errors); CPU per accepted job: ${cpuLine(seeded.cpu, seeded.accepted, 'ms')}`);
     // At least a few passes for the percentiles (bounded).
     for (const t = Date.now(); sampler.durations.length < 5 && Date.now() - t < 90_000; ) await sleep(500);

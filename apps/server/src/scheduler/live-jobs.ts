@@ -1,5 +1,6 @@
-import type { JobsRepository, PendingJobWithWait, RunningWithPlacement, StoredWait } from '@nuri/db';
-import { asWait, livePending, type LivePending } from './snapshot';
+import type { JobsRepository, PendingJobWithWait, RunningWithPlacement, StoredWaitColumns } from '@nuri/db';
+import type { Annotation } from './annotations';
+import { livePending, type LivePending } from './snapshot';
 
 /** What `refresh` did: a full reload or the changes applied, and how many rows it read. */
 export interface RefreshResult {
@@ -165,11 +166,11 @@ export class LiveJobs {
   }
 
   /** Puts these stored waits on the pending jobs, and none on the others (a new leader reads back what is stored). */
-  setWaits(stored: readonly (StoredWait & { id: string })[]): void {
+  setWaits(stored: readonly (StoredWaitColumns & { id: string })[]): void {
     for (const j of this.pendingById.values()) j.wait = undefined;
     for (const w of stored) {
       const j = this.pendingById.get(w.id);
-      if (j) j.wait = asWait(w);
+      if (j) j.wait = storedWait(w);
     }
   }
 
@@ -245,7 +246,7 @@ export function isFresh(j: Pick<LivePending, 'attempts'>): boolean {
   return j.attempts === 0;
 }
 
-/** The wait stored for a job as read with it, if any. */
-function storedWait(r: PendingJobWithWait): StoredWait | undefined {
-  return r.wait_code === null ? undefined : { code: r.wait_code, reason: r.wait_reason ?? '', eta: r.wait_eta_ms, position: r.wait_position };
+/** The wait stored for a job as read (none: its columns are null), in the form a pass compares with (a stored code is one of the reason codes). */
+function storedWait(r: Pick<PendingJobWithWait, keyof StoredWaitColumns>): Annotation | undefined {
+  return r.wait_code === null ? undefined : { code: r.wait_code as Annotation['code'], reason: r.wait_reason ?? '', eta: r.wait_eta_ms, position: r.wait_position };
 }

@@ -1,5 +1,5 @@
 import { PRIORITY_RANK, type PriorityClass } from '@nuri/contracts';
-import type { NodeWithGpus, PendingJobRow, RunningWithPlacement, StoredWait, TenantWithQuotas } from '@nuri/db';
+import type { NodeWithGpus, PendingJobRow, RunningWithPlacement, TenantWithQuotas } from '@nuri/db';
 import { accrueUsage, decayUsage, type PendingJob, type PolicyConfig, type Snapshot } from '@nuri/scheduling';
 import type { Annotation } from './annotations';
 
@@ -41,7 +41,7 @@ export interface LivePending extends PendingJob {
 }
 
 /** The job's row in the leader's form; `wait`: what is stored for it, if read with it. */
-export function livePending(r: PendingJobRow, wait?: StoredWait): LivePending {
+export function livePending(r: PendingJobRow, wait?: Annotation): LivePending {
   return {
     id: r.id,
     tenantId: r.tenant_id,
@@ -56,13 +56,8 @@ export function livePending(r: PendingJobRow, wait?: StoredWait): LivePending {
     arrayTaskId: r.array_task_id,
     arrayMaxRunning: r.array_max_running,
     attempts: r.attempts,
-    wait: wait && asWait(wait),
+    wait,
   };
-}
-
-/** A stored wait as the leader compares it: the same fields (a stored code is one of the reason codes). */
-export function asWait(w: StoredWait): Annotation {
-  return w as Annotation;
 }
 
 /** The core's form of a node's GPUs, made once per list (LiveNodes keeps a node's list while it does not change). */

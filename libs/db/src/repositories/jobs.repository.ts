@@ -103,21 +103,16 @@ const PENDING_COLUMNS = [
  */
 export type PendingJobRow = Pick<JobRow, (typeof PENDING_COLUMNS)[number]> & { submitted_ms: number; queued_ms: number };
 
-/** The wait stored for a pending job (job_waits) as the scheduler compares it: its estimate in epoch ms. */
-export interface StoredWait {
-  code: string;
-  reason: string;
-  eta: number | null;
-  position: number | null;
+/** The wait stored for a pending job (job_waits), as the scheduler reads it: its estimate in epoch ms. */
+export interface StoredWaitColumns {
+  wait_code: string;
+  wait_reason: string;
+  wait_position: number | null;
+  wait_eta_ms: number | null;
 }
 
 /** A pending job with the wait stored for it, as one read (`pending`): its columns null when none is. */
-export type PendingJobWithWait = PendingJobRow & {
-  wait_code: string | null;
-  wait_reason: string | null;
-  wait_position: number | null;
-  wait_eta_ms: number | null;
-};
+export type PendingJobWithWait = PendingJobRow & { [K in keyof StoredWaitColumns]: StoredWaitColumns[K] | null };
 
 /** A pending job's row of job_waits (left-joined on the job while it is pending) as JobRecord.wait. */
 const WAIT = sql<JobRecord['wait']>`case when job_waits.job_id is null then null
@@ -127,7 +122,15 @@ const WAIT = sql<JobRecord['wait']>`case when job_waits.job_id is null then null
       else job_waits.estimated_start_at end) end`;
 
 /** A timestamptz as whole epoch milliseconds (a float8 the driver gives as a number; exact below 2^53). */
-const epochMs = (t: RawBuilder<unknown>) => sql<number>`floor(extract(epoch from ${t}) * 1000)::float8`;
+const epochMs = <T extends number | null = number>(t: RawBuilder<unknown>) => sql<T>`floor(extract(epoch from ${t}) * 1000)::float8`;
+
+/** The stored wait's columns as `StoredWaitColumns` names them (job_waits joined): one definition for both reads of them. */
+const STORED_WAIT_COLUMNS = [
+  'job_waits.reason_code as wait_code',
+  'job_waits.reason as wait_reason',
+  'job_waits.queue_position as wait_position',
+  epochMs<number | null>(sql.ref('job_waits.estimated_start_at')).as('wait_eta_ms'),
+] as const;
 
 /** Which running jobs: with a GPU on that node or one of those (whole placement still read), or these ids (those still running); none: all. */
 export interface RunningFilter {
@@ -629,12 +632,7 @@ export class JobsRepository {
   async pending(): Promise<PendingJobWithWait[]> {
     return this.pendingColumns()
       .leftJoin('job_waits', 'job_waits.job_id', 'jobs.id')
-      .select([
-        'job_waits.reason_code as wait_code',
-        'job_waits.reason as wait_reason',
-        'job_waits.queue_position as wait_position',
-        sql<number | null>`${epochMs(sql.ref('job_waits.estimated_start_at'))}`.as('wait_eta_ms'),
-      ])
+      .select(STORED_WAIT_COLUMNS)
       .where('jobs.state', '=', 'pending')
       .execute();
   }
@@ -676,17 +674,12 @@ export class JobsRepository {
   }
 
   /** What is stored for each pending job's wait (a new leader that kept the jobs current while standing by writes only what differs). */
-  async pendingAnnotations(): Promise<(StoredWait & { id: string })[]> {
+  async pendingAnnotations(): Promise<(StoredWaitColumns & { id: string })[]> {
     return this.db
       .selectFrom('job_waits')
       .innerJoin('jobs', 'jobs.id', 'job_waits.job_id')
-      .select([
-        'job_waits.job_id as id',
-        'job_waits.reason_code as code',
-        'job_waits.reason',
-        'job_waits.queue_position as position',
-        sql<number | null>`${epochMs(sql.ref('job_waits.estimated_start_at'))}`.as('eta'),
-      ])
+      .select('job_waits.job_id as id')
+      .select(STORED_WAIT_COLUMNS)
       .where('jobs.state', '=', 'pending')
       .execute();
   }
@@ -697,7 +690,7 @@ export class JobsRepository {
     return this.db
       .selectFrom('jobs')
       .select(PENDING_COLUMNS.map((c) => `jobs.${c}` as const))
-      .select([sql<number>`${epochMs(sql.ref('jobs.submitted_at'))}`.as('submitted_ms'), sql<number>`${epochMs(sql.ref('jobs.queued_at'))}`.as('queued_ms')]);
+      .select([epochMs(sql.ref('jobs.submitted_at')).as('submitted_ms'), epochMs(sql.ref('jobs.queued_at')).as('queued_ms')]);
   }
 
 

@@ -2,6 +2,14 @@ import { sql } from 'kysely';
 import type { NodeIsolationJson, NodeRow } from '../schema';
 import type { Db } from './tenants.repository';
 
+/** A node's GPU as stored (inventory and health), as a hello answers with it. */
+export interface NodeGpu {
+  index: number;
+  uuid: string | null;
+  model: string | null;
+  healthy: boolean;
+}
+
 export interface NodeWithGpus {
   id: string;
   name: string;
@@ -14,15 +22,7 @@ export interface NodeWithGpus {
   connected: boolean;
   /** The job isolation its agent last reported; null: never reported. */
   isolation?: NodeIsolationJson | null;
-  gpus: { index: number; uuid: string | null; model: string | null; healthy: boolean; healthReason: string; jobId: string | null }[];
-}
-
-/** A node's GPU as stored (inventory and health), as a hello answers with it. */
-export interface NodeGpu {
-  index: number;
-  uuid: string | null;
-  model: string | null;
-  healthy: boolean;
+  gpus: (NodeGpu & { healthReason: string; jobId: string | null })[];
 }
 
 /** What `forScheduling` reads: every node's liveness, the nodes changed since the horizon given, the next horizon. */

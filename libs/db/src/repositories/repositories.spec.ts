@@ -210,7 +210,7 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
     expect(byId.has(gone)).toBe(false);
     // The same waits on their own (a leader that kept the jobs current reads only these).
     const stored = await s.jobs.pendingAnnotations();
-    expect(stored.find((w) => w.id === waited)).toEqual({ id: waited, code: 'behind_higher_ranked', reason: 'behind 3 jobs', position: 4, eta: eta.getTime() });
+    expect(stored.find((w) => w.id === waited)).toEqual({ id: waited, wait_code: 'behind_higher_ranked', wait_reason: 'behind 3 jobs', wait_position: 4, wait_eta_ms: eta.getTime() });
     expect(stored.some((w) => w.id === bare || w.id === gone)).toBe(false);
     for (const id of [waited, bare]) await s.jobs.transition(id, ['pending'], 'cancelled', 'test', t0);
   });
