@@ -95,6 +95,13 @@ describe('starts over the most a pass commits', () => {
     expect(first.plan.starts).toHaveLength(5); // the plan is the policy's, whole
     expect([first.started, first.deferredStarts]).toEqual([ids.slice(0, 3), 2]);
     expect(await Promise.all(ids.map(state))).toEqual(['running', 'running', 'running', 'pending', 'pending']);
+    // The gauges it left (made while its starts were written) show the committed starts only.
+    const text = await (await fetch(`${t.server.url}/metrics`)).text();
+    const gauge = (series: string) => Number(text.split('\n').find((l) => l.startsWith(`${series} `))?.split(' ')[1]);
+    expect(gauge('nuri_scheduler_gpus{gpu_type="h100",state="allocated"}')).toBe(24);
+    expect(gauge('nuri_scheduler_gpus{gpu_type="h100",state="free"}')).toBe(16);
+    expect(gauge('nuri_tenant_allocated_gpus{tenant="kakao",gpu_type="h100"}')).toBe(24);
+    expect(gauge('nuri_scheduler_pending_gpus{tenant="kakao",gpu_type="h100"}')).toBe(16);
 
     const newcomer = await t.submit('newcomer', 1, 10);
     const second = await t.scheduler.pass();

@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { MAX_ESTIMATE_SCALE, MIN_ESTIMATE_SCALE, StartCalibration, calibratedEstimate } from './estimates';
 import { PendingExplanation, PendingReasonCode, Plan } from './types';
@@ -78,6 +79,56 @@ describe('start estimate calibration', () => {
     c.observe(2 * H, plan([], ['r', 'q', 'gone']));
     expect(c.samples).toBe(0);
     expect(c.scale()).toBe(1);
+  });
+
+  it('in two halves (new predictions while the starts are written, then the starts) learns what one observation of the pass learns', () => {
+    // The reference: the starts first, then the new predictions and the pruning, as one step.
+    class Reference {
+      private readonly first = new Map<string, { at: number; predicted: number; pass: number }>();
+      private pass = 0;
+      readonly ratios: number[] = [];
+      observe(now: number, p: Plan, started: readonly string[]): void {
+        const pass = ++this.pass;
+        for (const id of started) {
+          const f = this.first.get(id);
+          if (f === undefined) continue;
+          this.first.delete(id);
+          const r = (now - f.at) / f.predicted;
+          if (Number.isFinite(r)) this.ratios.push(Math.min(r, 100));
+        }
+        for (const e of p.pending) {
+          const f = this.first.get(e.jobId);
+          if (f) f.pass = pass;
+          else if (e.estimatedStartAt !== null && e.reason !== 'waiting_for_reclaim' && e.estimatedStartAt > now) this.first.set(e.jobId, { at: now, predicted: e.estimatedStartAt - now, pass });
+        }
+        if (this.first.size > p.pending.length) for (const [id, f] of this.first) if (f.pass !== pass) this.first.delete(id);
+      }
+    }
+    const pass = fc.record({
+      // Each job of a small pool is waiting (with an estimate in hours, or none), started, or gone.
+      jobs: fc.array(fc.oneof(fc.constant('gone' as const), fc.constant('started' as const), fc.option(fc.integer({ min: 1, max: 30 }))), { minLength: 8, maxLength: 8 }),
+      advanceH: fc.integer({ min: 0, max: 5 }),
+    });
+    fc.assert(
+      fc.property(fc.array(pass, { minLength: 1, maxLength: 25 }), (passes) => {
+        const c = new StartCalibration({ minSamples: 1, window: 1000 });
+        const ref = new Reference();
+        let now = 0;
+        for (const p of passes) {
+          now += p.advanceH * H;
+          const pending = p.jobs.flatMap((j, i) => (j === 'gone' || j === 'started' ? [] : [wait(`j${i}`, j === null ? null : now + j * H)]));
+          const started = p.jobs.flatMap((j, i) => (j === 'started' ? [`j${i}`] : []));
+          const pl = plan(pending, started);
+          c.predicted(now, pl);
+          c.started(now, started);
+          ref.observe(now, pl, started);
+          expect(c.samples).toBe(ref.ratios.length);
+          const xs = [...ref.ratios].sort((a, b) => a - b);
+          const m = xs.length % 2 ? xs[(xs.length - 1) / 2]! : (xs[xs.length / 2 - 1]! + xs[xs.length / 2]!) / 2;
+          expect(c.scale()).toBe(xs.length ? Math.round(Math.min(MAX_ESTIMATE_SCALE, Math.max(MIN_ESTIMATE_SCALE, m)) * 100) / 100 : 1);
+        }
+      }),
+    );
   });
 
   it('shows scaled waits, never before now, and a reclaim grace period as it is', () => {

@@ -35,6 +35,8 @@ export class StartCalibration {
   /** Per pending job: when it was first seen waiting this time in the queue, and the wait the plan predicted then. */
   private readonly first = new Map<string, { at: number; predicted: number; pass: number }>();
   private passNo = 0;
+  /** The pending jobs of the pass `predicted` last saw. */
+  private pendingInPass = 0;
   private cached: number | null = null;
 
   constructor(opts: StartCalibrationOptions = {}) {
@@ -48,13 +50,18 @@ export class StartCalibration {
    * first prediction, and records the first prediction of jobs newly waiting.
    */
   observe(now: number, plan: Plan, started: Iterable<string> = plan.starts.map((s) => s.jobId)): void {
+    this.predicted(now, plan);
+    this.started(now, started);
+  }
+
+  /**
+   * The first half of `observe`: records the first prediction of jobs newly waiting in this
+   * plan. It needs no start, so the live scheduler does it while its starts are being written
+   * (a new leader's first pass records 100,000 of them); `started` must follow for the same pass.
+   */
+  predicted(now: number, plan: Plan): void {
     const pass = ++this.passNo;
-    for (const id of started) {
-      const f = this.first.get(id);
-      if (f === undefined) continue;
-      this.first.delete(id);
-      this.push((now - f.at) / f.predicted);
-    }
+    this.pendingInPass = plan.pending.length;
     for (const p of plan.pending) {
       const f = this.first.get(p.jobId);
       if (f !== undefined) {
@@ -65,9 +72,20 @@ export class StartCalibration {
       if (p.estimatedStartAt === null || p.reason === 'waiting_for_reclaim' || p.estimatedStartAt <= now) continue;
       this.first.set(p.jobId, { at: now, predicted: p.estimatedStartAt - now, pass });
     }
+  }
+
+  /** The second half of `observe`: the started jobs' waits against their first prediction. */
+  started(now: number, started: Iterable<string>): void {
+    for (const id of started) {
+      const f = this.first.get(id);
+      if (f === undefined) continue;
+      this.first.delete(id);
+      this.push((now - f.at) / f.predicted);
+    }
     // Jobs that left the queue without starting here (cancelled, started by a plan the caller
     // did not report) are forgotten, so the map stays the size of the queue.
-    if (this.first.size > plan.pending.length) for (const [id, f] of this.first) if (f.pass !== pass) this.first.delete(id);
+    const pass = this.passNo;
+    if (this.first.size > this.pendingInPass) for (const [id, f] of this.first) if (f.pass !== pass) this.first.delete(id);
   }
 
   /** The factor predicted waits are multiplied by: 1 until enough starts were seen. */

@@ -1025,6 +1025,12 @@ export class JobsRepository {
     heardSince?: Date,
     /** MASTER_PORT range (NURI_MASTER_PORTS). */
     masterPorts: { first: number; last: number } = DEFAULT_MASTER_PORTS,
+    /**
+     * Called with the starts that passed the checks once their rows are on the way to the
+     * database, and before that write is awaited: the caller's work that needs only them runs
+     * while the database does its longest step. Not called when none passed. It must not throw.
+     */
+    whileWriting?: (started: readonly string[]) => void,
   ): Promise<{ started: string[]; skipped: { jobId: string; why: string }[] }> {
     if (!starts.length) return { started: [], skipped: [] };
     return this.db.transaction().execute(async (tx) => {
@@ -1069,7 +1075,18 @@ export class JobsRepository {
       // One statement for all the starts (per 5,000), not one per start (the first pass of a
       // restarted leader starts thousands: 2,973 took 7 s one round trip at a time), nor four:
       // each round trip waits its turn on the event loop.
-      for (let i = 0; i < accepted.length; i += 5000) await this.writeStarts(tx, accepted.slice(i, i + 5000), at);
+      for (let i = 0; i < accepted.length; i += 5000) {
+        const writing = this.writeStarts(tx, accepted.slice(i, i + 5000), at);
+        if (i === 0 && whileWriting) {
+          // After the statement went out: the driver sends it within the promise chain that
+          // `writeStarts` began, which runs to the end before an immediate callback. (Its failure
+          // is awaited below, not unhandled meanwhile.)
+          writing.catch(() => undefined);
+          await new Promise((r) => setImmediate(r));
+          whileWriting(started);
+        }
+        await writing;
+      }
       return { started, skipped };
     });
   }

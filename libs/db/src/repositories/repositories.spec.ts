@@ -142,6 +142,29 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
     for (const id of Object.values(ids)) await s.jobs.transition(id, ['pending', 'running'], 'cancelled', 'test', at);
   });
 
+  it('hands the starts that passed the checks to the work done while they are written, before they are committed; none passed, no call', async () => {
+    const nodeId = await s.nodes.create({ name: 'ww-node', gpuType: 'h100', gpus: 2, rack: 'r9', leafSwitch: 'l9', tokenHash: 'ww' });
+    await s.nodes.setState(nodeId, 'up', 'test');
+    const [ok, gone] = [await s.job('ww-ok', 1), await s.job('ww-gone', 1)];
+    await s.jobs.transition(gone, ['pending'], 'cancelled', 'test', t0);
+    const on = (jobId: string, index: number) => ({ jobId, gpuModel: 'h100' as const, placement: [{ nodeId, gpuIndices: [index] }] });
+    const at = new Date(t0.getTime() + 3000);
+    const calls: string[][] = [];
+    // On PostgreSQL another connection still sees the job pending then (PGlite has one connection).
+    let seenMeanwhile: Promise<string | undefined> | undefined;
+    const r = await s.jobs.commitStarts([on(gone, 0), on(ok, 1)], at, undefined, undefined, (ids) => {
+      calls.push([...ids]);
+      if (tdb.handle.kind === 'postgres') seenMeanwhile = s.jobs.detail(ok).then((d) => d?.state);
+    });
+    expect(r.started).toEqual([ok]);
+    expect(calls).toEqual([[ok]]);
+    if (tdb.handle.kind === 'postgres') expect(await seenMeanwhile).toBe('pending');
+    expect((await s.jobs.detail(ok))!.state).toBe('running');
+    await s.jobs.commitStarts([on(gone, 0)], at, undefined, undefined, (ids) => calls.push([...ids]));
+    expect(calls).toEqual([[ok]]);
+    await s.jobs.transition(ok, ['running'], 'cancelled', 'test', at);
+  });
+
   it('commits many starts in one call: each verified against the ones before it, written together', async () => {
     const [a, b, c] = [await s.job('many-a'), await s.job('many-b'), await s.job('many-c', 1)];
     const at = new Date(t0.getTime() + 2000);
