@@ -4,7 +4,7 @@ import type { DatabaseHandle } from '../database';
 import type { NodeIsolationJson } from '../schema';
 import { createTestDatabase, DATABASE_KINDS, TestDatabase } from '../testing';
 import { IdentityRepository } from './identity.repository';
-import { JobsRepository } from './jobs.repository';
+import { JobsRepository, plainArray } from './jobs.repository';
 import { NodesRepository } from './nodes.repository';
 import { TenantsRepository } from './tenants.repository';
 
@@ -163,6 +163,14 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
     await s.jobs.commitStarts([on(gone, 0)], at, undefined, undefined, (ids) => calls.push([...ids]));
     expect(calls).toEqual([[ok]]);
     await s.jobs.transition(ok, ['running'], 'cancelled', 'test', at);
+  });
+
+  it('writes array values that need no quoting as they are, and refuses one that would', () => {
+    expect(plainArray(['0b0e9d3e-1c7a-4d55-9a59-3f1f0c1f2a10', null, 7, true, 'waiting_for_resources', '2026-01-01T00:00:01.234Z'])).toBe(
+      '{0b0e9d3e-1c7a-4d55-9a59-3f1f0c1f2a10,NULL,7,true,waiting_for_resources,2026-01-01T00:00:01.234Z}',
+    );
+    expect(plainArray([])).toBe('{}');
+    for (const bad of ['a,b', 'a b', '{x}', 'say "hi"', 'back\\slash', '', 'null', 'NULL']) expect(() => plainArray([bad])).toThrow(/needs quoting/);
   });
 
   it('commits many starts in one call: each verified against the ones before it, written together', async () => {
