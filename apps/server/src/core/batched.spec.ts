@@ -40,6 +40,50 @@ describe('Batched', () => {
     expect(seen).toEqual([['x0'], ['x1', 'y2'], ['x3']]);
   });
 
+  it('with a linger, sends an item arriving while nothing runs after it, with what came meanwhile', async () => {
+    const seen: { items: number[]; at: number }[] = [];
+    const t0 = performance.now();
+    const b = new Batched<number, number>(
+      async (items) => {
+        seen.push({ items, at: performance.now() - t0 });
+        return items.map((i) => i * 2);
+      },
+      { max: 10, key: String, lingerMs: 40 },
+    );
+    const first = [b.run(1), b.run(2)];
+    await new Promise((r) => setTimeout(r, 10));
+    const third = b.run(3);
+    expect(await Promise.all([...first, third])).toEqual([2, 4, 6]);
+    expect(seen.map((s) => s.items)).toEqual([[1, 2, 3]]);
+    expect(seen[0]!.at).toBeGreaterThanOrEqual(39);
+    // Alone again later: it lingers again, then goes by itself.
+    expect(await b.run(4)).toBe(8);
+    expect(seen.map((s) => s.items)).toEqual([[1, 2, 3], [4]]);
+  });
+
+  it('with a linger, under a steady stream begins a batch at most that often, unless a full one waits', async () => {
+    const seen: number[][] = [];
+    const b = new Batched<number, number>(
+      async (items) => {
+        seen.push(items);
+        return items;
+      },
+      { max: 4, key: String, lingerMs: 30 },
+    );
+    // An item every 3 ms for about 150 ms: about five batches, not fifty.
+    const all: Promise<number>[] = [];
+    for (let i = 0; i < 50; i++) {
+      all.push(b.run(i));
+      await new Promise((r) => setTimeout(r, 3));
+    }
+    expect(await Promise.all(all)).toEqual([...Array(50).keys()]);
+    expect(seen.flat()).toEqual([...Array(50).keys()]);
+    // Full batches go at once: more than 50 / 4 batches were never needed, and none is over max.
+    expect(seen.every((s) => s.length <= 4)).toBe(true);
+    const notFull = seen.filter((s) => s.length < 4).length;
+    expect(notFull).toBeLessThanOrEqual(8);
+  });
+
   it('fails every item of a failed batch, and goes on with the next', async () => {
     let calls = 0;
     const b = new Batched<number, number>(

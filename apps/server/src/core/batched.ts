@@ -1,23 +1,37 @@
 /**
  * Group work: while one batch runs, items that arrive wait and then go together, up to `max`
- * at a time; alone, an item goes at once. Items with the same key never share a batch (the
- * later one waits for the next), so a batch may update one row per key. A batch that fails
- * fails each of its items with that error. The gateway's hellos run this way: 4,000 agents
- * reconnecting after a restart are a few dozen sets of statements, not 4,000.
+ * at a time; alone, an item goes at once. With `lingerMs`, a batch begins at most that long
+ * after the previous one began (or after its item came, if none ran), unless a full one waits.
+ * Items with the same key never share a batch (the later one waits for the next), so a batch
+ * may update one row per key. A batch that fails fails each of its items with that error. The
+ * gateway's hellos run this way: 4,000 agents reconnecting after a restart are a few dozen sets
+ * of statements, not 4,000.
  */
 export class Batched<I, O> {
   private readonly queue: { item: I; done: (r: { ok: O } | { err: unknown }) => void }[] = [];
   private running = false;
+  private lingering = false;
 
   constructor(
     private readonly batch: (items: I[]) => Promise<O[]>,
-    private readonly opts: { max: number; key: (item: I) => string },
+    /**
+     * `lingerMs`: the least time between the beginnings of two batches that are not full. A
+     * short statement is over before the next item of a storm arrives, so without it such a
+     * storm goes about one item a batch.
+     */
+    private readonly opts: { max: number; key: (item: I) => string; lingerMs?: number },
   ) {}
 
   run(item: I): Promise<O> {
     return new Promise<O>((resolve, reject) => {
       this.queue.push({ item, done: (r) => ('ok' in r ? resolve(r.ok) : reject(r.err)) });
-      if (!this.running) void this.drain();
+      if (this.running || this.lingering) return;
+      if (!this.opts.lingerMs) return void this.drain();
+      this.lingering = true;
+      setTimeout(() => {
+        this.lingering = false;
+        void this.drain();
+      }, this.opts.lingerMs);
     });
   }
 
@@ -36,12 +50,18 @@ export class Batched<I, O> {
           keys.add(k);
           taken.push(...this.queue.splice(i, 1));
         }
+        const began = Date.now();
         try {
           const out = await this.batch(taken.map((t) => t.item));
           taken.forEach((t, i) => t.done({ ok: out[i]! }));
         } catch (err) {
           for (const t of taken) t.done({ err });
         }
+        // With a linger, batches begin at most that often unless a full one waits: under a
+        // steady stream each batch would otherwise take the one or two items that came during
+        // the last.
+        const rest = (this.opts.lingerMs ?? 0) - (Date.now() - began);
+        if (rest > 0 && this.queue.length && this.queue.length < this.opts.max) await new Promise((r) => setTimeout(r, rest));
       }
     } finally {
       this.running = false;
