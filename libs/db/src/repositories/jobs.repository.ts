@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { sql, type RawBuilder } from 'kysely';
 import type { JobDependenciesTable, JobRow, JobsTable } from '../schema';
 import { DependenciesRepository } from './dependencies.repository';
+import { epochMs } from './epoch-ms';
 import { openAttemptsOf, LedgerRepository } from './ledger.repository';
 import type { Db } from './tenants.repository';
 
@@ -121,8 +122,6 @@ const WAIT = sql<JobRecord['wait']>`case when job_waits.job_id is null then null
       then now() + (job_waits.estimated_start_at - now()) * coalesce((select start_estimate_scale from scheduler_estimates), 1)
       else job_waits.estimated_start_at end) end`;
 
-/** A timestamptz as whole epoch milliseconds (a float8 the driver gives as a number; exact below 2^53). */
-const epochMs = <T extends number | null = number>(t: RawBuilder<unknown>) => sql<T>`floor(extract(epoch from ${t}) * 1000)::float8`;
 
 /** The stored wait's columns as `StoredWaitColumns` names them (job_waits joined): one definition for both reads of them. */
 const STORED_WAIT_COLUMNS = [
@@ -1177,7 +1176,7 @@ export class JobsRepository {
       with j as materialized (
         select id, state, gpus from jobs where id = any(${jobIds}::uuid[]) for update
       ), n as materialized (
-        select id, name, state, gpu_type, floor(extract(epoch from last_heartbeat_at) * 1000)::float8 as heard
+        select id, name, state, gpu_type, ${epochMs(sql.ref('last_heartbeat_at'))} as heard
         from nodes where id = any(${nodeIds}::uuid[]) order by id for share
       ), held as materialized (
         select distinct a.job_id from allocations a where a.node_id = any(${nodeIds}::uuid[]) and a.released_at is null

@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import type { NodeIsolationJson, NodeRow } from '../schema';
+import { epochMs } from './epoch-ms';
 import type { Db } from './tenants.repository';
 
 /** A node's GPU as stored (inventory and health), as a hello answers with it. */
@@ -93,9 +94,9 @@ export class NodesRepository {
         from gpus where node_id in (select id from c) group by node_id
       )
       select
-        (select coalesce(json_agg(json_build_array(id, floor(extract(epoch from last_heartbeat_at) * 1000)::float8, connected)), '[]') from nodes) as liveness,
+        (select coalesce(json_agg(json_build_array(id, ${epochMs(sql.ref('last_heartbeat_at'))}, connected)), '[]') from nodes) as liveness,
         (select coalesce(json_agg(json_build_array(n.id, n.name, n.gpu_type, n.rack, n.leaf_switch, n.state, n.state_reason,
-           floor(extract(epoch from n.last_heartbeat_at) * 1000)::float8, n.connected, n.isolation, g.idx, g.ok) order by n.name), '[]')
+           ${epochMs(sql.ref('n.last_heartbeat_at'))}, n.connected, n.isolation, g.idx, g.ok) order by n.name), '[]')
          from nodes n join c on c.id = n.id left join g on g.node_id = n.id) as changed,
         pg_snapshot_xmin(pg_current_snapshot())::text as horizon`.execute(this.db);
     const r = rows[0]!;

@@ -4,6 +4,7 @@ import type { DatabaseHandle } from '../database';
 import type { NodeIsolationJson } from '../schema';
 import { createTestDatabase, DATABASE_KINDS, TestDatabase } from '../testing';
 import { IdentityRepository } from './identity.repository';
+import { epochMs } from './epoch-ms';
 import { JobsRepository, plainArray } from './jobs.repository';
 import { NodesRepository } from './nodes.repository';
 import { TenantsRepository } from './tenants.repository';
@@ -64,6 +65,17 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
     expect(drained.changed.map((n) => [n.name, n.state])).toEqual([['n0-sick', 'draining']]);
     await sql`delete from gpus where node_id = ${other}`.execute(tdb.handle.db);
     await sql`delete from nodes where id = ${other}`.execute(tdb.handle.db);
+  });
+
+  it('reads a time as epoch milliseconds with the microseconds dropped, whatever the session time zone', async () => {
+    const times = ['1999-12-31 23:59:59.999999', '2000-01-01 00:00:00.000500', '2026-11-01 05:59:59.999999', '2026-11-01 06:00:00.000001', '2026-11-01 06:30:00.123456', '2095-06-30 12:00:00.999000'];
+    for (const zone of ['UTC', 'America/New_York']) {
+      const got = await tdb.handle.db.transaction().execute(async (tx) => {
+        await sql`select set_config('timezone', ${zone}, true)`.execute(tx);
+        return (await sql<{ ms: number }>`select ${epochMs(sql.ref('t'))} as ms from unnest(${times.map((t) => `${t}+00`)}::timestamptz[]) with ordinality as x(t, k) order by k`.execute(tx)).rows.map((r) => r.ms);
+      });
+      expect(got).toEqual(times.map((t) => Date.parse(`${t.slice(0, 23).replace(' ', 'T')}Z`)));
+    }
   });
 
   it('round-trips a job with its argv, env and first transition', async () => {
