@@ -122,7 +122,6 @@ const WAIT = sql<JobRecord['wait']>`case when job_waits.job_id is null then null
       then now() + (job_waits.estimated_start_at - now()) * coalesce((select start_estimate_scale from scheduler_estimates), 1)
       else job_waits.estimated_start_at end) end`;
 
-
 /** The stored wait's columns as `StoredWaitColumns` names them (job_waits joined): one definition for both reads of them. */
 const STORED_WAIT_COLUMNS = [
   'job_waits.reason_code as wait_code',
@@ -1119,18 +1118,18 @@ export class JobsRepository {
    * row for each attempt (issue 15), opened from the jobs as this statement wrote them.
    */
   private async writeStarts(tx: Db, starts: readonly { s: StartToCommit; port: number }[], at: Date): Promise<void> {
-    const ids = starts.map((a) => a.s.jobId);
+    const ids = plainArray(starts.map((a) => a.s.jobId));
     const gpus = starts.flatMap((a) => a.s.placement.flatMap((p) => p.gpuIndices.map((i) => ({ job: a.s.jobId, node: p.nodeId, index: i }))));
     await sql`
       with v as (
-        select * from unnest(${plainArray(ids)}::uuid[], ${plainArray(starts.map((a) => a.s.gpuModel))}::text[], ${plainArray(starts.map((a) => a.port))}::int[],
+        select * from unnest(${ids}::uuid[], ${plainArray(starts.map((a) => a.s.gpuModel))}::text[], ${plainArray(starts.map((a) => a.port))}::int[],
                              ${plainArray(starts.map((a) => a.s.placement.length))}::int[])
           with ordinality as v(id, model, port, n, k)
       ), started as (
         update jobs set state = 'running', reason = null, started_at = ${at}::timestamptz, gpu_model = v.model, master_port = v.port, attempts = attempts + 1
         -- The ids again as an array: joined to v alone, PostgreSQL hashed every job (a seq scan of
         -- 107,000 rows, 140 of a 1,000-start commit's 220 ms); this way it takes them by the key.
-        from v where jobs.id = v.id and jobs.id = any(${plainArray(ids)}::uuid[])
+        from v where jobs.id = v.id and jobs.id = any(${ids}::uuid[])
         returning jobs.id, jobs.attempts, jobs.tenant_id, jobs.user_id, jobs.gpu_model, jobs.gpus, jobs.started_at
       ), transitions as (
         insert into job_transitions (job_id, at, from_state, to_state, reason)
