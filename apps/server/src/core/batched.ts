@@ -10,7 +10,6 @@
 export class Batched<I, O> {
   private readonly queue: { item: I; done: (r: { ok: O } | { err: unknown }) => void }[] = [];
   private running = false;
-  private lingering = false;
 
   constructor(
     private readonly batch: (items: I[]) => Promise<O[]>,
@@ -25,20 +24,20 @@ export class Batched<I, O> {
   run(item: I): Promise<O> {
     return new Promise<O>((resolve, reject) => {
       this.queue.push({ item, done: (r) => ('ok' in r ? resolve(r.ok) : reject(r.err)) });
-      if (this.running || this.lingering) return;
-      if (!this.opts.lingerMs) return void this.drain();
-      this.lingering = true;
-      setTimeout(() => {
-        this.lingering = false;
-        void this.drain();
-      }, this.opts.lingerMs);
+      if (!this.running) void this.drain();
     });
   }
 
   private async drain(): Promise<void> {
     this.running = true;
     try {
+      // With a linger, batches begin at most that often unless a full one waits, the first after
+      // its first item came: under a steady stream each batch would otherwise take the one or two
+      // items that came during the last.
+      let began = Date.now();
       while (this.queue.length) {
+        const rest = (this.opts.lingerMs ?? 0) - (Date.now() - began);
+        if (rest > 0 && this.queue.length < this.opts.max) await new Promise((r) => setTimeout(r, rest));
         const keys = new Set<string>();
         const taken: typeof this.queue = [];
         for (let i = 0; i < this.queue.length && taken.length < this.opts.max; ) {
@@ -50,18 +49,13 @@ export class Batched<I, O> {
           keys.add(k);
           taken.push(...this.queue.splice(i, 1));
         }
-        const began = Date.now();
+        began = Date.now();
         try {
           const out = await this.batch(taken.map((t) => t.item));
           taken.forEach((t, i) => t.done({ ok: out[i]! }));
         } catch (err) {
           for (const t of taken) t.done({ err });
         }
-        // With a linger, batches begin at most that often unless a full one waits: under a
-        // steady stream each batch would otherwise take the one or two items that came during
-        // the last.
-        const rest = (this.opts.lingerMs ?? 0) - (Date.now() - began);
-        if (rest > 0 && this.queue.length && this.queue.length < this.opts.max) await new Promise((r) => setTimeout(r, rest));
       }
     } finally {
       this.running = false;

@@ -194,7 +194,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
    * Agents' token hashes, many in one statement: 4,000 agents reconnecting after a restart were
    * 4,000 statements of their own, the gateway's busiest writes to the database in that minute.
    * Each read waits TOKEN_LINGER_MS for others: it takes well under a millisecond, so without it
-   * a storm still went about one agent a statement (856 statements in the first 4 s after a
+   * a storm still went about one agent a statement (689-856 statements in the first 4 s after a
    * restart of `bench:live`), each about 0.1-0.2 ms of the gateway's CPU and 0.1 ms of PostgreSQL's
    * while a new leader's first pass needs them most.
    */

@@ -442,7 +442,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     const { snapshot, now, heardSince, running, tenantNames, stage } = c;
     // What needs only the starts that passed the checks is made while the database writes them,
     // its longest step: the next express state, the calibration's new predictions, the gauges (a
-    // new leader's first pass spent about 0.3 s on them after its commit of 1,000 starts). Should
+    // new leader's first pass spent about 0.25 s on them after its commit of 1,000 starts). Should
     // that work throw, it is forgotten and done again after the commit, where it failed before.
     let express: ExpressState | undefined;
     let predicted = false;
