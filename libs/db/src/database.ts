@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import { Pool, types } from 'pg';
 import { PGliteDialect } from './pglite-dialect';
+import { RowStream } from './row-stream';
 import type { Database } from './schema';
 
 // Read int8 (bigint) as a number: sequence numbers and ids stay far below 2^53.
@@ -50,7 +51,8 @@ async function openPostgres(url: string, poolSize: number): Promise<DatabaseHand
   // statements of a transaction emits 'error' with no query to fail, which would crash the
   // process. The statement in flight still fails, and the dead client leaves the pool on release.
   pool.on('connect', (client) => client.on('error', () => undefined));
-  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  // `cursor`: what `stream()` reads with (rows handed on as they arrive, see RowStream).
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool, cursor: RowStream }) });
   await sql`select 1`.execute(db);
   return {
     db,

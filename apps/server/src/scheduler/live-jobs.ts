@@ -46,7 +46,7 @@ export class LiveJobs {
    */
   private seen = new Map<string, bigint>();
 
-  constructor(private readonly jobs: Pick<JobsRepository, 'changeHorizon' | 'changedSince' | 'pending' | 'running'>) {}
+  constructor(private readonly jobs: Pick<JobsRepository, 'changeHorizon' | 'changedSince' | 'eachPending' | 'running'>) {}
 
   /** Forget everything: the next refresh reloads. */
   invalidate(): void {
@@ -67,18 +67,32 @@ export class LiveJobs {
   async refresh(): Promise<RefreshResult> {
     if (this.horizon === null) {
       const horizon = await this.jobs.changeHorizon();
-      const [pending, running] = await Promise.all([this.jobs.pending(), this.jobs.running()]);
-      this.pendingById = new Map();
-      this.pendingByTenant.clear();
+      // Each row is turned into the leader's form as it arrives, into new maps swapped in once
+      // all came: straight in (no job is in them yet), and a failed read leaves the old ones.
+      const byId = new Map<string, LivePending>();
+      const byTenant = new Map<string, Map<string, LivePending>>();
+      const tenants = new FewStrings<string>();
+      const types = new FewStrings<LivePending['gpuType']>();
+      const priorities = new FewStrings<LivePending['priorityName']>();
+      const [pending, running] = await Promise.all([
+        this.jobs.eachPending((r) => {
+          const j = livePending(r, storedWait(r));
+          j.tenantId = tenants.of(j.tenantId);
+          j.gpuType = types.of(j.gpuType);
+          j.priorityName = priorities.of(j.priorityName);
+          put(byId, byTenant, j);
+        }),
+        this.jobs.running(),
+      ]);
+      this.pendingById = byId;
+      this.pendingByTenant = byTenant;
       this.arrivals.clear();
       this.dependents.clear();
-      // Straight into the new maps: no job is in them yet (a lookup less per job of 100,000).
-      for (const r of pending) this.index(livePending(r, storedWait(r)));
       this.runningById = new Map(running.map((j) => [j.id, j]));
       this.horizon = horizon;
       this.touched = null;
       this.seen.clear();
-      return { full: true, rows: pending.length + running.length };
+      return { full: true, rows: pending + running.length };
     }
     const { rows: changed, horizon: next } = await this.jobs.changedSince(this.horizon);
     const horizon = next ?? this.horizon;
@@ -181,10 +195,7 @@ export class LiveJobs {
   }
 
   private index(j: LivePending): void {
-    this.pendingById.set(j.id, j);
-    let t = this.pendingByTenant.get(j.tenantId);
-    if (!t) this.pendingByTenant.set(j.tenantId, (t = new Map()));
-    t.set(j.id, j);
+    put(this.pendingById, this.pendingByTenant, j);
   }
 
   /**
@@ -247,6 +258,29 @@ export function isFresh(j: Pick<LivePending, 'attempts'>): boolean {
 }
 
 /** The wait stored for a job as read (none: its columns are null), in the form a pass compares with (a stored code is one of the reason codes). */
+function put(byId: Map<string, LivePending>, byTenant: Map<string, Map<string, LivePending>>, j: LivePending): void {
+  byId.set(j.id, j);
+  let t = byTenant.get(j.tenantId);
+  if (!t) byTenant.set(j.tenantId, (t = new Map()));
+  t.set(j.id, j);
+}
+
+/**
+ * One string for each value of a column that holds few (tenants, GPU types, priorities): every
+ * row read brings its own copy, so a reload of 100,000 jobs kept 100,000 copies of each, and
+ * keying the tenants' queues by them hashed 100,000 fresh strings. Found by comparing (as
+ * cheap as a hash of one); past `max` values, a row keeps its own.
+ */
+export class FewStrings<S extends string> {
+  private readonly known: S[] = [];
+  constructor(private readonly max = 64) {}
+  of(s: S): S {
+    for (const k of this.known) if (k === s) return k;
+    if (this.known.length < this.max) this.known.push(s);
+    return s;
+  }
+}
+
 function storedWait(r: Pick<PendingJobWithWait, keyof StoredWaitColumns>): Annotation | undefined {
   return r.wait_code === null ? undefined : { code: r.wait_code as Annotation['code'], reason: r.wait_reason ?? '', eta: r.wait_eta_ms, position: r.wait_position };
 }

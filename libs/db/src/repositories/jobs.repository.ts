@@ -104,6 +104,9 @@ const PENDING_COLUMNS = [
  */
 export type PendingJobRow = Pick<JobRow, (typeof PENDING_COLUMNS)[number]> & { submitted_ms: number; queued_ms: number };
 
+/** The most rows `eachPending` hands on at once (a chunk is what one read of the socket brought, usually fewer). */
+const PENDING_CHUNK = 4096;
+
 /** The wait stored for a pending job (job_waits), as the scheduler reads it: its estimate in epoch ms. */
 export interface StoredWaitColumns {
   wait_code: string;
@@ -651,11 +654,30 @@ export class JobsRepository {
    * waits that differ, and reading them with the jobs is one statement and no lookup by id.
    */
   async pending(): Promise<PendingJobWithWait[]> {
-    return this.pendingColumns()
+    const all: PendingJobWithWait[] = [];
+    await this.eachPending((r) => all.push(r));
+    return all;
+  }
+
+  /**
+   * `pending`, each row handed to `each` as it arrives (in chunks, see RowStream): a leader
+   * reloading 100,000 jobs turns them into its own form at once instead of holding every row
+   * until the last came, and those rows no longer outlive two young-generation collections.
+   * Resolves to the number of rows.
+   */
+  async eachPending(each: (r: PendingJobWithWait) => void): Promise<number> {
+    const query = this.pendingColumns()
       .leftJoin('job_waits', 'job_waits.job_id', 'jobs.id')
       .select(STORED_WAIT_COLUMNS)
       .where('jobs.state', '=', 'pending')
-      .execute();
+      .compile();
+    let n = 0;
+    // The executor's stream yields whole chunks; the builder's yields a row at a time, each an await.
+    for await (const chunk of this.db.getExecutor().stream(query, PENDING_CHUNK)) {
+      for (const r of chunk.rows) each(r);
+      n += chunk.rows.length;
+    }
+    return n;
   }
 
   /**
