@@ -113,10 +113,13 @@ describe('scheduler pass metrics', () => {
         { jobId: 'p2', gpuModel: 'h100' as const, placement: [{ nodeId: 'a', gpuIndices: [0] }] },
       ],
     };
-    const after = afterStarts(i, plan, ['p1'], at(5));
-    expect(after.pending.map((j) => j.id)).toEqual(['p2']);
+    const after = afterStarts(i, plan, ['p1'], new Map(i.pending.map((j) => [j.id, j])), at(5));
+    expect([...after.gone]).toEqual(['p1']);
     expect(after.running.map((r) => [r.id, r.gpuModel, r.gpus])).toEqual([['p1', 'h100', 1]]);
     expect(after.nodes[0]!.gpus.map((g) => g.jobId)).toEqual([null, 'p1']);
+    // The tenant's row: p1's GPU is allocated now, only p2's is still pending (and its age is p2's).
+    const rows = tenantRows({ now: at(10), tenants, nodes: after.nodes, pending: i.pending, running: after.running }, (j) => j.submittedAt + (j.id === 'p1' ? 0 : 4000), after.gone);
+    expect(rows.find((r) => r.tenant === 'naver' && r.gpuType === 'h100')).toMatchObject({ allocated: 1, pendingGpus: 1, oldestPendingSeconds: 6 });
   });
 
   it('exports node type, state and registered GPUs from the database, and drops a node that left it', async () => {

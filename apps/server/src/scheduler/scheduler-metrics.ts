@@ -22,29 +22,25 @@ export interface PassMetricsInputs {
 }
 
 /**
- * The pass's inputs with the starts it committed applied: started jobs leave `pending`,
- * join `running` and hold their GPUs, so the gauges show the state the pass left behind.
+ * The pass's inputs with the starts it committed applied: started jobs join `running` and hold
+ * their GPUs, so the gauges show the state the pass left behind. `gone` names them for the
+ * walks of the pending list to skip (`tenantRows`): copying 100,000 pending jobs into a new
+ * list to leave out 1,000 took about 35 ms. `rows`: the started jobs' pending rows.
  */
 export function afterStarts(
-  i: { nodes: NodeWithGpus[]; pending: LivePending[]; running: RunningWithPlacement[] },
+  i: { nodes: NodeWithGpus[]; running: RunningWithPlacement[] },
   plan: { starts: readonly { jobId: string; gpuModel: GpuTypeLabel; placement: readonly { nodeId: string; gpuIndices: readonly number[] }[] }[] },
   started: readonly string[],
+  rows: ReadonlyMap<string, LivePending>,
   now: Date,
-): { nodes: NodeWithGpus[]; pending: LivePending[]; running: RunningWithPlacement[] } {
-  if (!started.length) return i;
-  const ok = new Set(started);
-  // One walk over the pending list (it may be 100,000 long) finds the started jobs and leaves them out.
-  const pendingById = new Map<string, LivePending>();
-  const pending: LivePending[] = [];
-  for (const j of i.pending) {
-    if (ok.has(j.id)) pendingById.set(j.id, j);
-    else pending.push(j);
-  }
+): { nodes: NodeWithGpus[]; running: RunningWithPlacement[]; gone: ReadonlySet<string> } {
+  const gone = new Set(started);
+  if (!started.length) return { ...i, gone };
   const taken = new Map<string, Map<number, string>>();
   const running = [...i.running];
   for (const s of plan.starts) {
-    const j = pendingById.get(s.jobId);
-    if (!ok.has(s.jobId) || !j) continue;
+    const j = rows.get(s.jobId);
+    if (!gone.has(s.jobId) || !j) continue;
     for (const p of s.placement) {
       const onNode = taken.get(p.nodeId) ?? new Map<number, string>();
       for (const g of p.gpuIndices) onNode.set(g, s.jobId);
@@ -69,8 +65,8 @@ export function afterStarts(
       const onNode = taken.get(n.id);
       return onNode ? { ...n, gpus: n.gpus.map((g) => (onNode.has(g.index) ? { ...g, jobId: onNode.get(g.index)! } : g)) } : n;
     }),
-    pending,
     running,
+    gone,
   };
 }
 
@@ -95,9 +91,10 @@ export function gpuCounts(nodes: readonly NodeWithGpus[]): GpuCountRow[] {
  * Quota, allocation, pending GPUs and oldest pending age per tenant and GPU type. A
  * pending job asking for `any` type counts where its tenant is furthest below its
  * guarantee (ties: h100), so it is counted once and shows up in the shortfall gauge.
- * Rows exist for every type a tenant has a quota for, holds GPUs of, or waits for.
+ * Rows exist for every type a tenant has a quota for, holds GPUs of, or waits for. `gone`:
+ * pending jobs to leave out (those the pass started, see `afterStarts`).
  */
-export function tenantRows(i: PassMetricsInputs, pendingSince: (job: LivePending) => number): TenantRow[] {
+export function tenantRows(i: PassMetricsInputs, pendingSince: (job: LivePending) => number, gone?: ReadonlySet<string>): TenantRow[] {
   const nowMs = i.now.getTime();
   // Per tenant id, its row of each type, and the earliest wait start of each (ms): one Map
   // lookup per pending job, not a key string and two (100,000 jobs took 50-90 ms every 5 s).
@@ -133,6 +130,7 @@ export function tenantRows(i: PassMetricsInputs, pendingSince: (job: LivePending
   };
   const pendingAny: LivePending[] = [];
   for (const j of i.pending) {
+    if (gone?.has(j.id)) continue;
     if (j.gpuType === 'any') pendingAny.push(j);
     else {
       const of = byTenant.get(j.tenantId);

@@ -402,7 +402,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
       running,
       tenantNames,
       stage,
-      whileWriting: (ids) => (gauges = this.prepareGauges(metricsInputs, plan, ids, jobsByState, tenantNames)),
+      whileWriting: (ids) => (gauges = this.prepareGauges(metricsInputs, plan, ids, startRows, jobsByState, tenantNames)),
     }).catch(async (e: unknown) => {
       await writingWaits.catch(() => undefined);
       throw e;
@@ -412,7 +412,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     const { rows: { length: annotated }, causes, deferred } = waits;
     // Waits and starts left for later are the next pass's, not the next wake-up's or tick's.
     if (deferred || deferredStarts) this.trigger();
-    this.recordPassMetrics(metricsInputs, plan, { ids: started, rows: startRows }, tenantNames, gauges === undefined ? this.prepareGauges(metricsInputs, plan, started, jobsByState, tenantNames) : gauges);
+    this.recordPassMetrics(metricsInputs, plan, { ids: started, rows: startRows }, tenantNames, gauges === undefined ? this.prepareGauges(metricsInputs, plan, started, startRows, jobsByState, tenantNames) : gauges);
     stage('metrics');
     if (started.length || plan.preemptions.length) this.wakeups.wake('dispatch');
     const durationMs = performance.now() - t0;
@@ -610,6 +610,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     i: PassMetricsInputs,
     plan: Plan,
     started: readonly string[],
+    startRows: ReadonlyMap<string, LivePending>,
     jobsByState: ReturnType<LiveJobs['countByState']> | null,
     tenantNames: ReadonlyMap<string, string>,
   ): PassGauges | null {
@@ -617,10 +618,10 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     if (!this.passMetrics.gaugesDue(i.now.getTime(), i.pending.length) && !jobsByState) return null;
     this.passMetrics.nodeInfo(i.nodes);
     // The GPUs' jobs, from the running jobs' placements, only when the gauges need them.
-    const after = afterStarts({ ...i, nodes: withRunningJobs(i.nodes, i.running) }, plan, started, i.now);
+    const after = afterStarts({ nodes: withRunningJobs(i.nodes, i.running), running: i.running }, plan, started, startRows, i.now);
     return {
       gpus: gpuCounts(after.nodes),
-      tenants: tenantRows({ now: i.now, tenants: i.tenants, nodes: after.nodes, pending: after.pending, running: after.running }, this.passMetrics.pendingSince),
+      tenants: tenantRows({ now: i.now, tenants: i.tenants, nodes: after.nodes, pending: i.pending, running: after.running }, this.passMetrics.pendingSince, after.gone),
       ...(jobsByState ? { jobs: jobCounts(jobsByState, tenantNames) } : {}),
     };
   }
