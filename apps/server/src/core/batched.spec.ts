@@ -84,6 +84,24 @@ describe('Batched', () => {
     expect(notFull).toBeLessThanOrEqual(8);
   });
 
+  it('with a linger, sends a batch as soon as it is full, not when the linger ends', async () => {
+    const seen: { items: number[]; at: number }[] = [];
+    const t0 = performance.now();
+    const b = new Batched<number, number>(
+      async (items) => {
+        seen.push({ items, at: performance.now() - t0 });
+        return items;
+      },
+      { max: 3, key: String, lingerMs: 1000 },
+    );
+    // As a caller that lets three in at a time: the third fills the batch 20 ms after the first.
+    const first = [b.run(1), b.run(2)];
+    await new Promise((r) => setTimeout(r, 20));
+    expect(await Promise.all([...first, b.run(3)])).toEqual([1, 2, 3]);
+    expect(seen.map((s) => s.items)).toEqual([[1, 2, 3]]);
+    expect(seen[0]!.at).toBeLessThan(500);
+  });
+
   it('fails every item of a failed batch, and goes on with the next', async () => {
     let calls = 0;
     const b = new Batched<number, number>(

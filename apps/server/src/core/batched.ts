@@ -1,7 +1,8 @@
 /**
  * Group work: while one batch runs, items that arrive wait and then go together, up to `max`
  * at a time; alone, an item goes at once. With `lingerMs`, a batch begins at most that long
- * after the previous one began (or after its item came, if none ran), unless a full one waits.
+ * after the previous one began (or after its item came, if none ran), unless a full one waits
+ * (also one that fills while it lingers).
  * Items with the same key never share a batch (the later one waits for the next), so a batch
  * may update one row per key. A batch that fails fails each of its items with that error. The
  * gateway's hellos run this way: 4,000 agents reconnecting after a restart are a few dozen sets
@@ -10,6 +11,8 @@
 export class Batched<I, O> {
   private readonly queue: { item: I; done: (r: { ok: O } | { err: unknown }) => void }[] = [];
   private running = false;
+  /** Ends the linger at once (a full batch waits). */
+  private stopLingering: (() => void) | undefined;
 
   constructor(
     private readonly batch: (items: I[]) => Promise<O[]>,
@@ -25,6 +28,7 @@ export class Batched<I, O> {
     return new Promise<O>((resolve, reject) => {
       this.queue.push({ item, done: (r) => ('ok' in r ? resolve(r.ok) : reject(r.err)) });
       if (!this.running) void this.drain();
+      else if (this.queue.length >= this.opts.max) this.stopLingering?.();
     });
   }
 
@@ -37,7 +41,17 @@ export class Batched<I, O> {
       let began = Date.now();
       while (this.queue.length) {
         const rest = (this.opts.lingerMs ?? 0) - (Date.now() - began);
-        if (rest > 0 && this.queue.length < this.opts.max) await new Promise((r) => setTimeout(r, rest));
+        // A batch that fills meanwhile goes at once: a caller that lets only so many items in at
+        // a time (the gateway's hellos) would otherwise wait out every linger with a full one.
+        if (rest > 0 && this.queue.length < this.opts.max)
+          await new Promise<void>((r) => {
+            const t = setTimeout(r, rest);
+            this.stopLingering = () => {
+              clearTimeout(t);
+              r();
+            };
+          });
+        this.stopLingering = undefined;
         const keys = new Set<string>();
         const taken: typeof this.queue = [];
         for (let i = 0; i < this.queue.length && taken.length < this.opts.max; ) {

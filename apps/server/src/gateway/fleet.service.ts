@@ -15,7 +15,7 @@ import { JobLifecycle } from '../lifecycle/job-lifecycle';
 import { AttemptTelemetry } from './attempt-telemetry';
 import { IdlePolicyEnforcer } from './idle-policy';
 import type { AgentLink, FleetPort, SequencedMessage } from './fleet-port';
-import type { GatewayCounters } from './transport/agent-gateway';
+import { MAX_HELLOS_IN_FLIGHT, type GatewayCounters } from './transport/agent-gateway';
 
 interface Dispatch {
   nodeId: string;
@@ -34,10 +34,17 @@ const GATEWAY_ALIVE_EVERY_MS = 1000;
 const TELEMETRY_STORE_EVERY_MS = 15_000;
 /** Streams of a node unheard for this long are forgotten when it says hello again. */
 const STREAM_RETENTION_MS = 10 * 60_000;
-/** Hellos whose database work goes in one batch (see `hellos`). */
-const HELLO_BATCH = 64;
+/**
+ * Hellos whose database work goes in one batch (see `hellos`): as many as the transport lets in
+ * at once, so that a storm's batches fill and go without lingering.
+ */
+const HELLO_BATCH = MAX_HELLOS_IN_FLIGHT;
+/** How long a hello's database work waits for others' (see `hellos`): nothing next to an agent's reconnect backoff. */
+const HELLO_LINGER_MS = 50;
 /** Stream advances that go in one statement at most (see `advances`). */
 const ADVANCE_BATCH = 1000;
+/** How long a stream advance waits for others' (see `advances`); the agent's message is acknowledged after it. */
+const ADVANCE_LINGER_MS = 20;
 /** Nodes whose starts and stops are re-checked in one read at most (see `freshReads`). */
 const FRESH_BATCH = 256;
 /** Agents authenticated in one read at most (see `tokenReads`). */
@@ -173,11 +180,16 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
    * What a hello reads and writes in the database, for many agents at once: a reconnect storm
    * of 4,000 agents behind a scheduler pass in the same process took about 600 ms a hello when
    * each made its own round trips (their awaits wait out the pass), and 90 s after a restart
-   * under a quarter were back. Each batch is two statements, whatever its size.
+   * under a quarter were back. Each batch is two statements, whatever its size. A batch that is
+   * not full waits HELLO_LINGER_MS for more: the agents of a restart come back spread over
+   * seconds (their backoff's jitter), and a batch each few milliseconds was 220 batches of three
+   * or four in the first 3.3 s of `bench:live`'s restart, each statement a fixed cost to the
+   * database that a new leader's first pass was reading from.
    */
   private readonly hellos = new Batched<{ nodeId: string; hello: z.infer<typeof AgentHello> }, HelloReads>((items) => this.helloReads(items), {
     max: HELLO_BATCH,
     key: (i) => i.nodeId,
+    lingerMs: HELLO_LINGER_MS,
   });
   /**
    * Stream sequence numbers advanced after applying a message, many nodes' in one statement: a
@@ -187,7 +199,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
    */
   private readonly advances = new Batched<{ nodeId: string; stream: string; seq: number }, boolean>(
     (items) => this.nodeRepo.advanceStreamMany(items, this.clock.now()),
-    { max: ADVANCE_BATCH, key: (i) => `${i.nodeId}/${i.stream}` },
+    { max: ADVANCE_BATCH, key: (i) => `${i.nodeId}/${i.stream}`, lingerMs: ADVANCE_LINGER_MS },
   );
 
   /**

@@ -1,4 +1,7 @@
 import { Limiter } from './limiter';
+
+/** Hellos processed at once by default (see `maxHellosInFlight`). */
+export const MAX_HELLOS_IN_FLIGHT = 32;
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -41,7 +44,7 @@ export interface AgentGatewayOptions {
   maxAuthInFlight?: number;
   /**
    * Hellos processed at once; the rest wait their turn. The fleet batches their reads and
-   * writes (five statements for up to 64 hellos), and each may add a write of a changed
+   * writes (two statements for as many hellos as this lets in), and each may add a write of a changed
    * inventory or a read of the jobs to start or stop, so this bounds what 4,000 agents
    * reconnecting after a restart take from the database pool the api shares. Default 32
    * (16 unbatched hellos slowed GET /v1/jobs/:id to 1.4 s in such a storm).
@@ -143,7 +146,7 @@ export class AgentGateway implements AgentLink {
   };
 
   constructor(private readonly opts: AgentGatewayOptions) {
-    this.hellos = new Limiter(opts.maxHellosInFlight ?? 32);
+    this.hellos = new Limiter(opts.maxHellosInFlight ?? MAX_HELLOS_IN_FLIGHT);
     if (!opts.server && opts.port === undefined) throw new Error('AgentGateway needs `server` or `port`');
     this.path = opts.path ?? '/agent';
     this.wss = new WebSocketServer({ noServer: true, maxPayload: opts.maxPayloadBytes ?? 1024 * 1024, clientTracking: false });
