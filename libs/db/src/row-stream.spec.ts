@@ -26,6 +26,19 @@ describe.each(DATABASE_KINDS)('streamed statements on %s', (_kind, open) => {
     await stillAnswers();
   });
 
+  it('reads each row as a whole read does: every type, nulls, repeated and odd names', async () => {
+    const q = sql`
+      select g as n, g::int8 * 1000000007 as big, g % 2 = 0 as even, case when g % 3 = 0 then null else 'x' || g end as maybe,
+             timestamptz '2026-01-01 00:00:00+00' + g * interval '1 second' as at, array[g, g + 1] as pair, jsonb_build_object('g', g) as doc,
+             g as "odd name""with quote", 1.5::numeric * g as num, null::text as "nothing"
+      from generate_series(1, 3000) g`;
+    const whole = (await q.execute(tdb.handle.db)).rows;
+    const streamed: unknown[] = [];
+    for await (const c of stream(q, 700)) streamed.push(...c.rows);
+    expect(streamed).toEqual(whole);
+    expect(streamed[2]).toMatchObject({ n: 3, big: 3000000021, even: false, maybe: null, pair: [3, 4], doc: { g: 3 }, 'odd name"with quote': 3, nothing: null });
+  });
+
   it('fails with the server error when the statement fails part-way, and the connection is usable after', async () => {
     let seen = 0;
     const read = (async () => {

@@ -1,4 +1,31 @@
-import { Query } from 'pg';
+import { Query, types } from 'pg';
+
+/** A column as the server describes it (pg's RowDescription field). */
+interface Column {
+  name: string;
+  dataTypeID: number;
+}
+
+/** The hooks pg calls on the query it runs (its Submittable protocol), which its types leave out. */
+interface QueryHooks {
+  handleRowDescription(msg: { fields: Column[] }): void;
+  handleDataRow(msg: { fields: (string | null)[] }): void;
+}
+const pgQuery = Query.prototype as unknown as QueryHooks;
+
+/**
+ * A function making a row object from a DataRow's text values, its keys fixed: pg sets each
+ * column by name on a copy of a template (a keyed store per value, its cache gone
+ * megamorphic with sixteen names), about a third of the client's time reading 145,000 jobs.
+ * Names go in as JSON strings, so no name is ever code. Null when a name would not make a plain
+ * key (pg's own parsing is used then).
+ */
+function rowMaker(columns: readonly Column[]): ((values: readonly (string | null)[]) => unknown) | null {
+  if (columns.some((c) => c.name === '__proto__')) return null;
+  const parsers = columns.map((c) => types.getTypeParser(c.dataTypeID, 'text'));
+  const fields = columns.map((c, i) => `${JSON.stringify(c.name)}: v[${i}] === null ? null : p[${i}](v[${i}])`);
+  return new Function('p', `return (v) => ({ ${fields.join(', ')} });`)(parsers) as (values: readonly (string | null)[]) => unknown;
+}
 
 /**
  * What Kysely's `stream()` asks of the driver (its PostgresDialect `cursor` option), without
@@ -17,6 +44,7 @@ export class RowStream<R> extends Query {
   private failure: Error | undefined;
   private wake: (() => void) | undefined;
   private closed = false;
+  private make: ((values: readonly (string | null)[]) => unknown) | null = null;
 
   constructor(text: string, values: unknown[]) {
     super(text, values);
@@ -35,6 +63,26 @@ export class RowStream<R> extends Query {
       this.ended = true;
       this.notify();
     });
+  }
+
+  handleRowDescription(msg: { fields: Column[] }): void {
+    pgQuery.handleRowDescription.call(this, msg);
+    this.make = rowMaker(msg.fields);
+  }
+
+  handleDataRow(msg: { fields: (string | null)[] }): void {
+    if (!this.make) return pgQuery.handleDataRow.call(this, msg);
+    if (this.closed || this.failure) return;
+    let row: R;
+    try {
+      row = this.make(msg.fields) as R;
+    } catch (e) {
+      // Reported once the statement is over (the connection must read the rest first).
+      this.failure = e as Error;
+      return;
+    }
+    this.buffered.push(row);
+    this.notify();
   }
 
   /** Up to `max` rows received so far, waiting for some when none are; [] once all are read. */
