@@ -49,11 +49,8 @@ export class RowStream<R> extends Query {
   constructor(text: string, values: unknown[]) {
     super(text, values);
     // A row listener also keeps pg from accumulating the rows (it does so only without one).
-    this.on('row', (row: R) => {
-      if (this.closed) return;
-      this.buffered.push(row);
-      this.notify();
-    });
+    // (pg's own parsing, when `rowMaker` declines, hands rows on by this event.)
+    this.on('row', (row: R) => this.take(row));
     this.on('end', () => {
       this.ended = true;
       this.notify();
@@ -73,14 +70,16 @@ export class RowStream<R> extends Query {
   handleDataRow(msg: { fields: (string | null)[] }): void {
     if (!this.make) return pgQuery.handleDataRow.call(this, msg);
     if (this.closed || this.failure) return;
-    let row: R;
     try {
-      row = this.make(msg.fields) as R;
+      this.take(this.make(msg.fields) as R);
     } catch (e) {
       // Reported once the statement is over (the connection must read the rest first).
       this.failure = e as Error;
-      return;
     }
+  }
+
+  private take(row: R): void {
+    if (this.closed) return;
     this.buffered.push(row);
     this.notify();
   }

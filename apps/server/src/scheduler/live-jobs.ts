@@ -257,7 +257,7 @@ export function isFresh(j: Pick<LivePending, 'attempts'>): boolean {
   return j.attempts === 0;
 }
 
-/** The wait stored for a job as read (none: its columns are null), in the form a pass compares with (a stored code is one of the reason codes). */
+/** Puts a pending job in the maps by id and by tenant. */
 function put(byId: Map<string, LivePending>, byTenant: Map<string, Map<string, LivePending>>, j: LivePending): void {
   byId.set(j.id, j);
   let t = byTenant.get(j.tenantId);
@@ -271,7 +271,7 @@ function put(byId: Map<string, LivePending>, byTenant: Map<string, Map<string, L
  * keying the tenants' queues by them hashed 100,000 fresh strings. Found by comparing (as
  * cheap as a hash of one); past `max` values, a row keeps its own.
  */
-export class FewStrings<S extends string> {
+class FewStrings<S extends string> {
   private readonly known: S[] = [];
   constructor(private readonly max = 64) {}
   of(s: S): S {
@@ -281,6 +281,7 @@ export class FewStrings<S extends string> {
   }
 }
 
+/** The wait stored for a job as read (none: its columns are null), in the form a pass compares with (a stored code is one of the reason codes). */
 function storedWait(r: Pick<PendingJobWithWait, keyof StoredWaitColumns>): Annotation | undefined {
   return r.wait_code === null ? undefined : { code: r.wait_code as Annotation['code'], reason: r.wait_reason ?? '', eta: r.wait_eta_ms, position: r.wait_position };
 }
