@@ -1,4 +1,4 @@
-import { JobsRepository, NodesRepository } from '@nuri/db';
+import { JobsRepository, NodesRepository, waitReasonHash } from '@nuri/db';
 import { sql } from 'kysely';
 import { Client } from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -139,6 +139,23 @@ describe('waits already stored', () => {
         expect([again.annotated, again.annotatedBecause]).toEqual([1, { new: 1 }]);
       } finally {
         await other2.close();
+      }
+      // Waits are read back by the hash stored with their sentence: one whose sentence changed
+      // behind its back is rewritten, sentence and hash; one stored without a hash (before
+      // migration 0018) is compared by its sentence, which still holds.
+      const db = t.server.database.db;
+      const sentence = async (id: string) => (await sql<{ reason: string; hash: string | null }>`select reason, reason_hash::text as hash from job_waits where job_id = ${id}::uuid`.execute(db)).rows[0]!;
+      const real = await sentence(ids[1]!);
+      expect(real.hash).toBe(String(waitReasonHash(real.reason)));
+      await sql`update job_waits set reason = 'A stale sentence.', reason_hash = ${waitReasonHash('A stale sentence.')} where job_id = ${ids[1]!}::uuid`.execute(db);
+      await sql`update job_waits set reason_hash = null where job_id = ${ids[2]!}::uuid`.execute(db);
+      const other3 = await startServer(bareCenterConfig(t.db.url, OPERATOR, { NURI_ROLES: 'scheduler', NURI_SCHEDULER_TICK_MS: '600000' }));
+      try {
+        const third = await other3.app.get(SchedulerService).pass();
+        expect([third.annotated, third.annotatedBecause]).toEqual([1, { reason: 1 }]);
+        expect(await sentence(ids[1]!)).toEqual(real);
+      } finally {
+        await other3.close();
       }
     } finally {
       await other.close();

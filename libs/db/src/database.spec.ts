@@ -187,10 +187,33 @@ describe.each(BOTH_DATABASES)('0017_allocations_node_key on %s', (_kind, open) =
       await expect(allocate('00000000-0000-0000-0000-000000000000')).rejects.toThrow(/allocations_node_id_gpu_index_fkey/);
       await allocate(node);
       await expect(sql`delete from nodes where id = ${node}`.execute(db)).rejects.toThrow(/foreign key/);
-      expect(await migrateTo(db, '0016_job_waits_unchecked')).toEqual(['0017_allocations_node_key']);
+      expect(await migrateTo(db, '0016_job_waits_unchecked')).toContain('0017_allocations_node_key');
       expect(await keys(db)).toEqual(['allocations_job_id_fkey', 'allocations_node_id_fkey', 'allocations_node_id_gpu_index_fkey']);
       await migrateToLatest(db);
       expect(await keys(db)).toEqual(['allocations_job_id_fkey', 'allocations_node_id_gpu_index_fkey']);
+    } finally {
+      await d.drop();
+    }
+  });
+});
+
+describe.each(BOTH_DATABASES)('0018_job_waits_reason_hash on %s', (_kind, open) => {
+  it('keeps the waits stored before it, their sentence whole and no hash (read in full), and goes down and back up', async () => {
+    const d: { handle: DatabaseHandle; drop(): Promise<void> } = await open();
+    const db = d.handle.db;
+    const hashCol = async () => (await sql<{ n: number }>`select count(*)::int as n from information_schema.columns where table_name = 'job_waits' and column_name = 'reason_hash'`.execute(db)).rows[0]!.n;
+    try {
+      await migrateTo(db, '0017_allocations_node_key');
+      expect(await hashCol()).toBe(0);
+      const job = '00000000-0000-4000-8000-000000000001';
+      await sql`insert into job_waits (job_id, reason_code, reason) values (${job}, 'over_quota_limit', 'Over quota.')`.execute(db);
+      expect(await migrateToLatest(db)).toContain('0018_job_waits_reason_hash');
+      expect((await sql`select reason_code, reason, reason_hash from job_waits`.execute(db)).rows).toEqual([{ reason_code: 'over_quota_limit', reason: 'Over quota.', reason_hash: null }]);
+      expect(await migrateTo(db, '0017_allocations_node_key')).toEqual(['0018_job_waits_reason_hash']);
+      expect(await hashCol()).toBe(0);
+      expect((await sql`select reason from job_waits`.execute(db)).rows).toEqual([{ reason: 'Over quota.' }]);
+      await migrateToLatest(db);
+      expect(await hashCol()).toBe(1);
     } finally {
       await d.drop();
     }

@@ -11,3 +11,4 @@ export * from './repositories/log-relay.repository';
 export * from './repositories/ledger.repository';
 export * from './repositories/prices.repository';
 export * from './wakeups';
+export * from './wait-reason-hash';

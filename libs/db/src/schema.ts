@@ -140,6 +140,8 @@ export interface JobWaitsTable {
   /** The pending reason as data (PENDING_REASON_CODES). */
   reason_code: string;
   reason: string;
+  /** waitReasonHash(reason), what a leader reading the queue back compares; null in rows written before migration 0018. */
+  reason_hash: string | null;
   /** The plan's estimate by time limits; shown scaled by scheduler_estimates when `scaled`. */
   estimated_start_at: Timestamp | null;
   scaled: Generated<boolean>;

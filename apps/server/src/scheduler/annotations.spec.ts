@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { FlickerDamper, staleBecause, type Annotation } from './annotations';
+import { waitReasonHash } from '@nuri/db';
+import { FlickerDamper, staleBecause, type Annotation, type StoredAnnotation } from './annotations';
 
 const annotationStale = (old: Annotation | undefined, next: Annotation, now: number) => staleBecause(old, next, now) !== null;
 
@@ -34,6 +35,21 @@ describe('annotationStale', () => {
     expect(annotationStale(behind(5000, 4200), behind(4400, 3600), NOW)).toBe(true);
     // Any other reason's sentence is exact.
     expect(annotationStale(a(5000, null, 'held for job a'), a(5000, null, 'held for job b'), NOW)).toBe(true);
+  });
+
+  it('compares a sentence read back as its hash as it compares the sentence itself', () => {
+    const readBack = ({ reason, ...rest }: Annotation): StoredAnnotation => ({ ...rest, reason: null, reasonHash: waitReasonHash(reason) });
+    const pairs: [Annotation, Annotation][] = [
+      [a(5000, null, 'held for job a'), a(5000, null, 'held for job a')],
+      [a(5000, null, 'held for job a'), a(5000, null, 'held for job b')],
+      [a(5000), a(4600)],
+      [behind(50, 40), behind(49, 39)],
+      [behind(5000, 4200), behind(4950, 4100)],
+      [behind(5000, 4200), behind(5000, 4200)],
+    ];
+    for (const [old, next] of pairs) expect(staleBecause(readBack(old), next, NOW)).toBe(staleBecause(old, next, NOW));
+    expect(staleBecause(readBack(a(5000, null, 'held for job a')), a(5000, null, 'held for job b'), NOW)).toBe('reason');
+    expect(staleBecause(readBack(a(5000, null, 'held for job a')), a(5000, null, 'held for job a'), NOW)).toBeNull();
   });
 
   it('rewrites an estimate that moved by more than a minute and 10% of the wait left', () => {

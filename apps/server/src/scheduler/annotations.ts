@@ -1,4 +1,5 @@
 import type { PendingReasonCodeName } from '@nuri/contracts';
+import { waitReasonHash } from '@nuri/db';
 
 /** What a pending job shows while it waits: its reason, estimated start (ms) and queue position. */
 export interface Annotation {
@@ -7,6 +8,13 @@ export interface Annotation {
   eta: number | null;
   position: number | null;
 }
+
+/**
+ * What is known of a job's stored annotation: the one this leader wrote, or one read back from
+ * the database, whose sentence is known by its hash (`waitReasonHash`, stored with it) unless it
+ * was written without one.
+ */
+export type StoredAnnotation = Annotation | (Omit<Annotation, 'reason'> & { reason: null; reasonHash: number });
 
 /** Queue positions up to this are stored exactly; beyond it, within POSITION_SLACK of the truth. */
 const EXACT_POSITIONS = 100;
@@ -28,21 +36,38 @@ export type StaleCause = 'new' | 'code' | 'reason' | 'position' | 'estimate';
  * ahead, and after each start tens of thousands of those counts move by one or two): it is
  * rewritten with its position, exactly within the first 100, else when the position drifts.
  */
-export function staleBecause(old: Annotation | undefined, next: Annotation, now: number): StaleCause | null {
+export function staleBecause(old: StoredAnnotation | undefined, next: Annotation, now: number): StaleCause | null {
   return staleFields(old, next.code, next.reason, next.eta, next.position, now);
 }
 
 /** `staleBecause` on the new annotation's fields: a pass asks for each of 100,000 jobs, and most answers are null (no object made for them). */
-export function staleFields(old: Annotation | undefined, code: PendingReasonCodeName, reason: string, eta: number | null, position: number | null, now: number): StaleCause | null {
+export function staleFields(old: StoredAnnotation | undefined, code: PendingReasonCodeName, reason: string, eta: number | null, position: number | null, now: number): StaleCause | null {
   if (!old) return 'new';
   if (old.code !== code) return 'code';
-  if (old.reason !== reason && (code !== 'behind_higher_ranked' || positionStale(old.position, position))) return 'reason';
+  if (!sameReason(old, reason) && (code !== 'behind_higher_ranked' || positionStale(old.position, position))) return 'reason';
   if (positionStale(old.position, position)) return 'position';
   if (old.eta !== eta) {
     if (old.eta === null || eta === null) return 'estimate';
     if (Math.abs(old.eta - eta) > Math.max(ETA_EXACT_MS, ETA_SLACK * (eta - now))) return 'estimate';
   }
   return null;
+}
+
+function sameReason(old: StoredAnnotation, reason: string): boolean {
+  return old.reason === null ? old.reasonHash === hashOf(reason) : old.reason === reason;
+}
+
+/** The hashes of sentences compared lately: a new leader's first pass compares 100,000 jobs', most of them one of a few sentences (the same strings). */
+const hashes = new Map<string, number>();
+const HASHES_KEPT = 50_000;
+
+function hashOf(reason: string): number {
+  let h = hashes.get(reason);
+  if (h === undefined) {
+    if (hashes.size >= HASHES_KEPT) hashes.clear();
+    hashes.set(reason, (h = waitReasonHash(reason)));
+  }
+  return h;
 }
 
 function positionStale(old: number | null, next: number | null): boolean {
@@ -66,7 +91,7 @@ export class FlickerDamper {
   private readonly seen = new Map<string, PendingReasonCodeName>();
 
   /** Whether to write `next` over `old` now (false: wait and see whether it holds). */
-  settled(id: string, old: Annotation | undefined, next: Pick<Annotation, 'code'>): boolean {
+  settled(id: string, old: StoredAnnotation | undefined, next: Pick<Annotation, 'code'>): boolean {
     if (!old || old.code === next.code || !FLICKERING.has(old.code) || !FLICKERING.has(next.code)) {
       this.seen.delete(id);
       return true;

@@ -1,4 +1,4 @@
-import { IdentityRepository, JobsRepository, NodesRepository, TenantsRepository } from '@nuri/db';
+import { IdentityRepository, JobsRepository, NodesRepository, TenantsRepository, waitReasonHash } from '@nuri/db';
 import { createTestDatabase, type TestDatabase } from '../../../../libs/db/src/testing';
 import fc from 'fast-check';
 import { sql } from 'kysely';
@@ -200,7 +200,8 @@ describe('LiveJobs: the incremental queue equals a full reload', () => {
     await jobs.annotatePending([{ id: a, reason: 'behind 2 jobs', reasonCode: 'behind_higher_ranked', estimatedStartAt: new Date(t0.getTime() + 60_000), queuePosition: 3 }]);
     const live = new LiveJobs(jobs);
     expect((await live.refresh()).full).toBe(true);
-    expect(live.get(a)!.wait).toEqual({ code: 'behind_higher_ranked', reason: 'behind 2 jobs', eta: t0.getTime() + 60_000, position: 3 });
+    // The sentence as its hash: what a pass compares (`staleFields`).
+    expect(live.get(a)!.wait).toEqual({ code: 'behind_higher_ranked', reason: null, reasonHash: waitReasonHash('behind 2 jobs'), eta: t0.getTime() + 60_000, position: 3 });
     expect(live.get(b)!.wait).toBeUndefined();
     // Changed (its wait may be out of date): a new object, with no wait remembered.
     await sql`update jobs set priority = 'high' where id = ${a}`.execute(tdb.handle.db);
@@ -210,7 +211,7 @@ describe('LiveJobs: the incremental queue equals a full reload', () => {
     await jobs.annotatePending([{ id: b, reason: 'over quota', reasonCode: 'over_quota_limit', estimatedStartAt: null, queuePosition: null }]);
     live.setWaits(await jobs.pendingAnnotations());
     expect(live.get(a)!.wait).toMatchObject({ code: 'behind_higher_ranked', position: 3 });
-    expect(live.get(b)!.wait).toMatchObject({ code: 'over_quota_limit', reason: 'over quota', eta: null, position: null });
+    expect(live.get(b)!.wait).toMatchObject({ code: 'over_quota_limit', reasonHash: waitReasonHash('over quota'), eta: null, position: null });
     live.setWaits([]);
     expect(live.pending().filter((j) => j.wait !== undefined)).toEqual([]);
     await jobs.cancelPending([a, b], 'cancelled by test', t0);

@@ -1,5 +1,5 @@
 import type { JobsRepository, PendingJobWithWait, RunningWithPlacement, StoredWaitColumns } from '@nuri/db';
-import type { Annotation } from './annotations';
+import type { Annotation, StoredAnnotation } from './annotations';
 import { livePending, type LivePending } from './snapshot';
 
 /** What `refresh` did: a full reload or the changes applied, and how many rows it read. */
@@ -282,6 +282,10 @@ class FewStrings<S extends string> {
 }
 
 /** The wait stored for a job as read (none: its columns are null), in the form a pass compares with (a stored code is one of the reason codes). */
-function storedWait(r: Pick<PendingJobWithWait, keyof StoredWaitColumns>): Annotation | undefined {
-  return r.wait_code === null ? undefined : { code: r.wait_code as Annotation['code'], reason: r.wait_reason ?? '', eta: r.wait_eta_ms, position: r.wait_position };
+function storedWait(r: Pick<PendingJobWithWait, keyof StoredWaitColumns>): StoredAnnotation | undefined {
+  if (r.wait_code === null) return undefined;
+  const code = r.wait_code as Annotation['code'];
+  return r.wait_reason_hash === null
+    ? { code, reason: r.wait_reason ?? '', eta: r.wait_eta_ms, position: r.wait_position }
+    : { code, reason: null, reasonHash: r.wait_reason_hash, eta: r.wait_eta_ms, position: r.wait_position };
 }

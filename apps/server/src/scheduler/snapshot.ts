@@ -1,7 +1,7 @@
 import { PRIORITY_RANK, type PriorityClass } from '@nuri/contracts';
 import type { NodeWithGpus, PendingJobRow, RunningWithPlacement, TenantWithQuotas } from '@nuri/db';
 import { accrueUsage, decayUsage, type PendingJob, type PolicyConfig, type Snapshot } from '@nuri/scheduling';
-import type { Annotation } from './annotations';
+import type { StoredAnnotation } from './annotations';
 
 export interface SnapshotInputs {
   now: Date;
@@ -37,11 +37,11 @@ export interface LivePending extends PendingJob {
   arrayMaxRunning: number | null;
   /** 0 until the job first starts. */
   attempts: number;
-  wait: Annotation | undefined;
+  wait: StoredAnnotation | undefined;
 }
 
 /** The job's row in the leader's form; `wait`: what is stored for it, if read with it. */
-export function livePending(r: PendingJobRow, wait?: Annotation): LivePending {
+export function livePending(r: PendingJobRow, wait?: StoredAnnotation): LivePending {
   return {
     id: r.id,
     tenantId: r.tenant_id,

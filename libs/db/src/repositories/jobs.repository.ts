@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { sql, type RawBuilder } from 'kysely';
 import type { JobDependenciesTable, JobRow, JobsTable } from '../schema';
+import { waitReasonHash } from '../wait-reason-hash';
 import { DependenciesRepository } from './dependencies.repository';
 import { epochMs } from './epoch-ms';
 import { openAttemptsOf, LedgerRepository } from './ledger.repository';
@@ -107,10 +108,15 @@ export type PendingJobRow = Pick<JobRow, (typeof PENDING_COLUMNS)[number]> & { s
 /** The most rows `eachPending` hands on at once (a chunk is what one read of the socket brought, usually fewer). */
 const PENDING_CHUNK = 4096;
 
-/** The wait stored for a pending job (job_waits), as the scheduler reads it: its estimate in epoch ms. */
+/**
+ * The wait stored for a pending job (job_waits), as the scheduler reads it: its estimate in epoch
+ * ms, and its sentence by the hash stored with it (`waitReasonHash`), in full only for a row
+ * written without one (before migration 0018). One of the two is null.
+ */
 export interface StoredWaitColumns {
   wait_code: string;
-  wait_reason: string;
+  wait_reason: string | null;
+  wait_reason_hash: number | null;
   wait_position: number | null;
   wait_eta_ms: number | null;
 }
@@ -128,7 +134,9 @@ const WAIT = sql<JobRecord['wait']>`case when job_waits.job_id is null then null
 /** The stored wait's columns as `StoredWaitColumns` names them (job_waits joined): one definition for both reads of them. */
 const STORED_WAIT_COLUMNS = [
   'job_waits.reason_code as wait_code',
-  'job_waits.reason as wait_reason',
+  sql<string | null>`case when job_waits.reason_hash is null then job_waits.reason end`.as('wait_reason'),
+  // Below 2^53 (waitReasonHash): exact as a double, which the driver parses as a number, not a string.
+  sql<number | null>`job_waits.reason_hash::float8`.as('wait_reason_hash'),
   'job_waits.queue_position as wait_position',
   epochMs<number | null>(sql.ref('job_waits.estimated_start_at')).as('wait_eta_ms'),
 ] as const;
@@ -1233,13 +1241,13 @@ export class JobsRepository {
     };
   }
 
-  /** Stores the plan's explanation for pending jobs (only rows that changed are passed in); no position for a job kept from the plan. */
   /**
    * Stores what pending jobs show while they wait (job_waits); `gone`: jobs whose wait is over
    * (their rows are dropped). A row written for a job that has just left the queue is harmless
    * (the view reads it only while the job is pending) and goes with the next `gone`. One
    * statement per 20,000 rows, each column one array parameter, each distinct sentence sent
-   * once (thousands of jobs share "Free GPUs are held for job …": 3 MB of text became 0.1 MB).
+   * once (thousands of jobs share "Free GPUs are held for job …": 3 MB of text became 0.1 MB)
+   * with its hash, which a leader reading the waits back compares (`StoredWaitColumns`).
    */
   async annotatePending(
     rows: { id: string; reason: string; reasonCode: string; estimatedStartAt: Date | null; scaled?: boolean; queuePosition: number | null }[],
@@ -1255,13 +1263,13 @@ export class JobsRepository {
         return k;
       });
       await sql`
-        insert into job_waits (job_id, reason_code, reason, estimated_start_at, scaled, queue_position)
-        select v.id, v.code, s.reason, v.eta, v.scaled, v.pos
+        insert into job_waits (job_id, reason_code, reason, reason_hash, estimated_start_at, scaled, queue_position)
+        select v.id, v.code, s.reason, s.hash, v.eta, v.scaled, v.pos
         from unnest(${plainArray(chunk.map((r) => r.id))}::uuid[], ${plainArray(chunk.map((r) => r.reasonCode))}::text[], ${plainArray(which)}::int[],
                     ${plainArray(chunk.map((r) => r.estimatedStartAt?.toISOString() ?? null))}::timestamptz[], ${plainArray(chunk.map((r) => r.scaled ?? true))}::boolean[],
                     ${plainArray(chunk.map((r) => r.queuePosition))}::int[]) as v(id, code, k, eta, scaled, pos)
-        join unnest(${[...sentences.keys()]}::text[]) with ordinality as s(reason, k) on s.k = v.k
-        on conflict (job_id) do update set reason_code = excluded.reason_code, reason = excluded.reason,
+        join unnest(${[...sentences.keys()]}::text[], ${plainArray([...sentences.keys()].map(waitReasonHash))}::bigint[]) with ordinality as s(reason, hash, k) on s.k = v.k
+        on conflict (job_id) do update set reason_code = excluded.reason_code, reason = excluded.reason, reason_hash = excluded.reason_hash,
           estimated_start_at = excluded.estimated_start_at, scaled = excluded.scaled, queue_position = excluded.queue_position`.execute(this.db);
     }
   }

@@ -8,6 +8,7 @@ import { epochMs } from './epoch-ms';
 import { JobsRepository, plainArray } from './jobs.repository';
 import { NodesRepository } from './nodes.repository';
 import { TenantsRepository } from './tenants.repository';
+import { waitReasonHash } from '../wait-reason-hash';
 
 const t0 = new Date('2026-01-01T00:00:00Z');
 
@@ -248,14 +249,35 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
     ]);
     await s.jobs.transition(gone, ['pending'], 'cancelled', 'test', t0);
     const byId = new Map((await s.jobs.pending()).map((j) => [j.id, j]));
-    expect(byId.get(waited)).toMatchObject({ wait_code: 'behind_higher_ranked', wait_reason: 'behind 3 jobs', wait_position: 4, wait_eta_ms: eta.getTime() });
-    expect(byId.get(bare)).toMatchObject({ wait_code: null, wait_reason: null, wait_position: null, wait_eta_ms: null });
+    // The sentence comes back as its hash (the leader compares that), not as its text.
+    const hashed = { wait_code: 'behind_higher_ranked', wait_reason: null, wait_reason_hash: waitReasonHash('behind 3 jobs'), wait_position: 4, wait_eta_ms: eta.getTime() };
+    expect(byId.get(waited)).toMatchObject(hashed);
+    expect(byId.get(bare)).toMatchObject({ wait_code: null, wait_reason: null, wait_reason_hash: null, wait_position: null, wait_eta_ms: null });
     expect(byId.has(gone)).toBe(false);
     // The same waits on their own (a leader that kept the jobs current reads only these).
     const stored = await s.jobs.pendingAnnotations();
-    expect(stored.find((w) => w.id === waited)).toEqual({ id: waited, wait_code: 'behind_higher_ranked', wait_reason: 'behind 3 jobs', wait_position: 4, wait_eta_ms: eta.getTime() });
+    expect(stored.find((w) => w.id === waited)).toEqual({ id: waited, ...hashed });
     expect(stored.some((w) => w.id === bare || w.id === gone)).toBe(false);
+    // The API still shows the sentence itself.
+    expect((await s.jobs.find(waited))!.wait).toMatchObject({ reasonCode: 'behind_higher_ranked', reason: 'behind 3 jobs', queuePosition: 4 });
+    // A row stored without a hash (before migration 0018) is read with its sentence.
+    await sql`update job_waits set reason_hash = null where job_id = ${waited}`.execute(tdb.handle.db);
+    const old = { wait_code: 'behind_higher_ranked', wait_reason: 'behind 3 jobs', wait_reason_hash: null };
+    expect((await s.jobs.pending()).find((j) => j.id === waited)).toMatchObject(old);
+    expect((await s.jobs.pendingAnnotations()).find((w) => w.id === waited)).toMatchObject(old);
     for (const id of [waited, bare]) await s.jobs.transition(id, ['pending'], 'cancelled', 'test', t0);
+  });
+
+  it('stores each sentence with a hash that reads back exactly, whatever the sentence (non-ASCII, long, one character apart)', async () => {
+    const sentences = ['', 'behind 3 jobs', 'behind 4 jobs', '큐에서 대기 중: 3개 작업 뒤 — H100 8장 필요', 'x'.repeat(5000), "quotes ' \" and {braces}, commas"];
+    const ids: string[] = [];
+    for (const _ of sentences) ids.push(await s.job('hashed', 1));
+    await s.jobs.annotatePending(sentences.map((reason, i) => ({ id: ids[i]!, reason, reasonCode: 'waiting_for_resources', estimatedStartAt: null, queuePosition: i })));
+    const byId = new Map((await s.jobs.pending()).map((j) => [j.id, j]));
+    const read = sentences.map((_, i) => byId.get(ids[i]!)!.wait_reason_hash);
+    expect(read).toEqual(sentences.map(waitReasonHash));
+    expect(new Set(read).size).toBe(sentences.length);
+    for (const id of ids) await s.jobs.transition(id, ['pending'], 'cancelled', 'test', t0);
   });
 
   it('reads running jobs by node and by id with their whole live placement, in node-name order; never a released GPU or an ended job', async () => {
