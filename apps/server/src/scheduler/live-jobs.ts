@@ -28,8 +28,12 @@ export interface RefreshResult {
  */
 export class LiveJobs {
   private pendingById = new Map<string, LivePending>();
-  /** The same pending jobs by tenant: an express start reads its newcomers' tenants' queues, not all 100,000. */
-  private pendingByTenant = new Map<string, Map<string, LivePending>>();
+  /**
+   * The same pending jobs by tenant: an express start reads its newcomers' tenants' queues, not
+   * all 100,000. Sets of the objects (hashed by identity, not by their ids again: keying a
+   * second map by id took a reload of 121,000 jobs 20-30 ms more CPU).
+   */
+  private pendingByTenant = new Map<string, Set<LivePending>>();
   /** Jobs that entered the queue (submitted, requeued) in an incremental refresh, until `takeArrivals`. */
   private arrivals = new Set<string>();
   /** Of the pending jobs read by an incremental refresh, whether each has dependencies (see `dependent`). */
@@ -70,7 +74,7 @@ export class LiveJobs {
       // Each row is turned into the leader's form as it arrives, into new maps swapped in once
       // all came: straight in (no job is in them yet), and a failed read leaves the old ones.
       const byId = new Map<string, LivePending>();
-      const byTenant = new Map<string, Map<string, LivePending>>();
+      const byTenant = new Map<string, Set<LivePending>>();
       const tenants = new FewStrings<string>();
       const types = new FewStrings<LivePending['gpuType']>();
       const priorities = new FewStrings<LivePending['priorityName']>();
@@ -171,7 +175,7 @@ export class LiveJobs {
   /** The pending jobs of these tenants. */
   pendingOf(tenantIds: Iterable<string>): LivePending[] {
     const out: LivePending[] = [];
-    for (const t of tenantIds) for (const j of this.pendingByTenant.get(t)?.values() ?? []) out.push(j);
+    for (const t of tenantIds) for (const j of this.pendingByTenant.get(t) ?? []) out.push(j);
     return out;
   }
 
@@ -190,7 +194,7 @@ export class LiveJobs {
 
   private putPending(j: LivePending): void {
     const before = this.pendingById.get(j.id);
-    if (before && before.tenantId !== j.tenantId) this.pendingByTenant.get(before.tenantId)?.delete(j.id);
+    if (before) this.pendingByTenant.get(before.tenantId)?.delete(before);
     this.index(j);
   }
 
@@ -212,7 +216,7 @@ export class LiveJobs {
     const j = this.pendingById.get(id);
     if (!j) return;
     this.pendingById.delete(id);
-    this.pendingByTenant.get(j.tenantId)?.delete(id);
+    this.pendingByTenant.get(j.tenantId)?.delete(j);
   }
 
   isPending(id: string): boolean {
@@ -258,11 +262,11 @@ export function isFresh(j: Pick<LivePending, 'attempts'>): boolean {
 }
 
 /** Puts a pending job in the maps by id and by tenant. */
-function put(byId: Map<string, LivePending>, byTenant: Map<string, Map<string, LivePending>>, j: LivePending): void {
+function put(byId: Map<string, LivePending>, byTenant: Map<string, Set<LivePending>>, j: LivePending): void {
   byId.set(j.id, j);
   let t = byTenant.get(j.tenantId);
-  if (!t) byTenant.set(j.tenantId, (t = new Map()));
-  t.set(j.id, j);
+  if (!t) byTenant.set(j.tenantId, (t = new Set()));
+  t.add(j);
 }
 
 /**
