@@ -1,4 +1,5 @@
 import { JobsRepository, NodesRepository, waitReasonHash } from '@nuri/db';
+import { passMemoryJobs } from '@nuri/scheduling';
 import { sql } from 'kysely';
 import { Client } from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -173,5 +174,27 @@ describe('waits already stored', () => {
     expect([again.annotated, again.annotatedBecause]).toEqual([1, { new: 1 }]);
     expect((await api(OPERATOR, 'GET', `/v1/jobs/${id}`)).body.reason).toMatch(/\w/);
     expect((await t.scheduler.pass()).annotated).toBe(0);
+  });
+});
+
+describe('a scheduler starting on a big queue', () => {
+  const { t } = passesByHand({}, { guaranteed: 8, limit: 8 });
+
+  it("reserves its pass's memory for the queue and a quarter more before it leads", async () => {
+    const queued = 30_000;
+    const { rows } = await t.holder.query<{ tenant_id: string; user_id: string }>(`select t.id as tenant_id, u.id as user_id from tenants t join users u on u.tenant_id = t.id where u.name = 'ryan'`);
+    await t.holder.query(
+      `insert into jobs (tenant_id, user_id, name, state, gpus, gpu_type, priority, time_limit_seconds, command, env, requeue, submitted_at, queued_at)
+       select $1, $2, 'bulk', 'pending', 1, 'h100', 'normal', 3600, '["true"]', '{}', true, now(), now() from generate_series(1, $3::int)`,
+      [rows[0]!.tenant_id, rows[0]!.user_id, queued],
+    );
+    // (A pass over the queue would grow the arrays to the queue only: the quarter more is the reservation's.)
+    const other = await startServer(bareCenterConfig(t.db.url, OPERATOR, { NURI_ROLES: 'scheduler', NURI_SCHEDULER_TICK_MS: '600000' }));
+    try {
+      expect(other.app.get(SchedulerService).isLeader).toBe(false);
+      expect(passMemoryJobs()).toBeGreaterThanOrEqual(queued * 1.25);
+    } finally {
+      await other.close();
+    }
   });
 });

@@ -13,7 +13,7 @@ import {
 } from '@nuri/db';
 import type { PendingReasonCodeName } from '@nuri/contracts';
 import { NuriMetrics, type SchedulerSnapshotMetrics } from '@nuri/metrics';
-import { Plan, Scheduler, StartCalibration, type PolicyConfig } from '@nuri/scheduling';
+import { passMemoryJobs, Plan, reservePassMemory, Scheduler, StartCalibration, type PolicyConfig } from '@nuri/scheduling';
 import { Clock } from '../core/clock';
 import { Coalesced } from '../core/coalesced';
 import { CONFIG, SCHEDULER_DATABASE } from '../core/core.module';
@@ -31,6 +31,8 @@ import { warmUpCore } from './warm-up';
 
 /** Advisory lock key that elects the one active scheduler ("nuri" in ASCII). */
 export const SCHEDULER_LOCK_KEY = 0x6e757269;
+/** The pass memory a scheduler reserves at its start, per job queued then (the queue may grow before it leads). */
+const PASS_MEMORY_HEADROOM = 1.25;
 /** A pass slower than this logs its stages. */
 const SLOW_PASS_MS = 2000;
 /** An express start slower than this logs where its time went (one is meant to take tens of ms). */
@@ -171,7 +173,13 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     // whole queue with the fleet idle, would otherwise also be the one V8 compiles the core in.
     const t = performance.now();
     const warm = warmUpCore(this.policy(), this.config.fairShareHalfLifeSeconds);
-    this.log.log(`core warmed up in ${(performance.now() - t).toFixed(0)} ms (${warm.pending} made-up jobs, ${warm.starts} started)`);
+    // And its scratch memory, for the queue there is now and a quarter more (see reservePassMemory).
+    const queued = await this.jobs.countPending().catch((e: Error) => {
+      this.log.warn(`could not count the queue to size the pass's memory: ${e.message}`);
+      return 0;
+    });
+    reservePassMemory(Math.ceil(queued * PASS_MEMORY_HEADROOM));
+    this.log.log(`core warmed up in ${(performance.now() - t).toFixed(0)} ms (${warm.pending} made-up jobs, ${warm.starts} started; pass memory for ${passMemoryJobs()} jobs)`);
     this.unsubscribe = this.wakeups.onWake((reason) => {
       // A submission goes to an express start first; a full pass is asked for only if that
       // leaves a newcomer pending (it needs its reason and position). Every submission asking

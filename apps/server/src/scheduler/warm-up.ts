@@ -17,7 +17,8 @@ const uuid = (kind: number, i: number) => `0000000${kind}-0000-4000-8000-${i.toS
  * so that a new leader's first pass runs optimized code: on a queue of 145,000 jobs the core's
  * first plan took 330-360 ms, the same plan again 170 ms, then 120 ms (V8 compiles what runs
  * hot); after this, the first took 180-220 ms. Nothing of it is kept but the compiled code (and
- * the core's scratch arrays, which every pass overwrites). Deterministic; returns what the last
+ * the core's scratch arrays, which every pass overwrites, sized for this center: the scheduler
+ * then grows them for its real queue, `reservePassMemory`). Deterministic; returns what the last
  * plan did, for tests.
  */
 export function warmUpCore(policy: PolicyConfig, halfLifeSeconds: number): { pending: number; starts: number; waiting: number } {

@@ -1281,6 +1281,12 @@ export class JobsRepository {
       on conflict (id) do update set start_estimate_scale = excluded.start_estimate_scale, updated_at = excluded.updated_at`.execute(this.db);
   }
 
+  /** How many jobs are pending (served by the jobs_live index): a scheduler's start sizes its pass memory by it, never a pass. */
+  async countPending(): Promise<number> {
+    const r = await this.db.selectFrom('jobs').select((eb) => eb.fn.countAll<string | number>().as('n')).where('state', '=', 'pending').executeTakeFirstOrThrow();
+    return Number(r.n);
+  }
+
   /** Live jobs (pending and running) by tenant, state and requested type; served by the jobs_live index. */
   async countByState(): Promise<{ tenantId: string; state: State; gpuType: string; n: number }[]> {
     const rows = await this.db

@@ -249,6 +249,7 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
     ]);
     await s.jobs.transition(gone, ['pending'], 'cancelled', 'test', t0);
     const byId = new Map((await s.jobs.pending()).map((j) => [j.id, j]));
+    expect(await s.jobs.countPending()).toBe(byId.size);
     // The sentence comes back as its hash (the leader compares that), not as its text.
     const hashed = { wait_code: 'behind_higher_ranked', wait_reason: null, wait_reason_hash: waitReasonHash('behind 3 jobs'), wait_position: 4, wait_eta_ms: eta.getTime() };
     expect(byId.get(waited)).toMatchObject(hashed);
