@@ -177,24 +177,53 @@ describe('waits already stored', () => {
   });
 });
 
-describe('a scheduler starting on a big queue', () => {
-  const { t } = passesByHand({}, { guaranteed: 8, limit: 8 });
-
-  it("reserves its pass's memory for the queue and a quarter more before it leads", async () => {
-    const queued = 30_000;
-    const { rows } = await t.holder.query<{ tenant_id: string; user_id: string }>(`select t.id as tenant_id, u.id as user_id from tenants t join users u on u.tenant_id = t.id where u.name = 'ryan'`);
-    await t.holder.query(
+describe("a scheduler's pass memory", () => {
+  /** n pending jobs by SQL, as a bulk load does. */
+  const bulk = async (db: Client, n: number) => {
+    const { rows } = await db.query<{ tenant_id: string; user_id: string }>(`select tenant_id, id as user_id from users where name = 'bulk-user'`);
+    await db.query(
       `insert into jobs (tenant_id, user_id, name, state, gpus, gpu_type, priority, time_limit_seconds, command, env, requeue, submitted_at, queued_at)
        select $1, $2, 'bulk', 'pending', 1, 'h100', 'normal', 3600, '["true"]', '{}', true, now(), now() from generate_series(1, $3::int)`,
-      [rows[0]!.tenant_id, rows[0]!.user_id, queued],
+      [rows[0]!.tenant_id, rows[0]!.user_id, n],
     );
-    // (A pass over the queue would grow the arrays to the queue only: the quarter more is the reservation's.)
-    const other = await startServer(bareCenterConfig(t.db.url, OPERATOR, { NURI_ROLES: 'scheduler', NURI_SCHEDULER_TICK_MS: '600000' }));
+  };
+  const owner = async (db: Client) => {
+    const t = await db.query<{ id: string }>(`insert into tenants (name, display_name) values ('bulk', 'Bulk') returning id`);
+    await db.query(`insert into users (name, tenant_id, role) values ('bulk-user', $1, 'researcher')`, [t.rows[0]!.id]);
+  };
+
+  it('is reserved at start for the queue there and a quarter more, by a scheduler that leads at once', async () => {
+    const db = await createTestDatabase();
+    const c = new Client({ connectionString: db.url });
+    await c.connect();
     try {
-      expect(other.app.get(SchedulerService).isLeader).toBe(false);
-      expect(passMemoryJobs()).toBeGreaterThanOrEqual(queued * 1.25);
+      await owner(c);
+      await bulk(c, 30_000);
+      const server = await startServer(bareCenterConfig(db.url, OPERATOR, { NURI_ROLES: 'scheduler', NURI_SCHEDULER_TICK_MS: '600000' }));
+      try {
+        expect(server.app.get(SchedulerService).isLeader).toBe(true);
+        // (Its passes grow the arrays to the queue only: the quarter more is the reservation's.)
+        expect(passMemoryJobs()).toBeGreaterThanOrEqual(30_000 * 1.25);
+      } finally {
+        await server.close();
+      }
     } finally {
-      await other.close();
+      await c.end();
+      await db.drop();
     }
+  });
+
+  describe('of a standby', () => {
+    const { t } = passesByHand({}, { guaranteed: 8, limit: 8 });
+
+    it('follows the queue as it grows', async () => {
+      await owner(t.holder);
+      // Larger than any reservation before in this file.
+      await bulk(t.holder, 60_000);
+      expect(t.scheduler.isLeader).toBe(false);
+      const deadline = Date.now() + 15_000;
+      while (passMemoryJobs() < 60_000 * 1.25 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      expect(passMemoryJobs()).toBeGreaterThanOrEqual(60_000 * 1.25);
+    });
   });
 });

@@ -219,6 +219,11 @@ export class LiveJobs {
     this.pendingByTenant.get(j.tenantId)?.delete(j);
   }
 
+  /** How many jobs are pending. */
+  get pendingCount(): number {
+    return this.pendingById.size;
+  }
+
   isPending(id: string): boolean {
     return this.pendingById.has(id);
   }

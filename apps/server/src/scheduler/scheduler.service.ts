@@ -267,6 +267,8 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     try {
       await this.serial(() => this.refreshLive());
       this.live.forgetArrivals(); // only a leader's express starts use them
+      // The pass memory follows a queue that grew since the start (nothing to do while it holds it).
+      reservePassMemory(Math.ceil(this.live.pendingCount * PASS_MEMORY_HEADROOM));
     } catch (e) {
       this.invalidateLive();
       throw e;
