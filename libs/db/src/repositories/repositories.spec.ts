@@ -1,4 +1,5 @@
 import { sql } from 'kysely';
+import { Client } from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DatabaseHandle } from '../database';
 import type { NodeIsolationJson } from '../schema';
@@ -164,10 +165,18 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
     const at = new Date(t0.getTime() + 3000);
     const calls: string[][] = [];
     // On PostgreSQL another connection still sees the job pending then (PGlite has one connection).
+    // The write waits for a GPU row another session holds (its key check) until that read is
+    // done: a read racing the commit came too late once, on a loaded machine.
     let seenMeanwhile: Promise<string | undefined> | undefined;
+    const blocker = tdb.handle.kind === 'postgres' ? new Client({ connectionString: tdb.url }) : undefined;
+    if (blocker) {
+      await blocker.connect();
+      await blocker.query('begin');
+      await blocker.query('select 1 from gpus where node_id = $1 and index = 1 for update', [nodeId]);
+    }
     const r = await s.jobs.commitStarts([on(gone, 0), on(ok, 1)], at, undefined, undefined, (ids) => {
       calls.push([...ids]);
-      if (tdb.handle.kind === 'postgres') seenMeanwhile = s.jobs.detail(ok).then((d) => d?.state);
+      if (blocker) seenMeanwhile = s.jobs.detail(ok).then((d) => d?.state).finally(() => blocker.query('commit').then(() => blocker.end()));
     });
     expect(r.started).toEqual([ok]);
     expect(calls).toEqual([[ok]]);
