@@ -170,7 +170,8 @@ function scratch<T extends ScratchArray>(name: string, make: (n: number) => T, j
  * Grows the pass's scratch arrays (those a plan has made so far: a warm-up's) to hold `jobs`
  * pending jobs, and touches their memory: a new leader's first pass over 121,000 jobs otherwise
  * grew them from a warm-up's size to its own (~35 MB of fresh memory, first written in the pass)
- * and planned in 390-460 ms instead of 240-270. Done at a scheduler's start, before it leads.
+ * and planned in 390-460 ms instead of 240-270. Done at a scheduler's start, before it leads,
+ * and by a standby as its queue grows.
  */
 export function reservePassMemory(jobs: number): void {
   for (const e of scratchPool.values()) {
