@@ -24,6 +24,13 @@ interface Dispatch {
   /** Attempt of each started job as far as this connection knows (absent: unknown). */
   attempts: Map<string, number>;
   stopsSent: Set<string>;
+  /**
+   * The latest attempt per job whose exit this connection applied, and when (ms). A reconcile
+   * that read the job before that exit's effect (a requeue) must not record or send a start of
+   * an attempt that is over here: the agent ignores it (its exit is on its way), and a later
+   * attempt's start would then wait for ever on a stop of an attempt whose exit came already.
+   */
+  exited: Map<string, { attempt: number; at: number }>;
   /** Highest seq applied per stream, for messages that are not persisted (samples). */
   seqs: Map<string, number>;
 }
@@ -45,6 +52,10 @@ const HELLO_LINGER_MS = 50;
 const ADVANCE_BATCH = 1000;
 /** How long a stream advance waits for others' (see `advances`); the agent's message is acknowledged after it. */
 const ADVANCE_LINGER_MS = 20;
+/** How long a connection remembers an applied exit (see `Dispatch.exited`): far longer than any read in flight. */
+const EXITED_RETENTION_MS = 10 * 60_000;
+/** Entries in `Dispatch.exited` above which the ones past EXITED_RETENTION_MS are dropped. */
+const EXITED_PRUNE_ABOVE = 256;
 /** Nodes whose starts and stops are re-checked in one read at most (see `freshReads`). */
 const FRESH_BATCH = 256;
 /** Agents authenticated in one read at most (see `tokenReads`). */
@@ -282,6 +293,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
       started: new Set(hello.running),
       attempts: new Map(Object.entries(hello.runningAttempts ?? {})),
       stopsSent: new Set(),
+      exited: new Map(),
       seqs: new Map([[hello.stream, ackedSeq]]),
     };
     this.nodes.set(nodeName, d);
@@ -322,6 +334,9 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
           d.attempts.delete(e.jobId);
           d.stopsSent.delete(e.jobId);
         }
+        // Remembered before its effect is written: a reconcile between the two reads the attempt as running.
+        const over = e.attempt ?? known;
+        if (d && over !== undefined) this.noteExited(d, e.jobId, over);
         await this.storeTelemetry(e.jobId); // the attempt's utilization up to its end, before the end is recorded
         if (await this.lifecycle.exited(nodeId, e, at)) this.metrics.removeJobSeries(e.jobId);
       } else if (d) {
@@ -447,11 +462,16 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
         if (!d.stopsSent.has(job.id)) stops.push({ jobId: job.id, kind: 'requested', attempt: job.attempts });
         continue;
       }
+      const runs = d.attempts.get(job.id);
+      if (d.started.has(job.id) && runs !== undefined && this.exitedHere(d, job.id, runs)) {
+        // A start recorded from a read older than its attempt's exit (see `Dispatch.exited`):
+        // nothing runs it here and no exit of it will come again, so the current attempt starts.
+        this.forgetStart(d, job.id);
+      }
       if (d.started.has(job.id)) {
         // The agent runs an earlier attempt of this job (it was requeued and placed here
         // again while the agent was away): stop that one; its exit (ignored as stale)
         // clears the way for the current attempt's start.
-        const runs = d.attempts.get(job.id);
         if (runs !== undefined && job.attempts !== undefined && runs !== job.attempts && !d.stopsSent.has(job.id))
           stops.push({ jobId: job.id, kind: 'reconcile', attempt: runs });
         continue;
@@ -459,7 +479,13 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
       starts.push(job);
     }
     for (const id of d.started) {
-      if (wanted.has(id) || d.stopsSent.has(id)) continue;
+      if (wanted.has(id)) continue;
+      const runs = d.attempts.get(id);
+      if (runs !== undefined && this.exitedHere(d, id, runs)) {
+        this.forgetStart(d, id); // its exit came already: there is nothing to stop
+        continue;
+      }
+      if (d.stopsSent.has(id)) continue;
       stops.push({ jobId: id, kind: 'reconcile', attempt: d.attempts.get(id) });
     }
     if (!starts.length && !stops.length) return [];
@@ -495,6 +521,8 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
       const row = fresh.get(job.id);
       // rankExited: this node's rank of a multi-node job ended (exit 0) while others run: never again.
       if (!row || row.state !== 'running' || !row.onNode || row.stop_requested || row.rankExited || (job.attempts !== undefined && row.attempts !== job.attempts)) continue;
+      // The read came before the effect of an exit this connection applied meanwhile.
+      if (this.exitedHere(d, job.id, row.attempts)) continue;
       const rank = row.rankNodes.findIndex((n) => n.name === nodeName);
       if (rank < 0) continue;
       d.started.add(job.id);
@@ -526,6 +554,30 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
       });
     }
     return out;
+  }
+
+  private noteExited(d: Dispatch, jobId: string, attempt: number): void {
+    const now = this.clock.now().getTime();
+    const had = d.exited.get(jobId);
+    d.exited.delete(jobId); // re-inserted last: the map stays in the order of the exits
+    d.exited.set(jobId, { attempt: Math.max(attempt, had?.attempt ?? 0), at: now });
+    if (d.exited.size <= EXITED_PRUNE_ABOVE) return;
+    for (const [id, x] of d.exited) {
+      if (now - x.at < EXITED_RETENTION_MS) break;
+      d.exited.delete(id);
+    }
+  }
+
+  /** Whether this connection applied an exit of that attempt of the job (or a later one). */
+  private exitedHere(d: Dispatch, jobId: string, attempt: number): boolean {
+    const x = d.exited.get(jobId);
+    return x !== undefined && x.attempt >= attempt;
+  }
+
+  private forgetStart(d: Dispatch, jobId: string): void {
+    d.started.delete(jobId);
+    d.attempts.delete(jobId);
+    d.stopsSent.delete(jobId);
   }
 
   /** Stores the utilization and idle time integrated since the last store (of one job's attempts, or all); kept for the next try if it fails. */
