@@ -65,7 +65,8 @@ describe('fleet: a reconcile racing an exit on the same connection', () => {
     const sent: ServerMessage[] = [];
     const state = { placements: [] as JobPlacement[], fresh: [] as (() => Promise<Map<string, LiveJob>>)[], exits: [] as { jobId: string; attempt?: number }[] };
     const config = { schedulerTickMs: 1000, timeoutGraceSeconds: 5, preemptGraceSeconds: 30, nodeDownAfterSeconds: 30, masterPorts: { first: 29500 }, idle: { thresholdRatio: 0.05 } } as unknown as ServerConfig;
-    const clock = strict<Clock>('clock', { now: () => new Date('2026-12-05T09:00:00Z') });
+    const time = { ms: Date.parse('2026-12-05T09:00:00Z') };
+    const clock = strict<Clock>('clock', { now: () => new Date(time.ms) });
     const wakeups = strict<Wakeups>('wakeups', { wake: () => undefined });
     const nodeRepo = strict<NodesRepository>('nodes', {
       idByName: async (name: string) => (name === NODE ? NODE_ID : undefined),
@@ -94,7 +95,7 @@ describe('fleet: a reconcile racing an exit on the same connection', () => {
     const database = strict<DatabaseHandle>('database', { db: {} });
     fleet = new FleetService(config, clock, wakeups, nodeRepo, jobs, lifecycle, new NuriMetrics(), database);
     fleet.attach({ send: (_n, m) => (sent.push(m), true), isConnected: () => true });
-    const hello = () =>
+    const hello = (runningAttempts: Record<string, number> = {}) =>
       fleet!.hello(NODE, {
         v: WIRE_VERSION,
         type: 'hello',
@@ -103,11 +104,12 @@ describe('fleet: a reconcile racing an exit on the same connection', () => {
         agentVersion: 'test',
         gpuModel: 'h100',
         gpus: [0, 1, 2, 3].map((index) => ({ index, uuid: `GPU-${index}`, model: 'h100' })) as never,
-        running: [],
+        running: Object.keys(runningAttempts),
+        runningAttempts,
       });
     const exit = (attempt: number, seq: number) =>
       fleet!.apply(NODE, 's1', { v: WIRE_VERSION, type: 'job_event', seq, at: Date.parse('2026-12-05T09:00:00Z'), event: { kind: 'exited', jobId: JOB, exitCode: null, signal: null, cause: 'lost', attempt } });
-    return { fleet: fleet!, sent, state, hello, exit };
+    return { fleet: fleet!, sent, state, hello, exit, time };
   }
 
   it('sends no start of an attempt whose exit was applied while its read was out, and starts the next attempt when it comes', async () => {
@@ -154,5 +156,30 @@ describe('fleet: a reconcile racing an exit on the same connection', () => {
     fleet.reconcileAll();
     await fleet.settled();
     expect(sent.map((m) => [m.type, (m as { attempt?: number }).attempt])).toEqual([['stop', 2]]);
+  });
+
+  it('sends a stop again when no exit answered it for 10 s, and not before', async () => {
+    const { fleet, sent, state, hello, exit, time } = setup();
+    // The agent says it runs attempt 2; the job no longer runs here (requeued while it was away).
+    state.placements = [];
+    state.fresh.push(async () => new Map([[JOB, { ...running(2), state: 'pending', onNode: false } as LiveJob]]));
+    expect((await hello({ [JOB]: 2 })).send.map((m) => [m.type, (m as { attempt?: number }).attempt])).toEqual([['stop', 2]]);
+    // Rounds while the answer is awaited send nothing more.
+    time.ms += 9_000;
+    fleet.reconcileAll();
+    await fleet.settled();
+    expect(sent).toEqual([]);
+    // Unanswered for 10 s (the agent's exit crossed it, or a word was lost): the same stop again.
+    time.ms += 1_000;
+    state.fresh.push(async () => new Map([[JOB, { ...running(2), state: 'pending', onNode: false } as LiveJob]]));
+    fleet.reconcileAll();
+    await fleet.settled();
+    expect(sent.map((m) => [m.type, (m as { attempt?: number }).attempt, (m as { reason?: string }).reason])).toEqual([['stop', 2, 'reconcile']]);
+    // Its exit comes: nothing is left to stop, however long after.
+    await exit(2, 11);
+    time.ms += 60_000;
+    fleet.reconcileAll();
+    await fleet.settled();
+    expect(sent).toHaveLength(1);
   });
 });

@@ -23,7 +23,8 @@ interface Dispatch {
   started: Set<string>;
   /** Attempt of each started job as far as this connection knows (absent: unknown). */
   attempts: Map<string, number>;
-  stopsSent: Set<string>;
+  /** Jobs this connection's agent was told to stop, and when (ms): sent again if unanswered for STOP_RESEND_MS. */
+  stopsSent: Map<string, number>;
   /**
    * The latest attempt per job whose exit this connection applied, and when (ms). A reconcile
    * that read the job before that exit's effect (a requeue) must not record or send a start of
@@ -52,6 +53,14 @@ const HELLO_LINGER_MS = 50;
 const ADVANCE_BATCH = 1000;
 /** How long a stream advance waits for others' (see `advances`); the agent's message is acknowledged after it. */
 const ADVANCE_LINGER_MS = 20;
+/**
+ * A stop unanswered (no exit of that job applied on the connection) for this long is sent again.
+ * The agent answers a stop of an attempt it does not run with a `lost` exit, except while its own
+ * exit of it is unacknowledged (that exit is on its way), so a stop that crossed such an exit, or
+ * any other lost word between the two, would otherwise leave the job waiting on an exit that never
+ * comes. A second stop of a job being stopped changes nothing on the agent (its grace is kept).
+ */
+const STOP_RESEND_MS = 10_000;
 /** How long a connection remembers an applied exit (see `Dispatch.exited`): far longer than any read in flight. */
 const EXITED_RETENTION_MS = 10 * 60_000;
 /** Entries in `Dispatch.exited` above which the ones past EXITED_RETENTION_MS are dropped. */
@@ -292,7 +301,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
       nodeId,
       started: new Set(hello.running),
       attempts: new Map(Object.entries(hello.runningAttempts ?? {})),
-      stopsSent: new Set(),
+      stopsSent: new Map(),
       exited: new Map(),
       seqs: new Map([[hello.stream, ackedSeq]]),
     };
@@ -459,7 +468,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
       if (job.stopRequested) {
         // Sent whether or not this connection saw it start: an agent that does not run it
         // answers `lost`, so a cancel never waits on a start that was never delivered.
-        if (!d.stopsSent.has(job.id)) stops.push({ jobId: job.id, kind: 'requested', attempt: job.attempts });
+        if (!this.stopAwaited(d, job.id)) stops.push({ jobId: job.id, kind: 'requested', attempt: job.attempts });
         continue;
       }
       const runs = d.attempts.get(job.id);
@@ -472,7 +481,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
         // The agent runs an earlier attempt of this job (it was requeued and placed here
         // again while the agent was away): stop that one; its exit (ignored as stale)
         // clears the way for the current attempt's start.
-        if (runs !== undefined && job.attempts !== undefined && runs !== job.attempts && !d.stopsSent.has(job.id))
+        if (runs !== undefined && job.attempts !== undefined && runs !== job.attempts && !this.stopAwaited(d, job.id))
           stops.push({ jobId: job.id, kind: 'reconcile', attempt: runs });
         continue;
       }
@@ -485,7 +494,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
         this.forgetStart(d, id); // its exit came already: there is nothing to stop
         continue;
       }
-      if (d.stopsSent.has(id)) continue;
+      if (this.stopAwaited(d, id)) continue;
       stops.push({ jobId: id, kind: 'reconcile', attempt: d.attempts.get(id) });
     }
     if (!starts.length && !stops.length) return [];
@@ -498,7 +507,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
         // A rank that already exited here (its job runs on elsewhere) has nothing to stop.
         if (!runsHere || !f.stop_requested || f.rankExited || (s.attempt !== undefined && f.attempts !== s.attempt)) continue;
         const preempt = f.stop_requested === 'preempt';
-        d.stopsSent.add(s.jobId);
+        d.stopsSent.set(s.jobId, this.clock.now().getTime());
         out.push({
           v: WIRE_VERSION,
           type: 'stop',
@@ -512,7 +521,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
       // A reconcile stop: the job should not run here. Not if a fresh read says it does
       // (with the attempt the agent runs): the snapshot was older than a start.
       if (runsHere && !f.stop_requested && (s.attempt === undefined || s.attempt === f.attempts)) continue;
-      d.stopsSent.add(s.jobId);
+      d.stopsSent.set(s.jobId, this.clock.now().getTime());
       // Ended, requeued (node down, GPU fault) or never meant to be here: its GPU series go, and the process is stopped.
       if (!runsHere) this.metrics.removeJobSeries(s.jobId);
       out.push({ v: WIRE_VERSION, type: 'stop', jobId: s.jobId, reason: 'reconcile', graceSeconds: this.config.timeoutGraceSeconds, ...(s.attempt !== undefined ? { attempt: s.attempt } : {}) });
@@ -566,6 +575,12 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
       if (now - x.at < EXITED_RETENTION_MS) break;
       d.exited.delete(id);
     }
+  }
+
+  /** A stop of the job went to this connection's agent less than STOP_RESEND_MS ago (its answer is awaited). */
+  private stopAwaited(d: Dispatch, jobId: string): boolean {
+    const at = d.stopsSent.get(jobId);
+    return at !== undefined && this.clock.now().getTime() - at < STOP_RESEND_MS;
   }
 
   /** Whether this connection applied an exit of that attempt of the job (or a later one). */
