@@ -155,10 +155,12 @@ export function plainArray(values: readonly (string | number | boolean | null)[]
   for (let i = 0; i < values.length; i++) {
     const v = values[i];
     if (v === null) parts[i] = 'NULL';
+    // A number or boolean always reads as itself (digits, '.', '-', 'e+', NaN, Infinity, true, false).
+    else if (typeof v !== 'string') parts[i] = String(v);
     else {
-      const t = String(v);
-      if (!PLAIN_ELEMENT.test(t) || t.toUpperCase() === 'NULL') throw new Error(`plainArray: ${JSON.stringify(t)} needs quoting`);
-      parts[i] = t;
+      // (The case-blind NULL test only for four letters: a new string per element was most of its cost.)
+      if (!PLAIN_ELEMENT.test(v) || (v.length === 4 && v.toUpperCase() === 'NULL')) throw new Error(`plainArray: ${JSON.stringify(v)} needs quoting`);
+      parts[i] = v;
     }
   }
   return `{${parts.join(',')}}`;
@@ -722,6 +724,25 @@ export class JobsRepository {
       rows: rows.map(({ horizon: _h, dependent, ...r }) => Object.assign(r, { dependent: Boolean(dependent) })),
       horizon: rows[0]?.horizon ?? null,
     };
+  }
+
+  /**
+   * The jobs written since `horizon` (from `changeHorizon`, or from the last call) that ever
+   * started, whatever their state now, each with the nodes of its live GPUs (none once it ended or
+   * was requeued): which
+   * agents a reconcile after a dispatch wake-up must look at, instead of every node of the fleet.
+   * `horizon` for the next call (null when no job changed: keep the last one).
+   */
+  async changedPlacementsSince(horizon: string): Promise<{ jobs: { id: string; nodeIds: string[] }[]; horizon: string | null }> {
+    const rows = (
+      await sql<{ id: string; node_ids: string[]; horizon: string }>`
+        select j.id, pg_snapshot_xmin(pg_current_snapshot())::text as horizon,
+               array(select distinct a.node_id from allocations a where a.job_id = j.id and a.released_at is null) as node_ids
+        from jobs j
+        -- Not a job that never started (a submission): no agent has anything to do with it.
+        where j.change_xid >= ${horizon}::xid8 and (j.state <> 'pending' or j.attempts > 0)`.execute(this.db)
+    ).rows;
+    return { jobs: rows.map((r) => ({ id: r.id, nodeIds: r.node_ids })), horizon: rows[0]?.horizon ?? null };
   }
 
   /** What is stored for each pending job's wait (a new leader that kept the jobs current while standing by writes only what differs). */

@@ -118,6 +118,24 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
     await s.jobs.transition(b, ['running'], 'cancelled', 'test', at);
   });
 
+  it('says which jobs were written since a horizon, each with the nodes of its live GPUs (none once it ended), and from where to read next', async () => {
+    const h0 = await s.jobs.changeHorizon();
+    const job = await s.job('changed-placements', 2);
+    // A submission is no agent's business until it starts.
+    expect((await s.jobs.changedPlacementsSince(h0)).jobs.map((j) => j.id)).not.toContain(job);
+    const at = new Date(t0.getTime() + 1500);
+    expect((await s.jobs.commitStarts([{ jobId: job, gpuModel: 'h100', placement: [{ nodeId: s.nodeId, gpuIndices: [6, 7] }] }], at)).started).toEqual([job]);
+    const first = await s.jobs.changedPlacementsSince(h0);
+    expect(first.jobs.find((j) => j.id === job)).toEqual({ id: job, nodeIds: [s.nodeId] });
+    expect(first.horizon).not.toBeNull();
+    // Nothing written since: no job, no new horizon.
+    const h1 = first.horizon!;
+    expect((await s.jobs.changedPlacementsSince(h1)).jobs.map((j) => j.id)).not.toContain(job);
+    await s.jobs.transition(job, ['running'], 'cancelled', 'test', at);
+    const later = await s.jobs.changedPlacementsSince(h1);
+    expect(later.jobs.find((j) => j.id === job)).toEqual({ id: job, nodeIds: [] });
+  });
+
   it('refuses each start that fails a check, saying which, and commits the others with it', async () => {
     const node = async (name: string, gpuType: 'h100' | 'h800', state: 'up' | 'draining', heard: Date) => {
       const id = await s.nodes.create({ name, gpuType, gpus: 4, rack: 'r9', leafSwitch: 'l9', tokenHash: name });
@@ -192,7 +210,8 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
       '{0b0e9d3e-1c7a-4d55-9a59-3f1f0c1f2a10,NULL,7,true,waiting_for_resources,2026-01-01T00:00:01.234Z}',
     );
     expect(plainArray([])).toBe('{}');
-    for (const bad of ['a,b', 'a b', '{x}', 'say "hi"', 'back\\slash', '', 'null', 'NULL']) expect(() => plainArray([bad])).toThrow(/needs quoting/);
+    expect(plainArray([-3, 1.5, false, 'nulls', 'nul'])).toBe('{-3,1.5,false,nulls,nul}');
+    for (const bad of ['a,b', 'a b', '{x}', 'say "hi"', 'back\\slash', '', 'null', 'NULL', 'Null']) expect(() => plainArray([bad])).toThrow(/needs quoting/);
   });
 
   it('commits many starts in one call: each verified against the ones before it, written together', async () => {
