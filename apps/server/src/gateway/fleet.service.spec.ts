@@ -27,10 +27,13 @@ function later<T>(): { promise: Promise<T>; resolve: (v: T) => void } {
 
 const NODE = 'h100-1';
 const NODE_ID = 'node-1';
+const NODE2 = 'h100-2';
+const NODE2_ID = 'node-2';
+const ids: Record<string, string> = { [NODE]: NODE_ID, [NODE2]: NODE2_ID };
 const JOB = 'job-30';
 
-const placed = (attempts: number): JobPlacement => ({ id: JOB, attempts, stopRequested: null, placement: [{ nodeId: NODE_ID, gpuIndices: [0, 1, 2, 3] }] });
-const running = (attempts: number): LiveJob =>
+const placed = (attempts: number, nodeId = NODE_ID): JobPlacement => ({ id: JOB, attempts, stopRequested: null, placement: [{ nodeId, gpuIndices: [0, 1, 2, 3] }] });
+const running = (attempts: number, node = NODE): LiveJob =>
   ({
     id: JOB,
     state: 'running',
@@ -38,7 +41,7 @@ const running = (attempts: number): LiveJob =>
     onNode: true,
     rankExited: false,
     stop_requested: null,
-    rankNodes: [{ name: NODE, address: null }],
+    rankNodes: [{ name: node, address: null }],
     tenantName: 'naver',
     command: ['sleep', '60'],
     env: {},
@@ -63,13 +66,22 @@ describe('fleet: a reconcile racing an exit on the same connection', () => {
 
   function setup() {
     const sent: ServerMessage[] = [];
-    const state = { placements: [] as JobPlacement[], fresh: [] as (() => Promise<Map<string, LiveJob>>)[], exits: [] as { jobId: string; attempt?: number }[] };
+    const state = {
+      placements: [] as JobPlacement[],
+      fresh: [] as (() => Promise<Map<string, LiveJob>>)[],
+      exits: [] as { jobId: string; attempt?: number }[],
+      /** What each read of running jobs asked for: 'all', or the nodes. */
+      reads: [] as ('all' | string[])[],
+      /** The jobs written since the last look, for `changedPlacementsSince` (then emptied). */
+      changed: [] as { id: string; nodeIds: string[] }[],
+      xid: 100,
+    };
     const config = { schedulerTickMs: 1000, timeoutGraceSeconds: 5, preemptGraceSeconds: 30, nodeDownAfterSeconds: 30, masterPorts: { first: 29500 }, idle: { thresholdRatio: 0.05 } } as unknown as ServerConfig;
     const time = { ms: Date.parse('2026-12-05T09:00:00Z') };
     const clock = strict<Clock>('clock', { now: () => new Date(time.ms) });
     const wakeups = strict<Wakeups>('wakeups', { wake: () => undefined });
     const nodeRepo = strict<NodesRepository>('nodes', {
-      idByName: async (name: string) => (name === NODE ? NODE_ID : undefined),
+      idByName: async (name: string) => ids[name],
       helloMany: async (items: { id: string }[]) => ({
         came: new Set<string>(),
         gpus: new Map(items.map((i) => [i.id, [0, 1, 2, 3].map((index) => ({ index, uuid: `GPU-${index}`, model: 'h100', healthy: true }))])),
@@ -79,7 +91,16 @@ describe('fleet: a reconcile racing an exit on the same connection', () => {
       advanceStreamMany: async (items: unknown[]) => items.map(() => true),
     });
     const jobs = strict<JobsRepository>('jobs', {
-      placements: async () => state.placements,
+      placements: async (filter: { onNodes?: string[] } = {}) => {
+        state.reads.push(filter.onNodes ? [...filter.onNodes].sort() : 'all');
+        return filter.onNodes ? state.placements.filter((j) => j.placement.some((p) => filter.onNodes!.includes(p.nodeId))) : state.placements;
+      },
+      changeHorizon: async () => String(state.xid),
+      changedPlacementsSince: async () => {
+        const jobs = state.changed;
+        state.changed = [];
+        return { jobs, horizon: jobs.length ? String(++state.xid) : null };
+      },
       liveStateMany: async (items: unknown[]) => {
         const answer = state.fresh.shift();
         if (!answer || items.length !== 1) throw new Error(`unexpected fresh read of ${items.length} node(s)`);
@@ -94,12 +115,13 @@ describe('fleet: a reconcile racing an exit on the same connection', () => {
     });
     const database = strict<DatabaseHandle>('database', { db: {} });
     fleet = new FleetService(config, clock, wakeups, nodeRepo, jobs, lifecycle, new NuriMetrics(), database);
-    fleet.attach({ send: (_n, m) => (sent.push(m), true), isConnected: () => true });
-    const hello = (runningAttempts: Record<string, number> = {}) =>
-      fleet!.hello(NODE, {
+    const to: string[] = [];
+    fleet.attach({ send: (n, m) => (sent.push(m), to.push(n), true), isConnected: () => true });
+    const hello = (runningAttempts: Record<string, number> = {}, node = NODE) =>
+      fleet!.hello(node, {
         v: WIRE_VERSION,
         type: 'hello',
-        node: NODE,
+        node,
         stream: 's1',
         agentVersion: 'test',
         gpuModel: 'h100',
@@ -109,7 +131,7 @@ describe('fleet: a reconcile racing an exit on the same connection', () => {
       });
     const exit = (attempt: number, seq: number) =>
       fleet!.apply(NODE, 's1', { v: WIRE_VERSION, type: 'job_event', seq, at: Date.parse('2026-12-05T09:00:00Z'), event: { kind: 'exited', jobId: JOB, exitCode: null, signal: null, cause: 'lost', attempt } });
-    return { fleet: fleet!, sent, state, hello, exit, time };
+    return { fleet: fleet!, sent, to, state, hello, exit, time };
   }
 
   it('sends no start of an attempt whose exit was applied while its read was out, and starts the next attempt when it comes', async () => {
@@ -181,5 +203,44 @@ describe('fleet: a reconcile racing an exit on the same connection', () => {
     fleet.reconcileAll();
     await fleet.settled();
     expect(sent).toHaveLength(1);
+  });
+
+  it('after a dispatch, looks only at the agents of the jobs written since: where a job starts, and where it ran', async () => {
+    const { fleet, sent, to, state, hello } = setup();
+    state.placements = [];
+    await hello({}, NODE);
+    await hello({}, NODE2);
+    // The first round after the start takes every agent (nothing is known to have changed).
+    fleet.reconcileChanged();
+    await fleet.settled();
+    expect(state.reads).toEqual([[NODE_ID], [NODE2_ID], 'all']); // each hello's node, then the round's
+    state.reads = [];
+    // A job starts on h100-2: its dispatch reads that node's jobs, and only h100-2 hears of it.
+    state.placements = [placed(1, NODE2_ID)];
+    state.changed = [{ id: JOB, nodeIds: [NODE2_ID] }];
+    state.fresh.push(async () => new Map([[JOB, running(1, NODE2)]]));
+    fleet.reconcileChanged();
+    await fleet.settled();
+    expect(state.reads).toEqual([[NODE2_ID]]);
+    expect(sent.map((m) => [m.type, (m as { attempt?: number }).attempt])).toEqual([['start', 1]]);
+    expect(to).toEqual([NODE2]);
+    // It is requeued (no live GPU any more): the agent told to run it is the one told to stop it.
+    state.placements = [];
+    state.changed = [{ id: JOB, nodeIds: [] }];
+    state.fresh.push(async () => new Map([[JOB, { ...running(1, NODE2), state: 'pending', onNode: false } as LiveJob]]));
+    fleet.reconcileChanged();
+    await fleet.settled();
+    expect(state.reads).toEqual([[NODE2_ID], [NODE2_ID]]);
+    expect(sent.map((m) => [m.type, (m as { attempt?: number }).attempt])).toEqual([['start', 1], ['stop', 1]]);
+    expect(to).toEqual([NODE2, NODE2]);
+    // Nothing written since: nothing read beyond the changes, nothing sent.
+    fleet.reconcileChanged();
+    await fleet.settled();
+    expect(state.reads).toHaveLength(2);
+    // The periodic round still takes every agent.
+    fleet.reconcileAll();
+    await fleet.settled();
+    expect(state.reads.at(-1)).toBe('all');
+    expect(sent).toHaveLength(2);
   });
 });

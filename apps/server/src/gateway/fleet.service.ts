@@ -115,6 +115,14 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
   private timer?: NodeJS.Timeout;
   private unsubscribe?: () => void;
   private readonly reconciles = new Coalesced(() => this.reconcileRound());
+  /**
+   * Where the jobs' changes were last read up to (`JobsRepository.changeHorizon`): a round after a
+   * dispatch or cancel wake-up looks only at the agents of jobs written since (see `reconcileRound`).
+   * Null: the next round takes every agent.
+   */
+  private horizon: string | null = null;
+  /** A round of every agent is asked for (the periodic one, a GPU fault, a failed round). */
+  private wholeRound = true;
   private wakePending?: NodeJS.Timeout;
   private aliveTimer?: NodeJS.Timeout;
   /** This gateway process (gateway_instances.id; nodes.gateway_id of the agents it holds). */
@@ -156,7 +164,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
     this.aliveTimer = setInterval(() => void alive(), GATEWAY_ALIVE_EVERY_MS);
     this.aliveTimer.unref?.();
     this.unsubscribe = this.wakeups.onWake((reason) => {
-      if (reason === 'dispatch' || reason === 'cancel') this.reconcileAll();
+      if (reason === 'dispatch' || reason === 'cancel') this.reconcileChanged();
     });
     // A lost wake-up (another process, a dropped NOTIFY) only delays a start by one period.
     const loop = () => {
@@ -415,18 +423,50 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
 
   /** Brings every connected agent in line with the database; coalesces bursts. */
   reconcileAll(): void {
+    this.wholeRound = true;
+    this.reconciles.trigger();
+  }
+
+  /**
+   * Brings in line the agents of the jobs written since the last round (started, asked to stop,
+   * ended or requeued): a dispatch after an express start of one job read every running job and
+   * walked all 4,000 agents. The periodic round still takes every agent (what a lost wake-up or
+   * anything else missed waits for it, as before).
+   */
+  reconcileChanged(): void {
     this.reconciles.trigger();
   }
 
   private async reconcileRound(): Promise<void> {
     if (!this.nodes.size) return;
+    const whole = this.wholeRound || this.horizon === null;
+    this.wholeRound = false;
     let live: JobPlacement[];
+    let only: Set<string> | null = null;
+    let horizon: string | null;
     try {
-      live = await this.jobs.placements();
+      if (whole) {
+        // Taken before the read: a job written after it is read (again) by the next round.
+        horizon = await this.jobs.changeHorizon();
+        live = await this.jobs.placements();
+      } else {
+        const changed = await this.jobs.changedPlacementsSince(this.horizon!);
+        horizon = changed.horizon ?? this.horizon;
+        if (!changed.jobs.length) return;
+        // The nodes a changed job runs on now, and those whose agent was told to run it (it may
+        // have ended or moved since): where a start or a stop may be due.
+        only = new Set(changed.jobs.flatMap((j) => j.nodeIds));
+        const ids = new Set(changed.jobs.map((j) => j.id));
+        for (const d of this.nodes.values()) for (const id of d.started) if (ids.has(id)) only.add(d.nodeId);
+        live = only.size ? await this.jobs.placements({ onNodes: [...only] }) : [];
+      }
     } catch (e) {
+      // The next round takes every agent (what this one would have seen is not lost).
+      this.wholeRound = true;
       this.log.error(`reconcile: reading running jobs failed: ${(e as Error).message}`);
       return;
     }
+    this.horizon = horizon;
     const byNode = new Map<string, JobPlacement[]>();
     for (const j of live)
       for (const p of j.placement) {
@@ -436,10 +476,12 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
       }
     // Every node at once: their fresh reads go together (`freshReads`), not one round trip each.
     await Promise.all(
-      [...this.nodes].map(async ([name, d]) => {
+      [...this.nodes].filter(([, d]) => !only || only.has(d.nodeId)).map(async ([name, d]) => {
         try {
           for (const msg of await this.reconcileMessages(name, d, byNode.get(d.nodeId) ?? [])) this.link?.send(name, msg);
         } catch (e) {
+          // Its changes are behind the horizon now: the next round takes every agent.
+          this.wholeRound = true;
           this.log.error(`reconcile ${name}: ${(e as Error).message}`);
         }
       }),
