@@ -346,11 +346,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
       if (e.kind === 'exited') {
         const known = d?.attempts.get(e.jobId);
         // A stale exit (an earlier attempt) says nothing about what the agent runs now.
-        if (d && (e.attempt === undefined || known === undefined || known === e.attempt)) {
-          d.started.delete(e.jobId);
-          d.attempts.delete(e.jobId);
-          d.stopsSent.delete(e.jobId);
-        }
+        if (d && (e.attempt === undefined || known === undefined || known === e.attempt)) this.forgetStart(d, e.jobId);
         // Remembered before its effect is written: a reconcile between the two reads the attempt as running.
         const over = e.attempt ?? known;
         if (d && over !== undefined) this.noteExited(d, e.jobId, over);
@@ -537,7 +533,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
         continue;
       }
       if (this.stopAwaited(d, id)) continue;
-      stops.push({ jobId: id, kind: 'reconcile', attempt: d.attempts.get(id) });
+      stops.push({ jobId: id, kind: 'reconcile', attempt: runs });
     }
     if (!starts.length && !stops.length) return [];
     const fresh = await this.freshReads.run({ nodeId: d.nodeId, ids: [...new Set([...starts.map((j) => j.id), ...stops.map((s) => s.jobId)])] });
@@ -631,6 +627,7 @@ export class FleetService implements FleetPort, OnApplicationBootstrap, OnApplic
     return x !== undefined && x.attempt >= attempt;
   }
 
+  /** The connection no longer takes the job to run on its agent (its exit came, or it never will). */
   private forgetStart(d: Dispatch, jobId: string): void {
     d.started.delete(jobId);
     d.attempts.delete(jobId);

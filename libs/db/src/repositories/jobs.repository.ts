@@ -729,9 +729,8 @@ export class JobsRepository {
   /**
    * The jobs written since `horizon` (from `changeHorizon`, or from the last call) that ever
    * started, whatever their state now, each with the nodes of its live GPUs (none once it ended or
-   * was requeued): which
-   * agents a reconcile after a dispatch wake-up must look at, instead of every node of the fleet.
-   * `horizon` for the next call (null when no job changed: keep the last one).
+   * was requeued): which agents a reconcile after a dispatch wake-up must look at, instead of
+   * every node of the fleet. `horizon` for the next call (null when no job changed: keep the last one).
    */
   async changedPlacementsSince(horizon: string): Promise<{ jobs: { id: string; nodeIds: string[] }[]; horizon: string | null }> {
     const rows = (
