@@ -71,6 +71,47 @@ describe('waits of jobs that have none yet', () => {
 });
 
 /**
+ * A wait that only drifted (a position or an estimate past its slack) is rewritten up to
+ * NURI_DRIFTED_WAITS_PER_PASS a pass, front of the queue first: a burst ranked mid-queue moves
+ * every position behind it. New waits are not held back by that bound, and what was held back is
+ * written by the next passes, which compare with what is stored.
+ */
+describe('waits that only drifted', () => {
+  const { t, api } = passesByHand({ NURI_DRIFTED_WAITS_PER_PASS: '5' }, { guaranteed: 8, limit: 8 });
+
+  it('are rewritten up to the limit a pass, the front of the queue first, and the rest by the next passes', async () => {
+    await t.scheduler.pass(); // loads the (empty) queue
+    const ids: string[] = [];
+    for (let i = 0; i < 12; i++) ids.push(await t.submit(`queued-${i}`, 8, 10 + i));
+    const first = await t.scheduler.pass();
+    expect([first.annotated, first.deferredDrift]).toEqual([12, 0]); // all new: not drift
+    const stored = async () => {
+      const rows = (await sql<{ job_id: string; queue_position: number }>`select job_id, queue_position from job_waits`.execute(t.server.database.db)).rows;
+      const at = new Map(rows.map((r) => [r.job_id, r.queue_position]));
+      return ids.map((id) => at.get(id));
+    };
+    expect(await stored()).toEqual(ids.map((_, i) => i + 1));
+    expect((await t.scheduler.pass()).annotated).toBe(0);
+
+    // One submitted before them all ranks first: each of the twelve is one further back (exact
+    // positions, within the first 100, so every one drifted).
+    const early = await t.submit('early', 8, 0);
+    const second = await t.scheduler.pass();
+    expect([second.annotated, second.deferredDrift]).toEqual([6, 7]);
+    expect(second.annotatedBecause.new).toBe(1);
+    expect(await stored()).toEqual([2, 3, 4, 5, 6, 6, 7, 8, 9, 10, 11, 12]);
+    expect((await api(OPERATOR, 'GET', `/v1/jobs/${early}`)).body.queuePosition).toBe(1);
+    const third = await t.scheduler.pass();
+    expect([third.annotated, third.deferredDrift]).toEqual([5, 2]);
+    const fourth = await t.scheduler.pass();
+    expect([fourth.annotated, fourth.deferredDrift]).toEqual([2, 0]);
+    expect(await stored()).toEqual(ids.map((_, i) => i + 2));
+    expect((await api(OPERATOR, 'GET', `/v1/jobs/${ids[11]}`)).body.queuePosition).toBe(13);
+    expect((await t.scheduler.pass()).annotated).toBe(0);
+  });
+});
+
+/**
  * A pass commits at most NURI_MAX_STARTS_PER_PASS starts, the front of the queue first, and asks
  * for the next pass for the rest (a leader restarted into an emptied fleet otherwise committed
  * thousands in one statement before its first pass ended). No express start meanwhile:

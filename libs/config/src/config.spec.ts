@@ -17,6 +17,11 @@ describe('server configuration', () => {
     expect(parseServerConfig({ NURI_MAX_STARTS_PER_PASS: '50' }).maxStartsPerPass).toBe(50);
     expect(() => parseServerConfig({ NURI_MAX_STARTS_PER_PASS: '0' })).toThrow(/NURI_MAX_STARTS_PER_PASS: .*1/);
   });
+  it('rewrites at most 5,000 drifted waits a pass unless told otherwise, and at least 1', () => {
+    expect(parseServerConfig({}).driftedWaitsPerPass).toBe(5000);
+    expect(parseServerConfig({ NURI_DRIFTED_WAITS_PER_PASS: '200' }).driftedWaitsPerPass).toBe(200);
+    expect(() => parseServerConfig({ NURI_DRIFTED_WAITS_PER_PASS: '0' })).toThrow(/NURI_DRIFTED_WAITS_PER_PASS: .*1/);
+  });
   it('makes the demo opt-in with a real database', () => {
     expect(parseServerConfig({ DATABASE_URL: 'postgres://x@h/db' }).demo).toBe(false);
     expect(parseServerConfig({ DATABASE_URL: 'postgres://x@h/db', NURI_DEMO: '1' }).demo).toBe(true);

@@ -44,6 +44,10 @@ export const ServerConfigSchema = z
     // The most waits a pass writes for jobs that have none yet (the rest, further back, in the next passes).
     // About 50 µs each under load: 10,000 keep a catch-up pass within its 2 s (at 20,000 they took 2-3 s).
     NURI_NEW_WAITS_PER_PASS: z.coerce.number().int().min(1).default(10_000),
+    // The most waits a pass rewrites only because a position or an estimate drifted past its slack,
+    // front of the queue first (the rest: later passes). A burst of submissions ranked mid-queue
+    // moves every position behind it: 1,000 newcomers a pass rewrote 13,000-27,000 rows a pass.
+    NURI_DRIFTED_WAITS_PER_PASS: z.coerce.number().int().min(1).default(5_000),
     // The most starts a pass commits, front of the queue first (the rest: the next pass). About
     // 0.7 ms each: a leader restarted into an emptied fleet committed 2,973 in one 2 s statement.
     NURI_MAX_STARTS_PER_PASS: z.coerce.number().int().min(1).default(1_000),
@@ -101,6 +105,7 @@ export const ServerConfigSchema = z
     minRuntimeBeforePreemptSeconds: c.NURI_MIN_RUNTIME_BEFORE_PREEMPT_SECONDS,
     reservationDepth: c.NURI_RESERVATION_DEPTH,
     newWaitsPerPass: c.NURI_NEW_WAITS_PER_PASS,
+    driftedWaitsPerPass: c.NURI_DRIFTED_WAITS_PER_PASS,
     maxStartsPerPass: c.NURI_MAX_STARTS_PER_PASS,
     starvationSeconds: c.NURI_STARVATION_SECONDS,
     fairShareHalfLifeSeconds: c.NURI_FAIR_SHARE_HALF_LIFE_SECONDS,

@@ -53,6 +53,16 @@ export function staleFields(old: StoredAnnotation | undefined, code: PendingReas
   return null;
 }
 
+/**
+ * Whether a rewrite is only the drift of a wait that still says the same: a position or an
+ * estimate past its slack, or a "behind higher-ranked jobs" sentence whose count moved with its
+ * position. A pass writes a bounded number of these (see NURI_DRIFTED_WAITS_PER_PASS); a new
+ * wait, a new code or a new reason is never held back by that bound.
+ */
+export function isDrift(cause: StaleCause, code: PendingReasonCodeName): boolean {
+  return cause === 'position' || cause === 'estimate' || (cause === 'reason' && code === 'behind_higher_ranked');
+}
+
 function sameReason(old: StoredAnnotation, reason: string): boolean {
   return old.reason === null ? old.reasonHash === hashOf(reason) : old.reason === reason;
 }

@@ -21,7 +21,7 @@ import { Wakeups, type WakeReason } from '@nuri/db';
 import { JobLifecycle } from '../lifecycle/job-lifecycle';
 import { gatePending } from './gating';
 import { afterStarts, gpuCounts, jobCounts, SchedulerMetricsState, tenantRows, type PassMetricsInputs } from './scheduler-metrics';
-import { FlickerDamper, staleFields, type StaleCause } from './annotations';
+import { FlickerDamper, isDrift, staleFields, type StaleCause } from './annotations';
 import { isFresh, LiveJobs, type RefreshResult } from './live-jobs';
 import { LiveNodes } from './live-nodes';
 import { passPause } from './pacing';
@@ -55,6 +55,8 @@ export interface PassResult {
   annotatedBecause: Partial<Record<StaleCause, number>>;
   /** Jobs with no wait yet left for the next passes (over NURI_NEW_WAITS_PER_PASS). */
   deferredWaits: number;
+  /** Waits that drifted past their slack (see isDrift) over NURI_DRIFTED_WAITS_PER_PASS, left stale for later passes. */
+  deferredDrift: number;
   /** Starts the plan made over NURI_MAX_STARTS_PER_PASS, left to the next pass. */
   deferredStarts: number;
 }
@@ -429,7 +431,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     });
     await writingWaits;
     stage('waits');
-    const { rows: { length: annotated }, causes, deferred } = waits;
+    const { rows: { length: annotated }, causes, deferred, driftDeferred } = waits;
     // Waits and starts left for later are the next pass's, not the next wake-up's or tick's.
     if (deferred || deferredStarts) this.trigger();
     this.recordPassMetrics(metricsInputs, plan, { ids: started, rows: startRows }, tenantNames, gauges === undefined ? this.prepareGauges(metricsInputs, plan, started, startRows, jobsByState, tenantNames) : gauges);
@@ -439,9 +441,9 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     // A slow pass says where its time went, so an operator can tell the database from the plan.
     if (durationMs > SLOW_PASS_MS)
       this.log.warn(
-        `pass took ${(durationMs / 1000).toFixed(1)} s over ${queued.length} pending jobs (${started.length} started${deferredStarts ? `, ${deferredStarts} starts left for the next pass` : ''}, ${plan.preemptions.length} preempted, ${annotated} waits written${annotated ? ` [${Object.entries(causes).map(([k, n]) => `${k} ${n}`).join(', ')}]` : ''}${deferred ? `, ${deferred} new ones left for the next passes` : ''}): ${summary()}`,
+        `pass took ${(durationMs / 1000).toFixed(1)} s over ${queued.length} pending jobs (${started.length} started${deferredStarts ? `, ${deferredStarts} starts left for the next pass` : ''}, ${plan.preemptions.length} preempted, ${annotated} waits written${annotated ? ` [${Object.entries(causes).map(([k, n]) => `${k} ${n}`).join(', ')}]` : ''}${deferred ? `, ${deferred} new ones left for the next passes` : ''}${driftDeferred ? `, ${driftDeferred} drifted ones left for later passes` : ''}): ${summary()}`,
       );
-    return { plan, started, skipped, durationMs, stages, annotated, annotatedBecause: causes, deferredWaits: deferred, deferredStarts };
+    return { plan, started, skipped, durationMs, stages, annotated, annotatedBecause: causes, deferredWaits: deferred, deferredDrift: driftDeferred, deferredStarts };
   }
 
   /** Commits the plan's starts (the pass's share of them), asks its preemption victims to stop, and stores the estimate scale. */
@@ -667,7 +669,11 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
    * the core, why: no estimate, no position), only where it changed, and the jobs whose waits are
    * over. Taken as written: what is remembered here is what the next pass compares with.
    */
-  private annotations(plan: Plan, now: number, withheld: { job: LivePending; reason: string; code: PendingReasonCodeName }[]): { rows: WaitRow[]; gone: string[]; causes: Partial<Record<StaleCause, number>>; deferred: number } {
+  private annotations(
+    plan: Plan,
+    now: number,
+    withheld: { job: LivePending; reason: string; code: PendingReasonCodeName }[],
+  ): { rows: WaitRow[]; gone: string[]; causes: Partial<Record<StaleCause, number>>; deferred: number; driftDeferred: number } {
     const rows: WaitRow[] = [];
     // Forget what was written for jobs written since (after a full reload every job's was read back
     // or is none). A changed job's new row has no wait remembered, but the plan may name its old
@@ -688,6 +694,11 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     // pass after a restart write 97,000 rows (5-8 s under the agents' reconnections).
     let fresh = 0;
     let deferred = 0;
+    // Drift (see isDrift) up to driftedWaitsPerPass a pass, the front of the queue first; the rest
+    // stay stale in the database until a later pass (each compares with what is stored, so
+    // nothing is lost), which the next wake-up or tick brings: no pass is asked for them.
+    let drifted = 0;
+    let driftDeferred = 0;
     // The new annotation by its fields: an object is made only for one that is written.
     const note = (job: LivePending, code: PendingReasonCodeName, reason: string, eta: number | null, position: number | null) => {
       const id = job.id;
@@ -700,6 +711,10 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
         deferred++;
         return;
       }
+      if (isDrift(cause, code) && ++drifted > this.config.driftedWaitsPerPass) {
+        driftDeferred++;
+        return;
+      }
       causes[cause] = (causes[cause] ?? 0) + 1;
       job.wait = { code, reason, eta, position };
       rows.push({ id, reason, reasonCode: code, estimatedStartAt: eta === null ? null : new Date(eta), scaled: code !== 'waiting_for_reclaim', queuePosition: position });
@@ -710,7 +725,7 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     // (Every job of the pass's snapshot is a LivePending.)
     for (const p of plan.pending) note(p.job as LivePending, p.reason, p.message, p.estimatedStartAt, p.queuePosition);
     if (!touched) this.flicker.retain((id) => this.live.isPending(id));
-    return { rows, gone, causes, deferred };
+    return { rows, gone, causes, deferred, driftDeferred };
   }
 }
 
