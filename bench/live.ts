@@ -395,6 +395,22 @@ async function submitToRunning(port: number, token: string): Promise<{ lat: numb
   return { lat, post, notStarted };
 }
 
+/** Polls until no pending job is without a stored wait; the ms that took, NaN past `boundMs`. */
+async function everyWaitStored(url: string, boundMs: number): Promise<number> {
+  const c = new Client({ connectionString: url });
+  await c.connect();
+  try {
+    const t0 = Date.now();
+    for (; Date.now() - t0 < boundMs; await sleep(100)) {
+      const r = await c.query(`select exists (select 1 from jobs j where j.state = 'pending' and not exists (select 1 from job_waits w where w.job_id = j.id)) as missing`);
+      if (!r.rows[0].missing) return Date.now() - t0;
+    }
+    return NaN;
+  } finally {
+    await c.end();
+  }
+}
+
 async function reads(port: number, token: string, ids: string[]): Promise<{ list: number[]; page: number[]; one: number[]; listBytes: number; failed: number }> {
   const out = { list: [] as number[], page: [] as number[], one: [] as number[], listBytes: 0, failed: 0 };
   const t0 = Date.now();
@@ -437,6 +453,11 @@ interface ModeResult {
   rss: Record<string, number>;
   takeover: number;
   pendingLeft: number;
+  /** From the end of the seeded POSTs until every pending job had a stored wait (NaN: not within 60 s). */
+  explainedMs: number;
+  /** Pending jobs at the end with no stored wait (reason, position, estimate), and with one but no position. */
+  withoutWait: number;
+  withoutPosition: number;
 }
 
 async function runMode(mode: string): Promise<ModeResult> {
@@ -515,6 +536,10 @@ async function runMode(mode: string): Promise<ModeResult> {
     console.log(`[${mode}] GET pending page p50 ${percentile(rd.list, 50).toFixed(1)} ms; next page p50 ${percentile(rd.page, 50).toFixed(1)} ms; job p50 ${percentile(rd.one, 50).toFixed(1)} ms`);
     const seeded = await throughput(apiPort, tokens.load, 'seeded', procs, gen);
     console.log(`[${mode}] POST /v1/jobs, seeded queue: ${seeded.perSec.toFixed(0)}/s (p50 ${seeded.p50.toFixed(1)} ms, p99 ${seeded.p99.toFixed(1)} ms, ${seeded.errors} errors); CPU per accepted job: ${cpuLine(seeded.cpu, seeded.accepted, 'ms')}`);
+    // How long after the burst every pending job has its wait stored (the API shows reason,
+    // position and estimate from it).
+    const explainedMs = await everyWaitStored(scratch.url, 60_000);
+    console.log(`[${mode}] every pending job has a wait stored ${ms(explainedMs)} after the seeded POSTs ended (n/a: not within 60 s)`);
     // At least a few passes for the percentiles (bounded).
     for (const t = Date.now(); sampler.durations.length < 5 && Date.now() - t < 90_000; ) await sleep(500);
     await sampler.stop();
@@ -535,6 +560,12 @@ async function runMode(mode: string): Promise<ModeResult> {
     const q = new Client({ connectionString: scratch.url });
     await q.connect();
     const pendingLeft = Number((await q.query(`select count(*) from jobs where state = 'pending'`)).rows[0].count);
+    // Every pending job is to say why it waits, where it stands and when it may start (the issue's
+    // own words): those still without a stored wait at the end, and without a position among them.
+    const unexplained = (
+      await q.query(`select count(*) filter (where w.job_id is null) as none, count(*) filter (where w.job_id is not null and w.queue_position is null) as unplaced
+                     from jobs j left join job_waits w on w.job_id = j.id where j.state = 'pending'`)
+    ).rows[0];
     await q.end();
     const b = sampler.last?.buckets ?? [];
     return {
@@ -556,6 +587,9 @@ async function runMode(mode: string): Promise<ModeResult> {
       rss: { ...rssPeak },
       takeover,
       pendingLeft,
+      explainedMs,
+      withoutWait: Number(unexplained.none),
+      withoutPosition: Number(unexplained.unplaced),
     };
   } finally {
     await sampler?.stop();
@@ -599,6 +633,8 @@ async function main() {
     ['standby takeover to first pass', '≤ 10 s', (r) => (r.mode === 'separate' ? within(r.takeover) : 'n/a (one process)')],
     ['ready / agents connected / seed by SQL', '', (r) => `${ms(r.ready)} / ${ms(r.agentsMs)} / ${ms(r.seedMs)}`],
     ['pending jobs at the end', '', (r) => String(r.pendingLeft)],
+    ['every pending job has a wait, after a burst', '', (r) => (Number.isFinite(r.explainedMs) ? ms(r.explainedMs) : '> 60 s')],
+    ['  at the end: with no wait stored / no position', '', (r) => `${r.withoutWait} / ${r.withoutPosition}`],
   ];
   console.log(`\nbench:live — ${NODES} nodes × ${GPUS} GPUs, ${PENDING} seeded pending jobs; ${at.cores} cores, load average at start ${at.load}, at end ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
   const w0 = Math.max(...rows.map((r) => r[0].length));
