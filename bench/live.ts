@@ -455,6 +455,8 @@ interface ModeResult {
   pendingLeft: number;
   /** From the end of the seeded POSTs until every pending job had a stored wait (NaN: not within 60 s). */
   explainedMs: number;
+  /** Rows of job_waits inserted, updated and deleted over the whole run (PostgreSQL's own count). */
+  waitRows: number;
   /** Pending jobs at the end with no stored wait (reason, position, estimate), and with one but no position. */
   withoutWait: number;
   withoutPosition: number;
@@ -562,6 +564,8 @@ async function runMode(mode: string): Promise<ModeResult> {
     const pendingLeft = Number((await q.query(`select count(*) from jobs where state = 'pending'`)).rows[0].count);
     // Every pending job is to say why it waits, where it stands and when it may start (the issue's
     // own words): those still without a stored wait at the end, and without a position among them.
+    // What the waits cost the database over the run (an upsert of a stored wait is an update).
+    const waitWrites = (await q.query(`select n_tup_ins + n_tup_upd + n_tup_del as n from pg_stat_user_tables where relname = 'job_waits'`)).rows[0];
     const unexplained = (
       await q.query(`select count(*) filter (where w.job_id is null) as none, count(*) filter (where w.job_id is not null and w.queue_position is null) as unplaced
                      from jobs j left join job_waits w on w.job_id = j.id where j.state = 'pending'`)
@@ -588,6 +592,7 @@ async function runMode(mode: string): Promise<ModeResult> {
       takeover,
       pendingLeft,
       explainedMs,
+      waitRows: Number(waitWrites?.n ?? NaN),
       withoutWait: Number(unexplained.none),
       withoutPosition: Number(unexplained.unplaced),
     };
@@ -635,6 +640,7 @@ async function main() {
     ['pending jobs at the end', '', (r) => String(r.pendingLeft)],
     ['every pending job has a wait, after a burst', '', (r) => (Number.isFinite(r.explainedMs) ? ms(r.explainedMs) : '> 60 s')],
     ['  at the end: with no wait stored / no position', '', (r) => `${r.withoutWait} / ${r.withoutPosition}`],
+    ['  wait rows written over the run', '', (r) => r.waitRows.toLocaleString('en-US')],
   ];
   console.log(`\nbench:live — ${NODES} nodes × ${GPUS} GPUs, ${PENDING} seeded pending jobs; ${at.cores} cores, load average at start ${at.load}, at end ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
   const w0 = Math.max(...rows.map((r) => r[0].length));
