@@ -72,14 +72,14 @@ describe('waits of jobs that have none yet', () => {
 
 /**
  * A wait that only drifted (a position or an estimate past its slack) is rewritten up to
- * NURI_DRIFTED_WAITS_PER_PASS a pass, front of the queue first: a burst ranked mid-queue moves
- * every position behind it. New waits are not held back by that bound, and what was held back is
+ * NURI_DRIFTED_WAITS_PER_PASS a pass (exact positions, as here, in queue order): a burst ranked
+ * mid-queue moves every position behind it. New waits are not held back by that bound, and what was held back is
  * written by the next passes, which compare with what is stored.
  */
 describe('waits that only drifted', () => {
   const { t, api } = passesByHand({ NURI_DRIFTED_WAITS_PER_PASS: '5' }, { guaranteed: 8, limit: 8 });
 
-  it('are rewritten up to the limit a pass, the front of the queue first, and the rest by the next passes', async () => {
+  it('are rewritten up to the limit a pass, exact positions in queue order, and the rest by the next passes', async () => {
     await t.scheduler.pass(); // loads the (empty) queue
     const ids: string[] = [];
     for (let i = 0; i < 12; i++) ids.push(await t.submit(`queued-${i}`, 8, 10 + i));
@@ -108,6 +108,49 @@ describe('waits that only drifted', () => {
     expect(await stored()).toEqual(ids.map((_, i) => i + 2));
     expect((await api(OPERATOR, 'GET', `/v1/jobs/${ids[11]}`)).body.queuePosition).toBe(13);
     expect((await t.scheduler.pass()).annotated).toBe(0);
+  });
+});
+
+/**
+ * With more drifted than a pass rewrites, the most wrong go first (their error over their slack),
+ * not the front of the queue: under a burst, front-first would rewrite the same jobs every pass and
+ * leave the rest of the queue as wrong as the burst is long.
+ */
+describe('drifted waits over the limit', () => {
+  const { t } = passesByHand({ NURI_DRIFTED_WAITS_PER_PASS: '110' }, { guaranteed: 8, limit: 8 });
+
+  it('are rewritten the most wrong first, and all are exact once the passes caught up', async () => {
+    await t.scheduler.pass(); // loads the (empty) queue
+    const jobs: string[] = [];
+    for (let i = 0; i < 300; i++) jobs.push(await t.submit(`queued-${i}`, 8, 10 + i));
+    expect((await t.scheduler.pass()).annotated).toBe(300);
+    const stored = async (ids: string[]) => {
+      const rows = (await sql<{ job_id: string; queue_position: number }>`select job_id, queue_position from job_waits`.execute(t.server.database.db)).rows;
+      const at = new Map(rows.map((r) => [r.job_id, r.queue_position]));
+      return ids.map((id) => at.get(id));
+    };
+
+    // 60 ahead of them all: the first 100 (exact positions) and the next 10, the most wrong, are rewritten.
+    const ahead60: string[] = [];
+    for (let i = 0; i < 60; i++) ahead60.push(await t.submit(`ahead-${i}`, 8, -70 + i));
+    const second = await t.scheduler.pass();
+    expect([second.annotated, second.deferredDrift]).toEqual([170, 190]);
+    expect(await stored([jobs[99]!, jobs[109]!, jobs[110]!])).toEqual([160, 170, 111]);
+
+    // 20 more ahead: jobs[40..109] are now 20 behind what is stored (12-17 % of their position),
+    // jobs[110..] 80 behind (21-42 %): after the 100 that must be exact, those are rewritten first.
+    const ahead20: string[] = [];
+    for (let i = 0; i < 20; i++) ahead20.push(await t.submit(`first-${i}`, 8, -100 + i));
+    const third = await t.scheduler.pass();
+    expect([third.annotated, third.deferredDrift]).toEqual([130, 250]);
+    expect(await stored(jobs.slice(110, 121))).toEqual([...Array.from({ length: 10 }, (_, k) => 191 + k), 121]);
+    expect(await stored([jobs[40]!, jobs[100]!])).toEqual([101, 161]); // still as written before
+
+    // No more changes: a few passes write the rest, and every position is exact.
+    let passes = 0;
+    while ((await t.scheduler.pass()).annotated > 0) expect(++passes).toBeLessThan(10);
+    const order = [...ahead20, ...ahead60, ...jobs];
+    expect(await stored(order)).toEqual(order.map((_, k) => k + 1));
   });
 });
 

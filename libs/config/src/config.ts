@@ -45,7 +45,7 @@ export const ServerConfigSchema = z
     // About 50 µs each under load: 10,000 keep a catch-up pass within its 2 s (at 20,000 they took 2-3 s).
     NURI_NEW_WAITS_PER_PASS: z.coerce.number().int().min(1).default(10_000),
     // The most waits a pass rewrites only because a position or an estimate drifted past its slack,
-    // front of the queue first (the rest: later passes). A burst of submissions ranked mid-queue
+    // the most wrong first (the rest: later passes). A burst of submissions ranked mid-queue
     // moves every position behind it: 1,000 newcomers a pass rewrote 13,000-27,000 rows a pass.
     NURI_DRIFTED_WAITS_PER_PASS: z.coerce.number().int().min(1).default(5_000),
     // The most starts a pass commits, front of the queue first (the rest: the next pass). About

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { waitReasonHash } from '@nuri/db';
-import { FlickerDamper, staleBecause, type Annotation, type StoredAnnotation } from './annotations';
+import { driftScore, FlickerDamper, isDrift, staleBecause, type Annotation, type StoredAnnotation } from './annotations';
 
 const annotationStale = (old: Annotation | undefined, next: Annotation, now: number) => staleBecause(old, next, now) !== null;
 
@@ -88,5 +88,35 @@ describe('FlickerDamper', () => {
     expect(d.settled('x', over, behindNow)).toBe(true);
     expect(d.settled('x', behindNow, over)).toBe(true);
     expect(d.settled('x', undefined, held)).toBe(true);
+  });
+});
+
+describe('what counts as drift, and how wrong it is', () => {
+  it('is a position or an estimate past its slack, or a count of higher-ranked jobs moving with the position; never a new wait or a new reason', () => {
+    expect(isDrift('position', 'over_quota_limit')).toBe(true);
+    expect(isDrift('estimate', 'waiting_for_resources')).toBe(true);
+    expect(isDrift('reason', 'behind_higher_ranked')).toBe(true);
+    expect(isDrift('reason', 'over_quota_limit')).toBe(false);
+    expect(isDrift('new', 'behind_higher_ranked')).toBe(false);
+    expect(isDrift('code', 'behind_higher_ranked')).toBe(false);
+  });
+
+  it('scores a drifted wait by its error over its slack: the most wrong first, exact positions and values that came or went before all', () => {
+    // Off by 20 % of the true position: twice the 10 % a position may drift.
+    expect(driftScore(a(6000), null, 5000, NOW)).toBeCloseTo(2);
+    expect(driftScore(a(12_000), null, 5000, NOW)).toBeCloseTo(14);
+    // A tail position off by half beats a nearer one off by a fifth.
+    expect(driftScore(a(20_000), null, 40_000, NOW)).toBeGreaterThan(driftScore(a(6000), null, 5000, NOW));
+    expect(driftScore(a(99), null, 100, NOW)).toBe(Infinity);
+    expect(driftScore(a(null), null, 5000, NOW)).toBe(Infinity);
+    // An estimate an hour out that moved 30 minutes: 30 over the 6 minutes (10 %) it may drift.
+    const hour = NOW + 3_600_000;
+    expect(driftScore(a(null, hour), hour + 1_800_000, null, NOW)).toBeCloseTo(1_800_000 / (0.1 * 5_400_000));
+    // Near ones may drift by a minute.
+    expect(driftScore(a(null, NOW + 60_000), NOW + 180_000, null, NOW)).toBeCloseTo(2);
+    expect(driftScore(a(null, NOW + 60_000), null, null, NOW)).toBe(Infinity);
+    // Both moved: the worse of the two.
+    expect(driftScore(a(6000, hour), hour + 1_800_000, 5000, NOW)).toBeCloseTo(1_800_000 / (0.1 * 5_400_000));
+    expect(driftScore(a(12_000, hour), hour + 1_800_000, 5000, NOW)).toBeCloseTo(14);
   });
 });

@@ -63,6 +63,27 @@ export function isDrift(cause: StaleCause, code: PendingReasonCodeName): boolean
   return cause === 'position' || cause === 'estimate' || (cause === 'reason' && code === 'behind_higher_ranked');
 }
 
+/**
+ * How wrong a drifted stored wait is, as a multiple of what its slack allows (over 1 once it is
+ * stale): its position's error over 10 % of the true position, its estimate's over the larger of
+ * 1 minute and 10 % of the wait left; Infinity where it must be exact (a position within the first
+ * 100) or a value came or went. When more drifted than a pass rewrites, the most wrong go first:
+ * with a burst going on, taking the front of the queue first would rewrite the same few thousand
+ * every pass and leave the rest of the queue as wrong as the burst is long.
+ */
+export function driftScore(old: StoredAnnotation, eta: number | null, position: number | null, now: number): number {
+  let score = 0;
+  if (old.position !== position) {
+    if (old.position === null || position === null || Math.min(old.position, position) <= EXACT_POSITIONS) return Infinity;
+    score = Math.abs(old.position - position) / (POSITION_SLACK * position);
+  }
+  if (old.eta !== eta) {
+    if (old.eta === null || eta === null) return Infinity;
+    score = Math.max(score, Math.abs(old.eta - eta) / Math.max(ETA_EXACT_MS, ETA_SLACK * (eta - now)));
+  }
+  return score;
+}
+
 function sameReason(old: StoredAnnotation, reason: string): boolean {
   return old.reason === null ? old.reasonHash === hashOf(reason) : old.reason === reason;
 }

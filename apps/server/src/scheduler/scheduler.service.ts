@@ -21,7 +21,7 @@ import { Wakeups, type WakeReason } from '@nuri/db';
 import { JobLifecycle } from '../lifecycle/job-lifecycle';
 import { gatePending } from './gating';
 import { afterStarts, gpuCounts, jobCounts, SchedulerMetricsState, tenantRows, type PassMetricsInputs } from './scheduler-metrics';
-import { FlickerDamper, isDrift, staleFields, type StaleCause } from './annotations';
+import { driftScore, FlickerDamper, isDrift, staleFields, type StaleCause } from './annotations';
 import { isFresh, LiveJobs, type RefreshResult } from './live-jobs';
 import { LiveNodes } from './live-nodes';
 import { passPause } from './pacing';
@@ -694,12 +694,17 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
     // pass after a restart write 97,000 rows (5-8 s under the agents' reconnections).
     let fresh = 0;
     let deferred = 0;
-    // Drift (see isDrift) up to driftedWaitsPerPass a pass, the front of the queue first; the rest
-    // stay stale in the database until a later pass (each compares with what is stored, so
-    // nothing is lost), which the next wake-up or tick brings: no pass is asked for them.
-    let drifted = 0;
-    let driftDeferred = 0;
-    // The new annotation by its fields: an object is made only for one that is written.
+    // Drift (see isDrift) is written after the rest, up to driftedWaitsPerPass a pass, the most
+    // wrong first (driftScore; ties in queue order, as met); the rest stay stale in the database
+    // until a later pass (each compares with what is stored, so nothing is lost), which the next
+    // wake-up or tick brings: no pass is asked for them.
+    const drifting: { job: LivePending; code: PendingReasonCodeName; reason: string; eta: number | null; position: number | null; cause: StaleCause; score: number }[] = [];
+    const write = (job: LivePending, code: PendingReasonCodeName, reason: string, eta: number | null, position: number | null, cause: StaleCause) => {
+      causes[cause] = (causes[cause] ?? 0) + 1;
+      job.wait = { code, reason, eta, position };
+      rows.push({ id: job.id, reason, reasonCode: code, estimatedStartAt: eta === null ? null : new Date(eta), scaled: code !== 'waiting_for_reclaim', queuePosition: position });
+    };
+    // The new annotation by its fields: an object is made only for one that is written or held back.
     const note = (job: LivePending, code: PendingReasonCodeName, reason: string, eta: number | null, position: number | null) => {
       const id = job.id;
       const old = forgotten?.has(id) ? undefined : job.wait;
@@ -711,19 +716,21 @@ export class SchedulerService implements OnApplicationBootstrap, OnApplicationSh
         deferred++;
         return;
       }
-      if (isDrift(cause, code) && ++drifted > this.config.driftedWaitsPerPass) {
-        driftDeferred++;
-        return;
-      }
-      causes[cause] = (causes[cause] ?? 0) + 1;
-      job.wait = { code, reason, eta, position };
-      rows.push({ id, reason, reasonCode: code, estimatedStartAt: eta === null ? null : new Date(eta), scaled: code !== 'waiting_for_reclaim', queuePosition: position });
+      if (isDrift(cause, code)) drifting.push({ job, code, reason, eta, position, cause, score: driftScore(old!, eta, position, now) });
+      else write(job, code, reason, eta, position, cause);
     };
     for (const w of withheld) note(w.job, w.code, w.reason, null, null);
     // A planned start is never in plan.pending (the core either starts or explains a job).
     // The plan's own estimate: the scale is applied when it is read (a reclaim's grace period is not scaled).
     // (Every job of the pass's snapshot is a LivePending.)
     for (const p of plan.pending) note(p.job as LivePending, p.reason, p.message, p.estimatedStartAt, p.queuePosition);
+    let driftDeferred = 0;
+    if (drifting.length > this.config.driftedWaitsPerPass) {
+      drifting.sort((a, b) => b.score - a.score); // stable: ties stay in queue order
+      driftDeferred = drifting.length - this.config.driftedWaitsPerPass;
+      drifting.length = this.config.driftedWaitsPerPass;
+    }
+    for (const d of drifting) write(d.job, d.code, d.reason, d.eta, d.position, d.cause);
     if (!touched) this.flicker.retain((id) => this.live.isPending(id));
     return { rows, gone, causes, deferred, driftDeferred };
   }
