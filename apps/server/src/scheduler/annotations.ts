@@ -46,10 +46,7 @@ export function staleFields(old: StoredAnnotation | undefined, code: PendingReas
   if (old.code !== code) return 'code';
   if (!sameReason(old, reason) && (code !== 'behind_higher_ranked' || positionStale(old.position, position))) return 'reason';
   if (positionStale(old.position, position)) return 'position';
-  if (old.eta !== eta) {
-    if (old.eta === null || eta === null) return 'estimate';
-    if (Math.abs(old.eta - eta) > Math.max(ETA_EXACT_MS, ETA_SLACK * (eta - now))) return 'estimate';
-  }
+  if (etaError(old.eta, eta, now) > 1) return 'estimate';
   return null;
 }
 
@@ -72,16 +69,7 @@ export function isDrift(cause: StaleCause, code: PendingReasonCodeName): boolean
  * every pass and leave the rest of the queue as wrong as the burst is long.
  */
 export function driftScore(old: StoredAnnotation, eta: number | null, position: number | null, now: number): number {
-  let score = 0;
-  if (old.position !== position) {
-    if (old.position === null || position === null || Math.min(old.position, position) <= EXACT_POSITIONS) return Infinity;
-    score = Math.abs(old.position - position) / (POSITION_SLACK * position);
-  }
-  if (old.eta !== eta) {
-    if (old.eta === null || eta === null) return Infinity;
-    score = Math.max(score, Math.abs(old.eta - eta) / Math.max(ETA_EXACT_MS, ETA_SLACK * (eta - now)));
-  }
-  return score;
+  return Math.max(positionError(old.position, position), etaError(old.eta, eta, now));
 }
 
 function sameReason(old: StoredAnnotation, reason: string): boolean {
@@ -102,9 +90,25 @@ function hashOf(reason: string): number {
 }
 
 function positionStale(old: number | null, next: number | null): boolean {
-  if (old === next) return false;
-  if (old === null || next === null || Math.min(old, next) <= EXACT_POSITIONS) return true;
-  return Math.abs(old - next) > POSITION_SLACK * next;
+  return positionError(old, next) > 1;
+}
+
+/**
+ * A stored value's error over what its slack allows (stale above 1), the one rule for both
+ * whether it is rewritten and, among drifted ones, which first: 0 when it is the same; Infinity
+ * when it must be exact (a position within the first 100) or the value came or went.
+ */
+function positionError(old: number | null, next: number | null): number {
+  if (old === next) return 0;
+  if (old === null || next === null || Math.min(old, next) <= EXACT_POSITIONS) return Infinity;
+  return Math.abs(old - next) / (POSITION_SLACK * next);
+}
+
+/** The same for an estimate: it may move by a minute, or by 10 % of the wait left. */
+function etaError(old: number | null, next: number | null, now: number): number {
+  if (old === next) return 0;
+  if (old === null || next === null) return Infinity;
+  return Math.abs(old - next) / Math.max(ETA_EXACT_MS, ETA_SLACK * (next - now));
 }
 
 /**
