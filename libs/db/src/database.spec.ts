@@ -209,7 +209,7 @@ describe.each(BOTH_DATABASES)('0018_job_waits_reason_hash on %s', (_kind, open) 
       await sql`insert into job_waits (job_id, reason_code, reason) values (${job}, 'over_quota_limit', 'Over quota.')`.execute(db);
       expect(await migrateToLatest(db)).toContain('0018_job_waits_reason_hash');
       expect((await sql`select reason_code, reason, reason_hash from job_waits`.execute(db)).rows).toEqual([{ reason_code: 'over_quota_limit', reason: 'Over quota.', reason_hash: null }]);
-      expect(await migrateTo(db, '0017_allocations_node_key')).toEqual(['0018_job_waits_reason_hash']);
+      expect(await migrateTo(db, '0017_allocations_node_key')).toEqual(['0019_node_change_indexes', '0018_job_waits_reason_hash']);
       expect(await hashCol()).toBe(0);
       expect((await sql`select reason from job_waits`.execute(db)).rows).toEqual([{ reason: 'Over quota.' }]);
       await migrateToLatest(db);

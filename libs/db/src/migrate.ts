@@ -17,6 +17,7 @@ import * as m0015 from './migrations/0015_node_change_tracking';
 import * as m0016 from './migrations/0016_job_waits_unchecked';
 import * as m0017 from './migrations/0017_allocations_node_key';
 import * as m0018 from './migrations/0018_job_waits_reason_hash';
+import * as m0019 from './migrations/0019_node_change_indexes';
 
 /** Migrations are compiled in (not read from disk) so the same list runs from source, dist and tests. */
 const migrations: Record<string, Migration> = {
@@ -38,6 +39,7 @@ const migrations: Record<string, Migration> = {
   '0016_job_waits_unchecked': m0016,
   '0017_allocations_node_key': m0017,
   '0018_job_waits_reason_hash': m0018,
+  '0019_node_change_indexes': m0019,
 };
 
 class StaticProvider implements MigrationProvider {

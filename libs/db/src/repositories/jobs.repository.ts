@@ -3,6 +3,7 @@ import { sql, type RawBuilder } from 'kysely';
 import type { JobDependenciesTable, JobRow, JobsTable } from '../schema';
 import { waitReasonHash } from '../wait-reason-hash';
 import { DependenciesRepository } from './dependencies.repository';
+import { changedFrom } from './changed-from';
 import { epochMs } from './epoch-ms';
 import { openAttemptsOf, LedgerRepository } from './ledger.repository';
 import type { Db } from './tenants.repository';
@@ -718,7 +719,7 @@ export class JobsRepository {
         // Dependencies are written with their job, in its transaction: exact for as long as it lives.
         sql<boolean>`exists (select 1 from job_dependencies d where d.job_id = jobs.id)`.as('dependent'),
       ])
-      .where(sql<boolean>`change_xid >= ${horizon}::xid8`)
+      .where(changedFrom(horizon))
       .execute();
     return {
       rows: rows.map(({ horizon: _h, dependent, ...r }) => Object.assign(r, { dependent: Boolean(dependent) })),
@@ -739,7 +740,7 @@ export class JobsRepository {
                array(select distinct a.node_id from allocations a where a.job_id = j.id and a.released_at is null) as node_ids
         from jobs j
         -- Not a job that never started (a submission): no agent has anything to do with it.
-        where j.change_xid >= ${horizon}::xid8 and (j.state <> 'pending' or j.attempts > 0)`.execute(this.db)
+        where ${changedFrom(horizon, 'j')} and (j.state <> 'pending' or j.attempts > 0)`.execute(this.db)
     ).rows;
     return { jobs: rows.map((r) => ({ id: r.id, nodeIds: r.node_ids })), horizon: rows[0]?.horizon ?? null };
   }

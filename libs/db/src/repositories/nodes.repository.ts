@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import type { NodeIsolationJson, NodeRow } from '../schema';
+import { changedFrom } from './changed-from';
 import { epochMs } from './epoch-ms';
 import type { Db } from './tenants.repository';
 
@@ -85,11 +86,12 @@ export class NodesRepository {
    */
   async forScheduling(since: string | null = null): Promise<FleetRead> {
     const { rows } = await sql<{ liveness: [string, number | null, boolean][]; changed: ChangedNodeJson[]; horizon: string }>`
-      with c as materialized (
-        select id from nodes where ${since}::xid8 is null or change_xid >= ${since}::xid8
-        union
-        select node_id from gpus where change_xid >= ${since}::xid8
-      ), g as (
+      with c as materialized (${
+        since === null
+          ? sql`select id from nodes`
+          : // Two index range scans (migration 0019), not an OR on a parameter, which scanned every node and GPU each pass.
+            sql`select id from nodes where ${changedFrom(since)} union select node_id from gpus where ${changedFrom(since)}`
+      }), g as (
         select node_id, array_agg(index order by index) as idx, array_agg(healthy order by index) as ok
         from gpus where node_id in (select id from c) group by node_id
       )

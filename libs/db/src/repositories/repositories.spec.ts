@@ -5,6 +5,7 @@ import type { DatabaseHandle } from '../database';
 import type { NodeIsolationJson } from '../schema';
 import { createTestDatabase, DATABASE_KINDS, TestDatabase } from '../testing';
 import { IdentityRepository } from './identity.repository';
+import { changedFrom } from './changed-from';
 import { epochMs } from './epoch-ms';
 import { JobsRepository, plainArray } from './jobs.repository';
 import { NodesRepository } from './nodes.repository';
@@ -601,6 +602,54 @@ describe.each(DATABASE_KINDS)('repositories on %s', (_kind, open) => {
     // A gateway's start drops the rows of long-dead ones.
     expect(await s.nodes.forgetGateways(at(110))).toBeGreaterThanOrEqual(1);
     expect(await s.nodes.newestLiveGatewayStart(at(95))).toEqual(at(0));
+  });
+});
+
+describe("the leader's change reads on a real PostgreSQL", () => {
+  let tdb: TestDatabase;
+  beforeAll(async () => {
+    tdb = await createTestDatabase();
+  });
+  afterAll(async () => tdb?.drop());
+
+  it('find what changed by index, not by reading every job, node and GPU, even before any ANALYZE saw the tables', async () => {
+    const s = await seed(tdb.handle);
+    const db = tdb.handle.db;
+    // A new deployment's first minutes: 20,000 jobs and 500 nodes of 8 GPUs that no ANALYZE has seen.
+    await sql`insert into jobs (tenant_id, user_id, name, state, gpus, gpu_type, priority, time_limit_seconds, command, env, submitted_at, queued_at)
+      select ${s.tenantId}, ${s.userId}, 'bulk-' || g, 'pending', 1, 'h100', 'normal', 60, '["true"]'::jsonb, '{}'::jsonb, now(), now() from generate_series(1, 20000) g`.execute(db);
+    await sql`with n as (insert into nodes (name, gpu_type, rack, leaf_switch, agent_token_hash) select 'bulk-' || g, 'h100', 'r', 'l', 'h' from generate_series(1, 500) g returning id)
+      insert into gpus (node_id, index) select n.id, g from n, generate_series(0, 7) g`.execute(db);
+    const jobsFrom = await s.jobs.changeHorizon();
+    const nodesFrom = (await s.nodes.forScheduling()).horizon;
+    const id = await s.job('newcomer');
+    const node = await s.nodes.create({ name: 'n-new', gpuType: 'h800', gpus: 8, rack: 'r9', leafSwitch: 'l9', tokenHash: 'z' });
+    // Sequential scans a read made (pg_stat_xact_user_tables also holds what this connection did
+    // before and has not yet reported: hence the difference).
+    const seqScansOf = async (read: (tx: typeof db) => Promise<unknown>) =>
+      db.transaction().execute(async (tx) => {
+        const scans = async () =>
+          Object.fromEntries(
+            (await sql<{ relname: string; seq_scan: string }>`select relname, seq_scan from pg_stat_xact_user_tables where relname in ('jobs', 'nodes', 'gpus')`.execute(tx)).rows.map((r) => [
+              r.relname,
+              Number(r.seq_scan),
+            ]),
+          );
+        const before = await scans();
+        await read(tx);
+        const after = await scans();
+        return Object.fromEntries(['jobs', 'nodes', 'gpus'].map((t) => [t, (after[t] ?? 0) - (before[t] ?? 0)]));
+      });
+    expect(
+      await seqScansOf(async (tx) => expect((await new JobsRepository(tx).changedSince(jobsFrom)).rows.map((j) => j.id)).toEqual([id])),
+    ).toMatchObject({ jobs: 0 });
+    expect((await s.nodes.forScheduling(nodesFrom)).changed.map((n) => n.id)).toEqual([node]);
+    // The nodes and GPUs that changed, as forScheduling finds them (its joins to the few found may scan).
+    for (const table of ['nodes', 'gpus']) {
+      const plan = (await sql<{ 'QUERY PLAN': string }>`explain select 1 from ${sql.table(table)} where ${changedFrom(nodesFrom)}`.execute(db)).rows.map((r) => r['QUERY PLAN']).join('\n');
+      expect(plan).toContain(`${table}_change_xid`);
+      expect(plan).not.toMatch(/Seq Scan/);
+    }
   });
 });
 
