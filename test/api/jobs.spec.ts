@@ -1,5 +1,7 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SCRIPT_MAX_BYTES } from '@nuri/contracts';
+import { BODY_LIMIT_BYTES } from '../../apps/server/src/api/common/limits';
 import { DbKind, Harness, job } from './harness';
 
 // The core of the API against both database kinds users meet: a real PostgreSQL and the embedded PGlite.
@@ -66,6 +68,27 @@ describe.each<DbKind>(['postgres', 'pglite'])('jobs API on %s', (kind) => {
     expect((await h.call('alice', 'GET', '/v1/jobs?bogus=1')).body.issues).toEqual([{ field: 'bogus', rule: 'unknown field' }]);
     expect((await h.call('alice', 'GET', '/v1/jobs/not-a-uuid')).body.issues[0].field).toBe('id');
     expect(await h.jobCount()).toBe(before);
+  });
+
+  it('takes the largest script even written out in escapes, refuses a body over the limit with 413 naming it, reads a path with a trailing slash as without, and an empty JSON body as none', async () => {
+    const before = await h.jobCount();
+    // Every byte an escape in JSON (six bytes each): the body is about 1.5 MiB.
+    const script = `#!/bin/sh\n${'\x1b'.repeat(SCRIPT_MAX_BYTES - 10)}`;
+    const ok = await h.call('alice', 'POST', '/v1/jobs', job({ name: 'largest-script', script }));
+    expect(ok.status, JSON.stringify(ok.body).slice(0, 300)).toBe(201);
+    const big = await h.call('alice', 'POST', '/v1/jobs', job({ name: 'too-big', env: { BIG: 'x'.repeat(BODY_LIMIT_BYTES) } }));
+    expect(big).toEqual({ status: 413, body: { error: 'payload_too_large', message: `the body is larger than the ${BODY_LIMIT_BYTES / 1024 / 1024} MiB the API takes` } });
+    expect(await h.jobCount()).toBe(before + 1);
+    const slash = await h.call('alice', 'GET', `/v1/jobs/${ok.body.id}/`);
+    expect(slash.status).toBe(200);
+    expect(slash.body.id).toBe(ok.body.id);
+    // A client that says JSON and sends nothing: no body, not a malformed one.
+    const cancel = await h.call('alice', 'POST', `/v1/jobs/${ok.body.id}/cancel`, undefined, { 'content-type': 'application/json' });
+    expect(cancel.status, JSON.stringify(cancel.body)).toBe(200);
+    expect(cancel.body.state).toBe('cancelled');
+    const empty = await h.call('alice', 'POST', '/v1/jobs', undefined, { 'content-type': 'application/json' });
+    expect(empty.status).toBe(400);
+    expect(empty.body.issues.map((i: { field: string }) => i.field)).toEqual(expect.arrayContaining(['name', 'gpus', 'timeLimitSeconds']));
   });
 
   it('refuses at submission what could never run', async () => {

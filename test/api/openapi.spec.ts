@@ -2,16 +2,20 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROUTES } from '../../apps/server/src/api';
 import { Harness } from './harness';
 
-/** The routes Express actually maps, as "get /v1/jobs/{id}". */
+/** The routes Fastify actually maps, as "get /v1/jobs/{id}" (from its route tree; HEAD is Fastify's own twin of each GET). */
 function mappedRoutes(h: Harness): string[] {
-  const express = h.server.app.getHttpAdapter().getInstance();
-  const stack: any[] = (express.router ?? express._router).stack;
+  const tree = h.server.app.getHttpAdapter().getInstance().printRoutes({ commonPrefix: false });
   const out: string[] = [];
-  for (const layer of stack) {
-    const route = layer.route;
-    if (!route) continue;
-    for (const [m, on] of Object.entries(route.methods as Record<string, boolean>))
-      if (on && m !== '_all') out.push(`${m} ${String(route.path).replace(/:(\w+)/g, '{$1}')}`);
+  const stack: string[] = [];
+  for (const line of tree.split('\n')) {
+    const m = /^((?:│ {3}| {4})*)[├└]── (\S+)(?: \(([^)]*)\))?$/.exec(line);
+    if (!m) continue;
+    const depth = [...m[1]!].length / 4;
+    stack.length = depth;
+    stack.push(m[2]!);
+    const path = stack.join('');
+    for (const method of (m[3] ?? '').split(',').map((x) => x.trim().toLowerCase()))
+      if (method && method !== 'head') out.push(`${method} ${path.replace(/:(\w+)/g, '{$1}')}`);
   }
   return out;
 }

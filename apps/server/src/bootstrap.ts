@@ -1,10 +1,13 @@
 import 'reflect-metadata';
-import { Logger, type INestApplication, type LogLevel, type Type } from '@nestjs/common';
+import { Logger, type LogLevel, type Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
+import type { RawServerDefault } from 'fastify';
 import type { ServerConfig } from '@nuri/config';
 import { DatabaseHandle, IdentityRepository, migrateToLatest, NodesRepository, openDatabase, TenantsRepository } from '@nuri/db';
 import type { AddressInfo } from 'node:net';
 import { AppModule } from './app.module';
+import { BODY_LIMIT_BYTES } from './api/common/limits';
 import { NodesService } from './api/nodes/nodes.service';
 import { PricesService } from './api/prices/prices.service';
 import { TenantsService } from './api/tenants/tenants.service';
@@ -19,7 +22,7 @@ import { AgentGateway } from './gateway/transport';
 import { NuriLogger } from './logging';
 
 export interface RunningServer {
-  app: INestApplication;
+  app: NestFastifyApplication;
   database: DatabaseHandle;
   /** Base URL of the HTTP listener, e.g. http://127.0.0.1:8080 */
   url: string;
@@ -70,15 +73,23 @@ export async function startServer(config: ServerConfig, options: StartOptions = 
     database.kind === 'postgres' && config.databaseUrl && config.roles.has('scheduler') && config.roles.size > 1
       ? await openDatabase({ url: config.databaseUrl, poolSize: 4 })
       : undefined;
-  const app = await NestFactory.create(AppModule.forRoles(config, database, clock, wakeups, options.modules, schedulerDatabase), {
-    logger: new NuriLogger(config.logFormat, LEVELS[config.logLevel]),
-  });
+  const app = await NestFactory.create<NestFastifyApplication>(
+    AppModule.forRoles(config, database, clock, wakeups, options.modules, schedulerDatabase),
+    // Fastify, not Express: under 16 clients submitting, Express with its router and body
+    // parser was about 110 µs of CPU per request of the api's ~350 (a Nest app with the same
+    // guard, pipe and answer: 138 µs a request on Express, 28 on Fastify).
+    new FastifyAdapter({ bodyLimit: BODY_LIMIT_BYTES, routerOptions: { ignoreTrailingSlash: true } }),
+    { logger: new NuriLogger(config.logFormat, LEVELS[config.logLevel]) },
+  );
   app.enableShutdownHooks();
-  // No ETag on API answers (nothing asks conditionally, and Express hashed every JSON body for
-  // it) and no X-Powered-By.
-  const http = app.getHttpAdapter().getInstance() as { set(k: string, v: unknown): void; disable(k: string): void };
-  http.set('etag', false);
-  http.disable('x-powered-by');
+  // JSON as Fastify parses it (prototype poisoning refused), except that an empty body is no
+  // body: clients that always send `Content-Type: application/json` (a bodiless cancel) were
+  // answered by Express, and Fastify alone would refuse them with 400.
+  const json = app.getHttpAdapter().getInstance().getDefaultJsonParser('error', 'error');
+  app.useBodyParser<RawServerDefault>('application/json', { bodyLimit: BODY_LIMIT_BYTES }, (req, body, done) =>
+    // (It parses a Buffer as well as a string: secure-json-parse takes both.)
+    body.length === 0 ? done(null, undefined) : json(req, body as unknown as string, done),
+  );
   const auth = config.roles.has('api') ? app.get(AuthService) : undefined;
   if (config.bootstrapToken && auth) await auth.ensureBootstrapOperator(config.bootstrapToken);
   await app.listen(config.port, config.host);

@@ -1,5 +1,5 @@
 import { Controller, Get, Req, Res } from '@nestjs/common';
-import type { Request, Response } from 'express';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Public } from '../auth/principal';
 import { LogRelay } from './log-relay';
 
@@ -13,7 +13,7 @@ export class LogRelayController {
 
   @Get()
   @Public()
-  serve(@Req() req: Request, @Res() res: Response): Promise<void> {
-    return this.relay.serve(req, res);
+  serve(@Req() req: FastifyRequest, @Res() reply: FastifyReply): Promise<void> {
+    return this.relay.serve(req, reply);
   }
 }

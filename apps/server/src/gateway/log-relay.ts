@@ -2,7 +2,8 @@ import { Inject, Injectable, Logger } from '@nestjs/common';
 import { WIRE_VERSION, type AgentLogsData, type AgentLogsEnd } from '@nuri/contracts';
 import { LogRelayRepository } from '@nuri/db';
 import { randomUUID } from 'node:crypto';
-import type { Request, Response } from 'express';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { ServerResponse } from 'node:http';
 import type { z } from 'zod';
 import { hashToken } from '../auth/tokens';
 import { Clock } from '../core/clock';
@@ -18,7 +19,7 @@ type LogsMessage = z.infer<typeof AgentLogsData> | z.infer<typeof AgentLogsEnd>;
 interface Relay {
   node: string;
   rank: number;
-  res: Response;
+  res: ServerResponse;
   started: boolean;
   paused: boolean;
   done: boolean;
@@ -57,7 +58,10 @@ export class LogRelay {
     return this.relays.size;
   }
 
-  async serve(req: Request, res: Response): Promise<void> {
+  async serve(req: FastifyRequest, reply: FastifyReply): Promise<void> {
+    // Written by hand from here on: the agent's chunks go out as they come.
+    reply.hijack();
+    const res = reply.raw;
     const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
     const grant = m ? await this.repo.consume(hashToken(m[1]!), this.clock.now()) : undefined;
     if (!grant) return fail(res, 401, 'unauthorized', 'no valid output grant: an api replica issues one per request, usable once within 30 seconds');
@@ -136,7 +140,7 @@ export class LogRelay {
     if (relay.started) return;
     relay.started = true;
     clearTimeout(relay.timer);
-    relay.res.status(200);
+    relay.res.statusCode = 200;
     relay.res.setHeader('Content-Type', 'text/plain; charset=utf-8');
     relay.res.setHeader('Cache-Control', 'no-store');
     relay.res.setHeader('X-Content-Type-Options', 'nosniff');
@@ -156,7 +160,7 @@ export class LogRelay {
   }
 }
 
-function fail(res: Response, status: number, error: string, message: string): void {
+function fail(res: ServerResponse, status: number, error: string, message: string): void {
   if (res.headersSent || res.destroyed) return;
-  res.status(status).json({ error, message });
+  res.writeHead(status, { 'Content-Type': 'application/json; charset=utf-8' }).end(JSON.stringify({ error, message }));
 }

@@ -2,7 +2,7 @@ import { parseServerConfig } from '@nuri/config';
 import { migrateToLatest, openDatabase, type DatabaseHandle } from '@nuri/db';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, type RunningServer } from '../bootstrap';
-import { metricsAuthorized } from './metrics.controller';
+import { metricsAuthorized, prefersGzip } from './metrics.controller';
 
 const METRICS_TOKEN = 'metrics-token-for-tests-0123456789';
 const OPERATOR_TOKEN = 'bootstrap-token-for-metrics-auth-0123456789';
@@ -87,5 +87,12 @@ describe('metricsAuthorized', () => {
     const t = 'x'.repeat(24);
     expect(metricsAuthorized(`Bearer ${t}`, t)).toBe(true);
     for (const h of [undefined, '', t, `Bearer ${t}y`, `Bearer y${t}`, `Bearer ${t} extra`, `Token ${t}`]) expect(metricsAuthorized(h, t)).toBe(false);
+  });
+});
+
+describe('prefersGzip', () => {
+  it('gzips for a client that takes gzip at least as gladly as plain text', () => {
+    for (const h of ['gzip', 'gzip, deflate, br', 'deflate, GZIP', 'gzip;q=1.0, identity;q=0.5', '*', 'identity;q=0.5, *', 'gzip;q=0.8, identity;q=0.8', 'gzip;q=0.5', 'br, gzip;q=0.5']) expect(prefersGzip(h), h).toBe(true);
+    for (const h of [undefined, '', 'identity', 'deflate, br', 'gzip;q=0', 'gzip;q=0.5, identity', '*;q=0', 'gzip;q=0.4, identity;q=0.9']) expect(prefersGzip(h), h).toBe(false);
   });
 });

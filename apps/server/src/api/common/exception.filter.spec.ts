@@ -1,4 +1,4 @@
-import { ArgumentsHost, Logger, NotFoundException } from '@nestjs/common';
+import { ArgumentsHost, BadRequestException, Logger, NotFoundException, PayloadTooLargeException } from '@nestjs/common';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import { conflict } from './errors';
@@ -7,7 +7,7 @@ import { toIssues } from './zod-pipe';
 
 function respond(e: unknown): { status: number; body: any } {
   const out = { status: 0, body: undefined as any };
-  const res = { headersSent: false, status: (s: number) => ((out.status = s), res), json: (b: unknown) => (out.body = b) };
+  const res = { sent: false, raw: { headersSent: false }, code: (s: number) => ((out.status = s), res), send: (b: unknown) => (out.body = b) };
   const host = { getType: () => 'http', switchToHttp: () => ({ getResponse: () => res }) } as unknown as ArgumentsHost;
   new ApiExceptionFilter().catch(e, host);
   return out;
@@ -25,6 +25,23 @@ describe('ApiExceptionFilter', () => {
   it('passes API errors through and names Nest HTTP errors', () => {
     expect(respond(conflict('job is already completed'))).toEqual({ status: 409, body: { error: 'conflict', message: 'job is already completed' } });
     expect(respond(new NotFoundException('Cannot GET /x'))).toEqual({ status: 404, body: { error: 'not_found', message: 'Cannot GET /x' } });
+  });
+
+  it("says what was wrong with a body Fastify refused before any handler (Nest hands it on as an HttpException)", () => {
+    expect(respond(new BadRequestException("Body is not valid JSON but content-type is set to 'application/json'"))).toEqual({
+      status: 400,
+      body: { error: 'invalid_request', message: expect.stringMatching(/^the body is not valid JSON: /), issues: [{ field: '(body)', rule: 'valid JSON object' }] },
+    });
+    expect(respond(new PayloadTooLargeException('Request body is too large'))).toEqual({ status: 413, body: { error: 'payload_too_large', message: 'the body is larger than the 2 MiB the API takes' } });
+  });
+
+  it('writes nothing once the response has begun (a stream cut off midway)', () => {
+    const sent: unknown[] = [];
+    const res = { sent: false, raw: { headersSent: true }, code: () => res, send: (b: unknown) => sent.push(b) };
+    const host = { getType: () => 'http', switchToHttp: () => ({ getResponse: () => res }) } as unknown as ArgumentsHost;
+    vi.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
+    new ApiExceptionFilter().catch(new Error('late'), host);
+    expect(sent).toEqual([]);
   });
 });
 

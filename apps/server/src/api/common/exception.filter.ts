@@ -1,7 +1,8 @@
 import { ArgumentsHost, Catch, ExceptionFilter, HttpException, Logger } from '@nestjs/common';
 import type { ApiError } from '@nuri/contracts';
-import type { Response } from 'express';
+import type { FastifyReply } from 'fastify';
 import { ApiException } from './errors';
+import { BODY_LIMIT_BYTES } from './limits';
 
 const NAMES: Record<number, string> = {
   400: 'invalid_request',
@@ -24,10 +25,10 @@ export class ApiExceptionFilter implements ExceptionFilter {
 
   catch(exception: unknown, host: ArgumentsHost): void {
     if (host.getType() !== 'http') throw exception;
-    const res = host.switchToHttp().getResponse<Response>();
+    const reply = host.switchToHttp().getResponse<FastifyReply>();
     const [status, body] = this.describe(exception);
-    if (res.headersSent) return;
-    res.status(status).json(body);
+    if (reply.sent || reply.raw.headersSent) return;
+    void reply.code(status).send(body);
   }
 
   private describe(e: unknown): [number, ApiError] {
@@ -37,15 +38,10 @@ export class ApiExceptionFilter implements ExceptionFilter {
       const r = e.getResponse();
       const message = typeof r === 'string' ? r : typeof (r as { message?: unknown }).message === 'string' ? (r as { message: string }).message : e.message;
       if (status >= 500) this.log.error(e.stack ?? String(e));
-      // Nest's own 400s are body-parser failures: the body is not JSON (or not an object).
+      // Nest's own 400s and 413s are Fastify's refusals of a body (not JSON, empty, too large).
       if (status === 400) return [400, { error: 'invalid_request', message: `the body is not valid JSON: ${message}`, issues: [{ field: '(body)', rule: 'valid JSON object' }] }];
+      if (status === 413) return [413, { error: 'payload_too_large', message: `the body is larger than the ${BODY_LIMIT_BYTES / 1024 / 1024} MiB the API takes` }];
       return [status, { error: NAMES[status] ?? (status >= 500 ? 'internal' : 'error'), message: status >= 500 ? 'internal error' : message }];
-    }
-    // body-parser errors (malformed JSON, body too large) carry a status and an `expose` flag.
-    const bp = e as { status?: unknown; expose?: unknown; type?: unknown; message?: unknown };
-    if (typeof bp?.status === 'number' && bp.status >= 400 && bp.status < 500 && bp.expose === true) {
-      const message = bp.type === 'entity.parse.failed' ? 'the body is not valid JSON' : String(bp.message);
-      return [bp.status, { error: NAMES[bp.status] ?? 'invalid_request', message, ...(bp.status === 400 ? { issues: [{ field: '(body)', rule: message }] } : {}) }];
     }
     this.log.error(e instanceof Error ? (e.stack ?? e.message) : String(e));
     return [500, { error: 'internal', message: 'internal error' }];

@@ -1,6 +1,6 @@
 import { Body, Controller, Get, HttpCode, Param, Post, Query, Res } from '@nestjs/common';
 import { CancelJobs, CancelJobsResult, JobParams, JobView, ListJobsQuery, SubmitJob } from '@nuri/contracts';
-import type { Response } from 'express';
+import type { FastifyReply } from 'fastify';
 import { Caller, Principal } from '../../auth/principal';
 import { Zod } from '../common/zod-pipe';
 import { JobPage, JobsService } from './jobs.service';
@@ -32,9 +32,9 @@ export class JobsController {
 
   @Post(':id/cancel')
   @HttpCode(200)
-  async cancel(@Caller() me: Principal, @Param(new Zod(JobParams, 'path')) p: JobParams, @Res({ passthrough: true }) res: Response): Promise<JobView> {
+  async cancel(@Caller() me: Principal, @Param(new Zod(JobParams, 'path')) p: JobParams, @Res({ passthrough: true }) res: FastifyReply): Promise<JobView> {
     const r = await this.jobs.cancel(me, p.id);
-    res.status(r.status);
+    res.code(r.status);
     return r.job;
   }
 }

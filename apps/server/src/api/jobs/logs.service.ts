@@ -4,7 +4,8 @@ import { JobsRepository, LogRelayRepository, Principal } from '@nuri/db';
 import { randomBytes } from 'node:crypto';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import type { Response } from 'express';
+import type { FastifyReply } from 'fastify';
+import type { ServerResponse } from 'node:http';
 import { hashToken } from '../../auth/tokens';
 import { Clock } from '../../core/clock';
 import { ApiException, conflict, notFound } from '../common/errors';
@@ -36,7 +37,8 @@ export class LogsService {
     private readonly clock: Clock,
   ) {}
 
-  async stream(caller: Principal, ref: string, q: LogsQuery, res: Response): Promise<void> {
+  async stream(caller: Principal, ref: string, q: LogsQuery, reply: FastifyReply): Promise<void> {
+    const res = reply.raw;
     const job = await this.jobs.resolve(caller, ref);
     const nodes = job.attempts > 0 ? (await this.jobRows.lastPlacement(job.id)).map((n) => n.name) : [];
     if (!nodes.length) throw conflict('no output yet: the job has not started');
@@ -52,7 +54,9 @@ export class LogsService {
     const upstream = await this.call(where.gatewayUrl, token, node, res);
     if (upstream.statusCode !== 200) throw await this.refusal(upstream, node);
 
-    res.status(200);
+    // Written by hand from here on (errors before this are the exception filter's JSON).
+    reply.hijack();
+    res.statusCode = 200;
     res.setHeader('Content-Type', 'text/plain; charset=utf-8');
     res.setHeader('Cache-Control', 'no-store');
     res.setHeader('X-Content-Type-Options', 'nosniff');
@@ -66,7 +70,7 @@ export class LogsService {
   }
 
   /** Calls the gateway's relay; the call is dropped when the reader leaves before it answers. */
-  private call(base: string, token: string, node: string, res: Response): Promise<IncomingMessage> {
+  private call(base: string, token: string, node: string, res: ServerResponse): Promise<IncomingMessage> {
     return new Promise((resolve, reject) => {
       const url = new URL(RELAY_PATH, base);
       const send = url.protocol === 'https:' ? httpsRequest : httpRequest;

@@ -1,9 +1,9 @@
 import type { HistoryItem, StatementView, UsageView } from '@nuri/contracts';
-import type { Response } from 'express';
+import type { FastifyReply } from 'fastify';
 import { toCsv } from './usage.service';
 
 /** `Accept: text/csv` gets CSV (a spreadsheet or an invoice system reads it), anything else JSON. */
-export function negotiate<T>(res: Response, accept: string | undefined, view: T, csv: (v: T) => string): T | string {
+export function negotiate<T>(res: FastifyReply, accept: string | undefined, view: T, csv: (v: T) => string): T | string {
   if (!accept || !/\btext\/csv\b/i.test(accept)) return view;
   res.type('text/csv; charset=utf-8');
   return csv(view);

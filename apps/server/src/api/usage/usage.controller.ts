@@ -1,6 +1,6 @@
 import { Body, Controller, Get, Headers, Param, Put, Query, Res } from '@nestjs/common';
 import { HistoryItem, HistoryQuery, IdlePolicy, IdlePolicyView, IdleJobsQuery, IdleJobView, NameParams, QuotaQuery, QuotaView, StatementQuery, StatementView, UsageQuery, UsageView } from '@nuri/contracts';
-import type { Response } from 'express';
+import type { FastifyReply } from 'fastify';
 import { Caller, Principal, Roles } from '../../auth/principal';
 import { Zod } from '../common/zod-pipe';
 import { historyCsv, negotiate, statementCsv, usageCsv } from './csv';
@@ -11,12 +11,12 @@ export class UsageController {
   constructor(private readonly usage: UsageService) {}
 
   @Get()
-  async get(@Caller() me: Principal, @Query(new Zod(UsageQuery, 'query')) q: UsageQuery, @Headers('accept') accept: string | undefined, @Res({ passthrough: true }) res: Response): Promise<UsageView | string> {
+  async get(@Caller() me: Principal, @Query(new Zod(UsageQuery, 'query')) q: UsageQuery, @Headers('accept') accept: string | undefined, @Res({ passthrough: true }) res: FastifyReply): Promise<UsageView | string> {
     return negotiate(res, accept, await this.usage.usage(me, q), usageCsv);
   }
 
   @Get('history')
-  async history(@Caller() me: Principal, @Query(new Zod(HistoryQuery, 'query')) q: HistoryQuery, @Headers('accept') accept: string | undefined, @Res({ passthrough: true }) res: Response): Promise<HistoryItem[] | string> {
+  async history(@Caller() me: Principal, @Query(new Zod(HistoryQuery, 'query')) q: HistoryQuery, @Headers('accept') accept: string | undefined, @Res({ passthrough: true }) res: FastifyReply): Promise<HistoryItem[] | string> {
     return negotiate(res, accept, await this.usage.history(me, q), historyCsv);
   }
 
@@ -42,7 +42,7 @@ export class StatementController {
     @Param(new Zod(NameParams, 'path')) p: NameParams,
     @Query(new Zod(StatementQuery, 'query')) q: StatementQuery,
     @Headers('accept') accept: string | undefined,
-    @Res({ passthrough: true }) res: Response,
+    @Res({ passthrough: true }) res: FastifyReply,
   ): Promise<StatementView | string> {
     return negotiate(res, accept, await this.usage.statement(me, p.name, q.month), statementCsv);
   }
