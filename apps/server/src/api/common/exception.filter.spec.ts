@@ -7,7 +7,7 @@ import { toIssues } from './zod-pipe';
 
 function respond(e: unknown): { status: number; body: any } {
   const out = { status: 0, body: undefined as any };
-  const res = { sent: false, raw: { headersSent: false }, code: (s: number) => ((out.status = s), res), send: (b: unknown) => (out.body = b) };
+  const res = { sent: false, raw: { headersSent: false, writableEnded: false }, code: (s: number) => ((out.status = s), res), send: (b: unknown) => (out.body = b) };
   const host = { getType: () => 'http', switchToHttp: () => ({ getResponse: () => res }) } as unknown as ArgumentsHost;
   new ApiExceptionFilter().catch(e, host);
   return out;
@@ -35,9 +35,18 @@ describe('ApiExceptionFilter', () => {
     expect(respond(new PayloadTooLargeException('Request body is too large'))).toEqual({ status: 413, body: { error: 'payload_too_large', message: 'the body is larger than the 2 MiB the API takes' } });
   });
 
+  it('writes the error by hand for a handler that took the response over and failed before writing it', () => {
+    const written: unknown[] = [];
+    const raw = { headersSent: false, writableEnded: false, writeHead: (s: number, h: unknown) => (written.push(s, h), raw), end: (b: string) => written.push(JSON.parse(b)) };
+    const res = { sent: true, raw, code: () => res, send: () => written.push('sent through Fastify') };
+    const host = { getType: () => 'http', switchToHttp: () => ({ getResponse: () => res }) } as unknown as ArgumentsHost;
+    new ApiExceptionFilter().catch(conflict('no output yet'), host);
+    expect(written).toEqual([409, { 'Content-Type': 'application/json; charset=utf-8' }, { error: 'conflict', message: 'no output yet' }]);
+  });
+
   it('writes nothing once the response has begun (a stream cut off midway)', () => {
     const sent: unknown[] = [];
-    const res = { sent: false, raw: { headersSent: true }, code: () => res, send: (b: unknown) => sent.push(b) };
+    const res = { sent: true, raw: { headersSent: true, writableEnded: false }, code: () => res, send: (b: unknown) => sent.push(b) };
     const host = { getType: () => 'http', switchToHttp: () => ({ getResponse: () => res }) } as unknown as ArgumentsHost;
     vi.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
     new ApiExceptionFilter().catch(new Error('late'), host);

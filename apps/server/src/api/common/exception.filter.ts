@@ -27,8 +27,12 @@ export class ApiExceptionFilter implements ExceptionFilter {
     if (host.getType() !== 'http') throw exception;
     const reply = host.switchToHttp().getResponse<FastifyReply>();
     const [status, body] = this.describe(exception);
-    if (reply.sent || reply.raw.headersSent) return;
-    void reply.code(status).send(body);
+    const res = reply.raw;
+    if (res.headersSent || res.writableEnded) return;
+    // A handler that took the response over (reply.hijack(): streamed output) and failed
+    // before writing it: Fastify would send nothing, so the error is written by hand.
+    if (reply.sent) res.writeHead(status, { 'Content-Type': 'application/json; charset=utf-8' }).end(JSON.stringify(body));
+    else void reply.code(status).send(body);
   }
 
   private describe(e: unknown): [number, ApiError] {
