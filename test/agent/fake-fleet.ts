@@ -19,6 +19,9 @@ export class FakeFleet implements FleetPort {
   readonly jobEvents = new Map<string, JobEvent>();
   readonly heartbeats: Array<{ node: string; at: number }> = [];
   readonly disconnects: string[] = [];
+  /** Nodes whose disconnected() has finished (it takes `disconnectMs`). */
+  readonly disconnectsDone: string[] = [];
+  disconnectMs = 0;
   /** Messages hello() returns for a node (reconcile). */
   readonly onHello = new Map<string, ServerMessage[]>();
   failApply: ((m: SequencedMessage) => boolean) | undefined;
@@ -71,6 +74,8 @@ export class FakeFleet implements FleetPort {
   async disconnected(nodeName: string): Promise<void> {
     this.disconnects.push(nodeName);
     this.notify();
+    if (this.disconnectMs) await new Promise((r) => setTimeout(r, this.disconnectMs));
+    this.disconnectsDone.push(nodeName);
   }
 
   exit(node: string, jobId: string) {

@@ -259,6 +259,20 @@ describe('gateway transport with real agents over loopback', () => {
     expect(gw.isConnected('node-a')).toBe(false);
   });
 
+  it("stops only once the fleet has been told of every connection it closed (a server's shutdown closes the database next)", async () => {
+    const fleet = new FakeFleet(TOKENS);
+    fleet.disconnectMs = 300;
+    const { gw, url } = await gateway(fleet);
+    const conns = (['node-a', 'node-b'] as const).map((n) => raw(url, { Authorization: `Bearer ${TOKENS[n]}`, 'X-Nuri-Node': n }));
+    for (const [i, c] of conns.entries()) {
+      await c.status;
+      c.ws.send(hello(i ? 'node-b' : 'node-a'));
+    }
+    await until(() => gw.isConnected('node-a') && gw.isConnected('node-b'));
+    await gw.stop();
+    expect(fleet.disconnectsDone.sort()).toEqual(['node-a', 'node-b']);
+  });
+
   it('terminates a connection that stops answering pings', async () => {
     const fleet = new FakeFleet(TOKENS);
     const { gw, url } = await gateway(fleet, { pingIntervalMs: 100 });

@@ -118,6 +118,8 @@ export class AgentGateway implements AgentLink {
   private readonly wss: WebSocketServer;
   private readonly byNode = new Map<string, Conn>();
   private readonly conns = new Set<Conn>();
+  /** The fleet's writes that a node's connection is gone, in flight (`stop` waits for them). */
+  private readonly disconnecting = new Set<Promise<void>>();
   /** Each node's open connections (a few at most): counting a node's among all 4,000 for every upgrade was quadratic in a reconnect storm. */
   private readonly connsOf = new Map<string, Set<Conn>>();
   /** Hellos being processed (see maxHellosInFlight). */
@@ -185,7 +187,12 @@ export class AgentGateway implements AgentLink {
   async stop(): Promise<void> {
     clearInterval(this.pingTimer);
     this.opts.server?.off('upgrade', this.onUpgrade);
-    for (const c of [...this.conns]) c.ws.terminate();
+    const open = [...this.conns];
+    for (const c of open) c.ws.terminate();
+    // Each socket's close, and the fleet's write that its node is gone, come after: a server's
+    // shutdown closes the database next, and every one of those writes failed, logged as an error.
+    await Promise.all(open.map((c) => (c.ws.readyState === WebSocket.CLOSED ? undefined : new Promise<void>((r) => c.ws.once('close', () => r())))));
+    await Promise.allSettled([...this.disconnecting]);
     if (this.ownServer) {
       const srv = this.ownServer;
       this.ownServer = undefined;
@@ -312,7 +319,11 @@ export class AgentGateway implements AgentLink {
     if (this.byNode.get(c.node) === c) {
       this.byNode.delete(c.node);
       this.opts.logs?.closed(c.node);
-      this.opts.fleet.disconnected(c.node).catch((e: Error) => this.log('error', `disconnected(${c.node}) failed: ${e.message}`));
+      const told: Promise<void> = this.opts.fleet
+        .disconnected(c.node)
+        .catch((e: Error) => this.log('error', `disconnected(${c.node}) failed: ${e.message}`))
+        .finally(() => this.disconnecting.delete(told));
+      this.disconnecting.add(told);
     }
   }
 
