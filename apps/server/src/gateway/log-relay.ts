@@ -7,6 +7,7 @@ import type { ServerResponse } from 'node:http';
 import type { z } from 'zod';
 import { hashToken } from '../auth/tokens';
 import { Clock } from '../core/clock';
+import { beginOutput, writeJson } from '../core/raw-response';
 import type { AgentLink } from './fleet-port';
 
 /** The internal endpoint api replicas call with a grant token (never a user's token). */
@@ -140,11 +141,7 @@ export class LogRelay {
     if (relay.started) return;
     relay.started = true;
     clearTimeout(relay.timer);
-    relay.res.statusCode = 200;
-    relay.res.setHeader('Content-Type', 'text/plain; charset=utf-8');
-    relay.res.setHeader('Cache-Control', 'no-store');
-    relay.res.setHeader('X-Content-Type-Options', 'nosniff');
-    relay.res.flushHeaders();
+    beginOutput(relay.res);
   }
 
   private finish(id: string, relay: Relay): void {
@@ -162,5 +159,5 @@ export class LogRelay {
 
 function fail(res: ServerResponse, status: number, error: string, message: string): void {
   if (res.headersSent || res.destroyed) return;
-  res.writeHead(status, { 'Content-Type': 'application/json; charset=utf-8' }).end(JSON.stringify({ error, message }));
+  writeJson(res, status, { error, message });
 }

@@ -1,6 +1,7 @@
 import { ArgumentsHost, Catch, ExceptionFilter, HttpException, Logger } from '@nestjs/common';
 import type { ApiError } from '@nuri/contracts';
 import type { FastifyReply } from 'fastify';
+import { writeJson } from '../../core/raw-response';
 import { ApiException } from './errors';
 import { BODY_LIMIT_BYTES } from './limits';
 
@@ -31,7 +32,7 @@ export class ApiExceptionFilter implements ExceptionFilter {
     if (res.headersSent || res.writableEnded) return;
     // A handler that took the response over (reply.hijack(): streamed output) and failed
     // before writing it: Fastify would send nothing, so the error is written by hand.
-    if (reply.sent) res.writeHead(status, { 'Content-Type': 'application/json; charset=utf-8' }).end(JSON.stringify(body));
+    if (reply.sent) writeJson(res, status, body);
     else void reply.code(status).send(body);
   }
 

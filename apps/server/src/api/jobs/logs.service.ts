@@ -8,6 +8,7 @@ import type { FastifyReply } from 'fastify';
 import type { ServerResponse } from 'node:http';
 import { hashToken } from '../../auth/tokens';
 import { Clock } from '../../core/clock';
+import { beginOutput } from '../../core/raw-response';
 import { ApiException, conflict, notFound } from '../common/errors';
 import { JobsService } from './jobs.service';
 
@@ -56,11 +57,7 @@ export class LogsService {
 
     // Written by hand from here on (errors before this are the exception filter's JSON).
     reply.hijack();
-    res.statusCode = 200;
-    res.setHeader('Content-Type', 'text/plain; charset=utf-8');
-    res.setHeader('Cache-Control', 'no-store');
-    res.setHeader('X-Content-Type-Options', 'nosniff');
-    res.flushHeaders();
+    beginOutput(res);
     // An output cut off midway (the agent or the gateway went away) must not look complete:
     // the response is aborted, so the reader sees an incomplete transfer instead of an end.
     upstream.on('aborted', () => res.destroy());
